@@ -1,0 +1,344 @@
+package agentapi
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"strings"
+	"sync"
+	"time"
+	"unicode"
+	"unicode/utf8"
+)
+
+// Defaults for a Client.
+const (
+	DefaultTimeout   = 10 * time.Second
+	DefaultMaxConns  = 64
+	DefaultUserAgent = "agentrelay"
+)
+
+// drainBudget is how much of a response body the client reads past what it
+// keeps, so the connection can be reused. A longer body is abandoned and its
+// connection closed: a hostile or broken server cannot make us read without
+// limit.
+const drainBudget = 16 << 10
+
+// ErrInsecureURL is returned for a plain-http base URL that is not loopback,
+// unless AllowInsecureHTTP is set: a bearer token must not cross a network in
+// clear text by accident.
+var ErrInsecureURL = errors.New("agentapi: base URL must use https")
+
+// ClientOptions configures a Client. The zero value of each field means its
+// default.
+type ClientOptions struct {
+	// Timeout bounds each call, from sending the request to reading the
+	// end of the answer. Default DefaultTimeout.
+	Timeout time.Duration
+	// MaxConns sizes the connection pool: idle connections kept per host.
+	// Set it to the number of calls that may be in flight at once.
+	// Default DefaultMaxConns.
+	MaxConns int
+	// UserAgent is sent as User-Agent. Default DefaultUserAgent.
+	UserAgent string
+	// AllowInsecureHTTP permits a plain-http base URL to a non-loopback host.
+	AllowInsecureHTTP bool
+	// TLS is the TLS configuration (custom CAs, client certificates).
+	// Nil means the system roots. Verification stays on unless the caller
+	// sets InsecureSkipVerify itself.
+	TLS *tls.Config
+	// Transport replaces the HTTP transport entirely (tests, benchmarks);
+	// MaxConns and TLS are then ignored.
+	Transport http.RoundTripper
+}
+
+// Client calls the trigger API. It is safe for concurrent use and holds a
+// pool of keep-alive connections; create one per base URL and share it.
+type Client struct {
+	base      string // scheme://host[:port][/prefix], no trailing slash
+	hc        *http.Client
+	timeout   time.Duration
+	userAgent string
+}
+
+// NewClient returns a client for the API at baseURL (for the public API,
+// "https://api.chatgpt.com").
+func NewClient(baseURL string, o ClientOptions) (*Client, error) {
+	base, err := CheckBaseURL(baseURL, o.AllowInsecureHTTP)
+	if err != nil {
+		return nil, err
+	}
+	if o.Timeout <= 0 {
+		o.Timeout = DefaultTimeout
+	}
+	if o.MaxConns <= 0 {
+		o.MaxConns = DefaultMaxConns
+	}
+	if o.UserAgent == "" {
+		o.UserAgent = DefaultUserAgent
+	}
+	rt := o.Transport
+	if rt == nil {
+		rt = newTransport(o)
+	}
+	return &Client{
+		base: base,
+		hc: &http.Client{
+			Transport: rt,
+			// The API never redirects. A redirect means a wrong base URL
+			// or a hostile middlebox; following it could carry the token
+			// to another host, so the 3xx is returned as an answer.
+			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+		},
+		timeout:   o.Timeout,
+		userAgent: o.UserAgent,
+	}, nil
+}
+
+func newTransport(o ClientOptions) *http.Transport {
+	tlsConf := o.TLS
+	if tlsConf == nil {
+		tlsConf = &tls.Config{MinVersion: tls.VersionTLS12}
+	}
+	return &http.Transport{
+		Proxy: http.ProxyFromEnvironment,
+		DialContext: (&net.Dialer{
+			Timeout:   min(o.Timeout, 10*time.Second),
+			KeepAlive: 30 * time.Second,
+		}).DialContext,
+		TLSClientConfig:        tlsConf,
+		ForceAttemptHTTP2:      true,
+		TLSHandshakeTimeout:    min(o.Timeout, 10*time.Second),
+		MaxIdleConns:           o.MaxConns,
+		MaxIdleConnsPerHost:    o.MaxConns,
+		IdleConnTimeout:        90 * time.Second,
+		MaxResponseHeaderBytes: 64 << 10,
+		// Requests and answers are small; 4 KiB buffers per connection
+		// (the default) would dominate memory when thousands of calls are
+		// in flight. bufio grows lines past the buffer as needed.
+		ReadBufferSize:  2 << 10,
+		WriteBufferSize: 2 << 10,
+	}
+}
+
+// CheckBaseURL validates and normalises a base URL: http or https, a host, no
+// user info (it would end up in error strings), query or fragment; https
+// unless the host is loopback or allowInsecure is set.
+func CheckBaseURL(raw string, allowInsecure bool) (string, error) {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return "", fmt.Errorf("agentapi: base URL: %w", err)
+	}
+	switch {
+	case u.Scheme != "http" && u.Scheme != "https":
+		return "", fmt.Errorf("agentapi: base URL %q: scheme must be https (or http for loopback)", raw)
+	case u.Host == "":
+		return "", fmt.Errorf("agentapi: base URL %q: missing host", raw)
+	case u.User != nil:
+		return "", errors.New("agentapi: base URL must not carry user info; use a token source")
+	case u.RawQuery != "" || u.Fragment != "":
+		return "", fmt.Errorf("agentapi: base URL %q: must not have a query or fragment", raw)
+	case u.Scheme == "http" && !allowInsecure && !IsLoopback(u.Hostname()):
+		return "", fmt.Errorf("%w: %q is plain http to a non-loopback host (set allow_insecure_http to permit it)", ErrInsecureURL, raw)
+	}
+	return strings.TrimRight(u.Scheme+"://"+u.Host+u.EscapedPath(), "/"), nil
+}
+
+// IsLoopback reports whether host names this machine: "localhost" or a
+// loopback IP address.
+func IsLoopback(host string) bool {
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+// BaseURL returns the normalised base URL.
+func (c *Client) BaseURL() string { return c.base }
+
+// Timeout returns the per-call timeout.
+func (c *Client) Timeout() time.Duration { return c.timeout }
+
+// CloseIdleConnections closes pooled connections.
+func (c *Client) CloseIdleConnections() { c.hc.CloseIdleConnections() }
+
+// Agent is one trigger endpoint: a Client, a TriggerID and the token source
+// allowed to call it.
+type Agent struct {
+	c      *Client
+	id     TriggerID
+	url    string
+	tokens TokenSource
+}
+
+// Agent binds the client to a trigger id and token source.
+func (c *Client) Agent(id TriggerID, tokens TokenSource) (*Agent, error) {
+	if id.IsZero() {
+		return nil, fmt.Errorf("%w: empty", ErrInvalidTriggerID)
+	}
+	if tokens == nil {
+		return nil, fmt.Errorf("%w: no token source", ErrNoToken)
+	}
+	return &Agent{
+		c:  c,
+		id: id,
+		// The id is validated to [A-Za-z0-9_-], so escaping changes
+		// nothing; it is kept as a second guard on the request path.
+		url:    c.base + "/v1/workspace_agents/" + url.PathEscape(id.String()) + "/trigger",
+		tokens: tokens,
+	}, nil
+}
+
+// ID returns the trigger id.
+func (a *Agent) ID() TriggerID { return a.id }
+
+// bodyPool recycles request body buffers; bodies are small and built on
+// every call.
+var bodyPool = sync.Pool{New: func() any { b := make([]byte, 0, 512); return &b }}
+
+// Trigger sends one trigger event. It returns the HTTP status code (0 when
+// there was no answer) and nil when the API accepted the event (2xx), or an
+// *Error saying what kind of failure it was. Validation failures return an
+// *Error of ClassBadRequest without sending anything; a token source that has
+// no token gives ClassUnauthorized, like a 401 would.
+func (a *Agent) Trigger(ctx context.Context, ev Event) (int, error) {
+	if err := ev.Validate(); err != nil {
+		return 0, &Error{TriggerID: a.id, Class: ClassBadRequest, Err: err}
+	}
+	tok, err := a.tokens.Token()
+	if err != nil {
+		return 0, &Error{TriggerID: a.id, Class: ClassUnauthorized, Err: err}
+	}
+
+	bp := bodyPool.Get().(*[]byte)
+	body := ev.AppendBody((*bp)[:0])
+	defer func() {
+		if cap(body) <= 64<<10 {
+			*bp = body[:0]
+			bodyPool.Put(bp)
+		}
+	}()
+
+	callCtx, cancel := context.WithTimeout(ctx, a.c.timeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(callCtx, http.MethodPost, a.url, bytes.NewReader(body))
+	if err != nil {
+		return 0, &Error{TriggerID: a.id, Class: ClassNetwork, Err: err}
+	}
+	h := req.Header
+	h["Authorization"] = []string{"Bearer " + tok.Reveal()}
+	h["Content-Type"] = []string{"application/json"}
+	h["Accept"] = []string{"application/json"}
+	h["User-Agent"] = []string{a.c.userAgent}
+	if ev.IdempotencyKey != "" {
+		h["Idempotency-Key"] = []string{ev.IdempotencyKey}
+	}
+
+	resp, err := a.c.hc.Do(req)
+	if err != nil {
+		return 0, &Error{TriggerID: a.id, Class: transportClass(ctx, callCtx), Err: scrubURLError(err)}
+	}
+	return resp.StatusCode, a.finish(resp)
+}
+
+// finish reads what is worth keeping of the answer and classifies it.
+func (a *Agent) finish(resp *http.Response) error {
+	defer resp.Body.Close()
+	class := ClassOf(resp.StatusCode)
+	if class == ClassAccepted {
+		// 202 has no body; drain whatever is there so the connection is
+		// reused. An error here does not undo the acceptance.
+		_, _ = io.CopyN(io.Discard, resp.Body, drainBudget)
+		return nil
+	}
+	if class == ClassUnauthorized {
+		if inv, ok := a.tokens.(Invalidator); ok {
+			inv.Invalidate()
+		}
+	}
+	e := &Error{TriggerID: a.id, Class: class, StatusCode: resp.StatusCode, Status: resp.Status}
+	if ra, ok := ParseRetryAfter(resp.Header.Get("Retry-After"), time.Now()); ok {
+		e.RetryAfter = ra
+	}
+	// Keep the start of the body for diagnostics. A body that stops early
+	// or too slowly still leaves a complete answer: the status decides.
+	buf := make([]byte, MaxErrorBody)
+	n, err := io.ReadFull(resp.Body, buf)
+	e.Body = SanitizeText(buf[:n])
+	if err == nil {
+		_, _ = io.CopyN(io.Discard, resp.Body, drainBudget)
+	}
+	return e
+}
+
+// transportClass tells a timeout from a cancellation from any other
+// transport failure.
+func transportClass(parent, call context.Context) Class {
+	switch {
+	case errors.Is(parent.Err(), context.Canceled):
+		return ClassCanceled
+	case call.Err() != nil:
+		return ClassTimeout
+	default:
+		return ClassNetwork
+	}
+}
+
+// scrubURLError drops the URL from a *url.Error: the URL carries no secret,
+// but it is long and the trigger id is already in the Error.
+func scrubURLError(err error) error {
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		return ue.Err
+	}
+	return err
+}
+
+// SanitizeText returns b as a string safe to put in a log line or a
+// terminal: invalid UTF-8 and control characters (including ESC, so no
+// terminal escape sequence survives) are replaced by Go-style escapes.
+func SanitizeText(b []byte) string {
+	clean := true
+	for i := 0; i < len(b); {
+		r, size := utf8.DecodeRune(b[i:])
+		if (r == utf8.RuneError && size == 1) || (!unicode.IsPrint(r) && r != ' ') {
+			clean = false
+			break
+		}
+		i += size
+	}
+	if clean {
+		return string(b)
+	}
+	var sb strings.Builder
+	for i := 0; i < len(b); {
+		r, size := utf8.DecodeRune(b[i:])
+		switch {
+		case r == utf8.RuneError && size == 1:
+			fmt.Fprintf(&sb, `\x%02x`, b[i])
+		case r == '\n':
+			sb.WriteString(`\n`)
+		case r == '\t':
+			sb.WriteString(`\t`)
+		case r == '\r':
+			sb.WriteString(`\r`)
+		case !unicode.IsPrint(r) && r != ' ':
+			if r < 0x10000 {
+				fmt.Fprintf(&sb, `\u%04x`, r)
+			} else {
+				fmt.Fprintf(&sb, `\U%08x`, r)
+			}
+		default:
+			sb.WriteRune(r)
+		}
+		i += size
+	}
+	return sb.String()
+}
