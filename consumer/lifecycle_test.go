@@ -1,0 +1,372 @@
+package consumer_test
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/agentrelay/agentrelay/agentapi"
+	"github.com/agentrelay/agentrelay/agentapi/emulator"
+	"github.com/agentrelay/agentrelay/consumer"
+	"github.com/agentrelay/agentrelay/internal/testenv"
+)
+
+// In-flight calls never exceed MaxInFlight, and no message waits in a
+// client buffer long enough for its AckWait to run out: the run lasts longer
+// than AckWait, and still every message is delivered exactly once.
+func TestInFlightIsBoundedAndNothingExpiresInABuffer(t *testing.T) {
+	h := newHarness(t, emulator.WithTrigger("agtch_slow", true), emulator.WithFaults(emulator.Faults{Latency: 150 * time.Millisecond}))
+	a := &countingAgent{Agent: h.agent("agtch_slow")}
+	r := h.route("slow", "events.slow.>", a)
+	r.MaxInFlight = 4
+	r.AckWait = 2500 * time.Millisecond // > call timeout 2s; the run takes ~3s
+	for i := range 80 {
+		h.publish("events.slow.x", `{"input":"x"}`, nil, fmt.Sprintf("slow-%d", i))
+	}
+	h.start(r)
+	h.waitSettled(30*time.Second, "slow")
+	maxInFlight, calls := a.stats()
+	if maxInFlight != 4 {
+		t.Errorf("max calls in flight %d, want exactly the limit 4", maxInFlight)
+	}
+	if calls != 80 || h.emu.LedgerLen() != 80 || h.emu.Stats().Replays != 0 {
+		t.Errorf("%d calls, %d accepted, %d replays: want 80, 80, 0 (a redelivery means a message expired unstarted)",
+			calls, h.emu.LedgerLen(), h.emu.Stats().Replays)
+	}
+}
+
+// Replicas share one consumer; each keeps to its own limit and together
+// they use the consumer's MaxAckPending.
+func TestReplicasShareTheConsumer(t *testing.T) {
+	h := newHarness(t, emulator.WithTrigger("agtch_shared", true), emulator.WithFaults(emulator.Faults{Latency: 100 * time.Millisecond}))
+	a1 := &countingAgent{Agent: h.agent("agtch_shared")}
+	a2 := &countingAgent{Agent: h.agent("agtch_shared")}
+	r1 := h.route("shared", "events.shared.>", a1)
+	r1.MaxInFlight, r1.MaxAckPending = 4, 8
+	r2 := r1
+	r2.Agent = a2
+	h.start(r1)
+	h.start(r2)
+	for i := range 60 {
+		h.publish("events.shared.x", `{"input":"x"}`, nil, fmt.Sprintf("shared-%d", i))
+	}
+	h.waitSettled(30*time.Second, "shared")
+	m1, c1 := a1.stats()
+	m2, c2 := a2.stats()
+	if c1+c2 != 60 || h.emu.LedgerLen() != 60 {
+		t.Errorf("calls %d+%d, ledger %d; want 60", c1, c2, h.emu.LedgerLen())
+	}
+	if c1 == 0 || c2 == 0 || m1 > 4 || m2 > 4 {
+		t.Errorf("replica 1: %d calls, max %d in flight; replica 2: %d calls, max %d", c1, m1, c2, m2)
+	}
+}
+
+// A worker that dies mid-call (the API accepted, the ack never went out) is
+// made whole by redelivery: the next worker calls again with the same
+// Idempotency-Key and the API returns the original 202 without a second
+// event.
+func TestWorkerKilledMidCallRedeliversWithTheSameKey(t *testing.T) {
+	h := newHarness(t, emulator.WithTrigger("agtch_k", true), emulator.WithFaults(emulator.Faults{Latency: 500 * time.Millisecond}))
+	r := h.route("k", "events.k.>", h.agent("agtch_k"))
+	r.AckWait = 2500 * time.Millisecond
+	victim := h.start(r)
+	h.publish("events.k.1", `{"input":"x"}`, nil, "kill-1")
+	testenv.Eventually(t, 5*time.Second, "call started", func() bool { return h.emu.Stats().Requests >= 1 })
+	// Kill: the connection goes away with no drain, no ack, no nak.
+	victim.nc.Close()
+	if err := h.emu.WaitLedgerLen(ctxTimeout(t, 5*time.Second), 1); err != nil {
+		t.Fatal("the first call was never accepted")
+	}
+	victim.stop(t)
+	if info := h.consumerInfo("agentrelay-k"); info.NumAckPending != 1 {
+		t.Fatalf("ack pending %d, want 1 (the accepted event was not acked)", info.NumAckPending)
+	}
+
+	h.emu.SetFaults(emulator.Faults{})
+	h.start(r)
+	h.waitSettled(15*time.Second, "k")
+	if n := h.emu.Accepted("agtch_k", "kill-1"); n != 1 {
+		t.Errorf("accepted %d times, want 1", n)
+	}
+	var keys []string
+	for _, rq := range h.emu.Requests() {
+		keys = append(keys, rq.Header.Get("Idempotency-Key"))
+	}
+	if len(keys) != 2 || keys[0] != "kill-1" || keys[1] != "kill-1" || h.emu.Stats().Replays != 1 {
+		t.Errorf("requests carried keys %v (replays %d), want the same key twice and one replay", keys, h.emu.Stats().Replays)
+	}
+}
+
+func ctxTimeout(t *testing.T, d time.Duration) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+// The broker restarts while messages flow; the worker reconnects on its own
+// and finishes every event, each accepted once.
+func TestNATSRestartDuringProcessing(t *testing.T) {
+	h := newHarness(t, emulator.WithTrigger("agtch_r", true), emulator.WithFaults(emulator.Faults{Latency: 20 * time.Millisecond}))
+	r := h.route("r", "events.r.>", h.agent("agtch_r"))
+	r.MaxInFlight = 4
+	h.start(r)
+	const n = 200
+	for i := range n {
+		h.publish("events.r.x", `{"input":"x"}`, nil, fmt.Sprintf("r-%d", i))
+	}
+	testenv.Eventually(t, 10*time.Second, "some accepted", func() bool { return h.emu.LedgerLen() >= 20 })
+	if err := h.nats.Server.Restart(); err != nil {
+		t.Fatal(err)
+	}
+	testenv.Eventually(t, 30*time.Second, "all accepted after the restart", func() bool { return h.emu.LedgerLen() >= n })
+	h.waitSettled(30*time.Second, "r")
+	seen := map[string]int{}
+	for _, e := range h.emu.Ledger() {
+		seen[e.IdempotencyKey]++
+	}
+	for i := range n {
+		if c := seen[fmt.Sprintf("r-%d", i)]; c != 1 {
+			t.Errorf("r-%d accepted %d times", i, c)
+		}
+	}
+}
+
+// While the breaker is open the route pulls nothing: the API sees no calls
+// and the messages wait in the stream without burning attempts. Half-open
+// probes go through when it times out, and success closes it.
+func TestBreakerOpenStopsPullingAndResumes(t *testing.T) {
+	h := newHarness(t, emulator.WithTrigger("agtch_b", true), emulator.WithFaults(emulator.Faults{ServerErrorRate: 1}))
+	r := h.route("b", "events.b.>", h.agent("agtch_b"))
+	r.MaxInFlight = 1
+	r.Retry.MaxAttempts = 100
+	r.Breaker = consumer.BreakerSettings{ConsecutiveFailures: 3, OpenTimeout: 1500 * time.Millisecond}
+	run := h.start(r)
+	for i := range 10 {
+		h.publish("events.b.x", `{"input":"x"}`, nil, fmt.Sprintf("b-%d", i))
+	}
+	state := func() float64 {
+		return metricValue(t, run, "agentrelay_circuit_breaker_state", "b")
+	}
+	testenv.Eventually(t, 10*time.Second, "breaker open", func() bool { return state() == 2 })
+	calls := h.emu.Stats().Requests
+	if calls != 3 {
+		t.Errorf("%d calls before the breaker opened, want 3", calls)
+	}
+	time.Sleep(time.Second) // most of the open period
+	if got := h.emu.Stats().Requests; got != calls {
+		t.Errorf("%d calls while open, want none", got-calls)
+	}
+	if info := h.consumerInfo("agentrelay-b"); info.NumPending < 7 {
+		t.Errorf("only %d messages left undelivered while open: the route kept pulling", info.NumPending)
+	}
+	h.emu.SetFaults(emulator.Faults{})
+	h.waitSettled(20*time.Second, "b")
+	if state() != 0 {
+		t.Errorf("breaker state %v after recovery, want closed", state())
+	}
+	if h.emu.LedgerLen() != 10 {
+		t.Errorf("%d accepted, want 10", h.emu.LedgerLen())
+	}
+	trans := metricValue(t, run, "agentrelay_circuit_breaker_transitions_total", "b", "closed", "open")
+	if trans < 1 {
+		t.Error("no closed->open transition counted")
+	}
+}
+
+// Drain on shutdown: in-flight calls finish and are acked, nothing arrives
+// later, nothing is left waiting for an ack.
+func TestGracefulDrainLeavesNothingAckPending(t *testing.T) {
+	h := newHarness(t, emulator.WithTrigger("agtch_d", true), emulator.WithFaults(emulator.Faults{Latency: 300 * time.Millisecond}))
+	r := h.route("d", "events.d.>", h.agent("agtch_d"))
+	r.MaxInFlight = 8
+	run := h.start(r)
+	for i := range 40 {
+		h.publish("events.d.x", `{"input":"x"}`, nil, fmt.Sprintf("d-%d", i))
+	}
+	testenv.Eventually(t, 5*time.Second, "calls in flight", func() bool { return h.emu.Stats().Requests >= 8 })
+	run.stop(t)
+	info := h.consumerInfo("agentrelay-d")
+	if info.NumAckPending != 0 {
+		t.Errorf("%d messages ack-pending after drain", info.NumAckPending)
+	}
+	accepted := h.emu.LedgerLen()
+	if accepted < 8 || int(info.NumPending)+accepted != 40 {
+		t.Errorf("accepted %d + pending %d != 40", accepted, info.NumPending)
+	}
+	// A new replica finishes the rest, each once.
+	h.emu.SetFaults(emulator.Faults{})
+	h.start(r)
+	h.waitSettled(15*time.Second, "d")
+	if h.emu.LedgerLen() != 40 || h.emu.Stats().Replays != 0 {
+		t.Errorf("ledger %d, replays %d; want 40, 0", h.emu.LedgerLen(), h.emu.Stats().Replays)
+	}
+}
+
+// When the grace period runs out, calls still running are canceled and
+// their messages handed back at once (no AckWait): another replica takes
+// them straight away. The hand-back costs one delivery, not a loop of them
+// through this replica's own open pulls.
+func TestDrainGraceExpiryHandsMessagesBack(t *testing.T) {
+	h := newHarness(t, emulator.WithTrigger("agtch_h", true))
+	h.emu.SetFaults(emulator.Faults{HangRate: 1})
+	r := h.route("h", "events.h.>", h.agent("agtch_h"))
+	r.AckWait = time.Minute
+	run := h.startWith(func(o *consumer.Options) { o.DrainGrace = 300 * time.Millisecond }, r)
+	h.publish("events.h.1", `{"input":"x"}`, nil, "hang-1")
+	testenv.Eventually(t, 5*time.Second, "call hanging", func() bool { return h.emu.Stats().Hangs >= 1 })
+	start := time.Now()
+	run.stop(t)
+	if d := time.Since(start); d > 10*time.Second {
+		t.Errorf("drain took %v", d)
+	}
+	h.emu.SetFaults(emulator.Faults{})
+	h.start(r)
+	h.waitSettled(10*time.Second, "h") // far below the one-minute AckWait
+	if n := h.emu.Accepted("agtch_h", "hang-1"); n != 1 {
+		t.Errorf("accepted %d times", n)
+	}
+	if d := h.consumerInfo("agentrelay-h").Delivered.Consumer; d != 2 {
+		t.Errorf("%d deliveries, want 2 (the first, and the one after the hand-back)", d)
+	}
+}
+
+// A call slower than AckWait keeps its message with in-progress signals; it
+// is not redelivered to anyone meanwhile.
+func TestSlowCallIsKeptAliveWithInProgress(t *testing.T) {
+	h := newHarness(t)
+	slow := &sleepyAgent{id: "agtch_slowpoke", d: 3 * time.Second}
+	r := h.route("slowpoke", "events.slowpoke.>", slow)
+	r.AckWait = time.Second
+	h.startWith(func(o *consumer.Options) { o.CallTimeout = 0 }, r)
+	h.startWith(func(o *consumer.Options) { o.CallTimeout = 0 }, r) // a second replica that would take a redelivery
+	h.publish("events.slowpoke.1", `{"input":"x"}`, nil, "slow-1")
+	h.waitSettled(15*time.Second, "slowpoke")
+	if n := slow.calls.Load(); n != 1 {
+		t.Errorf("%d calls, want 1: the message was redelivered while its call ran", n)
+	}
+}
+
+type sleepyAgent struct {
+	id    string
+	d     time.Duration
+	calls atomic.Int32
+}
+
+func (s *sleepyAgent) ID() agentapi.TriggerID { id, _ := agentapi.ParseTriggerID(s.id); return id }
+func (s *sleepyAgent) Trigger(ctx context.Context, _ agentapi.Event) (int, error) {
+	s.calls.Add(1)
+	select {
+	case <-time.After(s.d):
+		return 202, nil
+	case <-ctx.Done():
+		return 0, &agentapi.Error{Class: agentapi.ClassCanceled, Err: ctx.Err()}
+	}
+}
+
+// A rotated token file takes effect without a restart: 401s are retried
+// (not dead-lettered) until the new token is in place.
+func TestTokenRotationMidRun(t *testing.T) {
+	h := newHarness(t, emulator.WithTrigger("agtch_rot", true))
+	path := t.TempDir() + "/token"
+	writeFile(t, path, "old-token")
+	ft, err := agentapi.NewFileToken(path, 50*time.Millisecond)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := h.route("rot", "events.rot.>", h.agent("agtch_rot", ft))
+	r.Retry.MaxAttempts = 100
+	h.start(r)
+	h.publish("events.rot.1", `{"input":"x"}`, nil, "rot-1")
+	testenv.Eventually(t, 5*time.Second, "401s", func() bool { return h.emu.Stats().ByStatus[401] >= 2 })
+	h.emu.AddToken("new-token", "agtch_rot")
+	writeFile(t, path, "new-token")
+	h.waitSettled(10*time.Second, "rot")
+	if h.emu.Accepted("agtch_rot", "rot-1") != 1 || len(h.deadLetters()) != 0 {
+		t.Errorf("accepted %d, dead letters %d", h.emu.Accepted("agtch_rot", "rot-1"), len(h.deadLetters()))
+	}
+}
+
+// If the dead-letter stream refuses the copy, the original stays: it is
+// retried, never dropped, and the failure is counted.
+func TestDeadLetterPublishFailureKeepsTheOriginal(t *testing.T) {
+	h := newHarness(t)
+	// A dead-letter stream that is full and refuses new messages.
+	h.nats.CreateStream(t, jetstream.StreamConfig{
+		Name: dlStream, Subjects: []string{"agentrelay.dlq.>"}, MaxMsgs: 1, Discard: jetstream.DiscardNew,
+	})
+	h.publish("agentrelay.dlq.filler", "filler", nil, "")
+	r := h.route("p", "events.p.>", h.agent("agtch_p_unknown"))
+	run := h.start(r)
+	h.publish("events.p.1", `not json`, nil, "poison-1")
+	testenv.Eventually(t, 10*time.Second, "publish failures counted", func() bool {
+		return metricValue(t, run, "agentrelay_dead_letter_publish_failures_total", "p") >= 2
+	})
+	if info := h.consumerInfo("agentrelay-p"); info.NumAckPending+int(info.NumPending) != 1 {
+		t.Fatalf("the original is gone: %+v", info)
+	}
+	// Make room: the next retry stores it and terminates the original.
+	ctx := ctxTimeout(t, 5*time.Second)
+	if _, err := h.nats.JS.UpdateStream(ctx, jetstream.StreamConfig{
+		Name: dlStream, Subjects: []string{"agentrelay.dlq.>"}, MaxMsgs: -1, Discard: jetstream.DiscardNew,
+	}); err != nil {
+		t.Fatal(err)
+	}
+	h.waitSettled(10*time.Second, "p")
+	if dl := h.deadLetterBy("poison-1"); dl == nil || dl.Header.Get(consumer.HeaderReason) != "invalid_json" {
+		t.Errorf("dead letter not stored after recovery: %v", dl)
+	}
+}
+
+// Setup lists every problem: each route whose stream is missing.
+func TestSetupReportsEveryMissingStream(t *testing.T) {
+	h := newHarness(t)
+	a := h.route("a", "x.>", h.agent("agtch_a"))
+	a.Stream = "NOPE_A"
+	b := h.route("b", "y.>", h.agent("agtch_b"))
+	b.Stream = "NOPE_B"
+	relay, err := consumer.New(h.nats.JS, []consumer.Route{a, b}, consumer.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = relay.Setup(ctxTimeout(t, 5*time.Second))
+	if err == nil || !strings.Contains(err.Error(), `route "a": stream "NOPE_A" does not exist`) || !strings.Contains(err.Error(), `route "b": stream "NOPE_B" does not exist`) {
+		t.Errorf("got %v", err)
+	}
+}
+
+func TestNewRejectsAckWaitNotAboveTheCallTimeout(t *testing.T) {
+	h := newHarness(t)
+	r := h.route("a", "x.>", h.agent("agtch_a"))
+	r.AckWait = 2 * time.Second
+	_, err := consumer.New(h.nats.JS, []consumer.Route{r, r}, consumer.Options{CallTimeout: 2 * time.Second})
+	if err == nil || !strings.Contains(err.Error(), "ack wait 2s must exceed the trigger call timeout 2s") {
+		t.Errorf("got %v", err)
+	}
+}
+
+// The consumer is created to match the route, and updated when the route
+// changes.
+func TestSetupCreatesAndUpdatesTheConsumer(t *testing.T) {
+	h := newHarness(t)
+	r := h.route("c", "events.c.>", h.agent("agtch_c"))
+	r.MaxInFlight, r.MaxAckPending, r.AckWait = 3, 9, 7*time.Second
+	for _, ackWait := range []time.Duration{7 * time.Second, 11 * time.Second} {
+		r.AckWait = ackWait
+		relay, err := consumer.New(h.nats.JS, []consumer.Route{r}, consumer.Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := relay.Setup(ctxTimeout(t, 5*time.Second)); err != nil {
+			t.Fatal(err)
+		}
+		c := h.consumerInfo("agentrelay-c").Config
+		if c.AckWait != ackWait || c.MaxAckPending != 9 || c.MaxDeliver != -1 || c.AckPolicy != jetstream.AckExplicitPolicy || c.FilterSubject != "events.c.>" {
+			t.Errorf("consumer config %+v", c)
+		}
+	}
+}

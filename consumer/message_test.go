@@ -1,0 +1,135 @@
+package consumer_test
+
+import (
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/agentrelay/agentrelay/agentapi"
+	. "github.com/agentrelay/agentrelay/consumer"
+)
+
+func TestDecodeJSONContract(t *testing.T) {
+	c := Contract{MaxInputBytes: 16}
+	rows := []struct {
+		name, body string
+		want       agentapi.Event
+		reason     Reason
+	}{
+		{"input only", `{"input":"hello"}`, agentapi.Event{Input: "hello"}, ""},
+		{"input and conversation key", `{"input":"hi","conversation_key":"thread-1"}`, agentapi.Event{Input: "hi", ConversationKey: "thread-1"}, ""},
+		{"null conversation key", `{"input":"hi","conversation_key":null}`, agentapi.Event{Input: "hi"}, ""},
+		{"surrounding whitespace", " \n{\"input\":\"hi\"}\n", agentapi.Event{Input: "hi"}, ""},
+		{"escaped unicode", `{"input":"caf\u00e9"}`, agentapi.Event{Input: "café"}, ""},
+		{"not JSON", `hello`, agentapi.Event{}, ReasonInvalidJSON},
+		{"JSON array", `["hello"]`, agentapi.Event{}, ReasonInvalidJSON},
+		{"truncated", `{"input":"hel`, agentapi.Event{}, ReasonInvalidJSON},
+		{"input not a string", `{"input":42}`, agentapi.Event{}, ReasonInvalidJSON},
+		{"unknown field (a misspelt key)", `{"input":"hi","conversationKey":"x"}`, agentapi.Event{}, ReasonInvalidJSON},
+		{"trailing data", `{"input":"hi"} {"input":"again"}`, agentapi.Event{}, ReasonInvalidJSON},
+		{"missing input", `{"conversation_key":"x"}`, agentapi.Event{}, ReasonMissingInput},
+		{"empty input", `{"input":""}`, agentapi.Event{}, ReasonMissingInput},
+		{"null input", `{"input":null}`, agentapi.Event{}, ReasonMissingInput},
+		{"empty body", ``, agentapi.Event{}, ReasonInvalidJSON},
+		{"input over the limit", `{"input":"0123456789abcdefX"}`, agentapi.Event{}, ReasonInputTooLarge},
+		{"invalid UTF-8", "{\"input\":\"caf\xe9\"}", agentapi.Event{}, ReasonInvalidUTF8},
+		{"control character in conversation key", `{"input":"hi","conversation_key":"a\u001bb"}`, agentapi.Event{}, ReasonInvalidConversationKey},
+	}
+	for _, r := range rows {
+		ev, reason, err := c.Decode([]byte(r.body), nil)
+		if reason != r.reason || ev != r.want {
+			t.Errorf("%s: Decode(%q) = %+v, %q, %v; want %+v, %q", r.name, r.body, ev, reason, err, r.want, r.reason)
+		}
+		if (reason != "") != (err != nil) {
+			t.Errorf("%s: a reason must come with an error saying what is wrong (reason %q, err %v)", r.name, reason, err)
+		}
+	}
+}
+
+func TestDecodeRefusesAHugeJSONBodyWithoutParsingIt(t *testing.T) {
+	c := Contract{MaxInputBytes: 10}
+	body := `{"input":"` + strings.Repeat("x", 200_000) + `"}`
+	_, reason, err := c.Decode([]byte(body), nil)
+	if reason != ReasonInputTooLarge || !strings.Contains(err.Error(), "body is") {
+		t.Fatalf("got %q, %v", reason, err)
+	}
+}
+
+func TestDecodeTextContract(t *testing.T) {
+	c := Contract{Format: BodyText, ConversationKeyHeader: "Thread", MaxInputBytes: 13}
+	h := nats.Header{"thread": []string{"t-9"}} // producers do not always keep the case
+	ev, reason, err := c.Decode([]byte(`{"not":"json"`), h)
+	if reason != "" || ev.Input != `{"not":"json"` || ev.ConversationKey != "t-9" {
+		t.Errorf("text body: %+v %q %v", ev, reason, err)
+	}
+	for body, want := range map[string]Reason{"": ReasonMissingInput, "12345678901234": ReasonInputTooLarge, "\xff": ReasonInvalidUTF8} {
+		if _, reason, _ := c.Decode([]byte(body), nil); reason != want {
+			t.Errorf("text body %q: reason %q, want %q", body, reason, want)
+		}
+	}
+}
+
+func md(stream string, seq uint64, ts time.Time) *jetstream.MsgMetadata {
+	return &jetstream.MsgMetadata{Stream: stream, Sequence: jetstream.SequencePair{Stream: seq}, Timestamp: ts}
+}
+
+func TestIdempotencyKeyPrecedence(t *testing.T) {
+	ts := time.Unix(1732800000, 123456789)
+	m := md("EVENTS", 42, ts)
+	rows := []struct {
+		name string
+		h    nats.Header
+		want string
+	}{
+		{"explicit Idempotency-Key wins (replay sets it)", nats.Header{"Idempotency-Key": {"replayed-1"}, "Nats-Msg-Id": {"orig"}}, "replayed-1"},
+		{"explicit key in another case", nats.Header{"idempotency-key": {"k-lower"}}, "k-lower"},
+		{"producer's Nats-Msg-Id", nats.Header{"Nats-Msg-Id": {"order-7:v2"}}, "order-7:v2"},
+		{"derived from stream, sequence and stored time", nil, "EVENTS:42:1732800000123456789"},
+	}
+	for _, r := range rows {
+		got, err := IdempotencyKey(r.h, m)
+		if err != nil || got != r.want {
+			t.Errorf("%s: got %q, %v; want %q", r.name, got, err, r.want)
+		}
+	}
+}
+
+// The same stored message gives the same key on every redelivery; a
+// sequence number reused after broker data loss (another timestamp) does not
+// alias the earlier event.
+func TestDerivedKeyIsStableAndDoesNotAlias(t *testing.T) {
+	ts := time.Unix(1732800000, 1)
+	a, _ := IdempotencyKey(nil, md("S", 7, ts))
+	b, _ := IdempotencyKey(nil, md("S", 7, ts))
+	c, _ := IdempotencyKey(nil, md("S", 7, ts.Add(time.Nanosecond)))
+	d, _ := IdempotencyKey(nil, md("T", 7, ts))
+	if a != b {
+		t.Errorf("not stable: %q vs %q", a, b)
+	}
+	if a == c || a == d {
+		t.Errorf("aliases: %q %q %q", a, c, d)
+	}
+	odd := DerivedKey("ÉVÉNEMENTS", 1, 2)
+	if err := agentapi.ValidateIdempotencyKey(odd); err != nil || odd == DerivedKey("EVENEMENTS", 1, 2) {
+		t.Errorf("stream name outside the key alphabet gives %q (%v)", odd, err)
+	}
+}
+
+func TestHostileMessageIDsArePoisonNotRewritten(t *testing.T) {
+	m := md("S", 1, time.Unix(1, 0))
+	for _, id := range []string{
+		"../../admin", "a/b", "a%2Fb", "line\r\nX-Evil: 1", "nul\x00byte", "ｏrder-1" /* fullwidth o */, "with space",
+		strings.Repeat("k", agentapi.MaxIdempotencyKeyLen+1),
+	} {
+		for _, hdr := range []string{"Nats-Msg-Id", "Idempotency-Key"} {
+			_, err := IdempotencyKey(nats.Header{hdr: {id}}, m)
+			if !errors.Is(err, agentapi.ErrInvalidIdempotencyKey) {
+				t.Errorf("%s %q accepted (err %v)", hdr, id, err)
+			}
+		}
+	}
+}

@@ -1,0 +1,240 @@
+package consumer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/agentrelay/agentrelay/internal/telemetry"
+)
+
+// Relay defaults.
+const (
+	DefaultDrainGrace    = 20 * time.Second
+	DefaultPullExpiry    = 5 * time.Second
+	DefaultPullHeartbeat = time.Second
+	DefaultLagInterval   = 10 * time.Second
+)
+
+// MinServerVersion is the oldest nats-server the relay runs against:
+// TermWithReason is ignored (the message is NOT terminated) before 2.10.4.
+const MinServerVersion = "2.10.4"
+
+// Options configure a Relay. The zero value of each field means its default.
+type Options struct {
+	// Logger receives the relay's logs. Default: discard.
+	Logger *slog.Logger
+	// Metrics to record into. Default: a private, unexported registry.
+	Metrics *telemetry.Metrics
+	// DeadLetter describes the dead-letter stream.
+	DeadLetter DeadLetterConfig
+	// CallTimeout is the trigger call timeout; every route's AckWait must
+	// exceed it. 0 skips the check.
+	CallTimeout time.Duration
+	// DrainGrace is how long in-flight calls may run after Run's context
+	// ends before they are canceled and their messages handed back.
+	// Default DefaultDrainGrace.
+	DrainGrace time.Duration
+	// PullExpiry is the lifetime of one pull request. It bounds how long
+	// a drain waits for outstanding pulls. Default DefaultPullExpiry.
+	PullExpiry time.Duration
+	// PullHeartbeat is the idle heartbeat asked of the server for each
+	// pull; a pull that misses two is abandoned and replaced, so a lost
+	// pull stalls nothing for longer than that. Default DefaultPullHeartbeat.
+	PullHeartbeat time.Duration
+	// LagInterval is how often consumer info (pending, ack pending,
+	// redelivered) is read into metrics. Default DefaultLagInterval.
+	LagInterval time.Duration
+	// Jitter returns a number in [0, 1) for backoff jitter. Default
+	// math/rand/v2.Float64.
+	Jitter func() float64
+}
+
+func (o Options) withDefaults() Options {
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	if o.Metrics == nil {
+		o.Metrics = telemetry.NewMetrics(prometheus.NewRegistry())
+	}
+	o.DeadLetter = o.DeadLetter.WithDefaults()
+	if o.DrainGrace <= 0 {
+		o.DrainGrace = DefaultDrainGrace
+	}
+	if o.PullExpiry <= 0 {
+		o.PullExpiry = DefaultPullExpiry
+	}
+	if o.PullHeartbeat <= 0 {
+		o.PullHeartbeat = DefaultPullHeartbeat
+	}
+	if o.PullExpiry < 2*o.PullHeartbeat+time.Second {
+		o.PullExpiry = 2*o.PullHeartbeat + time.Second
+	}
+	if o.LagInterval <= 0 {
+		o.LagInterval = DefaultLagInterval
+	}
+	if o.Jitter == nil {
+		o.Jitter = rand.Float64
+	}
+	return o
+}
+
+// Relay runs routes: it binds each to its durable consumer, pulls, calls the
+// agent, and settles each message by Decide. It owns the lifecycle: Run
+// returns after a graceful drain.
+type Relay struct {
+	js      jetstream.JetStream
+	opts    Options
+	log     *slog.Logger
+	dl      *DeadLetter
+	runners []*runner
+
+	setupOnce sync.Once
+	setupErr  error
+	ready     atomic.Bool
+}
+
+// New returns a Relay for routes. It validates the routes but does not talk
+// to NATS; Setup (or Run) does.
+func New(js jetstream.JetStream, routes []Route, o Options) (*Relay, error) {
+	o = o.withDefaults()
+	r := &Relay{js: js, opts: o, log: o.Logger, dl: NewDeadLetter(js, o.DeadLetter)}
+	var errs []error
+	names := map[string]bool{}
+	for _, rt := range routes {
+		rt = rt.WithDefaults()
+		if err := rt.validate(o.CallTimeout); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		if names[rt.Name] {
+			errs = append(errs, fmt.Errorf("%w %q: duplicate name", ErrInvalidRoute, rt.Name))
+			continue
+		}
+		names[rt.Name] = true
+		r.runners = append(r.runners, newRunner(r, rt))
+	}
+	if len(routes) == 0 {
+		errs = append(errs, errors.New("no routes"))
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	return r, nil
+}
+
+// DeadLetter returns the relay's dead-letter publisher.
+func (r *Relay) DeadLetter() *DeadLetter { return r.dl }
+
+// Ready reports whether every route's consumer is bound and the relay is
+// pulling (false before Run and while draining).
+func (r *Relay) Ready() bool { return r.ready.Load() }
+
+// Setup checks the server version, creates the dead-letter stream if it is
+// missing, and creates or updates every route's durable consumer to match its
+// configuration. It reports every problem, not just the first. Run calls it;
+// calling it first separates start-up errors from running.
+func (r *Relay) Setup(ctx context.Context) error {
+	r.setupOnce.Do(func() { r.setupErr = r.setup(ctx) })
+	return r.setupErr
+}
+
+func (r *Relay) setup(ctx context.Context) error {
+	if v := r.js.Conn().ConnectedServerVersion(); v != "" && !versionAtLeast(v, MinServerVersion) {
+		return fmt.Errorf("nats-server %s is too old: agentrelay needs %s or later (TermWithReason)", v, MinServerVersion)
+	}
+	var errs []error
+	if err := r.dl.Ensure(ctx); err != nil {
+		errs = append(errs, err)
+	}
+	for _, rn := range r.runners {
+		if err := rn.bind(ctx); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// Run sets up (if not done), then relays until ctx ends, then drains: it
+// stops pulling, lets in-flight calls finish within the drain grace period,
+// cancels the rest and hands their messages back with a nak without delay so
+// another replica takes them at once. It returns nil after a drain, or the
+// set-up error.
+func (r *Relay) Run(ctx context.Context) error {
+	if err := r.Setup(ctx); err != nil {
+		return err
+	}
+	stop := make(chan struct{})
+	var loops sync.WaitGroup
+	for _, rn := range r.runners {
+		loops.Add(2)
+		go func() { defer loops.Done(); rn.pull(stop) }()
+		go func() { defer loops.Done(); rn.watchLag(stop) }()
+	}
+	r.setReady(true)
+	r.log.Info("relaying", "routes", len(r.runners))
+
+	<-ctx.Done()
+	r.setReady(false)
+	start := time.Now()
+	r.log.Info("draining", "grace", r.opts.DrainGrace)
+	for _, rn := range r.runners {
+		rn.draining.Store(true)
+	}
+	close(stop)
+	loops.Wait()
+
+	deadline := start.Add(r.opts.DrainGrace)
+	var wg sync.WaitGroup
+	for _, rn := range r.runners {
+		wg.Add(1)
+		go func() { defer wg.Done(); rn.drain(deadline) }()
+	}
+	wg.Wait()
+	// Acks and naks are fire-and-forget publishes: make sure they reached
+	// the server before the caller closes the connection.
+	if err := r.js.Conn().FlushTimeout(5 * time.Second); err != nil && !errors.Is(err, nats.ErrConnectionClosed) {
+		r.log.Warn("flushing acks after drain", "err", err)
+	}
+	r.log.Info("drained", "took", time.Since(start).Round(time.Millisecond))
+	return nil
+}
+
+func (r *Relay) setReady(v bool) {
+	r.ready.Store(v)
+	r.opts.Metrics.SetReady(v)
+}
+
+// versionAtLeast compares dotted numeric versions ("2.10.4", "2.11.0-beta").
+func versionAtLeast(have, want string) bool {
+	h, w := versionParts(have), versionParts(want)
+	for i := range w {
+		if h[i] != w[i] {
+			return h[i] > w[i]
+		}
+	}
+	return true
+}
+
+func versionParts(v string) [3]int {
+	var p [3]int
+	v = strings.TrimPrefix(v, "v")
+	if i := strings.IndexAny(v, "-+"); i >= 0 {
+		v = v[:i]
+	}
+	for i, s := range strings.SplitN(v, ".", 3) {
+		p[i], _ = strconv.Atoi(s)
+	}
+	return p
+}

@@ -1,0 +1,153 @@
+package consumer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/agentrelay/agentrelay/agentapi"
+)
+
+// Agent is the trigger a route calls. *agentapi.Agent implements it.
+type Agent interface {
+	ID() agentapi.TriggerID
+	Trigger(ctx context.Context, ev agentapi.Event) (status int, err error)
+}
+
+// DeliverPolicy says where a newly created consumer starts in its stream.
+type DeliverPolicy string
+
+// Deliver policies. They apply when the consumer is first created; JetStream
+// does not allow changing them later.
+const (
+	DeliverAll DeliverPolicy = "all" // every message in the stream (default)
+	DeliverNew DeliverPolicy = "new" // only messages published from now on
+)
+
+// Route defaults.
+const (
+	DefaultMaxInFlight = 64
+	DefaultAckWait     = 60 * time.Second
+)
+
+// Route connects a set of subjects of a stream to one agent trigger through
+// its own durable pull consumer.
+type Route struct {
+	// Name identifies the route in logs, metrics and dead letters.
+	Name string
+	// Stream the route reads from. It must exist.
+	Stream string
+	// Subjects filter the stream; empty means every subject.
+	Subjects []string
+	// Durable is the consumer's name. Default "agentrelay-<Name>".
+	Durable string
+	// Deliver is where a new consumer starts. Default DeliverAll.
+	Deliver DeliverPolicy
+	// Agent is the trigger called for each message.
+	Agent Agent
+	// Contract is the message contract.
+	Contract Contract
+	// MaxInFlight is how many messages one replica processes at once.
+	// Default DefaultMaxInFlight.
+	MaxInFlight int
+	// MaxAckPending is the consumer's limit of unsettled messages across
+	// all replicas. Default MaxInFlight; with N replicas set it to
+	// N × MaxInFlight, or the replicas share one replica's worth.
+	MaxAckPending int
+	// AckWait is how long JetStream waits for a settle before redelivering;
+	// it must exceed the trigger call timeout. Default DefaultAckWait.
+	AckWait time.Duration
+	// Retry is the retry policy.
+	Retry RetryPolicy
+	// Breaker configures the route's circuit breaker.
+	Breaker BreakerSettings
+}
+
+// WithDefaults returns r with zero fields set to their defaults.
+func (r Route) WithDefaults() Route {
+	if r.Durable == "" {
+		r.Durable = "agentrelay-" + r.Name
+	}
+	if r.Deliver == "" {
+		r.Deliver = DeliverAll
+	}
+	if r.MaxInFlight <= 0 {
+		r.MaxInFlight = DefaultMaxInFlight
+	}
+	if r.MaxAckPending <= 0 {
+		r.MaxAckPending = r.MaxInFlight
+	}
+	if r.AckWait <= 0 {
+		r.AckWait = DefaultAckWait
+	}
+	r.Contract = r.Contract.WithDefaults()
+	r.Retry = r.Retry.WithDefaults()
+	r.Breaker = r.Breaker.WithDefaults()
+	return r
+}
+
+// ErrInvalidRoute is wrapped by every route validation error.
+var ErrInvalidRoute = errors.New("invalid route")
+
+// validate checks what the consumer package itself relies on; config
+// validation reports the same problems earlier and with field paths.
+func (r Route) validate(callTimeout time.Duration) error {
+	var errs []error
+	if r.Name == "" {
+		errs = append(errs, errors.New("name is empty"))
+	}
+	if r.Stream == "" {
+		errs = append(errs, errors.New("stream is empty"))
+	}
+	if r.Agent == nil {
+		errs = append(errs, errors.New("no agent"))
+	}
+	if callTimeout > 0 && r.AckWait <= callTimeout {
+		errs = append(errs, fmt.Errorf("ack wait %v must exceed the trigger call timeout %v", r.AckWait, callTimeout))
+	}
+	if r.Deliver != DeliverAll && r.Deliver != DeliverNew {
+		errs = append(errs, fmt.Errorf("deliver policy %q is not %q or %q", r.Deliver, DeliverAll, DeliverNew))
+	}
+	if r.Contract.Format != BodyJSON && r.Contract.Format != BodyText {
+		errs = append(errs, fmt.Errorf("body format %q is not %q or %q", r.Contract.Format, BodyJSON, BodyText))
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("%w %q: %w", ErrInvalidRoute, r.Name, err)
+	}
+	return nil
+}
+
+// ConsumerConfig is the JetStream consumer the route needs. MaxDeliver is
+// unlimited on purpose: the worker counts attempts itself and dead-letters at
+// RetryPolicy.MaxAttempts. A server-side limit would make JetStream stop
+// delivering a message silently, with no dead letter.
+func (r Route) ConsumerConfig() jetstream.ConsumerConfig {
+	r = r.WithDefaults()
+	cfg := jetstream.ConsumerConfig{
+		Durable:       r.Durable,
+		Description:   fmt.Sprintf("agentrelay route %s", r.Name),
+		DeliverPolicy: jetstream.DeliverAllPolicy,
+		AckPolicy:     jetstream.AckExplicitPolicy,
+		AckWait:       r.AckWait,
+		MaxDeliver:    -1,
+		MaxAckPending: r.MaxAckPending,
+		Metadata:      map[string]string{"agentrelay_route": r.Name},
+	}
+	if r.Agent != nil {
+		cfg.Metadata["agentrelay_trigger_id"] = r.Agent.ID().String()
+	}
+	if r.Deliver == DeliverNew {
+		cfg.DeliverPolicy = jetstream.DeliverNewPolicy
+	}
+	switch len(r.Subjects) {
+	case 0:
+	case 1:
+		cfg.FilterSubject = r.Subjects[0]
+	default:
+		cfg.FilterSubjects = r.Subjects
+	}
+	return cfg
+}

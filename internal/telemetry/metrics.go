@@ -1,0 +1,329 @@
+// Package telemetry defines agentrelay's Prometheus metrics and its log
+// set-up. Metrics follow Prometheus conventions (base units, _total
+// counters, _seconds durations) and carry only bounded labels: route,
+// outcome, class, reason, status code. Never message ids, subjects or keys.
+package telemetry
+
+import (
+	"strconv"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/agentrelay/agentrelay/internal/buildinfo"
+)
+
+const namespace = "agentrelay"
+
+// Outcome label values of agentrelay_messages_finished_total.
+const (
+	OutcomeAcked        = "acked"
+	OutcomeRetried      = "retried"
+	OutcomeDeadLettered = "dead_lettered"
+)
+
+// Metrics are the worker's metrics, registered once per process.
+type Metrics struct {
+	received        *prometheus.CounterVec
+	finished        *prometheus.CounterVec
+	requests        *prometheus.CounterVec
+	triggerSeconds  *prometheus.HistogramVec
+	processSeconds  *prometheus.HistogramVec
+	attempts        *prometheus.HistogramVec
+	inFlight        *prometheus.GaugeVec
+	inFlightLimit   *prometheus.GaugeVec
+	breakerState    *prometheus.GaugeVec
+	breakerChanges  *prometheus.CounterVec
+	deadLetters     *prometheus.CounterVec
+	deadLetterFails *prometheus.CounterVec
+	settleFails     *prometheus.CounterVec
+	pending         *prometheus.GaugeVec
+	ackPending      *prometheus.GaugeVec
+	redelivered     *prometheus.GaugeVec
+	waiting         *prometheus.GaugeVec
+	paused          *prometheus.GaugeVec
+	ready           prometheus.Gauge
+	natsConnected   prometheus.Gauge
+	natsReconnects  prometheus.Counter
+	pullErrors      *prometheus.CounterVec
+}
+
+// NewMetrics creates the metrics and registers them, with the Go and process
+// collectors and agentrelay_build_info, on reg.
+func NewMetrics(reg prometheus.Registerer) *Metrics {
+	route := []string{"route"}
+	m := &Metrics{
+		received: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: namespace, Name: "messages_received_total",
+			Help: "Messages taken off the stream, including redeliveries.",
+		}, route),
+		finished: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: namespace, Name: "messages_finished_total",
+			Help: "Messages settled, by outcome (acked, retried, dead_lettered) and the class of the attempt's result.",
+		}, []string{"route", "outcome", "class"}),
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: namespace, Name: "trigger_requests_total",
+			Help: "Trigger API calls by HTTP status code, or timeout/network/canceled when there was no answer.",
+		}, []string{"route", "code"}),
+		triggerSeconds: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Namespace: namespace, Name: "trigger_duration_seconds",
+			Help:    "Trigger API call latency.",
+			Buckets: []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30},
+		}, route),
+		processSeconds: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Namespace: namespace, Name: "message_processing_seconds",
+			Help:    "Time from receiving a message to settling it (ack, nak or term).",
+			Buckets: []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60},
+		}, []string{"route", "outcome"}),
+		attempts: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Namespace: namespace, Name: "message_delivery_attempt",
+			Help:    "Delivery attempt number of a message when it was settled.",
+			Buckets: []float64{1, 2, 3, 5, 8, 13, 21, 50},
+		}, []string{"route", "outcome"}),
+		inFlight: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Namespace: namespace, Name: "messages_in_flight",
+			Help: "Messages being processed by this replica.",
+		}, route),
+		inFlightLimit: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Namespace: namespace, Name: "messages_in_flight_limit",
+			Help: "Most messages this replica processes at once for the route.",
+		}, route),
+		breakerState: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Namespace: namespace, Name: "circuit_breaker_state",
+			Help: "Circuit breaker state of the route on this replica: 0 closed, 1 half-open, 2 open.",
+		}, route),
+		breakerChanges: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: namespace, Name: "circuit_breaker_transitions_total",
+			Help: "Circuit breaker state changes.",
+		}, []string{"route", "from", "to"}),
+		deadLetters: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: namespace, Name: "dead_letters_total",
+			Help: "Messages stored in the dead-letter stream, by reason.",
+		}, []string{"route", "reason"}),
+		deadLetterFails: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: namespace, Name: "dead_letter_publish_failures_total",
+			Help: "Dead-letter publishes JetStream did not acknowledge; the original was kept and retried.",
+		}, route),
+		settleFails: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: namespace, Name: "settle_failures_total",
+			Help: "Failed ack, nak, term or in-progress signals, by operation.",
+		}, []string{"route", "op"}),
+		pending: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Namespace: namespace, Name: "consumer_pending_messages",
+			Help: "Messages in the stream not yet delivered to the route's consumer (JetStream num_pending).",
+		}, route),
+		ackPending: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Namespace: namespace, Name: "consumer_ack_pending_messages",
+			Help: "Messages delivered and not yet settled, including those waiting out a retry delay (num_ack_pending).",
+		}, route),
+		redelivered: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Namespace: namespace, Name: "consumer_redelivered_messages",
+			Help: "Messages delivered more than once and not yet settled (num_redelivered).",
+		}, route),
+		waiting: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Namespace: namespace, Name: "consumer_waiting_pulls",
+			Help: "Pull requests waiting at the server for the route's consumer (num_waiting).",
+		}, route),
+		paused: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Namespace: namespace, Name: "consumer_paused",
+			Help: "1 when the route's consumer is paused on the server.",
+		}, route),
+		ready: prometheus.NewGauge(prometheus.GaugeOpts{
+			Namespace: namespace, Name: "ready",
+			Help: "1 when connected to NATS with every route's consumer bound and not draining.",
+		}),
+		natsConnected: prometheus.NewGauge(prometheus.GaugeOpts{
+			Namespace: namespace, Name: "nats_connected",
+			Help: "1 while connected to NATS.",
+		}),
+		natsReconnects: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: namespace, Name: "nats_reconnects_total",
+			Help: "Reconnections to NATS.",
+		}),
+		pullErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: namespace, Name: "pull_errors_total",
+			Help: "Pull requests that ended in an error (missing heartbeats, leadership changes, disconnects).",
+		}, route),
+	}
+	bi := buildinfo.Get()
+	build := prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Namespace: namespace, Name: "build_info",
+		Help: "Build information; the value is always 1.",
+	}, []string{"version", "revision", "goversion"})
+	build.WithLabelValues(bi.Version, bi.Revision, bi.GoVersion).Set(1)
+
+	reg.MustRegister(m.received, m.finished, m.requests, m.triggerSeconds, m.processSeconds,
+		m.attempts, m.inFlight, m.inFlightLimit, m.breakerState, m.breakerChanges,
+		m.deadLetters, m.deadLetterFails, m.settleFails, m.pending, m.ackPending,
+		m.redelivered, m.waiting, m.paused, m.ready, m.natsConnected, m.natsReconnects,
+		m.pullErrors, build,
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return m
+}
+
+// SetReady sets agentrelay_ready.
+func (m *Metrics) SetReady(ready bool) { m.ready.Set(b2f(ready)) }
+
+// SetNATSConnected sets agentrelay_nats_connected.
+func (m *Metrics) SetNATSConnected(up bool) { m.natsConnected.Set(b2f(up)) }
+
+// NATSReconnected counts a reconnection.
+func (m *Metrics) NATSReconnected() { m.natsReconnects.Inc() }
+
+func b2f(b bool) float64 {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// Route returns the metrics of one route with its label values bound, so
+// that the per-message path does no label lookups.
+func (m *Metrics) Route(name string) *RouteMetrics {
+	r := &RouteMetrics{
+		m:              m,
+		name:           name,
+		received:       m.received.WithLabelValues(name),
+		triggerSeconds: m.triggerSeconds.WithLabelValues(name),
+		inFlight:       m.inFlight.WithLabelValues(name),
+		inFlightLimit:  m.inFlightLimit.WithLabelValues(name),
+		breakerState:   m.breakerState.WithLabelValues(name),
+		dlFails:        m.deadLetterFails.WithLabelValues(name),
+		pending:        m.pending.WithLabelValues(name),
+		ackPending:     m.ackPending.WithLabelValues(name),
+		redelivered:    m.redelivered.WithLabelValues(name),
+		waiting:        m.waiting.WithLabelValues(name),
+		paused:         m.paused.WithLabelValues(name),
+		pullErrors:     m.pullErrors.WithLabelValues(name),
+	}
+	for i, o := range []string{OutcomeAcked, OutcomeRetried, OutcomeDeadLettered} {
+		r.processSeconds[i] = m.processSeconds.WithLabelValues(name, o)
+		r.attempts[i] = m.attempts.WithLabelValues(name, o)
+	}
+	return r
+}
+
+// RouteMetrics are one route's metrics.
+type RouteMetrics struct {
+	m              *Metrics
+	name           string
+	received       prometheus.Counter
+	triggerSeconds prometheus.Observer
+	processSeconds [3]prometheus.Observer
+	attempts       [3]prometheus.Observer
+	inFlight       prometheus.Gauge
+	inFlightLimit  prometheus.Gauge
+	breakerState   prometheus.Gauge
+	dlFails        prometheus.Counter
+	pending        prometheus.Gauge
+	ackPending     prometheus.Gauge
+	redelivered    prometheus.Gauge
+	waiting        prometheus.Gauge
+	paused         prometheus.Gauge
+	pullErrors     prometheus.Counter
+}
+
+func outcomeIndex(outcome string) int {
+	switch outcome {
+	case OutcomeAcked:
+		return 0
+	case OutcomeRetried:
+		return 1
+	default:
+		return 2
+	}
+}
+
+// Received counts a message taken off the stream.
+func (r *RouteMetrics) Received() { r.received.Inc() }
+
+// InFlight adds delta to the in-flight gauge.
+func (r *RouteMetrics) InFlight(delta int) { r.inFlight.Add(float64(delta)) }
+
+// SetInFlightLimit sets the in-flight limit gauge.
+func (r *RouteMetrics) SetInFlightLimit(n int) { r.inFlightLimit.Set(float64(n)) }
+
+// Trigger records one trigger call: its status code (or "timeout",
+// "network", "canceled" when there was none) and latency.
+func (r *RouteMetrics) Trigger(status int, noAnswer string, seconds float64) {
+	code := noAnswer
+	if status != 0 {
+		code = statusText(status)
+	}
+	r.m.requests.WithLabelValues(r.name, code).Inc()
+	r.triggerSeconds.Observe(seconds)
+}
+
+// Finished records a settled message.
+func (r *RouteMetrics) Finished(outcome, class string, attempt int, seconds float64) {
+	r.m.finished.WithLabelValues(r.name, outcome, class).Inc()
+	i := outcomeIndex(outcome)
+	r.processSeconds[i].Observe(seconds)
+	r.attempts[i].Observe(float64(attempt))
+}
+
+// DeadLettered counts a stored dead letter.
+func (r *RouteMetrics) DeadLettered(reason string) {
+	r.m.deadLetters.WithLabelValues(r.name, reason).Inc()
+}
+
+// DeadLetterFailed counts a dead-letter publish that was not acknowledged.
+func (r *RouteMetrics) DeadLetterFailed() { r.dlFails.Inc() }
+
+// SettleFailed counts a failed ack, nak, term or in_progress.
+func (r *RouteMetrics) SettleFailed(op string) { r.m.settleFails.WithLabelValues(r.name, op).Inc() }
+
+// PullFailed counts a pull request that ended in an error.
+func (r *RouteMetrics) PullFailed() { r.pullErrors.Inc() }
+
+// Breaker states as gauge values.
+const (
+	BreakerClosed   = 0
+	BreakerHalfOpen = 1
+	BreakerOpen     = 2
+)
+
+// BreakerChanged records a circuit breaker transition.
+func (r *RouteMetrics) BreakerChanged(from, to string, toValue int) {
+	r.breakerState.Set(float64(toValue))
+	r.m.breakerChanges.WithLabelValues(r.name, from, to).Inc()
+}
+
+// ConsumerState sets the consumer lag gauges from JetStream consumer info.
+func (r *RouteMetrics) ConsumerState(pending uint64, ackPending, redelivered, waiting int, paused bool) {
+	r.pending.Set(float64(pending))
+	r.ackPending.Set(float64(ackPending))
+	r.redelivered.Set(float64(redelivered))
+	r.waiting.Set(float64(waiting))
+	r.paused.Set(b2f(paused))
+}
+
+// statusText avoids an allocation for the common codes.
+func statusText(code int) string {
+	switch code {
+	case 202:
+		return "202"
+	case 400:
+		return "400"
+	case 401:
+		return "401"
+	case 403:
+		return "403"
+	case 404:
+		return "404"
+	case 409:
+		return "409"
+	case 429:
+		return "429"
+	case 500:
+		return "500"
+	case 502:
+		return "502"
+	case 503:
+		return "503"
+	case 504:
+		return "504"
+	}
+	return strconv.Itoa(code)
+}
