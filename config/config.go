@@ -1,0 +1,267 @@
+// Package config reads and checks agentrelay's YAML configuration.
+//
+// Load reads a file strictly (an unknown field is an error, so a misspelt
+// key never silently falls back to a default), applies environment
+// overrides for deploy-time values, fills in defaults, and validates the
+// result. Validation reports every problem at once, each with the path of
+// the field it concerns ("routes[2].trigger_id: ..."). The annotated example
+// in config/example.yaml documents every field and its default.
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+
+	"go.yaml.in/yaml/v3"
+)
+
+// Environment variables that override the file.
+const (
+	EnvNATSURL       = "AGENTRELAY_NATS_URL"
+	EnvAPIBaseURL    = "AGENTRELAY_API_BASE_URL"
+	EnvLogLevel      = "AGENTRELAY_LOG_LEVEL"
+	EnvLogFormat     = "AGENTRELAY_LOG_FORMAT"
+	EnvMetricsListen = "AGENTRELAY_METRICS_LISTEN"
+)
+
+// Config is the whole configuration.
+type Config struct {
+	NATS       NATS         `yaml:"nats"`
+	API        API          `yaml:"api"`
+	DeadLetter DeadLetter   `yaml:"dead_letter"`
+	Worker     Worker       `yaml:"worker"`
+	Log        Log          `yaml:"log"`
+	Metrics    Metrics      `yaml:"metrics"`
+	Defaults   RouteDefault `yaml:"defaults"`
+	Streams    []Stream     `yaml:"streams"`
+	Routes     []Route      `yaml:"routes"`
+}
+
+// NATS is how to connect to NATS.
+type NATS struct {
+	URL             string   `yaml:"url"`              // comma-separated server URLs; default nats://127.0.0.1:4222
+	Name            string   `yaml:"name"`             // connection name shown by the server; default agentrelay
+	CredentialsFile string   `yaml:"credentials_file"` // .creds file (JWT + NKey seed)
+	NKeySeedFile    string   `yaml:"nkey_seed_file"`   // NKey seed file
+	User            string   `yaml:"user"`             // user name; the password comes from password_file
+	PasswordFile    string   `yaml:"password_file"`
+	TokenFile       string   `yaml:"token_file"` // NATS auth token file (not the agent token)
+	TLS             TLS      `yaml:"tls"`
+	ConnectTimeout  Duration `yaml:"connect_timeout"` // default 5s
+	ReconnectWait   Duration `yaml:"reconnect_wait"`  // base wait between reconnect attempts, jittered; default 2s
+}
+
+// TLS is a TLS client configuration.
+type TLS struct {
+	CAFile     string `yaml:"ca_file"`
+	CertFile   string `yaml:"cert_file"`
+	KeyFile    string `yaml:"key_file"`
+	ServerName string `yaml:"server_name"`
+	// InsecureSkipVerify turns certificate verification off. Only for
+	// testing; agentrelay logs a warning at every start when it is set.
+	InsecureSkipVerify bool `yaml:"insecure_skip_verify"`
+}
+
+// Enabled reports whether any TLS setting is present.
+func (t TLS) Enabled() bool {
+	return t.CAFile != "" || t.CertFile != "" || t.KeyFile != "" || t.ServerName != "" || t.InsecureSkipVerify
+}
+
+// API is the trigger API.
+type API struct {
+	BaseURL           string   `yaml:"base_url"`            // default https://api.chatgpt.com
+	Timeout           Duration `yaml:"timeout"`             // per call; default 10s
+	AllowInsecureHTTP bool     `yaml:"allow_insecure_http"` // allow plain http to a non-loopback host
+	TLS               TLS      `yaml:"tls"`
+	MaxConns          int      `yaml:"max_conns"` // connection pool size; default: sum of max_in_flight over routes
+}
+
+// DeadLetter is the dead-letter stream.
+type DeadLetter struct {
+	Stream          string   `yaml:"stream"`           // default AGENTRELAY_DLQ
+	SubjectPrefix   string   `yaml:"subject_prefix"`   // default agentrelay.dlq
+	MaxAge          Duration `yaml:"max_age"`          // default 14d
+	MaxBytes        int64    `yaml:"max_bytes"`        // 0 = unlimited
+	Replicas        int      `yaml:"replicas"`         // default 1
+	DuplicateWindow Duration `yaml:"duplicate_window"` // default 1h
+	PublishTimeout  Duration `yaml:"publish_timeout"`  // default 5s
+}
+
+// Worker tunes the relay.
+type Worker struct {
+	DrainGrace    Duration `yaml:"drain_grace"`    // default 20s
+	PullExpiry    Duration `yaml:"pull_expiry"`    // default 5s
+	PullHeartbeat Duration `yaml:"pull_heartbeat"` // default 1s
+	LagInterval   Duration `yaml:"lag_interval"`   // default 10s
+}
+
+// Log configures logging.
+type Log struct {
+	Level  string `yaml:"level"`  // debug, info, warn, error; default info
+	Format string `yaml:"format"` // auto (colour text on a terminal, else JSON), text, json; default auto
+}
+
+// Metrics configures the HTTP listener for /metrics, /healthz and /readyz.
+type Metrics struct {
+	Listen string `yaml:"listen"` // default :9090; "off" disables it
+}
+
+// Retry is a retry policy; zero fields inherit.
+type Retry struct {
+	MaxAttempts    int      `yaml:"max_attempts"`    // default 10
+	InitialBackoff Duration `yaml:"initial_backoff"` // default 1s
+	MaxBackoff     Duration `yaml:"max_backoff"`     // default 5m
+	Multiplier     float64  `yaml:"multiplier"`      // default 2
+	MaxRetryAfter  Duration `yaml:"max_retry_after"` // default 15m
+}
+
+// Breaker is a circuit breaker; zero fields inherit.
+type Breaker struct {
+	ConsecutiveFailures uint32   `yaml:"consecutive_failures"` // default 5
+	OpenTimeout         Duration `yaml:"open_timeout"`         // default 30s
+	HalfOpenProbes      uint32   `yaml:"half_open_probes"`     // default 1
+	Disabled            *bool    `yaml:"disabled"`
+}
+
+// RouteDefault holds values every route inherits unless it sets its own.
+type RouteDefault struct {
+	MaxInFlight   int      `yaml:"max_in_flight"`   // default 64
+	MaxAckPending int      `yaml:"max_ack_pending"` // default max_in_flight
+	AckWait       Duration `yaml:"ack_wait"`        // default 60s
+	MaxInputBytes int      `yaml:"max_input_bytes"` // default 256 KiB
+	Retry         Retry    `yaml:"retry"`
+	Breaker       Breaker  `yaml:"breaker"`
+}
+
+// Stream is a stream agentrelay creates when it is missing (and updates to
+// match). Leave streams out when an operator manages them.
+type Stream struct {
+	Name            string   `yaml:"name"`
+	Subjects        []string `yaml:"subjects"`
+	Retention       string   `yaml:"retention"` // limits (default), workqueue, interest
+	Storage         string   `yaml:"storage"`   // file (default), memory
+	Replicas        int      `yaml:"replicas"`  // default 1
+	MaxAge          Duration `yaml:"max_age"`   // 0 = unlimited
+	MaxBytes        int64    `yaml:"max_bytes"` // 0 = unlimited
+	DuplicateWindow Duration `yaml:"duplicate_window"`
+}
+
+// Token says where a route's agent access token comes from: exactly one of a
+// file (re-read when it changes) or an environment variable.
+type Token struct {
+	File string `yaml:"file"`
+	Env  string `yaml:"env"`
+}
+
+// Route connects subjects of a stream to one agent trigger.
+type Route struct {
+	Name                  string   `yaml:"name"`
+	Stream                string   `yaml:"stream"`
+	Subjects              []string `yaml:"subjects"` // filter; empty = every subject of the stream
+	Durable               string   `yaml:"durable"`  // default agentrelay-<name>
+	Deliver               string   `yaml:"deliver"`  // all (default) or new; only when the consumer is created
+	TriggerID             string   `yaml:"trigger_id"`
+	Token                 Token    `yaml:"token"`
+	Body                  string   `yaml:"body"`                    // json (default) or text
+	ConversationKeyHeader string   `yaml:"conversation_key_header"` // text bodies; default Conversation-Key
+	MaxInputBytes         int      `yaml:"max_input_bytes"`
+	MaxInFlight           int      `yaml:"max_in_flight"`
+	MaxAckPending         int      `yaml:"max_ack_pending"`
+	AckWait               Duration `yaml:"ack_wait"`
+	Retry                 Retry    `yaml:"retry"`
+	Breaker               Breaker  `yaml:"breaker"`
+}
+
+// Load reads, overrides from the environment, defaults and validates the
+// configuration file at path.
+func Load(path string) (*Config, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	defer f.Close()
+	return Read(f, os.LookupEnv)
+}
+
+// Read is Load from a reader, with lookupEnv for the environment.
+func Read(r io.Reader, lookupEnv func(string) (string, bool)) (*Config, error) {
+	data, err := io.ReadAll(io.LimitReader(r, 4<<20))
+	if err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	c, err := Parse(data)
+	if err != nil {
+		return nil, err
+	}
+	c.ApplyEnv(lookupEnv)
+	c.ApplyDefaults()
+	if err := c.Validate(); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// Parse decodes YAML strictly, without defaults or validation.
+func Parse(data []byte) (*Config, error) {
+	var c Config
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	dec.KnownFields(true)
+	if err := dec.Decode(&c); err != nil && !errors.Is(err, io.EOF) {
+		var te *yaml.TypeError
+		if errors.As(err, &te) {
+			return nil, &Error{Problems: te.Errors}
+		}
+		return nil, &Error{Problems: []string{err.Error()}}
+	}
+	return &c, nil
+}
+
+// ApplyEnv applies the environment overrides.
+func (c *Config) ApplyEnv(lookupEnv func(string) (string, bool)) {
+	set := func(dst *string, name string) {
+		if v, ok := lookupEnv(name); ok && strings.TrimSpace(v) != "" {
+			*dst = strings.TrimSpace(v)
+		}
+	}
+	set(&c.NATS.URL, EnvNATSURL)
+	set(&c.API.BaseURL, EnvAPIBaseURL)
+	set(&c.Log.Level, EnvLogLevel)
+	set(&c.Log.Format, EnvLogFormat)
+	set(&c.Metrics.Listen, EnvMetricsListen)
+}
+
+// Error lists every problem found in a configuration.
+type Error struct {
+	Problems []string
+}
+
+func (e *Error) Error() string {
+	if len(e.Problems) == 1 {
+		return "config: " + e.Problems[0]
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "config: %d problems:", len(e.Problems))
+	for _, p := range e.Problems {
+		b.WriteString("\n  - ")
+		b.WriteString(p)
+	}
+	return b.String()
+}
+
+// problems collects validation problems with their paths.
+type problems []string
+
+func (p *problems) add(path, format string, args ...any) {
+	*p = append(*p, path+": "+fmt.Sprintf(format, args...))
+}
+
+func (p problems) err() error {
+	if len(p) == 0 {
+		return nil
+	}
+	return &Error{Problems: p}
+}

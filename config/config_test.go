@@ -1,0 +1,228 @@
+package config_test
+
+import (
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/agentrelay/agentrelay/config"
+)
+
+func read(t *testing.T, yaml string, env map[string]string) (*config.Config, error) {
+	t.Helper()
+	return config.Read(strings.NewReader(yaml), func(k string) (string, bool) {
+		v, ok := env[k]
+		return v, ok
+	})
+}
+
+const minimal = `
+routes:
+  - name: complaints
+    stream: EVENTS
+    trigger_id: agtch_complaints_123
+    token: {file: /run/secrets/token}
+`
+
+func TestMinimalConfigGetsDefaults(t *testing.T) {
+	c, err := read(t, minimal, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := c.Routes[0]
+	if r.Durable != "agentrelay-complaints" || r.Deliver != "all" || r.Body != "json" ||
+		r.MaxInFlight != 64 || r.MaxAckPending != 64 || r.AckWait.D() != 60*time.Second ||
+		r.Retry.MaxAttempts != 10 || r.Breaker.ConsecutiveFailures != 5 || *r.Breaker.Disabled {
+		t.Errorf("route defaults not applied: %+v", r)
+	}
+	if c.NATS.URL != "nats://127.0.0.1:4222" || c.API.BaseURL != "https://api.chatgpt.com" ||
+		c.API.MaxConns != 64 || c.DeadLetter.Stream != "AGENTRELAY_DLQ" || c.Metrics.Listen != ":9090" {
+		t.Errorf("global defaults not applied: nats=%+v api=%+v dl=%+v", c.NATS, c.API, c.DeadLetter)
+	}
+}
+
+func TestRoutesInheritDefaultsSection(t *testing.T) {
+	c, err := read(t, `
+defaults:
+  max_in_flight: 10
+  ack_wait: 2m
+  retry: {max_attempts: 3}
+  breaker: {disabled: true}
+`+minimal+`
+  - name: other
+    stream: EVENTS
+    trigger_id: agtch_other
+    token: {env: OTHER_TOKEN}
+    max_in_flight: 7
+    retry: {max_attempts: 99}
+    breaker: {disabled: false}
+`, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, b := c.Routes[0], c.Routes[1]
+	if a.MaxInFlight != 10 || a.AckWait.D() != 2*time.Minute || a.Retry.MaxAttempts != 3 || !*a.Breaker.Disabled {
+		t.Errorf("first route did not inherit: %+v", a)
+	}
+	if b.MaxInFlight != 7 || b.MaxAckPending != 7 || b.Retry.MaxAttempts != 99 || *b.Breaker.Disabled {
+		t.Errorf("second route's own values lost: %+v", b)
+	}
+	if c.API.MaxConns != 17 {
+		t.Errorf("api.max_conns = %d, want the sum of max_in_flight 17", c.API.MaxConns)
+	}
+}
+
+func TestEnvironmentOverridesDeployTimeValues(t *testing.T) {
+	c, err := read(t, "nats: {url: nats://file:4222}\nlog: {level: warn}\n"+minimal, map[string]string{
+		config.EnvNATSURL:       "nats://env-a:4222,nats://env-b:4222",
+		config.EnvAPIBaseURL:    "http://127.0.0.1:8080",
+		config.EnvLogLevel:      "debug",
+		config.EnvMetricsListen: "127.0.0.1:9999",
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.NATS.URL != "nats://env-a:4222,nats://env-b:4222" || c.API.BaseURL != "http://127.0.0.1:8080" ||
+		c.Log.Level != "debug" || c.Metrics.Listen != "127.0.0.1:9999" {
+		t.Errorf("overrides not applied: %+v %+v %+v %+v", c.NATS, c.API, c.Log, c.Metrics)
+	}
+}
+
+// A broken file gets one answer listing everything wrong with it, each
+// problem under the path of its field.
+func TestValidationListsEveryProblemWithItsPath(t *testing.T) {
+	_, err := read(t, `
+nats:
+  url: http://user:hunter2@nats:4222
+  user: relay
+api:
+  base_url: http://api.example.com
+  timeout: 30s
+dead_letter:
+  subject_prefix: "dlq.*"
+  replicas: 9
+log: {level: loud, format: xml}
+metrics: {listen: "9090"}
+routes:
+  - name: "bad name"
+    stream: EVENTS
+    trigger_id: agtch_ok
+    token: {file: /t}
+  - name: dup
+    stream: "EV.ENTS"
+    trigger_id: "agtch_../../admin"
+    token: {}
+    body: yaml
+    max_in_flight: -3
+    ack_wait: 10s
+    retry: {max_attempts: -1, initial_backoff: 10s, max_backoff: 1s}
+  - name: dup
+    stream: AGENTRELAY_DLQ
+    trigger_id: agtch_x
+    token: {file: /a, env: B}
+    max_in_flight: 100
+    max_ack_pending: 10
+    subjects: ["a.>.b"]
+`, nil)
+	var ce *config.Error
+	if !errors.As(err, &ce) {
+		t.Fatalf("want *config.Error, got %v", err)
+	}
+	want := []string{
+		`nats.url: "http://REDACTED@nats:4222": scheme must be nats`,
+		"nats.user: user and password_file go together",
+		"api.base_url: base URL must use https",
+		`dead_letter.subject_prefix: "dlq.*": wildcards are not allowed here`,
+		"dead_letter.replicas: must be between 1 and 5",
+		`log.level: "loud" is not debug`,
+		`log.format: "xml" is not auto`,
+		`metrics.listen: "9090" is not host:port`,
+		`routes[0].name: "bad name": use letters`,
+		`routes[1].stream: "EV.ENTS": names cannot contain`,
+		"routes[1].trigger_id: invalid trigger id",
+		"routes[1].token: set file (re-read when it changes) or env",
+		`routes[1].body: "yaml" is not json or text`,
+		"routes[1].max_in_flight: must be between 1 and 100000",
+		"routes[1].ack_wait: 10s must exceed api.timeout 30s",
+		"routes[1].retry.max_attempts: must be at least 1",
+		"routes[1].retry.max_backoff: 1s is below initial_backoff 10s",
+		`routes[2].name: "dup" is also the name of routes[1]`,
+		`routes[2].stream: "AGENTRELAY_DLQ" is the dead-letter stream`,
+		"routes[2].token: set file or env, not both",
+		"routes[2].max_ack_pending: 10 is below max_in_flight 100",
+		`routes[2].subjects[0]: "a.>.b": '>' must be the last token`,
+	}
+	for _, w := range want {
+		found := false
+		for _, p := range ce.Problems {
+			if strings.Contains(p, w) {
+				found = true
+			}
+		}
+		if !found {
+			t.Errorf("missing problem %q", w)
+		}
+	}
+	if len(ce.Problems) != len(want) {
+		t.Errorf("got %d problems, want %d:\n%s", len(ce.Problems), len(want), err)
+	}
+	if strings.Contains(err.Error(), "hunter2") {
+		t.Error("the error repeats a password from the NATS URL")
+	}
+}
+
+func TestUnknownFieldsAreErrorsWithLineNumbers(t *testing.T) {
+	_, err := read(t, minimal+"    max_inflight: 5\n    tokn: {}\n", nil)
+	var ce *config.Error
+	if !errors.As(err, &ce) || len(ce.Problems) != 2 {
+		t.Fatalf("want two problems, got %v", err)
+	}
+	for i, field := range []string{"max_inflight", "tokn"} {
+		if !strings.Contains(ce.Problems[i], "line ") || !strings.Contains(ce.Problems[i], field) {
+			t.Errorf("problem %d = %q, want the line and field %q", i, ce.Problems[i], field)
+		}
+	}
+}
+
+func TestBadDurationIsAnError(t *testing.T) {
+	_, err := read(t, "api: {timeout: soon}\n"+minimal, nil)
+	if err == nil || !strings.Contains(err.Error(), `invalid duration "soon"`) {
+		t.Fatalf("got %v", err)
+	}
+}
+
+func TestParseDuration(t *testing.T) {
+	for in, want := range map[string]time.Duration{
+		"30s": 30 * time.Second, "1m30s": 90 * time.Second, "14d": 14 * 24 * time.Hour,
+		"0.5d": 12 * time.Hour, "5": 5 * time.Second, "": 0,
+	} {
+		got, err := config.ParseDuration(in)
+		if err != nil || got != want {
+			t.Errorf("ParseDuration(%q) = %v, %v; want %v", in, got, err, want)
+		}
+	}
+	for _, bad := range []string{"-1d", "1x", "d", "-3", "1e12"} {
+		if _, err := config.ParseDuration(bad); err == nil {
+			t.Errorf("ParseDuration(%q) accepted", bad)
+		}
+	}
+}
+
+func TestDeadLetterSubjectsMustNotOverlapManagedStreams(t *testing.T) {
+	_, err := read(t, `
+streams:
+  - name: EVENTS
+    subjects: [">"]
+`+minimal, nil)
+	if err == nil || !strings.Contains(err.Error(), `streams[0].subjects[0]: ">" overlaps the dead-letter subjects agentrelay.dlq.>`) {
+		t.Fatalf("got %v", err)
+	}
+}
+
+func TestNoRoutesIsAnError(t *testing.T) {
+	_, err := read(t, "log: {level: info}\n", nil)
+	if err == nil || !strings.Contains(err.Error(), "routes: at least one route is required") {
+		t.Fatalf("got %v", err)
+	}
+}

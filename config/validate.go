@@ -1,0 +1,390 @@
+package config
+
+import (
+	"fmt"
+	"net"
+	"net/url"
+	"strings"
+
+	"github.com/agentrelay/agentrelay/agentapi"
+)
+
+// Limits that keep a typo from becoming an outage.
+const (
+	maxInFlight   = 100_000
+	maxInputBytes = 64 << 20
+	maxReplicas   = 5
+)
+
+// Validate checks a defaulted configuration and returns an *Error listing
+// every problem, or nil.
+func (c *Config) Validate() error {
+	var p problems
+	c.validateNATS(&p)
+	c.validateAPI(&p)
+	c.validateDeadLetter(&p)
+	c.validateWorker(&p)
+	c.validateLogAndMetrics(&p)
+	c.validateStreams(&p)
+	c.validateRoutes(&p)
+	return p.err()
+}
+
+func (c *Config) validateNATS(p *problems) {
+	n := c.NATS
+	for _, u := range strings.Split(n.URL, ",") {
+		u = strings.TrimSpace(u)
+		pu, err := url.Parse(u)
+		switch {
+		case u == "":
+			p.add("nats.url", "empty server URL in %q", n.URL)
+		case err != nil:
+			p.add("nats.url", "%v", err)
+		case pu.Scheme != "nats" && pu.Scheme != "tls" && pu.Scheme != "ws" && pu.Scheme != "wss":
+			p.add("nats.url", "%q: scheme must be nats, tls, ws or wss", redactURL(u))
+		case pu.Host == "":
+			p.add("nats.url", "%q: missing host", redactURL(u))
+		case pu.User != nil:
+			p.add("nats.url", "%q: credentials in the URL would end up in logs; use user/password_file, token_file, nkey_seed_file or credentials_file", redactURL(u))
+		}
+	}
+	methods := 0
+	for _, set := range []bool{n.CredentialsFile != "", n.NKeySeedFile != "", n.User != "" || n.PasswordFile != "", n.TokenFile != ""} {
+		if set {
+			methods++
+		}
+	}
+	if methods > 1 {
+		p.add("nats", "choose one authentication method: credentials_file, nkey_seed_file, user with password_file, or token_file")
+	}
+	if (n.User == "") != (n.PasswordFile == "") {
+		p.add("nats.user", "user and password_file go together")
+	}
+	validateTLS(p, "nats.tls", n.TLS)
+	if n.ConnectTimeout <= 0 {
+		p.add("nats.connect_timeout", "must be positive")
+	}
+	if n.ReconnectWait <= 0 {
+		p.add("nats.reconnect_wait", "must be positive")
+	}
+}
+
+// redactURL hides user info in a URL before it is quoted in an error.
+func redactURL(s string) string {
+	u, err := url.Parse(s)
+	if err != nil || u.User == nil {
+		return s
+	}
+	u.User = url.User("REDACTED")
+	return u.String()
+}
+
+func validateTLS(p *problems, path string, t TLS) {
+	if (t.CertFile == "") != (t.KeyFile == "") {
+		p.add(path, "cert_file and key_file go together")
+	}
+}
+
+func (c *Config) validateAPI(p *problems) {
+	if _, err := agentapi.CheckBaseURL(c.API.BaseURL, c.API.AllowInsecureHTTP); err != nil {
+		p.add("api.base_url", "%v", strings.TrimPrefix(err.Error(), "agentapi: "))
+	}
+	if c.API.Timeout <= 0 {
+		p.add("api.timeout", "must be positive")
+	}
+	validateTLS(p, "api.tls", c.API.TLS)
+	if c.API.MaxConns < 0 {
+		p.add("api.max_conns", "must not be negative")
+	}
+}
+
+func (c *Config) validateDeadLetter(p *problems) {
+	d := c.DeadLetter
+	if err := checkName(d.Stream); err != nil {
+		p.add("dead_letter.stream", "%v", err)
+	}
+	if err := checkSubject(d.SubjectPrefix, false); err != nil {
+		p.add("dead_letter.subject_prefix", "%v", err)
+	}
+	if d.MaxAge <= 0 {
+		p.add("dead_letter.max_age", "must be positive")
+	}
+	if d.DuplicateWindow > d.MaxAge {
+		p.add("dead_letter.duplicate_window", "%v is longer than max_age %v", d.DuplicateWindow, d.MaxAge)
+	}
+	if d.Replicas < 1 || d.Replicas > maxReplicas {
+		p.add("dead_letter.replicas", "must be between 1 and %d", maxReplicas)
+	}
+	if d.MaxBytes < 0 {
+		p.add("dead_letter.max_bytes", "must not be negative")
+	}
+	if d.PublishTimeout <= 0 {
+		p.add("dead_letter.publish_timeout", "must be positive")
+	}
+}
+
+func (c *Config) validateWorker(p *problems) {
+	w := c.Worker
+	if w.DrainGrace <= 0 {
+		p.add("worker.drain_grace", "must be positive")
+	}
+	if w.PullHeartbeat.D().Milliseconds() < 100 {
+		p.add("worker.pull_heartbeat", "must be at least 100ms")
+	}
+	if w.PullExpiry < 2*w.PullHeartbeat+Duration(1e9) {
+		p.add("worker.pull_expiry", "must be at least twice pull_heartbeat plus 1s (got %v with heartbeat %v)", w.PullExpiry, w.PullHeartbeat)
+	}
+	if w.LagInterval <= 0 {
+		p.add("worker.lag_interval", "must be positive")
+	}
+}
+
+func (c *Config) validateLogAndMetrics(p *problems) {
+	switch strings.ToLower(c.Log.Level) {
+	case "debug", "info", "warn", "warning", "error":
+	default:
+		p.add("log.level", "%q is not debug, info, warn or error", c.Log.Level)
+	}
+	switch c.Log.Format {
+	case "auto", "text", "json":
+	default:
+		p.add("log.format", "%q is not auto, text or json", c.Log.Format)
+	}
+	if c.Metrics.Listen != "off" {
+		if _, _, err := net.SplitHostPort(c.Metrics.Listen); err != nil {
+			p.add("metrics.listen", "%q is not host:port (or \"off\")", c.Metrics.Listen)
+		}
+	}
+}
+
+func (c *Config) validateStreams(p *problems) {
+	seen := map[string]bool{}
+	for i, s := range c.Streams {
+		path := fmt.Sprintf("streams[%d]", i)
+		if err := checkName(s.Name); err != nil {
+			p.add(path+".name", "%v", err)
+		} else if seen[s.Name] {
+			p.add(path+".name", "stream %q is listed twice", s.Name)
+		}
+		seen[s.Name] = true
+		if s.Name == c.DeadLetter.Stream {
+			p.add(path+".name", "%q is the dead-letter stream; configure it under dead_letter", s.Name)
+		}
+		if len(s.Subjects) == 0 {
+			p.add(path+".subjects", "at least one subject is required")
+		}
+		for j, subj := range s.Subjects {
+			if err := checkSubject(subj, true); err != nil {
+				p.add(fmt.Sprintf("%s.subjects[%d]", path, j), "%v", err)
+			} else if subjectsOverlap(subj, c.DeadLetter.SubjectPrefix+".>") {
+				p.add(fmt.Sprintf("%s.subjects[%d]", path, j), "%q overlaps the dead-letter subjects %s.>", subj, c.DeadLetter.SubjectPrefix)
+			}
+		}
+		switch s.Retention {
+		case "limits", "workqueue", "interest":
+		default:
+			p.add(path+".retention", "%q is not limits, workqueue or interest", s.Retention)
+		}
+		switch s.Storage {
+		case "file", "memory":
+		default:
+			p.add(path+".storage", "%q is not file or memory", s.Storage)
+		}
+		if s.Replicas < 1 || s.Replicas > maxReplicas {
+			p.add(path+".replicas", "must be between 1 and %d", maxReplicas)
+		}
+		if s.MaxAge < 0 || s.MaxBytes < 0 || s.DuplicateWindow < 0 {
+			p.add(path, "max_age, max_bytes and duplicate_window must not be negative")
+		}
+		if s.MaxAge > 0 && s.DuplicateWindow > s.MaxAge {
+			p.add(path+".duplicate_window", "%v is longer than max_age %v", s.DuplicateWindow, s.MaxAge)
+		}
+	}
+}
+
+func (c *Config) validateRoutes(p *problems) {
+	if len(c.Routes) == 0 {
+		p.add("routes", "at least one route is required")
+	}
+	names := map[string]int{}
+	durables := map[string]int{}
+	for i, r := range c.Routes {
+		path := fmt.Sprintf("routes[%d]", i)
+		switch {
+		case r.Name == "":
+			p.add(path+".name", "is required")
+		case !isRouteName(r.Name):
+			p.add(path+".name", "%q: use letters, digits, '_' and '-' (at most 64)", r.Name)
+		default:
+			if j, dup := names[r.Name]; dup {
+				p.add(path+".name", "%q is also the name of routes[%d]", r.Name, j)
+			}
+			names[r.Name] = i
+		}
+		if err := checkName(r.Stream); err != nil {
+			p.add(path+".stream", "%v", err)
+		} else if r.Stream == c.DeadLetter.Stream {
+			p.add(path+".stream", "%q is the dead-letter stream; relaying from it would loop (replay dead letters with `agentrelay dlq replay`)", r.Stream)
+		}
+		if err := checkName(r.Durable); err != nil {
+			if r.Durable != "agentrelay-"+r.Name { // else the name's problem, reported above
+				p.add(path+".durable", "%v", err)
+			}
+		} else {
+			key := r.Stream + "/" + r.Durable
+			if j, dup := durables[key]; dup {
+				p.add(path+".durable", "%q on stream %q is also used by routes[%d]", r.Durable, r.Stream, j)
+			}
+			durables[key] = i
+		}
+		for j, subj := range r.Subjects {
+			if err := checkSubject(subj, true); err != nil {
+				p.add(fmt.Sprintf("%s.subjects[%d]", path, j), "%v", err)
+			}
+		}
+		if r.Deliver != "all" && r.Deliver != "new" {
+			p.add(path+".deliver", "%q is not all or new", r.Deliver)
+		}
+		if err := agentapi.ValidateTriggerID(r.TriggerID); err != nil {
+			p.add(path+".trigger_id", "%v", strings.TrimPrefix(err.Error(), "agentapi: "))
+		}
+		switch {
+		case r.Token.File == "" && r.Token.Env == "":
+			p.add(path+".token", "set file (re-read when it changes) or env")
+		case r.Token.File != "" && r.Token.Env != "":
+			p.add(path+".token", "set file or env, not both")
+		}
+		switch r.Body {
+		case "json", "text":
+		default:
+			p.add(path+".body", "%q is not json or text", r.Body)
+		}
+		if !isHeaderName(r.ConversationKeyHeader) {
+			p.add(path+".conversation_key_header", "%q is not a valid header name", r.ConversationKeyHeader)
+		}
+		if r.MaxInputBytes < 1 || r.MaxInputBytes > maxInputBytes {
+			p.add(path+".max_input_bytes", "must be between 1 and %d", maxInputBytes)
+		}
+		if r.MaxInFlight < 1 || r.MaxInFlight > maxInFlight {
+			p.add(path+".max_in_flight", "must be between 1 and %d", maxInFlight)
+		}
+		if r.MaxAckPending < r.MaxInFlight {
+			p.add(path+".max_ack_pending", "%d is below max_in_flight %d: JetStream would never let that many be in flight", r.MaxAckPending, r.MaxInFlight)
+		}
+		if r.AckWait <= c.API.Timeout {
+			p.add(path+".ack_wait", "%v must exceed api.timeout %v, or JetStream redelivers messages while their call is still running", r.AckWait, c.API.Timeout)
+		}
+		validateRetry(p, path+".retry", r.Retry)
+		if r.Breaker.OpenTimeout <= 0 {
+			p.add(path+".breaker.open_timeout", "must be positive")
+		}
+	}
+}
+
+func validateRetry(p *problems, path string, r Retry) {
+	if r.MaxAttempts < 1 {
+		p.add(path+".max_attempts", "must be at least 1")
+	}
+	if r.InitialBackoff <= 0 {
+		p.add(path+".initial_backoff", "must be positive")
+	}
+	if r.MaxBackoff < r.InitialBackoff {
+		p.add(path+".max_backoff", "%v is below initial_backoff %v", r.MaxBackoff, r.InitialBackoff)
+	}
+	if r.Multiplier < 1 {
+		p.add(path+".multiplier", "must be at least 1")
+	}
+	if r.MaxRetryAfter <= 0 {
+		p.add(path+".max_retry_after", "must be positive")
+	}
+}
+
+func isRouteName(s string) bool {
+	if len(s) == 0 || len(s) > 64 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_' || c == '-') {
+			return false
+		}
+	}
+	return true
+}
+
+// checkName applies NATS's rules for stream and consumer names.
+func checkName(s string) error {
+	if s == "" {
+		return fmt.Errorf("is required")
+	}
+	if len(s) > 255 {
+		return fmt.Errorf("longer than 255 bytes")
+	}
+	for _, r := range s {
+		if r <= ' ' || r == 0x7f || r == '.' || r == '*' || r == '>' || r == '/' || r == '\\' {
+			return fmt.Errorf("%q: names cannot contain whitespace, '.', '*', '>', '/', '\\' or control characters", s)
+		}
+	}
+	return nil
+}
+
+// checkSubject validates a subject; wildcards only when allowed, and '>'
+// only as the last token.
+func checkSubject(s string, wildcards bool) error {
+	if s == "" {
+		return fmt.Errorf("is required")
+	}
+	tokens := strings.Split(s, ".")
+	for i, t := range tokens {
+		switch {
+		case t == "":
+			return fmt.Errorf("%q has an empty token", s)
+		case strings.ContainsAny(t, " \t\r\n\x00"):
+			return fmt.Errorf("%q contains whitespace", s)
+		case t == "*" || t == ">":
+			if !wildcards {
+				return fmt.Errorf("%q: wildcards are not allowed here", s)
+			}
+			if t == ">" && i != len(tokens)-1 {
+				return fmt.Errorf("%q: '>' must be the last token", s)
+			}
+		case strings.ContainsAny(t, "*>"):
+			return fmt.Errorf("%q: wildcards must be whole tokens", s)
+		}
+	}
+	return nil
+}
+
+// subjectsOverlap reports whether some subject matches both patterns.
+func subjectsOverlap(a, b string) bool {
+	at, bt := strings.Split(a, "."), strings.Split(b, ".")
+	for i := 0; ; i++ {
+		switch {
+		case i == len(at) && i == len(bt):
+			return true
+		case i < len(at) && at[i] == ">":
+			return i < len(bt)
+		case i < len(bt) && bt[i] == ">":
+			return i < len(at)
+		case i == len(at) || i == len(bt):
+			return false
+		case at[i] == "*" || bt[i] == "*" || at[i] == bt[i]:
+			continue
+		default:
+			return false
+		}
+	}
+}
+
+func isHeaderName(s string) bool {
+	if s == "" {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c <= ' ' || c >= 0x7f || c == ':' {
+			return false
+		}
+	}
+	return true
+}
