@@ -1,0 +1,296 @@
+// Package app wires agentrelay together from its configuration: the NATS
+// connection, the streams it manages, the trigger client and token sources,
+// the routes, the relay, and the HTTP listener for metrics and health. The
+// run and dev commands are thin layers over Run.
+package app
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/agentrelay/agentrelay/agentapi"
+	"github.com/agentrelay/agentrelay/config"
+	"github.com/agentrelay/agentrelay/consumer"
+	"github.com/agentrelay/agentrelay/internal/buildinfo"
+	"github.com/agentrelay/agentrelay/internal/natsconn"
+	"github.com/agentrelay/agentrelay/internal/telemetry"
+)
+
+// Options tune Run beyond the configuration file.
+type Options struct {
+	// Registry to register metrics on. Default: a new registry.
+	Registry *prometheus.Registry
+	// Started, if set, is called once the relay is set up and the HTTP
+	// listener (if any) is serving, with the listener's address.
+	Started func(metricsAddr string)
+}
+
+// Run connects to NATS, ensures the configured streams, builds the relay and
+// runs it until ctx ends, then drains and closes the connection cleanly.
+func Run(ctx context.Context, cfg *config.Config, log *slog.Logger, o Options) error {
+	reg := o.Registry
+	if reg == nil {
+		reg = prometheus.NewRegistry()
+	}
+	metrics := telemetry.NewMetrics(reg)
+	bi := buildinfo.Get()
+	log.Info("starting agentrelay", "version", bi.Version, "revision", bi.Revision, "routes", len(cfg.Routes))
+
+	client, routes, err := BuildRoutes(cfg, log)
+	if err != nil {
+		return err
+	}
+	defer client.CloseIdleConnections()
+
+	connectCtx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	nc, err := natsconn.Connect(connectCtx, cfg.NATS, log, natsconn.Hooks{
+		Connected:   metrics.SetNATSConnected,
+		Reconnected: metrics.NATSReconnected,
+	})
+	cancel()
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return err
+	}
+
+	setupCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	if err := EnsureStreams(setupCtx, js, cfg.Streams, log); err != nil {
+		return err
+	}
+	relay, err := consumer.New(js, routes, consumer.Options{
+		Logger:        log,
+		Metrics:       metrics,
+		DeadLetter:    DeadLetterConfig(cfg.DeadLetter),
+		CallTimeout:   cfg.API.Timeout.D(),
+		DrainGrace:    cfg.Worker.DrainGrace.D(),
+		PullExpiry:    cfg.Worker.PullExpiry.D(),
+		PullHeartbeat: cfg.Worker.PullHeartbeat.D(),
+		LagInterval:   cfg.Worker.LagInterval.D(),
+	})
+	if err != nil {
+		return err
+	}
+	if err := relay.Setup(setupCtx); err != nil {
+		return err
+	}
+	cancel()
+
+	var addr string
+	if cfg.Metrics.Listen != "off" {
+		srv, ln, err := serveHTTP(cfg.Metrics.Listen, reg, nc, relay)
+		if err != nil {
+			return fmt.Errorf("metrics.listen %s: %w", cfg.Metrics.Listen, err)
+		}
+		addr = ln.Addr().String()
+		log.Info("serving /metrics, /healthz and /readyz", "addr", addr)
+		defer func() {
+			sctx, c := context.WithTimeout(context.Background(), 2*time.Second)
+			defer c()
+			_ = srv.Shutdown(sctx)
+		}()
+	}
+	if o.Started != nil {
+		o.Started(addr)
+	}
+
+	runErr := relay.Run(ctx)
+	// Flush acks, naks and terms and close the connection cleanly.
+	if err := nc.FlushTimeout(5 * time.Second); err != nil && !errors.Is(err, nats.ErrConnectionClosed) {
+		log.Warn("flushing NATS connection", "err", err)
+	}
+	return runErr
+}
+
+// BuildRoutes builds the trigger client and the routes, reading every token
+// source once so that a missing token file is reported at start-up. All
+// problems are reported together.
+func BuildRoutes(cfg *config.Config, log *slog.Logger) (*agentapi.Client, []consumer.Route, error) {
+	co := agentapi.ClientOptions{
+		Timeout:           cfg.API.Timeout.D(),
+		MaxConns:          cfg.API.MaxConns,
+		UserAgent:         buildinfo.Get().UserAgent(),
+		AllowInsecureHTTP: cfg.API.AllowInsecureHTTP,
+	}
+	if cfg.API.TLS.Enabled() {
+		tc, err := natsconn.TLSConfig(cfg.API.TLS, log, "api")
+		if err != nil {
+			return nil, nil, fmt.Errorf("api.tls: %w", err)
+		}
+		co.TLS = tc
+	}
+	if cfg.API.AllowInsecureHTTP {
+		log.Warn("api.allow_insecure_http is set: agent tokens may cross the network in clear text")
+	}
+	client, err := agentapi.NewClient(cfg.API.BaseURL, co)
+	if err != nil {
+		return nil, nil, err
+	}
+	var errs []error
+	routes := make([]consumer.Route, 0, len(cfg.Routes))
+	for i, rc := range cfg.Routes {
+		path := fmt.Sprintf("routes[%d] (%s)", i, rc.Name)
+		tokens, err := TokenSource(rc.Token)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s.token: %w", path, err))
+			continue
+		}
+		id, err := agentapi.ParseTriggerID(rc.TriggerID)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s.trigger_id: %w", path, err))
+			continue
+		}
+		agent, err := client.Agent(id, tokens)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", path, err))
+			continue
+		}
+		routes = append(routes, Route(rc, agent))
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, nil, err
+	}
+	return client, routes, nil
+}
+
+// TokenSource opens a route's token source.
+func TokenSource(t config.Token) (agentapi.TokenSource, error) {
+	if t.File != "" {
+		return agentapi.NewFileToken(t.File, 0)
+	}
+	return agentapi.EnvToken(t.Env)
+}
+
+// Route converts a route's configuration.
+func Route(rc config.Route, agent consumer.Agent) consumer.Route {
+	return consumer.Route{
+		Name:     rc.Name,
+		Stream:   rc.Stream,
+		Subjects: rc.Subjects,
+		Durable:  rc.Durable,
+		Deliver:  consumer.DeliverPolicy(rc.Deliver),
+		Agent:    agent,
+		Contract: consumer.Contract{
+			Format:                consumer.BodyFormat(rc.Body),
+			ConversationKeyHeader: rc.ConversationKeyHeader,
+			MaxInputBytes:         rc.MaxInputBytes,
+		},
+		MaxInFlight:   rc.MaxInFlight,
+		MaxAckPending: rc.MaxAckPending,
+		AckWait:       rc.AckWait.D(),
+		Retry: consumer.RetryPolicy{
+			MaxAttempts:    rc.Retry.MaxAttempts,
+			InitialBackoff: rc.Retry.InitialBackoff.D(),
+			MaxBackoff:     rc.Retry.MaxBackoff.D(),
+			Multiplier:     rc.Retry.Multiplier,
+			MaxRetryAfter:  rc.Retry.MaxRetryAfter.D(),
+		},
+		Breaker: consumer.BreakerSettings{
+			ConsecutiveFailures: rc.Breaker.ConsecutiveFailures,
+			OpenTimeout:         rc.Breaker.OpenTimeout.D(),
+			HalfOpenProbes:      rc.Breaker.HalfOpenProbes,
+			Disabled:            rc.Breaker.Disabled != nil && *rc.Breaker.Disabled,
+		},
+	}
+}
+
+// DeadLetterConfig converts the dead-letter section.
+func DeadLetterConfig(d config.DeadLetter) consumer.DeadLetterConfig {
+	return consumer.DeadLetterConfig{
+		Stream:          d.Stream,
+		SubjectPrefix:   d.SubjectPrefix,
+		MaxAge:          d.MaxAge.D(),
+		MaxBytes:        d.MaxBytes,
+		Replicas:        d.Replicas,
+		DuplicateWindow: d.DuplicateWindow.D(),
+		PublishTimeout:  d.PublishTimeout.D(),
+	}
+}
+
+// StreamConfig converts a managed stream's configuration.
+func StreamConfig(s config.Stream) jetstream.StreamConfig {
+	sc := jetstream.StreamConfig{
+		Name:        s.Name,
+		Description: "managed by agentrelay",
+		Subjects:    s.Subjects,
+		Retention:   jetstream.LimitsPolicy,
+		Storage:     jetstream.FileStorage,
+		Replicas:    s.Replicas,
+		MaxAge:      s.MaxAge.D(),
+		MaxBytes:    -1,
+		MaxMsgs:     -1,
+		Duplicates:  s.DuplicateWindow.D(),
+	}
+	if s.MaxBytes > 0 {
+		sc.MaxBytes = s.MaxBytes
+	}
+	switch s.Retention {
+	case "workqueue":
+		sc.Retention = jetstream.WorkQueuePolicy
+	case "interest":
+		sc.Retention = jetstream.InterestPolicy
+	}
+	if s.Storage == "memory" {
+		sc.Storage = jetstream.MemoryStorage
+	}
+	return sc
+}
+
+// EnsureStreams creates or updates the configured streams.
+func EnsureStreams(ctx context.Context, js jetstream.JetStream, streams []config.Stream, log *slog.Logger) error {
+	var errs []error
+	for i, s := range streams {
+		if _, err := js.CreateOrUpdateStream(ctx, StreamConfig(s)); err != nil {
+			errs = append(errs, fmt.Errorf("streams[%d] (%s): %w", i, s.Name, err))
+			continue
+		}
+		log.Debug("stream ready", "stream", s.Name)
+	}
+	return errors.Join(errs...)
+}
+
+// serveHTTP serves /metrics, /healthz (the process is alive) and /readyz
+// (connected to NATS, every route bound, not draining).
+func serveHTTP(addr string, reg *prometheus.Registry, nc *nats.Conn, relay *consumer.Relay) (*http.Server, net.Listener, error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, nil, err
+	}
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		_, _ = w.Write([]byte("ok\n"))
+	})
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
+		var why []string
+		if !nc.IsConnected() {
+			why = append(why, "not connected to NATS")
+		}
+		if !relay.Ready() {
+			why = append(why, "relay not running (starting or draining)")
+		}
+		if len(why) > 0 {
+			http.Error(w, strings.Join(why, "; "), http.StatusServiceUnavailable)
+			return
+		}
+		_, _ = w.Write([]byte("ready\n"))
+	})
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	go func() { _ = srv.Serve(ln) }()
+	return srv, ln, nil
+}

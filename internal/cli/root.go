@@ -1,0 +1,152 @@
+// Package cli is agentrelay's command line: the worker (run), the embedded
+// demo (dev), the API emulator, a producer helper (publish), configuration
+// checking, and version. cmd/agentrelay only calls Main.
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+
+	"github.com/spf13/cobra"
+
+	"github.com/agentrelay/agentrelay/config"
+	"github.com/agentrelay/agentrelay/internal/telemetry"
+)
+
+// Exit codes.
+const (
+	ExitOK     = 0
+	ExitError  = 1
+	ExitConfig = 2 // bad flags or configuration: fix and retry
+)
+
+// env is what commands need from the process; tests give their own.
+type env struct {
+	stdout, stderr io.Writer
+	stdin          io.Reader
+	getenv         func(string) string
+	lookupEnv      func(string) (string, bool)
+}
+
+// globalFlags are shared by every subcommand.
+type globalFlags struct {
+	configPath string
+	logLevel   string
+	logFormat  string
+}
+
+// Main runs the command line with args and returns the exit code.
+func Main(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	e := &env{stdout: stdout, stderr: stderr, stdin: stdin, getenv: os.Getenv, lookupEnv: os.LookupEnv}
+	root := newRoot(ctx, e)
+	root.SetArgs(args)
+	err := root.ExecuteContext(ctx)
+	if err == nil {
+		return ExitOK
+	}
+	var ce *config.Error
+	var ue usageError
+	switch {
+	case errors.As(err, &ce):
+		fmt.Fprintln(stderr, err)
+		return ExitConfig
+	case errors.As(err, &ue):
+		fmt.Fprintln(stderr, "error:", err)
+		return ExitConfig
+	default:
+		fmt.Fprintln(stderr, "error:", err)
+		return ExitError
+	}
+}
+
+// usageError marks a bad invocation.
+type usageError struct{ error }
+
+func newRoot(ctx context.Context, e *env) *cobra.Command {
+	g := &globalFlags{}
+	root := &cobra.Command{
+		Use:   "agentrelay",
+		Short: "Relay NATS JetStream messages to Workspace Agents triggers",
+		Long: `agentrelay takes messages off NATS JetStream durable consumers and calls the
+Workspace Agents trigger API for each, with the message id as Idempotency-Key:
+ack when accepted, retry with backoff on transient failures, dead-letter with a
+reason when the message or the API says it can never succeed.
+
+Start with "agentrelay dev" for a self-contained demo.`,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	root.SetOut(e.stdout)
+	root.SetErr(e.stderr)
+	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
+	pf := root.PersistentFlags()
+	pf.StringVarP(&g.configPath, "config", "c", "", "configuration file (default $AGENTRELAY_CONFIG, else agentrelay.yaml)")
+	pf.StringVar(&g.logLevel, "log-level", "", "log level: debug, info, warn, error (overrides the file)")
+	pf.StringVar(&g.logFormat, "log-format", "", "log format: auto, text, json (overrides the file)")
+
+	root.AddCommand(
+		newRunCmd(e, g),
+		newDevCmd(e, g),
+		newEmulatorCmd(e, g),
+		newPublishCmd(e, g),
+		newConfigCmd(e, g),
+		newVersionCmd(e),
+	)
+	_ = ctx
+	return root
+}
+
+// path returns the configuration file path from the flag or environment.
+func (g *globalFlags) path(e *env) string {
+	if g.configPath != "" {
+		return g.configPath
+	}
+	if p := e.getenv("AGENTRELAY_CONFIG"); p != "" {
+		return p
+	}
+	return "agentrelay.yaml"
+}
+
+// loadConfig loads the configuration file and applies the log flags.
+func (g *globalFlags) loadConfig(e *env) (*config.Config, error) {
+	f, err := os.Open(g.path(e))
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) && g.configPath == "" && e.getenv("AGENTRELAY_CONFIG") == "" {
+			return nil, usageError{fmt.Errorf("no configuration: %s not found (pass --config FILE, or try `agentrelay dev`)", g.path(e))}
+		}
+		return nil, usageError{err}
+	}
+	defer f.Close()
+	c, err := config.Read(f, e.lookupEnv)
+	if err != nil {
+		return nil, err
+	}
+	g.applyLogFlags(c)
+	return c, nil
+}
+
+func (g *globalFlags) applyLogFlags(c *config.Config) {
+	if g.logLevel != "" {
+		c.Log.Level = g.logLevel
+	}
+	if g.logFormat != "" {
+		c.Log.Format = g.logFormat
+	}
+}
+
+// logger builds the logger for a configuration's log section.
+func logger(e *env, l config.Log) (*slog.Logger, error) {
+	level, err := telemetry.ParseLevel(l.Level)
+	if err != nil {
+		return nil, usageError{err}
+	}
+	log, err := telemetry.NewLogger(e.stderr, level, l.Format)
+	if err != nil {
+		return nil, usageError{err}
+	}
+	return log, nil
+}

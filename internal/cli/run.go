@@ -1,0 +1,29 @@
+package cli
+
+import (
+	"github.com/spf13/cobra"
+
+	"github.com/agentrelay/agentrelay/internal/app"
+)
+
+func newRunCmd(e *env, g *globalFlags) *cobra.Command {
+	return &cobra.Command{
+		Use:   "run",
+		Short: "Run the worker",
+		Long: `Run the worker with the configuration file until SIGTERM or SIGINT, then
+drain: stop pulling, let in-flight calls finish within worker.drain_grace,
+hand the rest back to JetStream for another replica, and exit 0.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg, err := g.loadConfig(e)
+			if err != nil {
+				return err
+			}
+			log, err := logger(e, cfg.Log)
+			if err != nil {
+				return err
+			}
+			return app.Run(cmd.Context(), cfg, log, app.Options{})
+		},
+	}
+}

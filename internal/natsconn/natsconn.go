@@ -1,0 +1,208 @@
+// Package natsconn opens the NATS connection agentrelay's commands share:
+// the worker and every SRE subcommand connect with the same options
+// (servers, authentication, TLS) from the same configuration section.
+package natsconn
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/agentrelay/agentrelay/config"
+)
+
+// Hooks observe the connection's life; all are optional.
+type Hooks struct {
+	Connected    func(up bool)
+	Reconnected  func()
+	ErrorHandled func(err error)
+}
+
+// Options builds nats.go options from the configuration. Reconnection never
+// gives up: a worker that stops trying after a broker outage needs a human to
+// restart it, which is what this is meant to avoid.
+func Options(c config.NATS, log *slog.Logger, h Hooks) ([]nats.Option, error) {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	opts := []nats.Option{
+		nats.Name(c.Name),
+		nats.Timeout(c.ConnectTimeout.D()),
+		nats.MaxReconnects(-1),
+		nats.ReconnectWait(c.ReconnectWait.D()),
+		nats.ReconnectJitter(c.ReconnectWait.D()/2, c.ReconnectWait.D()),
+		nats.RetryOnFailedConnect(false),
+		// Keep publishing (acks, naks, dead letters) into a buffer across
+		// a short disconnect; they are sent on reconnect.
+		nats.ReconnectBufSize(8 << 20),
+		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+			if err != nil {
+				log.Warn("disconnected from NATS; reconnecting", "err", err)
+			} else {
+				log.Info("disconnected from NATS")
+			}
+			if h.Connected != nil {
+				h.Connected(false)
+			}
+		}),
+		nats.ReconnectHandler(func(nc *nats.Conn) {
+			log.Info("reconnected to NATS", "server", nc.ConnectedUrlRedacted(), "server_id", nc.ConnectedServerId())
+			if h.Connected != nil {
+				h.Connected(true)
+			}
+			if h.Reconnected != nil {
+				h.Reconnected()
+			}
+		}),
+		nats.ClosedHandler(func(*nats.Conn) {
+			log.Info("NATS connection closed")
+			if h.Connected != nil {
+				h.Connected(false)
+			}
+		}),
+		nats.ErrorHandler(func(_ *nats.Conn, sub *nats.Subscription, err error) {
+			subj := ""
+			if sub != nil {
+				subj = sub.Subject
+			}
+			log.Warn("NATS error", "err", err, "subscription", subj)
+			if h.ErrorHandled != nil {
+				h.ErrorHandled(err)
+			}
+		}),
+		nats.LameDuckModeHandler(func(nc *nats.Conn) {
+			log.Info("NATS server entering lame duck mode; will move to another server", "server", nc.ConnectedUrlRedacted())
+		}),
+	}
+
+	switch {
+	case c.CredentialsFile != "":
+		opts = append(opts, nats.UserCredentials(c.CredentialsFile))
+	case c.NKeySeedFile != "":
+		o, err := nats.NkeyOptionFromSeed(c.NKeySeedFile)
+		if err != nil {
+			return nil, fmt.Errorf("nats.nkey_seed_file: %w", err)
+		}
+		opts = append(opts, o)
+	case c.User != "":
+		pw, err := readSecretFile(c.PasswordFile)
+		if err != nil {
+			return nil, fmt.Errorf("nats.password_file: %w", err)
+		}
+		opts = append(opts, nats.UserInfo(c.User, pw))
+	case c.TokenFile != "":
+		tok, err := readSecretFile(c.TokenFile)
+		if err != nil {
+			return nil, fmt.Errorf("nats.token_file: %w", err)
+		}
+		opts = append(opts, nats.Token(tok))
+	}
+
+	if c.TLS.Enabled() {
+		tc, err := TLSConfig(c.TLS, log, "nats")
+		if err != nil {
+			return nil, fmt.Errorf("nats.tls: %w", err)
+		}
+		opts = append(opts, nats.Secure(tc))
+	}
+	return opts, nil
+}
+
+// Connect connects to the configured servers, retrying the first connection
+// until ctx ends (NATS may start after us in a Kubernetes rollout).
+func Connect(ctx context.Context, c config.NATS, log *slog.Logger, h Hooks) (*nats.Conn, error) {
+	opts, err := Options(c, log, h)
+	if err != nil {
+		return nil, err
+	}
+	delay := 250 * time.Millisecond
+	for {
+		nc, err := nats.Connect(c.URL, opts...)
+		if err == nil {
+			if log != nil {
+				log.Info("connected to NATS", "server", nc.ConnectedUrlRedacted(), "server_version", nc.ConnectedServerVersion())
+			}
+			if h.Connected != nil {
+				h.Connected(true)
+			}
+			return nc, nil
+		}
+		if errors.Is(err, nats.ErrAuthorization) || errors.Is(err, nats.ErrAuthExpired) || errors.Is(err, nats.ErrAuthRevoked) {
+			return nil, fmt.Errorf("connecting to NATS: %w", err)
+		}
+		if log != nil {
+			log.Warn("cannot connect to NATS yet; retrying", "servers", redactURLs(c.URL), "err", err, "retry_in", delay)
+		}
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("connecting to NATS at %s: %w", redactURLs(c.URL), err)
+		case <-time.After(delay):
+		}
+		delay = min(2*delay, 5*time.Second)
+	}
+}
+
+// TLSConfig builds a client TLS configuration. Verification stays on
+// unless insecure_skip_verify is set, and then it is logged loudly every
+// time, so that it cannot be left on by accident unnoticed.
+func TLSConfig(t config.TLS, log *slog.Logger, what string) (*tls.Config, error) {
+	tc := &tls.Config{MinVersion: tls.VersionTLS12, ServerName: t.ServerName}
+	if t.CAFile != "" {
+		pem, err := os.ReadFile(t.CAFile)
+		if err != nil {
+			return nil, err
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("%s holds no PEM certificate", t.CAFile)
+		}
+		tc.RootCAs = pool
+	}
+	if t.CertFile != "" {
+		cert, err := tls.LoadX509KeyPair(t.CertFile, t.KeyFile)
+		if err != nil {
+			return nil, err
+		}
+		tc.Certificates = []tls.Certificate{cert}
+	}
+	if t.InsecureSkipVerify {
+		if log != nil {
+			log.Warn("TLS certificate verification is OFF (insecure_skip_verify): connections can be intercepted; never use this in production", "connection", what)
+		}
+		tc.InsecureSkipVerify = true
+	}
+	return tc, nil
+}
+
+func readSecretFile(path string) (string, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return "", err
+	}
+	s := strings.TrimSpace(string(b))
+	if s == "" {
+		return "", fmt.Errorf("%s is empty", path)
+	}
+	return s, nil
+}
+
+// redactURLs hides user info in a comma-separated server list.
+func redactURLs(s string) string {
+	parts := strings.Split(s, ",")
+	for i, p := range parts {
+		if at := strings.LastIndex(p, "@"); at >= 0 {
+			if scheme := strings.Index(p, "://"); scheme >= 0 && scheme < at {
+				parts[i] = p[:scheme+3] + "REDACTED" + p[at:]
+			}
+		}
+	}
+	return strings.Join(parts, ",")
+}
