@@ -1,0 +1,30 @@
+# agentrelay — see README.md.
+GO       ?= go
+PKG      := github.com/agentrelay/agentrelay
+VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+REVISION ?= $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
+LDFLAGS  := -s -w -X $(PKG)/internal/buildinfo.version=$(VERSION) -X $(PKG)/internal/buildinfo.revision=$(REVISION)
+
+.PHONY: run build test lint tidy-check
+
+## run: the embedded demo — NATS, the API emulator, the worker and a producer
+run:
+	$(GO) run ./cmd/agentrelay dev
+
+## build: a static binary in bin/, version and revision stamped
+build:
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "$(LDFLAGS)" -o bin/agentrelay ./cmd/agentrelay
+
+## test: every test, with the race detector, against real nats-server and HTTP
+test:
+	$(GO) test -race -count=1 -timeout 20m ./...
+
+## lint: go vet, gofmt and go mod tidy must be clean
+lint: tidy-check
+	$(GO) vet ./...
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+
+tidy-check:
+	@cp go.mod /tmp/agentrelay.go.mod.bak && cp go.sum /tmp/agentrelay.go.sum.bak
+	@$(GO) mod tidy
+	@if ! git diff --quiet -- go.mod go.sum; then echo "go mod tidy changes go.mod/go.sum"; git diff -- go.mod go.sum; cp /tmp/agentrelay.go.mod.bak go.mod; cp /tmp/agentrelay.go.sum.bak go.sum; exit 1; fi
