@@ -28,3 +28,6 @@ tidy-check:
 	@cp go.mod /tmp/agentrelay.go.mod.bak && cp go.sum /tmp/agentrelay.go.sum.bak
 	@$(GO) mod tidy
 	@if ! git diff --quiet -- go.mod go.sum; then echo "go mod tidy changes go.mod/go.sum"; git diff -- go.mod go.sum; cp /tmp/agentrelay.go.mod.bak go.mod; cp /tmp/agentrelay.go.sum.bak go.sum; exit 1; fi
+
+# Targets of the deploy/ module (image, manifests) live in their own file.
+-include deploy/deploy.mk
