@@ -94,6 +94,10 @@ Start with "agentrelay dev" for a self-contained demo.`,
 		newEmulatorCmd(e, g),
 		newPublishCmd(e, g),
 		newConfigCmd(e, g),
+		newStatusCmd(e, g),
+		newDLQCmd(e, g),
+		newPauseCmd(e, g),
+		newResumeCmd(e, g),
 		newVersionCmd(e),
 	)
 	_ = ctx

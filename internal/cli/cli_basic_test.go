@@ -1,0 +1,69 @@
+package cli
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func TestVersion(t *testing.T) {
+	code, out, _ := runCLI(t, "", "version")
+	if code != 0 || !strings.HasPrefix(out, "agentrelay ") || !strings.Contains(out, "revision ") || !strings.Contains(out, "go1.") {
+		t.Errorf("version: %d %q", code, out)
+	}
+}
+
+func TestConfigCheck(t *testing.T) {
+	code, out, _ := runCLI(t, "", "config", "check", "../../config/example.yaml")
+	if code != 0 || !strings.Contains(out, "ok (1 routes") {
+		t.Errorf("example: %d %q", code, out)
+	}
+	bad := filepath.Join(t.TempDir(), "bad.yaml")
+	if err := os.WriteFile(bad, []byte("routes:\n  - name: x\n    stream: S\n    trigger_id: nope\n    token: {}\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	code, _, errOut := runCLI(t, "", "config", "check", bad)
+	if code != ExitConfig || !strings.Contains(errOut, "routes[0].trigger_id") || !strings.Contains(errOut, "routes[0].token") {
+		t.Errorf("bad config: %d %q", code, errOut)
+	}
+	code, _, errOut = runCLI(t, "", "config", "check", filepath.Join(t.TempDir(), "missing.yaml"))
+	if code != ExitConfig || !strings.Contains(errOut, "no such file") {
+		t.Errorf("missing file: %d %q", code, errOut)
+	}
+}
+
+func TestRunRefusesBadConfigListingEveryProblem(t *testing.T) {
+	bad := filepath.Join(t.TempDir(), "bad.yaml")
+	if err := os.WriteFile(bad, []byte("api: {timeout: 90s}\nroutes:\n  - {name: a, stream: S, trigger_id: agtch_a, token: {env: X}}\n  - {name: a, stream: S, trigger_id: agtch_b, token: {env: X}}\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	code, _, errOut := runCLI(t, "", "run", "--config", bad)
+	if code != ExitConfig || !strings.Contains(errOut, "4 problems") || !strings.Contains(errOut, "routes[0].ack_wait") ||
+		!strings.Contains(errOut, "routes[1].ack_wait") || !strings.Contains(errOut, `routes[1].name: "a" is also the name of routes[0]`) {
+		t.Errorf("run with bad config: %d %q", code, errOut)
+	}
+}
+
+func TestUnknownFlagIsAUsageError(t *testing.T) {
+	code, _, errOut := runCLI(t, "", "version", "--bogus")
+	if code != ExitConfig || !strings.Contains(errOut, "unknown flag") {
+		t.Errorf("%d %q", code, errOut)
+	}
+}
+
+func TestParseTimes(t *testing.T) {
+	now := mustTime(t, "2026-11-28T12:00:00Z")
+	if got, _ := parseTime("2h", now); !got.Equal(mustTime(t, "2026-11-28T10:00:00Z")) {
+		t.Errorf("2h ago = %v", got)
+	}
+	if got, _ := parseFuture("30m", now); !got.Equal(mustTime(t, "2026-11-28T12:30:00Z")) {
+		t.Errorf("30m from now = %v", got)
+	}
+	if _, err := parseFuture("2026-11-28T11:00:00Z", now); err == nil {
+		t.Error("a pause until the past was accepted")
+	}
+	if got, _ := parseTime("2026-11-27", now); !got.Equal(mustTime(t, "2026-11-27T00:00:00Z")) {
+		t.Errorf("date = %v", got)
+	}
+}

@@ -1,0 +1,486 @@
+package cli
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/agentrelay/agentrelay/agentapi/emulator"
+	"github.com/agentrelay/agentrelay/config"
+	"github.com/agentrelay/agentrelay/internal/app"
+	"github.com/agentrelay/agentrelay/internal/testenv"
+)
+
+const (
+	token   = "tok-cli-DO-NOT-LOG-7e1"
+	okID    = "agtch_cli_ok"
+	lockID  = "agtch_cli_locked"
+	stream  = "WORK"
+	dlqName = "AGENTRELAY_DLQ"
+)
+
+// stack is NATS, the emulator, a configuration file and, once started, a
+// worker — what an SRE's commands run against.
+type stack struct {
+	t       *testing.T
+	nats    *testenv.NATS
+	emu     *emulator.Emulator
+	cfgPath string
+	cfg     *config.Config
+	logs    *syncBuffer
+	metrics string
+	stop    func()
+}
+
+func newStack(t *testing.T) *stack {
+	t.Helper()
+	s := &stack{t: t, nats: testenv.StartNATS(t)}
+	s.emu, _ = testenv.Emulator(t, emulator.WithToken(token, okID), emulator.WithTrigger(okID, true), emulator.WithTrigger(lockID, true))
+	apiURL := emuURL(t, s.emu)
+	dir := t.TempDir()
+	tokenFile := filepath.Join(dir, "token")
+	if err := os.WriteFile(tokenFile, []byte(token+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	s.cfgPath = filepath.Join(dir, "agentrelay.yaml")
+	yaml := fmt.Sprintf(`
+nats: {url: %q}
+api: {base_url: %q, timeout: 2s}
+metrics: {listen: "127.0.0.1:0"}
+worker: {drain_grace: 2s, pull_expiry: 3s, lag_interval: 100ms}
+defaults:
+  ack_wait: 10s
+  retry: {max_attempts: 3, initial_backoff: 50ms, max_backoff: 200ms}
+streams:
+  - {name: %s, subjects: ["work.>"]}
+routes:
+  - {name: ok, stream: %s, subjects: ["work.ok.>"], trigger_id: %s, token: {file: %q}}
+  - {name: locked, stream: %s, subjects: ["work.locked.>"], trigger_id: %s, token: {file: %q}}
+`, s.nats.Server.ClientURL(), apiURL, stream, stream, okID, tokenFile, stream, lockID, tokenFile)
+	if err := os.WriteFile(s.cfgPath, []byte(yaml), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := config.Load(s.cfgPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.cfg = cfg
+	return s
+}
+
+func emuURL(t *testing.T, emu *emulator.Emulator) string {
+	srv, err := emu.Listen("127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = srv.Close() })
+	return srv.URL
+}
+
+// startWorker runs the worker in-process with JSON logs captured.
+func (s *stack) startWorker() {
+	s.t.Helper()
+	s.logs = &syncBuffer{}
+	log := slog.New(slog.NewJSONHandler(s.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	ctx, cancel := context.WithCancel(context.Background())
+	started := make(chan string, 1)
+	done := make(chan error, 1)
+	go func() { done <- app.Run(ctx, s.cfg, log, app.Options{Started: func(a string) { started <- a }}) }()
+	select {
+	case s.metrics = <-started:
+	case err := <-done:
+		s.t.Fatalf("worker did not start: %v", err)
+	case <-time.After(15 * time.Second):
+		s.t.Fatal("worker did not start")
+	}
+	stopped := false
+	s.stop = func() {
+		if stopped {
+			return
+		}
+		stopped = true
+		cancel()
+		if err := <-done; err != nil {
+			s.t.Errorf("worker: %v", err)
+		}
+	}
+	s.t.Cleanup(s.stop)
+}
+
+// cli runs agentrelay with args (the configuration is passed) and returns
+// the exit code, stdout and stderr.
+func (s *stack) cli(stdin string, args ...string) (int, string, string) {
+	s.t.Helper()
+	return runCLI(s.t, stdin, append([]string{"--config", s.cfgPath}, args...)...)
+}
+
+func runCLI(t *testing.T, stdin string, args ...string) (int, string, string) {
+	t.Helper()
+	var out, errOut bytes.Buffer
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	code := Main(ctx, args, strings.NewReader(stdin), &out, &errOut)
+	return code, out.String(), errOut.String()
+}
+
+func (s *stack) publish(subject, body, id string) {
+	s.t.Helper()
+	s.nats.Publish(s.t, &nats.Msg{Subject: subject, Data: []byte(body)}, jetstream.WithMsgID(id))
+}
+
+func (s *stack) settled(routes ...string) {
+	s.t.Helper()
+	testenv.Eventually(s.t, 20*time.Second, "routes settled", func() bool {
+		for _, r := range routes {
+			c, err := s.nats.JS.Consumer(context.Background(), stream, "agentrelay-"+r)
+			if err != nil {
+				return false
+			}
+			info, err := c.Info(context.Background())
+			if err != nil || info.NumPending != 0 || info.NumAckPending != 0 {
+				return false
+			}
+		}
+		return true
+	})
+}
+
+func (s *stack) dlqCount() uint64 {
+	st, err := s.nats.JS.Stream(context.Background(), dlqName)
+	if err != nil {
+		return 0
+	}
+	info, err := st.Info(context.Background())
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	return info.State.Msgs
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.String()
+}
+
+// The SRE's incident, every step through the commands: dead letters pile up
+// (the token may not call the agent), status shows them by reason, dlq list
+// and show say why, the permission is fixed, replay sends them again with
+// their original keys, and the route drains to zero.
+func TestSREStoryFindFixReplayDrain(t *testing.T) {
+	s := newStack(t)
+	s.startWorker()
+	for i := range 5 {
+		s.publish("work.locked.x", fmt.Sprintf(`{"input":"locked %d"}`, i), fmt.Sprintf("lk-%d", i))
+	}
+	s.publish("work.ok.x", `{"input":"fine"}`, "ok-1")
+	s.settled("ok", "locked")
+
+	code, out, errOut := s.cli("", "status")
+	if code != 0 || !strings.Contains(out, "forbidden=5") || !strings.Contains(out, "dead-letter stream AGENTRELAY_DLQ: 5 messages") {
+		t.Fatalf("status: %d\n%s%s", code, out, errOut)
+	}
+	code, out, _ = s.cli("", "status", "--json")
+	var rep statusReport
+	if err := json.Unmarshal([]byte(out), &rep); code != 0 || err != nil {
+		t.Fatalf("status --json: %d %v\n%s", code, err, out)
+	}
+	for _, r := range rep.Routes {
+		if r.Route == "locked" && (r.DeadLetters["forbidden"] != 5 || r.Pending != 0 || r.AckPending != 0) {
+			t.Errorf("status --json locked route: %+v", r)
+		}
+	}
+
+	code, out, _ = s.cli("", "dlq", "list", "--route", "locked", "--reason", "forbidden")
+	if code != 0 || strings.Count(out, "forbidden") != 5 || !strings.Contains(out, "403") || !strings.Contains(out, `{"input":"locked 0"}`) {
+		t.Fatalf("dlq list: %d\n%s", code, out)
+	}
+	code, out, _ = s.cli("", "dlq", "list", "--json", "--limit", "1")
+	var first letterJSON
+	if err := json.Unmarshal([]byte(strings.TrimSpace(out)), &first); code != 0 || err != nil {
+		t.Fatalf("dlq list --json: %v\n%s", err, out)
+	}
+	code, out, _ = s.cli("", "dlq", "show", fmt.Sprint(first.Seq))
+	if code != 0 || !strings.Contains(out, "reason           forbidden") || !strings.Contains(out, "Agentrelay-Error:") || !strings.Contains(out, "may not trigger") {
+		t.Fatalf("dlq show: %d\n%s", code, out)
+	}
+
+	code, out, _ = s.cli("", "dlq", "replay", "--route", "locked", "--dry-run")
+	if code != 0 || strings.Count(out, "would replay") != 5 || s.dlqCount() != 5 {
+		t.Fatalf("dry run: %d\n%s", code, out)
+	}
+
+	s.emu.AddToken(token, lockID) // the fix
+	code, out, errOut = s.cli("", "dlq", "replay", "--route", "locked", "--reason", "forbidden")
+	if code != 0 || !strings.Contains(out, "replayed 5 dead letters") {
+		t.Fatalf("replay: %d\n%s%s", code, out, errOut)
+	}
+	s.settled("locked")
+	for i := range 5 {
+		if n := s.emu.Accepted(lockID, fmt.Sprintf("lk-%d", i)); n != 1 {
+			t.Errorf("lk-%d accepted %d times, want 1 (with its original key)", i, n)
+		}
+	}
+	if s.dlqCount() != 0 {
+		t.Errorf("%d dead letters left", s.dlqCount())
+	}
+	code, out, _ = s.cli("", "status")
+	if code != 0 || !strings.Contains(out, "dead-letter stream AGENTRELAY_DLQ: 0 messages") {
+		t.Errorf("status after replay: %s", out)
+	}
+}
+
+// A replay interrupted half-way — including one dead letter whose replay was
+// published but not yet deleted — can simply be run again: every event is
+// accepted once, nothing is left behind.
+func TestInterruptedReplayCanBeRerun(t *testing.T) {
+	s := newStack(t)
+	s.startWorker()
+	const n = 12
+	for i := range n {
+		s.publish("work.locked.x", fmt.Sprintf(`{"input":"%d"}`, i), fmt.Sprintf("ir-%d", i))
+	}
+	s.settled("locked")
+	if s.dlqCount() != n {
+		t.Fatalf("%d dead letters", s.dlqCount())
+	}
+	s.emu.AddToken(token, lockID)
+
+	// Interrupted by Ctrl-C (the context) part-way, at 10 replays/s.
+	ctx, cancel := context.WithCancel(context.Background())
+	go func() {
+		testenv.Eventually(t, 20*time.Second, "some replayed", func() bool { return s.dlqCount() <= n-3 })
+		cancel()
+	}()
+	var out, errOut bytes.Buffer
+	code := Main(ctx, []string{"--config", s.cfgPath, "dlq", "replay", "--rate", "10"}, strings.NewReader(""), &out, &errOut)
+	if code == 0 || !strings.Contains(out.String(), "run the same command again") {
+		t.Fatalf("interrupted replay: code %d\n%s%s", code, out.String(), errOut.String())
+	}
+	left := s.dlqCount()
+	if left == 0 || left == n {
+		t.Fatalf("%d left: the interruption did not land mid-way", left)
+	}
+
+	// And one dead letter replayed but not deleted, as if killed between
+	// the publish ack and the delete.
+	tc, err := connectTool(context.Background(), &env{stdout: io.Discard, stderr: io.Discard, getenv: os.Getenv, lookupEnv: os.LookupEnv}, &globalFlags{configPath: s.cfgPath})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tc.Close()
+	store := openStoreT(t, tc)
+	l := firstLetter(t, store)
+	m, err := store.ReplayMsg(l, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tc.js.PublishMsg(context.Background(), m, jetstream.WithMsgID(replayID(l.Seq))); err != nil {
+		t.Fatal(err)
+	}
+
+	code, outS, errS := s.cli("", "dlq", "replay")
+	if code != 0 || !strings.Contains(outS, "had already been replayed") {
+		t.Fatalf("rerun: %d\n%s%s", code, outS, errS)
+	}
+	s.settled("locked")
+	for i := range n {
+		if c := s.emu.Accepted(lockID, fmt.Sprintf("ir-%d", i)); c != 1 {
+			t.Errorf("ir-%d accepted %d times, want 1", i, c)
+		}
+	}
+	if s.dlqCount() != 0 {
+		t.Errorf("%d dead letters left", s.dlqCount())
+	}
+}
+
+func TestPurgeAsksFirst(t *testing.T) {
+	s := newStack(t)
+	s.startWorker()
+	for i := range 3 {
+		s.publish("work.locked.x", `{"input":"x"}`, fmt.Sprintf("pg-%d", i))
+	}
+	s.publish("work.ok.x", `not json`, "pg-poison")
+	s.settled("ok", "locked")
+	if code, _, _ := s.cli("n\n", "dlq", "purge", "--reason", "forbidden"); code == 0 || s.dlqCount() != 4 {
+		t.Fatalf("purge without confirmation deleted something (code %d, %d left)", code, s.dlqCount())
+	}
+	if code, out, _ := s.cli("y\n", "dlq", "purge", "--reason", "forbidden"); code != 0 || !strings.Contains(out, "deleted 3") || s.dlqCount() != 1 {
+		t.Fatalf("purge: %d %s (%d left)", code, out, s.dlqCount())
+	}
+	if code, out, _ := s.cli("", "dlq", "purge", "--yes"); code != 0 || !strings.Contains(out, "deleted 1") || s.dlqCount() != 0 {
+		t.Fatalf("purge --yes: %d %s", code, out)
+	}
+}
+
+func TestPauseAndResumeARoute(t *testing.T) {
+	s := newStack(t)
+	s.startWorker()
+	if code, out, errOut := s.cli("", "pause", "ok", "--until", "1h"); code != 0 || !strings.Contains(out, "paused route ok") {
+		t.Fatalf("pause: %d %s %s", code, out, errOut)
+	}
+	s.publish("work.ok.x", `{"input":"wait"}`, "paused-1")
+	time.Sleep(time.Second)
+	if s.emu.LedgerLen() != 0 {
+		t.Fatal("delivered while paused")
+	}
+	if code, out, _ := s.cli("", "status"); code != 0 || !strings.Contains(out, "until ") {
+		t.Errorf("status does not show the pause:\n%s", out)
+	}
+	if code, out, _ := s.cli("", "resume", "ok"); code != 0 || !strings.Contains(out, "resumed route ok") {
+		t.Fatalf("resume: %d %s", code, out)
+	}
+	s.settled("ok")
+	if s.emu.Accepted(okID, "paused-1") != 1 {
+		t.Error("not delivered after resume")
+	}
+}
+
+func TestToolsRefuseClearlyWhenThingsAreMissing(t *testing.T) {
+	s := newStack(t) // no worker: no consumers, no dead-letter stream yet
+	code, out, errOut := s.cli("", "status")
+	if code != 1 || !strings.Contains(out, "stream does not exist") {
+		t.Errorf("status without streams: %d\n%s%s", code, out, errOut)
+	}
+	if code, _, errOut := s.cli("", "pause", "ok"); code != 1 || !strings.Contains(errOut, "stream WORK does not exist") {
+		t.Errorf("pause: %d %s", code, errOut)
+	}
+	if code, _, errOut := s.cli("", "pause", "nope"); code != ExitConfig || !strings.Contains(errOut, `no route "nope"`) {
+		t.Errorf("pause unknown route: %d %s", code, errOut)
+	}
+	if code, _, errOut := s.cli("", "dlq", "list"); code != 1 || !strings.Contains(errOut, "dead-letter stream does not exist") {
+		t.Errorf("dlq list: %d %s", code, errOut)
+	}
+	if code, _, errOut := s.cli("", "dlq", "list", "--since", "yesterday-ish"); code != ExitConfig || !strings.Contains(errOut, "--since") {
+		t.Errorf("bad --since: %d %s", code, errOut)
+	}
+}
+
+// After a known run, /metrics holds the known numbers, and the logs carry
+// every message's identity but never the token or a message body.
+func TestMetricsAndLogsAfterAKnownRun(t *testing.T) {
+	s := newStack(t)
+	s.startWorker()
+	s.publish("work.ok.a", `{"input":"secret body one"}`, "m-1")
+	s.publish("work.ok.b", `{"input":"secret body two"}`, "m-2")
+	s.publish("work.ok.c", `{"inptu":"secret body three"}`, "m-3")
+	s.publish("work.locked.d", `{"input":"secret body four"}`, "m-4")
+	s.settled("ok", "locked")
+
+	var body string
+	testenv.Eventually(t, 5*time.Second, "lag gauges refreshed", func() bool {
+		body = scrape(t, "http://"+s.metrics+"/metrics")
+		return strings.Contains(body, `agentrelay_consumer_pending_messages{route="ok"} 0`)
+	})
+	for _, want := range []string{
+		`agentrelay_messages_received_total{route="ok"} 3`,
+		`agentrelay_messages_received_total{route="locked"} 1`,
+		`agentrelay_messages_finished_total{class="accepted",outcome="acked",route="ok"} 2`,
+		`agentrelay_messages_finished_total{class="poison",outcome="dead_lettered",route="ok"} 1`,
+		`agentrelay_messages_finished_total{class="forbidden",outcome="dead_lettered",route="locked"} 1`,
+		`agentrelay_dead_letters_total{reason="invalid_json",route="ok"} 1`,
+		`agentrelay_dead_letters_total{reason="forbidden",route="locked"} 1`,
+		`agentrelay_trigger_requests_total{code="202",route="ok"} 2`,
+		`agentrelay_trigger_requests_total{code="403",route="locked"} 1`,
+		`agentrelay_trigger_duration_seconds_count{route="ok"} 2`,
+		`agentrelay_message_processing_seconds_count{outcome="acked",route="ok"} 2`,
+		`agentrelay_message_delivery_attempt_bucket{outcome="acked",route="ok",le="1"} 2`,
+		`agentrelay_messages_in_flight{route="ok"} 0`,
+		`agentrelay_messages_in_flight_limit{route="ok"} 64`,
+		`agentrelay_circuit_breaker_state{route="ok"} 0`,
+		`agentrelay_consumer_ack_pending_messages{route="locked"} 0`,
+		`agentrelay_ready 1`,
+		`agentrelay_nats_connected 1`,
+		`agentrelay_build_info{`,
+		`go_goroutines `,
+		`process_resident_memory_bytes `,
+	} {
+		if !strings.Contains(body, want) {
+			t.Errorf("/metrics lacks %s", want)
+		}
+	}
+	if strings.Contains(body, token) || strings.Contains(body, "m-1") || strings.Contains(body, "work.ok") {
+		t.Error("/metrics carries a token, a message id or a subject")
+	}
+	if code := get(t, "http://"+s.metrics+"/healthz"); code != 200 {
+		t.Errorf("/healthz %d", code)
+	}
+	if code := get(t, "http://"+s.metrics+"/readyz"); code != 200 {
+		t.Errorf("/readyz %d", code)
+	}
+
+	s.stop()
+	logs := s.logs.String()
+	if strings.Contains(logs, token) || strings.Contains(logs, "secret body") {
+		t.Fatalf("logs carry the token or a message body:\n%s", logs)
+	}
+	perMessage := 0
+	for _, line := range strings.Split(strings.TrimSpace(logs), "\n") {
+		var rec map[string]any
+		if err := json.Unmarshal([]byte(line), &rec); err != nil {
+			t.Fatalf("not JSON: %s", line)
+		}
+		if _, ok := rec["stream_seq"]; !ok {
+			continue
+		}
+		perMessage++
+		for _, k := range []string{"route", "stream", "stream_seq", "attempt", "idempotency_key", "trigger_id"} {
+			if _, ok := rec[k]; !ok {
+				t.Errorf("message log line without %s: %s", k, line)
+			}
+		}
+	}
+	if perMessage < 4 {
+		t.Errorf("%d per-message log lines, want one per message (4)", perMessage)
+	}
+	for _, want := range []string{`"msg":"draining"`, `"msg":"drained"`, `"msg":"connected to NATS"`} {
+		if !strings.Contains(logs, want) {
+			t.Errorf("logs lack %s", want)
+		}
+	}
+}
+
+func scrape(t *testing.T, url string) string {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return string(b)
+}
+
+func get(t *testing.T, url string) int {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	return resp.StatusCode
+}

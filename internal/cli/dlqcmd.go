@@ -1,0 +1,455 @@
+package cli
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"sort"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/schollz/progressbar/v3"
+	"github.com/spf13/cobra"
+	"golang.org/x/time/rate"
+
+	"github.com/agentrelay/agentrelay/agentapi"
+	"github.com/agentrelay/agentrelay/internal/app"
+	"github.com/agentrelay/agentrelay/internal/dlq"
+)
+
+// filterFlags are the dead-letter filters shared by list, replay and purge.
+type filterFlags struct {
+	route, reason, subject, since, until string
+	status, limit                        int
+	seqs                                 []string
+}
+
+func (f *filterFlags) register(cmd *cobra.Command) {
+	fl := cmd.Flags()
+	fl.StringVar(&f.route, "route", "", "only this route")
+	fl.StringVar(&f.reason, "reason", "", "only this reason (forbidden, max_attempts, invalid_json, ...)")
+	fl.IntVar(&f.status, "status", 0, "only this last HTTP status")
+	fl.StringVar(&f.subject, "subject", "", "only this original subject (wildcards * and > allowed)")
+	fl.StringVar(&f.since, "since", "", "only dead letters stored since a time (RFC 3339) or a duration ago (2h, 3d)")
+	fl.StringVar(&f.until, "until", "", "only dead letters stored before a time or a duration ago")
+	fl.StringSliceVar(&f.seqs, "seq", nil, "only these dead-letter sequences (comma-separated or repeated)")
+	fl.IntVar(&f.limit, "limit", 0, "at most this many (0: all)")
+}
+
+func (f *filterFlags) filter(now time.Time) (dlq.Filter, error) {
+	out := dlq.Filter{Route: f.route, Reason: f.reason, Status: f.status, Subject: f.subject, Limit: f.limit}
+	var err error
+	if out.Since, err = parseTime(f.since, now); err != nil {
+		return out, usageError{fmt.Errorf("--since: %w", err)}
+	}
+	if out.Until, err = parseTime(f.until, now); err != nil {
+		return out, usageError{fmt.Errorf("--until: %w", err)}
+	}
+	for _, s := range f.seqs {
+		n, err := strconv.ParseUint(strings.TrimSpace(s), 10, 64)
+		if err != nil || n == 0 {
+			return out, usageError{fmt.Errorf("--seq %q is not a sequence number", s)}
+		}
+		out.Seqs = append(out.Seqs, n)
+	}
+	sort.Slice(out.Seqs, func(i, j int) bool { return out.Seqs[i] < out.Seqs[j] })
+	return out, nil
+}
+
+func (f *filterFlags) empty() bool {
+	return f.route == "" && f.reason == "" && f.status == 0 && f.subject == "" && f.since == "" && f.until == "" && len(f.seqs) == 0
+}
+
+func newDLQCmd(e *env, g *globalFlags) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "dlq",
+		Short: "Browse, replay and purge dead letters",
+		Long: `Browse, replay and purge the dead-letter stream. Filters (--route, --reason,
+--status, --subject, --since, --until, --seq, --limit) apply to list, replay
+and purge alike, so "list" shows exactly what "replay" or "purge" would touch.`,
+	}
+	cmd.AddCommand(newDLQListCmd(e, g), newDLQShowCmd(e, g), newDLQReplayCmd(e, g), newDLQPurgeCmd(e, g))
+	return cmd
+}
+
+func openStore(ctx context.Context, e *env, g *globalFlags) (*toolConn, *dlq.Store, error) {
+	t, err := connectTool(ctx, e, g)
+	if err != nil {
+		return nil, nil, err
+	}
+	s, err := dlq.Open(ctx, t.js, app.DeadLetterConfig(t.cfg.DeadLetter))
+	if err != nil {
+		t.Close()
+		return nil, nil, err
+	}
+	return t, s, nil
+}
+
+// letterJSON is a dead letter as `dlq list --json` and `dlq show --json` print it.
+type letterJSON struct {
+	Seq            uint64              `json:"seq"`
+	Stored         time.Time           `json:"stored"`
+	Route          string              `json:"route"`
+	Reason         string              `json:"reason"`
+	Class          string              `json:"class"`
+	Status         int                 `json:"status,omitempty"`
+	Error          string              `json:"error,omitempty"`
+	TriggerID      string              `json:"trigger_id"`
+	Stream         string              `json:"stream"`
+	StreamSeq      uint64              `json:"stream_seq"`
+	Subject        string              `json:"subject"`
+	Attempts       int                 `json:"attempts"`
+	IdempotencyKey string              `json:"idempotency_key,omitempty"`
+	Size           int                 `json:"size"`
+	Headers        map[string][]string `json:"headers,omitempty"`
+	Body           *string             `json:"body,omitempty"`
+}
+
+func toJSON(l dlq.Letter, withBody bool) letterJSON {
+	j := letterJSON{
+		Seq: l.Seq, Stored: l.Stored.UTC(), Route: l.Route, Reason: l.Reason, Class: l.Class, Status: l.Status,
+		Error: l.Error, TriggerID: l.TriggerID, Stream: l.Stream, StreamSeq: l.StreamSeq, Subject: l.OrigSubject,
+		Attempts: l.Attempts, IdempotencyKey: l.IdempotencyKey, Size: l.Size,
+	}
+	if withBody {
+		j.Headers = l.Header
+		b := string(l.Data)
+		j.Body = &b
+	}
+	return j
+}
+
+func newDLQListCmd(e *env, g *globalFlags) *cobra.Command {
+	f := &filterFlags{}
+	var asJSON bool
+	var preview int
+	cmd := &cobra.Command{
+		Use:   "list",
+		Short: "List dead letters with their reason, status and a body preview",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			filter, err := f.filter(time.Now())
+			if err != nil {
+				return err
+			}
+			t, s, err := openStore(cmd.Context(), e, g)
+			if err != nil {
+				return err
+			}
+			defer t.Close()
+			tw := tabwriter.NewWriter(e.stdout, 0, 0, 2, ' ', 0)
+			if !asJSON {
+				fmt.Fprintln(tw, "SEQ\tDEAD-LETTERED\tROUTE\tREASON\tSTATUS\tATTEMPTS\tSUBJECT\tKEY\tBODY")
+			}
+			n := 0
+			enc := json.NewEncoder(e.stdout)
+			err = s.Scan(cmd.Context(), filter, preview == 0 && !asJSON, func(l dlq.Letter) (bool, error) {
+				n++
+				if asJSON {
+					return true, enc.Encode(toJSON(l, false))
+				}
+				status := "-"
+				if l.Status != 0 {
+					status = strconv.Itoa(l.Status)
+				}
+				fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%d\t%s\t%s\t%s\n", l.Seq, l.Stored.UTC().Format(time.RFC3339),
+					safe(l.Route, 40), safe(l.Reason, 40), status, l.Attempts, safe(l.OrigSubject, 60), safe(l.IdempotencyKey, 40), bodyPreview(l, preview))
+				return true, nil
+			})
+			if !asJSON {
+				_ = tw.Flush()
+				fmt.Fprintf(e.stderr, "%d dead letters\n", n)
+			}
+			return err
+		},
+	}
+	f.register(cmd)
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print one JSON object per line")
+	cmd.Flags().IntVar(&preview, "preview", 60, "characters of the body to show (0: none, and bodies are not fetched)")
+	return cmd
+}
+
+// safe neutralises control characters and escape sequences in text from a
+// message before it reaches a terminal, and bounds its length.
+func safe(s string, max int) string {
+	s = agentapi.SanitizeText([]byte(s))
+	if max > 0 && len(s) > max {
+		cut := max
+		for cut > 0 && s[cut]&0xc0 == 0x80 {
+			cut--
+		}
+		s = s[:cut] + "…"
+	}
+	return s
+}
+
+func bodyPreview(l dlq.Letter, n int) string {
+	if n == 0 || l.Data == nil {
+		return fmt.Sprintf("(%d bytes)", l.Size)
+	}
+	return safe(string(l.Data), n)
+}
+
+func newDLQShowCmd(e *env, g *globalFlags) *cobra.Command {
+	var raw, asJSON bool
+	cmd := &cobra.Command{
+		Use:   "show SEQ",
+		Short: "Show one dead letter: every header and the body",
+		Long: `Show one dead letter: why it is one, where it came from, every header and the
+body. Control characters are escaped; --raw writes the body's exact bytes to
+stdout instead (for piping into a file or jq).`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			seq, err := strconv.ParseUint(args[0], 10, 64)
+			if err != nil || seq == 0 {
+				return usageError{fmt.Errorf("%q is not a sequence number", args[0])}
+			}
+			t, s, err := openStore(cmd.Context(), e, g)
+			if err != nil {
+				return err
+			}
+			defer t.Close()
+			l, err := s.Get(cmd.Context(), seq)
+			if err != nil {
+				return err
+			}
+			switch {
+			case raw:
+				_, err = e.stdout.Write(l.Data)
+				return err
+			case asJSON:
+				enc := json.NewEncoder(e.stdout)
+				enc.SetIndent("", "  ")
+				return enc.Encode(toJSON(l, true))
+			}
+			printLetter(e.stdout, l)
+			return nil
+		},
+	}
+	cmd.Flags().BoolVar(&raw, "raw", false, "write only the body, unescaped")
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	return cmd
+}
+
+func printLetter(w io.Writer, l dlq.Letter) {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	row := func(k, v string) { fmt.Fprintf(tw, "%s\t%s\n", k, safe(v, 0)) }
+	row("sequence", strconv.FormatUint(l.Seq, 10))
+	row("dead-lettered", l.Stored.UTC().Format(time.RFC3339Nano))
+	row("reason", l.Reason)
+	row("class", l.Class)
+	if l.Status != 0 {
+		row("status", strconv.Itoa(l.Status))
+	}
+	if l.Error != "" {
+		row("error", l.Error)
+	}
+	row("route", l.Route)
+	row("trigger id", l.TriggerID)
+	row("from", fmt.Sprintf("%s seq %d, subject %s", l.Stream, l.StreamSeq, l.OrigSubject))
+	row("attempts", strconv.Itoa(l.Attempts))
+	row("idempotency key", l.IdempotencyKey)
+	_ = tw.Flush()
+	fmt.Fprintln(w, "\nheaders:")
+	keys := make([]string, 0, len(l.Header))
+	for k := range l.Header {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		for _, v := range l.Header[k] {
+			fmt.Fprintf(w, "  %s: %s\n", safe(k, 0), safe(v, 0))
+		}
+	}
+	fmt.Fprintf(w, "\nbody (%d bytes):\n%s\n", len(l.Data), safe(string(l.Data), 0))
+}
+
+func newDLQReplayCmd(e *env, g *globalFlags) *cobra.Command {
+	f := &filterFlags{}
+	var dryRun, newKey bool
+	var perSecond float64
+	cmd := &cobra.Command{
+		Use:   "replay",
+		Short: "Republish dead letters to their original subjects, then delete them",
+		Long: `Republish the selected dead letters to their original subjects, with their
+original Idempotency-Key so that an event the API had in fact accepted is not
+run twice (--new-key gives each a new key instead, still the same on every
+replay of that dead letter). Each dead letter is deleted only after the work
+stream acknowledged its replay, so an interrupted replay can be run again:
+nothing is lost and nothing is published twice.
+
+Fix the cause first (permissions, trigger id, the agent), then replay; use
+"agentrelay status --watch 2s" to watch the route drain.`,
+		Example: `  agentrelay dlq replay --route complaints --reason forbidden --dry-run
+  agentrelay dlq replay --route complaints --reason forbidden --rate 20`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			filter, err := f.filter(time.Now())
+			if err != nil {
+				return err
+			}
+			if perSecond <= 0 {
+				return usageError{errors.New("--rate must be positive")}
+			}
+			t, s, err := openStore(cmd.Context(), e, g)
+			if err != nil {
+				return err
+			}
+			defer t.Close()
+			return replay(cmd.Context(), e, s, filter, dryRun, newKey, perSecond)
+		},
+	}
+	f.register(cmd)
+	cmd.Flags().BoolVar(&dryRun, "dry-run", false, "show what would be replayed, change nothing")
+	cmd.Flags().BoolVar(&newKey, "new-key", false, "give each replay a new Idempotency-Key (the API will run the event again even if it had accepted it)")
+	cmd.Flags().Float64Var(&perSecond, "rate", 50, "replays per second at most")
+	return cmd
+}
+
+func replay(ctx context.Context, e *env, s *dlq.Store, filter dlq.Filter, dryRun, newKey bool, perSecond float64) error {
+	counts, err := s.Count(ctx, filter)
+	if err != nil {
+		return err
+	}
+	total := 0
+	for _, byReason := range counts {
+		for _, n := range byReason {
+			total += n
+		}
+	}
+	if filter.Limit > 0 {
+		total = min(total, filter.Limit)
+	}
+	if total == 0 {
+		fmt.Fprintln(e.stdout, "no dead letters match")
+		return nil
+	}
+	var bar *progressbar.ProgressBar
+	if !dryRun && isTerminal(e.stderr) {
+		bar = progressbar.NewOptions(total,
+			progressbar.OptionSetWriter(e.stderr),
+			progressbar.OptionSetDescription("replaying"),
+			progressbar.OptionShowCount(),
+			progressbar.OptionShowIts(),
+			progressbar.OptionSetItsString("letters"),
+			progressbar.OptionThrottle(100*time.Millisecond),
+			progressbar.OptionClearOnFinish())
+	}
+	limiter := rate.NewLimiter(rate.Limit(perSecond), 1)
+	start := time.Now()
+	var replayed, dups int
+	err = s.Scan(ctx, filter, false, func(l dlq.Letter) (bool, error) {
+		if dryRun {
+			m, err := s.ReplayMsg(l, newKey)
+			if err != nil {
+				return false, err
+			}
+			fmt.Fprintf(e.stdout, "would replay %d (%s, %s) to %s with Idempotency-Key %s\n",
+				l.Seq, safe(l.Route, 40), safe(l.Reason, 40), safe(m.Subject, 80), safe(m.Header.Get("Idempotency-Key"), 80))
+			replayed++
+			return true, nil
+		}
+		if err := limiter.Wait(ctx); err != nil {
+			return false, err
+		}
+		ack, err := s.Replay(ctx, l, newKey)
+		if err != nil {
+			return false, err
+		}
+		replayed++
+		if ack.Duplicate {
+			dups++
+		}
+		if bar != nil {
+			_ = bar.Add(1)
+		}
+		return true, nil
+	})
+	if bar != nil {
+		_ = bar.Finish()
+	}
+	took := time.Since(start).Round(time.Millisecond)
+	switch {
+	case dryRun:
+		fmt.Fprintf(e.stdout, "dry run: %d dead letters would be replayed\n", replayed)
+	case err != nil:
+		fmt.Fprintf(e.stdout, "replayed %d of %d dead letters in %s before stopping; run the same command again to continue (it is safe)\n", replayed, total, took)
+	default:
+		fmt.Fprintf(e.stdout, "replayed %d dead letters in %s", replayed, took)
+		if dups > 0 {
+			fmt.Fprintf(e.stdout, " (%d had already been replayed by an earlier, interrupted run)", dups)
+		}
+		fmt.Fprintln(e.stdout)
+	}
+	if errors.Is(err, context.Canceled) {
+		return errors.New("interrupted")
+	}
+	return err
+}
+
+func newDLQPurgeCmd(e *env, g *globalFlags) *cobra.Command {
+	f := &filterFlags{}
+	var yes bool
+	cmd := &cobra.Command{
+		Use:   "purge",
+		Short: "Delete dead letters (asks for confirmation unless --yes)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			filter, err := f.filter(time.Now())
+			if err != nil {
+				return err
+			}
+			t, s, err := openStore(cmd.Context(), e, g)
+			if err != nil {
+				return err
+			}
+			defer t.Close()
+			counts, err := s.Count(cmd.Context(), filter)
+			if err != nil {
+				return err
+			}
+			total := 0
+			for _, byReason := range counts {
+				for _, n := range byReason {
+					total += n
+				}
+			}
+			if filter.Limit > 0 {
+				total = min(total, filter.Limit)
+			}
+			if total == 0 {
+				fmt.Fprintln(e.stdout, "no dead letters match")
+				return nil
+			}
+			if !yes {
+				what := "matching dead letters"
+				if f.empty() {
+					what = "dead letters (ALL of them)"
+				}
+				fmt.Fprintf(e.stderr, "Delete %d %s from %s? This cannot be undone. [y/N] ", total, what, s.Name())
+				answer, _ := bufio.NewReader(e.stdin).ReadString('\n')
+				if a := strings.ToLower(strings.TrimSpace(answer)); a != "y" && a != "yes" {
+					return errors.New("not confirmed; nothing deleted (use --yes in scripts)")
+				}
+			}
+			deleted := 0
+			err = s.Scan(cmd.Context(), filter, true, func(l dlq.Letter) (bool, error) {
+				if err := s.Delete(cmd.Context(), l.Seq); err != nil {
+					return false, fmt.Errorf("deleting dead letter %d: %w", l.Seq, err)
+				}
+				deleted++
+				return true, nil
+			})
+			fmt.Fprintf(e.stdout, "deleted %d dead letters\n", deleted)
+			return err
+		},
+	}
+	f.register(cmd)
+	cmd.Flags().BoolVarP(&yes, "yes", "y", false, "do not ask for confirmation")
+	return cmd
+}

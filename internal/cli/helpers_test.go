@@ -1,0 +1,40 @@
+package cli
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/agentrelay/agentrelay/internal/app"
+	"github.com/agentrelay/agentrelay/internal/dlq"
+)
+
+func openStoreT(t *testing.T, tc *toolConn) *dlq.Store {
+	t.Helper()
+	s, err := dlq.Open(context.Background(), tc.js, app.DeadLetterConfig(tc.cfg.DeadLetter))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+func firstLetter(t *testing.T, s *dlq.Store) dlq.Letter {
+	t.Helper()
+	var l dlq.Letter
+	err := s.Scan(context.Background(), dlq.Filter{Limit: 1}, false, func(x dlq.Letter) (bool, error) { l = x; return false, nil })
+	if err != nil || l.Seq == 0 {
+		t.Fatalf("no dead letter: %v", err)
+	}
+	return l
+}
+
+func replayID(seq uint64) string { return dlq.ReplayMsgID(dlqName, seq) }
+
+func mustTime(t *testing.T, s string) time.Time {
+	t.Helper()
+	v, err := time.Parse(time.RFC3339, s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return v
+}

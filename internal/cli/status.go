@@ -1,0 +1,228 @@
+package cli
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"sort"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/spf13/cobra"
+	"golang.org/x/term"
+
+	"github.com/agentrelay/agentrelay/internal/app"
+	"github.com/agentrelay/agentrelay/internal/dlq"
+)
+
+// routeStatus is one row of `agentrelay status`.
+type routeStatus struct {
+	Route       string         `json:"route"`
+	Stream      string         `json:"stream"`
+	Consumer    string         `json:"consumer"`
+	Problem     string         `json:"problem,omitempty"`
+	Pending     uint64         `json:"pending"`
+	AckPending  int            `json:"ack_pending"`
+	Redelivered int            `json:"redelivered"`
+	Waiting     int            `json:"waiting_pulls"`
+	Paused      bool           `json:"paused"`
+	PauseUntil  *time.Time     `json:"pause_until,omitempty"`
+	DeadLetters map[string]int `json:"dead_letters"`
+}
+
+type statusReport struct {
+	Time       time.Time     `json:"time"`
+	Routes     []routeStatus `json:"routes"`
+	DeadLetter struct {
+		Stream   string         `json:"stream"`
+		Exists   bool           `json:"exists"`
+		Messages uint64         `json:"messages"`
+		Bytes    uint64         `json:"bytes"`
+		Other    map[string]int `json:"other_routes,omitempty"` // dead letters of routes not in the configuration
+	} `json:"dead_letter_stream"`
+}
+
+func newStatusCmd(e *env, g *globalFlags) *cobra.Command {
+	var asJSON, noDLQ bool
+	var watch time.Duration
+	cmd := &cobra.Command{
+		Use:   "status",
+		Short: "Show each route's consumer: pending, ack pending, redelivered, paused, dead letters by reason",
+		Long: `Show, for each route of the configuration, its stream and durable consumer:
+messages pending (not yet delivered), ack pending (in flight or waiting out a
+retry delay), redelivered, whether the consumer is paused, and its dead
+letters by reason. Exits 1 when a route's stream or consumer is missing.
+
+--watch refreshes every interval (e.g. to watch a route drain after a replay).`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			t, err := connectTool(cmd.Context(), e, g)
+			if err != nil {
+				return err
+			}
+			defer t.Close()
+			for {
+				rep, err := collectStatus(cmd.Context(), t, !noDLQ)
+				if err != nil {
+					return err
+				}
+				if watch > 0 && isTerminal(e.stdout) {
+					fmt.Fprint(e.stdout, "\033[H\033[2J")
+				}
+				if asJSON {
+					enc := json.NewEncoder(e.stdout)
+					if watch == 0 {
+						enc.SetIndent("", "  ")
+					}
+					if err := enc.Encode(rep); err != nil {
+						return err
+					}
+				} else {
+					printStatus(e.stdout, rep, !noDLQ)
+				}
+				if watch == 0 {
+					for _, r := range rep.Routes {
+						if r.Problem != "" {
+							return errors.New("some routes are not set up: see the problem column")
+						}
+					}
+					return nil
+				}
+				select {
+				case <-cmd.Context().Done():
+					return nil
+				case <-time.After(watch):
+				}
+			}
+		},
+	}
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	cmd.Flags().BoolVar(&noDLQ, "no-dead-letters", false, "skip counting dead letters (a scan of the dead-letter stream's headers)")
+	cmd.Flags().DurationVarP(&watch, "watch", "w", 0, "refresh every interval")
+	return cmd
+}
+
+func collectStatus(ctx context.Context, t *toolConn, countDL bool) (*statusReport, error) {
+	rep := &statusReport{Time: time.Now().UTC()}
+	dlCfg := app.DeadLetterConfig(t.cfg.DeadLetter)
+	rep.DeadLetter.Stream = dlCfg.Stream
+	counts := dlq.Counts{}
+	store, err := dlq.Open(ctx, t.js, dlCfg)
+	switch {
+	case errors.Is(err, dlq.ErrNoStream):
+	case err != nil:
+		return nil, err
+	default:
+		rep.DeadLetter.Exists = true
+		info, err := store.Info(ctx)
+		if err != nil {
+			return nil, err
+		}
+		rep.DeadLetter.Messages, rep.DeadLetter.Bytes = info.State.Msgs, info.State.Bytes
+		if countDL && info.State.Msgs > 0 {
+			if counts, err = store.Count(ctx, dlq.Filter{}); err != nil {
+				return nil, err
+			}
+		}
+	}
+	known := map[string]bool{}
+	for _, r := range t.cfg.Routes {
+		known[r.Name] = true
+		rs := routeStatus{Route: r.Name, Stream: r.Stream, Consumer: r.Durable, DeadLetters: counts[r.Name]}
+		if rs.DeadLetters == nil {
+			rs.DeadLetters = map[string]int{}
+		}
+		c, err := t.js.Consumer(ctx, r.Stream, r.Durable)
+		switch {
+		case errors.Is(err, jetstream.ErrStreamNotFound):
+			rs.Problem = "stream does not exist"
+		case errors.Is(err, jetstream.ErrConsumerNotFound):
+			rs.Problem = "consumer does not exist (the worker creates it at start-up)"
+		case err != nil:
+			return nil, fmt.Errorf("route %s: %w", r.Name, err)
+		default:
+			info := c.CachedInfo()
+			rs.Pending, rs.AckPending, rs.Redelivered, rs.Waiting = info.NumPending, info.NumAckPending, info.NumRedelivered, info.NumWaiting
+			rs.Paused = info.Paused
+			if info.Paused {
+				until := info.TimeStamp.Add(info.PauseRemaining).UTC()
+				rs.PauseUntil = &until
+			}
+		}
+		rep.Routes = append(rep.Routes, rs)
+	}
+	for route, byReason := range counts {
+		if known[route] {
+			continue
+		}
+		if rep.DeadLetter.Other == nil {
+			rep.DeadLetter.Other = map[string]int{}
+		}
+		for _, n := range byReason {
+			rep.DeadLetter.Other[route] += n
+		}
+	}
+	return rep, nil
+}
+
+func printStatus(w io.Writer, rep *statusReport, countDL bool) {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "ROUTE\tSTREAM\tCONSUMER\tPENDING\tACK PENDING\tREDELIVERED\tPAUSED\tDEAD LETTERS")
+	for _, r := range rep.Routes {
+		paused := "no"
+		if r.Paused {
+			paused = "until " + r.PauseUntil.Format(time.RFC3339)
+		}
+		dl := reasonsText(r.DeadLetters)
+		if !countDL {
+			dl = "-"
+		}
+		if r.Problem != "" {
+			fmt.Fprintf(tw, "%s\t%s\t%s\t-\t-\t-\t-\t%s\t(%s)\n", r.Route, r.Stream, r.Consumer, dl, r.Problem)
+			continue
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\t%d\t%s\t%s\n", r.Route, r.Stream, r.Consumer, r.Pending, r.AckPending, r.Redelivered, paused, dl)
+	}
+	_ = tw.Flush()
+	d := rep.DeadLetter
+	if !d.Exists {
+		fmt.Fprintf(w, "\ndead-letter stream %s: not created yet (nothing dead-lettered)\n", d.Stream)
+		return
+	}
+	fmt.Fprintf(w, "\ndead-letter stream %s: %d messages, %d bytes", d.Stream, d.Messages, d.Bytes)
+	if len(d.Other) > 0 {
+		fmt.Fprintf(w, "; from routes not in this configuration: %s", reasonsText(d.Other))
+	}
+	fmt.Fprintln(w)
+}
+
+// reasonsText renders counts as "forbidden=2 max_attempts=1", sorted.
+func reasonsText(m map[string]int) string {
+	if len(m) == 0 {
+		return "0"
+	}
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	parts := make([]string, len(keys))
+	for i, k := range keys {
+		name := k
+		if name == "" {
+			name = "(none)"
+		}
+		parts[i] = fmt.Sprintf("%s=%d", name, m[k])
+	}
+	return strings.Join(parts, " ")
+}
+
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	return ok && term.IsTerminal(int(f.Fd()))
+}

@@ -1,0 +1,83 @@
+package cli
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/agentrelay/agentrelay/config"
+	"github.com/agentrelay/agentrelay/internal/natsconn"
+)
+
+// toolConn is what the SRE subcommands share: the worker's configuration
+// and a connection made with the worker's own NATS options.
+type toolConn struct {
+	cfg *config.Config
+	nc  *nats.Conn
+	js  jetstream.JetStream
+}
+
+func (t *toolConn) Close() { t.nc.Close() }
+
+// connectTool loads the configuration and connects like the worker does.
+// One-shot commands give up on the first connection after a short while
+// instead of retrying for minutes.
+func connectTool(ctx context.Context, e *env, g *globalFlags) (*toolConn, error) {
+	cfg, err := g.loadConfig(e)
+	if err != nil {
+		return nil, err
+	}
+	cctx, cancel := context.WithTimeout(ctx, cfg.NATS.ConnectTimeout.D()+5*time.Second)
+	defer cancel()
+	nc, err := natsconn.Connect(cctx, cfg.NATS, nil, natsconn.Hooks{})
+	if err != nil {
+		return nil, err
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		nc.Close()
+		return nil, err
+	}
+	return &toolConn{cfg: cfg, nc: nc, js: js}, nil
+}
+
+// route finds a route of the configuration by name.
+func (t *toolConn) route(name string) (config.Route, error) {
+	var names []string
+	for _, r := range t.cfg.Routes {
+		if r.Name == name {
+			return r, nil
+		}
+		names = append(names, r.Name)
+	}
+	return config.Route{}, usageError{fmt.Errorf("no route %q in the configuration (routes: %s)", name, strings.Join(names, ", "))}
+}
+
+// parseTime reads an absolute time (RFC 3339, or "2006-01-02 15:04:05" in
+// UTC) or a duration before now ("2h", "3d").
+func parseTime(s string, now time.Time) (time.Time, error) {
+	if s == "" {
+		return time.Time{}, nil
+	}
+	if t, ok := parseAbsolute(s); ok {
+		return t, nil
+	}
+	d, err := config.ParseDuration(s)
+	if err != nil || d <= 0 {
+		return time.Time{}, fmt.Errorf("%q is neither a time (RFC 3339) nor a duration like 2h or 3d", s)
+	}
+	return now.Add(-d), nil
+}
+
+func parseAbsolute(s string) (time.Time, bool) {
+	for _, layout := range []string{time.RFC3339Nano, "2006-01-02 15:04:05", "2006-01-02T15:04:05", "2006-01-02"} {
+		if t, err := time.Parse(layout, s); err == nil {
+			return t, true
+		}
+	}
+	return time.Time{}, false
+}

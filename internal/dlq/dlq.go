@@ -1,0 +1,365 @@
+// Package dlq reads, replays and purges agentrelay's dead-letter stream: the
+// library behind `agentrelay status`, `dlq list`, `dlq show`, `dlq replay`
+// and `dlq purge`.
+//
+// Scans use a short-lived ordered consumer (no acks, no durable state on the
+// server, nothing that could disturb the worker's own consumers) and can ask
+// for headers only when the body is not needed. Replay publishes each dead
+// letter back to its original subject with its original Idempotency-Key and
+// waits for the work stream's ack before deleting the dead letter, so an
+// interrupted replay can simply be run again: a dead letter is only ever gone
+// once its replay is stored, and a replay published twice carries the same
+// message id (deduplicated by the work stream within its window) and the
+// same Idempotency-Key (deduplicated by the API after that).
+package dlq
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/agentrelay/agentrelay/consumer"
+)
+
+// ErrNoStream is returned when the dead-letter stream does not exist.
+var ErrNoStream = errors.New("dead-letter stream does not exist")
+
+// Letter is one dead letter.
+type Letter struct {
+	Seq            uint64    // sequence in the dead-letter stream
+	Subject        string    // its subject in the dead-letter stream
+	Stored         time.Time // when the dead letter was stored
+	Reason         string
+	Class          string
+	Status         int // 0 when there was no HTTP answer
+	Error          string
+	Route          string
+	TriggerID      string
+	Stream         string // original stream
+	StreamSeq      uint64 // original sequence
+	OrigSubject    string // original subject: where a replay goes
+	Attempts       int
+	IdempotencyKey string
+	Header         nats.Header
+	Data           []byte // nil when scanned headers-only
+	Size           int    // body size in bytes, known even headers-only
+}
+
+// FromMsg reads a Letter from a dead-letter message.
+func FromMsg(seq uint64, subject string, stored time.Time, h nats.Header, data []byte) Letter {
+	l := Letter{
+		Seq:            seq,
+		Subject:        subject,
+		Stored:         stored,
+		Reason:         h.Get(consumer.HeaderReason),
+		Class:          h.Get(consumer.HeaderClass),
+		Error:          h.Get(consumer.HeaderError),
+		Route:          h.Get(consumer.HeaderRoute),
+		TriggerID:      h.Get(consumer.HeaderTriggerID),
+		Stream:         h.Get(consumer.HeaderStream),
+		OrigSubject:    h.Get(consumer.HeaderSubject),
+		IdempotencyKey: h.Get(consumer.HeaderIdempotencyKey),
+		Header:         h,
+		Data:           data,
+		Size:           len(data),
+	}
+	l.Status, _ = strconv.Atoi(h.Get(consumer.HeaderStatus))
+	l.StreamSeq, _ = strconv.ParseUint(h.Get(consumer.HeaderSequence), 10, 64)
+	l.Attempts, _ = strconv.Atoi(h.Get(consumer.HeaderAttempts))
+	if data == nil {
+		if n, err := strconv.Atoi(h.Get("Nats-Msg-Size")); err == nil {
+			l.Size = n
+		}
+	}
+	return l
+}
+
+// Filter selects dead letters. The zero value selects all.
+type Filter struct {
+	Route   string    // exact route name
+	Reason  string    // exact reason
+	Status  int       // exact HTTP status
+	Subject string    // original subject, NATS wildcards allowed
+	Since   time.Time // stored at or after
+	Until   time.Time // stored before
+	Seqs    []uint64  // only these sequences
+	Limit   int       // at most this many (0: no limit)
+}
+
+// Match reports whether l passes the filter (Limit aside).
+func (f Filter) Match(l Letter) bool {
+	switch {
+	case f.Route != "" && l.Route != f.Route:
+		return false
+	case f.Reason != "" && l.Reason != f.Reason:
+		return false
+	case f.Status != 0 && l.Status != f.Status:
+		return false
+	case f.Subject != "" && !subjectMatches(f.Subject, l.OrigSubject):
+		return false
+	case !f.Since.IsZero() && l.Stored.Before(f.Since):
+		return false
+	case !f.Until.IsZero() && !l.Stored.Before(f.Until):
+		return false
+	}
+	if len(f.Seqs) > 0 {
+		for _, s := range f.Seqs {
+			if s == l.Seq {
+				return true
+			}
+		}
+		return false
+	}
+	return true
+}
+
+// subjectMatches reports whether subject matches a NATS filter with * and >.
+func subjectMatches(filter, subject string) bool {
+	ft, st := strings.Split(filter, "."), strings.Split(subject, ".")
+	for i, t := range ft {
+		if t == ">" {
+			return len(st) > i
+		}
+		if i >= len(st) || (t != "*" && t != st[i]) {
+			return false
+		}
+	}
+	return len(ft) == len(st)
+}
+
+// Store is the dead-letter stream.
+type Store struct {
+	js     jetstream.JetStream
+	stream jetstream.Stream
+	cfg    consumer.DeadLetterConfig
+}
+
+// Open looks up the dead-letter stream.
+func Open(ctx context.Context, js jetstream.JetStream, cfg consumer.DeadLetterConfig) (*Store, error) {
+	cfg = cfg.WithDefaults()
+	s, err := js.Stream(ctx, cfg.Stream)
+	if errors.Is(err, jetstream.ErrStreamNotFound) {
+		return nil, fmt.Errorf("%w: %s (nothing has been dead-lettered yet, or dead_letter.stream names another stream)", ErrNoStream, cfg.Stream)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("looking up dead-letter stream %s: %w", cfg.Stream, err)
+	}
+	return &Store{js: js, stream: s, cfg: cfg}, nil
+}
+
+// Name is the stream's name.
+func (s *Store) Name() string { return s.cfg.Stream }
+
+// Info returns the stream's current info.
+func (s *Store) Info(ctx context.Context) (*jetstream.StreamInfo, error) { return s.stream.Info(ctx) }
+
+// Scan calls fn for each dead letter matching f, oldest first, until fn
+// returns false or an error. With headersOnly the bodies are not
+// transferred (Letter.Data is nil, Letter.Size still set).
+func (s *Store) Scan(ctx context.Context, f Filter, headersOnly bool, fn func(Letter) (bool, error)) error {
+	if len(f.Seqs) > 0 {
+		return s.scanSeqs(ctx, f, fn)
+	}
+	cfg := jetstream.OrderedConsumerConfig{HeadersOnly: headersOnly, InactiveThreshold: time.Minute}
+	if f.Subject != "" {
+		cfg.FilterSubjects = []string{s.cfg.SubjectPrefix + "." + f.Subject}
+	}
+	if !f.Since.IsZero() {
+		since := f.Since
+		cfg.DeliverPolicy = jetstream.DeliverByStartTimePolicy
+		cfg.OptStartTime = &since
+	}
+	c, err := s.stream.OrderedConsumer(ctx, cfg)
+	if err != nil {
+		return fmt.Errorf("reading %s: %w", s.cfg.Stream, err)
+	}
+	if c.CachedInfo().NumPending == 0 {
+		return nil
+	}
+	matched := 0
+	for {
+		batch, err := c.Fetch(256, jetstream.FetchMaxWait(2*time.Second))
+		if err != nil {
+			return fmt.Errorf("reading %s: %w", s.cfg.Stream, err)
+		}
+		got := 0
+		for m := range batch.Messages() {
+			got++
+			md, err := m.Metadata()
+			if err != nil {
+				return err
+			}
+			if !f.Until.IsZero() && !md.Timestamp.Before(f.Until) {
+				return nil
+			}
+			var data []byte
+			if !headersOnly {
+				data = m.Data()
+			}
+			l := FromMsg(md.Sequence.Stream, m.Subject(), md.Timestamp, m.Headers(), data)
+			if f.Match(l) {
+				matched++
+				more, err := fn(l)
+				if err != nil || !more {
+					return err
+				}
+				if f.Limit > 0 && matched >= f.Limit {
+					return nil
+				}
+			}
+			if md.NumPending == 0 {
+				return nil
+			}
+		}
+		if err := batch.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) {
+			return fmt.Errorf("reading %s: %w", s.cfg.Stream, err)
+		}
+		if got == 0 {
+			return nil
+		}
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+	}
+}
+
+func (s *Store) scanSeqs(ctx context.Context, f Filter, fn func(Letter) (bool, error)) error {
+	matched := 0
+	for _, seq := range f.Seqs {
+		l, err := s.Get(ctx, seq)
+		if errors.Is(err, jetstream.ErrMsgNotFound) {
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		if !f.Match(l) {
+			continue
+		}
+		matched++
+		more, err := fn(l)
+		if err != nil || !more {
+			return err
+		}
+		if f.Limit > 0 && matched >= f.Limit {
+			return nil
+		}
+	}
+	return nil
+}
+
+// Get returns one dead letter by sequence.
+func (s *Store) Get(ctx context.Context, seq uint64) (Letter, error) {
+	m, err := s.stream.GetMsg(ctx, seq)
+	if err != nil {
+		if errors.Is(err, jetstream.ErrMsgNotFound) {
+			return Letter{}, fmt.Errorf("dead letter %d: %w", seq, err)
+		}
+		return Letter{}, err
+	}
+	if !strings.HasPrefix(m.Subject, s.cfg.SubjectPrefix+".") {
+		return Letter{}, fmt.Errorf("message %d of %s is not a dead letter (subject %s)", seq, s.cfg.Stream, m.Subject)
+	}
+	if m.Data == nil {
+		m.Data = []byte{}
+	}
+	return FromMsg(m.Sequence, m.Subject, m.Time, m.Header, m.Data), nil
+}
+
+// Counts are dead letters by route and reason.
+type Counts map[string]map[string]int
+
+// Count counts the dead letters matching f by route and reason, reading
+// headers only.
+func (s *Store) Count(ctx context.Context, f Filter) (Counts, error) {
+	c := Counts{}
+	err := s.Scan(ctx, f, true, func(l Letter) (bool, error) {
+		if c[l.Route] == nil {
+			c[l.Route] = map[string]int{}
+		}
+		c[l.Route][l.Reason]++
+		return true, nil
+	})
+	return c, err
+}
+
+// Delete removes one dead letter.
+func (s *Store) Delete(ctx context.Context, seq uint64) error {
+	return s.stream.DeleteMsg(ctx, seq)
+}
+
+// ReplayMsgID is the Nats-Msg-Id a replayed dead letter is published with:
+// the same on every run, so a replay that was published but whose dead
+// letter was not yet deleted (an interrupted run) is deduplicated by the
+// work stream when the run is repeated.
+func ReplayMsgID(dlStream string, seq uint64) string {
+	return "agentrelay-replay:" + dlStream + ":" + strconv.FormatUint(seq, 10)
+}
+
+// HeaderReplayOf names the dead letter a replayed message came from.
+const HeaderReplayOf = "Agentrelay-Replay-Of"
+
+// ReplayMsg builds the message that replays l to its original subject: the
+// original body and the producer's headers, the Idempotency-Key of the
+// original call (or, with newKey, a fresh key that is still the same on every
+// replay of this dead letter), and none of the dead-letter bookkeeping.
+func (s *Store) ReplayMsg(l Letter, newKey bool) (*nats.Msg, error) {
+	if l.OrigSubject == "" {
+		return nil, fmt.Errorf("dead letter %d has no %s header: cannot tell where to replay it", l.Seq, consumer.HeaderSubject)
+	}
+	if l.Data == nil {
+		return nil, fmt.Errorf("dead letter %d was read without its body", l.Seq)
+	}
+	h := nats.Header{}
+	for k, v := range l.Header {
+		switch {
+		case hasPrefixFold(k, "Nats-"), hasPrefixFold(k, "Agentrelay-"), strings.EqualFold(k, consumer.HeaderIdempotencyKey):
+			// JetStream control headers, our bookkeeping, and the key
+			// (set below) are not the producer's.
+		default:
+			h[k] = v
+		}
+	}
+	key := l.IdempotencyKey
+	if newKey {
+		key = "replay-" + s.cfg.Stream + "-" + strconv.FormatUint(l.Seq, 10)
+	}
+	if key != "" {
+		h.Set(consumer.HeaderIdempotencyKey, key)
+	}
+	h.Set(HeaderReplayOf, s.cfg.Stream+":"+strconv.FormatUint(l.Seq, 10))
+	return &nats.Msg{Subject: l.OrigSubject, Data: l.Data, Header: h}, nil
+}
+
+func hasPrefixFold(s, prefix string) bool {
+	return len(s) >= len(prefix) && strings.EqualFold(s[:len(prefix)], prefix)
+}
+
+// Replay publishes l's replay and, once the work stream acknowledged it,
+// deletes l. It returns the replay's publish ack.
+func (s *Store) Replay(ctx context.Context, l Letter, newKey bool) (*jetstream.PubAck, error) {
+	m, err := s.ReplayMsg(l, newKey)
+	if err != nil {
+		return nil, err
+	}
+	ack, err := s.js.PublishMsg(ctx, m, jetstream.WithMsgID(ReplayMsgID(s.cfg.Stream, l.Seq)))
+	if err != nil {
+		if errors.Is(err, jetstream.ErrNoStreamResponse) || errors.Is(err, nats.ErrNoResponders) {
+			return nil, fmt.Errorf("replaying dead letter %d to %s: no stream captures that subject: %w", l.Seq, m.Subject, err)
+		}
+		return nil, fmt.Errorf("replaying dead letter %d to %s: %w", l.Seq, m.Subject, err)
+	}
+	if ack.Stream == s.cfg.Stream {
+		return ack, fmt.Errorf("replaying dead letter %d: %s is captured by the dead-letter stream itself", l.Seq, m.Subject)
+	}
+	if err := s.Delete(ctx, l.Seq); err != nil && !errors.Is(err, jetstream.ErrMsgNotFound) {
+		return ack, fmt.Errorf("dead letter %d was replayed (stream %s seq %d) but could not be deleted; running the replay again is safe: %w", l.Seq, ack.Stream, ack.Sequence, err)
+	}
+	return ack, nil
+}
