@@ -64,13 +64,7 @@ No NATS install and no token are needed.`,
 }
 
 func runDev(ctx context.Context, e *env, g *globalFlags, f *devFlags) error {
-	lc := config.Log{Level: "info", Format: "auto"}
-	if g.logLevel != "" {
-		lc.Level = g.logLevel
-	}
-	if g.logFormat != "" {
-		lc.Format = g.logFormat
-	}
+	lc := g.logConfig()
 	log, err := logger(e, lc)
 	if err != nil {
 		return err

@@ -61,6 +61,16 @@ func (f *filterFlags) filter(now time.Time) (dlq.Filter, error) {
 	return out, nil
 }
 
+// open parses the filter and opens the dead-letter stream.
+func (f *filterFlags) open(ctx context.Context, e *env, g *globalFlags) (dlq.Filter, *toolConn, *dlq.Store, error) {
+	filter, err := f.filter(time.Now())
+	if err != nil {
+		return filter, nil, nil, err
+	}
+	t, s, err := openStore(ctx, e, g)
+	return filter, t, s, err
+}
+
 func (f *filterFlags) empty() bool {
 	return f.route == "" && f.reason == "" && f.status == 0 && f.subject == "" && f.since == "" && f.until == "" && len(f.seqs) == 0
 }
@@ -133,11 +143,7 @@ func newDLQListCmd(e *env, g *globalFlags) *cobra.Command {
 		Short: "List dead letters with their reason, status and a body preview",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			filter, err := f.filter(time.Now())
-			if err != nil {
-				return err
-			}
-			t, s, err := openStore(cmd.Context(), e, g)
+			filter, t, s, err := f.open(cmd.Context(), e, g)
 			if err != nil {
 				return err
 			}
@@ -289,14 +295,10 @@ Fix the cause first (permissions, trigger id, the agent), then replay; use
   agentrelay dlq replay --route complaints --reason forbidden --rate 20`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			filter, err := f.filter(time.Now())
-			if err != nil {
-				return err
-			}
 			if perSecond <= 0 {
 				return usageError{errors.New("--rate must be positive")}
 			}
-			t, s, err := openStore(cmd.Context(), e, g)
+			filter, t, s, err := f.open(cmd.Context(), e, g)
 			if err != nil {
 				return err
 			}
@@ -312,18 +314,9 @@ Fix the cause first (permissions, trigger id, the agent), then replay; use
 }
 
 func replay(ctx context.Context, e *env, s *dlq.Store, filter dlq.Filter, dryRun, newKey bool, perSecond float64) error {
-	counts, err := s.Count(ctx, filter)
+	total, err := s.Matching(ctx, filter)
 	if err != nil {
 		return err
-	}
-	total := 0
-	for _, byReason := range counts {
-		for _, n := range byReason {
-			total += n
-		}
-	}
-	if filter.Limit > 0 {
-		total = min(total, filter.Limit)
 	}
 	if total == 0 {
 		fmt.Fprintln(e.stdout, "no dead letters match")
@@ -400,27 +393,14 @@ func newDLQPurgeCmd(e *env, g *globalFlags) *cobra.Command {
 		Short: "Delete dead letters (asks for confirmation unless --yes)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			filter, err := f.filter(time.Now())
-			if err != nil {
-				return err
-			}
-			t, s, err := openStore(cmd.Context(), e, g)
+			filter, t, s, err := f.open(cmd.Context(), e, g)
 			if err != nil {
 				return err
 			}
 			defer t.Close()
-			counts, err := s.Count(cmd.Context(), filter)
+			total, err := s.Matching(cmd.Context(), filter)
 			if err != nil {
 				return err
-			}
-			total := 0
-			for _, byReason := range counts {
-				for _, n := range byReason {
-					total += n
-				}
-			}
-			if filter.Limit > 0 {
-				total = min(total, filter.Limit)
 			}
 			if total == 0 {
 				fmt.Fprintln(e.stdout, "no dead letters match")

@@ -9,7 +9,6 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/agentrelay/agentrelay/agentapi/emulator"
-	"github.com/agentrelay/agentrelay/config"
 )
 
 type emulatorFlags struct {
@@ -62,13 +61,7 @@ func runEmulator(ctx context.Context, e *env, g *globalFlags, f *emulatorFlags) 
 	if err := f.faults.Validate(); err != nil {
 		return usageError{err}
 	}
-	lc := config.Log{Level: "info", Format: "auto"}
-	if g.logLevel != "" {
-		lc.Level = g.logLevel
-	}
-	if g.logFormat != "" {
-		lc.Format = g.logFormat
-	}
+	lc := g.logConfig()
 	log, err := logger(e, lc)
 	if err != nil {
 		return err

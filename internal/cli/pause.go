@@ -28,15 +28,11 @@ stream; nothing is lost and no delivery attempt is spent. Needs nats-server
 it the route stays paused until resumed.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			t, err := connectTool(cmd.Context(), e, g)
+			t, r, err := connectForRoute(cmd.Context(), e, g, args[0])
 			if err != nil {
 				return err
 			}
 			defer t.Close()
-			r, err := t.route(args[0])
-			if err != nil {
-				return err
-			}
 			at := time.Now().Add(pausedForever)
 			if until != "" {
 				if at, err = parseFuture(until, time.Now()); err != nil {
@@ -65,15 +61,11 @@ func newResumeCmd(e *env, g *globalFlags) *cobra.Command {
 		Short: "Resume delivery for a paused route",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			t, err := connectTool(cmd.Context(), e, g)
+			t, r, err := connectForRoute(cmd.Context(), e, g, args[0])
 			if err != nil {
 				return err
 			}
 			defer t.Close()
-			r, err := t.route(args[0])
-			if err != nil {
-				return err
-			}
 			if _, err := t.js.ResumeConsumer(cmd.Context(), r.Stream, r.Durable); err != nil {
 				return consumerError(r.Name, r.Stream, r.Durable, "resuming", err)
 			}

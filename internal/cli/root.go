@@ -142,6 +142,14 @@ func (g *globalFlags) applyLogFlags(c *config.Config) {
 	}
 }
 
+// logConfig is the log section for commands that run without a
+// configuration file (dev, emulator): info, auto, or the flags.
+func (g *globalFlags) logConfig() config.Log {
+	c := &config.Config{Log: config.Log{Level: "info", Format: "auto"}}
+	g.applyLogFlags(c)
+	return c.Log
+}
+
 // logger builds the logger for a configuration's log section.
 func logger(e *env, l config.Log) (*slog.Logger, error) {
 	level, err := telemetry.ParseLevel(l.Level)

@@ -45,6 +45,20 @@ func connectTool(ctx context.Context, e *env, g *globalFlags) (*toolConn, error)
 	return &toolConn{cfg: cfg, nc: nc, js: js}, nil
 }
 
+// connectForRoute connects and finds the named route.
+func connectForRoute(ctx context.Context, e *env, g *globalFlags, name string) (*toolConn, config.Route, error) {
+	t, err := connectTool(ctx, e, g)
+	if err != nil {
+		return nil, config.Route{}, err
+	}
+	r, err := t.route(name)
+	if err != nil {
+		t.Close()
+		return nil, config.Route{}, err
+	}
+	return t, r, nil
+}
+
 // route finds a route of the configuration by name.
 func (t *toolConn) route(name string) (config.Route, error) {
 	var names []string

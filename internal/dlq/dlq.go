@@ -289,6 +289,14 @@ func (s *Store) Count(ctx context.Context, f Filter) (Counts, error) {
 	return c, err
 }
 
+// Matching counts the dead letters f selects (Limit included), reading
+// headers only.
+func (s *Store) Matching(ctx context.Context, f Filter) (int, error) {
+	n := 0
+	err := s.Scan(ctx, f, true, func(Letter) (bool, error) { n++; return true, nil })
+	return n, err
+}
+
 // Delete removes one dead letter.
 func (s *Store) Delete(ctx context.Context, seq uint64) error {
 	return s.stream.DeleteMsg(ctx, seq)
