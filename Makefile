@@ -15,14 +15,16 @@ run:
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "$(LDFLAGS)" -o bin/agentrelay ./cmd/agentrelay
 
-## test: every test, with the race detector, against real nats-server and HTTP
+## test: every test, with the race detector, against real nats-server and HTTP; then the deploy files against the binary
 test:
 	$(GO) test -race -count=1 -timeout 20m ./...
+	$(MAKE) deploy-test
 
-## lint: go vet, gofmt and go mod tidy must be clean
+## lint: go vet, gofmt and go mod tidy must be clean (here and in deploy/)
 lint: tidy-check
 	$(GO) vet ./...
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	$(MAKE) deploy-lint
 
 tidy-check:
 	@cp go.mod /tmp/agentrelay.go.mod.bak && cp go.sum /tmp/agentrelay.go.sum.bak
