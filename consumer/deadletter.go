@@ -171,13 +171,38 @@ func (d *DeadLetter) Ensure(ctx context.Context) error {
 	case err != nil:
 		return fmt.Errorf("looking up dead-letter stream %s: %w", d.cfg.Stream, err)
 	}
-	for _, subj := range s.CachedInfo().Config.Subjects {
-		if subj == want.Subjects[0] {
-			return nil
-		}
+	have := s.CachedInfo().Config
+	captured := false
+	for _, subj := range have.Subjects {
+		captured = captured || subj == want.Subjects[0]
 	}
-	return fmt.Errorf("dead-letter stream %s exists but does not capture %s (its subjects: %v)",
-		d.cfg.Stream, want.Subjects[0], s.CachedInfo().Config.Subjects)
+	if !captured {
+		return fmt.Errorf("dead-letter stream %s exists but does not capture %s (its subjects: %v)",
+			d.cfg.Stream, want.Subjects[0], have.Subjects)
+	}
+	return nil
+}
+
+// Weaknesses lists what makes an existing dead-letter stream less durable
+// than the one agentrelay would create: an operator may have reasons, so
+// they are warnings, not errors.
+func (d *DeadLetter) Weaknesses(ctx context.Context) ([]string, error) {
+	s, err := d.js.Stream(ctx, d.cfg.Stream)
+	if err != nil {
+		return nil, err
+	}
+	var w []string
+	have := s.CachedInfo().Config
+	if have.Storage == jetstream.MemoryStorage {
+		w = append(w, "memory storage: dead letters are lost when the server restarts")
+	}
+	if have.Discard == jetstream.DiscardOld && (have.MaxBytes > 0 || have.MaxMsgs > 0) {
+		w = append(w, "discard old: when full, the oldest dead letters are dropped silently instead of new ones being refused (and retried)")
+	}
+	if have.Duplicates < time.Minute {
+		w = append(w, fmt.Sprintf("duplicate window %v: a dead letter republished after a crash may be stored twice", have.Duplicates))
+	}
+	return w, nil
 }
 
 // MsgID is the Nats-Msg-Id of the dead letter of one stored message on one

@@ -100,8 +100,8 @@ type Relay struct {
 	dl      *DeadLetter
 	runners []*runner
 
-	setupOnce sync.Once
-	setupErr  error
+	setupMu   sync.Mutex
+	setupDone bool
 	ready     atomic.Bool
 }
 
@@ -143,11 +143,20 @@ func (r *Relay) Ready() bool { return r.ready.Load() }
 
 // Setup checks the server version, creates the dead-letter stream if it is
 // missing, and creates or updates every route's durable consumer to match its
-// configuration. It reports every problem, not just the first. Run calls it;
-// calling it first separates start-up errors from running.
+// configuration. It reports every problem, not just the first. After a
+// failure it may be called again (a stream an operator creates later); once
+// it succeeded it does nothing. Run calls it if needed.
 func (r *Relay) Setup(ctx context.Context) error {
-	r.setupOnce.Do(func() { r.setupErr = r.setup(ctx) })
-	return r.setupErr
+	r.setupMu.Lock()
+	defer r.setupMu.Unlock()
+	if r.setupDone {
+		return nil
+	}
+	if err := r.setup(ctx); err != nil {
+		return err
+	}
+	r.setupDone = true
+	return nil
 }
 
 func (r *Relay) setup(ctx context.Context) error {
@@ -157,6 +166,10 @@ func (r *Relay) setup(ctx context.Context) error {
 	var errs []error
 	if err := r.dl.Ensure(ctx); err != nil {
 		errs = append(errs, err)
+	} else if weak, err := r.dl.Weaknesses(ctx); err == nil {
+		for _, w := range weak {
+			r.log.Warn("dead-letter stream is less durable than it should be", "stream", r.dl.cfg.Stream, "problem", w)
+		}
 	}
 	for _, rn := range r.runners {
 		if err := rn.bind(ctx); err != nil {

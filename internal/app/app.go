@@ -12,6 +12,7 @@ import (
 	"net"
 	"net/http"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -36,8 +37,12 @@ type Options struct {
 	Started func(metricsAddr string)
 }
 
-// Run connects to NATS, ensures the configured streams, builds the relay and
-// runs it until ctx ends, then drains and closes the connection cleanly.
+// Run serves /healthz at once, connects to NATS (retrying until it is
+// reachable), sets up the streams and consumers (retrying while something is
+// missing, such as a stream an operator has not created yet), and relays
+// until ctx ends; then it drains and closes the connection cleanly. It
+// returns nil when ctx ends, at whatever stage, and an error only for what a
+// retry cannot fix (the configuration, a listen address in use).
 func Run(ctx context.Context, cfg *config.Config, log *slog.Logger, o Options) error {
 	reg := o.Registry
 	if reg == nil {
@@ -53,24 +58,37 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger, o Options) e
 	}
 	defer client.CloseIdleConnections()
 
-	connectCtx, cancel := context.WithTimeout(ctx, 2*time.Minute)
-	nc, err := natsconn.Connect(connectCtx, cfg.NATS, log, natsconn.Hooks{
+	state := &readiness{}
+	state.set("connecting to NATS")
+	var addr string
+	if cfg.Metrics.Listen != "off" {
+		srv, ln, err := serveHTTP(cfg.Metrics.Listen, reg, state)
+		if err != nil {
+			return fmt.Errorf("metrics.listen %s: %w", cfg.Metrics.Listen, err)
+		}
+		addr = ln.Addr().String()
+		log.Info("serving /metrics, /healthz and /readyz", "addr", addr)
+		defer func() {
+			sctx, c := context.WithTimeout(context.Background(), 2*time.Second)
+			defer c()
+			_ = srv.Shutdown(sctx)
+		}()
+	}
+
+	nc, err := natsconn.Connect(ctx, cfg.NATS, log, natsconn.Hooks{
 		Connected:   metrics.SetNATSConnected,
 		Reconnected: metrics.NATSReconnected,
 	})
-	cancel()
 	if err != nil {
+		if ctx.Err() != nil {
+			log.Info("stopped before connecting to NATS")
+			return nil
+		}
 		return err
 	}
 	defer nc.Close()
 	js, err := jetstream.New(nc)
 	if err != nil {
-		return err
-	}
-
-	setupCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	defer cancel()
-	if err := EnsureStreams(setupCtx, js, cfg.Streams, log); err != nil {
 		return err
 	}
 	relay, err := consumer.New(js, routes, consumer.Options{
@@ -86,25 +104,12 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger, o Options) e
 	if err != nil {
 		return err
 	}
-	if err := relay.Setup(setupCtx); err != nil {
-		return err
+	state.set("setting up streams and consumers")
+	if !setUp(ctx, js, cfg, relay, log, state) {
+		log.Info("stopped before set-up finished")
+		return nil
 	}
-	cancel()
-
-	var addr string
-	if cfg.Metrics.Listen != "off" {
-		srv, ln, err := serveHTTP(cfg.Metrics.Listen, reg, nc, relay)
-		if err != nil {
-			return fmt.Errorf("metrics.listen %s: %w", cfg.Metrics.Listen, err)
-		}
-		addr = ln.Addr().String()
-		log.Info("serving /metrics, /healthz and /readyz", "addr", addr)
-		defer func() {
-			sctx, c := context.WithTimeout(context.Background(), 2*time.Second)
-			defer c()
-			_ = srv.Shutdown(sctx)
-		}()
-	}
+	state.relay(nc, relay)
 	if o.Started != nil {
 		o.Started(addr)
 	}
@@ -115,6 +120,73 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger, o Options) e
 		log.Warn("flushing NATS connection", "err", err)
 	}
 	return runErr
+}
+
+// setUp ensures the managed streams and sets up the relay, retrying with
+// backoff until it works or ctx ends (false). Every failure is logged with
+// what is wrong, and /readyz says it too.
+func setUp(ctx context.Context, js jetstream.JetStream, cfg *config.Config, relay *consumer.Relay, log *slog.Logger, state *readiness) bool {
+	delay := time.Second
+	for {
+		sctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		err := EnsureStreams(sctx, js, cfg.Streams, log)
+		if err == nil {
+			err = relay.Setup(sctx)
+		}
+		cancel()
+		if err == nil {
+			return true
+		}
+		if ctx.Err() != nil {
+			return false
+		}
+		state.set("set-up failed, retrying: " + err.Error())
+		log.Error("set-up failed; retrying", "err", err, "retry_in", delay)
+		select {
+		case <-ctx.Done():
+			return false
+		case <-time.After(delay):
+		}
+		delay = min(2*delay, 30*time.Second)
+	}
+}
+
+// readiness is what /readyz reports: a reason for not being ready, until
+// the relay runs; then the connection's and the relay's own state.
+type readiness struct {
+	mu     sync.Mutex
+	reason string
+	nc     *nats.Conn
+	r      *consumer.Relay
+}
+
+func (s *readiness) set(reason string) {
+	s.mu.Lock()
+	s.reason = reason
+	s.mu.Unlock()
+}
+
+func (s *readiness) relay(nc *nats.Conn, r *consumer.Relay) {
+	s.mu.Lock()
+	s.nc, s.r, s.reason = nc, r, ""
+	s.mu.Unlock()
+}
+
+// notReady returns why the worker is not ready, or "".
+func (s *readiness) notReady() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.r == nil {
+		return s.reason
+	}
+	var why []string
+	if !s.nc.IsConnected() {
+		why = append(why, "not connected to NATS")
+	}
+	if !s.r.Ready() {
+		why = append(why, "relay not running (draining)")
+	}
+	return strings.Join(why, "; ")
 }
 
 // BuildRoutes builds the trigger client and the routes, reading every token
@@ -265,8 +337,9 @@ func EnsureStreams(ctx context.Context, js jetstream.JetStream, streams []config
 }
 
 // serveHTTP serves /metrics, /healthz (the process is alive) and /readyz
-// (connected to NATS, every route bound, not draining).
-func serveHTTP(addr string, reg *prometheus.Registry, nc *nats.Conn, relay *consumer.Relay) (*http.Server, net.Listener, error) {
+// (connected to NATS, every route bound, not draining; otherwise 503 with
+// the reason).
+func serveHTTP(addr string, reg *prometheus.Registry, state *readiness) (*http.Server, net.Listener, error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, nil, err
@@ -277,15 +350,8 @@ func serveHTTP(addr string, reg *prometheus.Registry, nc *nats.Conn, relay *cons
 		_, _ = w.Write([]byte("ok\n"))
 	})
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
-		var why []string
-		if !nc.IsConnected() {
-			why = append(why, "not connected to NATS")
-		}
-		if !relay.Ready() {
-			why = append(why, "relay not running (starting or draining)")
-		}
-		if len(why) > 0 {
-			http.Error(w, strings.Join(why, "; "), http.StatusServiceUnavailable)
+		if why := state.notReady(); why != "" {
+			http.Error(w, why, http.StatusServiceUnavailable)
 			return
 		}
 		_, _ = w.Write([]byte("ready\n"))
