@@ -164,19 +164,55 @@ func (r *Relay) setup(ctx context.Context) error {
 		return fmt.Errorf("nats-server %s is too old: agentrelay needs %s or later (TermWithReason)", v, MinServerVersion)
 	}
 	var errs []error
-	if err := r.dl.Ensure(ctx); err != nil {
+	if err := withRetry(ctx, r.dl.Ensure); err != nil {
 		errs = append(errs, err)
-	} else if weak, err := r.dl.Weaknesses(ctx); err == nil {
+	} else {
+		var weak []string
+		_ = withRetry(ctx, func(ctx context.Context) (err error) { weak, err = r.dl.Weaknesses(ctx); return err })
 		for _, w := range weak {
 			r.log.Warn("dead-letter stream is less durable than it should be", "stream", r.dl.cfg.Stream, "problem", w)
 		}
 	}
 	for _, rn := range r.runners {
-		if err := rn.bind(ctx); err != nil {
+		if err := withRetry(ctx, rn.bind); err != nil {
 			errs = append(errs, err)
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// apiAttemptTimeout bounds one JetStream API request during set-up.
+const apiAttemptTimeout = 5 * time.Second
+
+// withRetry runs op with a short timeout per attempt, and again while the
+// JetStream API does not answer, until ctx ends. In a cluster an answer can
+// be lost (a leader change, replicas starting together); that should cost
+// one attempt, not the whole start-up. Every op here is idempotent (look-ups,
+// create-if-missing, create-or-update). Definite answers ("stream not
+// found") are returned at once.
+func withRetry(ctx context.Context, op func(context.Context) error) error {
+	delay := 100 * time.Millisecond
+	for {
+		actx, cancel := context.WithTimeout(ctx, apiAttemptTimeout)
+		err := op(actx)
+		cancel()
+		if err == nil || ctx.Err() != nil || !noAnswer(err) {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(delay):
+		}
+		delay = min(2*delay, 2*time.Second)
+	}
+}
+
+// noAnswer reports whether err means the request went unanswered rather
+// than refused.
+func noAnswer(err error) bool {
+	return errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout) ||
+		errors.Is(err, nats.ErrNoResponders)
 }
 
 // Run sets up (if not done), then relays until ctx ends, then drains: it

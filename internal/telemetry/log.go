@@ -7,6 +7,7 @@ import (
 	"os"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/lmittmann/tint"
 	"golang.org/x/term"
@@ -51,10 +52,76 @@ func NewLogger(w io.Writer, level slog.Level, format string) (*slog.Logger, erro
 		return slog.New(slog.NewJSONHandler(w, &slog.HandlerOptions{Level: level})), nil
 	}
 	return slog.New(tint.NewHandler(w, &tint.Options{
-		Level:      level,
-		TimeFormat: time.TimeOnly,
-		NoColor:    !tty,
+		Level:       level,
+		TimeFormat:  time.TimeOnly,
+		NoColor:     !tty,
+		ReplaceAttr: neutralise,
 	})), nil
+}
+
+// neutralise makes string, error and other non-scalar values safe for tint:
+// values from messages and API answers must not drive the operator's
+// terminal, and must not be cut short.
+//
+// tint cannot be trusted with them as they are. With colour it quotes a
+// value and then turns every `\x1b` of the quoted form back into a raw ESC
+// (to keep coloured values), so a raw ESC in a value, or even the four
+// characters \x1b, reach the terminal as an escape sequence. Without colour
+// it strips escape sequences by dropping everything from an ESC to the next
+// letter, and drops the rest of a value at the first invalid UTF-8 byte or
+// U+FFFD. So: ESC becomes "<ESC>", a literal \x1b becomes \x1B, invalid
+// bytes become "<xNN>" and U+FFFD "<U+FFFD>"; every other control character
+// is left to tint's quoting, which escapes it harmlessly.
+func neutralise(_ []string, a slog.Attr) slog.Attr {
+	v := a.Value.Resolve()
+	switch v.Kind() {
+	case slog.KindString:
+		if s := v.String(); !termSafe(s) {
+			a.Value = slog.StringValue(termText(s))
+		}
+	case slog.KindAny:
+		s := fmt.Sprint(v.Any())
+		if err, ok := v.Any().(error); ok {
+			s = err.Error()
+		}
+		a.Value = slog.StringValue(termText(s))
+	}
+	return a
+}
+
+// termSafe reports whether s needs no change (the common case, so that
+// logging stays allocation-free).
+func termSafe(s string) bool {
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c == 0x1b || c >= 0x80 || (c == '\\' && strings.HasPrefix(s[i:], `\x1b`)) {
+			return false
+		}
+	}
+	return true
+}
+
+func termText(s string) string {
+	var b strings.Builder
+	b.Grow(len(s) + 8)
+	for i := 0; i < len(s); {
+		r, size := utf8.DecodeRuneInString(s[i:])
+		switch {
+		case r == utf8.RuneError && size == 1:
+			fmt.Fprintf(&b, "<x%02X>", s[i])
+		case r == utf8.RuneError:
+			b.WriteString("<U+FFFD>")
+		case r == 0x1b:
+			b.WriteString("<ESC>")
+		case r == '\\' && strings.HasPrefix(s[i:], `\x1b`):
+			b.WriteString(`\x1B`)
+			size = 4
+		default:
+			b.WriteString(s[i : i+size])
+		}
+		i += size
+	}
+	return b.String()
 }
 
 func isTerminal(w io.Writer) bool {
