@@ -18,7 +18,6 @@ import (
 
 	"github.com/agentrelay/agentrelay/agentapi"
 	"github.com/agentrelay/agentrelay/config"
-	"github.com/agentrelay/agentrelay/consumer"
 	"github.com/agentrelay/agentrelay/deploy/internal/kube"
 	"github.com/agentrelay/agentrelay/deploy/internal/strict"
 )
@@ -116,29 +115,20 @@ func (a staticAgent) Trigger(context.Context, agentapi.Event) (int, error) {
 }
 
 // wantConsumer is the consumer agentrelay creates (or updates to) at
-// start-up for a configured route: the route as internal/app builds it,
-// reduced to the fields ConsumerConfig reads.
+// start-up for a configured route.
 func wantConsumer(t *testing.T, r config.Route) jetstream.ConsumerConfig {
 	t.Helper()
 	id, err := agentapi.ParseTriggerID(r.TriggerID)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return consumer.Route{
-		Name: r.Name, Stream: r.Stream, Subjects: r.Subjects, Durable: r.Durable,
-		Deliver: consumer.DeliverPolicy(r.Deliver), Agent: staticAgent{id},
-		MaxInFlight: r.MaxInFlight, MaxAckPending: r.MaxAckPending, AckWait: r.AckWait.D(),
-	}.ConsumerConfig()
+	return r.Consumer(staticAgent{id}).ConsumerConfig()
 }
 
 // wantDeadLetterStream is the dead-letter stream agentrelay creates when it
 // is missing, from the configuration's dead_letter section.
 func wantDeadLetterStream(c *config.Config) jetstream.StreamConfig {
-	d := c.DeadLetter
-	return consumer.DeadLetterConfig{
-		Stream: d.Stream, SubjectPrefix: d.SubjectPrefix, MaxAge: d.MaxAge.D(), MaxBytes: d.MaxBytes,
-		Replicas: d.Replicas, DuplicateWindow: d.DuplicateWindow.D(), PublishTimeout: d.PublishTimeout.D(),
-	}.StreamConfig()
+	return c.DeadLetter.Consumer().StreamConfig()
 }
 
 // The NACK resources and the nats CLI files define exactly the consumers

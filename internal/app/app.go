@@ -94,7 +94,7 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger, o Options) e
 	relay, err := consumer.New(js, routes, consumer.Options{
 		Logger:        log,
 		Metrics:       metrics,
-		DeadLetter:    DeadLetterConfig(cfg.DeadLetter),
+		DeadLetter:    cfg.DeadLetter.Consumer(),
 		CallTimeout:   cfg.API.Timeout.D(),
 		DrainGrace:    cfg.Worker.DrainGrace.D(),
 		PullExpiry:    cfg.Worker.PullExpiry.D(),
@@ -232,7 +232,7 @@ func BuildRoutes(cfg *config.Config, log *slog.Logger) (*agentapi.Client, []cons
 			errs = append(errs, fmt.Errorf("%s: %w", path, err))
 			continue
 		}
-		routes = append(routes, Route(rc, agent))
+		routes = append(routes, rc.Consumer(agent))
 	}
 	if err := errors.Join(errs...); err != nil {
 		return nil, nil, err
@@ -246,52 +246,6 @@ func TokenSource(t config.Token) (agentapi.TokenSource, error) {
 		return agentapi.NewFileToken(t.File, 0)
 	}
 	return agentapi.EnvToken(t.Env)
-}
-
-// Route converts a route's configuration.
-func Route(rc config.Route, agent consumer.Agent) consumer.Route {
-	return consumer.Route{
-		Name:     rc.Name,
-		Stream:   rc.Stream,
-		Subjects: rc.Subjects,
-		Durable:  rc.Durable,
-		Deliver:  consumer.DeliverPolicy(rc.Deliver),
-		Agent:    agent,
-		Contract: consumer.Contract{
-			Format:                consumer.BodyFormat(rc.Body),
-			ConversationKeyHeader: rc.ConversationKeyHeader,
-			MaxInputBytes:         rc.MaxInputBytes,
-		},
-		MaxInFlight:   rc.MaxInFlight,
-		MaxAckPending: rc.MaxAckPending,
-		AckWait:       rc.AckWait.D(),
-		Retry: consumer.RetryPolicy{
-			MaxAttempts:    rc.Retry.MaxAttempts,
-			InitialBackoff: rc.Retry.InitialBackoff.D(),
-			MaxBackoff:     rc.Retry.MaxBackoff.D(),
-			Multiplier:     rc.Retry.Multiplier,
-			MaxRetryAfter:  rc.Retry.MaxRetryAfter.D(),
-		},
-		Breaker: consumer.BreakerSettings{
-			ConsecutiveFailures: rc.Breaker.ConsecutiveFailures,
-			OpenTimeout:         rc.Breaker.OpenTimeout.D(),
-			HalfOpenProbes:      rc.Breaker.HalfOpenProbes,
-			Disabled:            rc.Breaker.Disabled != nil && *rc.Breaker.Disabled,
-		},
-	}
-}
-
-// DeadLetterConfig converts the dead-letter section.
-func DeadLetterConfig(d config.DeadLetter) consumer.DeadLetterConfig {
-	return consumer.DeadLetterConfig{
-		Stream:          d.Stream,
-		SubjectPrefix:   d.SubjectPrefix,
-		MaxAge:          d.MaxAge.D(),
-		MaxBytes:        d.MaxBytes,
-		Replicas:        d.Replicas,
-		DuplicateWindow: d.DuplicateWindow.D(),
-		PublishTimeout:  d.PublishTimeout.D(),
-	}
 }
 
 // StreamConfig converts a managed stream's configuration.

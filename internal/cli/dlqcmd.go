@@ -18,7 +18,6 @@ import (
 	"golang.org/x/time/rate"
 
 	"github.com/agentrelay/agentrelay/agentapi"
-	"github.com/agentrelay/agentrelay/internal/app"
 	"github.com/agentrelay/agentrelay/internal/dlq"
 )
 
@@ -92,7 +91,7 @@ func openStore(ctx context.Context, e *env, g *globalFlags) (*toolConn, *dlq.Sto
 	if err != nil {
 		return nil, nil, err
 	}
-	s, err := dlq.Open(ctx, t.js, app.DeadLetterConfig(t.cfg.DeadLetter))
+	s, err := dlq.Open(ctx, t.js, t.cfg.DeadLetter.Consumer())
 	if err != nil {
 		t.Close()
 		return nil, nil, err

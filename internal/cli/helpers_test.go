@@ -5,13 +5,12 @@ import (
 	"testing"
 	"time"
 
-	"github.com/agentrelay/agentrelay/internal/app"
 	"github.com/agentrelay/agentrelay/internal/dlq"
 )
 
 func openStoreT(t *testing.T, tc *toolConn) *dlq.Store {
 	t.Helper()
-	s, err := dlq.Open(context.Background(), tc.js, app.DeadLetterConfig(tc.cfg.DeadLetter))
+	s, err := dlq.Open(context.Background(), tc.js, tc.cfg.DeadLetter.Consumer())
 	if err != nil {
 		t.Fatal(err)
 	}

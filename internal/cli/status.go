@@ -16,7 +16,6 @@ import (
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
 
-	"github.com/agentrelay/agentrelay/internal/app"
 	"github.com/agentrelay/agentrelay/internal/dlq"
 )
 
@@ -109,7 +108,7 @@ letters by reason. Exits 1 when a route's stream or consumer is missing.
 
 func collectStatus(ctx context.Context, t *toolConn, countDL bool) (*statusReport, error) {
 	rep := &statusReport{Time: time.Now().UTC()}
-	dlCfg := app.DeadLetterConfig(t.cfg.DeadLetter)
+	dlCfg := t.cfg.DeadLetter.Consumer()
 	rep.DeadLetter.Stream = dlCfg.Stream
 	counts := dlq.Counts{}
 	store, err := dlq.Open(ctx, t.js, dlCfg)
