@@ -2,6 +2,7 @@ package config
 
 import (
 	"fmt"
+	"math"
 	"strconv"
 	"strings"
 	"time"
@@ -36,28 +37,38 @@ func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
 func (d Duration) MarshalYAML() (any, error) { return d.String(), nil }
 
 // ParseDuration parses a Go duration, a number of days ("14d") or a bare
-// number of seconds.
+// number of seconds. Negative durations, NaN and infinities are errors:
+// none of the configuration's durations can be negative, and a NaN would
+// convert to an arbitrary duration.
 func ParseDuration(s string) (time.Duration, error) {
 	s = strings.TrimSpace(s)
 	if s == "" {
 		return 0, nil
 	}
+	bad := func() (time.Duration, error) {
+		return 0, fmt.Errorf("invalid duration %q: want a duration such as 30s, 5m or 14d", s)
+	}
+	number := func(v string, max float64) (float64, bool) {
+		n, err := strconv.ParseFloat(v, 64)
+		return n, err == nil && !math.IsNaN(n) && n >= 0 && n <= max
+	}
 	if days, ok := strings.CutSuffix(s, "d"); ok {
-		n, err := strconv.ParseFloat(days, 64)
-		if err != nil || n < 0 || n > 36500 {
-			return 0, fmt.Errorf("invalid duration %q", s)
+		n, ok := number(days, 36500)
+		if !ok {
+			return bad()
 		}
 		return time.Duration(n * float64(24*time.Hour)), nil
 	}
-	if n, err := strconv.ParseFloat(s, 64); err == nil {
-		if n < 0 || n > 1e9 {
-			return 0, fmt.Errorf("invalid duration %q", s)
+	if _, err := strconv.ParseFloat(s, 64); err == nil {
+		n, ok := number(s, 1e9)
+		if !ok {
+			return bad()
 		}
 		return time.Duration(n * float64(time.Second)), nil
 	}
 	d, err := time.ParseDuration(s)
-	if err != nil {
-		return 0, fmt.Errorf("invalid duration %q: want a duration such as 30s, 5m or 14d", s)
+	if err != nil || d < 0 {
+		return bad()
 	}
 	return d, nil
 }

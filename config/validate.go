@@ -109,6 +109,9 @@ func (c *Config) validateDeadLetter(p *problems) {
 	if d.MaxAge <= 0 {
 		p.add("dead_letter.max_age", "must be positive")
 	}
+	if d.DuplicateWindow < 0 {
+		p.add("dead_letter.duplicate_window", "must not be negative")
+	}
 	if d.DuplicateWindow > d.MaxAge {
 		p.add("dead_letter.duplicate_window", "%v is longer than max_age %v", d.DuplicateWindow, d.MaxAge)
 	}
