@@ -33,3 +33,12 @@ tidy-check:
 
 # Targets of the deploy/ module (image, manifests) live in their own file.
 -include deploy/deploy.mk
+
+.PHONY: chaos
+
+## chaos: the long fault-injection suite (36,000 events, ~150 process and broker
+##        faults, ~8 min); AGENTRELAY_FAULT_SEED=<seed> replays a run,
+##        CHAOSFLAGS=-race adds the race detector
+CHAOSFLAGS ?=
+chaos:
+	AGENTRELAY_CHAOS=1 $(GO) test $(CHAOSFLAGS) -count=1 -timeout 60m -run '^TestChaos$$' -v ./internal/faultsuite/

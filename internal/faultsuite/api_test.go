@@ -1,0 +1,211 @@
+package faultsuite
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/agentrelay/agentrelay/agentapi/emulator"
+)
+
+// maxWorkers bounds the worker slots the recorder tells apart.
+const maxWorkers = 16
+
+// apiServer is the emulator behind a recorder, on a loopback port. Worker
+// slot i is given the base URL URL+"/w<i>", so every request says which
+// replica sent it; the recorder strips the prefix before the emulator sees
+// the request.
+type apiServer struct {
+	emu *emulator.Emulator
+	rec *recorder
+	URL string
+}
+
+// startAPI serves emu through a recorder. replyDelay, if set, holds back
+// each 202 answer after the emulator has enqueued the event: the network
+// on the way back. A worker killed in that window leaves an event that was
+// accepted but never acknowledged to JetStream.
+func startAPI(t testing.TB, emu *emulator.Emulator, replyDelay time.Duration, seed uint64) *apiServer {
+	t.Helper()
+	rec := &recorder{next: emu, maxDelay: replyDelay, rng: rand.New(rand.NewPCG(seed, seed^0x5eed)), conflicted: map[string]bool{}}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	base, cancel := context.WithCancel(context.Background())
+	srv := &http.Server{
+		Handler:           rec,
+		ReadHeaderTimeout: 30 * time.Second,
+		BaseContext:       func(net.Listener) context.Context { return base },
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+			t.Errorf("API server: %v", err)
+		}
+	}()
+	t.Cleanup(func() {
+		cancel() // ends hangs and held answers
+		_ = srv.Close()
+		<-done
+	})
+	return &apiServer{emu: emu, rec: rec, URL: "http://" + ln.Addr().String()}
+}
+
+// WorkerURL is the base URL worker slot i calls.
+func (a *apiServer) WorkerURL(slot int) string { return a.URL + "/w" + strconv.Itoa(slot) }
+
+// request is one recorded request.
+type request struct {
+	Request
+	worker int // slot, -1 when the path had no /w<i> prefix
+}
+
+// recorder logs every request the API receives (worker, trigger id, key,
+// input, status) and holds 202 answers back for a random delay.
+type recorder struct {
+	next     http.Handler
+	maxDelay time.Duration
+
+	rngMu sync.Mutex
+	rng   *rand.Rand
+
+	inFlight [maxWorkers]atomic.Int32 // requests being answered, per worker slot
+	holding  [maxWorkers]atomic.Int32 // accepted events whose 202 is held back, per slot
+
+	mu         sync.Mutex
+	reqs       []request
+	conflicted map[string]bool // keys answered 409
+}
+
+func (rc *recorder) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	slot := -1
+	if rest, ok := strings.CutPrefix(r.URL.Path, "/w"); ok {
+		if i := strings.IndexByte(rest, '/'); i > 0 {
+			if n, err := strconv.Atoi(rest[:i]); err == nil && n >= 0 && n < maxWorkers {
+				slot = n
+				r.URL.Path, r.URL.RawPath = rest[i:], ""
+			}
+		}
+	}
+	// Read the body to learn the event's input, and hand the emulator an
+	// identical copy. Reading it to the end also lets net/http notice a
+	// client that hangs up, as the emulator's hang fault expects.
+	body, _ := io.ReadAll(io.LimitReader(r.Body, emulator.MaxBodyBytes+1))
+	r.Body = io.NopCloser(bytes.NewReader(body))
+	var fields struct {
+		Input string `json:"input"`
+	}
+	_ = json.Unmarshal(body, &fields)
+
+	if slot >= 0 {
+		rc.inFlight[slot].Add(1)
+		defer rc.inFlight[slot].Add(-1)
+	}
+	sw := &statusWriter{ResponseWriter: w}
+	if rc.maxDelay > 0 && slot >= 0 {
+		sw.beforeAccepted = func() {
+			rc.holding[slot].Add(1)
+			defer rc.holding[slot].Add(-1)
+			t := time.NewTimer(rc.delay())
+			defer t.Stop()
+			select {
+			case <-t.C:
+			case <-r.Context().Done():
+			}
+		}
+	}
+	rc.next.ServeHTTP(sw, r)
+
+	id, _ := strings.CutSuffix(strings.TrimPrefix(r.URL.Path, "/v1/workspace_agents/"), "/trigger")
+	q := request{Request: Request{TriggerID: id, Key: r.Header.Get("Idempotency-Key"), Input: fields.Input, Status: sw.status}, worker: slot}
+	rc.mu.Lock()
+	rc.reqs = append(rc.reqs, q)
+	if q.Status == http.StatusConflict {
+		rc.conflicted[q.Key] = true
+	}
+	rc.mu.Unlock()
+}
+
+func (rc *recorder) delay() time.Duration {
+	rc.rngMu.Lock()
+	defer rc.rngMu.Unlock()
+	return time.Duration(rc.rng.Int64N(int64(rc.maxDelay)))
+}
+
+// busy reports a worker slot's requests in flight and accepted events whose
+// answer is held back.
+func (rc *recorder) busy(slot int) (inFlight, holding int) {
+	return int(rc.inFlight[slot].Load()), int(rc.holding[slot].Load())
+}
+
+// requests returns every recorded request.
+func (rc *recorder) requests() []request {
+	rc.mu.Lock()
+	defer rc.mu.Unlock()
+	return append([]request(nil), rc.reqs...)
+}
+
+// countStatus counts the answers with a status since request number from.
+func (rc *recorder) countStatus(status, from int) int {
+	rc.mu.Lock()
+	defer rc.mu.Unlock()
+	n := 0
+	for _, q := range rc.reqs[min(from, len(rc.reqs)):] {
+		if q.Status == status {
+			n++
+		}
+	}
+	return n
+}
+
+func (rc *recorder) len() int {
+	rc.mu.Lock()
+	defer rc.mu.Unlock()
+	return len(rc.reqs)
+}
+
+// wasConflicted reports whether a request with key was answered 409.
+func (rc *recorder) wasConflicted(key string) bool {
+	rc.mu.Lock()
+	defer rc.mu.Unlock()
+	return rc.conflicted[key]
+}
+
+// statusWriter records the status the emulator answers and runs
+// beforeAccepted before a 202 leaves. It unwraps to the real writer, so the
+// emulator can still hijack the connection to drop it.
+type statusWriter struct {
+	http.ResponseWriter
+	status         int
+	beforeAccepted func()
+}
+
+func (s *statusWriter) WriteHeader(code int) {
+	s.status = code
+	if code == http.StatusAccepted && s.beforeAccepted != nil {
+		s.beforeAccepted()
+	}
+	s.ResponseWriter.WriteHeader(code)
+}
+
+func (s *statusWriter) Write(b []byte) (int, error) {
+	if s.status == 0 {
+		s.WriteHeader(http.StatusOK)
+	}
+	return s.ResponseWriter.Write(b)
+}
+
+func (s *statusWriter) Unwrap() http.ResponseWriter { return s.ResponseWriter }

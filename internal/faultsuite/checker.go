@@ -1,0 +1,416 @@
+// Package faultsuite proves agentrelay's promise under faults: every event
+// published is either accepted by the agent API exactly once (per trigger id
+// and Idempotency-Key) or sits in the dead-letter stream with the right
+// reason, through worker crashes, broker restarts and failovers, API faults
+// and outages, token rotations and bad input.
+//
+// The suite itself is in the package's tests: it builds the real worker
+// binary, runs several replicas against an embedded nats-server (or a
+// three-node cluster) and the API emulator, publishes a known set of events
+// and injects faults while they flow. This file is the part that judges the
+// outcome: Check compares the producer's manifest with what the API accepted
+// (the emulator's ledger), what it was asked (every request), what the
+// dead-letter stream holds and what the consumers still owe.
+//
+// Running it:
+//
+//	go test ./internal/faultsuite                  # the short profiles (also in make test)
+//	AGENTRELAY_CHAOS=1 go test -run TestChaos -v -timeout 60m ./internal/faultsuite   # make chaos
+//
+// Every run prints its seed; AGENTRELAY_FAULT_SEED=<seed> replays the same
+// manifest and fault schedule (timing still varies). AGENTRELAY_FAULT_LOGDIR
+// keeps the worker processes' logs there.
+//
+// # Dead-lettered and accepted
+//
+// An event must end accepted exactly once or dead-lettered, but in one
+// corner it can be both without being lost or fired twice: an attempt whose
+// acceptance never reached the worker (the answer dropped, a timeout after
+// the API enqueued, a worker killed before its ack) followed by failures up
+// to max_attempts gives a max_attempts dead letter of an accepted event; so
+// does a worker killed after storing a max_attempts dead letter and before
+// terminating the message, when the redelivery then succeeds. A replay of
+// such a dead letter is answered from the API's idempotency record. Poison,
+// forbidden and unknown events cannot end up both: they are never accepted,
+// and a repeated dead letter is deduplicated by its message id. Check
+// counts the corner under Options.AllowDeadLetterAfterAccept; the suite's
+// profiles give every event a retry budget it cannot exhaust (max_attempts
+// 1000), so for them any dead letter of an event that must be accepted is a
+// failure.
+package faultsuite
+
+import (
+	"fmt"
+	"maps"
+	"slices"
+	"sort"
+	"strings"
+)
+
+// Kind is what the producer meant an event to be, and so what must become of
+// it.
+type Kind string
+
+// Event kinds.
+const (
+	// KindAccept: the API must accept the event exactly once.
+	KindAccept Kind = "accept"
+	// KindNotRunnable: the event goes to an agent that is not runnable at
+	// first. It must be answered 409 at least once (retried, not
+	// dead-lettered) and then accepted exactly once.
+	KindNotRunnable Kind = "not_runnable"
+	// KindDeadLetter: the event must be dead-lettered with WantReason and
+	// never accepted (poison, a forbidden agent, an unknown agent).
+	KindDeadLetter Kind = "dead_letter"
+)
+
+// Event is one published event of the producer's manifest.
+type Event struct {
+	// MsgID is the event's Nats-Msg-Id, unique in the manifest. Dead
+	// letters carry it as Agentrelay-Original-Nats-Msg-Id.
+	MsgID string
+	// Key is the Idempotency-Key the worker must send for it; "" when the
+	// message id is not a valid key (such an event is poison).
+	Key string
+	// TriggerID is the agent the event's route calls.
+	TriggerID string
+	// Input is the input the API receives for it: unique in the manifest,
+	// so a request or a ledger entry can be traced to its event whatever
+	// key it carried. "" for poison whose body yields no input.
+	Input string
+	// Kind says what must become of the event.
+	Kind Kind
+	// WantReason is the Agentrelay-Reason its dead letter must carry
+	// (KindDeadLetter only).
+	WantReason string
+}
+
+// Accepted is one entry of the API's ledger: an event it enqueued.
+type Accepted struct {
+	TriggerID string
+	Key       string
+	Input     string
+}
+
+// Request is one request the API received, whatever became of it.
+type Request struct {
+	TriggerID string
+	Key       string
+	Input     string // "" when the body had none
+	Status    int    // 0 when no answer was written (hang, drop, client gone)
+}
+
+// DeadLetter is one message of the dead-letter stream.
+type DeadLetter struct {
+	OriginalMsgID string // Agentrelay-Original-Nats-Msg-Id
+	Key           string // Idempotency-Key header; "" when absent
+	Reason        string // Agentrelay-Reason
+}
+
+// ConsumerState is what a route's durable consumer still owes.
+type ConsumerState struct {
+	Name       string
+	Pending    uint64 // not yet delivered
+	AckPending int    // delivered and not settled (including nak delays)
+}
+
+// Observed is everything the checker compares with the manifest.
+type Observed struct {
+	Ledger      []Accepted
+	Requests    []Request
+	DeadLetters []DeadLetter
+	Consumers   []ConsumerState
+}
+
+// Options relax the checker where agentrelay's guarantee is weaker than
+// "exactly one outcome".
+type Options struct {
+	// AllowDeadLetterAfterAccept accepts an event that must be accepted,
+	// was accepted exactly once, and also has a max_attempts dead letter.
+	// That is no loss and no double fire, and it can happen legitimately
+	// when an attempt's acceptance never reached the worker (a dropped
+	// answer, a timeout after the API enqueued) and every later attempt up
+	// to max_attempts failed; or when a worker crashed after storing a
+	// max_attempts dead letter and before terminating the message, and the
+	// redelivery then succeeded. A suite whose retry budget cannot run out
+	// leaves it off, so such a dead letter fails the run.
+	AllowDeadLetterAfterAccept bool
+}
+
+// Reason values the checker itself knows about.
+const reasonMaxAttempts = "max_attempts"
+
+// Report is the checker's verdict and figures.
+type Report struct {
+	Events       int
+	ByKind       map[Kind]int
+	AcceptedOnce int // events that must be accepted and were, exactly once
+	// DeadLettered counts dead-letter stream messages by reason.
+	DeadLettered map[string]int
+	Requests     int
+	// RequestsByStatus counts requests by the status the API answered (0:
+	// none).
+	RequestsByStatus map[int]int
+	// NotRunnableRetried counts KindNotRunnable events answered 409 at
+	// least once.
+	NotRunnableRetried int
+	// AcceptedAndDeadLettered counts events accepted once and also
+	// dead-lettered as max_attempts (see Options).
+	AcceptedAndDeadLettered int
+
+	Lost       []string // events with no outcome at all
+	Duplicated []string // events accepted more than once
+	Violations []string // every other broken rule
+}
+
+// OK reports whether every invariant held.
+func (r *Report) OK() bool {
+	return len(r.Lost) == 0 && len(r.Duplicated) == 0 && len(r.Violations) == 0
+}
+
+// Problems lists every broken invariant, lost and duplicated events first.
+func (r *Report) Problems() []string {
+	var out []string
+	for _, s := range r.Lost {
+		out = append(out, "lost: "+s)
+	}
+	for _, s := range r.Duplicated {
+		out = append(out, "accepted more than once: "+s)
+	}
+	return append(out, r.Violations...)
+}
+
+// String prints the figures, one per line.
+func (r *Report) String() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "events:            %d (%s)\n", r.Events, countsString(r.ByKind))
+	fmt.Fprintf(&b, "accepted once:     %d\n", r.AcceptedOnce)
+	fmt.Fprintf(&b, "lost:              %d\n", len(r.Lost))
+	fmt.Fprintf(&b, "accepted twice:    %d\n", len(r.Duplicated))
+	fmt.Fprintf(&b, "dead-lettered:     %d (%s)\n", sum(r.DeadLettered), countsString(r.DeadLettered))
+	fmt.Fprintf(&b, "409 then accepted: %d\n", r.NotRunnableRetried)
+	if r.AcceptedAndDeadLettered > 0 {
+		fmt.Fprintf(&b, "accepted and dead-lettered (max_attempts): %d\n", r.AcceptedAndDeadLettered)
+	}
+	fmt.Fprintf(&b, "API requests:      %d (by status: %s)\n", r.Requests, countsString(r.RequestsByStatus))
+	fmt.Fprintf(&b, "violations:        %d\n", len(r.Violations))
+	return b.String()
+}
+
+// Check compares the manifest with what was observed. Every event must have
+// exactly the outcome its kind demands; nothing may be accepted that was not
+// published, or more than once; every request must carry its event's key
+// (retries reuse it); poison must never reach the API; and no consumer may
+// owe anything.
+func Check(manifest []Event, obs Observed, opt Options) Report {
+	r := Report{
+		Events:           len(manifest),
+		ByKind:           map[Kind]int{},
+		DeadLettered:     map[string]int{},
+		RequestsByStatus: map[int]int{},
+		Requests:         len(obs.Requests),
+	}
+	violate := func(format string, args ...any) {
+		r.Violations = append(r.Violations, fmt.Sprintf(format, args...))
+	}
+
+	byMsgID := make(map[string]*Event, len(manifest))
+	byInput := make(map[string]*Event, len(manifest))
+	type tk struct{ trigger, key string }
+	byKey := make(map[tk]*Event, len(manifest))
+	for i := range manifest {
+		e := &manifest[i]
+		r.ByKind[e.Kind]++
+		if _, dup := byMsgID[e.MsgID]; dup {
+			violate("manifest: message id %q used twice", e.MsgID)
+		}
+		byMsgID[e.MsgID] = e
+		if e.Input != "" {
+			if _, dup := byInput[e.Input]; dup {
+				violate("manifest: input %q used twice", short(e.Input))
+			}
+			byInput[e.Input] = e
+		}
+		if e.Key != "" {
+			byKey[tk{e.TriggerID, e.Key}] = e
+		}
+		switch e.Kind {
+		case KindAccept, KindNotRunnable:
+		case KindDeadLetter:
+			if e.WantReason == "" {
+				violate("manifest: %s must be dead-lettered but names no reason", e.MsgID)
+			}
+		default:
+			violate("manifest: %s has unknown kind %q", e.MsgID, e.Kind)
+		}
+	}
+
+	// What the API accepted, per event: by key, and by input (which
+	// catches an event accepted again under another key).
+	acceptedByKey := map[*Event]int{}
+	acceptedByInput := map[*Event]int{}
+	for _, a := range obs.Ledger {
+		e := byKey[tk{a.TriggerID, a.Key}]
+		if e == nil {
+			violate("the API accepted an event that was never published: trigger %s, key %q, input %q", a.TriggerID, a.Key, short(a.Input))
+		} else {
+			acceptedByKey[e]++
+			if a.Input != e.Input {
+				violate("%s: accepted under its key with the input of another event (%q)", e.MsgID, short(a.Input))
+			}
+		}
+		if ie := byInput[a.Input]; ie != nil {
+			acceptedByInput[ie]++
+		}
+	}
+
+	// What the API was asked.
+	saw409 := map[*Event]bool{}
+	for _, q := range obs.Requests {
+		r.RequestsByStatus[q.Status]++
+		e := byInput[q.Input]
+		if e == nil {
+			violate("a request for no published event: trigger %s, key %q, input %q", q.TriggerID, q.Key, short(q.Input))
+			continue
+		}
+		switch {
+		case e.Kind == KindDeadLetter && e.Key == "":
+			violate("%s: poison with an invalid idempotency key reached the API (sent with key %q)", e.MsgID, q.Key)
+		case e.Kind == KindDeadLetter && isPoisonReason(e.WantReason):
+			violate("%s: poison (%s) reached the API", e.MsgID, e.WantReason)
+		case q.Key != e.Key:
+			violate("%s: a request carried key %q instead of %q (retries must reuse the key)", e.MsgID, q.Key, e.Key)
+		case q.TriggerID != e.TriggerID:
+			violate("%s: sent to trigger %s instead of %s", e.MsgID, q.TriggerID, e.TriggerID)
+		}
+		if q.Status == 409 {
+			saw409[e] = true
+		}
+	}
+
+	// The dead-letter stream.
+	dead := map[*Event][]DeadLetter{}
+	for _, d := range obs.DeadLetters {
+		r.DeadLettered[d.Reason]++
+		e := byMsgID[d.OriginalMsgID]
+		if e == nil {
+			violate("a dead letter for no published event: original message id %q, reason %s", d.OriginalMsgID, d.Reason)
+			continue
+		}
+		dead[e] = append(dead[e], d)
+		if d.Key != e.Key {
+			violate("%s: dead letter carries Idempotency-Key %q, want %q (a replay must keep the key)", e.MsgID, d.Key, e.Key)
+		}
+	}
+
+	// Each event's outcome.
+	for i := range manifest {
+		e := &manifest[i]
+		n := max(acceptedByKey[e], acceptedByInput[e])
+		dls := dead[e]
+		if n > 1 {
+			r.Duplicated = append(r.Duplicated, fmt.Sprintf("%s (%d times)", e.MsgID, n))
+		}
+		if len(dls) > 1 {
+			violate("%s: dead-lettered %d times", e.MsgID, len(dls))
+		}
+		switch e.Kind {
+		case KindAccept, KindNotRunnable:
+			switch {
+			case n == 0 && len(dls) == 0:
+				r.Lost = append(r.Lost, fmt.Sprintf("%s (%s, trigger %s): neither accepted nor dead-lettered", e.MsgID, e.Kind, e.TriggerID))
+			case n == 0:
+				violate("%s: dead-lettered (%s) instead of accepted", e.MsgID, reasons(dls))
+			case len(dls) > 0:
+				if opt.AllowDeadLetterAfterAccept && n == 1 && onlyReason(dls, reasonMaxAttempts) {
+					r.AcceptedAndDeadLettered++
+				} else {
+					violate("%s: accepted and also dead-lettered (%s)", e.MsgID, reasons(dls))
+				}
+			case n == 1:
+				r.AcceptedOnce++
+			}
+			if e.Kind == KindNotRunnable {
+				if saw409[e] {
+					r.NotRunnableRetried++
+				} else {
+					violate("%s: never answered 409: the not-runnable path was not exercised", e.MsgID)
+				}
+			}
+		case KindDeadLetter:
+			switch {
+			case n > 0:
+				violate("%s: accepted, but must be dead-lettered as %s", e.MsgID, e.WantReason)
+			case len(dls) == 0:
+				r.Lost = append(r.Lost, fmt.Sprintf("%s (must be dead-lettered as %s): not in the dead-letter stream", e.MsgID, e.WantReason))
+			case !onlyReason(dls, e.WantReason):
+				violate("%s: dead-lettered as %s, want %s", e.MsgID, reasons(dls), e.WantReason)
+			}
+		}
+	}
+
+	for _, c := range obs.Consumers {
+		if c.Pending != 0 || c.AckPending != 0 {
+			violate("consumer %s still owes %d pending and %d ack-pending messages", c.Name, c.Pending, c.AckPending)
+		}
+	}
+	sort.Strings(r.Lost)
+	sort.Strings(r.Duplicated)
+	return r
+}
+
+// isPoisonReason reports whether a dead-letter reason is one given without
+// calling the API.
+func isPoisonReason(reason string) bool {
+	switch reason {
+	case "invalid_json", "missing_input", "input_too_large", "invalid_utf8", "invalid_idempotency_key", "invalid_conversation_key":
+		return true
+	}
+	return false
+}
+
+func onlyReason(dls []DeadLetter, reason string) bool {
+	for _, d := range dls {
+		if d.Reason != reason {
+			return false
+		}
+	}
+	return len(dls) > 0
+}
+
+func reasons(dls []DeadLetter) string {
+	rs := make([]string, len(dls))
+	for i, d := range dls {
+		rs[i] = d.Reason
+	}
+	return strings.Join(rs, ", ")
+}
+
+func short(s string) string {
+	if len(s) > 60 {
+		return s[:60] + "..."
+	}
+	return s
+}
+
+func sum[K comparable](m map[K]int) int {
+	n := 0
+	for _, v := range m {
+		n += v
+	}
+	return n
+}
+
+// countsString prints a map of counts sorted by key: "a=1 b=2".
+func countsString[K comparable](m map[K]int) string {
+	keys := slices.Collect(maps.Keys(m))
+	strs := make([]string, len(keys))
+	for i, k := range keys {
+		strs[i] = fmt.Sprintf("%v=%d", k, m[k])
+	}
+	slices.Sort(strs)
+	if len(strs) == 0 {
+		return "none"
+	}
+	return strings.Join(strs, " ")
+}

@@ -1,0 +1,330 @@
+package faultsuite
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"path/filepath"
+	"slices"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/agentrelay/agentrelay/consumer"
+)
+
+// chaos injects the faults while the events flow: a replica SIGKILLed
+// mid-call every so often (and restarted), and, one after another at
+// planned times, broker restarts or leader kills, API outages, token
+// rotations and the paused agent becoming runnable. The returned channel
+// is closed when every fault is over and every replica runs again.
+func (r *run) chaos(published <-chan struct{}) <-chan struct{} {
+	done := make(chan struct{})
+	stopKills := make(chan struct{})
+	killsDone := make(chan struct{})
+	killRng := rand.New(rand.NewPCG(r.rng.Uint64(), 1))
+	go func() {
+		defer close(killsDone)
+		if r.p.killEvery[0] > 0 {
+			r.killLoop(killRng, stopKills)
+		}
+	}()
+
+	type action struct {
+		at   time.Duration
+		name string
+		do   func()
+	}
+	var plan []action
+	for range r.p.restarts {
+		plan = append(plan, action{name: "nats-restart", do: r.restartNATS})
+	}
+	for i := range r.p.leaderKill {
+		stream := workStream
+		if i%2 == 1 {
+			stream = consumer.DefaultDeadLetterStream
+		}
+		plan = append(plan, action{name: "leader-kill " + stream, do: func() { r.killLeader(stream) }})
+	}
+	for range r.p.outages {
+		plan = append(plan, action{name: "api-outage", do: r.outage})
+	}
+	for range r.p.rotations {
+		plan = append(plan, action{name: "token-rotation", do: r.rotateToken})
+	}
+	r.rng.Shuffle(len(plan), func(i, j int) { plan[i], plan[j] = plan[j], plan[i] })
+	span := r.p.publishFor * 3 / 4
+	for i := range plan {
+		plan[i].at = r.p.publishFor/10 + span*time.Duration(i)/time.Duration(max(len(plan), 1))
+	}
+	plan = append(plan, action{at: time.Duration(r.p.runnableAt * float64(r.p.publishFor)), name: "runnable", do: r.makeRunnable})
+	slices.SortStableFunc(plan, func(a, b action) int { return int(a.at - b.at) })
+
+	go func() {
+		defer close(done)
+		start := time.Now()
+		for _, a := range plan {
+			if d := time.Until(start.Add(a.at)); d > 0 {
+				time.Sleep(d) // the schedule, not synchronisation
+			}
+			r.logf("%s", a.name)
+			a.do()
+		}
+		<-published
+		close(stopKills)
+		<-killsDone
+		r.logf("faults over")
+	}()
+	return done
+}
+
+// killLoop SIGKILLs a random replica while it has a call in flight,
+// preferably one whose event the API has already accepted, and restarts it
+// after a while, until stop is closed.
+func (r *run) killLoop(rng *rand.Rand, stop <-chan struct{}) {
+	between := func(b [2]time.Duration) time.Duration {
+		return b[0] + time.Duration(rng.Int64N(int64(b[1]-b[0])+1))
+	}
+	for {
+		select {
+		case <-stop:
+			return
+		case <-time.After(between(r.p.killEvery)):
+		}
+		slot := rng.IntN(r.p.workers)
+		if r.fleet.current(slot) == nil {
+			continue
+		}
+		// Wait (a little) for the moment the API holds an accepted
+		// event's answer for this replica, else for any call in flight.
+		var inFlight, holding int
+		for deadline := time.Now().Add(time.Second); ; {
+			inFlight, holding = r.api.rec.busy(slot)
+			if holding > 0 || time.Now().After(deadline) {
+				break
+			}
+			time.Sleep(time.Millisecond)
+		}
+		if err := r.fleet.kill(slot); err != nil {
+			r.fail(err)
+			return
+		}
+		r.logf("SIGKILL worker %d (%d calls in flight, %d accepted and unanswered)", slot, inFlight, holding)
+		r.count(func(f *figures) {
+			f.kills++
+			if inFlight > 0 {
+				f.killsMidCall++
+			}
+			if holding > 0 {
+				f.killsHoldingAccepted++
+			}
+		})
+		downUntil := time.Now().Add(between(r.p.downFor))
+		for time.Now().Before(downUntil) || r.natsDown.Load() {
+			time.Sleep(10 * time.Millisecond)
+		}
+		w, err := r.fleet.start(slot)
+		if err != nil {
+			r.fail(err)
+			return
+		}
+		r.logf("restarted worker %d (%s)", slot, filepath.Base(w.logPath))
+		// The next fault waits until the replica is back at work.
+		if err := r.fleet.waitReady(60 * time.Second); err != nil {
+			r.fail(err)
+			return
+		}
+	}
+}
+
+// logf logs a line of the run's timeline, with the wall clock to match
+// against the workers' logs.
+func (r *run) logf(format string, args ...any) {
+	r.t.Logf("%s: %s %s", r.p.name, time.Now().Format("15:04:05.000"), fmt.Sprintf(format, args...))
+}
+
+// restartNATS stops the single server abruptly (clients see the connection
+// drop, pull requests get no goodbye) and starts it again on the same port
+// and file store after the downtime.
+func (r *run) restartNATS() {
+	if !r.quiesce() {
+		return
+	}
+	defer r.natsDown.Store(false)
+	r.single.Kill()
+	time.Sleep(r.p.downtime) // the outage itself
+	if err := r.single.Restart(); err != nil {
+		r.fail(fmt.Errorf("restarting nats-server: %w", err))
+		return
+	}
+	r.count(func(f *figures) { f.restarts++ })
+	r.fail(r.waitWhole(true, workStream, consumer.DefaultDeadLetterStream))
+}
+
+// killLeader kills the node leading stream and restarts it after the
+// downtime; the other two elect a new leader meanwhile.
+//
+// No replica is starting up while a server dies, or until the cluster is
+// whole again. A replica starting then gets there too (its set-up retries
+// unanswered JetStream requests), but each lost answer costs it a 5 s
+// attempt; keeping the two apart keeps a run's length predictable.
+func (r *run) killLeader(stream string) {
+	if !r.quiesce() {
+		return
+	}
+	defer r.natsDown.Store(false)
+	var leader int
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		var err error
+		if leader, err = r.cluster.StreamLeader(stream); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			r.fail(fmt.Errorf("no leader for %s: %w", stream, err))
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	node := r.cluster.Node(leader)
+	r.logf("killing node %d, leader of %s", leader, stream)
+	node.Kill()
+	time.Sleep(r.p.downtime) // the node's outage itself
+	if err := node.Restart(); err != nil {
+		r.fail(fmt.Errorf("restarting node %d: %w", leader, err))
+		return
+	}
+	r.logf("node %d restarted", leader)
+	r.count(func(f *figures) { f.leaderKills++ })
+	r.fail(r.waitWhole(true, workStream, consumer.DefaultDeadLetterStream))
+}
+
+// quiesce waits until every replica is relaying and then keeps replicas
+// from being restarted until natsDown is cleared.
+func (r *run) quiesce() bool {
+	if err := r.fleet.waitReady(60 * time.Second); err != nil {
+		r.fail(err)
+		return false
+	}
+	r.natsDown.Store(true)
+	return true
+}
+
+// waitWhole waits until JetStream answers and, in a cluster, every replica
+// of the streams (and of the routes' consumers) is current.
+func (r *run) waitWhole(consumers bool, streams ...string) error {
+	deadline := time.Now().Add(60 * time.Second)
+	var last error
+	for time.Now().Before(deadline) {
+		if last = r.jetStreamWhole(consumers, streams); last == nil {
+			return nil
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	return fmt.Errorf("JetStream not whole after 60s: %w", last)
+}
+
+func (r *run) jetStreamWhole(consumers bool, streams []string) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	followers := 0
+	if r.p.cluster {
+		followers = 2
+	}
+	whole := func(what string, ci *jetstream.ClusterInfo) error {
+		if ci == nil {
+			return nil
+		}
+		if ci.Leader == "" {
+			return fmt.Errorf("%s has no leader", what)
+		}
+		if len(ci.Replicas) != followers {
+			return fmt.Errorf("%s has %d followers", what, len(ci.Replicas))
+		}
+		for _, p := range ci.Replicas {
+			if !p.Current || p.Offline {
+				return fmt.Errorf("%s: replica %s not current", what, p.Name)
+			}
+		}
+		return nil
+	}
+	for _, name := range streams {
+		s, err := r.js.Stream(ctx, name)
+		if err != nil {
+			return fmt.Errorf("stream %s: %w", name, err)
+		}
+		if err := whole("stream "+name, s.CachedInfo().Cluster); err != nil {
+			return err
+		}
+	}
+	for _, name := range durables() {
+		if !consumers {
+			break
+		}
+		c, err := r.js.Consumer(ctx, workStream, name)
+		if err != nil {
+			return fmt.Errorf("consumer %s: %w", name, err)
+		}
+		if err := whole("consumer "+name, c.CachedInfo().Cluster); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// outage makes every call a 503 for outageFor: long enough for the
+// replicas' breakers to open; then the API recovers.
+func (r *run) outage() {
+	emu := r.api.emu
+	before := emu.Faults()
+	down := before
+	down.ServerErrorRate, down.RateLimitRate, down.HangRate, down.DropRate = 1, 0, 0, 0
+	emu.SetFaults(down)
+	time.Sleep(r.p.outageFor) // the outage itself
+	emu.SetFaults(before)
+	r.count(func(f *figures) { f.outages++ })
+}
+
+// rotateToken rotates the agent token the way it goes wrong in practice:
+// the API revokes the old token before the new one reaches the replicas, so
+// there is a window of 401s. Once 401s have been answered for window401,
+// the API knows the new token and the token files are replaced atomically.
+func (r *run) rotateToken() {
+	emu := r.api.emu
+	from := r.api.rec.len()
+	old := r.tokens[len(r.tokens)-1]
+	next := r.newToken()
+	emu.RevokeToken(old)
+	deadline := time.Now().Add(10 * time.Second)
+	for r.api.rec.countStatus(401, from) == 0 && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	time.Sleep(r.p.window401) // the window itself
+	emu.AddToken(next, grants...)
+	for _, path := range r.tokenFiles {
+		if err := writeFileAtomic(path, next+"\n"); err != nil {
+			r.fail(err)
+		}
+	}
+	r.count(func(f *figures) { f.rotations++ })
+}
+
+// makeRunnable makes the paused agent runnable once every one of its events
+// has been answered 409 (the checker fails any that was not).
+func (r *run) makeRunnable() {
+	deadline := time.Now().Add(30 * time.Second)
+	for time.Now().Before(deadline) {
+		all := true
+		for i := range r.events {
+			if e := &r.events[i]; e.Kind == KindNotRunnable && !r.api.rec.wasConflicted(e.Key) {
+				all = false
+				break
+			}
+		}
+		if all {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	r.api.emu.SetRunnable(triggerPaused, true)
+}
