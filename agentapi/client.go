@@ -12,6 +12,7 @@ import (
 	"net/url"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 	"unicode"
 	"unicode/utf8"
@@ -61,10 +62,15 @@ type ClientOptions struct {
 // Client calls the trigger API. It is safe for concurrent use and holds a
 // pool of keep-alive connections; create one per base URL and share it.
 type Client struct {
-	base      string // scheme://host[:port][/prefix], no trailing slash
-	hc        *http.Client
+	base string // scheme://host[:port][/prefix], no trailing slash
+	hc   *http.Client
+	// rt is hc's transport. Trigger calls it directly: http.Client.Do
+	// would add nothing here (no redirects are followed, no cookie jar, no
+	// client-wide timeout) but a copy of the request's headers and URL on
+	// every call.
+	rt        http.RoundTripper
 	timeout   time.Duration
-	userAgent string
+	userAgent []string // the User-Agent header value, shared by every request
 }
 
 // NewClient returns a client for the API at baseURL (for the public API,
@@ -96,8 +102,9 @@ func NewClient(baseURL string, o ClientOptions) (*Client, error) {
 			// to another host, so the 3xx is returned as an answer.
 			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 		},
+		rt:        rt,
 		timeout:   o.Timeout,
-		userAgent: o.UserAgent,
+		userAgent: []string{o.UserAgent},
 	}, nil
 }
 
@@ -119,11 +126,17 @@ func newTransport(o ClientOptions) *http.Transport {
 		MaxIdleConnsPerHost:    o.MaxConns,
 		IdleConnTimeout:        90 * time.Second,
 		MaxResponseHeaderBytes: 64 << 10,
-		// Requests and answers are small; 4 KiB buffers per connection
-		// (the default) would dominate memory when thousands of calls are
-		// in flight. bufio grows lines past the buffer as needed.
-		ReadBufferSize:  2 << 10,
-		WriteBufferSize: 2 << 10,
+		// Requests and answers are small. Over HTTP/1.1 every call in
+		// flight holds a connection with its own read and write buffers,
+		// so their size is most of the memory a call costs: 1 KiB holds
+		// a typical request (headers and body) and a 202 answer in one
+		// piece. A longer header line is read across refills, and a
+		// larger body is written past the buffer.
+		ReadBufferSize:  1 << 10,
+		WriteBufferSize: 1 << 10,
+		// Answers are a bodiless 202 or a short JSON error: asking for
+		// gzip would only cost a header map per request.
+		DisableCompression: true,
 	}
 }
 
@@ -176,6 +189,17 @@ type Agent struct {
 	id     TriggerID
 	url    string
 	tokens TokenSource
+	// tmpl is the request every call starts from: the URL is parsed once
+	// and shared (the transport only reads it).
+	tmpl *http.Request
+	// auth caches the Authorization header value of the last token seen,
+	// so a call builds it only when the token changes.
+	auth atomic.Pointer[authHeader]
+}
+
+type authHeader struct {
+	token string
+	value []string
 }
 
 // Agent binds the client to a trigger id and token source.
@@ -186,14 +210,20 @@ func (c *Client) Agent(id TriggerID, tokens TokenSource) (*Agent, error) {
 	if tokens == nil {
 		return nil, fmt.Errorf("%w: no token source", ErrNoToken)
 	}
-	return &Agent{
+	a := &Agent{
 		c:  c,
 		id: id,
 		// The id is validated to [A-Za-z0-9_-], so escaping changes
 		// nothing; it is kept as a second guard on the request path.
 		url:    c.base + "/v1/workspace_agents/" + url.PathEscape(id.String()) + "/trigger",
 		tokens: tokens,
-	}, nil
+	}
+	tmpl, err := http.NewRequest(http.MethodPost, a.url, nil)
+	if err != nil {
+		return nil, fmt.Errorf("agentapi: trigger URL: %w", err)
+	}
+	a.tmpl = tmpl
+	return a, nil
 }
 
 // ID returns the trigger id.
@@ -201,7 +231,7 @@ func (a *Agent) ID() TriggerID { return a.id }
 
 // bodyPool recycles request body buffers; bodies are small and built on
 // every call.
-var bodyPool = sync.Pool{New: func() any { b := make([]byte, 0, 512); return &b }}
+var bodyPool = sync.Pool{New: func() any { b := make([]byte, 0, 256); return &b }}
 
 // Trigger sends one trigger event. It returns the HTTP status code (0 when
 // there was no answer) and nil when the API accepted the event (2xx), or an
@@ -228,24 +258,52 @@ func (a *Agent) Trigger(ctx context.Context, ev Event) (int, error) {
 
 	callCtx, cancel := context.WithTimeout(ctx, a.c.timeout)
 	defer cancel()
-	req, err := http.NewRequestWithContext(callCtx, http.MethodPost, a.url, bytes.NewReader(body))
-	if err != nil {
-		return 0, &Error{TriggerID: a.id, Class: ClassNetwork, Err: err}
-	}
+	req := a.newRequest(callCtx, body)
 	h := req.Header
-	h["Authorization"] = []string{"Bearer " + tok.Reveal()}
-	h["Content-Type"] = []string{"application/json"}
-	h["Accept"] = []string{"application/json"}
-	h["User-Agent"] = []string{a.c.userAgent}
+	h["Authorization"] = a.authorization(tok.Reveal())
+	h["Content-Type"] = headerJSON
+	h["Accept"] = headerJSON
+	h["User-Agent"] = a.c.userAgent
 	if ev.IdempotencyKey != "" {
 		h["Idempotency-Key"] = []string{ev.IdempotencyKey}
 	}
 
-	resp, err := a.c.hc.Do(req)
+	resp, err := a.c.rt.RoundTrip(req)
 	if err != nil {
 		return 0, &Error{TriggerID: a.id, Class: transportClass(ctx, callCtx), Err: scrubURLError(err)}
 	}
+	if resp.Body == nil {
+		// As http.Client does for RoundTrippers that leave it nil.
+		resp.Body = http.NoBody
+	}
 	return resp.StatusCode, a.finish(resp)
+}
+
+// headerJSON is the Content-Type and Accept value. Header value slices are
+// shared by every request: the transport only reads them.
+var headerJSON = []string{"application/json"}
+
+// newRequest is what http.NewRequestWithContext(ctx, POST, a.url,
+// bytes.NewReader(body)) returns, without parsing the URL again.
+func (a *Agent) newRequest(ctx context.Context, body []byte) *http.Request {
+	req := a.tmpl.WithContext(ctx) // a shallow copy
+	req.Header = make(http.Header, 5)
+	req.ContentLength = int64(len(body))
+	req.Body = io.NopCloser(bytes.NewReader(body))
+	req.GetBody = func() (io.ReadCloser, error) {
+		return io.NopCloser(bytes.NewReader(body)), nil
+	}
+	return req
+}
+
+// authorization returns the Authorization header value for token.
+func (a *Agent) authorization(token string) []string {
+	if h := a.auth.Load(); h != nil && h.token == token {
+		return h.value
+	}
+	h := &authHeader{token: token, value: []string{"Bearer " + token}}
+	a.auth.Store(h)
+	return h.value
 }
 
 // finish reads what is worth keeping of the answer and classifies it.
