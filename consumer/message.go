@@ -9,6 +9,7 @@ import (
 	"io"
 	"strconv"
 	"strings"
+	"unicode/utf16"
 	"unicode/utf8"
 
 	"github.com/nats-io/nats.go"
@@ -110,20 +111,22 @@ func (c Contract) Decode(data []byte, h nats.Header) (agentapi.Event, Reason, er
 		if !utf8.Valid(data) {
 			return ev, ReasonInvalidUTF8, errors.New("body is not valid UTF-8")
 		}
-		var b jsonBody
-		if err := decodeStrict(data, &b); err != nil {
-			return ev, ReasonInvalidJSON, err
+		f, ok := decodeFast(data)
+		if !ok {
+			var b jsonBody
+			if err := decodeStrict(data, &b); err != nil {
+				return ev, ReasonInvalidJSON, err
+			}
+			f = b.fields()
 		}
-		if b.Input == nil || *b.Input == "" {
+		if f.input == "" {
 			return ev, ReasonMissingInput, errors.New(`"input" is missing or empty`)
 		}
-		if len(*b.Input) > c.MaxInputBytes {
-			return ev, ReasonInputTooLarge, fmt.Errorf("input is %d bytes, limit %d", len(*b.Input), c.MaxInputBytes)
+		if len(f.input) > c.MaxInputBytes {
+			return ev, ReasonInputTooLarge, fmt.Errorf("input is %d bytes, limit %d", len(f.input), c.MaxInputBytes)
 		}
-		ev.Input = *b.Input
-		if b.ConversationKey != nil {
-			ev.ConversationKey = *b.ConversationKey
-		}
+		ev.Input = f.input
+		ev.ConversationKey = f.conversationKey
 	}
 	if err := agentapi.ValidateConversationKey(ev.ConversationKey); err != nil {
 		return agentapi.Event{}, ReasonInvalidConversationKey, err
@@ -147,6 +150,195 @@ func decodeStrict(data []byte, v any) error {
 		return errors.New("body has data after the JSON object")
 	}
 	return nil
+}
+
+// bodyFields are a decoded body's fields; a missing or null field is "".
+type bodyFields struct{ input, conversationKey string }
+
+func (b jsonBody) fields() bodyFields {
+	var f bodyFields
+	if b.Input != nil {
+		f.input = *b.Input
+	}
+	if b.ConversationKey != nil {
+		f.conversationKey = *b.ConversationKey
+	}
+	return f
+}
+
+// decodeFast decodes the usual body without reflection: one object with
+// "input" and, optionally, "conversation_key", each once, spelt exactly so,
+// with string values, and only JSON whitespace around tokens. It reports
+// ok=false for anything else (other or differently spelt keys, escapes in
+// keys, null or non-string values, repeated keys, syntax errors, surrogate
+// escapes, control characters), and decodeStrict then decides: whenever
+// decodeFast says ok, it has the result decodeStrict would have. data must
+// be valid UTF-8.
+func decodeFast(data []byte) (f bodyFields, ok bool) {
+	var fail bodyFields
+	var seenInput, seenKey bool
+	i := skipWS(data, 0)
+	if i >= len(data) || data[i] != '{' {
+		return fail, false
+	}
+	i = skipWS(data, i+1)
+	for {
+		if i >= len(data) || data[i] != '"' {
+			return fail, false
+		}
+		j := i + 1
+		for j < len(data) && data[j] != '"' && data[j] != '\\' {
+			j++
+		}
+		if j >= len(data) || data[j] != '"' {
+			return fail, false
+		}
+		key := data[i+1 : j]
+		i = skipWS(data, j+1)
+		if i >= len(data) || data[i] != ':' {
+			return fail, false
+		}
+		i = skipWS(data, i+1)
+		v, next, vok := fastString(data, i)
+		if !vok {
+			return fail, false
+		}
+		switch string(key) {
+		case "input":
+			if seenInput {
+				return fail, false
+			}
+			seenInput, f.input = true, v
+		case "conversation_key":
+			if seenKey {
+				return fail, false
+			}
+			seenKey, f.conversationKey = true, v
+		default:
+			return fail, false
+		}
+		i = skipWS(data, next)
+		if i >= len(data) {
+			return fail, false
+		}
+		if data[i] == '}' {
+			break
+		}
+		if data[i] != ',' {
+			return fail, false
+		}
+		i = skipWS(data, i+1)
+	}
+	if skipWS(data, i+1) != len(data) {
+		return fail, false
+	}
+	return f, true
+}
+
+func skipWS(data []byte, i int) int {
+	for i < len(data) {
+		switch data[i] {
+		case ' ', '\t', '\n', '\r':
+			i++
+		default:
+			return i
+		}
+	}
+	return i
+}
+
+// fastString decodes the JSON string starting at data[i] (a '"') as
+// encoding/json would, and returns the index after it. It gives up (ok=false)
+// on what it does not handle: control characters (invalid JSON) and \u
+// escapes of surrogates.
+func fastString(data []byte, i int) (s string, next int, ok bool) {
+	if i >= len(data) || data[i] != '"' {
+		return "", 0, false
+	}
+	i++
+	start := i
+	for i < len(data) {
+		c := data[i]
+		switch {
+		case c == '"':
+			return string(data[start:i]), i + 1, true
+		case c == '\\':
+			return unescapeString(data, start)
+		case c < 0x20:
+			return "", 0, false
+		}
+		i++
+	}
+	return "", 0, false
+}
+
+// unescapeString is fastString's slow half, for strings with escapes.
+func unescapeString(data []byte, start int) (string, int, bool) {
+	out := make([]byte, 0, len(data)-start)
+	for i := start; i < len(data); {
+		c := data[i]
+		switch {
+		case c == '"':
+			return string(out), i + 1, true
+		case c < 0x20:
+			return "", 0, false
+		case c != '\\':
+			out = append(out, c)
+			i++
+			continue
+		}
+		if i+1 >= len(data) {
+			return "", 0, false
+		}
+		switch e := data[i+1]; e {
+		case '"', '\\', '/':
+			out = append(out, e)
+		case 'b':
+			out = append(out, '\b')
+		case 'f':
+			out = append(out, '\f')
+		case 'n':
+			out = append(out, '\n')
+		case 'r':
+			out = append(out, '\r')
+		case 't':
+			out = append(out, '\t')
+		case 'u':
+			if i+6 > len(data) {
+				return "", 0, false
+			}
+			r, hok := hex4(data[i+2 : i+6])
+			if !hok || utf16.IsSurrogate(r) {
+				return "", 0, false
+			}
+			out = utf8.AppendRune(out, r)
+			i += 6
+			continue
+		default:
+			return "", 0, false
+		}
+		i += 2
+	}
+	return "", 0, false
+}
+
+// hex4 parses the four hex digits of a \u escape.
+func hex4(b []byte) (rune, bool) {
+	var r rune
+	for _, c := range b {
+		switch {
+		case '0' <= c && c <= '9':
+			c -= '0'
+		case 'a' <= c && c <= 'f':
+			c -= 'a' - 10
+		case 'A' <= c && c <= 'F':
+			c -= 'A' - 10
+		default:
+			return 0, false
+		}
+		r = r<<4 | rune(c)
+	}
+	return r, true
 }
 
 // HeaderValue returns the first value of header name, matching the name
@@ -196,13 +388,13 @@ func IdempotencyKey(h nats.Header, md *jetstream.MsgMetadata) (string, error) {
 
 // DerivedKey is the idempotency key of a message without a message id:
 // "<stream>:<sequence>:<unix-nanos>". A stream name with characters that a
-// key may not hold is hex-encoded behind an "x" so the key stays valid and
-// distinct.
+// key may not hold is hex-encoded behind "x.", which keeps the key valid and
+// cannot collide with a real name (stream names cannot contain '.').
 func DerivedKey(stream string, seq uint64, unixNano int64) string {
 	name := stream
 	for i := 0; i < len(name); i++ {
 		if !agentapi.IsIdempotencyKeyByte(name[i]) || name[i] == '.' {
-			name = "x" + hex.EncodeToString([]byte(stream))
+			name = "x." + hex.EncodeToString([]byte(stream))
 			break
 		}
 	}
