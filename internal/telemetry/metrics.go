@@ -6,6 +6,7 @@ package telemetry
 
 import (
 	"strconv"
+	"sync"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -222,6 +223,28 @@ type RouteMetrics struct {
 	waiting        prometheus.Gauge
 	paused         prometheus.Gauge
 	pullErrors     prometheus.Counter
+
+	// Children of the vectors with more labels than the route, bound on
+	// first use: a label lookup hashes every value and takes the vector's
+	// lock, on every message.
+	finishedBy labelCache[finishedKey]
+	requestsBy labelCache[string]
+	deadBy     labelCache[string]
+	settleBy   labelCache[string]
+}
+
+type finishedKey struct{ outcome, class string }
+
+// labelCache maps label values to a bound counter. The label sets are small
+// and fixed (outcomes, classes, status codes, reasons, operations).
+type labelCache[K comparable] struct{ m sync.Map }
+
+func (c *labelCache[K]) get(k K, bind func() prometheus.Counter) prometheus.Counter {
+	if v, ok := c.m.Load(k); ok {
+		return v.(prometheus.Counter)
+	}
+	v, _ := c.m.LoadOrStore(k, bind())
+	return v.(prometheus.Counter)
 }
 
 func outcomeIndex(outcome string) int {
@@ -251,13 +274,15 @@ func (r *RouteMetrics) Trigger(status int, noAnswer string, seconds float64) {
 	if status != 0 {
 		code = statusText(status)
 	}
-	r.m.requests.WithLabelValues(r.name, code).Inc()
+	r.requestsBy.get(code, func() prometheus.Counter { return r.m.requests.WithLabelValues(r.name, code) }).Inc()
 	r.triggerSeconds.Observe(seconds)
 }
 
 // Finished records a settled message.
 func (r *RouteMetrics) Finished(outcome, class string, attempt int, seconds float64) {
-	r.m.finished.WithLabelValues(r.name, outcome, class).Inc()
+	r.finishedBy.get(finishedKey{outcome, class}, func() prometheus.Counter {
+		return r.m.finished.WithLabelValues(r.name, outcome, class)
+	}).Inc()
 	i := outcomeIndex(outcome)
 	r.processSeconds[i].Observe(seconds)
 	r.attempts[i].Observe(float64(attempt))
@@ -265,14 +290,16 @@ func (r *RouteMetrics) Finished(outcome, class string, attempt int, seconds floa
 
 // DeadLettered counts a stored dead letter.
 func (r *RouteMetrics) DeadLettered(reason string) {
-	r.m.deadLetters.WithLabelValues(r.name, reason).Inc()
+	r.deadBy.get(reason, func() prometheus.Counter { return r.m.deadLetters.WithLabelValues(r.name, reason) }).Inc()
 }
 
 // DeadLetterFailed counts a dead-letter publish that was not acknowledged.
 func (r *RouteMetrics) DeadLetterFailed() { r.dlFails.Inc() }
 
 // SettleFailed counts a failed ack, nak, term or in_progress.
-func (r *RouteMetrics) SettleFailed(op string) { r.m.settleFails.WithLabelValues(r.name, op).Inc() }
+func (r *RouteMetrics) SettleFailed(op string) {
+	r.settleBy.get(op, func() prometheus.Counter { return r.m.settleFails.WithLabelValues(r.name, op) }).Inc()
+}
 
 // PullFailed counts a pull request that ended in an error.
 func (r *RouteMetrics) PullFailed() { r.pullErrors.Inc() }
