@@ -45,7 +45,17 @@ type runner struct {
 	draining    atomic.Bool
 	callCtx     context.Context // canceled when the drain grace runs out
 	cancelCalls context.CancelFunc
+
+	// idle hands a message to a handler goroutine waiting for work; see
+	// dispatch. quit, closed when the drain is over, sends them away.
+	idle     chan jetstream.Msg
+	quit     chan struct{}
+	quitOnce sync.Once
 }
+
+// handlerIdle is how long a handler goroutine waits for another message
+// before it exits.
+const handlerIdle = time.Second
 
 func newRunner(r *Relay, rt Route) *runner {
 	rn := &runner{
@@ -56,6 +66,8 @@ func newRunner(r *Relay, rt Route) *runner {
 		log:     r.log.With("route", rt.Name, "stream", rt.Stream, "trigger_id", rt.Agent.ID().String()),
 		m:       r.opts.Metrics.Route(rt.Name),
 		wake:    make(chan struct{}, 1),
+		idle:    make(chan jetstream.Msg),
+		quit:    make(chan struct{}),
 	}
 	rn.callCtx, rn.cancelCalls = context.WithCancel(context.Background())
 	rn.br = newBreaker(rt.Name, rt.Breaker, rn.breakerChanged)
@@ -244,7 +256,7 @@ func (rn *runner) receive(batch jetstream.MessageBatch, n int) {
 			rn.done()
 			continue
 		}
-		go rn.handle(msg)
+		rn.dispatch(msg)
 	}
 	rn.arrivedOrReleased(0, n-got, true)
 	err := batch.Error()
@@ -324,6 +336,7 @@ func (rn *runner) flushHandBack() {
 // canceled and their messages are handed back at once) and waits for that
 // and for the last pulls to expire.
 func (rn *runner) drain(deadline time.Time) {
+	defer rn.quitOnce.Do(func() { close(rn.quit) }) // idle handler goroutines exit
 	defer rn.flushHandBack()
 	defer rn.cancelCalls()
 	if rn.waitIdle(deadline) {
@@ -386,6 +399,37 @@ func (rn *runner) readLag() {
 		rn.log.Debug("reading consumer info", "err", err)
 	default:
 		rn.m.ConsumerState(info.NumPending, info.NumAckPending, info.NumRedelivered, info.NumWaiting, info.Paused)
+	}
+}
+
+// dispatch hands msg to an idle handler goroutine, or starts one.
+//
+// Handler goroutines are reused rather than started per message: a call
+// goes deep into net/http, so a new goroutine's stack grows (and is copied)
+// two or three times on every message; a reused one has grown already.
+func (rn *runner) dispatch(msg jetstream.Msg) {
+	select {
+	case rn.idle <- msg:
+	default:
+		go rn.handleLoop(msg)
+	}
+}
+
+// handleLoop handles msg, then further messages from dispatch, until none
+// comes for handlerIdle or the drain is over.
+func (rn *runner) handleLoop(msg jetstream.Msg) {
+	t := time.NewTimer(handlerIdle)
+	defer t.Stop()
+	for {
+		rn.handle(msg)
+		t.Reset(handlerIdle)
+		select {
+		case msg = <-rn.idle:
+		case <-t.C:
+			return
+		case <-rn.quit:
+			return
+		}
 	}
 }
 
