@@ -42,3 +42,4 @@ tidy-check:
 CHAOSFLAGS ?=
 chaos:
 	AGENTRELAY_CHAOS=1 $(GO) test $(CHAOSFLAGS) -count=1 -timeout 60m -run '^TestChaos$$' -v ./internal/faultsuite/
+-include internal/bench/bench.mk
