@@ -224,6 +224,11 @@ func (r *Relay) Run(ctx context.Context) error {
 	if err := r.Setup(ctx); err != nil {
 		return err
 	}
+	for _, rn := range r.runners {
+		if err := rn.p.start(); err != nil {
+			return fmt.Errorf("route %q: subscribing for pulls: %w", rn.route.Name, err)
+		}
+	}
 	stop := make(chan struct{})
 	var loops sync.WaitGroup
 	for _, rn := range r.runners {

@@ -38,9 +38,9 @@ type runner struct {
 	mu        sync.Mutex
 	active    int // messages being handled
 	requested int // messages asked for by outstanding pulls and not yet arrived
-	fetching  int // outstanding pulls
 	handBack  []jetstream.Msg
 	wake      chan struct{}
+	p         *puller
 
 	draining    atomic.Bool
 	callCtx     context.Context // canceled when the drain grace runs out
@@ -71,6 +71,7 @@ func newRunner(r *Relay, rt Route) *runner {
 	}
 	rn.callCtx, rn.cancelCalls = context.WithCancel(context.Background())
 	rn.br = newBreaker(rt.Name, rt.Breaker, rn.breakerChanged)
+	rn.p = newPuller(rn)
 	rn.m.SetInFlightLimit(rn.limit)
 	return rn
 }
@@ -137,14 +138,18 @@ func (rn *runner) signal() {
 	}
 }
 
-// pull keeps the route's in-flight slots filled until stop is closed.
+// pull keeps the route's in-flight slots filled until stop is closed. It
+// wakes when a slot frees, when the breaker changes state, when a wait is
+// over, and every heartbeat interval to check the outstanding requests.
 func (rn *runner) pull(stop <-chan struct{}) {
 	errDelay := 100 * time.Millisecond
+	tick := time.NewTicker(rn.relay.opts.PullHeartbeat)
+	defer tick.Stop()
 	for {
 		n, wait := rn.reserve(time.Now())
 		if n > 0 {
-			if err := rn.fetch(n); err != nil {
-				rn.arrivedOrReleased(0, n, true)
+			if err := rn.p.request(n); err != nil {
+				rn.release(n)
 				rn.m.PullFailed()
 				rn.log.Debug("pull request failed", "err", err)
 				if !sleep(stop, errDelay) {
@@ -167,6 +172,8 @@ func (rn *runner) pull(stop <-chan struct{}) {
 		case <-rn.wake:
 		case <-rn.br.changed:
 		case <-timeout:
+		case now := <-tick.C:
+			rn.p.check(now)
 		}
 		if timer != nil {
 			timer.Stop()
@@ -200,6 +207,9 @@ func (rn *runner) reserve(now time.Time) (n int, wait time.Duration) {
 	if rn.draining.Load() {
 		return 0, 0
 	}
+	if w := rn.p.waitBeforePull(now); w > 0 {
+		return 0, w
+	}
 	var free int
 	switch state {
 	case BreakerOpen:
@@ -218,75 +228,38 @@ func (rn *runner) reserve(now time.Time) (n int, wait time.Duration) {
 		return 0, 0
 	}
 	rn.requested += free
-	rn.fetching++
 	return free, 0
 }
 
-// fetch sends one pull request for n messages and hands what arrives to
-// handlers.
-//
-// A pull is never canceled, only left to expire: canceling a pull while the
-// server is delivering makes nats.go drop what is already on its way, and
-// those messages then sit unacknowledged until AckWait. That is why a drain
-// waits up to PullExpiry for outstanding pulls, and why the expiry is short.
-func (rn *runner) fetch(n int) error {
-	cp := rn.cons.Load()
-	if cp == nil {
-		return errors.New("consumer not bound")
-	}
-	batch, err := (*cp).Fetch(n,
-		jetstream.FetchMaxWait(rn.relay.opts.PullExpiry),
-		jetstream.FetchHeartbeat(rn.relay.opts.PullHeartbeat))
-	if err != nil {
-		return err
-	}
-	go rn.receive(batch, n)
-	return nil
-}
-
-func (rn *runner) receive(batch jetstream.MessageBatch, n int) {
-	got := 0
-	for msg := range batch.Messages() {
-		got++
-		rn.arrivedOrReleased(1, 0, false)
-		if rn.draining.Load() {
-			rn.m.Received()
-			rn.m.Finished(telemetry.OutcomeRetried, string(agentapi.ClassCanceled), 0, 0)
-			rn.giveBack(msg)
-			rn.done()
-			continue
-		}
-		rn.dispatch(msg)
-	}
-	rn.arrivedOrReleased(0, n-got, true)
-	err := batch.Error()
-	switch {
-	case err == nil, errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
-	case errors.Is(err, jetstream.ErrConsumerDeleted), errors.Is(err, jetstream.ErrConsumerNotFound):
-		rn.m.PullFailed()
-		rn.rebind()
-	default:
-		// Missing heartbeats (a lost pull or a disconnect), leadership
-		// changes: the pull is replaced at once; reconnects are logged
-		// by the connection.
-		rn.m.PullFailed()
-		rn.log.Debug("pull ended with an error; replacing it", "err", err)
-	}
-}
-
-// arrivedOrReleased moves arrived messages from requested to active, or
-// releases requested slots that a finished pull did not fill.
-func (rn *runner) arrivedOrReleased(arrived, released int, pullDone bool) {
+// delivered takes a message the puller received: its slot moves from
+// requested to active and it goes to a handler, or, during a drain, it is
+// held to be handed back.
+func (rn *runner) delivered(p *puller, msg *pulledMsg) {
 	rn.mu.Lock()
-	rn.requested -= arrived + released
-	rn.active += arrived
-	if pullDone {
-		rn.fetching--
+	p.lastSeen = time.Now()
+	rn.requested = max(rn.requested-1, 0)
+	draining := rn.draining.Load()
+	if draining {
+		rn.handBack = append(rn.handBack, msg)
+	} else {
+		rn.active++
 	}
 	rn.mu.Unlock()
-	if arrived > 0 {
-		rn.m.InFlight(arrived)
+	if draining {
+		rn.m.Received()
+		rn.m.Finished(telemetry.OutcomeRetried, string(agentapi.ClassCanceled), 0, 0)
+		rn.signal()
+		return
 	}
+	rn.m.InFlight(1)
+	rn.dispatch(msg)
+}
+
+// release gives back requested slots a pull request did not fill.
+func (rn *runner) release(n int) {
+	rn.mu.Lock()
+	rn.requested = max(rn.requested-n, 0)
+	rn.mu.Unlock()
 	rn.signal()
 }
 
@@ -331,39 +304,44 @@ func (rn *runner) flushHandBack() {
 	}
 }
 
-// drain waits until no message is in flight and no pull is outstanding, or
-// until deadline; then it cancels the calls still running (they end as
-// canceled and their messages are handed back at once) and waits for that
-// and for the last pulls to expire.
+// drain waits until no message is in flight and no pull request can still
+// deliver, or until deadline; then it cancels the calls still running (they
+// end as canceled and their messages are handed back at once) and waits for
+// that and for the last requests to expire. Then it closes the
+// subscription, hands back what arrived meanwhile, and lets the idle
+// handler goroutines go.
 func (rn *runner) drain(deadline time.Time) {
-	defer rn.quitOnce.Do(func() { close(rn.quit) }) // idle handler goroutines exit
-	defer rn.flushHandBack()
-	defer rn.cancelCalls()
-	if rn.waitIdle(deadline) {
-		return
+	if !rn.waitIdle(deadline) {
+		rn.mu.Lock()
+		left := rn.active
+		rn.mu.Unlock()
+		rn.log.Warn("drain grace period over: canceling in-flight calls and handing their messages back", "in_flight", left)
+		rn.cancelCalls()
+		if !rn.waitIdle(time.Now().Add(rn.relay.opts.PullExpiry + 5*time.Second)) {
+			rn.log.Error("messages still in flight after cancel; JetStream redelivers them after AckWait")
+		}
 	}
-	rn.mu.Lock()
-	left := rn.active
-	rn.mu.Unlock()
-	rn.log.Warn("drain grace period over: canceling in-flight calls and handing their messages back", "in_flight", left)
 	rn.cancelCalls()
-	if !rn.waitIdle(time.Now().Add(rn.relay.opts.PullExpiry + 5*time.Second)) {
-		rn.log.Error("messages still in flight after cancel; JetStream redelivers them after AckWait")
-	}
+	rn.p.stop(2 * time.Second)
+	rn.flushHandBack()
+	rn.quitOnce.Do(func() { close(rn.quit) })
 }
 
 func (rn *runner) waitIdle(deadline time.Time) bool {
 	t := time.NewTimer(time.Until(deadline))
 	defer t.Stop()
+	tick := time.NewTicker(100 * time.Millisecond) // requests end by expiry too, silently
+	defer tick.Stop()
 	for {
 		rn.mu.Lock()
-		idle := rn.active == 0 && rn.fetching == 0
+		idle := rn.active == 0 && !rn.p.outstanding(time.Now())
 		rn.mu.Unlock()
 		if idle {
 			return true
 		}
 		select {
 		case <-rn.wake:
+		case <-tick.C:
 		case <-t.C:
 			return false
 		}

@@ -184,7 +184,7 @@ func (s *readiness) notReady() string {
 		why = append(why, "not connected to NATS")
 	}
 	if !s.r.Ready() {
-		why = append(why, "relay not running (draining)")
+		why = append(why, "relay not running (starting or draining)")
 	}
 	return strings.Join(why, "; ")
 }

@@ -128,9 +128,10 @@ func TestLiveBeforeNATSReadyAfterSetUp(t *testing.T) {
 	case <-time.After(40 * time.Second):
 		t.Fatal("set-up never succeeded after the stream appeared")
 	}
-	if code, body := probe(base + "/readyz"); code != 200 {
-		t.Errorf("/readyz after set-up = %d %q", code, body)
-	}
+	testenv.Eventually(t, 5*time.Second, "/readyz 200 once relaying", func() bool {
+		code, _ := probe(base + "/readyz")
+		return code == 200
+	})
 	r.stop(t)
 }
 
