@@ -370,3 +370,39 @@ func TestSetupCreatesAndUpdatesTheConsumer(t *testing.T) {
 		}
 	}
 }
+
+// Every labelled counter a route can touch exists at zero from the start:
+// an alert on increase() cannot see a series appear, so without this the
+// first dead letter of a reason would never fire it.
+func TestCountersExistAtZeroBeforeTheFirstEvent(t *testing.T) {
+	h := newHarness(t)
+	run := h.start(h.route("z", "events.z.>", h.agent("agtch_z")))
+	mfs, err := run.reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	series := map[string]map[string]bool{}
+	for _, mf := range mfs {
+		for _, m := range mf.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if series[mf.GetName()] == nil {
+					series[mf.GetName()] = map[string]bool{}
+				}
+				series[mf.GetName()][l.GetName()+"="+l.GetValue()] = true
+			}
+		}
+	}
+	for name, labels := range map[string][]string{
+		"agentrelay_dead_letters_total":                {"reason=forbidden", "reason=max_attempts", "reason=invalid_json", "route=z"},
+		"agentrelay_messages_finished_total":           {"outcome=acked", "outcome=retried", "outcome=dead_lettered", "class=server_error", "class=circuit_open"},
+		"agentrelay_trigger_requests_total":            {"code=202", "code=503", "code=timeout"},
+		"agentrelay_settle_failures_total":             {"op=ack", "op=term"},
+		"agentrelay_circuit_breaker_transitions_total": {"from=closed", "to=open", "to=half-open"},
+	} {
+		for _, l := range labels {
+			if !series[name][l] {
+				t.Errorf("%s has no series with %s before any event", name, l)
+			}
+		}
+	}
+}

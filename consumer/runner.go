@@ -73,6 +73,7 @@ func newRunner(r *Relay, rt Route) *runner {
 	rn.br = newBreaker(rt.Name, rt.Breaker, rn.breakerChanged)
 	rn.p = newPuller(rn)
 	rn.m.SetInFlightLimit(rn.limit)
+	rn.m.Prime(knownLabels())
 	return rn
 }
 

@@ -311,6 +311,39 @@ const (
 	BreakerOpen     = 2
 )
 
+// Known lists the label values a route's counters can take, so that Prime
+// can create them at zero.
+type Known struct {
+	Finished    [][2]string // outcome, class
+	Reasons     []string
+	Codes       []string
+	SettleOps   []string
+	Transitions [][2]string // from, to
+}
+
+// Prime creates every known labelled counter of the route at zero.
+// Prometheus only exports a labelled series once it has been touched, and
+// increase() cannot see a series go from absent to 1: without this the
+// first dead letter of a reason (or the first breaker opening) would never
+// fire an alert built on increase() or rate().
+func (r *RouteMetrics) Prime(k Known) {
+	for _, f := range k.Finished {
+		r.finishedBy.get(finishedKey{f[0], f[1]}, func() prometheus.Counter { return r.m.finished.WithLabelValues(r.name, f[0], f[1]) })
+	}
+	for _, reason := range k.Reasons {
+		r.deadBy.get(reason, func() prometheus.Counter { return r.m.deadLetters.WithLabelValues(r.name, reason) })
+	}
+	for _, code := range k.Codes {
+		r.requestsBy.get(code, func() prometheus.Counter { return r.m.requests.WithLabelValues(r.name, code) })
+	}
+	for _, op := range k.SettleOps {
+		r.settleBy.get(op, func() prometheus.Counter { return r.m.settleFails.WithLabelValues(r.name, op) })
+	}
+	for _, t := range k.Transitions {
+		r.m.breakerChanges.WithLabelValues(r.name, t[0], t[1])
+	}
+}
+
 // BreakerChanged records a circuit breaker transition.
 func (r *RouteMetrics) BreakerChanged(from, to string, toValue int) {
 	r.breakerState.Set(float64(toValue))

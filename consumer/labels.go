@@ -1,0 +1,42 @@
+package consumer
+
+import (
+	"github.com/agentrelay/agentrelay/agentapi"
+	"github.com/agentrelay/agentrelay/internal/telemetry"
+)
+
+// knownLabels are the label values a route's counters can take, created at
+// zero when the route starts so that alerts on increase() see the first
+// event of each. They follow Decide: what each class can end in.
+func knownLabels() telemetry.Known {
+	retryable := []agentapi.Class{
+		agentapi.ClassUnauthorized, agentapi.ClassConflict, agentapi.ClassRateLimited,
+		agentapi.ClassServerError, agentapi.ClassTimeout, agentapi.ClassNetwork, agentapi.ClassUnexpected,
+	}
+	k := telemetry.Known{
+		Finished: [][2]string{{telemetry.OutcomeAcked, string(agentapi.ClassAccepted)}},
+		Reasons: []string{
+			string(ReasonInvalidJSON), string(ReasonMissingInput), string(ReasonInputTooLarge), string(ReasonInvalidUTF8),
+			string(ReasonInvalidIdempotencyKey), string(ReasonInvalidConversationKey), string(ReasonBadRequest),
+			string(ReasonForbidden), string(ReasonNotFound), string(ReasonRejected), string(ReasonMaxAttempts),
+		},
+		Codes:     []string{"202", "400", "401", "403", "404", "409", "429", "500", "502", "503", "504", string(agentapi.ClassTimeout), string(agentapi.ClassNetwork)},
+		SettleOps: []string{"ack", "nak", "term", "in_progress"},
+		Transitions: [][2]string{
+			{BreakerClosed.String(), BreakerOpen.String()}, {BreakerOpen.String(), BreakerHalfOpen.String()},
+			{BreakerHalfOpen.String(), BreakerClosed.String()}, {BreakerHalfOpen.String(), BreakerOpen.String()},
+		},
+	}
+	for _, c := range retryable {
+		k.Finished = append(k.Finished,
+			[2]string{telemetry.OutcomeRetried, string(c)},
+			[2]string{telemetry.OutcomeDeadLettered, string(c)})
+	}
+	for _, c := range []agentapi.Class{ClassCircuitOpen, agentapi.ClassCanceled} {
+		k.Finished = append(k.Finished, [2]string{telemetry.OutcomeRetried, string(c)})
+	}
+	for _, c := range []agentapi.Class{ClassPoison, agentapi.ClassBadRequest, agentapi.ClassForbidden, agentapi.ClassNotFound, agentapi.ClassClientError} {
+		k.Finished = append(k.Finished, [2]string{telemetry.OutcomeDeadLettered, string(c)})
+	}
+	return k
+}
