@@ -493,3 +493,27 @@ func get(t *testing.T, url string) int {
 	resp.Body.Close()
 	return resp.StatusCode
 }
+
+// Replaying letters whose cause is not fixed yet dead-letters them anew;
+// the replay still ends after one pass over what was there when it started
+// (it used to reach the new letters and go round for ever).
+func TestReplayOfStillFailingLettersEnds(t *testing.T) {
+	s := newStack(t)
+	s.startWorker()
+	const n = 300 // more than one scan batch
+	for i := range n {
+		s.publish("work.locked.x", fmt.Sprintf(`{"input":"%d"}`, i), fmt.Sprintf("sf-%d", i))
+	}
+	s.settled("locked")
+	code, out, errOut := s.cli("", "dlq", "replay", "--rate", "2000")
+	if code != 0 || !strings.Contains(out, fmt.Sprintf("replayed %d dead letters", n)) {
+		t.Fatalf("replay: %d\n%s%s", code, out, errOut)
+	}
+	s.settled("locked")
+	if got := s.dlqCount(); got != n {
+		t.Errorf("%d dead letters after the replay, want the same %d back", got, n)
+	}
+	if calls := s.emu.Stats().ByStatus[403]; calls != 2*n {
+		t.Errorf("%d calls answered 403, want %d (each event twice: once, and once replayed)", calls, 2*n)
+	}
+}

@@ -313,6 +313,10 @@ Fix the cause first (permissions, trigger id, the agent), then replay; use
 }
 
 func replay(ctx context.Context, e *env, s *dlq.Store, filter dlq.Filter, dryRun, newKey bool, perSecond float64) error {
+	filter, err := s.Bounded(ctx, filter)
+	if err != nil {
+		return err
+	}
 	total, err := s.Matching(ctx, filter)
 	if err != nil {
 		return err
@@ -397,6 +401,11 @@ func newDLQPurgeCmd(e *env, g *globalFlags) *cobra.Command {
 				return err
 			}
 			defer t.Close()
+			// Only what exists now, before the question: letters that
+			// arrive while the operator reads it are not theirs to delete.
+			if filter, err = s.Bounded(cmd.Context(), filter); err != nil {
+				return err
+			}
 			total, err := s.Matching(cmd.Context(), filter)
 			if err != nil {
 				return err

@@ -90,6 +90,12 @@ type Filter struct {
 	Until   time.Time // stored before
 	Seqs    []uint64  // only these sequences
 	Limit   int       // at most this many (0: no limit)
+	// MaxSeq, when set, ends the scan at this sequence. Replay and purge
+	// set it to the stream's last sequence when they start: a replayed
+	// event that fails again is dead-lettered anew, and without the bound
+	// the scan would reach the new letter and replay it again, for ever
+	// (and purge would delete letters nobody has seen).
+	MaxSeq uint64
 }
 
 // Match reports whether l passes the filter (Limit aside).
@@ -106,6 +112,9 @@ func (f Filter) Match(l Letter) bool {
 	case !f.Since.IsZero() && l.Stored.Before(f.Since):
 		return false
 	case !f.Until.IsZero() && !l.Stored.Before(f.Until):
+		return false
+	}
+	if f.MaxSeq > 0 && l.Seq > f.MaxSeq {
 		return false
 	}
 	if len(f.Seqs) > 0 {
@@ -156,6 +165,18 @@ func Open(ctx context.Context, js jetstream.JetStream, cfg consumer.DeadLetterCo
 // Name is the stream's name.
 func (s *Store) Name() string { return s.cfg.Stream }
 
+// Bounded returns f ending at the stream's current last sequence, so that a
+// scan that writes to the stream (replay, purge) only sees what was there
+// when it started.
+func (s *Store) Bounded(ctx context.Context, f Filter) (Filter, error) {
+	info, err := s.stream.Info(ctx)
+	if err != nil {
+		return f, err
+	}
+	f.MaxSeq = max(info.State.LastSeq, 1)
+	return f, nil
+}
+
 // Info returns the stream's current info.
 func (s *Store) Info(ctx context.Context) (*jetstream.StreamInfo, error) { return s.stream.Info(ctx) }
 
@@ -196,6 +217,9 @@ func (s *Store) Scan(ctx context.Context, f Filter, headersOnly bool, fn func(Le
 				return err
 			}
 			if !f.Until.IsZero() && !md.Timestamp.Before(f.Until) {
+				return nil
+			}
+			if f.MaxSeq > 0 && md.Sequence.Stream > f.MaxSeq {
 				return nil
 			}
 			var data []byte
