@@ -254,3 +254,21 @@ func TestSetupRetriesAJetStreamRequestWhoseAnswerWasLost(t *testing.T) {
 		t.Fatal("the proxy lost no answer: the test proves nothing")
 	}
 }
+
+// A producer's message with an empty body and a header named Status (what
+// server status messages look like) is still a message: it is handled and
+// dead-lettered, not mistaken for a status and left unsettled for ever.
+func TestAnEmptyMessageWithAStatusHeaderIsStillAMessage(t *testing.T) {
+	h := newHarness(t)
+	r := h.route("st", "events.st.>", h.agent("agtch_st"))
+	r.AckWait = 3 * time.Second
+	h.start(r)
+	h.publish("events.st.1", "", nats.Header{"Status": {"409"}, "Description": {"Leadership Change"}}, "status-1")
+	h.waitSettled(10*time.Second, "st")
+	if dl := h.deadLetterBy("status-1"); dl == nil || dl.Header.Get(consumer.HeaderReason) != string(consumer.ReasonInvalidJSON) {
+		t.Errorf("dead letter: %v", dl)
+	}
+	if d := h.consumerInfo("agentrelay-st").Delivered.Consumer; d != 1 {
+		t.Errorf("%d deliveries, want 1", d)
+	}
+}

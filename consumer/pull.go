@@ -150,14 +150,23 @@ func (p *puller) request(n int) error {
 // onMsg handles everything the subscription receives, on its own
 // goroutine: deliveries go to handlers without blocking, statuses settle
 // the accounting.
+//
+// A delivery is told from a status by its reply subject: every delivery
+// has a $JS.ACK reply to acknowledge it on, a status has none. (Going by
+// an empty body and a Status header, as nats.go does, would take a
+// producer's empty message that happens to carry a Status header for a
+// status: it would never be handed to a handler, never settled, and be
+// redelivered every AckWait for ever.)
 func (p *puller) onMsg(m *nats.Msg) {
-	if len(m.Data) == 0 && len(m.Header) > 0 {
-		if code := m.Header.Get("Status"); code != "" {
-			p.onStatus(m, code)
-			return
-		}
+	if strings.HasPrefix(m.Reply, "$JS.ACK.") {
+		p.rn.delivered(p, &pulledMsg{msg: m, nc: p.nc})
+		return
 	}
-	p.rn.delivered(p, &pulledMsg{msg: m, nc: p.nc})
+	if code := m.Header.Get("Status"); code != "" {
+		p.onStatus(m, code)
+		return
+	}
+	p.rn.log.Warn("ignored a message on the pull subscription that is neither a delivery nor a status", "subject", m.Subject)
 }
 
 // onStatus handles a status message of a pull request.
@@ -174,10 +183,16 @@ func (p *puller) onStatus(m *nats.Msg, code string) {
 	reset := false
 	switch {
 	case code == "100": // idle heartbeat: the request is alive
+		p.retryDelay = 0
 	case code == "408", code == "409" && (strings.Contains(desc, "batch completed") || strings.Contains(desc, "exceeds maxbytes")):
-		// Ended, with the unfilled rest in a header.
-		release = pendingMessages(m)
-		delete(p.open, token)
+		// Ended, with the unfilled rest in a header. A request from
+		// before a reset is no longer counted in requested: releasing
+		// its rest would undercount the new requests.
+		if known {
+			release = pendingMessages(m)
+			delete(p.open, token)
+			p.retryDelay = 0
+		}
 	case code == "409" && (strings.Contains(desc, "leadership change") || strings.Contains(desc, "consumer deleted")):
 		reset = true
 	default:
@@ -263,12 +278,14 @@ func (p *puller) resetLocked() {
 	clear(p.open)
 }
 
-// waitBeforePull reports how long pulls must wait after a refusal.
+// waitBeforePull reports how long pulls must wait after a refusal. The
+// backoff itself only resets on evidence that requests are being served (a
+// delivery, a heartbeat, a request ending normally), so a server that keeps
+// refusing is asked less and less often, up to every 5 s.
 func (p *puller) waitBeforePull(now time.Time) time.Duration {
 	if now.Before(p.retryAt) {
 		return p.retryAt.Sub(now)
 	}
-	p.retryDelay = 0
 	return 0
 }
 

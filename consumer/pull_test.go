@@ -159,3 +159,20 @@ func TestRefusedRequestsBackOffAndTheConsumerIsRecreated(t *testing.T) {
 	s.n.Publish(t, &nats.Msg{Subject: "p.x", Data: []byte(`{"input":"after"}`)}, jetstream.WithMsgID("after-1"))
 	testenv.Eventually(t, 15*time.Second, "delivered after re-creation", func() bool { return s.emu.LedgerLen() == 1 })
 }
+
+// While the server keeps refusing pull requests (here the stream is gone,
+// so nothing answers the pull subject), the relay asks less and less often
+// instead of about ten times a second.
+func TestPersistentRefusalsBackOffExponentially(t *testing.T) {
+	s := startPullSetup(t, 4, 10*time.Second)
+	testenv.Eventually(t, 5*time.Second, "a request outstanding", func() bool { return s.pullCount() >= 1 })
+	if err := s.n.JS.DeleteStream(context.Background(), "P"); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(time.Second)
+	before := s.pullCount()
+	time.Sleep(5 * time.Second)
+	if n := s.pullCount() - before; n > 8 {
+		t.Errorf("%d pull requests in 5s while every one is refused: the backoff does not grow", n)
+	}
+}

@@ -224,8 +224,11 @@ func (r *Relay) Run(ctx context.Context) error {
 	if err := r.Setup(ctx); err != nil {
 		return err
 	}
-	for _, rn := range r.runners {
+	for i, rn := range r.runners {
 		if err := rn.p.start(); err != nil {
+			for _, started := range r.runners[:i] {
+				started.p.stop(time.Second)
+			}
 			return fmt.Errorf("route %q: subscribing for pulls: %w", rn.route.Name, err)
 		}
 	}

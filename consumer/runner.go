@@ -35,12 +35,13 @@ type runner struct {
 	cons      atomic.Pointer[jetstream.Consumer]
 	rebinding atomic.Bool
 
-	mu        sync.Mutex
-	active    int // messages being handled
-	requested int // messages asked for by outstanding pulls and not yet arrived
-	handBack  []jetstream.Msg
-	wake      chan struct{}
-	p         *puller
+	mu         sync.Mutex
+	active     int // messages being handled
+	requested  int // messages asked for by outstanding pulls and not yet arrived
+	handBack   []jetstream.Msg
+	handedBack bool // the drain has flushed handBack
+	wake       chan struct{}
+	p          *puller
 
 	draining    atomic.Bool
 	callCtx     context.Context // canceled when the drain grace runs out
@@ -238,17 +239,17 @@ func (rn *runner) reserve(now time.Time) (n int, wait time.Duration) {
 func (rn *runner) delivered(p *puller, msg *pulledMsg) {
 	rn.mu.Lock()
 	p.lastSeen = time.Now()
+	p.retryDelay = 0
 	rn.requested = max(rn.requested-1, 0)
 	draining := rn.draining.Load()
-	if draining {
-		rn.handBack = append(rn.handBack, msg)
-	} else {
+	if !draining {
 		rn.active++
 	}
 	rn.mu.Unlock()
 	if draining {
 		rn.m.Received()
 		rn.m.Finished(telemetry.OutcomeRetried, string(agentapi.ClassCanceled), 0, 0)
+		rn.giveBack(msg)
 		rn.signal()
 		return
 	}
@@ -280,20 +281,29 @@ func (rn *runner) done() {
 func (rn *runner) giveBack(msg jetstream.Msg) {
 	if rn.draining.Load() {
 		rn.mu.Lock()
-		rn.handBack = append(rn.handBack, msg)
+		held := !rn.handedBack
+		if held {
+			rn.handBack = append(rn.handBack, msg)
+		}
 		rn.mu.Unlock()
-		return
+		if held {
+			return
+		}
+		// The drain is over (a call that outlived it, a straggling
+		// delivery): no pull of ours is left to loop into.
 	}
 	if err := msg.Nak(); err != nil {
 		rn.m.SettleFailed("nak")
 	}
 }
 
-// flushHandBack naks the messages held back during a drain.
+// flushHandBack naks the messages held back during a drain; later ones are
+// naked at once.
 func (rn *runner) flushHandBack() {
 	rn.mu.Lock()
 	msgs := rn.handBack
 	rn.handBack = nil
+	rn.handedBack = true
 	rn.mu.Unlock()
 	for _, m := range msgs {
 		if err := m.Nak(); err != nil {
@@ -351,10 +361,13 @@ func (rn *runner) waitIdle(deadline time.Time) bool {
 
 // watchLag reads the consumer's info into metrics until stop is closed.
 func (rn *runner) watchLag(stop <-chan struct{}) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() { <-stop; cancel() }() // a drain does not wait for an info request
 	t := time.NewTicker(rn.relay.opts.LagInterval)
 	defer t.Stop()
 	for {
-		rn.readLag()
+		rn.readLag(ctx)
 		select {
 		case <-stop:
 			return
@@ -363,19 +376,21 @@ func (rn *runner) watchLag(stop <-chan struct{}) {
 	}
 }
 
-func (rn *runner) readLag() {
+func (rn *runner) readLag(parent context.Context) {
 	cp := rn.cons.Load()
 	if cp == nil {
 		return
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	ctx, cancel := context.WithTimeout(parent, 5*time.Second)
 	defer cancel()
 	info, err := (*cp).Info(ctx)
 	switch {
 	case errors.Is(err, jetstream.ErrConsumerNotFound):
 		rn.rebind()
 	case err != nil:
-		rn.log.Debug("reading consumer info", "err", err)
+		if parent.Err() == nil {
+			rn.log.Debug("reading consumer info", "err", err)
+		}
 	default:
 		rn.m.ConsumerState(info.NumPending, info.NumAckPending, info.NumRedelivered, info.NumWaiting, info.Paused)
 	}
