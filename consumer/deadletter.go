@@ -227,6 +227,14 @@ func (d *DeadLetter) Publish(ctx context.Context, msg jetstream.Msg, md *jetstre
 			out.Header[HeaderOriginalPrefix+k] = v
 		case hasPrefixFold(k, agentrelayHeaderPrefix):
 			// stale from an earlier dead-lettering; replaced below
+		case strings.EqualFold(k, HeaderIdempotencyKey):
+			// The dead letter's Idempotency-Key is the key that was
+			// used (set below). A producer's key that could not be used
+			// is kept under another name: carried as the key, a replay
+			// would send it and be dead-lettered again.
+			if l.Key == "" {
+				out.Header[HeaderOriginalPrefix+k] = v
+			}
 		default:
 			out.Header[k] = v
 		}
@@ -251,11 +259,6 @@ func (d *DeadLetter) Publish(ctx context.Context, msg jetstream.Msg, md *jetstre
 	if l.Key != "" {
 		// Replay republishes with this header, so the API sees the same
 		// key and does not run an event it had in fact accepted twice.
-		for k := range h {
-			if strings.EqualFold(k, HeaderIdempotencyKey) {
-				delete(h, k)
-			}
-		}
 		h.Set(HeaderIdempotencyKey, l.Key)
 	}
 	return d.js.PublishMsg(ctx, out,

@@ -272,3 +272,23 @@ func TestAnEmptyMessageWithAStatusHeaderIsStillAMessage(t *testing.T) {
 		t.Errorf("%d deliveries, want 1", d)
 	}
 }
+
+// A producer's Idempotency-Key that cannot be used is kept in the dead
+// letter under Agentrelay-Original-Idempotency-Key, not as the letter's key:
+// a replay must not send it again.
+func TestUnusableKeyIsKeptApartInTheDeadLetter(t *testing.T) {
+	h := newHarness(t)
+	h.start(h.route("bk", "events.bk.>", h.agent("agtch_bk")))
+	h.publish("events.bk.1", `{"input":"x"}`, nats.Header{"Idempotency-Key": {"bad/key"}}, "bk-1")
+	h.waitSettled(10*time.Second, "bk")
+	dls := h.deadLetters()
+	if len(dls) != 1 {
+		t.Fatalf("%d dead letters", len(dls))
+	}
+	hd := dls[0].Header
+	if hd.Get(consumer.HeaderReason) != string(consumer.ReasonInvalidIdempotencyKey) ||
+		hd.Get(consumer.HeaderIdempotencyKey) != "" ||
+		hd.Get(consumer.HeaderOriginalPrefix+"Idempotency-Key") != "bad/key" {
+		t.Errorf("headers %v", hd)
+	}
+}

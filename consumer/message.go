@@ -101,7 +101,11 @@ func (c Contract) Decode(data []byte, h nats.Header) (agentapi.Event, Reason, er
 			return ev, ReasonMissingInput, errors.New("body is empty")
 		}
 		ev.Input = string(data)
-		ev.ConversationKey = HeaderValue(h, c.ConversationKeyHeader)
+		var conflict bool
+		ev.ConversationKey, conflict = lookupHeader(h, c.ConversationKeyHeader)
+		if conflict {
+			return agentapi.Event{}, ReasonInvalidConversationKey, fmt.Errorf("%s headers in different cases carry different values", c.ConversationKeyHeader)
+		}
 	default:
 		if len(data) > c.maxJSONBody() {
 			return ev, ReasonInputTooLarge, fmt.Errorf("body is %d bytes, limit %d", len(data), c.maxJSONBody())
@@ -118,6 +122,11 @@ func (c Contract) Decode(data []byte, h nats.Header) (agentapi.Event, Reason, er
 				return ev, ReasonInvalidJSON, err
 			}
 			f = b.fields()
+			if mangled(data, f.input, f.conversationKey) {
+				// A lone surrogate escape (\ud800): encoding/json
+				// turns it into U+FFFD; refuse rather than send that.
+				return ev, ReasonInvalidUTF8, errors.New("body has an escape that is not a Unicode character (a lone surrogate)")
+			}
 		}
 		if f.input == "" {
 			return ev, ReasonMissingInput, errors.New(`"input" is missing or empty`)
@@ -132,6 +141,20 @@ func (c Contract) Decode(data []byte, h nats.Header) (agentapi.Event, Reason, er
 		return agentapi.Event{}, ReasonInvalidConversationKey, err
 	}
 	return ev, "", nil
+}
+
+// mangled reports whether decoding produced more U+FFFD in the fields than
+// the body holds, as the character itself or as its escape: the extra ones
+// came from escapes that are not characters.
+func mangled(data []byte, fields ...string) bool {
+	n := 0
+	for _, f := range fields {
+		n += strings.Count(f, string(utf8.RuneError))
+	}
+	if n == 0 {
+		return false
+	}
+	return n > bytes.Count(data, []byte(string(utf8.RuneError)))+bytes.Count(bytes.ToLower(data), []byte(`\ufffd`))
 }
 
 // decodeStrict decodes exactly one JSON object with no unknown fields: a
@@ -344,17 +367,39 @@ func hex4(b []byte) (rune, bool) {
 // HeaderValue returns the first value of header name, matching the name
 // exactly first and then without regard to case: NATS headers are
 // case-sensitive, but producers in other languages do not always keep the
-// canonical form.
+// canonical form. Among case variants it takes the first in sorted order, so
+// the answer is the same on every redelivery (map order is not).
 func HeaderValue(h nats.Header, name string) string {
+	v, _ := lookupHeader(h, name)
+	return v
+}
+
+// lookupHeader is HeaderValue, also reporting whether case variants of the
+// name carry different values: for a key, that is a message that cannot say
+// which key it means.
+func lookupHeader(h nats.Header, name string) (value string, conflict bool) {
 	if v, ok := h[name]; ok && len(v) > 0 {
-		return v[0]
+		value = v[0]
+		for k, vv := range h {
+			if k != name && len(vv) > 0 && strings.EqualFold(k, name) && vv[0] != value {
+				conflict = true
+			}
+		}
+		return value, conflict
 	}
-	for k, v := range h {
-		if len(v) > 0 && strings.EqualFold(k, name) {
-			return v[0]
+	found := ""
+	for k, vv := range h {
+		if len(vv) == 0 || !strings.EqualFold(k, name) {
+			continue
+		}
+		if found != "" && vv[0] != value {
+			conflict = true
+		}
+		if found == "" || k < found {
+			found, value = k, vv[0]
 		}
 	}
-	return ""
+	return value, conflict
 }
 
 // IdempotencyKey returns the Idempotency-Key for a message, the same on every
@@ -371,15 +416,16 @@ func HeaderValue(h nats.Header, name string) string {
 // error (the message is poison): it is never rewritten, since a rewritten key
 // would not match what the producer meant.
 func IdempotencyKey(h nats.Header, md *jetstream.MsgMetadata) (string, error) {
-	if k := HeaderValue(h, HeaderIdempotencyKey); k != "" {
-		if err := agentapi.ValidateIdempotencyKey(k); err != nil {
-			return "", fmt.Errorf("%s header: %w", HeaderIdempotencyKey, err)
+	for _, name := range []string{HeaderIdempotencyKey, jetstream.MsgIDHeader} {
+		k, conflict := lookupHeader(h, name)
+		if conflict {
+			return "", fmt.Errorf("%w: %s headers in different cases carry different values", agentapi.ErrInvalidIdempotencyKey, name)
 		}
-		return k, nil
-	}
-	if k := HeaderValue(h, jetstream.MsgIDHeader); k != "" {
+		if k == "" {
+			continue
+		}
 		if err := agentapi.ValidateIdempotencyKey(k); err != nil {
-			return "", fmt.Errorf("%s header: %w", jetstream.MsgIDHeader, err)
+			return "", fmt.Errorf("%s header: %w", name, err)
 		}
 		return k, nil
 	}

@@ -133,3 +133,52 @@ func TestHostileMessageIDsArePoisonNotRewritten(t *testing.T) {
 		}
 	}
 }
+
+// A lone surrogate escape is not a character: encoding/json would turn it
+// into U+FFFD and the API would get a mangled input. A real U+FFFD, written
+// or escaped, is fine, and so is an escaped surrogate pair.
+func TestLoneSurrogatesAreRefusedNotMangled(t *testing.T) {
+	c := Contract{}
+	for body, want := range map[string]Reason{
+		`{"input":"a\ud800b"}`:                            ReasonInvalidUTF8,
+		`{"input":"x","conversation_key":"\udc00"}`:       ReasonInvalidUTF8,
+		`{"input":"\ufffd and \ud800"}`:                   ReasonInvalidUTF8,
+		"{\"input\":\"a real \uFFFD\"}":                   "",
+		`{"input":"an escaped \uFFFD"}`:                   "",
+		`{"input":"a pair \ud83d\ude00","extra":null}`:    ReasonInvalidJSON,
+		`{"input":"a pair \ud83d\ude00"}`:                 "",
+		`{"Input":"case-insensitive field, lone \ud800"}`: ReasonInvalidUTF8,
+	} {
+		_, reason, err := c.Decode([]byte(body), nil)
+		if reason != want {
+			t.Errorf("%s: reason %q (%v), want %q", body, reason, err, want)
+		}
+	}
+}
+
+// Case variants of a key header that disagree make the key ambiguous: the
+// message is poison rather than sent with whichever variant a map visit
+// finds first (which could differ between a call and its retry).
+func TestConflictingKeyHeadersArePoison(t *testing.T) {
+	m := md("S", 1, time.Unix(1, 0))
+	for _, h := range []nats.Header{
+		{"Idempotency-Key": {"a"}, "idempotency-key": {"b"}},
+		{"idempotency-key": {"a"}, "IDEMPOTENCY-KEY": {"b"}},
+		{"Nats-Msg-Id": {"a"}, "nats-msg-id": {"b"}},
+	} {
+		if _, err := IdempotencyKey(h, m); !errors.Is(err, agentapi.ErrInvalidIdempotencyKey) {
+			t.Errorf("%v: %v", h, err)
+		}
+	}
+	// Variants that agree are one key, whatever the map order.
+	for range 20 {
+		k, err := IdempotencyKey(nats.Header{"idempotency-key": {"same"}, "IDEMPOTENCY-KEY": {"same"}}, m)
+		if err != nil || k != "same" {
+			t.Fatalf("%q %v", k, err)
+		}
+	}
+	c := Contract{Format: BodyText}
+	if _, reason, _ := c.Decode([]byte("x"), nats.Header{"conversation-key": {"a"}, "CONVERSATION-KEY": {"b"}}); reason != ReasonInvalidConversationKey {
+		t.Errorf("conflicting conversation keys: %q", reason)
+	}
+}

@@ -24,6 +24,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/agentrelay/agentrelay/agentapi"
 	"github.com/agentrelay/agentrelay/consumer"
 )
 
@@ -362,7 +363,10 @@ func (s *Store) ReplayMsg(l Letter, newKey bool) (*nats.Msg, error) {
 	if newKey {
 		key = "replay-" + s.cfg.Stream + "-" + strconv.FormatUint(l.Seq, 10)
 	}
-	if key != "" {
+	// A key that cannot be used (dead letters written before agentrelay
+	// kept such keys apart) is left out: the worker then keys the replay
+	// by its message id, which is valid and the same on every replay.
+	if key != "" && agentapi.ValidateIdempotencyKey(key) == nil {
 		h.Set(consumer.HeaderIdempotencyKey, key)
 	}
 	h.Set(HeaderReplayOf, s.cfg.Stream+":"+strconv.FormatUint(l.Seq, 10))

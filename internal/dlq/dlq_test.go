@@ -102,3 +102,20 @@ func TestReplayMsg(t *testing.T) {
 		t.Error("a dead letter without its original subject was replayed")
 	}
 }
+
+// A dead letter whose key could not be used (invalid_idempotency_key) is
+// replayed without it: the worker then keys it by the replay's message id,
+// instead of dead-lettering it again for the same key.
+func TestReplayLeavesOutAKeyThatCannotBeUsed(t *testing.T) {
+	s := &Store{cfg: consumer.DeadLetterConfig{}.WithDefaults()}
+	l := letter()
+	l.IdempotencyKey = "bad/key"
+	l.Header.Set(consumer.HeaderIdempotencyKey, "bad/key")
+	m, err := s.ReplayMsg(l, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if k := m.Header.Get(consumer.HeaderIdempotencyKey); k != "" {
+		t.Errorf("replay carries the unusable key %q", k)
+	}
+}
