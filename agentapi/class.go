@@ -31,7 +31,10 @@ const (
 // ClassOf returns the class of an HTTP status code.
 func ClassOf(status int) Class {
 	switch {
-	case status >= 200 && status < 300:
+	case status == 202:
+		// Only 202: the API answers nothing else on acceptance. A 200
+		// from a catch-all behind a wrong base URL must not be taken for
+		// acceptance, or every event would be acked and lost.
 		return ClassAccepted
 	case status == 400:
 		return ClassBadRequest

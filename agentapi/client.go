@@ -276,7 +276,7 @@ func (a *Agent) Trigger(ctx context.Context, ev Event) (int, error) {
 		// As http.Client does for RoundTrippers that leave it nil.
 		resp.Body = http.NoBody
 	}
-	return resp.StatusCode, a.finish(resp)
+	return resp.StatusCode, a.finish(resp, tok)
 }
 
 // headerJSON is the Content-Type and Accept value. Header value slices are
@@ -307,7 +307,7 @@ func (a *Agent) authorization(token string) []string {
 }
 
 // finish reads what is worth keeping of the answer and classifies it.
-func (a *Agent) finish(resp *http.Response) error {
+func (a *Agent) finish(resp *http.Response, tok Secret) error {
 	defer resp.Body.Close()
 	class := ClassOf(resp.StatusCode)
 	if class == ClassAccepted {
@@ -321,7 +321,7 @@ func (a *Agent) finish(resp *http.Response) error {
 			inv.Invalidate()
 		}
 	}
-	e := &Error{TriggerID: a.id, Class: class, StatusCode: resp.StatusCode, Status: resp.Status}
+	e := &Error{TriggerID: a.id, Class: class, StatusCode: resp.StatusCode, Status: scrub(resp.Status, tok)}
 	if ra, ok := ParseRetryAfter(resp.Header.Get("Retry-After"), time.Now()); ok {
 		e.RetryAfter = ra
 	}
@@ -329,11 +329,21 @@ func (a *Agent) finish(resp *http.Response) error {
 	// or too slowly still leaves a complete answer: the status decides.
 	buf := make([]byte, MaxErrorBody)
 	n, err := io.ReadFull(resp.Body, buf)
-	e.Body = SanitizeText(buf[:n])
+	e.Body = SanitizeText([]byte(scrub(string(buf[:n]), tok)))
 	if err == nil {
 		_, _ = io.CopyN(io.Discard, resp.Body, drainBudget)
 	}
 	return e
+}
+
+// scrub removes the token from text the server sent back: the body of an
+// error ends up in logs and dead letters, and a proxy or debugging gateway
+// that echoes request headers would otherwise put the token there.
+func scrub(text string, tok Secret) string {
+	if t := tok.Reveal(); t != "" && strings.Contains(text, t) {
+		return strings.ReplaceAll(text, t, redacted)
+	}
+	return text
 }
 
 // transportClass tells a timeout from a cancellation from any other

@@ -241,8 +241,8 @@ func TestBogusRetryAfterIsBoundedOrIgnored(t *testing.T) {
 	}
 }
 
-// A status line outside the HTTP ranges is a failure to retry, not an
-// acceptance.
+// A status line other than 202 — odd ones included — is a failure to
+// retry, not an acceptance.
 func TestOddStatusCodesAreNotAcceptance(t *testing.T) {
 	for _, code := range []int{100, 199, 299, 304, 600, 999} {
 		url := rawServer(t, func(c net.Conn) {
@@ -250,8 +250,7 @@ func TestOddStatusCodesAreNotAcceptance(t *testing.T) {
 		})
 		a := agent(t, url, agentapi.StaticToken(agentapi.NewSecret(token)), agentapi.ClientOptions{Timeout: time.Second})
 		status, err, _ := timedTrigger(t, a)
-		accepted := err == nil
-		if accepted != (code >= 200 && code < 300) {
+		if err == nil {
 			t.Errorf("status %d: got %d %v", code, status, err)
 		}
 	}
@@ -261,4 +260,29 @@ func totalAlloc() uint64 {
 	var m runtime.MemStats
 	runtime.ReadMemStats(&m)
 	return m.TotalAlloc
+}
+
+// Only 202 means accepted: a 200 from something that answers every POST
+// (a catch-all behind a wrong base URL) must not be taken for acceptance.
+func TestOnlyAcceptedMeansAccepted(t *testing.T) {
+	for _, code := range []int{200, 201, 204} {
+		a := hostile(t, func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(code) })
+		status, err := a.Trigger(context.Background(), agentapi.Event{Input: "x"})
+		if status != code || agentapi.ClassOfError(err) != agentapi.ClassUnexpected {
+			t.Errorf("%d: status %d, class %s", code, status, agentapi.ClassOfError(err))
+		}
+	}
+}
+
+// A gateway that echoes the request's headers in an error body must not get
+// the token into the error (which goes to logs and dead letters).
+func TestEchoedTokenIsScrubbedFromTheError(t *testing.T) {
+	a := hostile(t, func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(502)
+		_, _ = io.WriteString(w, "upstream failed; request had Authorization: "+r.Header.Get("Authorization"))
+	})
+	_, err := a.Trigger(context.Background(), agentapi.Event{Input: "x"})
+	if err == nil || strings.Contains(err.Error(), token) || !strings.Contains(err.Error(), "Bearer [REDACTED]") {
+		t.Errorf("error %v", err)
+	}
 }

@@ -31,7 +31,9 @@ func TestDecideTable(t *testing.T) {
 		want    Action
 	}{
 		{"202 Accepted: ack", http(202), 1, ack},
-		{"other 2xx: ack (the API queued it)", http(200), 1, ack},
+		{"other 2xx (200, 204): retry, never ack (only 202 means queued)", http(200), 1, retry(time.Second)},
+		{"204: retry, never ack", http(204), 1, retry(time.Second)},
+		{"200 on the last attempt: dead letter max_attempts", http(200), 10, dead(ReasonMaxAttempts)},
 		{"202 on the last attempt: ack", http(202), 10, ack},
 
 		{"poison invalid JSON: dead letter at once", poison(ReasonInvalidJSON), 1, dead(ReasonInvalidJSON)},
