@@ -406,3 +406,51 @@ func TestCountersExistAtZeroBeforeTheFirstEvent(t *testing.T) {
 		}
 	}
 }
+
+// A consumer deleted under a running relay is re-created after its last
+// known ack floor: the events it had already settled are not triggered
+// again (with the stream's default limits retention they are all still
+// there, and "deliver: all" would replay every one).
+func TestDeletedConsumerIsRecreatedAfterItsAckFloor(t *testing.T) {
+	h := newHarness(t, emulator.WithTrigger("agtch_del", true))
+	h.start(h.route("del", "events.del.>", h.agent("agtch_del")))
+	for i := range 5 {
+		h.publish("events.del.x", `{"input":"x"}`, nil, fmt.Sprintf("del-%d", i))
+	}
+	h.waitSettled(10*time.Second, "del")
+	time.Sleep(300 * time.Millisecond) // a lag read records the ack floor
+	if err := h.nats.JS.DeleteConsumer(context.Background(), stream, "agentrelay-del"); err != nil {
+		t.Fatal(err)
+	}
+	testenv.Eventually(t, 15*time.Second, "consumer re-created", func() bool {
+		_, err := h.nats.JS.Consumer(context.Background(), stream, "agentrelay-del")
+		return err == nil
+	})
+	h.publish("events.del.x", `{"input":"new"}`, nil, "del-new")
+	h.waitSettled(15*time.Second, "del")
+	if s := h.emu.Stats(); s.Requests != 6 || s.Replays != 0 || h.emu.LedgerLen() != 6 {
+		t.Errorf("%d requests, %d replays, ledger %d: want the 5 settled events not sent again", s.Requests, s.Replays, h.emu.LedgerLen())
+	}
+}
+
+// Where a consumer starts is decided when it is created; a route whose
+// policy differs from an existing consumer's does not fail to start.
+func TestAnExistingConsumerKeepsItsDeliverPolicy(t *testing.T) {
+	h := newHarness(t)
+	if _, err := h.nats.JS.CreateConsumer(context.Background(), stream, jetstream.ConsumerConfig{
+		Durable: "agentrelay-keep", DeliverPolicy: jetstream.DeliverNewPolicy, AckPolicy: jetstream.AckExplicitPolicy,
+	}); err != nil {
+		t.Fatal(err)
+	}
+	r := h.route("keep", "events.keep.>", h.agent("agtch_keep")) // deliver: all
+	relay, err := consumer.New(h.nats.JS, []consumer.Route{r}, consumer.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := relay.Setup(ctxTimeout(t, 10*time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	if c := h.consumerInfo("agentrelay-keep").Config; c.DeliverPolicy != jetstream.DeliverNewPolicy || c.FilterSubject != "events.keep.>" {
+		t.Errorf("consumer config %+v", c)
+	}
+}

@@ -32,8 +32,10 @@ type runner struct {
 	m       *telemetry.RouteMetrics
 	br      *breaker
 
-	cons      atomic.Pointer[jetstream.Consumer]
-	rebinding atomic.Bool
+	cons          atomic.Pointer[jetstream.Consumer]
+	rebinding     atomic.Bool
+	ackFloor      atomic.Uint64 // the consumer's ack floor as last seen (stream sequence)
+	streamCreated atomic.Int64  // the stream's creation time at bind, to tell a re-created stream
 
 	mu         sync.Mutex
 	active     int // messages being handled
@@ -98,19 +100,48 @@ func (rn *runner) breakerChanged(from, to BreakerState) {
 }
 
 // bind creates or updates the route's durable consumer.
+//
+// Where a consumer starts is only decided when it is created: an existing
+// consumer keeps its own deliver policy (JetStream refuses to change it).
+// When the consumer disappears under a running relay (deleted by hand, lost
+// with its stream's leader) it is re-created after the last ack floor the
+// relay saw, not from the start of the stream: with the configured policy
+// ("all") every event the stream still retains would be triggered again.
+// If the stream itself was re-created meanwhile, its sequence numbers mean
+// something else, and the configured policy applies.
 func (rn *runner) bind(ctx context.Context) error {
 	js := rn.relay.js
-	if _, err := js.Stream(ctx, rn.route.Stream); err != nil {
+	st, err := js.Stream(ctx, rn.route.Stream)
+	if err != nil {
 		if errors.Is(err, jetstream.ErrStreamNotFound) {
 			return fmt.Errorf("route %q: stream %q does not exist", rn.route.Name, rn.route.Stream)
 		}
 		return fmt.Errorf("route %q: looking up stream %q: %w", rn.route.Name, rn.route.Stream, err)
 	}
-	c, err := js.CreateOrUpdateConsumer(ctx, rn.route.Stream, rn.route.ConsumerConfig())
+	created := st.CachedInfo().Created.UnixNano()
+	cfg := rn.route.ConsumerConfig()
+	existing, err := js.Consumer(ctx, rn.route.Stream, rn.route.Durable)
+	switch {
+	case err == nil:
+		ec := existing.CachedInfo().Config
+		cfg.DeliverPolicy, cfg.OptStartSeq, cfg.OptStartTime = ec.DeliverPolicy, ec.OptStartSeq, ec.OptStartTime
+	case errors.Is(err, jetstream.ErrConsumerNotFound):
+		if floor := rn.ackFloor.Load(); floor > 0 && rn.streamCreated.Load() == created {
+			cfg.DeliverPolicy = jetstream.DeliverByStartSequencePolicy
+			cfg.OptStartSeq = floor + 1
+			rn.log.Error("consumer is gone; re-creating it after its last known ack floor (later messages are delivered again, with their original keys)",
+				"consumer", rn.route.Durable, "start_seq", floor+1)
+		}
+	default:
+		return fmt.Errorf("route %q: looking up consumer %q on stream %q: %w", rn.route.Name, rn.route.Durable, rn.route.Stream, err)
+	}
+	c, err := js.CreateOrUpdateConsumer(ctx, rn.route.Stream, cfg)
 	if err != nil {
 		return fmt.Errorf("route %q: creating or updating consumer %q on stream %q: %w",
 			rn.route.Name, rn.route.Durable, rn.route.Stream, err)
 	}
+	rn.streamCreated.Store(created)
+	rn.ackFloor.Store(c.CachedInfo().AckFloor.Stream)
 	rn.cons.Store(&c)
 	return nil
 }
@@ -127,9 +158,7 @@ func (rn *runner) rebind() {
 		defer cancel()
 		if err := rn.bind(ctx); err != nil {
 			rn.log.Error("consumer is gone and could not be re-created", "consumer", rn.route.Durable, "err", err)
-			return
 		}
-		rn.log.Warn("consumer was gone; re-created it", "consumer", rn.route.Durable)
 	}()
 }
 
@@ -392,6 +421,7 @@ func (rn *runner) readLag(parent context.Context) {
 			rn.log.Debug("reading consumer info", "err", err)
 		}
 	default:
+		rn.ackFloor.Store(info.AckFloor.Stream)
 		rn.m.ConsumerState(info.NumPending, info.NumAckPending, info.NumRedelivered, info.NumWaiting, info.Paused)
 	}
 }
