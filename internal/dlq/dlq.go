@@ -204,7 +204,7 @@ func (s *Store) Scan(ctx context.Context, f Filter, headersOnly bool, fn func(Le
 	if c.CachedInfo().NumPending == 0 {
 		return nil
 	}
-	matched := 0
+	v := &visitor{f: f, fn: fn}
 	for {
 		batch, err := c.Fetch(256, jetstream.FetchMaxWait(2*time.Second))
 		if err != nil {
@@ -228,15 +228,8 @@ func (s *Store) Scan(ctx context.Context, f Filter, headersOnly bool, fn func(Le
 				data = m.Data()
 			}
 			l := FromMsg(md.Sequence.Stream, m.Subject(), md.Timestamp, m.Headers(), data)
-			if f.Match(l) {
-				matched++
-				more, err := fn(l)
-				if err != nil || !more {
-					return err
-				}
-				if f.Limit > 0 && matched >= f.Limit {
-					return nil
-				}
+			if more, err := v.offer(l); err != nil || !more {
+				return err
 			}
 			if md.NumPending == 0 {
 				return nil
@@ -255,7 +248,7 @@ func (s *Store) Scan(ctx context.Context, f Filter, headersOnly bool, fn func(Le
 }
 
 func (s *Store) scanSeqs(ctx context.Context, f Filter, fn func(Letter) (bool, error)) error {
-	matched := 0
+	v := &visitor{f: f, fn: fn}
 	for _, seq := range f.Seqs {
 		l, err := s.Get(ctx, seq)
 		if errors.Is(err, jetstream.ErrMsgNotFound) {
@@ -264,19 +257,33 @@ func (s *Store) scanSeqs(ctx context.Context, f Filter, fn func(Letter) (bool, e
 		if err != nil {
 			return err
 		}
-		if !f.Match(l) {
-			continue
-		}
-		matched++
-		more, err := fn(l)
-		if err != nil || !more {
+		if more, err := v.offer(l); err != nil || !more {
 			return err
-		}
-		if f.Limit > 0 && matched >= f.Limit {
-			return nil
 		}
 	}
 	return nil
+}
+
+// visitor applies a scan's filter and limit to the letters it is offered,
+// so both ways of scanning (the whole stream, or given sequences) select
+// exactly alike.
+type visitor struct {
+	f       Filter
+	fn      func(Letter) (bool, error)
+	matched int
+}
+
+// offer passes l to fn if it matches, and reports whether the scan goes on.
+func (v *visitor) offer(l Letter) (bool, error) {
+	if !v.f.Match(l) {
+		return true, nil
+	}
+	v.matched++
+	more, err := v.fn(l)
+	if err != nil || !more {
+		return false, err
+	}
+	return v.f.Limit == 0 || v.matched < v.f.Limit, nil
 }
 
 // Get returns one dead letter by sequence.
