@@ -113,25 +113,35 @@ type Metrics struct {
 // Retry is a retry policy; zero fields inherit.
 type Retry struct {
 	MaxAttempts    int      `yaml:"max_attempts"`    // default 10
-	InitialBackoff Duration `yaml:"initial_backoff"` // default 1s
-	MaxBackoff     Duration `yaml:"max_backoff"`     // default 5m
+	InitialBackoff Duration `yaml:"initial_backoff"` // default 500ms
+	MaxBackoff     Duration `yaml:"max_backoff"`     // default 4s
 	Multiplier     float64  `yaml:"multiplier"`      // default 2
 	MaxRetryAfter  Duration `yaml:"max_retry_after"` // default 15m
 }
 
-// Breaker is a circuit breaker; zero fields inherit.
+// Breaker is route health: outage detection and probing; zero fields
+// inherit.
 type Breaker struct {
-	ConsecutiveFailures uint32   `yaml:"consecutive_failures"` // default 5
-	OpenTimeout         Duration `yaml:"open_timeout"`         // default 30s
-	HalfOpenProbes      uint32   `yaml:"half_open_probes"`     // default 1
-	Disabled            *bool    `yaml:"disabled"`
+	FailureRatio     float64  `yaml:"failure_ratio"`      // default 0.5
+	MinCalls         uint32   `yaml:"min_calls"`          // default 10
+	Window           Duration `yaml:"window"`             // default 10s
+	ProbeInterval    Duration `yaml:"probe_interval"`     // default 1s
+	MaxProbeInterval Duration `yaml:"max_probe_interval"` // default 4s
+	Disabled         *bool    `yaml:"disabled"`
+
+	// Settings of the consecutive-failure breaker that route health
+	// replaced: refused, with their replacement named.
+	ConsecutiveFailures *uint32   `yaml:"consecutive_failures"`
+	OpenTimeout         *Duration `yaml:"open_timeout"`
+	HalfOpenProbes      *uint32   `yaml:"half_open_probes"`
 }
 
 // RouteDefault holds values every route inherits unless it sets its own.
 type RouteDefault struct {
 	MaxInFlight   int      `yaml:"max_in_flight"`   // default 64
-	MaxAckPending int      `yaml:"max_ack_pending"` // default max_in_flight
-	AckWait       Duration `yaml:"ack_wait"`        // default 60s
+	MaxAckPending int      `yaml:"max_ack_pending"` // default 4 × max_in_flight
+	AckWait       Duration `yaml:"ack_wait"`        // default 5s
+	MaxRate       float64  `yaml:"max_rate"`        // calls per second per replica; 0 = no cap
 	MaxInputBytes int      `yaml:"max_input_bytes"` // default 256 KiB
 	Retry         Retry    `yaml:"retry"`
 	Breaker       Breaker  `yaml:"breaker"`
@@ -172,6 +182,7 @@ type Route struct {
 	MaxInFlight           int      `yaml:"max_in_flight"`
 	MaxAckPending         int      `yaml:"max_ack_pending"`
 	AckWait               Duration `yaml:"ack_wait"`
+	MaxRate               float64  `yaml:"max_rate"`
 	Retry                 Retry    `yaml:"retry"`
 	Breaker               Breaker  `yaml:"breaker"`
 }

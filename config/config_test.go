@@ -32,8 +32,9 @@ func TestMinimalConfigGetsDefaults(t *testing.T) {
 	}
 	r := c.Routes[0]
 	if r.Durable != "agentrelay-complaints" || r.Deliver != "all" || r.Body != "json" ||
-		r.MaxInFlight != 64 || r.MaxAckPending != 64 || r.AckWait.D() != 60*time.Second ||
-		r.Retry.MaxAttempts != 10 || r.Breaker.ConsecutiveFailures != 5 || *r.Breaker.Disabled {
+		r.MaxInFlight != 64 || r.MaxAckPending != 256 || r.AckWait.D() != 5*time.Second ||
+		r.Retry.MaxAttempts != 10 || r.Retry.MaxBackoff.D() != 4*time.Second || r.Breaker.MinCalls != 10 ||
+		r.Breaker.FailureRatio != 0.5 || r.Breaker.MaxProbeInterval.D() != 4*time.Second || *r.Breaker.Disabled {
 		t.Errorf("route defaults not applied: %+v", r)
 	}
 	if c.NATS.URL != "nats://127.0.0.1:4222" || c.API.BaseURL != "https://api.chatgpt.com" ||
@@ -65,7 +66,7 @@ defaults:
 	if a.MaxInFlight != 10 || a.AckWait.D() != 2*time.Minute || a.Retry.MaxAttempts != 3 || !*a.Breaker.Disabled {
 		t.Errorf("first route did not inherit: %+v", a)
 	}
-	if b.MaxInFlight != 7 || b.MaxAckPending != 7 || b.Retry.MaxAttempts != 99 || *b.Breaker.Disabled {
+	if b.MaxInFlight != 7 || b.MaxAckPending != 28 || b.Retry.MaxAttempts != 99 || *b.Breaker.Disabled {
 		t.Errorf("second route's own values lost: %+v", b)
 	}
 	if c.API.MaxConns != 17 {
@@ -115,8 +116,9 @@ routes:
     token: {}
     body: yaml
     max_in_flight: -3
-    ack_wait: 10s
+    ack_wait: 10ms
     retry: {max_attempts: -1, initial_backoff: 10s, max_backoff: 1s}
+    breaker: {consecutive_failures: 5, failure_ratio: 2}
   - name: dup
     stream: AGENTRELAY_DLQ
     trigger_id: agtch_x
@@ -144,7 +146,9 @@ routes:
 		"routes[1].token: set file (re-read when it changes) or env",
 		`routes[1].body: "yaml" is not json or text`,
 		"routes[1].max_in_flight: must be between 1 and 100000",
-		"routes[1].ack_wait: 10s must exceed api.timeout 30s",
+		"routes[1].ack_wait: 10ms is under 1s",
+		"routes[1].breaker.consecutive_failures: no longer used",
+		"routes[1].breaker.failure_ratio: must be above 0 and at most 1",
 		"routes[1].retry.max_attempts: must be at least 1",
 		"routes[1].retry.max_backoff: 1s is below initial_backoff 10s",
 		`routes[2].name: "dup" is also the name of routes[1]`,

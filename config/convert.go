@@ -21,6 +21,7 @@ func (rc Route) Consumer(agent consumer.Agent) consumer.Route {
 		MaxInFlight:   rc.MaxInFlight,
 		MaxAckPending: rc.MaxAckPending,
 		AckWait:       rc.AckWait.D(),
+		MaxRate:       rc.MaxRate,
 		Retry: consumer.RetryPolicy{
 			MaxAttempts:    rc.Retry.MaxAttempts,
 			InitialBackoff: rc.Retry.InitialBackoff.D(),
@@ -29,10 +30,12 @@ func (rc Route) Consumer(agent consumer.Agent) consumer.Route {
 			MaxRetryAfter:  rc.Retry.MaxRetryAfter.D(),
 		},
 		Breaker: consumer.BreakerSettings{
-			ConsecutiveFailures: rc.Breaker.ConsecutiveFailures,
-			OpenTimeout:         rc.Breaker.OpenTimeout.D(),
-			HalfOpenProbes:      rc.Breaker.HalfOpenProbes,
-			Disabled:            rc.Breaker.Disabled != nil && *rc.Breaker.Disabled,
+			FailureRatio:     rc.Breaker.FailureRatio,
+			MinCalls:         rc.Breaker.MinCalls,
+			Window:           rc.Breaker.Window.D(),
+			ProbeInterval:    rc.Breaker.ProbeInterval.D(),
+			MaxProbeInterval: rc.Breaker.MaxProbeInterval.D(),
+			Disabled:         rc.Breaker.Disabled != nil && *rc.Breaker.Disabled,
 		},
 	}
 }

@@ -76,9 +76,13 @@ func (c *Config) ApplyDefaults() {
 		d.Retry.Multiplier = consumer.DefaultMultiplier
 	}
 	setDuration(&d.Retry.MaxRetryAfter, consumer.DefaultMaxRetryAfter)
-	setInt(&d.Breaker.ConsecutiveFailures, consumer.DefaultConsecutiveFailures)
-	setDuration(&d.Breaker.OpenTimeout, consumer.DefaultOpenTimeout)
-	setInt(&d.Breaker.HalfOpenProbes, consumer.DefaultHalfOpenProbes)
+	if d.Breaker.FailureRatio == 0 {
+		d.Breaker.FailureRatio = consumer.DefaultFailureRatio
+	}
+	setInt(&d.Breaker.MinCalls, consumer.DefaultMinCalls)
+	setDuration(&d.Breaker.Window, consumer.DefaultBreakerWindow)
+	setDuration(&d.Breaker.ProbeInterval, consumer.DefaultProbeInterval)
+	setDuration(&d.Breaker.MaxProbeInterval, consumer.DefaultMaxProbeInterval)
 	if d.Breaker.Disabled == nil {
 		off := false
 		d.Breaker.Disabled = &off
@@ -104,7 +108,10 @@ func (c *Config) ApplyDefaults() {
 			r.MaxAckPending = d.MaxAckPending
 		}
 		if r.MaxAckPending == 0 {
-			r.MaxAckPending = r.MaxInFlight
+			r.MaxAckPending = max(consumer.DefaultAckPendingFactor*r.MaxInFlight, r.MaxInFlight)
+		}
+		if r.MaxRate == 0 {
+			r.MaxRate = d.MaxRate
 		}
 		setDuration(&r.AckWait, d.AckWait.D())
 		setInt(&r.Retry.MaxAttempts, d.Retry.MaxAttempts)
@@ -114,9 +121,13 @@ func (c *Config) ApplyDefaults() {
 			r.Retry.Multiplier = d.Retry.Multiplier
 		}
 		setDuration(&r.Retry.MaxRetryAfter, d.Retry.MaxRetryAfter.D())
-		setInt(&r.Breaker.ConsecutiveFailures, d.Breaker.ConsecutiveFailures)
-		setDuration(&r.Breaker.OpenTimeout, d.Breaker.OpenTimeout.D())
-		setInt(&r.Breaker.HalfOpenProbes, d.Breaker.HalfOpenProbes)
+		if r.Breaker.FailureRatio == 0 {
+			r.Breaker.FailureRatio = d.Breaker.FailureRatio
+		}
+		setInt(&r.Breaker.MinCalls, d.Breaker.MinCalls)
+		setDuration(&r.Breaker.Window, d.Breaker.Window.D())
+		setDuration(&r.Breaker.ProbeInterval, d.Breaker.ProbeInterval.D())
+		setDuration(&r.Breaker.MaxProbeInterval, d.Breaker.MaxProbeInterval.D())
 		if r.Breaker.Disabled == nil {
 			r.Breaker.Disabled = d.Breaker.Disabled
 		}

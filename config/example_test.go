@@ -49,8 +49,9 @@ func TestExampleLoadsAndStatesTheDefaults(t *testing.T) {
 	}
 	gd, wd := c.Defaults, empty.Defaults
 	if gd.MaxInFlight != wd.MaxInFlight || gd.AckWait != wd.AckWait || gd.MaxInputBytes != wd.MaxInputBytes ||
-		gd.Retry != wd.Retry || gd.Breaker.ConsecutiveFailures != wd.Breaker.ConsecutiveFailures ||
-		gd.Breaker.OpenTimeout != wd.Breaker.OpenTimeout || gd.Breaker.HalfOpenProbes != wd.Breaker.HalfOpenProbes ||
+		gd.MaxAckPending != wd.MaxAckPending || gd.Retry != wd.Retry || gd.Breaker.FailureRatio != wd.Breaker.FailureRatio ||
+		gd.Breaker.MinCalls != wd.Breaker.MinCalls || gd.Breaker.Window != wd.Breaker.Window ||
+		gd.Breaker.ProbeInterval != wd.Breaker.ProbeInterval || gd.Breaker.MaxProbeInterval != wd.Breaker.MaxProbeInterval ||
 		*gd.Breaker.Disabled != *wd.Breaker.Disabled {
 		t.Errorf("example defaults section differs from the built-in defaults:\n got %+v\nwant %+v", gd, wd)
 	}

@@ -82,8 +82,8 @@ func FuzzRead(f *testing.F) {
 			t.Error("a configuration without routes loaded")
 		}
 		for i, r := range c.Routes {
-			if r.AckWait <= c.API.Timeout || r.MaxInFlight < 1 || r.MaxAckPending < r.MaxInFlight || r.Retry.MaxAttempts < 1 ||
-				r.Retry.InitialBackoff <= 0 || r.Retry.MaxBackoff < r.Retry.InitialBackoff || r.Breaker.OpenTimeout <= 0 {
+			if r.AckWait < config.Duration(time.Second) || r.MaxInFlight < 1 || r.MaxAckPending < r.MaxInFlight || r.Retry.MaxAttempts < 1 ||
+				r.Retry.InitialBackoff <= 0 || r.Retry.MaxBackoff < r.Retry.InitialBackoff || r.Breaker.ProbeInterval <= 0 || r.Breaker.MaxProbeInterval < r.Breaker.ProbeInterval {
 				t.Errorf("routes[%d] breaks a rule the worker relies on: %+v", i, r)
 			}
 			if strings.ContainsAny(r.TriggerID, "/%?#. \r\n\x00") {

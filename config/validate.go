@@ -2,9 +2,11 @@ package config
 
 import (
 	"fmt"
+	"math"
 	"net"
 	"net/url"
 	"strings"
+	"time"
 
 	"github.com/agentrelay/agentrelay/agentapi"
 )
@@ -274,13 +276,42 @@ func (c *Config) validateRoutes(p *problems) {
 		if r.MaxAckPending < r.MaxInFlight {
 			p.add(path+".max_ack_pending", "%d is below max_in_flight %d: JetStream would never let that many be in flight", r.MaxAckPending, r.MaxInFlight)
 		}
-		if r.AckWait <= c.API.Timeout {
-			p.add(path+".ack_wait", "%v must exceed api.timeout %v, or JetStream redelivers messages while their call is still running", r.AckWait, c.API.Timeout)
+		if r.AckWait < minAckWait {
+			p.add(path+".ack_wait", "%v is under %v: keep-alives every third of it could not keep a call alive", r.AckWait, minAckWait)
+		}
+		if r.MaxRate < 0 || math.IsNaN(r.MaxRate) || math.IsInf(r.MaxRate, 0) {
+			p.add(path+".max_rate", "must be a number of calls per second, 0 for no cap")
 		}
 		validateRetry(p, path+".retry", r.Retry)
-		if r.Breaker.OpenTimeout <= 0 {
-			p.add(path+".breaker.open_timeout", "must be positive")
-		}
+		validateBreaker(p, path+".breaker", r.Breaker)
+	}
+}
+
+// minAckWait is the shortest ack_wait keep-alives can hold.
+const minAckWait = Duration(time.Second)
+
+func validateBreaker(p *problems, path string, b Breaker) {
+	if !(b.FailureRatio > 0 && b.FailureRatio <= 1) {
+		p.add(path+".failure_ratio", "must be above 0 and at most 1")
+	}
+	if b.Window <= 0 {
+		p.add(path+".window", "must be positive")
+	}
+	if b.ProbeInterval <= 0 {
+		p.add(path+".probe_interval", "must be positive")
+	}
+	if b.MaxProbeInterval < b.ProbeInterval {
+		p.add(path+".max_probe_interval", "%v is below probe_interval %v", b.MaxProbeInterval, b.ProbeInterval)
+	}
+	retired := "no longer used: route health trips on failure_ratio of the calls in window (at least min_calls) and probes every probe_interval, doubling up to max_probe_interval; remove it"
+	if b.ConsecutiveFailures != nil {
+		p.add(path+".consecutive_failures", "%s", retired)
+	}
+	if b.OpenTimeout != nil {
+		p.add(path+".open_timeout", "%s", retired)
+	}
+	if b.HalfOpenProbes != nil {
+		p.add(path+".half_open_probes", "%s", retired)
 	}
 }
 

@@ -74,7 +74,7 @@ func BenchmarkDecide(b *testing.B) {
 		b.Run(string(o.Class), func(b *testing.B) {
 			b.ReportAllocs()
 			for b.Loop() {
-				_ = Decide(o, 3, p, 0.5)
+				_ = Decide(o, Attempts{Delivered: 3, Failed: 3}, p, 0.5)
 			}
 		})
 	}

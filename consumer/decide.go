@@ -11,9 +11,9 @@ import (
 const (
 	// ClassPoison: the message breaks the producer contract; it was not sent.
 	ClassPoison agentapi.Class = "poison"
-	// ClassCircuitOpen: the route's circuit breaker refused the call; it was
-	// not sent.
-	ClassCircuitOpen agentapi.Class = "circuit_open"
+	// ClassGated: the route is stopped by a route-wide condition (see
+	// Condition); the message was not sent.
+	ClassGated agentapi.Class = "gated"
 )
 
 // Reason is the machine-readable reason a message was dead-lettered. It is
@@ -65,11 +65,29 @@ func (v Verdict) String() string {
 
 // Outcome is how one attempt at a message ended.
 type Outcome struct {
-	Class      agentapi.Class
-	Reason     Reason        // for ClassPoison: which rule the message broke
-	Status     int           // HTTP status, 0 when there was no answer
-	RetryAfter time.Duration // the API's Retry-After, or the breaker's remaining open time for ClassCircuitOpen
-	Err        error         // detail for logs and the dead letter's error header
+	Class  agentapi.Class
+	Reason Reason // for ClassPoison: which rule the message broke
+	Status int    // HTTP status, 0 when there was no answer
+	// RetryAfter is the API's Retry-After; for a route-wide outcome, the
+	// wait until the route's next probe.
+	RetryAfter time.Duration
+	// RouteWide says the failure is the route's, not the message's: a
+	// route-wide condition (outage, 401, 409, rate limit) holds. It never
+	// costs the message a dead letter.
+	RouteWide bool
+	Err       error // detail for logs and the dead letter's error header
+}
+
+// Attempts counts what a message has been through.
+type Attempts struct {
+	// Delivered is JetStream's delivery count, this delivery included. It
+	// also counts redeliveries after a crash and hand-backs during an
+	// outage, so it only backs stops a message that keeps coming back.
+	Delivered int
+	// Failed counts the message's own failures (retryable ones while the
+	// route was healthy), this one included, as far as this replica has
+	// seen them. Backoff and MaxAttempts go by it.
+	Failed int
 }
 
 // Action is the decision for a message.
@@ -82,12 +100,17 @@ type Action struct {
 // RetryPolicy bounds retries of a route. The zero value of each field means
 // its default, so RetryPolicy{} is a sensible policy.
 type RetryPolicy struct {
-	// MaxAttempts is the number of deliveries after which a retryable
-	// failure is dead-lettered with ReasonMaxAttempts. Default 10.
+	// MaxAttempts is the number of failures of a message's own (a 5xx,
+	// timeout or network error while its route is healthy) after which it
+	// is dead-lettered with ReasonMaxAttempts. Default 10. Whatever the
+	// cause, a message delivered DeliveryCapFactor × MaxAttempts times is
+	// dead-lettered on its next failure of its own.
 	MaxAttempts int
-	// InitialBackoff is the delay before the second attempt. Default 1s.
+	// InitialBackoff is the delay before the second attempt. Default 500ms.
 	InitialBackoff time.Duration
-	// MaxBackoff caps the exponential backoff. Default 5m.
+	// MaxBackoff caps the exponential backoff. Default 4s: a failure of
+	// one message is retried soon, because route-wide trouble (outages,
+	// rate limits) is handled by route health, not by growing delays.
 	MaxBackoff time.Duration
 	// Multiplier grows the backoff per attempt. Default 2.
 	Multiplier float64
@@ -100,10 +123,15 @@ type RetryPolicy struct {
 // Policy defaults.
 const (
 	DefaultMaxAttempts    = 10
-	DefaultInitialBackoff = time.Second
-	DefaultMaxBackoff     = 5 * time.Minute
+	DefaultInitialBackoff = 500 * time.Millisecond
+	DefaultMaxBackoff     = 4 * time.Second
 	DefaultMultiplier     = 2.0
 	DefaultMaxRetryAfter  = 15 * time.Minute
+
+	// DeliveryCapFactor × MaxAttempts deliveries, whatever their cause,
+	// end a message on its next failure of its own: the local failure
+	// count restarts on every replica, this does not.
+	DeliveryCapFactor = 5
 )
 
 // WithDefaults returns p with zero fields set to their defaults.
@@ -129,12 +157,12 @@ func (p RetryPolicy) WithDefaults() RetryPolicy {
 	return p
 }
 
-// Decide is the response-class table: from how an attempt ended, which
-// delivery attempt it was (1 for the first) and the route's policy, it
-// returns what to do with the message. jitter is a number in [0, 1) drawn by
-// the caller, so that Decide stays a pure function. The README's table is
-// this function; keep them in step.
-func Decide(o Outcome, attempt int, p RetryPolicy, jitter float64) Action {
+// Decide is the response-class table: from how an attempt ended, what the
+// message has been through and the route's policy, it returns what to do
+// with the message. jitter is a number in [0, 1) drawn by the caller, so
+// that Decide stays a pure function. The README's table is this function;
+// keep them in step.
+func Decide(o Outcome, a Attempts, p RetryPolicy, jitter float64) Action {
 	p = p.WithDefaults()
 	switch o.Class {
 	case agentapi.ClassAccepted:
@@ -149,36 +177,42 @@ func Decide(o Outcome, attempt int, p RetryPolicy, jitter float64) Action {
 		return Action{Verdict: VerdictDeadLetter, Reason: ReasonNotFound}
 	case agentapi.ClassClientError:
 		return Action{Verdict: VerdictDeadLetter, Reason: ReasonRejected}
-	case ClassCircuitOpen:
-		// Not the message's fault and nothing was sent: wait out the
-		// breaker (spread a little so probes do not arrive in a herd) and
-		// never dead-letter for it, even on the last attempt.
-		wait := max(o.RetryAfter, p.InitialBackoff)
-		return Action{Verdict: VerdictRetry, Delay: wait + time.Duration(jitter*float64(wait)/4)}
 	case agentapi.ClassCanceled:
 		// We are shutting down: hand the message back at once so another
 		// replica takes it.
 		return Action{Verdict: VerdictRetry}
 	}
-	// Everything else may succeed later: 401 (a token being rotated), 409
-	// (agent not runnable yet), 429, 5xx, 408, timeouts, network errors,
-	// and 1xx/3xx from something in the way.
-	if attempt >= p.MaxAttempts {
+	if o.RouteWide || o.Class == ClassGated {
+		// Not the message's fault: wait for the route's next probe
+		// (spread a little so the backlog does not return as a herd),
+		// never longer for having waited before, never a dead letter.
+		wait := max(o.RetryAfter, 100*time.Millisecond)
+		return Action{Verdict: VerdictRetry, Delay: wait + time.Duration(jitter*float64(wait)/4)}
+	}
+	if o.Class == agentapi.ClassRateLimited {
+		// The agent is busy, not the message bad: come back when the
+		// API says (AIMD meanwhile lowers the route's concurrency).
+		return Action{Verdict: VerdictRetry, Delay: Backoff(p, 1, o.RetryAfter, jitter)}
+	}
+	// Everything else may succeed later: 5xx, 408, timeouts, network
+	// errors, 1xx/3xx from something in the way, and 401 or 409 when
+	// route health is off.
+	if a.Failed >= p.MaxAttempts || a.Delivered >= DeliveryCapFactor*p.MaxAttempts {
 		return Action{Verdict: VerdictDeadLetter, Reason: ReasonMaxAttempts}
 	}
-	return Action{Verdict: VerdictRetry, Delay: Backoff(p, attempt, o.RetryAfter, jitter)}
+	return Action{Verdict: VerdictRetry, Delay: Backoff(p, a.Failed, o.RetryAfter, jitter)}
 }
 
-// Backoff is the delay before the next attempt after a retryable failure of
-// attempt number attempt (1-based): exponential from InitialBackoff by
-// Multiplier, capped at MaxBackoff, with "equal jitter" (between half and all
-// of the step) so that a burst of failures does not come back as a burst.
-// A Retry-After from the server raises the delay to what it asked for, capped
+// Backoff is the delay before the next attempt after a message's
+// failures-th failure (1-based): exponential from InitialBackoff by Multiplier,
+// capped at MaxBackoff, with "equal jitter" (between half and all of the
+// step) so that a burst of failures does not come back as a burst. A
+// Retry-After from the server raises the delay to what it asked for, capped
 // at MaxRetryAfter; it never lowers it.
-func Backoff(p RetryPolicy, attempt int, retryAfter time.Duration, jitter float64) time.Duration {
+func Backoff(p RetryPolicy, failures int, retryAfter time.Duration, jitter float64) time.Duration {
 	p = p.WithDefaults()
 	step := float64(p.InitialBackoff)
-	for i := 1; i < attempt && step < float64(p.MaxBackoff); i++ {
+	for i := 1; i < failures && step < float64(p.MaxBackoff); i++ {
 		step *= p.Multiplier
 	}
 	step = min(step, float64(p.MaxBackoff))
@@ -188,4 +222,17 @@ func Backoff(p RetryPolicy, attempt int, retryAfter time.Duration, jitter float6
 		d = max(d, min(retryAfter, p.MaxRetryAfter))
 	}
 	return d
+}
+
+// ownFailure reports whether an outcome is a failure of the message's own:
+// retryable, and not explained by a route-wide condition. Only these count
+// towards RetryPolicy.MaxAttempts and grow its backoff.
+func ownFailure(o Outcome) bool {
+	switch o.Class {
+	case agentapi.ClassAccepted, ClassPoison, agentapi.ClassBadRequest, agentapi.ClassForbidden,
+		agentapi.ClassNotFound, agentapi.ClassClientError, agentapi.ClassCanceled, ClassGated,
+		agentapi.ClassRateLimited:
+		return false
+	}
+	return !o.RouteWide
 }

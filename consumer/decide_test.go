@@ -10,72 +10,80 @@ import (
 )
 
 // The response-class table. Each row is a row of the README's table; the
-// policy is the default one (10 attempts, 1s initial backoff doubling to 5m,
-// Retry-After capped at 15m) and jitter is 1 (the top of the jitter range),
-// so delays are exact.
+// policy is the default one (10 failures of a message's own, 500ms initial
+// backoff doubling to 4s, Retry-After capped at 15m) and jitter is 1 (the
+// top of the jitter range), so delays are exact. "failures" counts the
+// message's own failures, this one included; "delivered" is JetStream's
+// delivery count.
 func TestDecideTable(t *testing.T) {
 	p := RetryPolicy{}
 	const jitter = 1.0
 	poison := func(r Reason) Outcome { return Outcome{Class: ClassPoison, Reason: r} }
 	http := func(status int) Outcome { return Outcome{Class: agentapi.ClassOf(status), Status: status} }
 	retryAfter := func(o Outcome, d time.Duration) Outcome { o.RetryAfter = d; return o }
+	routeWide := func(o Outcome, nextProbe time.Duration) Outcome { o.RouteWide, o.RetryAfter = true, nextProbe; return o }
 	of := func(c agentapi.Class) Outcome { return Outcome{Class: c} }
 	ack := Action{Verdict: VerdictAck}
 	dead := func(r Reason) Action { return Action{Verdict: VerdictDeadLetter, Reason: r} }
 	retry := func(d time.Duration) Action { return Action{Verdict: VerdictRetry, Delay: d} }
+	own := func(failures int) Attempts { return Attempts{Delivered: failures, Failed: failures} }
+	first := Attempts{Delivered: 1}
 
 	rows := []struct {
-		row     string
-		outcome Outcome
-		attempt int
-		want    Action
+		row      string
+		outcome  Outcome
+		attempts Attempts
+		want     Action
 	}{
-		{"202 Accepted: ack", http(202), 1, ack},
-		{"other 2xx (200, 204): retry, never ack (only 202 means queued)", http(200), 1, retry(time.Second)},
-		{"204: retry, never ack", http(204), 1, retry(time.Second)},
-		{"200 on the last attempt: dead letter max_attempts", http(200), 10, dead(ReasonMaxAttempts)},
-		{"202 on the last attempt: ack", http(202), 10, ack},
+		{"202 Accepted: ack", http(202), first, ack},
+		{"202 after many deliveries: ack", http(202), Attempts{Delivered: 60}, ack},
+		{"other 2xx (200, 204): retry, never ack (only 202 means queued)", http(200), own(1), retry(500 * time.Millisecond)},
+		{"204: retry, never ack", http(204), own(1), retry(500 * time.Millisecond)},
+		{"200 as the 10th failure: dead letter max_attempts", http(200), own(10), dead(ReasonMaxAttempts)},
 
-		{"poison invalid JSON: dead letter at once", poison(ReasonInvalidJSON), 1, dead(ReasonInvalidJSON)},
-		{"poison missing input: dead letter at once", poison(ReasonMissingInput), 1, dead(ReasonMissingInput)},
-		{"poison input too large: dead letter at once", poison(ReasonInputTooLarge), 1, dead(ReasonInputTooLarge)},
-		{"poison invalid UTF-8: dead letter at once", poison(ReasonInvalidUTF8), 1, dead(ReasonInvalidUTF8)},
-		{"poison bad idempotency key: dead letter at once", poison(ReasonInvalidIdempotencyKey), 1, dead(ReasonInvalidIdempotencyKey)},
+		{"poison invalid JSON: dead letter at once", poison(ReasonInvalidJSON), first, dead(ReasonInvalidJSON)},
+		{"poison missing input: dead letter at once", poison(ReasonMissingInput), first, dead(ReasonMissingInput)},
+		{"poison input too large: dead letter at once", poison(ReasonInputTooLarge), first, dead(ReasonInputTooLarge)},
+		{"poison invalid UTF-8: dead letter at once", poison(ReasonInvalidUTF8), first, dead(ReasonInvalidUTF8)},
+		{"poison bad idempotency key: dead letter at once", poison(ReasonInvalidIdempotencyKey), first, dead(ReasonInvalidIdempotencyKey)},
 
-		{"400 Bad Request: dead letter at once", http(400), 1, dead(ReasonBadRequest)},
-		{"403 Forbidden: dead letter at once", http(403), 1, dead(ReasonForbidden)},
-		{"404 Not Found: dead letter at once", http(404), 1, dead(ReasonNotFound)},
-		{"other 4xx (422): dead letter at once", http(422), 1, dead(ReasonRejected)},
-		{"other 4xx (413): dead letter at once", http(413), 1, dead(ReasonRejected)},
+		{"400 Bad Request: dead letter at once", http(400), first, dead(ReasonBadRequest)},
+		{"403 Forbidden: dead letter at once", http(403), first, dead(ReasonForbidden)},
+		{"404 Not Found: dead letter at once", http(404), first, dead(ReasonNotFound)},
+		{"other 4xx (422): dead letter at once", http(422), first, dead(ReasonRejected)},
+		{"other 4xx (413): dead letter at once", http(413), first, dead(ReasonRejected)},
 
-		{"401 Unauthorized: retry with backoff", http(401), 1, retry(1 * time.Second)},
-		{"409 Conflict (not runnable): retry with backoff", http(409), 2, retry(2 * time.Second)},
-		{"429 Too Many Requests: retry with backoff", http(429), 3, retry(4 * time.Second)},
-		{"429 with a longer Retry-After: wait as asked", retryAfter(http(429), 42*time.Second), 1, retry(42 * time.Second)},
-		{"429 with a shorter Retry-After: backoff wins", retryAfter(http(429), time.Second), 4, retry(8 * time.Second)},
-		{"429 with Retry-After of a year: capped at 15m", retryAfter(http(429), 365*24*time.Hour), 1, retry(15 * time.Minute)},
-		{"500: retry with backoff", http(500), 1, retry(time.Second)},
-		{"503 with Retry-After: wait as asked", retryAfter(http(503), 30*time.Second), 1, retry(30 * time.Second)},
-		{"408 Request Timeout: retry", http(408), 1, retry(time.Second)},
-		{"timeout: retry with backoff", of(agentapi.ClassTimeout), 5, retry(16 * time.Second)},
-		{"network error: retry with backoff", of(agentapi.ClassNetwork), 6, retry(32 * time.Second)},
-		{"3xx (not followed): retry", http(302), 1, retry(time.Second)},
-		{"backoff doubles: 4m16s after attempt 9", of(agentapi.ClassNetwork), 9, retry(256 * time.Second)},
+		{"401 (route health stops the route): wait for the next probe", routeWide(http(401), time.Second), first, retry(1250 * time.Millisecond)},
+		{"409 (route health stops the route): wait for the next probe", routeWide(http(409), 2*time.Second), own(3), retry(2500 * time.Millisecond)},
+		{"route-wide failure after 60 deliveries: still wait, never dead letter", routeWide(http(503), 4*time.Second), Attempts{Delivered: 60}, retry(5 * time.Second)},
+		{"route-wide: at least 100ms", routeWide(of(agentapi.ClassTimeout), 0), first, retry(125 * time.Millisecond)},
+		{"route gated, not sent: wait for the next probe", retryAfter(of(ClassGated), 2*time.Second), first, retry(2500 * time.Millisecond)},
+		{"route gated on the 10th failure: still wait, never dead letter", retryAfter(of(ClassGated), 2*time.Second), own(10), retry(2500 * time.Millisecond)},
 
-		{"401 on the last attempt: dead letter max_attempts", http(401), 10, dead(ReasonMaxAttempts)},
-		{"409 on the last attempt: dead letter max_attempts", http(409), 10, dead(ReasonMaxAttempts)},
-		{"503 past the last attempt: dead letter max_attempts", http(503), 11, dead(ReasonMaxAttempts)},
-		{"timeout on the last attempt: dead letter max_attempts", of(agentapi.ClassTimeout), 10, dead(ReasonMaxAttempts)},
+		{"429: retry after the initial backoff", http(429), first, retry(500 * time.Millisecond)},
+		{"429 with Retry-After: wait as asked", retryAfter(http(429), 2*time.Second), first, retry(2 * time.Second)},
+		{"429 with Retry-After of a year: capped at 15m", retryAfter(http(429), 365*24*time.Hour), first, retry(15 * time.Minute)},
+		{"429 after 60 deliveries: retry, never dead letter", http(429), Attempts{Delivered: 60}, retry(500 * time.Millisecond)},
 
-		{"breaker open: retry when it half-opens (+ up to 25% spread)", retryAfter(of(ClassCircuitOpen), 20*time.Second), 1, retry(25 * time.Second)},
-		{"breaker open on the last attempt: still retry, never dead letter", retryAfter(of(ClassCircuitOpen), 20*time.Second), 10, retry(25 * time.Second)},
-		{"breaker about to half-open: wait at least the initial backoff", of(ClassCircuitOpen), 1, retry(1250 * time.Millisecond)},
-		{"canceled by our shutdown: hand back at once", of(agentapi.ClassCanceled), 3, retry(0)},
-		{"canceled on the last attempt: hand back, no dead letter", of(agentapi.ClassCanceled), 10, retry(0)},
+		{"500: retry with backoff", http(500), own(1), retry(500 * time.Millisecond)},
+		{"503 with Retry-After: wait as asked", retryAfter(http(503), 30*time.Second), own(1), retry(30 * time.Second)},
+		{"408 Request Timeout: retry", http(408), own(1), retry(500 * time.Millisecond)},
+		{"timeout, 3rd failure: retry with backoff", of(agentapi.ClassTimeout), own(3), retry(2 * time.Second)},
+		{"network error, 5th failure: backoff capped at 4s", of(agentapi.ClassNetwork), own(5), retry(4 * time.Second)},
+		{"backoff follows failures, not deliveries", of(agentapi.ClassNetwork), Attempts{Delivered: 9, Failed: 1}, retry(500 * time.Millisecond)},
+		{"3xx (not followed): retry", http(302), own(1), retry(500 * time.Millisecond)},
+		{"401 with route health off: retry with backoff", http(401), own(2), retry(time.Second)},
+
+		{"503 as the 10th failure: dead letter max_attempts", http(503), own(10), dead(ReasonMaxAttempts)},
+		{"timeout as the 10th failure: dead letter max_attempts", of(agentapi.ClassTimeout), own(10), dead(ReasonMaxAttempts)},
+		{"own failure after 50 deliveries of any cause: dead letter max_attempts", http(500), Attempts{Delivered: 50, Failed: 1}, dead(ReasonMaxAttempts)},
+
+		{"canceled by our shutdown: hand back at once", of(agentapi.ClassCanceled), own(3), retry(0)},
+		{"canceled on the last attempt: hand back, no dead letter", of(agentapi.ClassCanceled), own(10), retry(0)},
 	}
 	for _, r := range rows {
-		if got := Decide(r.outcome, r.attempt, p, jitter); got != r.want {
-			t.Errorf("%s: Decide(%+v, attempt %d) = %+v, want %+v", r.row, r.outcome, r.attempt, got, r.want)
+		if got := Decide(r.outcome, r.attempts, p, jitter); got != r.want {
+			t.Errorf("%s: Decide(%+v, %+v) = %+v, want %+v", r.row, r.outcome, r.attempts, got, r.want)
 		}
 	}
 }
@@ -88,12 +96,12 @@ func TestDecideHonoursThePolicy(t *testing.T) {
 		2: {Verdict: VerdictRetry, Delay: 300 * time.Millisecond},
 		3: {Verdict: VerdictDeadLetter, Reason: ReasonMaxAttempts},
 	} {
-		if got := Decide(net, attempt, p, 1); got != want {
+		if got := Decide(net, Attempts{Delivered: attempt, Failed: attempt}, p, 1); got != want {
 			t.Errorf("attempt %d: got %+v, want %+v", attempt, got, want)
 		}
 	}
 	ra := Outcome{Class: agentapi.ClassRateLimited, Status: 429, RetryAfter: time.Hour}
-	if got := Decide(ra, 1, p, 1); got.Delay != 2*time.Second {
+	if got := Decide(ra, Attempts{Delivered: 1}, p, 1); got.Delay != 2*time.Second {
 		t.Errorf("Retry-After not capped by MaxRetryAfter: %v", got.Delay)
 	}
 }
@@ -103,18 +111,18 @@ func TestDecideHonoursThePolicy(t *testing.T) {
 func TestBackoffJitterBounds(t *testing.T) {
 	p := RetryPolicy{}
 	for _, j := range []float64{0, 0.25, 0.5, 0.999} {
-		d := Backoff(p, 4, 0, j) // step 8s
-		if d < 4*time.Second || d > 8*time.Second {
-			t.Errorf("jitter %v: %v outside [4s, 8s]", j, d)
+		d := Backoff(p, 3, 0, j) // step 2s
+		if d < time.Second || d > 2*time.Second {
+			t.Errorf("jitter %v: %v outside [1s, 2s]", j, d)
 		}
-		if d := Backoff(p, 4, 7*time.Second, j); d < 7*time.Second {
+		if d := Backoff(p, 3, 7*time.Second, j); d < 7*time.Second {
 			t.Errorf("jitter %v: %v below Retry-After 7s", j, d)
 		}
 	}
-	if Backoff(p, 1, 0, 0) != 500*time.Millisecond {
-		t.Errorf("first backoff at zero jitter = %v, want half of 1s", Backoff(p, 1, 0, 0))
+	if Backoff(p, 1, 0, 0) != 250*time.Millisecond {
+		t.Errorf("first backoff at zero jitter = %v, want half of 500ms", Backoff(p, 1, 0, 0))
 	}
-	if d := Backoff(p, 1_000_000, 0, 1); d != 5*time.Minute {
-		t.Errorf("huge attempt number: %v, want the 5m cap", d)
+	if d := Backoff(p, 1_000_000, 0, 1); d != 4*time.Second {
+		t.Errorf("huge failure count: %v, want the 4s cap", d)
 	}
 }

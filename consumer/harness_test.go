@@ -95,7 +95,6 @@ type running struct {
 func (h *harness) options(reg *prometheus.Registry) consumer.Options {
 	return consumer.Options{
 		Metrics:       telemetry.NewMetrics(reg),
-		CallTimeout:   2 * time.Second,
 		DrainGrace:    5 * time.Second,
 		PullExpiry:    3 * time.Second,
 		PullHeartbeat: time.Second,

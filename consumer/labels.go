@@ -22,17 +22,21 @@ func knownLabels() telemetry.Known {
 		},
 		Codes:     []string{"202", "400", "401", "403", "404", "409", "429", "500", "502", "503", "504", string(agentapi.ClassTimeout), string(agentapi.ClassNetwork)},
 		SettleOps: []string{"ack", "nak", "term", "in_progress"},
-		Transitions: [][2]string{
-			{BreakerClosed.String(), BreakerOpen.String()}, {BreakerOpen.String(), BreakerHalfOpen.String()},
-			{BreakerHalfOpen.String(), BreakerClosed.String()}, {BreakerHalfOpen.String(), BreakerOpen.String()},
-		},
+	}
+	for _, c := range Conditions() {
+		k.States = append(k.States, c.String())
+		if c != ConditionNone {
+			for _, t := range []Transition{Tripped, ProbeFailed, Resumed} {
+				k.Transitions = append(k.Transitions, [2]string{t.String(), c.String()})
+			}
+		}
 	}
 	for _, c := range retryable {
 		k.Finished = append(k.Finished,
 			[2]string{telemetry.OutcomeRetried, string(c)},
 			[2]string{telemetry.OutcomeDeadLettered, string(c)})
 	}
-	for _, c := range []agentapi.Class{ClassCircuitOpen, agentapi.ClassCanceled} {
+	for _, c := range []agentapi.Class{ClassGated, agentapi.ClassCanceled} {
 		k.Finished = append(k.Finished, [2]string{telemetry.OutcomeRetried, string(c)})
 	}
 	for _, c := range []agentapi.Class{ClassPoison, agentapi.ClassBadRequest, agentapi.ClassForbidden, agentapi.ClassNotFound, agentapi.ClassClientError} {

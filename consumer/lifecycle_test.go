@@ -136,48 +136,6 @@ func TestNATSRestartDuringProcessing(t *testing.T) {
 	}
 }
 
-// While the breaker is open the route pulls nothing: the API sees no calls
-// and the messages wait in the stream without burning attempts. Half-open
-// probes go through when it times out, and success closes it.
-func TestBreakerOpenStopsPullingAndResumes(t *testing.T) {
-	h := newHarness(t, emulator.WithTrigger("agtch_b", true), emulator.WithFaults(emulator.Faults{ServerErrorRate: 1}))
-	r := h.route("b", "events.b.>", h.agent("agtch_b"))
-	r.MaxInFlight = 1
-	r.Retry.MaxAttempts = 100
-	r.Breaker = consumer.BreakerSettings{ConsecutiveFailures: 3, OpenTimeout: 1500 * time.Millisecond}
-	run := h.start(r)
-	for i := range 10 {
-		h.publish("events.b.x", `{"input":"x"}`, nil, fmt.Sprintf("b-%d", i))
-	}
-	state := func() float64 {
-		return metricValue(t, run, "agentrelay_circuit_breaker_state", "b")
-	}
-	testenv.Eventually(t, 10*time.Second, "breaker open", func() bool { return state() == 2 })
-	calls := h.emu.Stats().Requests
-	if calls != 3 {
-		t.Errorf("%d calls before the breaker opened, want 3", calls)
-	}
-	time.Sleep(time.Second) // most of the open period
-	if got := h.emu.Stats().Requests; got != calls {
-		t.Errorf("%d calls while open, want none", got-calls)
-	}
-	if info := h.consumerInfo("agentrelay-b"); info.NumPending < 7 {
-		t.Errorf("only %d messages left undelivered while open: the route kept pulling", info.NumPending)
-	}
-	h.emu.SetFaults(emulator.Faults{})
-	h.waitSettled(20*time.Second, "b")
-	if state() != 0 {
-		t.Errorf("breaker state %v after recovery, want closed", state())
-	}
-	if h.emu.LedgerLen() != 10 {
-		t.Errorf("%d accepted, want 10", h.emu.LedgerLen())
-	}
-	trans := metricValue(t, run, "agentrelay_circuit_breaker_transitions_total", "b", "closed", "open")
-	if trans < 1 {
-		t.Error("no closed->open transition counted")
-	}
-}
-
 // Drain on shutdown: in-flight calls finish and are acked, nothing arrives
 // later, nothing is left waiting for an ack.
 func TestGracefulDrainLeavesNothingAckPending(t *testing.T) {
@@ -242,8 +200,8 @@ func TestSlowCallIsKeptAliveWithInProgress(t *testing.T) {
 	slow := &sleepyAgent{id: "agtch_slowpoke", d: 3 * time.Second}
 	r := h.route("slowpoke", "events.slowpoke.>", slow)
 	r.AckWait = time.Second
-	h.startWith(func(o *consumer.Options) { o.CallTimeout = 0 }, r)
-	h.startWith(func(o *consumer.Options) { o.CallTimeout = 0 }, r) // a second replica that would take a redelivery
+	h.start(r)
+	h.start(r) // a second replica that would take a redelivery
 	h.publish("events.slowpoke.1", `{"input":"x"}`, nil, "slow-1")
 	h.waitSettled(15*time.Second, "slowpoke")
 	if n := slow.calls.Load(); n != 1 {
@@ -339,12 +297,14 @@ func TestSetupReportsEveryMissingStream(t *testing.T) {
 	}
 }
 
-func TestNewRejectsAckWaitNotAboveTheCallTimeout(t *testing.T) {
+// AckWait may be shorter than a call (keep-alives hold the message), but
+// not so short that keep-alives every third of it cannot keep up.
+func TestNewRejectsAnAckWaitKeepAlivesCannotHold(t *testing.T) {
 	h := newHarness(t)
 	r := h.route("a", "x.>", h.agent("agtch_a"))
-	r.AckWait = 2 * time.Second
-	_, err := consumer.New(h.nats.JS, []consumer.Route{r, r}, consumer.Options{CallTimeout: 2 * time.Second})
-	if err == nil || !strings.Contains(err.Error(), "ack wait 2s must exceed the trigger call timeout 2s") {
+	r.AckWait = 100 * time.Millisecond
+	_, err := consumer.New(h.nats.JS, []consumer.Route{r}, consumer.Options{})
+	if err == nil || !strings.Contains(err.Error(), "ack wait 100ms is under 300ms") {
 		t.Errorf("got %v", err)
 	}
 }
@@ -394,10 +354,11 @@ func TestCountersExistAtZeroBeforeTheFirstEvent(t *testing.T) {
 	}
 	for name, labels := range map[string][]string{
 		"agentrelay_dead_letters_total":                {"reason=forbidden", "reason=max_attempts", "reason=invalid_json", "route=z"},
-		"agentrelay_messages_finished_total":           {"outcome=acked", "outcome=retried", "outcome=dead_lettered", "class=server_error", "class=circuit_open"},
+		"agentrelay_messages_finished_total":           {"outcome=acked", "outcome=retried", "outcome=dead_lettered", "class=server_error", "class=gated"},
 		"agentrelay_trigger_requests_total":            {"code=202", "code=503", "code=timeout"},
 		"agentrelay_settle_failures_total":             {"op=ack", "op=term"},
-		"agentrelay_circuit_breaker_transitions_total": {"from=closed", "to=open", "to=half-open"},
+		"agentrelay_route_health_transitions_total":    {"transition=tripped", "transition=resumed", "condition=outage", "condition=not_runnable"},
+		"agentrelay_route_health":                      {"state=healthy", "state=outage", "state=unauthorized", "state=not_runnable", "state=rate_limited"},
 	} {
 		for _, l := range labels {
 			if !series[name][l] {

@@ -288,8 +288,3 @@ func (p *puller) waitBeforePull(now time.Time) time.Duration {
 	}
 	return 0
 }
-
-// outstanding reports whether requests may still deliver.
-func (p *puller) outstanding(now time.Time) bool {
-	return p.rn.requested > 0 && !now.After(p.lastExpiry.Add(time.Second))
-}

@@ -39,9 +39,6 @@ type Options struct {
 	Metrics *telemetry.Metrics
 	// DeadLetter describes the dead-letter stream.
 	DeadLetter DeadLetterConfig
-	// CallTimeout is the trigger call timeout; every route's AckWait must
-	// exceed it. 0 skips the check.
-	CallTimeout time.Duration
 	// DrainGrace is how long in-flight calls may run after Run's context
 	// ends before they are canceled and their messages handed back.
 	// Default DefaultDrainGrace.
@@ -114,7 +111,7 @@ func New(js jetstream.JetStream, routes []Route, o Options) (*Relay, error) {
 	names := map[string]bool{}
 	for _, rt := range routes {
 		rt = rt.WithDefaults()
-		if err := rt.validate(o.CallTimeout); err != nil {
+		if err := rt.validate(); err != nil {
 			errs = append(errs, err)
 			continue
 		}
@@ -173,10 +170,12 @@ func (r *Relay) setup(ctx context.Context) error {
 			r.log.Warn("dead-letter stream is less durable than it should be", "stream", r.dl.cfg.Stream, "problem", w)
 		}
 	}
+	v := r.js.Conn().ConnectedServerVersion()
 	for _, rn := range r.runners {
 		if err := withRetry(ctx, rn.bind); err != nil {
 			errs = append(errs, err)
 		}
+		rn.fleet.enable(v)
 	}
 	return errors.Join(errs...)
 }
@@ -235,9 +234,10 @@ func (r *Relay) Run(ctx context.Context) error {
 	stop := make(chan struct{})
 	var loops sync.WaitGroup
 	for _, rn := range r.runners {
-		loops.Add(2)
+		loops.Add(3)
 		go func() { defer loops.Done(); rn.pull(stop) }()
 		go func() { defer loops.Done(); rn.watchLag(stop) }()
+		go func() { defer loops.Done(); rn.fleet.run(stop) }()
 	}
 	r.setReady(true)
 	r.log.Info("relaying", "routes", len(r.runners))
@@ -248,6 +248,7 @@ func (r *Relay) Run(ctx context.Context) error {
 	r.log.Info("draining", "grace", r.opts.DrainGrace)
 	for _, rn := range r.runners {
 		rn.draining.Store(true)
+		close(rn.drainStarted)
 	}
 	close(stop)
 	loops.Wait()

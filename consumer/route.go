@@ -30,7 +30,14 @@ const (
 // Route defaults.
 const (
 	DefaultMaxInFlight = 64
-	DefaultAckWait     = 60 * time.Second
+	// DefaultAckWait is short so that a crashed replica's messages go to
+	// another one within seconds; a call that takes longer is kept alive
+	// with InProgress every third of it.
+	DefaultAckWait = 5 * time.Second
+	// DefaultAckPendingFactor × MaxInFlight is the default MaxAckPending:
+	// room for several replicas plus the messages a crashed one stranded
+	// until AckWait, and for messages waiting out a retry delay.
+	DefaultAckPendingFactor = 4
 )
 
 // Route connects a set of subjects of a stream to one agent trigger through
@@ -54,12 +61,17 @@ type Route struct {
 	// Default DefaultMaxInFlight.
 	MaxInFlight int
 	// MaxAckPending is the consumer's limit of unsettled messages across
-	// all replicas. Default MaxInFlight; with N replicas set it to
-	// N × MaxInFlight, or the replicas share one replica's worth.
+	// all replicas, those waiting out a retry delay included. Default
+	// DefaultAckPendingFactor × MaxInFlight.
 	MaxAckPending int
-	// AckWait is how long JetStream waits for a settle before redelivering;
-	// it must exceed the trigger call timeout. Default DefaultAckWait.
+	// AckWait is how long JetStream waits for a settle before redelivering
+	// to another replica. A message being worked on is kept alive with
+	// InProgress every AckWait/3, so calls may take longer. Default
+	// DefaultAckWait.
 	AckWait time.Duration
+	// MaxRate caps the route's calls per second on this replica; 0 means
+	// no cap.
+	MaxRate float64
 	// Retry is the retry policy.
 	Retry RetryPolicy
 	// Breaker configures the route's circuit breaker.
@@ -78,7 +90,7 @@ func (r Route) WithDefaults() Route {
 		r.MaxInFlight = DefaultMaxInFlight
 	}
 	if r.MaxAckPending <= 0 {
-		r.MaxAckPending = r.MaxInFlight
+		r.MaxAckPending = DefaultAckPendingFactor * r.MaxInFlight
 	}
 	if r.AckWait <= 0 {
 		r.AckWait = DefaultAckWait
@@ -94,7 +106,10 @@ var ErrInvalidRoute = errors.New("invalid route")
 
 // validate checks what the consumer package itself relies on; config
 // validation reports the same problems earlier and with field paths.
-func (r Route) validate(callTimeout time.Duration) error {
+// minAckWait is the shortest AckWait keep-alives every AckWait/3 can hold.
+const minAckWait = 300 * time.Millisecond
+
+func (r Route) validate() error {
 	var errs []error
 	if r.Name == "" {
 		errs = append(errs, errors.New("name is empty"))
@@ -105,8 +120,11 @@ func (r Route) validate(callTimeout time.Duration) error {
 	if r.Agent == nil {
 		errs = append(errs, errors.New("no agent"))
 	}
-	if callTimeout > 0 && r.AckWait <= callTimeout {
-		errs = append(errs, fmt.Errorf("ack wait %v must exceed the trigger call timeout %v", r.AckWait, callTimeout))
+	if r.AckWait < minAckWait {
+		errs = append(errs, fmt.Errorf("ack wait %v is under %v: keep-alives could not keep up", r.AckWait, minAckWait))
+	}
+	if r.MaxRate < 0 {
+		errs = append(errs, fmt.Errorf("max rate %v is negative", r.MaxRate))
 	}
 	if r.Deliver != DeliverAll && r.Deliver != DeliverNew {
 		errs = append(errs, fmt.Errorf("deliver policy %q is not %q or %q", r.Deliver, DeliverAll, DeliverNew))

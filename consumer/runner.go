@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"golang.org/x/time/rate"
 
 	"github.com/agentrelay/agentrelay/agentapi"
 	"github.com/agentrelay/agentrelay/internal/telemetry"
@@ -30,7 +31,21 @@ type runner struct {
 	lowMark int // a new pull waits for this many free slots while another is outstanding
 	log     *slog.Logger
 	m       *telemetry.RouteMetrics
-	br      *breaker
+	health  *health
+	rate    *rate.Limiter // nil without MaxRate
+	fleet   *fleetGate
+
+	// holding is set while one of this replica's messages is held to probe
+	// the route with: one per replica, the rest are handed back.
+	holding atomic.Bool
+	// healthEvt is closed and replaced on every health transition, to wake
+	// a held probe.
+	evtMu     sync.Mutex
+	healthEvt chan struct{}
+	// failures counts each message's own failures on this replica, by
+	// stream sequence, for backoff and MaxAttempts.
+	failMu   sync.Mutex
+	failures map[uint64]int
 
 	cons          atomic.Pointer[jetstream.Consumer]
 	rebinding     atomic.Bool
@@ -45,9 +60,10 @@ type runner struct {
 	wake       chan struct{}
 	p          *puller
 
-	draining    atomic.Bool
-	callCtx     context.Context // canceled when the drain grace runs out
-	cancelCalls context.CancelFunc
+	draining     atomic.Bool
+	drainStarted chan struct{}   // closed when the drain begins
+	callCtx      context.Context // canceled when the drain grace runs out
+	cancelCalls  context.CancelFunc
 
 	// idle hands a message to a handler goroutine waiting for work; see
 	// dispatch. quit, closed when the drain is over, sends them away.
@@ -62,41 +78,29 @@ const handlerIdle = time.Second
 
 func newRunner(r *Relay, rt Route) *runner {
 	rn := &runner{
-		relay:   r,
-		route:   rt,
-		limit:   rt.MaxInFlight,
-		lowMark: max(1, rt.MaxInFlight/4),
-		log:     r.log.With("route", rt.Name, "stream", rt.Stream, "trigger_id", rt.Agent.ID().String()),
-		m:       r.opts.Metrics.Route(rt.Name),
-		wake:    make(chan struct{}, 1),
-		idle:    make(chan jetstream.Msg),
-		quit:    make(chan struct{}),
+		relay:        r,
+		route:        rt,
+		limit:        rt.MaxInFlight,
+		lowMark:      max(1, rt.MaxInFlight/4),
+		log:          r.log.With("route", rt.Name, "stream", rt.Stream, "trigger_id", rt.Agent.ID().String()),
+		m:            r.opts.Metrics.Route(rt.Name),
+		health:       newHealth(rt.Breaker, rt.MaxInFlight),
+		healthEvt:    make(chan struct{}),
+		failures:     map[uint64]int{},
+		wake:         make(chan struct{}, 1),
+		drainStarted: make(chan struct{}),
+		idle:         make(chan jetstream.Msg),
+		quit:         make(chan struct{}),
+	}
+	if rt.MaxRate > 0 {
+		rn.rate = rate.NewLimiter(rate.Limit(rt.MaxRate), max(1, int(rt.MaxRate/10)))
 	}
 	rn.callCtx, rn.cancelCalls = context.WithCancel(context.Background())
-	rn.br = newBreaker(rt.Name, rt.Breaker, rn.breakerChanged)
+	rn.fleet = newFleetGate(rn)
 	rn.p = newPuller(rn)
 	rn.m.SetInFlightLimit(rn.limit)
 	rn.m.Prime(knownLabels())
 	return rn
-}
-
-func (rn *runner) breakerChanged(from, to BreakerState) {
-	v := telemetry.BreakerClosed
-	switch to {
-	case BreakerHalfOpen:
-		v = telemetry.BreakerHalfOpen
-	case BreakerOpen:
-		v = telemetry.BreakerOpen
-	}
-	rn.m.BreakerChanged(from.String(), to.String(), v)
-	switch to {
-	case BreakerOpen:
-		rn.log.Warn("circuit breaker open: pausing pulls", "from", from.String(), "open_for", rn.route.Breaker.OpenTimeout)
-	case BreakerHalfOpen:
-		rn.log.Info("circuit breaker half-open: probing", "probes", rn.br.probes())
-	case BreakerClosed:
-		rn.log.Info("circuit breaker closed: resuming", "from", from.String())
-	}
 }
 
 // bind creates or updates the route's durable consumer.
@@ -170,8 +174,8 @@ func (rn *runner) signal() {
 }
 
 // pull keeps the route's in-flight slots filled until stop is closed. It
-// wakes when a slot frees, when the breaker changes state, when a wait is
-// over, and every heartbeat interval to check the outstanding requests.
+// wakes when a slot frees, when route health changes, when a wait is over,
+// and every heartbeat interval to check the outstanding requests.
 func (rn *runner) pull(stop <-chan struct{}) {
 	errDelay := 100 * time.Millisecond
 	tick := time.NewTicker(rn.relay.opts.PullHeartbeat)
@@ -201,7 +205,6 @@ func (rn *runner) pull(stop <-chan struct{}) {
 		select {
 		case <-stop:
 		case <-rn.wake:
-		case <-rn.br.changed:
 		case <-timeout:
 		case now := <-tick.C:
 			rn.p.check(now)
@@ -229,10 +232,11 @@ func sleep(stop <-chan struct{}, d time.Duration) bool {
 }
 
 // reserve decides how many messages to ask for now, and books them as
-// requested. When it returns 0 the loop waits for a slot to free, for the
-// breaker to change state, or for wait to pass (an open breaker's timeout).
+// requested. When it returns 0 the loop waits for a slot to free, for route
+// health to change, or for wait to pass.
 func (rn *runner) reserve(now time.Time) (n int, wait time.Duration) {
-	state := rn.br.state()
+	hs := rn.health.state(now)
+	rn.m.SetInFlightLimit(hs.Limit)
 	rn.mu.Lock()
 	defer rn.mu.Unlock()
 	if rn.draining.Load() {
@@ -242,16 +246,22 @@ func (rn *runner) reserve(now time.Time) (n int, wait time.Duration) {
 		return 0, w
 	}
 	var free int
-	switch state {
-	case BreakerOpen:
-		// Pull nothing: messages left in the stream do not burn
-		// delivery attempts while the API is down.
-		return 0, max(rn.br.remaining(now), 10*time.Millisecond)
-	case BreakerHalfOpen:
-		free = rn.br.probes() - rn.active - rn.requested
+	switch {
+	case hs.Condition != ConditionNone:
+		// A route-wide condition: pull nothing, so messages left in the
+		// stream spend no delivery attempt. A held message probes; only
+		// when none is held is one pulled to probe with, when it is time.
+		if rn.holding.Load() || hs.Probing {
+			return 0, 0
+		}
+		if w := hs.NextProbe.Sub(now); w > 0 {
+			return 0, w
+		}
+		free = 1 - rn.active - rn.requested
 	default:
-		free = rn.limit - rn.active - rn.requested
-		if rn.requested > 0 && free < rn.lowMark {
+		limit := min(rn.limit, hs.Limit)
+		free = limit - rn.active - rn.requested
+		if rn.requested > 0 && free < min(rn.lowMark, limit) {
 			free = 0
 		}
 	}
@@ -344,12 +354,15 @@ func (rn *runner) flushHandBack() {
 	}
 }
 
-// drain waits until no message is in flight and no pull request can still
-// deliver, or until deadline; then it cancels the calls still running (they
-// end as canceled and their messages are handed back at once) and waits for
-// that and for the last requests to expire. Then it closes the
-// subscription, hands back what arrived meanwhile, and lets the idle
-// handler goroutines go.
+// drain waits until no message is in flight, or until deadline; then it
+// cancels the calls still running (they end as canceled and their messages
+// are handed back at once) and waits for that. Then it drains the
+// subscription: the unsubscribe tells the server to stop serving this
+// replica's outstanding pulls, and whatever it sent before that is handled
+// (held for hand-back) before the subscription closes. So a drain with
+// nothing in flight takes one round trip, not the rest of a pull's expiry.
+// Last, it hands back what arrived meanwhile and lets the idle handler
+// goroutines go.
 func (rn *runner) drain(deadline time.Time) {
 	if !rn.waitIdle(deadline) {
 		rn.mu.Lock()
@@ -357,7 +370,7 @@ func (rn *runner) drain(deadline time.Time) {
 		rn.mu.Unlock()
 		rn.log.Warn("drain grace period over: canceling in-flight calls and handing their messages back", "in_flight", left)
 		rn.cancelCalls()
-		if !rn.waitIdle(time.Now().Add(rn.relay.opts.PullExpiry + 5*time.Second)) {
+		if !rn.waitIdle(time.Now().Add(5 * time.Second)) {
 			rn.log.Error("messages still in flight after cancel; JetStream redelivers them after AckWait")
 		}
 	}
@@ -370,11 +383,11 @@ func (rn *runner) drain(deadline time.Time) {
 func (rn *runner) waitIdle(deadline time.Time) bool {
 	t := time.NewTimer(time.Until(deadline))
 	defer t.Stop()
-	tick := time.NewTicker(100 * time.Millisecond) // requests end by expiry too, silently
+	tick := time.NewTicker(100 * time.Millisecond)
 	defer tick.Stop()
 	for {
 		rn.mu.Lock()
-		idle := rn.active == 0 && !rn.p.outstanding(time.Now())
+		idle := rn.active == 0
 		rn.mu.Unlock()
 		if idle {
 			return true
@@ -423,216 +436,6 @@ func (rn *runner) readLag(parent context.Context) {
 	default:
 		rn.ackFloor.Store(info.AckFloor.Stream)
 		rn.m.ConsumerState(info.NumPending, info.NumAckPending, info.NumRedelivered, info.NumWaiting, info.Paused)
+		rn.fleet.observe(info.Paused, pauseUntil(info))
 	}
-}
-
-// dispatch hands msg to an idle handler goroutine, or starts one.
-//
-// Handler goroutines are reused rather than started per message: a call
-// goes deep into net/http, so a new goroutine's stack grows (and is copied)
-// two or three times on every message; a reused one has grown already.
-func (rn *runner) dispatch(msg jetstream.Msg) {
-	select {
-	case rn.idle <- msg:
-	default:
-		go rn.handleLoop(msg)
-	}
-}
-
-// handleLoop handles msg, then further messages from dispatch, until none
-// comes for handlerIdle or the drain is over.
-func (rn *runner) handleLoop(msg jetstream.Msg) {
-	t := time.NewTimer(handlerIdle)
-	defer t.Stop()
-	for {
-		rn.handle(msg)
-		t.Reset(handlerIdle)
-		select {
-		case msg = <-rn.idle:
-		case <-t.C:
-			return
-		case <-rn.quit:
-			return
-		}
-	}
-}
-
-// handle runs one message through the pipeline: decode, call, decide,
-// settle.
-func (rn *runner) handle(msg jetstream.Msg) {
-	defer rn.done()
-	start := time.Now()
-	rn.m.Received()
-	md, err := msg.Metadata()
-	if err != nil {
-		// Cannot happen for a message from a pull consumer; if it does,
-		// leave it to JetStream rather than guess.
-		rn.log.Error("message without JetStream metadata; leaving it for redelivery", "subject", msg.Subject(), "err", err)
-		rn.m.SettleFailed("metadata")
-		return
-	}
-	ka := rn.keepAlive(msg)
-	defer ka.stop()
-
-	attempt := int(md.NumDelivered)
-	h := msg.Headers()
-	key, keyErr := IdempotencyKey(h, md)
-	ev, reason, decodeErr := rn.route.Contract.Decode(msg.Data(), h)
-	var out Outcome
-	switch {
-	case keyErr != nil:
-		out = Outcome{Class: ClassPoison, Reason: ReasonInvalidIdempotencyKey, Err: keyErr}
-	case reason != "":
-		out = Outcome{Class: ClassPoison, Reason: reason, Err: decodeErr}
-	default:
-		ev.IdempotencyKey = key
-		out = rn.trigger(ev)
-	}
-	jitter := rn.relay.opts.Jitter()
-	act := Decide(out, attempt, rn.route.Retry, jitter)
-	rn.settle(msg, md, key, attempt, out, act, jitter, start)
-}
-
-// trigger calls the agent through the breaker.
-func (rn *runner) trigger(ev agentapi.Event) Outcome {
-	t0 := time.Now()
-	var status int
-	err, open := rn.br.call(func() error {
-		var err error
-		status, err = rn.route.Agent.Trigger(rn.callCtx, ev)
-		return err
-	})
-	if open {
-		return Outcome{Class: ClassCircuitOpen, RetryAfter: rn.br.remaining(time.Now()), Err: err}
-	}
-	class := agentapi.ClassOfError(err)
-	rn.m.Trigger(status, string(class), time.Since(t0).Seconds())
-	out := Outcome{Class: class, Status: status, Err: err}
-	var ae *agentapi.Error
-	if errors.As(err, &ae) {
-		out.RetryAfter = ae.RetryAfter
-	}
-	return out
-}
-
-// settle carries out the action. A dead letter is only terminated after
-// JetStream acknowledged its copy; when that fails the original is kept and
-// retried.
-func (rn *runner) settle(msg jetstream.Msg, md *jetstream.MsgMetadata, key string, attempt int, out Outcome, act Action, jitter float64, start time.Time) {
-	outcome := telemetry.OutcomeRetried
-	level := slog.LevelInfo
-	logMsg := "retrying"
-	var settleErr error
-	switch act.Verdict {
-	case VerdictAck:
-		outcome, level, logMsg = telemetry.OutcomeAcked, slog.LevelDebug, "accepted"
-		if settleErr = msg.Ack(); settleErr != nil {
-			rn.m.SettleFailed("ack")
-		}
-	case VerdictRetry:
-		if out.Class == ClassCircuitOpen || out.Class == agentapi.ClassCanceled {
-			level = slog.LevelDebug
-		}
-		if act.Delay > 0 {
-			if settleErr = msg.NakWithDelay(act.Delay); settleErr != nil {
-				rn.m.SettleFailed("nak")
-			}
-		} else {
-			rn.giveBack(msg)
-		}
-	case VerdictDeadLetter:
-		ctx, cancel := context.WithTimeout(context.Background(), rn.relay.dl.cfg.PublishTimeout)
-		_, err := rn.relay.dl.Publish(ctx, msg, md, Letter{
-			Reason:    act.Reason,
-			Outcome:   out,
-			Route:     rn.route.Name,
-			TriggerID: rn.route.Agent.ID().String(),
-			Key:       key,
-			Attempts:  attempt,
-		})
-		cancel()
-		if err != nil {
-			rn.m.DeadLetterFailed()
-			act = Action{Verdict: VerdictRetry, Delay: Backoff(rn.route.Retry, attempt, 0, jitter), Reason: act.Reason}
-			level, logMsg = slog.LevelError, "dead-letter publish failed; keeping the message and retrying"
-			out.Err = fmt.Errorf("%w (dead-letter publish: %w)", out.Err, err)
-			if settleErr = msg.NakWithDelay(act.Delay); settleErr != nil {
-				rn.m.SettleFailed("nak")
-			}
-			break
-		}
-		outcome, level, logMsg = telemetry.OutcomeDeadLettered, slog.LevelWarn, "dead-lettered"
-		rn.m.DeadLettered(string(act.Reason))
-		if settleErr = msg.TermWithReason(string(act.Reason)); settleErr != nil {
-			// The copy is stored; a redelivery publishes it again under
-			// the same dead-letter message id and JetStream drops the
-			// duplicate.
-			rn.m.SettleFailed("term")
-		}
-	}
-	rn.m.Finished(outcome, string(out.Class), attempt, time.Since(start).Seconds())
-	if settleErr != nil {
-		level = max(level, slog.LevelWarn)
-	}
-	if !rn.log.Enabled(context.Background(), level) {
-		return
-	}
-	attrs := make([]slog.Attr, 0, 12)
-	attrs = append(attrs,
-		slog.Uint64("stream_seq", md.Sequence.Stream),
-		slog.Int("attempt", attempt),
-		slog.String("idempotency_key", key),
-		slog.String("class", string(out.Class)),
-	)
-	if out.Status != 0 {
-		attrs = append(attrs, slog.Int("status", out.Status))
-	}
-	switch act.Verdict {
-	case VerdictRetry:
-		attrs = append(attrs, slog.Duration("delay", act.Delay))
-	case VerdictDeadLetter:
-		attrs = append(attrs, slog.String("reason", string(act.Reason)))
-	}
-	if out.Err != nil {
-		attrs = append(attrs, slog.String("err", out.Err.Error()))
-	}
-	if settleErr != nil {
-		attrs = append(attrs, slog.String("settle_err", settleErr.Error()))
-	}
-	rn.log.LogAttrs(context.Background(), level, logMsg, attrs...)
-}
-
-// keepAlive tells JetStream a message is still being worked on, every half
-// AckWait, so a slow call or dead-letter publish does not get it redelivered
-// to another replica meanwhile.
-type keepAlive struct {
-	mu      sync.Mutex
-	t       *time.Timer
-	stopped bool
-}
-
-func (rn *runner) keepAlive(msg jetstream.Msg) *keepAlive {
-	every := rn.route.AckWait / 2
-	ka := &keepAlive{}
-	ka.mu.Lock()
-	defer ka.mu.Unlock()
-	ka.t = time.AfterFunc(every, func() {
-		ka.mu.Lock()
-		defer ka.mu.Unlock()
-		if ka.stopped {
-			return
-		}
-		if err := msg.InProgress(); err != nil {
-			rn.m.SettleFailed("in_progress")
-		}
-		ka.t.Reset(every)
-	})
-	return ka
-}
-
-func (ka *keepAlive) stop() {
-	ka.mu.Lock()
-	ka.stopped = true
-	ka.t.Stop()
-	ka.mu.Unlock()
 }

@@ -95,7 +95,6 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger, o Options) e
 		Logger:        log,
 		Metrics:       metrics,
 		DeadLetter:    cfg.DeadLetter.Consumer(),
-		CallTimeout:   cfg.API.Timeout.D(),
 		DrainGrace:    cfg.Worker.DrainGrace.D(),
 		PullExpiry:    cfg.Worker.PullExpiry.D(),
 		PullHeartbeat: cfg.Worker.PullHeartbeat.D(),

@@ -518,13 +518,12 @@ func newRelayWorker(cfg WorkerConfig, js jetstream.JetStream) (*relayWorker, err
 			InitialBackoff: cfg.InitialBackoff,
 			MaxBackoff:     cfg.MaxBackoff,
 		},
-		Breaker: consumer.BreakerSettings{ConsecutiveFailures: cfg.BreakerFailures, OpenTimeout: time.Second},
+		Breaker: consumer.BreakerSettings{MinCalls: cfg.BreakerFailures},
 	}
 	opts := consumer.Options{
-		Logger:      log,
-		Metrics:     telemetry.NewMetrics(reg),
-		CallTimeout: cfg.CallTimeout,
-		DrainGrace:  10 * time.Second,
+		Logger:     log,
+		Metrics:    telemetry.NewMetrics(reg),
+		DrainGrace: 10 * time.Second,
 	}
 	if cfg.InProcess {
 		// A drain waits for outstanding pulls to expire: keep the

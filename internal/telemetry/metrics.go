@@ -33,8 +33,8 @@ type Metrics struct {
 	attempts        *prometheus.HistogramVec
 	inFlight        *prometheus.GaugeVec
 	inFlightLimit   *prometheus.GaugeVec
-	breakerState    *prometheus.GaugeVec
-	breakerChanges  *prometheus.CounterVec
+	health          *prometheus.GaugeVec
+	healthChanges   *prometheus.CounterVec
 	deadLetters     *prometheus.CounterVec
 	deadLetterFails *prometheus.CounterVec
 	settleFails     *prometheus.CounterVec
@@ -89,14 +89,14 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Namespace: namespace, Name: "messages_in_flight_limit",
 			Help: "Most messages this replica processes at once for the route.",
 		}, route),
-		breakerState: prometheus.NewGaugeVec(prometheus.GaugeOpts{
-			Namespace: namespace, Name: "circuit_breaker_state",
-			Help: "Circuit breaker state of the route on this replica: 0 closed, 1 half-open, 2 open.",
-		}, route),
-		breakerChanges: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Namespace: namespace, Name: "circuit_breaker_transitions_total",
-			Help: "Circuit breaker state changes.",
-		}, []string{"route", "from", "to"}),
+		health: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Namespace: namespace, Name: "route_health",
+			Help: "Route health on this replica, one series per state (healthy, outage, unauthorized, not_runnable, rate_limited); the current state is 1. Any state but healthy stops the route's deliveries and probes.",
+		}, []string{"route", "state"}),
+		healthChanges: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: namespace, Name: "route_health_transitions_total",
+			Help: "Route health transitions on this replica: tripped (a route-wide condition began), probe_failed, resumed.",
+		}, []string{"route", "transition", "condition"}),
 		deadLetters: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: namespace, Name: "dead_letters_total",
 			Help: "Messages stored in the dead-letter stream, by reason.",
@@ -154,7 +154,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	build.WithLabelValues(bi.Version, bi.Revision, bi.GoVersion).Set(1)
 
 	reg.MustRegister(m.received, m.finished, m.requests, m.triggerSeconds, m.processSeconds,
-		m.attempts, m.inFlight, m.inFlightLimit, m.breakerState, m.breakerChanges,
+		m.attempts, m.inFlight, m.inFlightLimit, m.health, m.healthChanges,
 		m.deadLetters, m.deadLetterFails, m.settleFails, m.pending, m.ackPending,
 		m.redelivered, m.waiting, m.paused, m.ready, m.natsConnected, m.natsReconnects,
 		m.pullErrors, build,
@@ -189,7 +189,6 @@ func (m *Metrics) Route(name string) *RouteMetrics {
 		triggerSeconds: m.triggerSeconds.WithLabelValues(name),
 		inFlight:       m.inFlight.WithLabelValues(name),
 		inFlightLimit:  m.inFlightLimit.WithLabelValues(name),
-		breakerState:   m.breakerState.WithLabelValues(name),
 		dlFails:        m.deadLetterFails.WithLabelValues(name),
 		pending:        m.pending.WithLabelValues(name),
 		ackPending:     m.ackPending.WithLabelValues(name),
@@ -215,7 +214,6 @@ type RouteMetrics struct {
 	attempts       [3]prometheus.Observer
 	inFlight       prometheus.Gauge
 	inFlightLimit  prometheus.Gauge
-	breakerState   prometheus.Gauge
 	dlFails        prometheus.Counter
 	pending        prometheus.Gauge
 	ackPending     prometheus.Gauge
@@ -304,13 +302,6 @@ func (r *RouteMetrics) SettleFailed(op string) {
 // PullFailed counts a pull request that ended in an error.
 func (r *RouteMetrics) PullFailed() { r.pullErrors.Inc() }
 
-// Breaker states as gauge values.
-const (
-	BreakerClosed   = 0
-	BreakerHalfOpen = 1
-	BreakerOpen     = 2
-)
-
 // Known lists the label values a route's counters can take, so that Prime
 // can create them at zero.
 type Known struct {
@@ -318,7 +309,8 @@ type Known struct {
 	Reasons     []string
 	Codes       []string
 	SettleOps   []string
-	Transitions [][2]string // from, to
+	Transitions [][2]string // transition, condition
+	States      []string    // route health states; the first is the initial one
 }
 
 // Prime creates every known labelled counter of the route at zero.
@@ -340,14 +332,28 @@ func (r *RouteMetrics) Prime(k Known) {
 		r.settleBy.get(op, func() prometheus.Counter { return r.m.settleFails.WithLabelValues(r.name, op) })
 	}
 	for _, t := range k.Transitions {
-		r.m.breakerChanges.WithLabelValues(r.name, t[0], t[1])
+		r.m.healthChanges.WithLabelValues(r.name, t[0], t[1])
+	}
+	if len(k.States) > 0 {
+		r.SetHealth(k.States[0], k.States)
 	}
 }
 
-// BreakerChanged records a circuit breaker transition.
-func (r *RouteMetrics) BreakerChanged(from, to string, toValue int) {
-	r.breakerState.Set(float64(toValue))
-	r.m.breakerChanges.WithLabelValues(r.name, from, to).Inc()
+// SetHealth sets the route's health state: state to 1, every other of
+// states to 0.
+func (r *RouteMetrics) SetHealth(state string, states []string) {
+	for _, s := range states {
+		v := 0.0
+		if s == state {
+			v = 1
+		}
+		r.m.health.WithLabelValues(r.name, s).Set(v)
+	}
+}
+
+// HealthTransition counts a route health transition.
+func (r *RouteMetrics) HealthTransition(transition, condition string) {
+	r.m.healthChanges.WithLabelValues(r.name, transition, condition).Inc()
 }
 
 // ConsumerState sets the consumer lag gauges from JetStream consumer info.

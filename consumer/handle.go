@@ -1,0 +1,384 @@
+package consumer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/agentrelay/agentrelay/agentapi"
+	"github.com/agentrelay/agentrelay/internal/telemetry"
+)
+
+// delivery is one delivery of a message being handled.
+type delivery struct {
+	msg      jetstream.Msg
+	md       *jetstream.MsgMetadata
+	key      string // the Idempotency-Key (empty when the message has none usable)
+	attempts Attempts
+	start    time.Time
+}
+
+// dispatch hands msg to an idle handler goroutine, or starts one.
+//
+// Handler goroutines are reused rather than started per message: a call
+// goes deep into net/http, so a new goroutine's stack grows (and is copied)
+// two or three times on every message; a reused one has grown already.
+func (rn *runner) dispatch(msg jetstream.Msg) {
+	select {
+	case rn.idle <- msg:
+	default:
+		go rn.handleLoop(msg)
+	}
+}
+
+// handleLoop handles msg, then further messages from dispatch, until none
+// comes for handlerIdle or the drain is over.
+func (rn *runner) handleLoop(msg jetstream.Msg) {
+	t := time.NewTimer(handlerIdle)
+	defer t.Stop()
+	for {
+		rn.handle(msg)
+		t.Reset(handlerIdle)
+		select {
+		case msg = <-rn.idle:
+		case <-t.C:
+			return
+		case <-rn.quit:
+			return
+		}
+	}
+}
+
+// handle runs one message through the pipeline: decode, call, decide,
+// settle.
+func (rn *runner) handle(msg jetstream.Msg) {
+	defer rn.done()
+	d := delivery{msg: msg, start: time.Now()}
+	rn.m.Received()
+	md, err := msg.Metadata()
+	if err != nil {
+		// Cannot happen for a message from a pull consumer; if it does,
+		// leave it to JetStream rather than guess.
+		rn.log.Error("message without JetStream metadata; leaving it for redelivery", "subject", msg.Subject(), "err", err)
+		rn.m.SettleFailed("metadata")
+		return
+	}
+	d.md = md
+	d.attempts.Delivered = int(md.NumDelivered)
+	ka := rn.keepAlive(msg)
+	defer ka.stop()
+
+	h := msg.Headers()
+	key, keyErr := IdempotencyKey(h, md)
+	d.key = key
+	ev, reason, decodeErr := rn.route.Contract.Decode(msg.Data(), h)
+	var out Outcome
+	switch {
+	case keyErr != nil:
+		out = Outcome{Class: ClassPoison, Reason: ReasonInvalidIdempotencyKey, Err: keyErr}
+	case reason != "":
+		out = Outcome{Class: ClassPoison, Reason: reason, Err: decodeErr}
+	default:
+		ev.IdempotencyKey = key
+		out = rn.call(ev)
+	}
+	if ownFailure(out) {
+		d.attempts.Failed = rn.failed(md.Sequence.Stream)
+	}
+	jitter := rn.relay.opts.Jitter()
+	act := Decide(out, d.attempts, rn.route.Retry, jitter)
+	rn.settle(d, out, act, jitter)
+}
+
+// call triggers ev as route health allows. When the route is gated, or the
+// call meets a route-wide condition, one message per replica is held (kept
+// alive) to probe the route with when the next probe is due; every other
+// message comes back as a route-wide outcome, to be handed back until the
+// next probe. The held message spends no delivery attempt however many
+// probes it makes.
+func (rn *runner) call(ev agentapi.Event) Outcome {
+	held := false
+	defer func() {
+		if held {
+			rn.holding.Store(false)
+			rn.signal()
+		}
+	}()
+	for {
+		if rn.rate != nil {
+			if err := rn.rate.Wait(rn.callCtx); err != nil {
+				return Outcome{Class: agentapi.ClassCanceled, Err: err}
+			}
+		}
+		var out Outcome
+		adm := rn.health.admit(time.Now())
+		if adm == Gated {
+			out = Outcome{Class: ClassGated}
+		} else {
+			out = rn.trigger(ev)
+			tr := rn.health.record(out.Class, adm == Probe, out.RetryAfter, time.Now())
+			rn.transition(tr, out)
+		}
+		hs := rn.health.state(time.Now())
+		if hs.Condition == ConditionNone || (out.Class != ClassGated && !hs.Condition.explains(out.Class)) {
+			return out
+		}
+		out.RouteWide = true
+		out.RetryAfter = hs.RetryIn
+		if !held && !rn.holding.CompareAndSwap(false, true) {
+			return out
+		}
+		held = true
+		if !rn.waitForProbe() {
+			return Outcome{Class: agentapi.ClassCanceled, Err: errors.New("shutting down while holding a probe message")}
+		}
+	}
+}
+
+// waitForProbe waits until the held message may probe (or the route has
+// resumed). It returns false when the relay starts draining.
+func (rn *runner) waitForProbe() bool {
+	for {
+		now := time.Now()
+		hs := rn.health.state(now)
+		wait := hs.NextProbe.Sub(now)
+		if hs.Condition == ConditionNone || (wait <= 0 && !hs.Probing) {
+			return true
+		}
+		if wait <= 0 {
+			wait = 50 * time.Millisecond // another message's probe is in flight
+		}
+		evt := rn.healthEvent()
+		t := time.NewTimer(wait)
+		select {
+		case <-t.C:
+		case <-evt:
+		case <-rn.drainStarted:
+			t.Stop()
+			return false
+		}
+		t.Stop()
+	}
+}
+
+// healthEvent returns a channel closed at the next health transition.
+func (rn *runner) healthEvent() <-chan struct{} {
+	rn.evtMu.Lock()
+	defer rn.evtMu.Unlock()
+	return rn.healthEvt
+}
+
+// transition makes a health transition visible and acts on it fleet-wide.
+func (rn *runner) transition(tr Transition, out Outcome) {
+	if tr == NoChange {
+		return
+	}
+	now := time.Now()
+	hs := rn.health.state(now)
+	cond := hs.Condition
+	if tr == Resumed {
+		cond = hs.Was
+	}
+	rn.m.SetHealth(hs.Condition.String(), conditionLabels())
+	rn.m.HealthTransition(tr.String(), cond.String())
+	attrs := []any{"condition", cond.String(), "class", string(out.Class)}
+	if out.Status != 0 {
+		attrs = append(attrs, "status", out.Status)
+	}
+	switch tr {
+	case Tripped:
+		rn.log.Warn("route stopped: route-wide condition; probing with single events", append(attrs, "next_probe_in", hs.RetryIn)...)
+	case ProbeFailed:
+		rn.log.Info("probe failed; route stays stopped", append(attrs, "next_probe_in", hs.RetryIn, "stopped_for", now.Sub(hs.Since).Round(time.Millisecond))...)
+	case Resumed:
+		rn.log.Info("probe succeeded: route resumed", append(attrs, "stopped_for", now.Sub(hs.WasSince).Round(time.Millisecond))...)
+	}
+	rn.fleet.apply(tr, hs)
+	rn.notify()
+}
+
+// notify wakes whatever waits on route health: a held probe, the pull loop.
+func (rn *runner) notify() {
+	rn.evtMu.Lock()
+	close(rn.healthEvt)
+	rn.healthEvt = make(chan struct{})
+	rn.evtMu.Unlock()
+	rn.signal()
+}
+
+// trigger calls the agent.
+func (rn *runner) trigger(ev agentapi.Event) Outcome {
+	t0 := time.Now()
+	status, err := rn.route.Agent.Trigger(rn.callCtx, ev)
+	class := agentapi.ClassOfError(err)
+	rn.m.Trigger(status, string(class), time.Since(t0).Seconds())
+	out := Outcome{Class: class, Status: status, Err: err}
+	var ae *agentapi.Error
+	if errors.As(err, &ae) {
+		out.RetryAfter = ae.RetryAfter
+	}
+	return out
+}
+
+// maxTrackedFailures bounds the failure counts a runner keeps; past it they
+// are forgotten (backoff restarts short, which errs on the side of speed).
+const maxTrackedFailures = 100_000
+
+// failed counts one more failure of the message's own and returns the count.
+func (rn *runner) failed(seq uint64) int {
+	rn.failMu.Lock()
+	defer rn.failMu.Unlock()
+	if len(rn.failures) >= maxTrackedFailures {
+		clear(rn.failures)
+	}
+	rn.failures[seq]++
+	return rn.failures[seq]
+}
+
+// forget drops a settled message's failure count.
+func (rn *runner) forget(seq uint64) {
+	rn.failMu.Lock()
+	delete(rn.failures, seq)
+	rn.failMu.Unlock()
+}
+
+// settle carries out the action. A dead letter is only terminated after
+// JetStream acknowledged its copy; when that fails the original is kept and
+// retried.
+func (rn *runner) settle(d delivery, out Outcome, act Action, jitter float64) {
+	msg := d.msg
+	outcome := telemetry.OutcomeRetried
+	level := slog.LevelInfo
+	logMsg := "retrying"
+	var settleErr error
+	switch act.Verdict {
+	case VerdictAck:
+		outcome, level, logMsg = telemetry.OutcomeAcked, slog.LevelDebug, "accepted"
+		rn.forget(d.md.Sequence.Stream)
+		if settleErr = msg.Ack(); settleErr != nil {
+			rn.m.SettleFailed("ack")
+		}
+	case VerdictRetry:
+		if out.RouteWide || out.Class == ClassGated || out.Class == agentapi.ClassCanceled {
+			level = slog.LevelDebug
+		}
+		if act.Delay > 0 {
+			if settleErr = msg.NakWithDelay(act.Delay); settleErr != nil {
+				rn.m.SettleFailed("nak")
+			}
+		} else {
+			rn.giveBack(msg)
+		}
+	case VerdictDeadLetter:
+		ctx, cancel := context.WithTimeout(context.Background(), rn.relay.dl.cfg.PublishTimeout)
+		_, err := rn.relay.dl.Publish(ctx, msg, d.md, Letter{
+			Reason:    act.Reason,
+			Outcome:   out,
+			Route:     rn.route.Name,
+			TriggerID: rn.route.Agent.ID().String(),
+			Key:       d.key,
+			Attempts:  d.attempts.Delivered,
+		})
+		cancel()
+		if err != nil {
+			rn.m.DeadLetterFailed()
+			act = Action{Verdict: VerdictRetry, Delay: Backoff(rn.route.Retry, d.attempts.Failed, 0, jitter), Reason: act.Reason}
+			level, logMsg = slog.LevelError, "dead-letter publish failed; keeping the message and retrying"
+			out.Err = fmt.Errorf("%w (dead-letter publish: %w)", out.Err, err)
+			if settleErr = msg.NakWithDelay(act.Delay); settleErr != nil {
+				rn.m.SettleFailed("nak")
+			}
+			break
+		}
+		rn.forget(d.md.Sequence.Stream)
+		outcome, level, logMsg = telemetry.OutcomeDeadLettered, slog.LevelWarn, "dead-lettered"
+		rn.m.DeadLettered(string(act.Reason))
+		if settleErr = msg.TermWithReason(string(act.Reason)); settleErr != nil {
+			// The copy is stored; a redelivery publishes it again under
+			// the same dead-letter message id and JetStream drops the
+			// duplicate.
+			rn.m.SettleFailed("term")
+		}
+	}
+	rn.m.Finished(outcome, string(out.Class), d.attempts.Delivered, time.Since(d.start).Seconds())
+	if settleErr != nil {
+		level = max(level, slog.LevelWarn)
+	}
+	if !rn.log.Enabled(context.Background(), level) {
+		return
+	}
+	rn.logSettled(level, logMsg, d, out, act, settleErr)
+}
+
+func (rn *runner) logSettled(level slog.Level, logMsg string, d delivery, out Outcome, act Action, settleErr error) {
+	attrs := make([]slog.Attr, 0, 12)
+	attrs = append(attrs,
+		slog.Uint64("stream_seq", d.md.Sequence.Stream),
+		slog.Int("attempt", d.attempts.Delivered),
+		slog.String("idempotency_key", d.key),
+		slog.String("class", string(out.Class)),
+	)
+	if d.attempts.Failed > 0 {
+		attrs = append(attrs, slog.Int("failures", d.attempts.Failed))
+	}
+	if out.RouteWide {
+		attrs = append(attrs, slog.Bool("route_wide", true))
+	}
+	if out.Status != 0 {
+		attrs = append(attrs, slog.Int("status", out.Status))
+	}
+	switch act.Verdict {
+	case VerdictRetry:
+		attrs = append(attrs, slog.Duration("delay", act.Delay))
+	case VerdictDeadLetter:
+		attrs = append(attrs, slog.String("reason", string(act.Reason)))
+	}
+	if out.Err != nil {
+		attrs = append(attrs, slog.String("err", out.Err.Error()))
+	}
+	if settleErr != nil {
+		attrs = append(attrs, slog.String("settle_err", settleErr.Error()))
+	}
+	rn.log.LogAttrs(context.Background(), level, logMsg, attrs...)
+}
+
+// keepAlive tells JetStream a message is still being worked on, every third
+// of AckWait, so a slow call, a held probe or a dead-letter publish does
+// not get it redelivered to another replica meanwhile. A third leaves room
+// for one lost keep-alive.
+type keepAlive struct {
+	mu      sync.Mutex
+	t       *time.Timer
+	stopped bool
+}
+
+func (rn *runner) keepAlive(msg jetstream.Msg) *keepAlive {
+	every := rn.route.AckWait / 3
+	ka := &keepAlive{}
+	ka.mu.Lock()
+	defer ka.mu.Unlock()
+	ka.t = time.AfterFunc(every, func() {
+		ka.mu.Lock()
+		defer ka.mu.Unlock()
+		if ka.stopped {
+			return
+		}
+		if err := msg.InProgress(); err != nil {
+			rn.m.SettleFailed("in_progress")
+		}
+		ka.t.Reset(every)
+	})
+	return ka
+}
+
+func (ka *keepAlive) stop() {
+	ka.mu.Lock()
+	ka.stopped = true
+	ka.t.Stop()
+	ka.mu.Unlock()
+}

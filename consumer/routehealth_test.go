@@ -1,0 +1,139 @@
+package consumer_test
+
+import (
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/agentrelay/agentrelay/agentapi/emulator"
+	"github.com/agentrelay/agentrelay/consumer"
+	"github.com/agentrelay/agentrelay/internal/testenv"
+)
+
+// Route health with the timings users get: the default retry policy,
+// breaker settings and AckWait.
+func defaultTimings(r consumer.Route) consumer.Route {
+	r.Retry, r.Breaker, r.AckWait = consumer.RetryPolicy{}, consumer.BreakerSettings{}, 0
+	return r
+}
+
+// requestsByKey counts the calls the API saw per Idempotency-Key.
+func requestsByKey(emu *emulator.Emulator) map[string]int {
+	out := map[string]int{}
+	for _, q := range emu.Requests() {
+		out[q.Header.Get("Idempotency-Key")]++
+	}
+	return out
+}
+
+// An outage stops the route on every replica: the consumer is paused, the
+// stream keeps what was not delivered, and the API sees only probes. The
+// first probe after the API recovers resumes the route, the backlog drains,
+// no event is dead-lettered, and each message but the probing ones was
+// called at most a small constant number of times.
+func TestOutageStopsTheRouteEverywhereAndAProbeResumesIt(t *testing.T) {
+	h := newHarness(t, emulator.WithTrigger("agtch_o", true), emulator.WithRequestLog(10_000),
+		emulator.WithFaults(emulator.Faults{ServerErrorRate: 1}))
+	r := defaultTimings(h.route("o", "events.o.>", h.agent("agtch_o")))
+	a := h.start(r)
+	b := h.start(r)
+	const n = 200
+	for i := range n {
+		h.publish("events.o.x", `{"input":"x"}`, nil, fmt.Sprintf("o-%d", i))
+	}
+	outage := func(run *running) bool { return metricValue(t, run, "agentrelay_route_health", "o", "outage") == 1 }
+	testenv.Eventually(t, 10*time.Second, "the route stopped for an outage", func() bool { return outage(a) || outage(b) })
+	testenv.Eventually(t, 5*time.Second, "the consumer paused for every replica", func() bool {
+		return h.consumerInfo("agentrelay-o").Paused
+	})
+	// While stopped: probes only, one per replica per interval (1s, 2s,
+	// 4s), and most of the backlog still undelivered in the stream.
+	before := h.emu.Stats().Requests
+	time.Sleep(3 * time.Second) // an observation window, not a wait for a condition
+	if probes := h.emu.Stats().Requests - before; probes > 6 {
+		t.Errorf("%d calls in 3s while the route was stopped, want only probes (at most 6)", probes)
+	}
+	if info := h.consumerInfo("agentrelay-o"); info.NumPending < n/2 {
+		t.Errorf("only %d of %d messages left in the stream: the route kept taking deliveries", info.NumPending, n)
+	}
+
+	h.emu.SetFaults(emulator.Faults{})
+	h.waitSettled(20*time.Second, "o")
+	if h.emu.LedgerLen() != n {
+		t.Errorf("%d accepted, want %d", h.emu.LedgerLen(), n)
+	}
+	if dl := h.deadLetters(); len(dl) != 0 {
+		t.Errorf("%d dead letters after an outage, want none", len(dl))
+	}
+	heavy := 0
+	for key, calls := range requestsByKey(h.emu) {
+		if calls > 3 {
+			heavy++
+			t.Logf("%s: %d calls", key, calls)
+		}
+	}
+	if heavy > 2 { // the messages held to probe with: one per replica
+		t.Errorf("%d messages called more than 3 times, want only the probing ones (at most 2)", heavy)
+	}
+	if h.consumerInfo("agentrelay-o").Paused {
+		t.Error("consumer still paused after recovery")
+	}
+	if got := metricValue(t, a, "agentrelay_route_health", "o", "healthy") + metricValue(t, b, "agentrelay_route_health", "o", "healthy"); got != 2 {
+		t.Errorf("%v replicas healthy after recovery, want 2", got)
+	}
+}
+
+// A 409 (agent not runnable) stops its own route at once, and only that
+// route; the events wait in the stream, none is dead-lettered, and they
+// are all triggered once the agent is runnable.
+func TestNotRunnableAgentStopsOnlyItsRoute(t *testing.T) {
+	h := newHarness(t, emulator.WithTrigger("agtch_p", false), emulator.WithTrigger("agtch_q", true))
+	p := defaultTimings(h.route("p", "events.p.>", h.agent("agtch_p")))
+	q := defaultTimings(h.route("q", "events.q.>", h.agent("agtch_q")))
+	run := h.start(p, q)
+	for i := range 50 {
+		h.publish("events.p.x", `{"input":"x"}`, nil, fmt.Sprintf("p-%d", i))
+		h.publish("events.q.x", `{"input":"x"}`, nil, fmt.Sprintf("q-%d", i))
+	}
+	h.waitSettled(10*time.Second, "q")
+	if got := metricValue(t, run, "agentrelay_route_health", "p", "not_runnable"); got != 1 {
+		t.Errorf("route p health not_runnable = %v, want 1", got)
+	}
+	if got := metricValue(t, run, "agentrelay_route_health", "q", "healthy"); got != 1 {
+		t.Errorf("route q health healthy = %v, want 1", got)
+	}
+	if calls := h.requestsFor("agtch_p"); calls > 6 {
+		t.Errorf("%d calls to the not-runnable agent, want a few probes", calls)
+	}
+	h.emu.SetRunnable("agtch_p", true)
+	h.waitSettled(15*time.Second, "p")
+	if h.emu.LedgerLen() != 100 || len(h.deadLetters()) != 0 {
+		t.Errorf("%d accepted and %d dead letters, want 100 and none", h.emu.LedgerLen(), len(h.deadLetters()))
+	}
+	if got := metricValue(t, run, "agentrelay_route_health_transitions_total", "p", "resumed", "not_runnable"); got != 1 {
+		t.Errorf("resumed transitions = %v, want 1", got)
+	}
+}
+
+// With nothing in flight, a drain takes a round trip, not the rest of the
+// outstanding pull's expiry (3s here).
+func TestDrainWithNothingInFlightDoesNotWaitForPulls(t *testing.T) {
+	h := newHarness(t, emulator.WithTrigger("agtch_z", true))
+	r := h.route("z", "events.z.>", h.agent("agtch_z"))
+	run := h.start(r)
+	h.publish("events.z.x", `{"input":"x"}`, nil, "z-1")
+	h.waitSettled(5*time.Second, "z")
+	start := time.Now()
+	run.stop(t)
+	if d := time.Since(start); d >= time.Second {
+		t.Errorf("drain with nothing in flight took %v, want under 1s", d)
+	}
+	// Nothing the unsubscribed pulls might still have delivered is lost:
+	// a message published now is triggered by a new replica.
+	h.publish("events.z.x", `{"input":"y"}`, nil, "z-2")
+	h.start(r)
+	h.waitSettled(10*time.Second, "z")
+	if h.emu.LedgerLen() != 2 {
+		t.Errorf("%d accepted, want 2", h.emu.LedgerLen())
+	}
+}
