@@ -38,7 +38,7 @@ type apiServer struct {
 // accepted but never acknowledged to JetStream.
 func startAPI(t testing.TB, emu *emulator.Emulator, replyDelay time.Duration, seed uint64) *apiServer {
 	t.Helper()
-	rec := &recorder{next: emu, maxDelay: replyDelay, rng: rand.New(rand.NewPCG(seed, seed^0x5eed)), conflicted: map[string]bool{}}
+	rec := &recorder{next: emu, maxDelay: replyDelay, rng: rand.New(rand.NewPCG(seed, seed^0x5eed))}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -70,7 +70,8 @@ func (a *apiServer) WorkerURL(slot int) string { return a.URL + "/w" + strconv.I
 // request is one recorded request.
 type request struct {
 	Request
-	worker int // slot, -1 when the path had no /w<i> prefix
+	worker   int       // slot, -1 when the path had no /w<i> prefix
+	at, done time.Time // arrival, and when the answer (or its absence) was settled
 }
 
 // recorder logs every request the API receives (worker, trigger id, key,
@@ -87,7 +88,7 @@ type recorder struct {
 
 	mu         sync.Mutex
 	reqs       []request
-	conflicted map[string]bool // keys answered 409
+	calling    [maxWorkers]map[string]int // keys being called, per worker slot
 }
 
 func (rc *recorder) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -110,9 +111,17 @@ func (rc *recorder) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	_ = json.Unmarshal(body, &fields)
 
+	at := time.Now()
+	key := r.Header.Get("Idempotency-Key")
 	if slot >= 0 {
 		rc.inFlight[slot].Add(1)
 		defer rc.inFlight[slot].Add(-1)
+		rc.mu.Lock()
+		if rc.calling[slot] == nil {
+			rc.calling[slot] = map[string]int{}
+		}
+		rc.calling[slot][key]++
+		rc.mu.Unlock()
 	}
 	sw := &statusWriter{ResponseWriter: w}
 	if rc.maxDelay > 0 && slot >= 0 {
@@ -130,12 +139,14 @@ func (rc *recorder) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	rc.next.ServeHTTP(sw, r)
 
 	id, _ := strings.CutSuffix(strings.TrimPrefix(r.URL.Path, "/v1/workspace_agents/"), "/trigger")
-	q := request{Request: Request{TriggerID: id, Key: r.Header.Get("Idempotency-Key"), Input: fields.Input, Status: sw.status}, worker: slot}
+	q := request{Request: Request{TriggerID: id, Key: key, Input: fields.Input, Status: sw.status}, worker: slot, at: at, done: time.Now()}
 	rc.mu.Lock()
-	rc.reqs = append(rc.reqs, q)
-	if q.Status == http.StatusConflict {
-		rc.conflicted[q.Key] = true
+	if slot >= 0 {
+		if rc.calling[slot][key]--; rc.calling[slot][key] <= 0 {
+			delete(rc.calling[slot], key)
+		}
 	}
+	rc.reqs = append(rc.reqs, q)
 	rc.mu.Unlock()
 }
 
@@ -149,6 +160,17 @@ func (rc *recorder) delay() time.Duration {
 // answer is held back.
 func (rc *recorder) busy(slot int) (inFlight, holding int) {
 	return int(rc.inFlight[slot].Load()), int(rc.holding[slot].Load())
+}
+
+// callingKeys returns the keys a worker slot is calling now.
+func (rc *recorder) callingKeys(slot int) []string {
+	rc.mu.Lock()
+	defer rc.mu.Unlock()
+	var out []string
+	for k := range rc.calling[slot] {
+		out = append(out, k)
+	}
+	return out
 }
 
 // requests returns every recorded request.
@@ -177,12 +199,6 @@ func (rc *recorder) len() int {
 	return len(rc.reqs)
 }
 
-// wasConflicted reports whether a request with key was answered 409.
-func (rc *recorder) wasConflicted(key string) bool {
-	rc.mu.Lock()
-	defer rc.mu.Unlock()
-	return rc.conflicted[key]
-}
 
 // statusWriter records the status the emulator answers and runs
 // beforeAccepted before a 202 leaves. It unwraps to the real writer, so the

@@ -56,8 +56,10 @@ const (
 	// KindAccept: the API must accept the event exactly once.
 	KindAccept Kind = "accept"
 	// KindNotRunnable: the event goes to an agent that is not runnable at
-	// first. It must be answered 409 at least once (retried, not
-	// dead-lettered) and then accepted exactly once.
+	// first. It must be accepted exactly once and never dead-lettered. (The
+	// route stops at the first 409 and waits with its events in the
+	// stream, so most of them are never answered 409: whether the path was
+	// taken at all is the suite's check, not the checker's.)
 	KindNotRunnable Kind = "not_runnable"
 	// KindDeadLetter: the event must be dead-lettered with WantReason and
 	// never accepted (poison, a forbidden agent, an unknown agent).
@@ -152,7 +154,8 @@ type Report struct {
 	// none).
 	RequestsByStatus map[int]int
 	// NotRunnableRetried counts KindNotRunnable events answered 409 at
-	// least once.
+	// least once (the probes and the calls in flight when the route
+	// stopped).
 	NotRunnableRetried int
 	// AcceptedAndDeadLettered counts events accepted once and also
 	// dead-lettered as max_attempts (see Options).
@@ -330,12 +333,8 @@ func Check(manifest []Event, obs Observed, opt Options) Report {
 			case n == 1:
 				r.AcceptedOnce++
 			}
-			if e.Kind == KindNotRunnable {
-				if saw409[e] {
-					r.NotRunnableRetried++
-				} else {
-					violate("%s: never answered 409: the not-runnable path was not exercised", e.MsgID)
-				}
+			if e.Kind == KindNotRunnable && saw409[e] {
+				r.NotRunnableRetried++
 			}
 		case KindDeadLetter:
 			switch {

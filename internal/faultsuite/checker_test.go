@@ -106,9 +106,9 @@ func TestCheckCatchesEveryBrokenInvariant(t *testing.T) {
 		{"a refused event is accepted", func(_ []Event, o *Observed) {
 			o.Ledger = append(o.Ledger, Accepted{TriggerID: "agtch_locked", Key: "locked-1", Input: "in locked-1"})
 		}, "locked-1: accepted, but must be dead-lettered as forbidden"},
-		{"a not-runnable event never saw a 409", func(_ []Event, o *Observed) {
-			o.Requests[4].Status = 202
-		}, "paused-1: never answered 409"},
+		{"a not-runnable event is dead-lettered", func(_ []Event, o *Observed) {
+			o.DeadLetters = append(o.DeadLetters, DeadLetter{OriginalMsgID: "paused-1", Key: "paused-1", Reason: "max_attempts"})
+		}, "paused-1: accepted and also dead-lettered (max_attempts)"},
 		{"a dead letter loses the key", func(_ []Event, o *Observed) {
 			o.DeadLetters[0].Key = ""
 		}, `poison-1: dead letter carries Idempotency-Key "", want "poison-1"`},

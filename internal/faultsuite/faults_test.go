@@ -53,6 +53,8 @@ func (r *run) chaos(published <-chan struct{}) <-chan struct{} {
 		plan = append(plan, action{name: "token-rotation", do: r.rotateToken})
 	}
 	r.rng.Shuffle(len(plan), func(i, j int) { plan[i], plan[j] = plan[j], plan[i] })
+	phasesDone := make(chan struct{})
+	go func() { defer close(phasesDone); r.apiPhases() }()
 	span := r.p.publishFor * 3 / 4
 	for i := range plan {
 		plan[i].at = r.p.publishFor/10 + span*time.Duration(i)/time.Duration(max(len(plan), 1))
@@ -73,6 +75,7 @@ func (r *run) chaos(published <-chan struct{}) <-chan struct{} {
 		<-published
 		close(stopKills)
 		<-killsDone
+		<-phasesDone
 		r.logf("faults over")
 	}()
 	return done
@@ -105,10 +108,15 @@ func (r *run) killLoop(rng *rand.Rand, stop <-chan struct{}) {
 			}
 			time.Sleep(time.Millisecond)
 		}
+		keys := r.api.rec.callingKeys(slot)
+		killedAt := time.Now()
 		if err := r.fleet.kill(slot); err != nil {
 			r.fail(err)
 			return
 		}
+		r.mu.Lock()
+		r.kills = append(r.kills, killRecord{at: killedAt, slot: slot, keys: keys})
+		r.mu.Unlock()
 		r.logf("SIGKILL worker %d (%d calls in flight, %d accepted and unanswered)", slot, inFlight, holding)
 		r.count(func(f *figures) {
 			f.kills++
@@ -151,9 +159,12 @@ func (r *run) restartNATS() {
 		return
 	}
 	defer r.natsDown.Store(false)
+	from := time.Now()
 	r.single.Kill()
 	time.Sleep(r.p.downtime) // the outage itself
-	if err := r.single.Restart(); err != nil {
+	err := r.single.Restart()
+	r.faultSpan("nats-restart", from, true)
+	if err != nil {
 		r.fail(fmt.Errorf("restarting nats-server: %w", err))
 		return
 	}
@@ -188,9 +199,12 @@ func (r *run) killLeader(stream string) {
 	}
 	node := r.cluster.Node(leader)
 	r.logf("killing node %d, leader of %s", leader, stream)
+	from := time.Now()
 	node.Kill()
 	time.Sleep(r.p.downtime) // the node's outage itself
-	if err := node.Restart(); err != nil {
+	err := node.Restart()
+	r.faultSpan("leader-kill", from, false)
+	if err != nil {
 		r.fail(fmt.Errorf("restarting node %d: %w", leader, err))
 		return
 	}
@@ -279,10 +293,41 @@ func (r *run) outage() {
 	before := emu.Faults()
 	down := before
 	down.ServerErrorRate, down.RateLimitRate, down.HangRate, down.DropRate = 1, 0, 0, 0
+	from := time.Now()
 	emu.SetFaults(down)
 	time.Sleep(r.p.outageFor) // the outage itself
 	emu.SetFaults(before)
+	r.faultSpan("api-outage", from, true)
 	r.count(func(f *figures) { f.outages++ })
+}
+
+// apiPhases runs the profile's schedule of API fault phases, each followed
+// by calm, starting a tenth into the publishing.
+func (r *run) apiPhases() {
+	if len(r.p.phases) == 0 {
+		return
+	}
+	time.Sleep(r.p.publishFor / 10) // the schedule, not synchronisation
+	emu := r.api.emu
+	calm := emu.Faults()
+	for _, ph := range r.p.phases {
+		r.logf("API phase %s for %v", ph.name, ph.dur)
+		from := time.Now()
+		if ph.unauth {
+			r.rotateTokenWindow(ph.dur)
+		} else {
+			f := ph.faults
+			f.Seed, f.HangFor = calm.Seed, calm.HangFor
+			emu.SetFaults(f)
+			time.Sleep(ph.dur) // the phase itself
+			emu.SetFaults(calm)
+			if ph.excuse {
+				r.count(func(f *figures) { f.outages++ })
+			}
+		}
+		r.faultSpan("api "+ph.name, from, ph.excuse || ph.unauth)
+		time.Sleep(r.p.calm)
+	}
 }
 
 // rotateToken rotates the agent token the way it goes wrong in practice:
@@ -290,6 +335,14 @@ func (r *run) outage() {
 // there is a window of 401s. Once 401s have been answered for window401,
 // the API knows the new token and the token files are replaced atomically.
 func (r *run) rotateToken() {
+	from := time.Now()
+	r.rotateTokenWindow(r.p.window401)
+	r.faultSpan("401 window", from, true)
+}
+
+// rotateTokenWindow revokes the token, waits for the first 401, keeps the
+// API refusing for window, then hands the replicas a new token.
+func (r *run) rotateTokenWindow(window time.Duration) {
 	emu := r.api.emu
 	from := r.api.rec.len()
 	old := r.tokens[len(r.tokens)-1]
@@ -299,7 +352,7 @@ func (r *run) rotateToken() {
 	for r.api.rec.countStatus(401, from) == 0 && time.Now().Before(deadline) {
 		time.Sleep(5 * time.Millisecond)
 	}
-	time.Sleep(r.p.window401) // the window itself
+	time.Sleep(window) // the window itself
 	emu.AddToken(next, grants...)
 	for _, path := range r.tokenFiles {
 		if err := writeFileAtomic(path, next+"\n"); err != nil {
@@ -309,21 +362,11 @@ func (r *run) rotateToken() {
 	r.count(func(f *figures) { f.rotations++ })
 }
 
-// makeRunnable makes the paused agent runnable once every one of its events
-// has been answered 409 (the checker fails any that was not).
+// makeRunnable makes the paused agent runnable once it has answered 409
+// (the route stops at the first; its events wait in the stream).
 func (r *run) makeRunnable() {
 	deadline := time.Now().Add(30 * time.Second)
-	for time.Now().Before(deadline) {
-		all := true
-		for i := range r.events {
-			if e := &r.events[i]; e.Kind == KindNotRunnable && !r.api.rec.wasConflicted(e.Key) {
-				all = false
-				break
-			}
-		}
-		if all {
-			break
-		}
+	for r.api.rec.countStatus(409, 0) == 0 && time.Now().Before(deadline) {
 		time.Sleep(20 * time.Millisecond)
 	}
 	r.api.emu.SetRunnable(triggerPaused, true)

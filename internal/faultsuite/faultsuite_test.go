@@ -25,8 +25,15 @@ func apiFaults(scale float64) emulator.Faults {
 	}
 }
 
+// recoveryTargets are issue #9's targets, checked on every profile: the
+// backlog drained within 5 s of the last fault, no 5 s window under 10 % of
+// the publish rate outside the faults that stop delivery by design, and a
+// killed replica's calls answered on another replica within 10 s.
+var recoveryTargets = targets{drain: 5 * time.Second, windowShare: 0.10, killTakeover: 10 * time.Second}
+
 // The short profiles run in `make test` (with -race, workers included):
-// seconds of traffic, every kind of fault at least once.
+// seconds of traffic, every kind of fault at least once, the default retry,
+// breaker and ack_wait timings.
 func shortProfiles() []profile {
 	return []profile{
 		{
@@ -36,41 +43,62 @@ func shortProfiles() []profile {
 			restarts: 1, downtime: time.Second,
 			outages: 1, outageFor: 2 * time.Second,
 			rotations: 1, window401: 500 * time.Millisecond,
-			runnableAt: 0.75, maxBackoff: 400 * time.Millisecond, drainTimeout: 45 * time.Second,
+			runnableAt: 0.75, drainTimeout: 45 * time.Second, targets: recoveryTargets,
 		},
 		{
 			name: "cluster-failover", events: 200, paused: 10, workers: 2, publishFor: 6 * time.Second, cluster: true,
 			apiFaults: apiFaults(0.5), replyDelay: 60 * time.Millisecond,
 			killEvery: [2]time.Duration{1500 * time.Millisecond, 2500 * time.Millisecond}, downFor: [2]time.Duration{200 * time.Millisecond, 500 * time.Millisecond},
 			leaderKill: 2, downtime: 2 * time.Second,
-			runnableAt: 0.7, maxBackoff: 400 * time.Millisecond, drainTimeout: 60 * time.Second,
+			runnableAt: 0.7, drainTimeout: 60 * time.Second, targets: recoveryTargets,
 		},
 	}
 }
 
-// The long profiles run with `make chaos`: tens of thousands of events and
-// hundreds of faults.
-func longProfiles() []profile {
-	return []profile{
-		{
-			name: "chaos-single-server", events: 24000, paused: 300, workers: 4, publishFor: 4 * time.Minute,
-			apiFaults: apiFaults(1), replyDelay: 60 * time.Millisecond,
-			killEvery: [2]time.Duration{time.Second, 3 * time.Second}, downFor: [2]time.Duration{200 * time.Millisecond, 1500 * time.Millisecond},
-			restarts: 6, downtime: 2 * time.Second,
-			outages: 5, outageFor: 3 * time.Second,
-			rotations: 4, window401: time.Second,
-			runnableAt: 0.5, maxBackoff: 2 * time.Second, drainTimeout: 5 * time.Minute,
-		},
-		{
-			name: "chaos-cluster-failover", events: 12000, paused: 150, workers: 3, publishFor: 3 * time.Minute, cluster: true,
-			apiFaults: apiFaults(1), replyDelay: 60 * time.Millisecond,
-			killEvery: [2]time.Duration{time.Second, 3 * time.Second}, downFor: [2]time.Duration{200 * time.Millisecond, 1500 * time.Millisecond},
-			leaderKill: 8, downtime: 4 * time.Second,
-			outages: 2, outageFor: 3 * time.Second,
-			rotations: 2, window401: time.Second,
-			runnableAt: 0.5, maxBackoff: 2 * time.Second, drainTimeout: 5 * time.Minute,
-		},
+// chaosPhases is issue #9's API schedule: phases of 5 s with 3 s of calm
+// between them: a 5xx mix, 30 % 429 with Retry-After 2 s, 10 % hangs past
+// the timeout, 20 % accepted-then-dropped, a 6 s full outage, and a 4 s
+// window of 401s.
+func chaosPhases() []apiPhase {
+	calm := emulator.Faults{Latency: 5 * time.Millisecond, LatencyJitter: 25 * time.Millisecond}
+	with := func(f func(*emulator.Faults)) emulator.Faults { c := calm; f(&c); return c }
+	return []apiPhase{
+		{name: "5xx", dur: 5 * time.Second, faults: with(func(f *emulator.Faults) { f.ServerErrorRate = 0.5 })},
+		{name: "429", dur: 5 * time.Second, faults: with(func(f *emulator.Faults) { f.RateLimitRate, f.RetryAfter = 0.3, "2" })},
+		{name: "hangs", dur: 5 * time.Second, faults: with(func(f *emulator.Faults) { f.HangRate = 0.1 })},
+		{name: "drops", dur: 5 * time.Second, faults: with(func(f *emulator.Faults) { f.DropRate = 0.2 })},
+		{name: "outage", dur: 6 * time.Second, excuse: true, faults: with(func(f *emulator.Faults) { f.ServerErrorRate = 1 })},
+		{name: "401", dur: 4 * time.Second, unauth: true},
 	}
+}
+
+// The long profiles run with `make chaos`: issue #9's run, as a new user
+// would make it: three replicas with the default configuration (only the
+// call timeout and the route sizes set), 250 events/s for 80 s, a replica
+// SIGKILLed every 3-4.5 s, the broker restarted (or the stream leader
+// killed) every 15-20 s, the API phases above, and the not-runnable agent
+// answering 409 for the first 40 s.
+func longProfiles() []profile {
+	base := profile{
+		events: 20000, paused: 600, workers: 3, publishFor: 80 * time.Second,
+		apiFaults: emulator.Faults{Latency: 5 * time.Millisecond, LatencyJitter: 25 * time.Millisecond}, replyDelay: 60 * time.Millisecond,
+		phases: chaosPhases(), calm: 3 * time.Second,
+		killEvery: [2]time.Duration{3 * time.Second, 4500 * time.Millisecond}, downFor: [2]time.Duration{500 * time.Millisecond, 2 * time.Second},
+		downtime:   3500 * time.Millisecond,
+		runnableAt: 0.5, inFlight: 32, ackPending: 96, drainTimeout: 5 * time.Minute, targets: recoveryTargets,
+	}
+	single, cluster := base, base
+	single.name, single.restarts = "chaos-single-server", 4
+	cluster.name, cluster.cluster, cluster.leaderKill = "chaos-cluster-failover", true, 4
+	// An outage ten times the longest default backoff (4 s): no dead
+	// letter, a bounded number of calls per event, and the backlog drained
+	// within 5 s of the API's recovery.
+	outage := profile{
+		name: "chaos-long-outage", events: 3000, paused: 0, workers: 3, publishFor: 50 * time.Second,
+		apiFaults: emulator.Faults{Latency: 5 * time.Millisecond}, outages: 1, outageFor: 40 * time.Second,
+		runnableAt: 0.1, drainTimeout: 2 * time.Minute, targets: recoveryTargets,
+	}
+	return []profile{single, cluster, outage}
 }
 
 // baseSeed is AGENTRELAY_FAULT_SEED, or a fresh one. Each profile derives

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"strings"
+	"time"
 
 	"github.com/nats-io/nats.go"
 )
@@ -30,6 +31,8 @@ type planned struct {
 	body    []byte
 	header  nats.Header
 	stored  bool // the stream acknowledged it: only stored events are in the manifest
+	// published is when the stream acknowledged it.
+	published time.Time
 }
 
 // mix is what share of a run's events is of each sort (weights, not

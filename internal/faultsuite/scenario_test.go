@@ -47,8 +47,23 @@ type profile struct {
 	window401  time.Duration // how long the 401s last once they started
 	runnableAt float64       // when (fraction of publishFor) the paused agent becomes runnable
 
-	maxBackoff   time.Duration
-	drainTimeout time.Duration
+	// phases, if any, replace the steady API faults with a schedule of
+	// fault phases, each followed by calm (chaos profiles).
+	phases []apiPhase
+	calm   time.Duration
+
+	inFlight, ackPending int // route settings; 0 for the defaults
+	drainTimeout         time.Duration
+	targets              targets
+}
+
+// apiPhase is a span of time with one kind of API fault.
+type apiPhase struct {
+	name   string
+	faults emulator.Faults
+	dur    time.Duration
+	excuse bool // delivery may stop during it by design (a full outage)
+	unauth bool // a window of 401s (the token revoked) instead of faults
 }
 
 // run is one execution of a profile.
@@ -73,9 +88,20 @@ type run struct {
 	events   []planned
 	natsDown atomic.Bool // no worker is (re)started while the broker is down
 
-	mu   sync.Mutex
-	errs []error
-	fig  figures
+	mu           sync.Mutex
+	errs         []error
+	fig          figures
+	windows      []faultWindow
+	kills        []killRecord
+	publishStart time.Time
+	faultsEnd    time.Time
+}
+
+// faultSpan records a fault's span of time.
+func (r *run) faultSpan(name string, from time.Time, excused bool) {
+	r.mu.Lock()
+	r.windows = append(r.windows, faultWindow{name: name, from: from, to: time.Now(), excused: excused})
+	r.mu.Unlock()
 }
 
 // figures are what a run prints.
@@ -89,6 +115,7 @@ type figures struct {
 	emu                                          emulator.Stats
 	settle, total                                time.Duration
 	report                                       Report
+	recovery                                     recovery
 }
 
 func (r *run) fail(err error) {
@@ -130,19 +157,26 @@ func runProfile(t *testing.T, p profile, base uint64) {
 
 	r.events = makeManifest(r.rng, p.events, p.paused)
 	published := make(chan struct{})
+	r.publishStart = time.Now()
 	go func() { defer close(published); r.publish() }()
 	chaosDone := r.chaos(published)
 	<-published
 	<-chaosDone
-	settleStart := time.Now()
+	r.mu.Lock()
+	r.faultsEnd = time.Now()
+	r.mu.Unlock()
 	r.waitSettled()
-	r.fig.settle = time.Since(settleStart)
+	r.fig.settle = time.Since(r.faultsEnd)
 
 	r.finish()
 	r.fig.total = time.Since(start)
-	t.Logf("%s: figures\n%s", p.name, r.fig.String(p, base))
+	r.fig.recovery = r.measureRecovery()
+	t.Logf("%s: figures\n%s%s", p.name, r.fig.String(p, base), r.fig.recovery.String())
 	for _, err := range r.errs {
 		t.Error(err)
+	}
+	if missed := r.fig.recovery.check(p.targets); len(missed) > 0 {
+		t.Errorf("recovery targets missed (AGENTRELAY_FAULT_SEED=%d):\n%s", base, strings.Join(missed, "\n"))
 	}
 	if !r.fig.report.OK() {
 		probs := r.fig.report.Problems()
@@ -255,9 +289,7 @@ func (r *run) writeConfig() string {
 	}{
 		{"orders", triggerOrders, fmt.Sprintf("max_input_bytes: %d", maxInputBytes)},
 		{"notes", triggerNotes, fmt.Sprintf("max_input_bytes: %d\n    body: text", maxInputBytes)},
-		// Every paused event waits out its retries at once: the
-		// consumer must let all of them be delivered and nak'ed.
-		{"paused", triggerPaused, fmt.Sprintf("max_ack_pending: %d", r.p.paused+8*r.p.workers)},
+		{"paused", triggerPaused, ""},
 		{"locked", triggerLocked, ""},
 		{"ghost", triggerGhost, ""},
 	}
@@ -266,6 +298,9 @@ func (r *run) writeConfig() string {
 	if r.p.cluster {
 		replicas = 3
 	}
+	// The retry, breaker and ack_wait timings are the defaults: users
+	// run them. What is set is the topology, a 2 s call timeout (the
+	// chaos run's; the hang fault outlasts it), and faster metrics.
 	fmt.Fprintf(&b, `nats:
   url: %q
   name: faultsuite-worker
@@ -273,36 +308,28 @@ func (r *run) writeConfig() string {
   reconnect_wait: 100ms
 api:
   base_url: %q
-  timeout: 1s
+  timeout: 2s
 dead_letter:
   replicas: %d
-  publish_timeout: 3s
 worker:
   drain_grace: 3s
-  pull_expiry: 2s
-  pull_heartbeat: 500ms
   lag_interval: 1s
 log:
   level: info
   format: json
 metrics:
   listen: "off"
-defaults:
-  max_in_flight: 8
-  max_ack_pending: %d
-  ack_wait: 3s
-  retry:
-    max_attempts: 1000
-    initial_backoff: 50ms
-    max_backoff: %s
-    multiplier: 2
-    max_retry_after: 500ms
-  breaker:
-    consecutive_failures: 5
-    open_timeout: 1s
-    half_open_probes: 2
-routes:
-`, r.natsURL, r.api.URL, replicas, 8*r.p.workers*4, r.p.maxBackoff)
+`, r.natsURL, r.api.URL, replicas)
+	if r.p.inFlight > 0 || r.p.ackPending > 0 {
+		b.WriteString("defaults:\n")
+		if r.p.inFlight > 0 {
+			fmt.Fprintf(&b, "  max_in_flight: %d\n", r.p.inFlight)
+		}
+		if r.p.ackPending > 0 {
+			fmt.Fprintf(&b, "  max_ack_pending: %d\n", r.p.ackPending)
+		}
+	}
+	b.WriteString("routes:\n")
 	tok := r.tokens[len(r.tokens)-1]
 	for _, rt := range routes {
 		path := filepath.Join(dir, rt.name+"-token")
@@ -356,7 +383,7 @@ func (r *run) publish() {
 			ack, err := r.js.PublishMsg(ctx, msg, jetstream.WithMsgID(e.MsgID), jetstream.WithExpectStream(workStream))
 			cancel()
 			if err == nil {
-				e.stored = true
+				e.stored, e.published = true, time.Now()
 				r.count(func(f *figures) {
 					f.published++
 					if ack.Duplicate {
@@ -529,7 +556,7 @@ func (r *run) finish() {
 			continue
 		}
 		places[filepath.Base(path)] = string(b)
-		r.fig.breakerOpens += strings.Count(string(b), `"msg":"circuit breaker open`)
+		r.fig.breakerOpens += strings.Count(string(b), `"msg":"route stopped: route-wide condition`)
 		if strings.Contains(string(b), "WARNING: DATA RACE") {
 			r.fail(fmt.Errorf("data race in a worker, see %s:\n%s", path, tail(path, 60)))
 		}
@@ -596,7 +623,7 @@ func (r *run) checkFaultsTookEffect() {
 	check(p.killEvery[0] == 0 || f.kills > 0, "no replica was killed")
 	check(f.restarts == p.restarts, fmt.Sprintf("%d of %d broker restarts", f.restarts, p.restarts))
 	check(f.leaderKills == p.leaderKill, fmt.Sprintf("%d of %d leader kills", f.leaderKills, p.leaderKill))
-	check(p.outages == 0 || f.breakerOpens > 0, "the API outage opened no breaker")
+	check(p.outages == 0 || f.breakerOpens > 0, "the API outage stopped no route")
 	check(p.rotations == 0 || f.report.RequestsByStatus[401] > 0, "the token rotation caused no 401")
 	check(p.apiFaults.DropRate == 0 || f.emu.Dropped > 0, "no accepted call's answer was dropped")
 	check(p.apiFaults.DropRate == 0 && p.killEvery[0] == 0 || f.emu.Replays > 0, "no retry of an accepted event: no replay 202")
@@ -622,7 +649,7 @@ func (f *figures) String(p profile, base uint64) string {
 		f.kills, f.killsMidCall, f.killsHoldingAccepted, f.restarts, f.leaderKills, f.outages, f.rotations)
 	fmt.Fprintf(&b, "API faults:        %s; %d answers dropped after accept, %d hangs\n", countsString(toInts(f.emu.Faults)), f.emu.Dropped, f.emu.Hangs)
 	fmt.Fprintf(&b, "replays (202 for a key already accepted): %d\n", f.emu.Replays)
-	fmt.Fprintf(&b, "breakers opened:   %d\n", f.breakerOpens)
+	fmt.Fprintf(&b, "routes stopped:    %d (route-wide conditions detected, all replicas)\n", f.breakerOpens)
 	fmt.Fprintf(&b, "time to drain:     %v after the last fault (run %v)\n", f.settle.Round(time.Millisecond), f.total.Round(time.Millisecond))
 	if f.falseSettles > 0 {
 		fmt.Fprintf(&b, "consumers owed nothing while events still had no outcome: %d polls\n", f.falseSettles)

@@ -1,0 +1,211 @@
+package faultsuite
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+)
+
+// Recovery is a feature with targets, measured like throughput: how long
+// after the last fault the backlog is drained, whether delivery stalls
+// outside the faults that stop it by design, how fast a killed replica's
+// calls are taken over, and how many calls an event costs.
+
+// targets are a profile's recovery targets; a zero field is not checked.
+type targets struct {
+	drain        time.Duration // the last event accepted at most this long after the last fault ended
+	windowShare  float64       // every 5 s window accepts at least this share of the publish rate, outside excused faults
+	killTakeover time.Duration // a killed replica's calls are answered 202 on another replica within this
+}
+
+// faultWindow is a span of time a fault was in effect.
+type faultWindow struct {
+	name     string
+	from, to time.Time
+	excused  bool // stopping delivery is what this fault does by design (an outage, the 401 window, a single server down)
+}
+
+// killRecord is one SIGKILL and the keys the replica was calling.
+type killRecord struct {
+	at   time.Time
+	slot int
+	keys []string
+}
+
+// recovery is what a run measured.
+type recovery struct {
+	drain          time.Duration
+	windows        []window
+	stalled        []window
+	takeoverMax    time.Duration
+	takeoverLate   []string
+	callsPerEvent  []int          // calls for each event that had to be accepted, sorted
+	callsByStatus  map[string]int // all calls of such events by answer
+	maxCallsRouted int            // calls of the worst event, apart from the few that probed a stopped route
+}
+
+// window is one 5 s span of the publishing period.
+type window struct {
+	from, to            time.Duration // since the publishing started
+	published, accepted int
+	excusedBy           string
+}
+
+const windowLen = 5 * time.Second
+
+// measureRecovery computes the recovery figures of a run.
+func (r *run) measureRecovery() recovery {
+	var rc recovery
+	reqs := r.api.rec.requests()
+	type tk struct{ trigger, key string }
+	firstAccept := map[tk]time.Time{}
+	accepted202 := map[string][]request{} // by key: every 202, with the replica
+	calls := map[tk]map[string]int{}
+	for _, q := range reqs {
+		k := tk{q.TriggerID, q.Key}
+		if calls[k] == nil {
+			calls[k] = map[string]int{}
+		}
+		calls[k][statusName(q.Status)]++
+		if q.Status == 202 {
+			if t, ok := firstAccept[k]; !ok || q.done.Before(t) {
+				firstAccept[k] = q.done
+			}
+			accepted202[q.Key] = append(accepted202[q.Key], q)
+		}
+	}
+
+	// Drain: the last acceptance of an event after the faults ended.
+	var last time.Time
+	rc.callsByStatus = map[string]int{}
+	for i := range r.events {
+		e := &r.events[i]
+		if !e.stored || e.Kind == KindDeadLetter {
+			continue
+		}
+		k := tk{e.TriggerID, e.Key}
+		if t := firstAccept[k]; t.After(last) {
+			last = t
+		}
+		n := 0
+		for st, c := range calls[k] {
+			n += c
+			rc.callsByStatus[st] += c
+		}
+		rc.callsPerEvent = append(rc.callsPerEvent, n)
+	}
+	slices.Sort(rc.callsPerEvent)
+	if len(rc.callsPerEvent) > 0 {
+		// The replicas each hold one message to probe a stopped route
+		// with; those make many calls on one delivery by design.
+		probers := min(len(rc.callsPerEvent)-1, r.p.workers*(r.fig.outages+r.fig.rotations+len(r.windows)+1))
+		rc.maxCallsRouted = rc.callsPerEvent[len(rc.callsPerEvent)-1-probers]
+	}
+	if last.After(r.faultsEnd) {
+		rc.drain = last.Sub(r.faultsEnd)
+	}
+
+	// Windows over the publishing period: events of the routes that must
+	// accept (not the not-runnable agent's, whose route waits by design).
+	for from := time.Duration(0); from < r.p.publishFor; from += windowLen {
+		w := window{from: from, to: from + windowLen}
+		a, b := r.publishStart.Add(w.from), r.publishStart.Add(w.to)
+		for _, f := range r.windows {
+			if f.excused && f.from.Before(b) && f.to.After(a) {
+				w.excusedBy = f.name
+				break
+			}
+		}
+		for i := range r.events {
+			e := &r.events[i]
+			if !e.stored || e.Kind != KindAccept {
+				continue
+			}
+			if !e.published.Before(a) && e.published.Before(b) {
+				w.published++
+			}
+			if t := firstAccept[tk{e.TriggerID, e.Key}]; !t.Before(a) && t.Before(b) {
+				w.accepted++
+			}
+		}
+		rc.windows = append(rc.windows, w)
+	}
+	rate := float64(0)
+	for _, w := range rc.windows {
+		rate += float64(w.published)
+	}
+	rate /= float64(max(len(rc.windows), 1))
+	for _, w := range rc.windows {
+		if w.excusedBy == "" && r.p.targets.windowShare > 0 && float64(w.accepted) < r.p.targets.windowShare*rate {
+			rc.stalled = append(rc.stalled, w)
+		}
+	}
+
+	// Takeover: each key a killed replica was calling gets a 202 from
+	// another replica (a replay 202 if the API had accepted it already).
+	for _, k := range r.kills {
+		for _, key := range k.keys {
+			var took time.Duration = -1
+			for _, q := range accepted202[key] {
+				if q.worker != k.slot && q.done.After(k.at) {
+					if d := q.done.Sub(k.at); took < 0 || d < took {
+						took = d
+					}
+				}
+			}
+			if took < 0 {
+				continue // settled by the restarted replica itself, or dead-lettered
+			}
+			rc.takeoverMax = max(rc.takeoverMax, took)
+			if r.p.targets.killTakeover > 0 && took > r.p.targets.killTakeover {
+				rc.takeoverLate = append(rc.takeoverLate, fmt.Sprintf("%s after %v", key, took.Round(time.Millisecond)))
+			}
+		}
+	}
+	return rc
+}
+
+func statusName(status int) string {
+	if status == 0 {
+		return "no answer"
+	}
+	return fmt.Sprint(status)
+}
+
+// check returns the targets a run missed.
+func (rc recovery) check(t targets) []string {
+	var missed []string
+	if t.drain > 0 && rc.drain > t.drain {
+		missed = append(missed, fmt.Sprintf("backlog drained %v after the last fault, target %v", rc.drain.Round(time.Millisecond), t.drain))
+	}
+	for _, w := range rc.stalled {
+		missed = append(missed, fmt.Sprintf("window %v-%v accepted %d of %d published (under %.0f%% of the publish rate)", w.from, w.to, w.accepted, w.published, 100*t.windowShare))
+	}
+	if len(rc.takeoverLate) > 0 {
+		missed = append(missed, fmt.Sprintf("a killed replica's calls were taken over late (target %v): %s", t.killTakeover, strings.Join(rc.takeoverLate[:min(len(rc.takeoverLate), 10)], ", ")))
+	}
+	return missed
+}
+
+// String prints the recovery figures.
+func (rc recovery) String() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "drain after last fault: %v\n", rc.drain.Round(time.Millisecond))
+	fmt.Fprintf(&b, "5 s windows (accepted/published):")
+	for _, w := range rc.windows {
+		mark := ""
+		if w.excusedBy != "" {
+			mark = "*"
+		}
+		fmt.Fprintf(&b, " %d/%d%s", w.accepted, w.published, mark)
+	}
+	fmt.Fprintf(&b, "  (* during an outage, the 401 window or a broker restart)\n")
+	fmt.Fprintf(&b, "stalled windows:   %d\n", len(rc.stalled))
+	fmt.Fprintf(&b, "kill takeover:     worst %v\n", rc.takeoverMax.Round(time.Millisecond))
+	if n := len(rc.callsPerEvent); n > 0 {
+		fmt.Fprintf(&b, "calls per event:   median %d, p99 %d, max %d (max %d apart from the replicas' probing messages); by answer: %s\n",
+			rc.callsPerEvent[n/2], rc.callsPerEvent[n*99/100], rc.callsPerEvent[n-1], rc.maxCallsRouted, countsString(rc.callsByStatus))
+	}
+	return b.String()
+}
