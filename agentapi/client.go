@@ -276,6 +276,13 @@ func (a *Agent) Trigger(ctx context.Context, ev Event) (int, error) {
 		// As http.Client does for RoundTrippers that leave it nil.
 		resp.Body = http.NoBody
 	}
+	// The timeout covers the body too. net/http stops the read of an
+	// ordinary body when the context ends, but not every body: after a
+	// 101 Switching Protocols the body is the raw connection, which no
+	// context watches, and a replacement Transport owes us nothing.
+	// Closing the body ends any read of it.
+	stop := context.AfterFunc(callCtx, func() { _ = resp.Body.Close() })
+	defer stop()
 	return resp.StatusCode, a.finish(resp, tok)
 }
 
@@ -322,6 +329,12 @@ func (a *Agent) finish(resp *http.Response, tok Secret) error {
 		}
 	}
 	e := &Error{TriggerID: a.id, Class: class, StatusCode: resp.StatusCode, Status: scrub(resp.Status, tok)}
+	if resp.StatusCode < 200 {
+		// An informational status as the final answer (net/http returns
+		// only 101 so): no body belongs to it, and after a 101 what
+		// follows is another protocol on the connection. Hang up.
+		return e
+	}
 	if ra, ok := ParseRetryAfter(resp.Header.Get("Retry-After"), time.Now()); ok {
 		e.RetryAfter = ra
 	}

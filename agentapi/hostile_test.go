@@ -286,3 +286,96 @@ func TestEchoedTokenIsScrubbedFromTheError(t *testing.T) {
 		t.Errorf("error %v", err)
 	}
 }
+
+// Every answer is bounded by the call timeout, whatever its status line:
+// a 101 Switching Protocols hands the connection over to "another protocol"
+// (net/http stops watching the call's context for it), and informational
+// 1xx lines can come without end. None of them holds a call, and with it the
+// worker's claim on the message, past its timeout.
+func TestEveryAnswerEndsAtTheTimeout(t *testing.T) {
+	hang := func(c net.Conn) { _, _ = io.Copy(io.Discard, c) } // until the client hangs up
+	rows := []struct {
+		name  string
+		serve func(net.Conn)
+	}{
+		{"101 then silence", func(c net.Conn) {
+			if _, err := io.WriteString(c, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n"); err == nil {
+				hang(c)
+			}
+		}},
+		{"101 then an endless trickle", func(c net.Conn) {
+			if _, err := io.WriteString(c, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: h2c\r\nConnection: Upgrade\r\n\r\n"); err != nil {
+				return
+			}
+			for {
+				if _, err := c.Write([]byte{'x'}); err != nil {
+					return
+				}
+				time.Sleep(10 * time.Millisecond)
+			}
+		}},
+		{"101 without Upgrade then silence", func(c net.Conn) {
+			if _, err := io.WriteString(c, "HTTP/1.1 101 Switching Protocols\r\n\r\n"); err == nil {
+				hang(c)
+			}
+		}},
+		{"endless 100 Continue", endless1xx("100 Continue")},
+		{"endless 102 Processing", endless1xx("102 Processing")},
+		{"endless 103 Early Hints", endless1xx("103 Early Hints\r\nLink: </a.css>; rel=preload")},
+		{"headers then a stalled error body", func(c net.Conn) {
+			if _, err := io.WriteString(c, "HTTP/1.1 500 Internal Server Error\r\nContent-Length: 100\r\n\r\npartial"); err == nil {
+				hang(c)
+			}
+		}},
+		{"headers then a stalled 202 body", func(c net.Conn) {
+			if _, err := io.WriteString(c, "HTTP/1.1 202 Accepted\r\nContent-Length: 100\r\n\r\n"); err == nil {
+				hang(c)
+			}
+		}},
+		{"nothing at all", hang},
+	}
+	const timeout = 300 * time.Millisecond
+	for _, r := range rows {
+		t.Run(r.name, func(t *testing.T) {
+			url := rawServer(t, r.serve)
+			a := agent(t, url, agentapi.StaticToken(agentapi.NewSecret(token)), agentapi.ClientOptions{Timeout: timeout})
+			done := make(chan struct{})
+			var status int
+			var err error
+			var took time.Duration
+			go func() { // not timedTrigger: this may outlive the test
+				defer close(done)
+				start := time.Now()
+				status, err = a.Trigger(context.Background(), agentapi.Event{Input: "x", IdempotencyKey: "hostile-1"})
+				took = time.Since(start)
+			}()
+			select {
+			case <-done:
+			case <-time.After(10 * timeout):
+				t.Fatalf("the call is still running after %v with a %v timeout", 10*timeout, timeout)
+			}
+			if took > 5*timeout {
+				t.Errorf("the call took %v with a %v timeout", took, timeout)
+			}
+			if status == 202 {
+				return // headers then a stalled body: accepted by its status
+			}
+			if err == nil {
+				t.Errorf("got %d and no error: taken for acceptance", status)
+			}
+		})
+	}
+}
+
+// endless1xx writes one informational status line after another, slowly,
+// and never a final answer.
+func endless1xx(line string) func(net.Conn) {
+	return func(c net.Conn) {
+		for {
+			if _, err := io.WriteString(c, "HTTP/1.1 "+line+"\r\n\r\n"); err != nil {
+				return
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
+}
