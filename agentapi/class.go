@@ -76,10 +76,13 @@ type Error struct {
 	TriggerID  TriggerID
 	Class      Class
 	StatusCode int           // 0 when no response was received
-	Status     string        // status line text, e.g. "503 Service Unavailable"
+	Status     string        // status line text, e.g. "503 Service Unavailable"; sanitised, bounded
 	RetryAfter time.Duration // parsed Retry-After; 0 when absent or unparseable
-	Body       string        // at most MaxErrorBody bytes, control characters escaped
-	Err        error         // the transport error for network, timeout and canceled classes
+	// Body is what an operator needs of the answer's body: the message
+	// (type, code) of a JSON error, else the start of the body. At most
+	// MaxErrorText bytes.
+	Body string
+	Err  error // the transport error for network, timeout and canceled classes; its text sanitised
 }
 
 // Error implements error. It names the trigger, status and class and quotes
@@ -98,9 +101,10 @@ func (e *Error) Error() string {
 		s += " retry after " + e.RetryAfter.String()
 	}
 	if e.Body != "" {
-		// Body is sanitised (no control characters), so it can stand
-		// unquoted; quoting would be escaped again by every log encoder.
-		s += ": " + truncate(e.Body, 200)
+		// Body is sanitised (no control or format characters) and
+		// bounded, so it can stand unquoted; quoting would be escaped
+		// again by every log encoder.
+		s += ": " + e.Body
 	}
 	return s
 }
@@ -119,11 +123,4 @@ func ClassOfError(err error) Class {
 		return e.Class
 	}
 	return ClassNetwork
-}
-
-func truncate(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	return s[:n] + "..."
 }

@@ -14,8 +14,6 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
-	"unicode"
-	"unicode/utf8"
 )
 
 // Defaults for a Client.
@@ -270,7 +268,7 @@ func (a *Agent) Trigger(ctx context.Context, ev Event) (int, error) {
 
 	resp, err := a.c.rt.RoundTrip(req)
 	if err != nil {
-		return 0, &Error{TriggerID: a.id, Class: transportClass(ctx, callCtx), Err: scrubURLError(err)}
+		return 0, &Error{TriggerID: a.id, Class: transportClass(ctx, callCtx), Err: safeError(scrubURLError(err), tok)}
 	}
 	if resp.Body == nil {
 		// As http.Client does for RoundTrippers that leave it nil.
@@ -328,7 +326,8 @@ func (a *Agent) finish(resp *http.Response, tok Secret) error {
 			inv.Invalidate()
 		}
 	}
-	e := &Error{TriggerID: a.id, Class: class, StatusCode: resp.StatusCode, Status: scrub(resp.Status, tok)}
+	sc := newScrubber(tok)
+	e := &Error{TriggerID: a.id, Class: class, StatusCode: resp.StatusCode, Status: sanitize(sc.scrub(resp.Status), maxStatusText)}
 	if resp.StatusCode < 200 {
 		// An informational status as the final answer (net/http returns
 		// only 101 so): no body belongs to it, and after a 101 what
@@ -342,21 +341,11 @@ func (a *Agent) finish(resp *http.Response, tok Secret) error {
 	// or too slowly still leaves a complete answer: the status decides.
 	buf := make([]byte, MaxErrorBody)
 	n, err := io.ReadFull(resp.Body, buf)
-	e.Body = SanitizeText([]byte(scrub(string(buf[:n]), tok)))
+	e.Body = summarize(buf[:n], sc)
 	if err == nil {
 		_, _ = io.CopyN(io.Discard, resp.Body, drainBudget)
 	}
 	return e
-}
-
-// scrub removes the token from text the server sent back: the body of an
-// error ends up in logs and dead letters, and a proxy or debugging gateway
-// that echoes request headers would otherwise put the token there.
-func scrub(text string, tok Secret) string {
-	if t := tok.Reveal(); t != "" && strings.Contains(text, t) {
-		return strings.ReplaceAll(text, t, redacted)
-	}
-	return text
 }
 
 // transportClass tells a timeout from a cancellation from any other
@@ -380,46 +369,4 @@ func scrubURLError(err error) error {
 		return ue.Err
 	}
 	return err
-}
-
-// SanitizeText returns b as a string safe to put in a log line or a
-// terminal: invalid UTF-8 and control characters (including ESC, so no
-// terminal escape sequence survives) are replaced by Go-style escapes.
-func SanitizeText(b []byte) string {
-	clean := true
-	for i := 0; i < len(b); {
-		r, size := utf8.DecodeRune(b[i:])
-		if (r == utf8.RuneError && size == 1) || (!unicode.IsPrint(r) && r != ' ') {
-			clean = false
-			break
-		}
-		i += size
-	}
-	if clean {
-		return string(b)
-	}
-	var sb strings.Builder
-	for i := 0; i < len(b); {
-		r, size := utf8.DecodeRune(b[i:])
-		switch {
-		case r == utf8.RuneError && size == 1:
-			fmt.Fprintf(&sb, `\x%02x`, b[i])
-		case r == '\n':
-			sb.WriteString(`\n`)
-		case r == '\t':
-			sb.WriteString(`\t`)
-		case r == '\r':
-			sb.WriteString(`\r`)
-		case !unicode.IsPrint(r) && r != ' ':
-			if r < 0x10000 {
-				fmt.Fprintf(&sb, `\u%04x`, r)
-			} else {
-				fmt.Fprintf(&sb, `\U%08x`, r)
-			}
-		default:
-			sb.WriteRune(r)
-		}
-		i += size
-	}
-	return sb.String()
 }
