@@ -13,7 +13,7 @@ type Class string
 
 // Response classes.
 const (
-	ClassAccepted     Class = "accepted"     // 2xx: the API durably queued the event
+	ClassAccepted     Class = "accepted"     // 202 only: the API durably queued the event
 	ClassBadRequest   Class = "bad_request"  // 400: the request itself is malformed
 	ClassUnauthorized Class = "unauthorized" // 401, or no token available
 	ClassForbidden    Class = "forbidden"    // 403: valid token, no permission for this agent
@@ -22,7 +22,7 @@ const (
 	ClassRateLimited  Class = "rate_limited" // 429
 	ClassClientError  Class = "client_error" // any other 4xx except 408
 	ClassServerError  Class = "server_error" // 5xx, and 408 (the server gave up waiting)
-	ClassUnexpected   Class = "unexpected"   // 1xx or 3xx: never sent by the API; a proxy or a wrong base URL
+	ClassUnexpected   Class = "unexpected"   // 1xx, 2xx other than 202, 3xx: never sent by the API; a proxy or a wrong base URL
 	ClassTimeout      Class = "timeout"      // no complete answer within the call timeout
 	ClassNetwork      Class = "network"      // connection refused, reset, dropped before an answer
 	ClassCanceled     Class = "canceled"     // the caller canceled the call (shutdown), not the API's doing

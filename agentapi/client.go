@@ -11,7 +11,6 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"time"
 )
@@ -227,13 +226,9 @@ func (c *Client) Agent(id TriggerID, tokens TokenSource) (*Agent, error) {
 // ID returns the trigger id.
 func (a *Agent) ID() TriggerID { return a.id }
 
-// bodyPool recycles request body buffers; bodies are small and built on
-// every call.
-var bodyPool = sync.Pool{New: func() any { b := make([]byte, 0, 256); return &b }}
-
 // Trigger sends one trigger event. It returns the HTTP status code (0 when
-// there was no answer) and nil when the API accepted the event (2xx), or an
-// *Error saying what kind of failure it was. Validation failures return an
+// there was no answer) and nil when the API accepted the event (202, and
+// only 202), or an *Error saying what kind of failure it was. Validation failures return an
 // *Error of ClassBadRequest without sending anything; a token source that has
 // no token gives ClassUnauthorized, like a 401 would.
 func (a *Agent) Trigger(ctx context.Context, ev Event) (int, error) {
@@ -245,14 +240,11 @@ func (a *Agent) Trigger(ctx context.Context, ev Event) (int, error) {
 		return 0, &Error{TriggerID: a.id, Class: ClassUnauthorized, Err: err}
 	}
 
-	bp := bodyPool.Get().(*[]byte)
-	body := ev.AppendBody((*bp)[:0])
-	defer func() {
-		if cap(body) <= 64<<10 {
-			*bp = body[:0]
-			bodyPool.Put(bp)
-		}
-	}()
+	// A fresh buffer every call, never pooled: the transport may still
+	// read the body after RoundTrip returns (a server that answers before
+	// reading the whole request), so the buffer is not ours to reuse when
+	// Trigger returns.
+	body := ev.AppendBody(make([]byte, 0, 256))
 
 	callCtx, cancel := context.WithTimeout(ctx, a.c.timeout)
 	defer cancel()

@@ -632,3 +632,42 @@ func unsafeText(s string) string {
 	}
 	return ""
 }
+
+// lateReader answers at once and leaves the request body to be read after
+// RoundTrip has returned, as net/http's transport does when a server answers
+// before it has read the whole request: the RoundTripper contract allows a
+// body to be read and closed after RoundTrip returns.
+type lateReader struct{ bodies chan io.ReadCloser }
+
+func (l *lateReader) RoundTrip(req *http.Request) (*http.Response, error) {
+	l.bodies <- req.Body
+	return &http.Response{StatusCode: 400, Status: "400 Bad Request", Header: http.Header{}, Body: http.NoBody, Request: req}, nil
+}
+
+// A request body still belongs to the transport after the call returns:
+// the next call must not write into it. (A pooled body buffer, recycled when
+// Trigger returned, was overwritten by the next call's body while the
+// transport was still sending it.)
+func TestRequestBodyIsNotReusedWhileTheTransportMayReadIt(t *testing.T) {
+	lr := &lateReader{bodies: make(chan io.ReadCloser, 1)}
+	a := agent(t, "https://api.example.test", agentapi.StaticToken(agentapi.NewSecret(token)), agentapi.ClientOptions{Transport: lr})
+	ctx := context.Background()
+	for i := range 20 {
+		first := agentapi.Event{Input: fmt.Sprintf("first %d", i)}
+		_, _ = a.Trigger(ctx, first)
+		body := <-lr.bodies
+		// The transport reads the first body while the next call is
+		// built: the race detector sees any write into it.
+		read := make(chan []byte, 1)
+		go func() {
+			b, _ := io.ReadAll(body)
+			_ = body.Close()
+			read <- b
+		}()
+		_, _ = a.Trigger(ctx, agentapi.Event{Input: strings.Repeat("second, and longer ", 4)})
+		<-lr.bodies
+		if got, want := string(<-read), string(first.AppendBody(nil)); got != want {
+			t.Fatalf("call %d: the transport read %s, want %s", i, got, want)
+		}
+	}
+}
