@@ -13,7 +13,7 @@ type Class string
 
 // Response classes.
 const (
-	ClassAccepted     Class = "accepted"     // 2xx: the API durably queued the event
+	ClassAccepted     Class = "accepted"     // 202 only: the API durably queued the event
 	ClassBadRequest   Class = "bad_request"  // 400: the request itself is malformed
 	ClassUnauthorized Class = "unauthorized" // 401, or no token available
 	ClassForbidden    Class = "forbidden"    // 403: valid token, no permission for this agent
@@ -22,7 +22,7 @@ const (
 	ClassRateLimited  Class = "rate_limited" // 429
 	ClassClientError  Class = "client_error" // any other 4xx except 408
 	ClassServerError  Class = "server_error" // 5xx, and 408 (the server gave up waiting)
-	ClassUnexpected   Class = "unexpected"   // 1xx or 3xx: never sent by the API; a proxy or a wrong base URL
+	ClassUnexpected   Class = "unexpected"   // 1xx, 2xx other than 202, 3xx: never sent by the API; a proxy or a wrong base URL
 	ClassTimeout      Class = "timeout"      // no complete answer within the call timeout
 	ClassNetwork      Class = "network"      // connection refused, reset, dropped before an answer
 	ClassCanceled     Class = "canceled"     // the caller canceled the call (shutdown), not the API's doing
@@ -76,10 +76,13 @@ type Error struct {
 	TriggerID  TriggerID
 	Class      Class
 	StatusCode int           // 0 when no response was received
-	Status     string        // status line text, e.g. "503 Service Unavailable"
+	Status     string        // status line text, e.g. "503 Service Unavailable"; sanitised, bounded
 	RetryAfter time.Duration // parsed Retry-After; 0 when absent or unparseable
-	Body       string        // at most MaxErrorBody bytes, control characters escaped
-	Err        error         // the transport error for network, timeout and canceled classes
+	// Body is what an operator needs of the answer's body: the message
+	// (type, code) of a JSON error, else the start of the body. At most
+	// MaxErrorText bytes.
+	Body string
+	Err  error // the transport error for network, timeout and canceled classes; its text sanitised
 }
 
 // Error implements error. It names the trigger, status and class and quotes
@@ -98,9 +101,10 @@ func (e *Error) Error() string {
 		s += " retry after " + e.RetryAfter.String()
 	}
 	if e.Body != "" {
-		// Body is sanitised (no control characters), so it can stand
-		// unquoted; quoting would be escaped again by every log encoder.
-		s += ": " + truncate(e.Body, 200)
+		// Body is sanitised (no control or format characters) and
+		// bounded, so it can stand unquoted; quoting would be escaped
+		// again by every log encoder.
+		s += ": " + e.Body
 	}
 	return s
 }
@@ -119,11 +123,4 @@ func ClassOfError(err error) Class {
 		return e.Class
 	}
 	return ClassNetwork
-}
-
-func truncate(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	return s[:n] + "..."
 }

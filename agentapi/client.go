@@ -11,11 +11,8 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"time"
-	"unicode"
-	"unicode/utf8"
 )
 
 // Defaults for a Client.
@@ -229,13 +226,9 @@ func (c *Client) Agent(id TriggerID, tokens TokenSource) (*Agent, error) {
 // ID returns the trigger id.
 func (a *Agent) ID() TriggerID { return a.id }
 
-// bodyPool recycles request body buffers; bodies are small and built on
-// every call.
-var bodyPool = sync.Pool{New: func() any { b := make([]byte, 0, 256); return &b }}
-
 // Trigger sends one trigger event. It returns the HTTP status code (0 when
-// there was no answer) and nil when the API accepted the event (2xx), or an
-// *Error saying what kind of failure it was. Validation failures return an
+// there was no answer) and nil when the API accepted the event (202, and
+// only 202), or an *Error saying what kind of failure it was. Validation failures return an
 // *Error of ClassBadRequest without sending anything; a token source that has
 // no token gives ClassUnauthorized, like a 401 would.
 func (a *Agent) Trigger(ctx context.Context, ev Event) (int, error) {
@@ -247,14 +240,11 @@ func (a *Agent) Trigger(ctx context.Context, ev Event) (int, error) {
 		return 0, &Error{TriggerID: a.id, Class: ClassUnauthorized, Err: err}
 	}
 
-	bp := bodyPool.Get().(*[]byte)
-	body := ev.AppendBody((*bp)[:0])
-	defer func() {
-		if cap(body) <= 64<<10 {
-			*bp = body[:0]
-			bodyPool.Put(bp)
-		}
-	}()
+	// A fresh buffer every call, never pooled: the transport may still
+	// read the body after RoundTrip returns (a server that answers before
+	// reading the whole request), so the buffer is not ours to reuse when
+	// Trigger returns.
+	body := ev.AppendBody(make([]byte, 0, 256))
 
 	callCtx, cancel := context.WithTimeout(ctx, a.c.timeout)
 	defer cancel()
@@ -270,12 +260,19 @@ func (a *Agent) Trigger(ctx context.Context, ev Event) (int, error) {
 
 	resp, err := a.c.rt.RoundTrip(req)
 	if err != nil {
-		return 0, &Error{TriggerID: a.id, Class: transportClass(ctx, callCtx), Err: scrubURLError(err)}
+		return 0, &Error{TriggerID: a.id, Class: transportClass(ctx, callCtx), Err: safeError(scrubURLError(err), tok)}
 	}
 	if resp.Body == nil {
 		// As http.Client does for RoundTrippers that leave it nil.
 		resp.Body = http.NoBody
 	}
+	// The timeout covers the body too. net/http stops the read of an
+	// ordinary body when the context ends, but not every body: after a
+	// 101 Switching Protocols the body is the raw connection, which no
+	// context watches, and a replacement Transport owes us nothing.
+	// Closing the body ends any read of it.
+	stop := context.AfterFunc(callCtx, func() { _ = resp.Body.Close() })
+	defer stop()
 	return resp.StatusCode, a.finish(resp, tok)
 }
 
@@ -321,7 +318,14 @@ func (a *Agent) finish(resp *http.Response, tok Secret) error {
 			inv.Invalidate()
 		}
 	}
-	e := &Error{TriggerID: a.id, Class: class, StatusCode: resp.StatusCode, Status: scrub(resp.Status, tok)}
+	sc := newScrubber(tok)
+	e := &Error{TriggerID: a.id, Class: class, StatusCode: resp.StatusCode, Status: sanitize(sc.scrub(resp.Status), maxStatusText)}
+	if resp.StatusCode < 200 {
+		// An informational status as the final answer (net/http returns
+		// only 101 so): no body belongs to it, and after a 101 what
+		// follows is another protocol on the connection. Hang up.
+		return e
+	}
 	if ra, ok := ParseRetryAfter(resp.Header.Get("Retry-After"), time.Now()); ok {
 		e.RetryAfter = ra
 	}
@@ -329,21 +333,11 @@ func (a *Agent) finish(resp *http.Response, tok Secret) error {
 	// or too slowly still leaves a complete answer: the status decides.
 	buf := make([]byte, MaxErrorBody)
 	n, err := io.ReadFull(resp.Body, buf)
-	e.Body = SanitizeText([]byte(scrub(string(buf[:n]), tok)))
+	e.Body = summarize(buf[:n], sc)
 	if err == nil {
 		_, _ = io.CopyN(io.Discard, resp.Body, drainBudget)
 	}
 	return e
-}
-
-// scrub removes the token from text the server sent back: the body of an
-// error ends up in logs and dead letters, and a proxy or debugging gateway
-// that echoes request headers would otherwise put the token there.
-func scrub(text string, tok Secret) string {
-	if t := tok.Reveal(); t != "" && strings.Contains(text, t) {
-		return strings.ReplaceAll(text, t, redacted)
-	}
-	return text
 }
 
 // transportClass tells a timeout from a cancellation from any other
@@ -367,46 +361,4 @@ func scrubURLError(err error) error {
 		return ue.Err
 	}
 	return err
-}
-
-// SanitizeText returns b as a string safe to put in a log line or a
-// terminal: invalid UTF-8 and control characters (including ESC, so no
-// terminal escape sequence survives) are replaced by Go-style escapes.
-func SanitizeText(b []byte) string {
-	clean := true
-	for i := 0; i < len(b); {
-		r, size := utf8.DecodeRune(b[i:])
-		if (r == utf8.RuneError && size == 1) || (!unicode.IsPrint(r) && r != ' ') {
-			clean = false
-			break
-		}
-		i += size
-	}
-	if clean {
-		return string(b)
-	}
-	var sb strings.Builder
-	for i := 0; i < len(b); {
-		r, size := utf8.DecodeRune(b[i:])
-		switch {
-		case r == utf8.RuneError && size == 1:
-			fmt.Fprintf(&sb, `\x%02x`, b[i])
-		case r == '\n':
-			sb.WriteString(`\n`)
-		case r == '\t':
-			sb.WriteString(`\t`)
-		case r == '\r':
-			sb.WriteString(`\r`)
-		case !unicode.IsPrint(r) && r != ' ':
-			if r < 0x10000 {
-				fmt.Fprintf(&sb, `\u%04x`, r)
-			} else {
-				fmt.Fprintf(&sb, `\U%08x`, r)
-			}
-		default:
-			sb.WriteRune(r)
-		}
-		i += size
-	}
-	return sb.String()
 }
