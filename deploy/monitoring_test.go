@@ -24,7 +24,7 @@ const runbookBase = "https://github.com/agentrelay/agentrelay/blob/main/README.m
 // each with the metric its rule must watch.
 var requiredAlerts = map[string]string{
 	"AgentrelayDeadLettersRising":        "agentrelay_dead_letters_total",
-	"AgentrelayCircuitBreakerOpen":       "agentrelay_circuit_breaker_state",
+	"AgentrelayRouteStopped":             "agentrelay_route_health",
 	"AgentrelayConsumerLagGrowing":       "agentrelay_consumer_pending_messages",
 	"AgentrelayNoSuccessfulTriggers":     "agentrelay_trigger_requests_total",
 	"AgentrelayReplicaNotReady":          "agentrelay_ready",
@@ -135,7 +135,7 @@ var requiredPanels = []struct {
 	{"trigger latency quantiles", "agentrelay_trigger_duration_seconds_bucket", "le"},
 	{"lag (pending)", "agentrelay_consumer_pending_messages", "route"},
 	{"lag (ack pending)", "agentrelay_consumer_ack_pending_messages", "route"},
-	{"breaker states", "agentrelay_circuit_breaker_state", "route"},
+	{"route health states", "agentrelay_route_health", "state"},
 	{"dead letters by reason", "agentrelay_dead_letters_total", "reason"},
 	{"in flight", "agentrelay_messages_in_flight", "route"},
 	{"in-flight limit", "agentrelay_messages_in_flight_limit", "route"},
