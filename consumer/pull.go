@@ -22,19 +22,7 @@ import (
 // outlives every request, so giving up on a request only means asking
 // again: nothing delivered is ever dropped.
 //
-// Accounting is the same as nats.go's Consume: requested counts the
-// messages asked for and not yet delivered; it falls by one per delivery,
-// and by the unfilled rest of a request when the server ends it with a
-// status (408 on expiry and 409 batch completed carry
-// Nats-Pending-Messages; a rejected request, such as 409 Exceeded
-// MaxWaiting, is known by its reply token). When requests may have been
-// lost (no heartbeat for two intervals, a reconnect, a leadership change,
-// or every request past its expiry without its status) the count is reset
-// and the free slots are asked for again. If the old requests were alive
-// after all, the route briefly has more in flight than its limit; it never
-// loses a message.
-//
-// All fields but the constants are guarded by the runner's mutex.
+// The puller does the I/O; the accounting is the runner's slots.
 type puller struct {
 	rn        *runner
 	nc        *nats.Conn
@@ -43,19 +31,38 @@ type puller struct {
 	expiry    time.Duration
 	heartbeat time.Duration
 	sub       *nats.Subscription
-
-	next       uint64
-	open       map[uint64]openPull // by reply token: to attribute a rejection
-	lastExpiry time.Time           // when the latest request expires at the server
-	lastSeen   time.Time           // the latest delivery or status
-	reconnects uint64              // the connection's count when the requests were made
-	retryAt    time.Time           // no pulls before this (after a refusal)
-	retryDelay time.Duration
 }
 
-type openPull struct {
-	n       int
-	expires time.Time
+// pullStatus is what a status message on the pull subscription means.
+type pullStatus uint8
+
+// Pull statuses.
+const (
+	statusHeartbeat       pullStatus = iota + 1 // 100: the request is alive
+	statusEnded                                 // 408 expired, 409 batch completed or over max bytes: the rest is in Nats-Pending-Messages
+	statusLost                                  // 409 leadership change: every outstanding request is gone
+	statusConsumerDeleted                       // 409 consumer deleted
+	statusNoResponders                          // 503: JetStream or the consumer is not there
+	statusRefused                               // anything else (400, 404, 409 exceeded MaxWaiting or a limit): nothing of the request was filled
+)
+
+// statusOf turns a status message's code and description into what it
+// means, in one place; nothing else parses a status.
+func statusOf(code, desc string) pullStatus {
+	desc = strings.ToLower(desc)
+	switch {
+	case code == "100":
+		return statusHeartbeat
+	case code == "408", code == "409" && (strings.Contains(desc, "batch completed") || strings.Contains(desc, "exceeds maxbytes")):
+		return statusEnded
+	case code == "409" && strings.Contains(desc, "leadership change"):
+		return statusLost
+	case code == "409" && strings.Contains(desc, "consumer deleted"):
+		return statusConsumerDeleted
+	case code == "503":
+		return statusNoResponders
+	}
+	return statusRefused
 }
 
 // apiPrefix is the JetStream API prefix js sends requests to.
@@ -79,7 +86,6 @@ func newPuller(rn *runner) *puller {
 		inbox:     nc.NewInbox(),
 		expiry:    rn.relay.opts.PullExpiry,
 		heartbeat: rn.relay.opts.PullHeartbeat,
-		open:      map[uint64]openPull{},
 	}
 }
 
@@ -117,19 +123,7 @@ func (p *puller) stop(timeout time.Duration) {
 // request sends one pull request for n messages. The caller has booked n
 // as requested; on error it must release them.
 func (p *puller) request(n int) error {
-	now := time.Now()
-	rn := p.rn
-	rn.mu.Lock()
-	p.next++
-	token := p.next
-	if rn.requested == n { // nothing else outstanding: the liveness clock starts now
-		p.lastSeen = now
-		p.reconnects = p.nc.Stats().Reconnects
-	}
-	p.open[token] = openPull{n: n, expires: now.Add(p.expiry)}
-	p.lastExpiry = now.Add(p.expiry)
-	rn.mu.Unlock()
-
+	token := p.rn.sent(n, p.nc.Stats().Reconnects)
 	body := make([]byte, 0, 80)
 	body = append(body, `{"batch":`...)
 	body = strconv.AppendInt(body, int64(n), 10)
@@ -140,9 +134,7 @@ func (p *puller) request(n int) error {
 	body = append(body, '}')
 	err := p.nc.PublishRequest(p.subject, p.inbox+"."+strconv.FormatUint(token, 10), body)
 	if err != nil {
-		rn.mu.Lock()
-		delete(p.open, token)
-		rn.mu.Unlock()
+		p.rn.unsent(token)
 	}
 	return err
 }
@@ -159,7 +151,7 @@ func (p *puller) request(n int) error {
 // redelivered every AckWait for ever.)
 func (p *puller) onMsg(m *nats.Msg) {
 	if strings.HasPrefix(m.Reply, "$JS.ACK.") {
-		p.rn.delivered(p, &pulledMsg{msg: m, nc: p.nc})
+		p.rn.delivered(&pulledMsg{msg: m, nc: p.nc})
 		return
 	}
 	if code := m.Header.Get("Status"); code != "" {
@@ -172,60 +164,24 @@ func (p *puller) onMsg(m *nats.Msg) {
 // onStatus handles a status message of a pull request.
 func (p *puller) onStatus(m *nats.Msg, code string) {
 	rn := p.rn
-	now := time.Now()
 	token, _ := strconv.ParseUint(m.Subject[strings.LastIndexByte(m.Subject, '.')+1:], 10, 64)
-	desc := strings.ToLower(m.Header.Get("Description"))
-
-	rn.mu.Lock()
-	p.lastSeen = now
-	req, known := p.open[token]
-	release := 0
-	reset := false
-	switch {
-	case code == "100": // idle heartbeat: the request is alive
-		p.retryDelay = 0
-	case code == "408", code == "409" && (strings.Contains(desc, "batch completed") || strings.Contains(desc, "exceeds maxbytes")):
-		// Ended, with the unfilled rest in a header. A request from
-		// before a reset is no longer counted in requested: releasing
-		// its rest would undercount the new requests.
-		if known {
-			release = pendingMessages(m)
-			delete(p.open, token)
-			p.retryDelay = 0
-		}
-	case code == "409" && (strings.Contains(desc, "leadership change") || strings.Contains(desc, "consumer deleted")):
-		reset = true
-	default:
-		// Refused outright (400, 404, 409 Exceeded MaxWaiting or a
-		// request limit, 503 no responders): nothing of it was filled.
-		if known {
-			release = req.n
-			delete(p.open, token)
-		}
-		p.retryDelay = min(max(2*p.retryDelay, 100*time.Millisecond), 5*time.Second)
-		p.retryAt = now.Add(p.retryDelay)
-	}
-	if reset {
-		p.resetLocked()
-	} else {
-		rn.requested = max(rn.requested-release, 0)
-	}
-	rn.mu.Unlock()
-	rn.signal()
+	desc := m.Header.Get("Description")
+	st := statusOf(code, desc)
+	released, reset := rn.ended(token, st, pendingMessages(m))
 
 	switch {
-	case code == "100", code == "408":
+	case st == statusHeartbeat, st == statusEnded:
 	case reset:
 		rn.m.PullFailed()
 		rn.log.Debug("pull requests ended by the server; asking again", "status", code, "description", desc)
-		if strings.Contains(desc, "consumer deleted") {
+		if st == statusConsumerDeleted {
 			rn.rebind()
 		}
-	case release > 0 || !known:
+	default:
 		rn.m.PullFailed()
-		rn.log.Warn("pull request refused", "status", code, "description", desc)
-		if code == "503" {
-			rn.rebind() // no responders: the consumer (or JetStream) is gone
+		rn.log.Warn("pull request refused", "status", code, "description", desc, "released", released)
+		if st == statusNoResponders {
+			rn.rebind() // the consumer (or JetStream) is gone
 		}
 	}
 }
@@ -240,51 +196,10 @@ func pendingMessages(m *nats.Msg) int {
 }
 
 // check resets the accounting when the outstanding requests may have been
-// lost: no delivery or heartbeat for two heartbeat intervals, a reconnect
-// since they were sent, or all of them past their expiry without the
-// status that ends them. It also forgets requests long expired.
+// lost.
 func (p *puller) check(now time.Time) {
-	rn := p.rn
-	rn.mu.Lock()
-	var why string
-	if rn.requested > 0 {
-		switch {
-		case p.nc.Stats().Reconnects != p.reconnects:
-			why = "reconnected"
-		case now.Sub(p.lastSeen) > 2*p.heartbeat:
-			why = "no heartbeat"
-		case now.After(p.lastExpiry.Add(2 * time.Second)):
-			why = "requests expired without a status"
-		}
+	if why := p.rn.check(now, p.nc.Stats().Reconnects); why != "" {
+		p.rn.m.PullFailed()
+		p.rn.log.Debug("pull requests may be lost; asking again", "why", why)
 	}
-	if why != "" {
-		p.resetLocked()
-	}
-	for t, r := range p.open {
-		if now.After(r.expires.Add(5 * time.Second)) {
-			delete(p.open, t)
-		}
-	}
-	rn.mu.Unlock()
-	if why != "" {
-		rn.m.PullFailed()
-		rn.log.Debug("pull requests may be lost; asking again", "why", why)
-		rn.signal()
-	}
-}
-
-func (p *puller) resetLocked() {
-	p.rn.requested = 0
-	clear(p.open)
-}
-
-// waitBeforePull reports how long pulls must wait after a refusal. The
-// backoff itself only resets on evidence that requests are being served (a
-// delivery, a heartbeat, a request ending normally), so a server that keeps
-// refusing is asked less and less often, up to every 5 s.
-func (p *puller) waitBeforePull(now time.Time) time.Duration {
-	if now.Before(p.retryAt) {
-		return p.retryAt.Sub(now)
-	}
-	return 0
 }

@@ -12,7 +12,6 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"golang.org/x/time/rate"
 
-	"github.com/agentrelay/agentrelay/agentapi"
 	"github.com/agentrelay/agentrelay/internal/telemetry"
 )
 
@@ -52,9 +51,8 @@ type runner struct {
 	ackFloor      atomic.Uint64 // the consumer's ack floor as last seen (stream sequence)
 	streamCreated atomic.Int64  // the stream's creation time at bind, to tell a re-created stream
 
-	mu         sync.Mutex
-	active     int // messages being handled
-	requested  int // messages asked for by outstanding pulls and not yet arrived
+	mu         sync.Mutex // guards slots and the hand-back
+	slots      slots
 	handBack   []jetstream.Msg
 	handedBack bool // the drain has flushed handBack
 	wake       chan struct{}
@@ -98,6 +96,7 @@ func newRunner(r *Relay, rt Route) *runner {
 	rn.callCtx, rn.cancelCalls = context.WithCancel(context.Background())
 	rn.fleet = newFleetGate(rn)
 	rn.p = newPuller(rn)
+	rn.slots = newSlots(rn.p.expiry, rn.p.heartbeat)
 	rn.m.SetInFlightLimit(rn.limit)
 	rn.m.Prime(knownLabels())
 	return rn
@@ -164,241 +163,6 @@ func (rn *runner) rebind() {
 			rn.log.Error("consumer is gone and could not be re-created", "consumer", rn.route.Durable, "err", err)
 		}
 	}()
-}
-
-func (rn *runner) signal() {
-	select {
-	case rn.wake <- struct{}{}:
-	default:
-	}
-}
-
-// pull keeps the route's in-flight slots filled until stop is closed. It
-// wakes when a slot frees, when route health changes, when a wait is over,
-// and every heartbeat interval to check the outstanding requests.
-func (rn *runner) pull(stop <-chan struct{}) {
-	errDelay := 100 * time.Millisecond
-	tick := time.NewTicker(rn.relay.opts.PullHeartbeat)
-	defer tick.Stop()
-	for {
-		n, wait := rn.reserve(time.Now())
-		if n > 0 {
-			if err := rn.p.request(n); err != nil {
-				rn.release(n)
-				rn.m.PullFailed()
-				rn.log.Debug("pull request failed", "err", err)
-				if !sleep(stop, errDelay) {
-					return
-				}
-				errDelay = min(2*errDelay, 5*time.Second)
-				continue
-			}
-			errDelay = 100 * time.Millisecond
-			continue
-		}
-		var timer *time.Timer
-		var timeout <-chan time.Time
-		if wait > 0 {
-			timer = time.NewTimer(wait)
-			timeout = timer.C
-		}
-		select {
-		case <-stop:
-		case <-rn.wake:
-		case <-timeout:
-		case now := <-tick.C:
-			rn.p.check(now)
-		}
-		if timer != nil {
-			timer.Stop()
-		}
-		select {
-		case <-stop:
-			return
-		default:
-		}
-	}
-}
-
-func sleep(stop <-chan struct{}, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-stop:
-		return false
-	case <-t.C:
-		return true
-	}
-}
-
-// reserve decides how many messages to ask for now, and books them as
-// requested. When it returns 0 the loop waits for a slot to free, for route
-// health to change, or for wait to pass.
-func (rn *runner) reserve(now time.Time) (n int, wait time.Duration) {
-	hs := rn.health.state(now)
-	rn.m.SetInFlightLimit(hs.Limit)
-	rn.mu.Lock()
-	defer rn.mu.Unlock()
-	if rn.draining.Load() {
-		return 0, 0
-	}
-	if w := rn.p.waitBeforePull(now); w > 0 {
-		return 0, w
-	}
-	var free int
-	switch {
-	case hs.Condition != ConditionNone:
-		// A route-wide condition: pull nothing, so messages left in the
-		// stream spend no delivery attempt. A held message probes; only
-		// when none is held is one pulled to probe with, when it is time.
-		if rn.holding.Load() || hs.Probing {
-			return 0, 0
-		}
-		if w := hs.NextProbe.Sub(now); w > 0 {
-			return 0, w
-		}
-		free = 1 - rn.active - rn.requested
-	default:
-		limit := min(rn.limit, hs.Limit)
-		free = limit - rn.active - rn.requested
-		if rn.requested > 0 && free < min(rn.lowMark, limit) {
-			free = 0
-		}
-	}
-	if free <= 0 {
-		return 0, 0
-	}
-	rn.requested += free
-	return free, 0
-}
-
-// delivered takes a message the puller received: its slot moves from
-// requested to active and it goes to a handler, or, during a drain, it is
-// held to be handed back.
-func (rn *runner) delivered(p *puller, msg *pulledMsg) {
-	rn.mu.Lock()
-	p.lastSeen = time.Now()
-	p.retryDelay = 0
-	rn.requested = max(rn.requested-1, 0)
-	draining := rn.draining.Load()
-	if !draining {
-		rn.active++
-	}
-	rn.mu.Unlock()
-	if draining {
-		rn.m.Received()
-		rn.m.Finished(telemetry.OutcomeRetried, string(agentapi.ClassCanceled), 0, 0)
-		rn.giveBack(msg)
-		rn.signal()
-		return
-	}
-	rn.m.InFlight(1)
-	rn.dispatch(msg)
-}
-
-// release gives back requested slots a pull request did not fill.
-func (rn *runner) release(n int) {
-	rn.mu.Lock()
-	rn.requested = max(rn.requested-n, 0)
-	rn.mu.Unlock()
-	rn.signal()
-}
-
-// done frees the slot of a settled message.
-func (rn *runner) done() {
-	rn.mu.Lock()
-	rn.active--
-	rn.mu.Unlock()
-	rn.m.InFlight(-1)
-	rn.signal()
-}
-
-// giveBack returns a message to the stream at once (a nak without delay),
-// for another replica. During a drain the nak waits until this replica's own
-// pulls have ended: JetStream would otherwise redeliver the message straight
-// into one of them, and every round trip would burn a delivery attempt.
-func (rn *runner) giveBack(msg jetstream.Msg) {
-	if rn.draining.Load() {
-		rn.mu.Lock()
-		held := !rn.handedBack
-		if held {
-			rn.handBack = append(rn.handBack, msg)
-		}
-		rn.mu.Unlock()
-		if held {
-			return
-		}
-		// The drain is over (a call that outlived it, a straggling
-		// delivery): no pull of ours is left to loop into.
-	}
-	if err := msg.Nak(); err != nil {
-		rn.m.SettleFailed("nak")
-	}
-}
-
-// flushHandBack naks the messages held back during a drain; later ones are
-// naked at once.
-func (rn *runner) flushHandBack() {
-	rn.mu.Lock()
-	msgs := rn.handBack
-	rn.handBack = nil
-	rn.handedBack = true
-	rn.mu.Unlock()
-	for _, m := range msgs {
-		if err := m.Nak(); err != nil {
-			rn.m.SettleFailed("nak")
-		}
-	}
-	if len(msgs) > 0 {
-		rn.log.Info("handed messages back for other replicas", "count", len(msgs))
-	}
-}
-
-// drain waits until no message is in flight, or until deadline; then it
-// cancels the calls still running (they end as canceled and their messages
-// are handed back at once) and waits for that. Then it drains the
-// subscription: the unsubscribe tells the server to stop serving this
-// replica's outstanding pulls, and whatever it sent before that is handled
-// (held for hand-back) before the subscription closes. So a drain with
-// nothing in flight takes one round trip, not the rest of a pull's expiry.
-// Last, it hands back what arrived meanwhile and lets the idle handler
-// goroutines go.
-func (rn *runner) drain(deadline time.Time) {
-	if !rn.waitIdle(deadline) {
-		rn.mu.Lock()
-		left := rn.active
-		rn.mu.Unlock()
-		rn.log.Warn("drain grace period over: canceling in-flight calls and handing their messages back", "in_flight", left)
-		rn.cancelCalls()
-		if !rn.waitIdle(time.Now().Add(5 * time.Second)) {
-			rn.log.Error("messages still in flight after cancel; JetStream redelivers them after AckWait")
-		}
-	}
-	rn.cancelCalls()
-	rn.p.stop(2 * time.Second)
-	rn.flushHandBack()
-	rn.quitOnce.Do(func() { close(rn.quit) })
-}
-
-func (rn *runner) waitIdle(deadline time.Time) bool {
-	t := time.NewTimer(time.Until(deadline))
-	defer t.Stop()
-	tick := time.NewTicker(100 * time.Millisecond)
-	defer tick.Stop()
-	for {
-		rn.mu.Lock()
-		idle := rn.active == 0
-		rn.mu.Unlock()
-		if idle {
-			return true
-		}
-		select {
-		case <-rn.wake:
-		case <-tick.C:
-		case <-t.C:
-			return false
-		}
-	}
 }
 
 // watchLag reads the consumer's info into metrics until stop is closed.
