@@ -441,13 +441,14 @@ func (d *DeadLetter) PublishLetter(ctx context.Context, msg jetstream.Msg, md *j
 	// Size the letter. Everything below is counted as nats.go encodes it
 	// (an upper bound: it trims values), with room for the bookkeeping
 	// headers set after the choice.
-	payCap := d.maxPayload() - letterSlack
-	hdrCap := min(MaxJetStreamHeaderBytes, d.maxPayload()) - letterSlack
+	maxPayload := d.maxPayload()
+	payCap := maxPayload - letterSlack
+	hdrCap := min(MaxJetStreamHeaderBytes, maxPayload) - letterSlack
 	used := headerBlockSize(base) +
 		headerLineSize(jetstream.MsgIDHeader, id) + headerLineSize(jetstream.ExpectedStreamHeader, d.cfg.Stream) +
 		headerLineSize(HeaderLetterForm, string(FormTrimmed)) +
 		headerLineSize(HeaderBodyOmitted, BodyOmittedTooLarge) +
-		headerLineSize(HeaderDroppedHeaders, strings.Repeat("x", maxListHeader))
+		len(HeaderDroppedHeaders) + maxListHeader + len(": \r\n")
 	keepBody := used <= hdrCap && used+len(data) <= payCap
 	kept := 0
 	for _, c := range cands {
