@@ -1,15 +1,24 @@
 package consumer
 
 import (
+	"cmp"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
+	"maps"
+	"math"
+	"slices"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/agentrelay/agentrelay/agentapi"
 )
 
 // Headers agentrelay sets on a dead letter. Together with the original body
@@ -29,6 +38,15 @@ const (
 	HeaderAttempts       = "Agentrelay-Attempts"         // delivery attempts made
 	HeaderDeadLetteredAt = "Agentrelay-Dead-Lettered-At" // RFC 3339
 
+	// What a dead letter holds of the original (see LetterForm).
+	HeaderLetterForm       = "Agentrelay-Letter-Form"       // a LetterForm
+	HeaderBodySize         = "Agentrelay-Body-Size"         // the original body's size in bytes
+	HeaderBodySHA256       = "Agentrelay-Body-Sha256"       // hex SHA-256 of the original body
+	HeaderBodyOmitted      = "Agentrelay-Body-Omitted"      // why the letter has no body; absent when it has
+	HeaderDroppedHeaders   = "Agentrelay-Dropped-Headers"   // the original's headers left out, by name, bounded
+	HeaderTruncatedHeaders = "Agentrelay-Truncated-Headers" // agentrelay headers whose values were cut to their bound
+	HeaderRefusal          = "Agentrelay-Refusal"           // why JetStream refused the letter (FormReduced)
+
 	// HeaderOriginalPrefix keeps the values of the original's Nats-*
 	// headers, which cannot be copied as they are: JetStream acts on them
 	// (a copied Nats-Expected-Stream makes the publish fail, a copied
@@ -40,9 +58,6 @@ const (
 	// replay) does not carry stale reasons from the first.
 	agentrelayHeaderPrefix = "Agentrelay-"
 )
-
-// maxErrorHeader bounds the error text in a dead letter.
-const maxErrorHeader = 1024
 
 // DeadLetterConfig describes the dead-letter stream. The zero value of each
 // field means its default.
@@ -126,9 +141,88 @@ func (c DeadLetterConfig) StreamConfig() jetstream.StreamConfig {
 	}
 }
 
-// Subject returns the dead-letter subject for an original subject.
+// MaxDeadLetterSubjectLen bounds every subject agentrelay publishes a dead
+// letter to. The server closes a connection whose protocol line ("HPUB
+// <subject> <reply> <header size> <total size>") is longer than its
+// max_control_line, 4096 bytes by default, and nats.go does not reconnect
+// after that: one message with a long subject would cut every worker off
+// for good. 1024 bytes leaves the reply inbox and the sizes a wide margin.
+const MaxDeadLetterSubjectLen = 1024
+
+// subjectHashPrefix starts the last token of a shortened dead-letter subject.
+const subjectHashPrefix = "sha256-"
+
+// Subject returns the dead-letter subject for an original subject:
+// "<SubjectPrefix>.<original>". When that would be longer than
+// MaxDeadLetterSubjectLen, or the original is not a literal subject (empty
+// tokens, wildcard tokens, white space), it is shortened to
+// "<SubjectPrefix>.<leading tokens that fit>.sha256-<hex of the original>":
+// filters on the leading tokens still find it, and the full original stays
+// in the HeaderSubject header. Subject is a pure function of the
+// configuration and the original, so a tool can check a letter's subject
+// against its header.
 func (c DeadLetterConfig) Subject(original string) string {
-	return c.WithDefaults().SubjectPrefix + "." + original
+	prefix := c.WithDefaults().SubjectPrefix
+	if s := prefix + "." + original; len(s) <= MaxDeadLetterSubjectLen && isLiteralSubject(original) {
+		return s
+	}
+	sum := sha256.Sum256([]byte(original))
+	tail := subjectHashPrefix + hex.EncodeToString(sum[:])
+	b := make([]byte, 0, MaxDeadLetterSubjectLen)
+	b = append(b, prefix...)
+	budget := MaxDeadLetterSubjectLen - len(tail) - 1
+	for t := range strings.SplitSeq(original, ".") {
+		if !isLiteralToken(t) || len(b)+1+len(t) > budget {
+			break
+		}
+		b = append(b, '.')
+		b = append(b, t...)
+	}
+	b = append(b, '.')
+	b = append(b, tail...)
+	return string(b)
+}
+
+// isLiteralSubject reports whether s is a subject one can publish to and
+// subscribe to exactly: tokens that are not empty, not wildcards, and
+// without white space.
+func isLiteralSubject(s string) bool {
+	for t := range strings.SplitSeq(s, ".") {
+		if !isLiteralToken(t) {
+			return false
+		}
+	}
+	return true
+}
+
+func isLiteralToken(t string) bool {
+	if t == "" || t == "*" || t == ">" {
+		return false
+	}
+	for i := 0; i < len(t); i++ {
+		if t[i] <= ' ' || t[i] == 0x7f {
+			return false
+		}
+	}
+	return true
+}
+
+// subjectCaptures reports whether every subject matching sub also matches
+// pattern, so that a stream listening on pattern stores all of sub.
+func subjectCaptures(pattern, sub string) bool {
+	pt, st := strings.Split(pattern, "."), strings.Split(sub, ".")
+	for i, p := range pt {
+		if p == ">" {
+			return i < len(st)
+		}
+		if i >= len(st) || st[i] == ">" {
+			return false
+		}
+		if p != "*" && (st[i] == "*" || p != st[i]) {
+			return false
+		}
+	}
+	return len(pt) == len(st)
 }
 
 // Letter is what a dead letter says about why it is one.
@@ -141,11 +235,57 @@ type Letter struct {
 	Attempts  int
 }
 
+// LetterForm says how much of the original a stored dead letter holds.
+type LetterForm string
+
+// Letter forms, from most to least complete.
+const (
+	// FormFull: the original's body and all of its headers.
+	FormFull LetterForm = "full"
+	// FormTrimmed: sized to the server's limits before publishing. Some
+	// of the original's headers (named in HeaderDroppedHeaders) or its
+	// body (HeaderBodyOmitted) were left out.
+	FormTrimmed LetterForm = "trimmed"
+	// FormReduced: JetStream refused the letter as sized (HeaderRefusal
+	// says why). Stored instead: agentrelay's headers only, no body, with
+	// the body's size and digest and the original's stream and sequence.
+	FormReduced LetterForm = "reduced"
+)
+
+// Values of HeaderBodyOmitted.
+const (
+	// BodyOmittedTooLarge: the body did not fit in one message beside the
+	// dead letter's headers.
+	BodyOmittedTooLarge = "too_large"
+	// BodyOmittedRefused: the letter is in FormReduced.
+	BodyOmittedRefused = "refused"
+)
+
+// Stored is what Publish stored.
+type Stored struct {
+	Ack     *jetstream.PubAck
+	Subject string // the dead letter's subject, Subject(original)
+	Form    LetterForm
+	// BodyOmitted: the letter has no body (HeaderBodyOmitted says why).
+	BodyOmitted bool
+	// DroppedHeaders counts the original's headers left out.
+	DroppedHeaders int
+	// TruncatedHeaders names agentrelay's headers whose values were cut
+	// to their bound (HeaderTruncatedHeaders).
+	TruncatedHeaders []string
+	// Refusal is why JetStream refused the letter as sized, when Form is
+	// FormReduced.
+	Refusal error
+}
+
 // DeadLetter publishes dead letters to the dead-letter stream.
 type DeadLetter struct {
 	js  jetstream.JetStream
 	cfg DeadLetterConfig
 	now func() time.Time
+	// streamMaxMsg is the dead-letter stream's MaxMsgSize as Ensure saw
+	// it; <= 0 when unlimited or not known.
+	streamMaxMsg atomic.Int64
 }
 
 // NewDeadLetter returns a DeadLetter publishing through js.
@@ -156,17 +296,27 @@ func NewDeadLetter(js jetstream.JetStream, cfg DeadLetterConfig) *DeadLetter {
 // Config returns the effective configuration.
 func (d *DeadLetter) Config() DeadLetterConfig { return d.cfg }
 
+// maxDeadLetterPrefixLen bounds SubjectPrefix, so that a shortened
+// dead-letter subject still has room for leading tokens of the original.
+const maxDeadLetterPrefixLen = 256
+
 // Ensure creates the dead-letter stream if it does not exist. An existing
-// stream is left as it is (an operator may manage it), but it must capture
-// the dead-letter subjects.
+// stream is left as it is (an operator may manage it), but one of its
+// subjects must capture all the dead-letter subjects ("<prefix>.>"), as
+// "agentrelay.>" or ">" do.
 func (d *DeadLetter) Ensure(ctx context.Context) error {
+	if len(d.cfg.SubjectPrefix) > maxDeadLetterPrefixLen {
+		return fmt.Errorf("dead-letter subject prefix is %d bytes, limit %d", len(d.cfg.SubjectPrefix), maxDeadLetterPrefixLen)
+	}
 	want := d.cfg.StreamConfig()
 	s, err := d.js.Stream(ctx, d.cfg.Stream)
 	switch {
 	case errors.Is(err, jetstream.ErrStreamNotFound):
-		if _, err := d.js.CreateStream(ctx, want); err != nil {
+		s, err := d.js.CreateStream(ctx, want)
+		if err != nil {
 			return fmt.Errorf("creating dead-letter stream %s: %w", d.cfg.Stream, err)
 		}
+		d.streamMaxMsg.Store(int64(s.CachedInfo().Config.MaxMsgSize))
 		return nil
 	case err != nil:
 		return fmt.Errorf("looking up dead-letter stream %s: %w", d.cfg.Stream, err)
@@ -174,12 +324,13 @@ func (d *DeadLetter) Ensure(ctx context.Context) error {
 	have := s.CachedInfo().Config
 	captured := false
 	for _, subj := range have.Subjects {
-		captured = captured || subj == want.Subjects[0]
+		captured = captured || subjectCaptures(subj, want.Subjects[0])
 	}
 	if !captured {
 		return fmt.Errorf("dead-letter stream %s exists but does not capture %s (its subjects: %v)",
 			d.cfg.Stream, want.Subjects[0], have.Subjects)
 	}
+	d.streamMaxMsg.Store(int64(have.MaxMsgSize))
 	return nil
 }
 
@@ -202,69 +353,369 @@ func (d *DeadLetter) Weaknesses(ctx context.Context) ([]string, error) {
 	if have.Duplicates < time.Minute {
 		w = append(w, fmt.Sprintf("duplicate window %v: a dead letter republished after a crash may be stored twice", have.Duplicates))
 	}
+	if have.MaxMsgSize > 0 {
+		w = append(w, fmt.Sprintf("max message size %d bytes: larger dead letters are stored without their body", have.MaxMsgSize))
+	}
 	return w, nil
 }
 
+// maxMsgID bounds a dead letter's Nats-Msg-Id, a header like any other.
+const maxMsgID = 512
+
 // MsgID is the Nats-Msg-Id of the dead letter of one stored message on one
 // route. Publishing the same dead letter twice (a crash after the publish
-// ack, before the original was terminated) stores it once.
+// ack, before the original was terminated) stores it once. An id that would
+// be longer than 512 bytes (a route or stream name that long) is
+// "agentrelay:sha256-<hex of that id>" instead.
 func MsgID(route string, md *jetstream.MsgMetadata) string {
-	return "agentrelay:" + route + ":" + md.Stream + ":" +
+	id := "agentrelay:" + route + ":" + md.Stream + ":" +
 		strconv.FormatUint(md.Sequence.Stream, 10) + ":" + strconv.FormatInt(md.Timestamp.UnixNano(), 10)
+	if len(id) > maxMsgID {
+		sum := sha256.Sum256([]byte(id))
+		id = "agentrelay:sha256-" + hex.EncodeToString(sum[:])
+	}
+	return id
 }
 
+// Size limits of one dead letter.
+const (
+	// MaxJetStreamHeaderBytes is the largest header block JetStream
+	// stores: nats-server refuses len(hdr) > math.MaxUint16 with "header
+	// size exceeds maximum allowed of 64k" (JSStreamHeaderExceedsMaximumErr,
+	// server/stream.go), whatever max_payload is.
+	MaxJetStreamHeaderBytes = math.MaxUint16
+
+	// defaultMaxPayload is nats-server's default max_payload, used when
+	// the connection does not say (not connected yet).
+	defaultMaxPayload = 1 << 20
+
+	// letterSlack is kept free below the limits, for headers the client
+	// or a newer server version might add on the way.
+	letterSlack = 256
+)
+
+// Bounds of the values agentrelay writes into a dead letter's headers: the
+// letter must fit under MaxJetStreamHeaderBytes however hostile the
+// original (its subject, error text, ...) is.
+const (
+	maxErrorHeader   = 1024     // HeaderError
+	maxNameHeader    = 256      // route, trigger id, stream, reason, class
+	maxSubjectHeader = 16 << 10 // HeaderSubject; a default server allows < 4 KiB
+	maxRefusalHeader = 512      // HeaderRefusal
+	maxListHeader    = 1024     // HeaderDroppedHeaders, HeaderTruncatedHeaders
+	maxListName      = 128      // one name in such a list
+)
+
 // Publish stores a dead-letter copy of msg and returns once JetStream has
-// acknowledged it. Only then may the caller terminate the original.
+// acknowledged it. Only then may the caller terminate the original. It is
+// PublishLetter, returning only the publish ack.
 func (d *DeadLetter) Publish(ctx context.Context, msg jetstream.Msg, md *jetstream.MsgMetadata, l Letter) (*jetstream.PubAck, error) {
-	out := &nats.Msg{
-		Subject: d.cfg.Subject(msg.Subject()),
-		Data:    msg.Data(),
-		Header:  make(nats.Header, len(msg.Headers())+14),
-	}
-	for k, v := range msg.Headers() {
-		switch {
-		case hasPrefixFold(k, "Nats-"):
-			out.Header[HeaderOriginalPrefix+k] = v
-		case hasPrefixFold(k, agentrelayHeaderPrefix):
-			// stale from an earlier dead-lettering; replaced below
-		case strings.EqualFold(k, HeaderIdempotencyKey):
-			// The dead letter's Idempotency-Key is the key that was
-			// used (set below). A producer's key that could not be used
-			// is kept under another name: carried as the key, a replay
-			// would send it and be dead-lettered again.
-			if l.Key == "" {
-				out.Header[HeaderOriginalPrefix+k] = v
-			}
-		default:
-			out.Header[k] = v
+	st, err := d.PublishLetter(ctx, msg, md, l)
+	return st.Ack, err
+}
+
+// PublishLetter stores a dead-letter copy of msg and returns once JetStream
+// has acknowledged it, with what was stored. Only then may the caller
+// terminate the original.
+//
+// The letter is always storable: it is sized to the connection's
+// max_payload, the dead-letter stream's MaxMsgSize and JetStream's header
+// limit. agentrelay's own headers (bounded values) always go in; the body
+// goes in when it fits beside them; then as many of the original's headers
+// as fit, smallest first (the others are named in HeaderDroppedHeaders).
+// Should JetStream still refuse that letter for good (any JetStream error
+// but a full stream), the reduced form (FormReduced) is published at once
+// under the same Nats-Msg-Id, so that a retry never stores two letters.
+//
+// An error means nothing new was stored: the dead-letter stream was
+// unavailable (timeout, no responders, connection closed, ctx done), full,
+// or refused even the reduced form. The caller keeps the original and
+// retries.
+func (d *DeadLetter) PublishLetter(ctx context.Context, msg jetstream.Msg, md *jetstream.MsgMetadata, l Letter) (Stored, error) {
+	id := MsgID(l.Route, md)
+	data := msg.Data()
+	base, truncated := d.letterHeaders(msg.Subject(), md, l, data)
+	cands, unusable := originalHeaders(msg.Headers(), keyUsed(l))
+	st := Stored{Subject: d.cfg.Subject(msg.Subject()), TruncatedHeaders: truncated}
+
+	// Size the letter. Everything below is counted as nats.go encodes it
+	// (an upper bound: it trims values), with room for the bookkeeping
+	// headers set after the choice.
+	maxPayload := d.maxPayload()
+	payCap := maxPayload - letterSlack
+	hdrCap := min(MaxJetStreamHeaderBytes, maxPayload) - letterSlack
+	used := headerBlockSize(base) +
+		headerLineSize(jetstream.MsgIDHeader, id) + headerLineSize(jetstream.ExpectedStreamHeader, d.cfg.Stream) +
+		headerLineSize(HeaderLetterForm, string(FormTrimmed)) +
+		headerLineSize(HeaderBodyOmitted, BodyOmittedTooLarge) +
+		len(HeaderDroppedHeaders) + maxListHeader + len(": \r\n")
+	keepBody := used <= hdrCap && used+len(data) <= payCap
+	kept := 0
+	for _, c := range cands {
+		if used+c.size > hdrCap || (keepBody && used+c.size+len(data) > payCap) {
+			break
 		}
+		used += c.size
+		kept++
 	}
-	h := out.Header
-	h.Set(HeaderReason, string(l.Reason))
-	h.Set(HeaderClass, string(l.Outcome.Class))
+
+	out := &nats.Msg{Subject: st.Subject, Header: maps.Clone(base)}
+	for _, c := range cands[:kept] {
+		out.Header[c.key] = c.values
+	}
+	dropped := slices.Clone(unusable)
+	for _, c := range cands[kept:] {
+		dropped = append(dropped, c.original)
+	}
+	st.Form, st.DroppedHeaders, st.BodyOmitted = FormFull, len(dropped), !keepBody
+	if keepBody {
+		out.Data = data
+	} else {
+		out.Header.Set(HeaderBodyOmitted, BodyOmittedTooLarge)
+	}
+	if len(dropped) > 0 {
+		out.Header.Set(HeaderDroppedHeaders, nameList(dropped))
+	}
+	if len(dropped) > 0 || !keepBody {
+		st.Form = FormTrimmed
+	}
+	out.Header.Set(HeaderLetterForm, string(st.Form))
+	ack, err := d.publish(ctx, out, id)
+	if err == nil {
+		st.Ack = ack
+		return st, nil
+	}
+	if !refused(err) {
+		return Stored{}, err
+	}
+
+	// JetStream refused this letter for good: store the reduced form,
+	// which is small and holds nothing of the original's but its facts.
+	red := &nats.Msg{Subject: st.Subject, Header: maps.Clone(base)}
+	all := slices.Clone(unusable)
+	for _, c := range cands {
+		all = append(all, c.original)
+	}
+	if len(all) > 0 {
+		red.Header.Set(HeaderDroppedHeaders, nameList(all))
+	}
+	red.Header.Set(HeaderBodyOmitted, BodyOmittedRefused)
+	red.Header.Set(HeaderRefusal, headerText(err.Error(), maxRefusalHeader))
+	red.Header.Set(HeaderLetterForm, string(FormReduced))
+	ack, rerr := d.publish(ctx, red, id)
+	if rerr != nil {
+		return Stored{}, fmt.Errorf("dead letter refused (%w), and its reduced form too: %w", err, rerr)
+	}
+	st.Ack, st.Form, st.BodyOmitted, st.DroppedHeaders, st.Refusal = ack, FormReduced, true, len(all), err
+	return st, nil
+}
+
+func (d *DeadLetter) publish(ctx context.Context, m *nats.Msg, id string) (*jetstream.PubAck, error) {
+	return d.js.PublishMsg(ctx, m, jetstream.WithMsgID(id), jetstream.WithExpectStream(d.cfg.Stream))
+}
+
+// maxPayload is the largest message (headers and body) the dead-letter
+// stream takes through this connection.
+func (d *DeadLetter) maxPayload() int {
+	p := int64(defaultMaxPayload)
+	if nc := d.js.Conn(); nc != nil && nc.MaxPayload() > 0 {
+		p = nc.MaxPayload()
+	}
+	if s := d.streamMaxMsg.Load(); s > 0 && s < p {
+		p = s
+	}
+	return int(p)
+}
+
+// letterHeaders are the headers every form of a dead letter has, with
+// bounded values, and the names of those whose values were cut.
+func (d *DeadLetter) letterHeaders(subject string, md *jetstream.MsgMetadata, l Letter, data []byte) (nats.Header, []string) {
+	h := make(nats.Header, 24)
+	var truncated []string
+	set := func(name, value string, n int) {
+		v := headerText(value, n)
+		if len(v) < len(value) {
+			truncated = append(truncated, name)
+		}
+		h.Set(name, v)
+	}
+	// The subject is carried byte for byte (replay publishes to it), only
+	// cut when it is beyond any sensible server's control line.
+	setSubject := func(value string) {
+		if len(value) > maxSubjectHeader {
+			truncated = append(truncated, HeaderSubject)
+			value = value[:maxSubjectHeader]
+		}
+		h.Set(HeaderSubject, value)
+	}
+	set(HeaderReason, string(l.Reason), maxNameHeader)
+	set(HeaderClass, string(l.Outcome.Class), maxNameHeader)
 	if l.Outcome.Status != 0 {
 		h.Set(HeaderStatus, strconv.Itoa(l.Outcome.Status))
 	}
 	if l.Outcome.Err != nil {
-		h.Set(HeaderError, headerText(l.Outcome.Err.Error(), maxErrorHeader))
+		set(HeaderError, l.Outcome.Err.Error(), maxErrorHeader)
 	}
-	h.Set(HeaderRoute, l.Route)
-	h.Set(HeaderTriggerID, l.TriggerID)
-	h.Set(HeaderStream, md.Stream)
+	set(HeaderRoute, l.Route, maxNameHeader)
+	set(HeaderTriggerID, l.TriggerID, maxNameHeader)
+	set(HeaderStream, md.Stream, maxNameHeader)
 	h.Set(HeaderSequence, strconv.FormatUint(md.Sequence.Stream, 10))
-	h.Set(HeaderSubject, msg.Subject())
+	// Replay publishes to this subject. Cut, it no longer matches the
+	// letter's subject (a digest of the whole one), which a replay can
+	// check.
+	setSubject(subject)
 	h.Set(HeaderStoredAt, md.Timestamp.UTC().Format(time.RFC3339Nano))
 	h.Set(HeaderAttempts, strconv.Itoa(l.Attempts))
 	h.Set(HeaderDeadLetteredAt, d.now().UTC().Format(time.RFC3339Nano))
-	if l.Key != "" {
+	sum := sha256.Sum256(data)
+	h.Set(HeaderBodySize, strconv.Itoa(len(data)))
+	h.Set(HeaderBodySHA256, hex.EncodeToString(sum[:]))
+	if keyUsed(l) {
 		// Replay republishes with this header, so the API sees the same
 		// key and does not run an event it had in fact accepted twice.
 		h.Set(HeaderIdempotencyKey, l.Key)
 	}
-	return d.js.PublishMsg(ctx, out,
-		jetstream.WithMsgID(MsgID(l.Route, md)),
-		jetstream.WithExpectStream(d.cfg.Stream))
+	if len(truncated) > 0 {
+		h.Set(HeaderTruncatedHeaders, nameList(truncated))
+	}
+	return h, truncated
 }
+
+// keyUsed reports whether the letter carries l.Key as its Idempotency-Key.
+// The runner passes only valid keys; an invalid one is not carried, so the
+// producer's header is kept under HeaderOriginalPrefix instead.
+func keyUsed(l Letter) bool {
+	return l.Key != "" && agentapi.ValidateIdempotencyKey(l.Key) == nil
+}
+
+// header is one of the original's headers as a dead letter carries it.
+type header struct {
+	original, key string
+	values        []string
+	size          int // encoded
+}
+
+// originalHeaders returns the original's headers as a dead letter would
+// carry them, smallest first, and the names of those it cannot carry (names
+// nats.go refuses to send: a message from another client may have them).
+// keyUsed says the letter carries the Idempotency-Key that was used.
+func originalHeaders(h nats.Header, keyUsed bool) (cands []header, unusable []string) {
+	for k, v := range h {
+		key := k
+		switch {
+		case hasPrefixFold(k, "Nats-"):
+			key = HeaderOriginalPrefix + k
+		case hasPrefixFold(k, agentrelayHeaderPrefix):
+			continue // stale from an earlier dead-lettering; replaced
+		case strings.EqualFold(k, HeaderIdempotencyKey):
+			// The dead letter's Idempotency-Key is the key that was
+			// used. A producer's key that could not be used is kept
+			// under another name: carried as the key, a replay would
+			// send it and be dead-lettered again.
+			if keyUsed {
+				continue
+			}
+			key = HeaderOriginalPrefix + k
+		}
+		if len(v) == 0 {
+			continue
+		}
+		if !isHeaderName(key) {
+			unusable = append(unusable, k)
+			continue
+		}
+		size := 0
+		for _, s := range v {
+			size += headerLineSize(key, s)
+		}
+		cands = append(cands, header{original: k, key: key, values: v, size: size})
+	}
+	slices.SortFunc(cands, func(a, b header) int {
+		if c := cmp.Compare(a.size, b.size); c != 0 {
+			return c
+		}
+		return strings.Compare(a.key, b.key)
+	})
+	return cands, unusable
+}
+
+// isHeaderName reports whether nats.go sends a header of this name: printable
+// ASCII without the separators it forbids (it refuses the whole message
+// otherwise).
+func isHeaderName(k string) bool {
+	if k == "" {
+		return false
+	}
+	for i := 0; i < len(k); i++ {
+		if c := k[i]; c <= ' ' || c >= 0x7f || strings.IndexByte(`"()/,:;<=>?@[\]{}`, c) >= 0 {
+			return false
+		}
+	}
+	return true
+}
+
+// headerLineSize is the encoded size of one header value: "k: v\r\n".
+func headerLineSize(k, v string) int { return len(k) + len(v) + 4 }
+
+// headerBlockSize is the encoded size of h: "NATS/1.0\r\n", the lines, "\r\n".
+func headerBlockSize(h nats.Header) int {
+	n := len("NATS/1.0\r\n") + len("\r\n")
+	for k, vs := range h {
+		for _, v := range vs {
+			n += headerLineSize(k, v)
+		}
+	}
+	return n
+}
+
+// nameList joins header names for HeaderDroppedHeaders, sorted, each and
+// the whole bounded.
+func nameList(names []string) string {
+	names = slices.Clone(names)
+	slices.Sort(names)
+	var b strings.Builder
+	for i, n := range names {
+		n = headerText(n, maxListName)
+		more := fmt.Sprintf(" and %d more", len(names)-i)
+		if b.Len()+len(n)+2+len(more) > maxListHeader {
+			b.WriteString(more)
+			break
+		}
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		b.WriteString(n)
+	}
+	return b.String()
+}
+
+// refused reports whether err is JetStream, or the client before sending,
+// refusing this dead letter as it is, for good: any JetStream API error but
+// a full stream, or a message the client will not send. Anything else
+// (timeout, no responders, connection closed, ctx done) is unavailability
+// and a full stream is a full stream: the original is kept and retried, as
+// DeadLetterConfig.MaxBytes promises, rather than stored without its body.
+func refused(err error) bool {
+	if errors.Is(err, nats.ErrMaxPayload) || errors.Is(err, nats.ErrBadHeaderMsg) || errors.Is(err, nats.ErrBadSubject) {
+		return true
+	}
+	var apiErr *jetstream.APIError
+	if !errors.As(err, &apiErr) {
+		return false
+	}
+	switch apiErr.ErrorCode {
+	case jsErrStreamStoreFailed, jsErrInsufficientResources:
+		return false
+	}
+	return true
+}
+
+// JetStream error codes (nats-server server/jetstream_errors_generated.go)
+// that mean the dead-letter stream is full, not that the letter is wrong.
+const (
+	jsErrInsufficientResources jetstream.ErrorCode = 10023 // storage
+	jsErrStreamStoreFailed     jetstream.ErrorCode = 10077 // max bytes, max messages (per subject)
+)
 
 func hasPrefixFold(s, prefix string) bool {
 	return len(s) >= len(prefix) && strings.EqualFold(s[:len(prefix)], prefix)

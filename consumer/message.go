@@ -167,13 +167,28 @@ func decodeStrict(data []byte, v any) error {
 	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
-		return fmt.Errorf("body is not the API's JSON: %w", err)
+		return fmt.Errorf("body is not the API's JSON: %w", boundedError{err, maxDecodeError})
 	}
 	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
 		return errors.New("body has data after the JSON object")
 	}
 	return nil
 }
+
+// maxDecodeError bounds the text of a decoding error. encoding/json quotes
+// an unknown field's name, which a producer can make as long as the body,
+// and the text goes into logs and the dead letter's error header.
+const maxDecodeError = 256
+
+// boundedError is err with its text cut to n bytes (and made one line); it
+// still unwraps to err.
+type boundedError struct {
+	err error
+	n   int
+}
+
+func (e boundedError) Error() string { return headerText(e.err.Error(), e.n) }
+func (e boundedError) Unwrap() error { return e.err }
 
 // bodyFields are a decoded body's fields; a missing or null field is "".
 type bodyFields struct{ input, conversationKey string }
