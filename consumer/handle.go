@@ -276,7 +276,7 @@ func (rn *runner) settle(d delivery, out Outcome, act Action, jitter float64) {
 		}
 	case VerdictDeadLetter:
 		ctx, cancel := context.WithTimeout(context.Background(), rn.relay.dl.cfg.PublishTimeout)
-		_, err := rn.relay.dl.Publish(ctx, msg, d.md, Letter{
+		stored, err := rn.relay.dl.PublishLetter(ctx, msg, d.md, Letter{
 			Reason:    act.Reason,
 			Outcome:   out,
 			Route:     rn.route.Name,
@@ -297,6 +297,11 @@ func (rn *runner) settle(d delivery, out Outcome, act Action, jitter float64) {
 		}
 		rn.forget(d.md.Sequence.Stream)
 		outcome, level, logMsg = telemetry.OutcomeDeadLettered, slog.LevelWarn, "dead-lettered"
+		if stored.Form != FormFull {
+			// Sized down to what the server stores: say what is missing.
+			rn.log.Warn("dead letter stored in a smaller form", "stream_seq", d.md.Sequence.Stream, "form", string(stored.Form),
+				"body_omitted", stored.BodyOmitted, "dropped_headers", stored.DroppedHeaders, "refusal", errString(stored.Refusal))
+		}
 		rn.m.DeadLettered(string(act.Reason))
 		if settleErr = msg.TermWithReason(string(act.Reason)); settleErr != nil {
 			// The copy is stored; a redelivery publishes it again under
@@ -381,4 +386,11 @@ func (ka *keepAlive) stop() {
 	ka.stopped = true
 	ka.t.Stop()
 	ka.mu.Unlock()
+}
+
+func errString(err error) string {
+	if err == nil {
+		return ""
+	}
+	return err.Error()
 }
