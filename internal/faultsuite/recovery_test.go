@@ -143,27 +143,48 @@ func (r *run) measureRecovery() recovery {
 	}
 
 	// Takeover: each key a killed replica was calling gets a 202 from
-	// another replica (a replay 202 if the API had accepted it already).
+	// another replica process (a replay 202 if the API had accepted it
+	// already; the killed slot's restarted process counts, it is another
+	// process). A kill within the target of a fault that stops delivery by
+	// design is excused: the event waits for the fault, not for the crash.
 	for _, k := range r.kills {
+		excused := ""
+		for _, f := range r.windows {
+			if f.excused && f.from.Before(k.at.Add(r.p.targets.killTakeover)) && f.to.After(k.at) {
+				excused = f.name
+			}
+		}
 		for _, key := range k.keys {
 			var took time.Duration = -1
 			for _, q := range accepted202[key] {
-				if q.worker != k.slot && q.done.After(k.at) {
+				if q.done.After(k.at) {
 					if d := q.done.Sub(k.at); took < 0 || d < took {
 						took = d
 					}
 				}
 			}
-			if took < 0 {
-				continue // settled by the restarted replica itself, or dead-lettered
+			if took < 0 || excused != "" {
+				continue // dead-lettered, or waiting for an outage
 			}
 			rc.takeoverMax = max(rc.takeoverMax, took)
 			if r.p.targets.killTakeover > 0 && took > r.p.targets.killTakeover {
-				rc.takeoverLate = append(rc.takeoverLate, fmt.Sprintf("%s after %v", key, took.Round(time.Millisecond)))
+				rc.takeoverLate = append(rc.takeoverLate, fmt.Sprintf("%s after %v (worker %d killed at %s; calls: %s)",
+					key, took.Round(time.Millisecond), k.slot, k.at.Format("15:04:05.000"), history(reqs, key)))
 			}
 		}
 	}
 	return rc
+}
+
+// history lists the calls of key: when, which worker, what answer.
+func history(reqs []request, key string) string {
+	var parts []string
+	for _, q := range reqs {
+		if q.Key == key {
+			parts = append(parts, fmt.Sprintf("%s w%d %s", q.at.Format("15:04:05.000"), q.worker, statusName(q.Status)))
+		}
+	}
+	return strings.Join(parts, ", ")
 }
 
 func statusName(status int) string {
