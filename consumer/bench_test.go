@@ -84,6 +84,7 @@ func BenchmarkDecide(b *testing.B) {
 // bodies at the edges of what it handles: wherever it answers, the answer is
 // encoding/json's.
 func TestDecodeFastMatchesStrict(t *testing.T) {
+	t.Parallel()
 	for _, body := range fastSeeds {
 		checkFast(t, []byte(body))
 	}

@@ -22,6 +22,7 @@ import (
 // published on, is always a literal subject, and is a pure function of the
 // configuration and the original subject.
 func TestDeadLetterSubjectIsBounded(t *testing.T) {
+	t.Parallel()
 	cfg := consumer.DeadLetterConfig{}
 	if got := cfg.Subject("ev.ok.a"); got != "agentrelay.dlq.ev.ok.a" {
 		t.Errorf("short subject: %s", got)
@@ -90,6 +91,7 @@ func TestDeadLetterSubjectIsBounded(t *testing.T) {
 // dead-letter subject, however they are spelt, and refuses one that misses
 // some.
 func TestEnsureAcceptsAStreamThatCapturesTheDeadLetters(t *testing.T) {
+	t.Parallel()
 	n := testenv.StartNATS(t)
 	for i, tc := range []struct {
 		subjects []string
@@ -256,6 +258,7 @@ func checkFacts(t *testing.T, cfg consumer.DeadLetterConfig, m *jetstream.RawStr
 // headers near JetStream's 64 KiB header limit, a body near max_payload, a
 // header name nats.go will not send.
 func TestDeadLetterIsAlwaysStorable(t *testing.T) {
+	t.Parallel()
 	e := newDLEnv(t)
 	dl := consumer.NewDeadLetter(e.n.JS, consumer.DeadLetterConfig{})
 	if err := dl.Ensure(ctxTimeout(t, 5*time.Second)); err != nil {
@@ -390,6 +393,7 @@ func (m withHeaders) Headers() nats.Header { return m.h }
 // publisher did not know of), the reduced form is stored in the same call
 // under the same message id: a repeat stores nothing twice.
 func TestRefusedDeadLetterFallsBackToTheReducedForm(t *testing.T) {
+	t.Parallel()
 	e := newDLEnv(t)
 	const name = "SMALL_DLQ"
 	cfg := consumer.DeadLetterConfig{Stream: name, SubjectPrefix: "small.dlq"}
@@ -452,6 +456,7 @@ func TestRefusedDeadLetterFallsBackToTheReducedForm(t *testing.T) {
 // body: the error comes back and the caller keeps the original. So does
 // unavailability.
 func TestFullOrUnavailableDeadLetterStreamIsAnError(t *testing.T) {
+	t.Parallel()
 	e := newDLEnv(t)
 	const name = "FULL_DLQ"
 	cfg := consumer.DeadLetterConfig{Stream: name, SubjectPrefix: "full.dlq"}
@@ -485,6 +490,7 @@ func TestFullOrUnavailableDeadLetterStreamIsAnError(t *testing.T) {
 // of headers or a body near max_payload are dead-lettered by a running
 // relay; its connection stays up and the route goes on to the next message.
 func TestHostileOriginalsAreDeadLetteredWithoutStallingTheRoute(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t, emulator.WithTrigger("agtch_hostile", true))
 	r := h.route("hostile", "events.hostile.>", h.agent("agtch_hostile"))
 	run := h.start(r)

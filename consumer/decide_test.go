@@ -16,6 +16,7 @@ import (
 // message's own failures, this one included; "delivered" is JetStream's
 // delivery count.
 func TestDecideTable(t *testing.T) {
+	t.Parallel()
 	p := RetryPolicy{}
 	const jitter = 1.0
 	poison := func(r Reason) Outcome { return Outcome{Class: ClassPoison, Reason: r} }
@@ -89,6 +90,7 @@ func TestDecideTable(t *testing.T) {
 }
 
 func TestDecideHonoursThePolicy(t *testing.T) {
+	t.Parallel()
 	p := RetryPolicy{MaxAttempts: 3, InitialBackoff: 100 * time.Millisecond, MaxBackoff: time.Second, Multiplier: 3, MaxRetryAfter: 2 * time.Second}
 	net := Outcome{Class: agentapi.ClassNetwork, Err: errors.New("reset")}
 	for attempt, want := range map[int]Action{
@@ -109,6 +111,7 @@ func TestDecideHonoursThePolicy(t *testing.T) {
 // Jitter spreads a delay between half and all of the backoff step, and
 // never below the server's Retry-After.
 func TestBackoffJitterBounds(t *testing.T) {
+	t.Parallel()
 	p := RetryPolicy{}
 	for _, j := range []float64{0, 0.25, 0.5, 0.999} {
 		d := Backoff(p, 3, 0, j) // step 2s

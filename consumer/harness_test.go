@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"os"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -33,6 +34,15 @@ type harness struct {
 	emu    *emulator.Emulator
 	apiURL string
 	client *agentapi.Client
+
+	mu        sync.Mutex
+	filters   map[string]string // route name -> its subject filter
+	published []published       // every message the test stored
+}
+
+type published struct {
+	subject string
+	seq     uint64
 }
 
 func newHarness(t *testing.T, emuOpts ...emulator.Option) *harness {
@@ -69,6 +79,12 @@ func (h *harness) agent(id string, tokens ...agentapi.TokenSource) *agentapi.Age
 
 // route is a route with short test timings.
 func (h *harness) route(name, subject string, agent consumer.Agent) consumer.Route {
+	h.mu.Lock()
+	if h.filters == nil {
+		h.filters = map[string]string{}
+	}
+	h.filters[name] = subject
+	h.mu.Unlock()
 	return consumer.Route{
 		Name:        name,
 		Stream:      stream,
@@ -158,7 +174,45 @@ func (h *harness) publish(subject, body string, hdr nats.Header, id string) *jet
 	if id != "" {
 		opts = append(opts, jetstream.WithMsgID(id))
 	}
-	return h.nats.Publish(h.t, &nats.Msg{Subject: subject, Data: []byte(body), Header: hdr}, opts...)
+	ack := h.nats.Publish(h.t, &nats.Msg{Subject: subject, Data: []byte(body), Header: hdr}, opts...)
+	h.mu.Lock()
+	h.published = append(h.published, published{subject, ack.Sequence})
+	h.mu.Unlock()
+	return ack
+}
+
+// lastPublished is the highest stream sequence the test stored on a
+// subject the route captures (0 when none or the route is unknown).
+func (h *harness) lastPublished(route string) uint64 {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	filter, ok := h.filters[route]
+	if !ok {
+		return 0
+	}
+	var last uint64
+	for _, p := range h.published {
+		if subjectMatches(filter, p.subject) {
+			last = max(last, p.seq)
+		}
+	}
+	return last
+}
+
+// subjectMatches reports whether a NATS subject filter captures subject.
+func subjectMatches(filter, subject string) bool {
+	f, s := strings.Split(filter, "."), strings.Split(subject, ".")
+	for i, t := range f {
+		switch {
+		case t == ">":
+			return len(s) > i
+		case i >= len(s):
+			return false
+		case t != "*" && t != s[i]:
+			return false
+		}
+	}
+	return len(f) == len(s)
 }
 
 // consumerInfo reads a route's consumer info.
@@ -178,13 +232,15 @@ func (h *harness) consumerInfo(durable string) *jetstream.ConsumerInfo {
 }
 
 // waitSettled waits until every message of the routes' consumers is
-// settled: nothing pending, nothing awaiting an ack.
+// settled: nothing pending, nothing awaiting an ack, and the ack floor past
+// everything the test published to them. (The pending count trails a
+// publish under load: alone it can read 0 for a message just stored.)
 func (h *harness) waitSettled(timeout time.Duration, routes ...string) {
 	h.t.Helper()
 	testenv.Eventually(h.t, timeout, "consumers settled", func() bool {
 		for _, r := range routes {
 			info := h.consumerInfo("agentrelay-" + r)
-			if info.NumPending != 0 || info.NumAckPending != 0 {
+			if info.NumPending != 0 || info.NumAckPending != 0 || info.AckFloor.Stream < h.lastPublished(r) {
 				return false
 			}
 		}

@@ -29,6 +29,7 @@ func calls(t *testing.T, h *health, n int, class agentapi.Class, now time.Time) 
 }
 
 func TestHealthOutageNeedsAShareOfAtLeastMinCalls(t *testing.T) {
+	t.Parallel()
 	h := newTestHealth()
 	if calls(t, h, 9, agentapi.ClassServerError, at(0)) != 0 {
 		t.Fatal("tripped on 9 calls, under min_calls 10")
@@ -51,6 +52,7 @@ func TestHealthOutageNeedsAShareOfAtLeastMinCalls(t *testing.T) {
 }
 
 func TestHealthAnswersOfTheAPIAreNoOutage(t *testing.T) {
+	t.Parallel()
 	h := newTestHealth()
 	for _, c := range []agentapi.Class{agentapi.ClassForbidden, agentapi.ClassNotFound, agentapi.ClassBadRequest, agentapi.ClassClientError, agentapi.ClassCanceled} {
 		if calls(t, h, 50, c, at(0)) != 0 {
@@ -60,6 +62,7 @@ func TestHealthAnswersOfTheAPIAreNoOutage(t *testing.T) {
 }
 
 func TestHealthTokenAndAgentConditionsTripAtOnce(t *testing.T) {
+	t.Parallel()
 	for class, want := range map[agentapi.Class]Condition{
 		agentapi.ClassUnauthorized: ConditionUnauthorized,
 		agentapi.ClassConflict:     ConditionNotRunnable,
@@ -75,6 +78,7 @@ func TestHealthTokenAndAgentConditionsTripAtOnce(t *testing.T) {
 }
 
 func TestHealthGateAdmitsOneProbeWhenDue(t *testing.T) {
+	t.Parallel()
 	h := newTestHealth()
 	h.record(agentapi.ClassConflict, false, 0, at(0))
 	if got := h.admit(at(500 * time.Millisecond)); got != Gated {
@@ -92,6 +96,7 @@ func TestHealthGateAdmitsOneProbeWhenDue(t *testing.T) {
 }
 
 func TestHealthFailedProbesDoubleTheIntervalUpToTheCap(t *testing.T) {
+	t.Parallel()
 	h := newTestHealth()
 	calls(t, h, 10, agentapi.ClassServerError, at(0))
 	now := at(0)
@@ -116,6 +121,7 @@ func TestHealthFailedProbesDoubleTheIntervalUpToTheCap(t *testing.T) {
 }
 
 func TestHealthFirstSuccessfulProbeResumesAtFullSpeed(t *testing.T) {
+	t.Parallel()
 	h := newTestHealth()
 	calls(t, h, 10, agentapi.ClassServerError, at(0))
 	h.admit(at(time.Second))
@@ -141,6 +147,7 @@ func TestHealthFirstSuccessfulProbeResumesAtFullSpeed(t *testing.T) {
 // A flapping API: each new condition starts probing short again, and the
 // outage detector forgets the failures of the last episode.
 func TestHealthFlappingAPIStartsEachEpisodeAfresh(t *testing.T) {
+	t.Parallel()
 	h := newTestHealth()
 	now := at(0)
 	for episode := range 3 {
@@ -169,6 +176,7 @@ func TestHealthFlappingAPIStartsEachEpisodeAfresh(t *testing.T) {
 // Calls that were in flight when the route stopped do not change it: only
 // probes end a condition.
 func TestHealthCallsInFlightAtTheTripDoNotResume(t *testing.T) {
+	t.Parallel()
 	h := newTestHealth()
 	h.record(agentapi.ClassConflict, false, 0, at(0))
 	if tr := h.record(agentapi.ClassAccepted, false, 0, at(10*time.Millisecond)); tr != NoChange {
@@ -180,6 +188,7 @@ func TestHealthCallsInFlightAtTheTripDoNotResume(t *testing.T) {
 }
 
 func TestHealthRateLimitIsAIMD(t *testing.T) {
+	t.Parallel()
 	h := newTestHealth()
 	h.record(agentapi.ClassRateLimited, false, 2*time.Second, at(0))
 	if got := h.state(at(0)).Limit; got != 32 {
@@ -207,6 +216,7 @@ func TestHealthRateLimitIsAIMD(t *testing.T) {
 }
 
 func TestHealthRateLimitAtConcurrencyOneStopsTheRoute(t *testing.T) {
+	t.Parallel()
 	h := newHealth(BreakerSettings{}, 1)
 	n := 0
 	for h.record(agentapi.ClassRateLimited, false, 3*time.Second, at(0)) != Tripped {
@@ -227,6 +237,7 @@ func TestHealthRateLimitAtConcurrencyOneStopsTheRoute(t *testing.T) {
 }
 
 func TestHealthDisabledAdmitsEverything(t *testing.T) {
+	t.Parallel()
 	h := newHealth(BreakerSettings{Disabled: true}, 8)
 	calls(t, h, 100, agentapi.ClassServerError, at(0))
 	h.record(agentapi.ClassUnauthorized, false, 0, at(0))
@@ -236,6 +247,7 @@ func TestHealthDisabledAdmitsEverything(t *testing.T) {
 }
 
 func TestAutoPauseMark(t *testing.T) {
+	t.Parallel()
 	until := autoPauseUntil(time.Date(2026, 1, 1, 0, 0, 0, 999_000_000, time.UTC))
 	if !isAutoPause(until) || !until.After(time.Date(2026, 1, 1, 0, 0, 0, 999_000_000, time.UTC)) {
 		t.Errorf("autoPauseUntil = %v", until)

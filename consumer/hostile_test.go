@@ -26,6 +26,7 @@ import (
 // to exactly the route's trigger with the producer's key, or dead-lettered
 // with a reason and never sent at all.
 func TestMessageCannotRedirectTheRequest(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t, emulator.WithTrigger("agtch_safe", true))
 	r := h.route("safe", "events.safe.>", h.agent("agtch_safe"))
 	text := h.route("safetext", "events.safetext.>", h.agent("agtch_safe"))
@@ -112,6 +113,7 @@ func TestMessageCannotRedirectTheRequest(t *testing.T) {
 // Invalid UTF-8 is dead-lettered as it came: the dead letter's body is the
 // original bytes, not a "repaired" copy with U+FFFD in it.
 func TestInvalidUTF8IsDeadLetteredUnmangled(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t, emulator.WithTrigger("agtch_u", true))
 	j := h.route("uj", "events.uj.>", h.agent("agtch_u"))
 	tx := h.route("ut", "events.ut.>", h.agent("agtch_u"))
@@ -147,6 +149,7 @@ func TestInvalidUTF8IsDeadLetteredUnmangled(t *testing.T) {
 // An oversized body or header is refused before any parsing, without
 // allocating in proportion to it: size is checked first.
 func TestOversizedInputIsRefusedCheaply(t *testing.T) {
+	t.Parallel()
 	c := consumer.Contract{MaxInputBytes: 1024}
 	huge := []byte(`{"input":"` + strings.Repeat("x", 900<<10) + `"}`)
 	for name, tc := range map[string]struct {
@@ -185,6 +188,7 @@ func TestOversizedInputIsRefusedCheaply(t *testing.T) {
 // A Retry-After years away is capped by max_retry_after: the event is
 // retried soon, not parked for a year; a negative one is ignored.
 func TestBogusRetryAfterIsCappedEndToEnd(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t, emulator.WithTrigger("agtch_ra", true))
 	h.emu.Script(
 		emulator.Fault{Kind: emulator.FaultRateLimit, RetryAfter: "31536000"},
@@ -218,6 +222,7 @@ func allocated() uint64 {
 // set-up one short attempt and a retry, not its whole deadline. A proxy in
 // front of the JetStream API loses the first answer and relays the rest.
 func TestSetupRetriesAJetStreamRequestWhoseAnswerWasLost(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t)
 	nc := h.nats.NC
 	var lost atomic.Int32
@@ -259,6 +264,7 @@ func TestSetupRetriesAJetStreamRequestWhoseAnswerWasLost(t *testing.T) {
 // server status messages look like) is still a message: it is handled and
 // dead-lettered, not mistaken for a status and left unsettled for ever.
 func TestAnEmptyMessageWithAStatusHeaderIsStillAMessage(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t)
 	r := h.route("st", "events.st.>", h.agent("agtch_st"))
 	r.AckWait = 3 * time.Second
@@ -277,6 +283,7 @@ func TestAnEmptyMessageWithAStatusHeaderIsStillAMessage(t *testing.T) {
 // letter under Agentrelay-Original-Idempotency-Key, not as the letter's key:
 // a replay must not send it again.
 func TestUnusableKeyIsKeptApartInTheDeadLetter(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t)
 	h.start(h.route("bk", "events.bk.>", h.agent("agtch_bk")))
 	h.publish("events.bk.1", `{"input":"x"}`, nats.Header{"Idempotency-Key": {"bad/key"}}, "bk-1")

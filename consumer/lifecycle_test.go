@@ -20,6 +20,7 @@ import (
 // client buffer long enough for its AckWait to run out: the run lasts longer
 // than AckWait, and still every message is delivered exactly once.
 func TestInFlightIsBoundedAndNothingExpiresInABuffer(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t, emulator.WithTrigger("agtch_slow", true), emulator.WithFaults(emulator.Faults{Latency: 150 * time.Millisecond}))
 	a := &countingAgent{Agent: h.agent("agtch_slow")}
 	r := h.route("slow", "events.slow.>", a)
@@ -43,6 +44,7 @@ func TestInFlightIsBoundedAndNothingExpiresInABuffer(t *testing.T) {
 // Replicas share one consumer; each keeps to its own limit and together
 // they use the consumer's MaxAckPending.
 func TestReplicasShareTheConsumer(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t, emulator.WithTrigger("agtch_shared", true), emulator.WithFaults(emulator.Faults{Latency: 100 * time.Millisecond}))
 	a1 := &countingAgent{Agent: h.agent("agtch_shared")}
 	a2 := &countingAgent{Agent: h.agent("agtch_shared")}
@@ -71,6 +73,7 @@ func TestReplicasShareTheConsumer(t *testing.T) {
 // Idempotency-Key and the API returns the original 202 without a second
 // event.
 func TestWorkerKilledMidCallRedeliversWithTheSameKey(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t, emulator.WithTrigger("agtch_k", true), emulator.WithFaults(emulator.Faults{Latency: 500 * time.Millisecond}))
 	r := h.route("k", "events.k.>", h.agent("agtch_k"))
 	r.AckWait = 2500 * time.Millisecond
@@ -111,6 +114,7 @@ func ctxTimeout(t *testing.T, d time.Duration) context.Context {
 // The broker restarts while messages flow; the worker reconnects on its own
 // and finishes every event, each accepted once.
 func TestNATSRestartDuringProcessing(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t, emulator.WithTrigger("agtch_r", true), emulator.WithFaults(emulator.Faults{Latency: 20 * time.Millisecond}))
 	r := h.route("r", "events.r.>", h.agent("agtch_r"))
 	r.MaxInFlight = 4
@@ -139,6 +143,7 @@ func TestNATSRestartDuringProcessing(t *testing.T) {
 // Drain on shutdown: in-flight calls finish and are acked, nothing arrives
 // later, nothing is left waiting for an ack.
 func TestGracefulDrainLeavesNothingAckPending(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t, emulator.WithTrigger("agtch_d", true), emulator.WithFaults(emulator.Faults{Latency: 300 * time.Millisecond}))
 	r := h.route("d", "events.d.>", h.agent("agtch_d"))
 	r.MaxInFlight = 8
@@ -170,6 +175,7 @@ func TestGracefulDrainLeavesNothingAckPending(t *testing.T) {
 // them straight away. The hand-back costs one delivery, not a loop of them
 // through this replica's own open pulls.
 func TestDrainGraceExpiryHandsMessagesBack(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t, emulator.WithTrigger("agtch_h", true))
 	h.emu.SetFaults(emulator.Faults{HangRate: 1})
 	r := h.route("h", "events.h.>", h.agent("agtch_h"))
@@ -196,6 +202,7 @@ func TestDrainGraceExpiryHandsMessagesBack(t *testing.T) {
 // A call slower than AckWait keeps its message with in-progress signals; it
 // is not redelivered to anyone meanwhile.
 func TestSlowCallIsKeptAliveWithInProgress(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t)
 	slow := &sleepyAgent{id: "agtch_slowpoke", d: 3 * time.Second}
 	r := h.route("slowpoke", "events.slowpoke.>", slow)
@@ -229,6 +236,7 @@ func (s *sleepyAgent) Trigger(ctx context.Context, _ agentapi.Event) (int, error
 // A rotated token file takes effect without a restart: 401s are retried
 // (not dead-lettered) until the new token is in place.
 func TestTokenRotationMidRun(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t, emulator.WithTrigger("agtch_rot", true))
 	path := t.TempDir() + "/token"
 	writeFile(t, path, "old-token")
@@ -252,6 +260,7 @@ func TestTokenRotationMidRun(t *testing.T) {
 // If the dead-letter stream refuses the copy, the original stays: it is
 // retried, never dropped, and the failure is counted.
 func TestDeadLetterPublishFailureKeepsTheOriginal(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t)
 	// A dead-letter stream that is full and refuses new messages.
 	h.nats.CreateStream(t, jetstream.StreamConfig{
@@ -282,6 +291,7 @@ func TestDeadLetterPublishFailureKeepsTheOriginal(t *testing.T) {
 
 // Setup lists every problem: each route whose stream is missing.
 func TestSetupReportsEveryMissingStream(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t)
 	a := h.route("a", "x.>", h.agent("agtch_a"))
 	a.Stream = "NOPE_A"
@@ -300,6 +310,7 @@ func TestSetupReportsEveryMissingStream(t *testing.T) {
 // AckWait may be shorter than a call (keep-alives hold the message), but
 // not so short that keep-alives every third of it cannot keep up.
 func TestNewRejectsAnAckWaitKeepAlivesCannotHold(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t)
 	r := h.route("a", "x.>", h.agent("agtch_a"))
 	r.AckWait = 100 * time.Millisecond
@@ -312,6 +323,7 @@ func TestNewRejectsAnAckWaitKeepAlivesCannotHold(t *testing.T) {
 // The consumer is created to match the route, and updated when the route
 // changes.
 func TestSetupCreatesAndUpdatesTheConsumer(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t)
 	r := h.route("c", "events.c.>", h.agent("agtch_c"))
 	r.MaxInFlight, r.MaxAckPending, r.AckWait = 3, 9, 7*time.Second
@@ -335,6 +347,7 @@ func TestSetupCreatesAndUpdatesTheConsumer(t *testing.T) {
 // an alert on increase() cannot see a series appear, so without this the
 // first dead letter of a reason would never fire it.
 func TestCountersExistAtZeroBeforeTheFirstEvent(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t)
 	run := h.start(h.route("z", "events.z.>", h.agent("agtch_z")))
 	mfs, err := run.reg.Gather()
@@ -373,6 +386,7 @@ func TestCountersExistAtZeroBeforeTheFirstEvent(t *testing.T) {
 // again (with the stream's default limits retention they are all still
 // there, and "deliver: all" would replay every one).
 func TestDeletedConsumerIsRecreatedAfterItsAckFloor(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t, emulator.WithTrigger("agtch_del", true))
 	h.start(h.route("del", "events.del.>", h.agent("agtch_del")))
 	for i := range 5 {
@@ -397,6 +411,7 @@ func TestDeletedConsumerIsRecreatedAfterItsAckFloor(t *testing.T) {
 // Where a consumer starts is decided when it is created; a route whose
 // policy differs from an existing consumer's does not fail to start.
 func TestAnExistingConsumerKeepsItsDeliverPolicy(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t)
 	if _, err := h.nats.JS.CreateConsumer(context.Background(), stream, jetstream.ConsumerConfig{
 		Durable: "agentrelay-keep", DeliverPolicy: jetstream.DeliverNewPolicy, AckPolicy: jetstream.AckExplicitPolicy,

@@ -13,6 +13,7 @@ import (
 // unknown field named with a megabyte gives an error of a few hundred
 // bytes, which still unwraps to encoding/json's error.
 func TestDecodeErrorIsBounded(t *testing.T) {
+	t.Parallel()
 	name := strings.Repeat("k", 1<<20)
 	_, reason, err := consumer.Contract{}.Decode([]byte(`{"input":"x","`+name+`":"v"}`), nil)
 	if reason != consumer.ReasonInvalidJSON || err == nil {

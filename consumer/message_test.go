@@ -14,6 +14,7 @@ import (
 )
 
 func TestDecodeJSONContract(t *testing.T) {
+	t.Parallel()
 	c := Contract{MaxInputBytes: 16}
 	rows := []struct {
 		name, body string
@@ -51,6 +52,7 @@ func TestDecodeJSONContract(t *testing.T) {
 }
 
 func TestDecodeRefusesAHugeJSONBodyWithoutParsingIt(t *testing.T) {
+	t.Parallel()
 	c := Contract{MaxInputBytes: 10}
 	body := `{"input":"` + strings.Repeat("x", 200_000) + `"}`
 	_, reason, err := c.Decode([]byte(body), nil)
@@ -60,6 +62,7 @@ func TestDecodeRefusesAHugeJSONBodyWithoutParsingIt(t *testing.T) {
 }
 
 func TestDecodeTextContract(t *testing.T) {
+	t.Parallel()
 	c := Contract{Format: BodyText, ConversationKeyHeader: "Thread", MaxInputBytes: 13}
 	h := nats.Header{"thread": []string{"t-9"}} // producers do not always keep the case
 	ev, reason, err := c.Decode([]byte(`{"not":"json"`), h)
@@ -78,6 +81,7 @@ func md(stream string, seq uint64, ts time.Time) *jetstream.MsgMetadata {
 }
 
 func TestIdempotencyKeyPrecedence(t *testing.T) {
+	t.Parallel()
 	ts := time.Unix(1732800000, 123456789)
 	m := md("EVENTS", 42, ts)
 	rows := []struct {
@@ -102,6 +106,7 @@ func TestIdempotencyKeyPrecedence(t *testing.T) {
 // sequence number reused after broker data loss (another timestamp) does not
 // alias the earlier event.
 func TestDerivedKeyIsStableAndDoesNotAlias(t *testing.T) {
+	t.Parallel()
 	ts := time.Unix(1732800000, 1)
 	a, _ := IdempotencyKey(nil, md("S", 7, ts))
 	b, _ := IdempotencyKey(nil, md("S", 7, ts))
@@ -120,6 +125,7 @@ func TestDerivedKeyIsStableAndDoesNotAlias(t *testing.T) {
 }
 
 func TestHostileMessageIDsArePoisonNotRewritten(t *testing.T) {
+	t.Parallel()
 	m := md("S", 1, time.Unix(1, 0))
 	for _, id := range []string{
 		"../../admin", "a/b", "a%2Fb", "line\r\nX-Evil: 1", "nul\x00byte", "ｏrder-1" /* fullwidth o */, "with space",
@@ -138,6 +144,7 @@ func TestHostileMessageIDsArePoisonNotRewritten(t *testing.T) {
 // into U+FFFD and the API would get a mangled input. A real U+FFFD, written
 // or escaped, is fine, and so is an escaped surrogate pair.
 func TestLoneSurrogatesAreRefusedNotMangled(t *testing.T) {
+	t.Parallel()
 	c := Contract{}
 	for body, want := range map[string]Reason{
 		`{"input":"a\ud800b"}`:                            ReasonInvalidUTF8,
@@ -160,6 +167,7 @@ func TestLoneSurrogatesAreRefusedNotMangled(t *testing.T) {
 // message is poison rather than sent with whichever variant a map visit
 // finds first (which could differ between a call and its retry).
 func TestConflictingKeyHeadersArePoison(t *testing.T) {
+	t.Parallel()
 	m := md("S", 1, time.Unix(1, 0))
 	for _, h := range []nats.Header{
 		{"Idempotency-Key": {"a"}, "idempotency-key": {"b"}},

@@ -112,6 +112,7 @@ func TestExpiredRequestsAreReleasedByTheirStatus(t *testing.T) {
 // unacknowledged until AckWait, which stalled the route once they filled
 // MaxAckPending.
 func TestARequestGivenUpOnStillDelivers(t *testing.T) {
+	t.Parallel()
 	s := startPullSetup(t, 4, 30*time.Second)
 	testenv.Eventually(t, 5*time.Second, "a request outstanding", func() bool { return s.pullCount() >= 1 })
 	s.rn.p.check(time.Now().Add(time.Hour)) // believe every request lost
@@ -142,6 +143,7 @@ func TestARequestGivenUpOnStillDelivers(t *testing.T) {
 // the relay, so nothing answers the pull subject) releases its slots, backs
 // off instead of spinning, and the consumer is re-created.
 func TestRefusedRequestsBackOffAndTheConsumerIsRecreated(t *testing.T) {
+	t.Parallel()
 	s := startPullSetup(t, 4, 10*time.Second)
 	testenv.Eventually(t, 5*time.Second, "a request outstanding", func() bool { return s.pullCount() >= 1 })
 	if err := s.n.JS.DeleteConsumer(context.Background(), "P", "agentrelay-p"); err != nil {

@@ -17,6 +17,7 @@ import (
 // Every row of the decision table, end to end: real NATS, real HTTP, the
 // emulator's real answers.
 func TestEndToEndDecisionTable(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t,
 		emulator.WithTrigger("agtch_ok", true),
 		emulator.WithTrigger("agtch_paused", false),
@@ -177,6 +178,7 @@ func TestEndToEndDecisionTable(t *testing.T) {
 // class, error, route, trigger, origin, attempts, time, and the key to
 // replay with. Nats-* headers survive under their own names only.
 func TestDeadLetterContent(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t, emulator.WithTrigger("agtch_gone", true))
 	h.emu.RevokeToken(tok)
 	h.emu.AddToken(tok, "agtch_other") // valid, but not for agtch_gone: 403

@@ -32,6 +32,7 @@ func requestsByKey(emu *emulator.Emulator) map[string]int {
 // no event is dead-lettered, and each message but the probing ones was
 // called at most a small constant number of times.
 func TestOutageStopsTheRouteEverywhereAndAProbeResumesIt(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t, emulator.WithTrigger("agtch_o", true), emulator.WithRequestLog(10_000),
 		emulator.WithFaults(emulator.Faults{ServerErrorRate: 1}))
 	r := defaultTimings(h.route("o", "events.o.>", h.agent("agtch_o")))
@@ -87,6 +88,7 @@ func TestOutageStopsTheRouteEverywhereAndAProbeResumesIt(t *testing.T) {
 // route; the events wait in the stream, none is dead-lettered, and they
 // are all triggered once the agent is runnable.
 func TestNotRunnableAgentStopsOnlyItsRoute(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t, emulator.WithTrigger("agtch_p", false), emulator.WithTrigger("agtch_q", true))
 	p := defaultTimings(h.route("p", "events.p.>", h.agent("agtch_p")))
 	q := defaultTimings(h.route("q", "events.q.>", h.agent("agtch_q")))

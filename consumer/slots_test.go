@@ -10,6 +10,7 @@ import (
 // for a limit of 8 (low mark 2), and how many are requested and active.
 
 func TestSlotAccounting(t *testing.T) {
+	t.Parallel()
 	type step struct {
 		do        string
 		act       func(s *slots, now time.Time)
@@ -65,6 +66,7 @@ func TestSlotAccounting(t *testing.T) {
 }
 
 func TestSlotsRefusalsBackOffAndEvidenceResets(t *testing.T) {
+	t.Parallel()
 	s := newSlots(5*time.Second, time.Second)
 	now := time.Date(2026, 11, 30, 12, 0, 0, 0, time.UTC)
 	var waits []time.Duration
@@ -94,6 +96,7 @@ func TestSlotsRefusalsBackOffAndEvidenceResets(t *testing.T) {
 }
 
 func TestSlotsCheckResetsLostRequests(t *testing.T) {
+	t.Parallel()
 	start := time.Date(2026, 11, 30, 12, 0, 0, 0, time.UTC)
 	for _, c := range []struct {
 		why        string
@@ -126,6 +129,7 @@ func TestSlotsCheckResetsLostRequests(t *testing.T) {
 }
 
 func TestStatusOfTurnsStatusMessagesIntoKinds(t *testing.T) {
+	t.Parallel()
 	for _, c := range []struct {
 		code, desc string
 		want       pullStatus
