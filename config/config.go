@@ -13,10 +13,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"strings"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/agentrelay/agentrelay/internal/telemetry"
 )
 
 // Environment variables that override the file.
@@ -187,6 +190,11 @@ type Route struct {
 	Breaker               Breaker  `yaml:"breaker"`
 }
 
+// MaxFileSize is the largest configuration file Read accepts. A larger file
+// is an error, never read in part: a route or a setting past the cut would
+// be dropped without a word.
+const MaxFileSize = 4 << 20
+
 // Load reads, overrides from the environment, defaults and validates the
 // configuration file at path.
 func Load(path string) (*Config, error) {
@@ -200,9 +208,23 @@ func Load(path string) (*Config, error) {
 
 // Read is Load from a reader, with lookupEnv for the environment.
 func Read(r io.Reader, lookupEnv func(string) (string, bool)) (*Config, error) {
-	data, err := io.ReadAll(io.LimitReader(r, 4<<20))
+	return read(r, lookupEnv, false)
+}
+
+// Check is Read for `config check`, which must refuse what `run` refuses:
+// besides validating, it reads every route's agent token as run does at
+// start (see CheckTokens), and lists those problems with the others.
+func Check(r io.Reader, lookupEnv func(string) (string, bool)) (*Config, error) {
+	return read(r, lookupEnv, true)
+}
+
+func read(r io.Reader, lookupEnv func(string) (string, bool), tokens bool) (*Config, error) {
+	data, err := io.ReadAll(io.LimitReader(r, MaxFileSize+1))
 	if err != nil {
 		return nil, fmt.Errorf("config: %w", err)
+	}
+	if len(data) > MaxFileSize {
+		return nil, newError(tooLarge(r))
 	}
 	c, err := Parse(data)
 	if err != nil {
@@ -210,13 +232,30 @@ func Read(r io.Reader, lookupEnv func(string) (string, bool)) (*Config, error) {
 	}
 	c.ApplyEnv(lookupEnv)
 	c.ApplyDefaults()
-	if err := c.Validate(); err != nil {
+	var p problems
+	c.validate(&p)
+	if tokens {
+		c.checkTokens(&p, lookupEnv)
+	}
+	if err := p.err(); err != nil {
 		return nil, err
 	}
 	return c, nil
 }
 
-// Parse decodes YAML strictly, without defaults or validation.
+// tooLarge says that the file r reads is over MaxFileSize, with its size
+// when r can tell it.
+func tooLarge(r io.Reader) string {
+	if st, ok := r.(interface{ Stat() (fs.FileInfo, error) }); ok {
+		if fi, err := st.Stat(); err == nil && fi.Mode().IsRegular() {
+			return fmt.Sprintf("the file is %d bytes, over the limit of %d bytes (4 MiB)", fi.Size(), MaxFileSize)
+		}
+	}
+	return fmt.Sprintf("the file is over the limit of %d bytes (4 MiB)", MaxFileSize)
+}
+
+// Parse decodes YAML strictly, without defaults or validation. An unknown
+// field is reported with its path and the field it most resembles.
 func Parse(data []byte) (*Config, error) {
 	var c Config
 	dec := yaml.NewDecoder(bytes.NewReader(data))
@@ -224,9 +263,9 @@ func Parse(data []byte) (*Config, error) {
 	if err := dec.Decode(&c); err != nil && !errors.Is(err, io.EOF) {
 		var te *yaml.TypeError
 		if errors.As(err, &te) {
-			return nil, &Error{Problems: te.Errors}
+			return nil, newError(explainUnknownFields(data, te.Errors)...)
 		}
-		return nil, &Error{Problems: []string{err.Error()}}
+		return nil, newError(err.Error())
 	}
 	return &c, nil
 }
@@ -263,6 +302,17 @@ func (e *Error) Error() string {
 	return b.String()
 }
 
+// newError returns an *Error with problems, with every URL in them
+// redacted (see telemetry.RedactURLs): problems quote values from the file
+// and the environment, and a URL may carry a password or a token.
+func newError(problems ...string) *Error {
+	e := &Error{Problems: make([]string, len(problems))}
+	for i, p := range problems {
+		e.Problems[i] = telemetry.RedactURLs(p)
+	}
+	return e
+}
+
 // problems collects validation problems with their paths.
 type problems []string
 
@@ -274,5 +324,5 @@ func (p problems) err() error {
 	if len(p) == 0 {
 		return nil
 	}
-	return &Error{Problems: p}
+	return newError(p...)
 }

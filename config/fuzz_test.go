@@ -31,6 +31,10 @@ func configSeeds(f *testing.F) {
 		"a: &a [x,x,x,x,x,x,x,x,x]\nb: &b [*a,*a,*a,*a,*a,*a,*a,*a,*a]\nc: &c [*b,*b,*b,*b,*b,*b,*b,*b,*b]\nd: [*c,*c,*c,*c,*c,*c,*c,*c,*c]\n",
 		"routes:\n  - name: a\n    stream: S\n    trigger_id: agtch_a\n    token: {file: t}\n    breaker: {disabled: yes}\n",
 		"\xff\xfe", "routes:\n\t- bad tab", "routes: !!binary aGVsbG8=", "? [a]\n: b\n",
+		"defaults: {max_in_flit: 3}\n" + minimal, minimal + "    retry: {max_attemps: 1, <<: {multiplyer: 2}}\n",
+		"routes:\n  - &r {name: a, max_in_flit: 1}\n  - {<<: *r, name: b}\n  - {<<: [*r, *r], \"x y\": 1}\n",
+		"nats: {url: 'nats://u:p%zz@h,,tls://v:w@h2?x=y'}\n" + minimal, "api: {base_url: 'https://u:p/w@h?t=1'}\n" + minimal,
+		"1: x\n" + minimal, "[a]: x\n", "~: x\n",
 	} {
 		f.Add([]byte(s))
 	}

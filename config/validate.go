@@ -1,10 +1,12 @@
 package config
 
 import (
+	"errors"
 	"fmt"
 	"math"
 	"net"
 	"net/url"
+	"regexp"
 	"strings"
 	"time"
 
@@ -22,14 +24,18 @@ const (
 // every problem, or nil.
 func (c *Config) Validate() error {
 	var p problems
-	c.validateNATS(&p)
-	c.validateAPI(&p)
-	c.validateDeadLetter(&p)
-	c.validateWorker(&p)
-	c.validateLogAndMetrics(&p)
-	c.validateStreams(&p)
-	c.validateRoutes(&p)
+	c.validate(&p)
 	return p.err()
+}
+
+func (c *Config) validate(p *problems) {
+	c.validateNATS(p)
+	c.validateAPI(p)
+	c.validateDeadLetter(p)
+	c.validateWorker(p)
+	c.validateLogAndMetrics(p)
+	c.validateStreams(p)
+	c.validateRoutes(p)
 }
 
 func (c *Config) validateNATS(p *problems) {
@@ -41,13 +47,13 @@ func (c *Config) validateNATS(p *problems) {
 		case u == "":
 			p.add("nats.url", "empty server URL in %q", n.URL)
 		case err != nil:
-			p.add("nats.url", "%v", err)
+			p.add("nats.url", "%q is not a valid URL: %s", u, urlProblem(err))
 		case pu.Scheme != "nats" && pu.Scheme != "tls" && pu.Scheme != "ws" && pu.Scheme != "wss":
-			p.add("nats.url", "%q: scheme must be nats, tls, ws or wss", redactURL(u))
+			p.add("nats.url", "%q: scheme must be nats, tls, ws or wss", u)
 		case pu.Host == "":
-			p.add("nats.url", "%q: missing host", redactURL(u))
+			p.add("nats.url", "%q: missing host", u)
 		case pu.User != nil:
-			p.add("nats.url", "%q: credentials in the URL would end up in logs; use user/password_file, token_file, nkey_seed_file or credentials_file", redactURL(u))
+			p.add("nats.url", "%q: credentials in the URL would end up in logs; use user/password_file, token_file, nkey_seed_file or credentials_file", u)
 		}
 	}
 	methods := 0
@@ -71,15 +77,19 @@ func (c *Config) validateNATS(p *problems) {
 	}
 }
 
-// redactURL hides user info in a URL before it is quoted in an error.
-func redactURL(s string) string {
-	u, err := url.Parse(s)
-	if err != nil || u.User == nil {
-		return s
+// urlProblem says why url.Parse refused a URL, without the parts of the
+// URL its error quotes ("invalid port \":pa\" after host" shows a piece of
+// a password that holds a '/'). The URL itself is quoted by the caller, and
+// redacted with every problem (see newError).
+func urlProblem(err error) string {
+	var ue *url.Error
+	if !errors.As(err, &ue) {
+		return "cannot be parsed"
 	}
-	u.User = url.User("REDACTED")
-	return u.String()
+	return strings.Join(strings.Fields(quoted.ReplaceAllString(ue.Err.Error(), "")), " ")
 }
+
+var quoted = regexp.MustCompile(`"(?:[^"\\]|\\.)*"`)
 
 func validateTLS(p *problems, path string, t TLS) {
 	if (t.CertFile == "") != (t.KeyFile == "") {
@@ -88,7 +98,9 @@ func validateTLS(p *problems, path string, t TLS) {
 }
 
 func (c *Config) validateAPI(p *problems) {
-	if _, err := agentapi.CheckBaseURL(c.API.BaseURL, c.API.AllowInsecureHTTP); err != nil {
+	if _, err := url.Parse(c.API.BaseURL); err != nil {
+		p.add("api.base_url", "%q is not a valid URL: %s", c.API.BaseURL, urlProblem(err))
+	} else if _, err := agentapi.CheckBaseURL(c.API.BaseURL, c.API.AllowInsecureHTTP); err != nil {
 		p.add("api.base_url", "%v", strings.TrimPrefix(err.Error(), "agentapi: "))
 	}
 	if c.API.Timeout <= 0 {

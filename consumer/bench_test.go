@@ -1,7 +1,6 @@
 package consumer
 
 import (
-	"encoding/json"
 	"strings"
 	"testing"
 	"time"
@@ -80,9 +79,9 @@ func BenchmarkDecide(b *testing.B) {
 	}
 }
 
-// TestDecodeFastMatchesStrict checks the fast path against encoding/json on
-// bodies at the edges of what it handles: wherever it answers, the answer is
-// encoding/json's.
+// TestDecodeFastMatchesStrict checks the fast path against the strict
+// decoder (encoding/json for values, exact keys) on bodies at the edges of
+// what it handles: wherever it answers, the answer is the strict decoder's.
 func TestDecodeFastMatchesStrict(t *testing.T) {
 	t.Parallel()
 	for _, body := range fastSeeds {
@@ -101,6 +100,8 @@ var fastSeeds = []string{
 	`{"input" "x"}`, `{"input":"x" "conversation_key":"k"}`, `["x"]`, `"x"`, ``, ` `, `{"input":"\u0000"}`,
 	`{"input":"x","conversationKey":"k"}`, `{"inpu\u017f":"x"}`, "\u00a0{\"input\":\"x\"}", `{"input":"x"} `,
 	`{"input":"caf` + "\u00e9" + `\u2028"}`, `{"input":"\u+123"}`, `{"input":"\u-123"}`,
+	`{"input":"benign","INPUT":"evil"}`, `{"input":"x","conversation_\u212aey":"k"}`, "{\"conversation_\u212aey\":\"k\",\"input\":\"x\"}",
+	`{"input":"a","\u0069nput":"b"}`, `{"input":"x","conversation_key":null,"conversation_key":"k"}`,
 }
 
 func checkFast(t *testing.T, data []byte) {
@@ -112,14 +113,14 @@ func checkFast(t *testing.T, data []byte) {
 	if !ok {
 		return
 	}
-	var want jsonBody
-	if err := decodeStrict(data, &want); err != nil {
-		t.Fatalf("%q: fast path accepted what encoding/json refuses: %v", data, err)
+	want, err := decodeStrict(data)
+	if err != nil {
+		t.Fatalf("%q: fast path accepted what the strict decoder refuses: %v", data, err)
 	}
-	// Both keys are always present in what the fast path accepts... or
-	// absent, which Decode treats as "" like a null.
-	if got != want.fields() {
-		t.Fatalf("%q: fast path %+v, encoding/json %s", data, got, show(want))
+	// A key the fast path accepts may be absent, which Decode treats as
+	// "" like a null.
+	if got != want {
+		t.Fatalf("%q: fast path %+v, strict decoder %+v", data, got, want)
 	}
 }
 
@@ -131,8 +132,3 @@ func FuzzDecodeFastMatchesStrict(f *testing.F) {
 }
 
 func validUTF8(b []byte) bool { return strings.ToValidUTF8(string(b), "\uFFFD") == string(b) }
-
-func show(b jsonBody) string {
-	out, _ := json.Marshal(b)
-	return string(out)
-}

@@ -79,9 +79,12 @@ func promptDecode(t *testing.T, c consumer.Contract, data []byte, h nats.Header)
 }
 
 // A JSON body is accepted only when it is one JSON object with a non-empty
-// string input and at most a string conversation key, in valid UTF-8; and
-// then the event is exactly what encoding/json reads from it. Whatever the
-// bytes, Decode does not panic and a refusal has a reason.
+// string input and at most a string conversation key, each key spelt
+// exactly so and given once, in valid UTF-8; and then the event is exactly
+// what encoding/json reads from it (which, for such a body, is what any
+// reader reads, whether it takes the first or the last of repeated keys, or
+// folds case or not). Whatever the bytes, Decode does not panic and a
+// refusal has a reason.
 func FuzzDecodeJSON(f *testing.F) {
 	for _, s := range []string{
 		`{"input":"hello"}`, `{"input":"hi","conversation_key":"thread-1"}`, `{"input":"hi","conversation_key":null}`,
@@ -91,6 +94,10 @@ func FuzzDecodeJSON(f *testing.F) {
 		`{"input":"hi","conversation_key":"a\u001bb"}`, `{"INPUT":"case"}`, `{"input":"a","input":"b"}`,
 		`{"\u0069nput":"escaped name"}`, `{"input":"\ud800"}`, `{"input":"x","conversation_key":7}`, `{"input":"\u0000"}`,
 		`{"input":"x"}garbage`, `{"input":"x"}` + "\x00", `null`, `{}`, `{"input":{"nested":"x"}}`,
+		`{"input":"benign","INPUT":"evil"}`, `{"INPUT":"evil","input":"benign"}`, `{"input":"x","conversation_\u212aey":"k"}`,
+		"{\"input\":\"x\",\"conversation_\u212aey\":\"k\"}", `{"input":"a","\u0069nput":"b"}`, `{"Input":"x"}`,
+		`{"input":"x","conversation_key":"a","conversation_key":"b"}`, `{"input":"x","conversation_key":null,"conversation_key":"k"}`,
+		`{"inpu\u017f":"x"}`, `{"input":"x","Conversation_Key":"k"}`,
 	} {
 		f.Add([]byte(s))
 	}
@@ -114,12 +121,47 @@ func FuzzDecodeJSON(f *testing.F) {
 			(ref.ConversationKey != nil && *ref.ConversationKey != ev.ConversationKey) {
 			t.Errorf("Decode(%q) = %+v; encoding/json reads %v", data, ev, err)
 		}
+		// Its keys are the two names, byte for byte after unescaping,
+		// each once.
+		if keys, err := topLevelKeys(data); err != nil {
+			t.Errorf("Decode(%q) accepted a body whose keys cannot be listed: %v", data, err)
+		} else if len(keys) == 0 || len(keys) > 2 || (len(keys) == 2 && keys[0] == keys[1]) {
+			t.Errorf("Decode(%q) accepted the keys %q", data, keys)
+		} else {
+			for _, k := range keys {
+				if k != "input" && k != "conversation_key" {
+					t.Errorf("Decode(%q) accepted the key %+q", data, k)
+				}
+			}
+		}
 		// What is sent is that event, whatever the producer's spelling.
 		var sent map[string]string
 		if err := json.Unmarshal(ev.AppendBody(nil), &sent); err != nil || sent["input"] != ev.Input || sent["conversation_key"] != ev.ConversationKey {
 			t.Errorf("Decode(%q) = %+v, sent as %v (%v)", data, ev, sent, err)
 		}
 	})
+}
+
+// topLevelKeys lists the keys of the JSON object in data, in order and with
+// repeats.
+func topLevelKeys(data []byte) ([]string, error) {
+	dec := json.NewDecoder(bytes.NewReader(data))
+	if _, err := dec.Token(); err != nil {
+		return nil, err
+	}
+	var keys []string
+	for dec.More() {
+		tok, err := dec.Token()
+		if err != nil {
+			return nil, err
+		}
+		keys = append(keys, tok.(string))
+		var skip json.RawMessage
+		if err := dec.Decode(&skip); err != nil {
+			return nil, err
+		}
+	}
+	return keys, nil
 }
 
 // A text body is the input byte for byte when it is non-empty valid UTF-8

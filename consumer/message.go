@@ -75,12 +75,11 @@ func (c Contract) WithDefaults() Contract {
 // plus room for the conversation key and the syntax.
 func (c Contract) maxJSONBody() int { return 6*c.MaxInputBytes + 16<<10 }
 
-// jsonBody is the API's request body as a producer sends it. Pointers tell
-// a missing field from an empty one.
-type jsonBody struct {
-	Input           *string `json:"input"`
-	ConversationKey *string `json:"conversation_key"`
-}
+// The JSON body's keys, exactly as a body must spell them.
+const (
+	keyInput           = "input"
+	keyConversationKey = "conversation_key"
+)
 
 // Decode reads an event from a message body and headers. When the message
 // breaks the contract it returns the Reason and an error saying what is
@@ -117,11 +116,10 @@ func (c Contract) Decode(data []byte, h nats.Header) (agentapi.Event, Reason, er
 		}
 		f, ok := decodeFast(data)
 		if !ok {
-			var b jsonBody
-			if err := decodeStrict(data, &b); err != nil {
+			var err error
+			if f, err = decodeStrict(data); err != nil {
 				return ev, ReasonInvalidJSON, err
 			}
-			f = b.fields()
 			if mangled(data, f.input, f.conversationKey) {
 				// A lone surrogate escape (\ud800): encoding/json
 				// turns it into U+FFFD; refuse rather than send that.
@@ -157,22 +155,106 @@ func mangled(data []byte, fields ...string) bool {
 	return n > bytes.Count(data, []byte(string(utf8.RuneError)))+bytes.Count(bytes.ToLower(data), []byte(`\ufffd`))
 }
 
-// decodeStrict decodes exactly one JSON object with no unknown fields: a
-// misspelt "conversation_key" must not be dropped silently, or the agent
-// would start a new conversation with nobody noticing.
-func decodeStrict(data []byte, v any) error {
-	if len(bytes.TrimSpace(data)) == 0 || bytes.TrimSpace(data)[0] != '{' {
-		return errors.New("body is not a JSON object")
+// decodeStrict decodes a body the fast path did not take: exactly one JSON
+// object whose keys are "input" and "conversation_key", each at most once and
+// spelt exactly so after unescaping, with string or null values.
+//
+// Unknown keys are refused so that a misspelt "conversation_key" is not
+// dropped silently (the agent would start a new conversation with nobody
+// noticing). Case variants and repeats are refused because encoding/json
+// alone would take them: it matches keys without regard to case, with
+// Unicode folding ("conversation_\u212aey", with a Kelvin sign, is its
+// conversation_key), and lets the last of repeated keys win. A filter
+// upstream that reads exact keys, or the first of two, would then see a
+// different event from the one the agent gets. So the object is walked
+// token by token here; encoding/json's tokenizer still does the syntax and
+// the unescaping.
+func decodeStrict(data []byte) (bodyFields, error) {
+	var fail bodyFields
+	if t := bytes.TrimSpace(data); len(t) == 0 || t[0] != '{' {
+		return fail, errors.New("body is not a JSON object")
 	}
 	dec := json.NewDecoder(bytes.NewReader(data))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
-		return fmt.Errorf("body is not the API's JSON: %w", boundedError{err, maxDecodeError})
+	if _, err := dec.Token(); err != nil {
+		return fail, notJSON(err)
+	}
+	var f bodyFields
+	var seenInput, seenKey bool
+	for dec.More() {
+		tok, err := dec.Token()
+		if err != nil {
+			return fail, notJSON(err)
+		}
+		key, _ := tok.(string) // the decoder gives only strings as object keys
+		var dst *string
+		switch key {
+		case keyInput:
+			if seenInput {
+				return fail, fmt.Errorf("body has the key %q more than once", key)
+			}
+			seenInput, dst = true, &f.input
+		case keyConversationKey:
+			if seenKey {
+				return fail, fmt.Errorf("body has the key %q more than once", key)
+			}
+			seenKey, dst = true, &f.conversationKey
+		default:
+			return fail, unknownKey(key)
+		}
+		v, err := dec.Token()
+		if err != nil {
+			return fail, notJSON(err)
+		}
+		switch v := v.(type) {
+		case string:
+			*dst = v
+		case nil:
+		default:
+			return fail, fmt.Errorf("%q is a JSON %s, not a string", key, jsonKind(v))
+		}
+	}
+	if _, err := dec.Token(); err != nil {
+		return fail, notJSON(err)
 	}
 	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
-		return errors.New("body has data after the JSON object")
+		return fail, errors.New("body has data after the JSON object")
 	}
-	return nil
+	return f, nil
+}
+
+// jsonKind names the kind of a JSON value from its first token.
+func jsonKind(tok json.Token) string {
+	switch tok {
+	case json.Delim('{'):
+		return "object"
+	case json.Delim('['):
+		return "array"
+	case true, false:
+		return "boolean"
+	}
+	return "number"
+}
+
+func notJSON(err error) error {
+	return fmt.Errorf("body is not the API's JSON: %w", boundedError{err, maxDecodeError})
+}
+
+// unknownKey says what is wrong with a key that is neither "input" nor
+// "conversation_key", naming the key it resembles when it is a case variant.
+// The key is quoted in ASCII (a Kelvin sign shows as \u212a, not as a K)
+// and cut short: it comes from the producer and goes into a header.
+func unknownKey(key string) error {
+	const maxShown = 64
+	shown := key
+	if len(shown) > maxShown {
+		shown = strings.ToValidUTF8(shown[:maxShown], "") + "..."
+	}
+	for _, known := range []string{keyInput, keyConversationKey} {
+		if strings.EqualFold(key, known) {
+			return fmt.Errorf("the key %+q is not %q: keys are matched exactly, without case folding", shown, known)
+		}
+	}
+	return fmt.Errorf("body has the unknown key %+q (the keys are %q and %q)", shown, keyInput, keyConversationKey)
 }
 
 // maxDecodeError bounds the text of a decoding error. encoding/json quotes
@@ -192,17 +274,6 @@ func (e boundedError) Unwrap() error { return e.err }
 
 // bodyFields are a decoded body's fields; a missing or null field is "".
 type bodyFields struct{ input, conversationKey string }
-
-func (b jsonBody) fields() bodyFields {
-	var f bodyFields
-	if b.Input != nil {
-		f.input = *b.Input
-	}
-	if b.ConversationKey != nil {
-		f.conversationKey = *b.ConversationKey
-	}
-	return f
-}
 
 // decodeFast decodes the usual body without reflection: one object with
 // "input" and, optionally, "conversation_key", each once, spelt exactly so,
@@ -242,12 +313,12 @@ func decodeFast(data []byte) (f bodyFields, ok bool) {
 			return fail, false
 		}
 		switch string(key) {
-		case "input":
+		case keyInput:
 			if seenInput {
 				return fail, false
 			}
 			seenInput, f.input = true, v
-		case "conversation_key":
+		case keyConversationKey:
 			if seenKey {
 				return fail, false
 			}

@@ -147,19 +147,56 @@ func TestLoneSurrogatesAreRefusedNotMangled(t *testing.T) {
 	t.Parallel()
 	c := Contract{}
 	for body, want := range map[string]Reason{
-		`{"input":"a\ud800b"}`:                            ReasonInvalidUTF8,
-		`{"input":"x","conversation_key":"\udc00"}`:       ReasonInvalidUTF8,
-		`{"input":"\ufffd and \ud800"}`:                   ReasonInvalidUTF8,
-		"{\"input\":\"a real \uFFFD\"}":                   "",
-		`{"input":"an escaped \uFFFD"}`:                   "",
-		`{"input":"a pair \ud83d\ude00","extra":null}`:    ReasonInvalidJSON,
-		`{"input":"a pair \ud83d\ude00"}`:                 "",
-		`{"Input":"case-insensitive field, lone \ud800"}`: ReasonInvalidUTF8,
+		`{"input":"a\ud800b"}`:                         ReasonInvalidUTF8,
+		`{"input":"x","conversation_key":"\udc00"}`:    ReasonInvalidUTF8,
+		`{"input":"\ufffd and \ud800"}`:                ReasonInvalidUTF8,
+		"{\"input\":\"a real \uFFFD\"}":                "",
+		`{"input":"an escaped \uFFFD"}`:                "",
+		`{"input":"a pair \ud83d\ude00","extra":null}`: ReasonInvalidJSON,
+		`{"input":"a pair \ud83d\ude00"}`:              "",
+		`{"Input":"case-variant field, lone \ud800"}`:  ReasonInvalidJSON,
 	} {
 		_, reason, err := c.Decode([]byte(body), nil)
 		if reason != want {
 			t.Errorf("%s: reason %q (%v), want %q", body, reason, err, want)
 		}
+	}
+}
+
+// A JSON body's keys are "input" and "conversation_key", spelt exactly so
+// (after JSON unescaping: no case folding, no Unicode folding), each at
+// most once. Anything else is invalid_json: a filter upstream that reads the
+// first of two keys, or exact keys only, must never see a different event
+// from the one the agent gets.
+func TestDecodeTakesExactKeysOnlyAndEachOnce(t *testing.T) {
+	c := Contract{}
+	for _, r := range []struct{ body, errWants string }{
+		{`{"input":"a","input":"b"}`, `"input" more than once`},
+		{`{"input":"benign","INPUT":"evil"}`, `"INPUT" is not "input"`},
+		{`{"INPUT":"evil","input":"benign"}`, `"INPUT" is not "input"`},
+		{`{"Input":"x"}`, `"Input" is not "input"`},
+		{`{"input":"x","conversation_\u212aey":"k"}`, `"conversation_\u212aey" is not "conversation_key"`},
+		{"{\"input\":\"x\",\"conversation_\u212aey\":\"k\"}", `"conversation_\u212aey" is not "conversation_key"`},
+		{`{"input":"x","Conversation_Key":"k"}`, `"Conversation_Key" is not "conversation_key"`},
+		{`{"input":"x","conversation_key":"a","conversation_key":"b"}`, `"conversation_key" more than once`},
+		{`{"input":"x","conversation_key":null,"conversation_key":"k"}`, `"conversation_key" more than once`},
+		{`{"input":"a","\u0069nput":"b"}`, `"input" more than once`},
+		{`{"input":"x","conversationKey":"k"}`, `unknown key "conversationKey"`},
+		{`{"input":"x","` + strings.Repeat("k", 5000) + `":1}`, `unknown key "kkkk`},
+	} {
+		ev, reason, err := c.Decode([]byte(r.body), nil)
+		if reason != ReasonInvalidJSON || ev != (agentapi.Event{}) {
+			t.Errorf("Decode(%.80q) = %+v, %q (%v); want invalid_json", r.body, ev, reason, err)
+			continue
+		}
+		if msg := err.Error(); !strings.Contains(msg, r.errWants) || len(msg) > 300 {
+			t.Errorf("Decode(%.80q): error %q does not say %q (or is unbounded)", r.body, msg, r.errWants)
+		}
+	}
+	// Exact after unescaping: an escaped spelling of the key is the key.
+	ev, reason, err := c.Decode([]byte(`{"\u0069nput":"x","conversation\u005fkey":"k"}`), nil)
+	if reason != "" || ev != (agentapi.Event{Input: "x", ConversationKey: "k"}) {
+		t.Errorf("escaped key names: %+v, %q, %v", ev, reason, err)
 	}
 }
 

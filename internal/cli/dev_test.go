@@ -14,8 +14,9 @@ import (
 )
 
 // The README's run command: dev mode starts on nothing but this binary,
-// and its log shows events accepted, one retried (409) until the agent
-// becomes runnable and then accepted, and two dead-lettered with reasons.
+// and its log shows events accepted, a route stopped by a 409 and probing
+// until the agent becomes runnable, then its event accepted, and two
+// dead-lettered with reasons.
 // Ctrl-C drains and exits 0.
 func TestDevModeShowsAckRetryAndDeadLetter(t *testing.T) {
 	if testing.Short() {
@@ -44,7 +45,8 @@ func TestDevModeShowsAckRetryAndDeadLetter(t *testing.T) {
 	testenv.Eventually(t, 60*time.Second, "dev mode shows every outcome", func() bool {
 		return has("dead-lettered", "reason", "invalid_json") &&
 			has("dead-lettered", "reason", "forbidden") &&
-			has("retrying", "status", "409") &&
+			has("route stopped: route-wide condition; probing with single events", "status", "409") &&
+			has("probe succeeded: route resumed", "condition", "not_runnable") &&
 			has("emulator request", "path", "/v1/workspace_agents/agtch_demo_paused/trigger") &&
 			acceptedPaused(logs.String())
 	})

@@ -17,6 +17,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/agentrelay/agentrelay/config"
+	"github.com/agentrelay/agentrelay/internal/telemetry"
 )
 
 // Hooks observe the connection's life; all are optional.
@@ -194,15 +195,6 @@ func readSecretFile(path string) (string, error) {
 	return s, nil
 }
 
-// redactURLs hides user info in a comma-separated server list.
-func redactURLs(s string) string {
-	parts := strings.Split(s, ",")
-	for i, p := range parts {
-		if at := strings.LastIndex(p, "@"); at >= 0 {
-			if scheme := strings.Index(p, "://"); scheme >= 0 && scheme < at {
-				parts[i] = p[:scheme+3] + "REDACTED" + p[at:]
-			}
-		}
-	}
-	return strings.Join(parts, ",")
-}
+// redactURLs hides user info (and queries) in a comma-separated server
+// list; telemetry.RedactURLs is the one place that knows how.
+func redactURLs(s string) string { return telemetry.RedactURLs(s) }

@@ -33,6 +33,10 @@ func ParseLevel(s string) (slog.Level, error) {
 // JSON object per line; "auto" picks text on a terminal and JSON otherwise,
 // which is what a log collector wants from a container.
 //
+// Both formats write durations as people read them ("1.922s", not
+// 1922086327 nanoseconds) and hide the user info and query of URLs in
+// messages, strings and errors (see RedactURLs).
+//
 // Text output escapes control characters in values (tint quotes them), so a
 // message cannot inject terminal escape sequences into an operator's screen.
 func NewLogger(w io.Writer, level slog.Level, format string) (*slog.Logger, error) {
@@ -49,7 +53,7 @@ func NewLogger(w io.Writer, level slog.Level, format string) (*slog.Logger, erro
 		return nil, fmt.Errorf("unknown log format %q (want auto, text or json)", format)
 	}
 	if format == "json" {
-		return slog.New(slog.NewJSONHandler(w, &slog.HandlerOptions{Level: level})), nil
+		return slog.New(slog.NewJSONHandler(w, &slog.HandlerOptions{Level: level, ReplaceAttr: jsonValue})), nil
 	}
 	return slog.New(tint.NewHandler(w, &tint.Options{
 		Level:       level,
@@ -57,6 +61,40 @@ func NewLogger(w io.Writer, level slog.Level, format string) (*slog.Logger, erro
 		NoColor:     !tty,
 		ReplaceAttr: neutralise,
 	})), nil
+}
+
+// jsonValue is the JSON handler's ReplaceAttr: readable durations, and
+// URLs redacted in the message, strings and errors.
+func jsonValue(_ []string, a slog.Attr) slog.Attr {
+	v := a.Value.Resolve()
+	switch v.Kind() {
+	case slog.KindDuration:
+		a.Value = slog.StringValue(FormatDuration(v.Duration()))
+	case slog.KindString:
+		if s := v.String(); strings.Contains(s, "://") {
+			a.Value = slog.StringValue(RedactURLs(s))
+		}
+	case slog.KindAny:
+		if err, ok := v.Any().(error); ok {
+			if s := err.Error(); strings.Contains(s, "://") {
+				a.Value = slog.StringValue(RedactURLs(s))
+			}
+		}
+	}
+	return a
+}
+
+// FormatDuration writes d for people: to the millisecond from a second
+// up, to the microsecond from a millisecond up, exact below ("1.922s",
+// "2m30.5s", "12.345ms", "850ns").
+func FormatDuration(d time.Duration) string {
+	switch abs := d.Abs(); {
+	case abs >= time.Second:
+		d = d.Round(time.Millisecond)
+	case abs >= time.Millisecond:
+		d = d.Round(time.Microsecond)
+	}
+	return d.String()
 }
 
 // neutralise makes string, error and other non-scalar values safe for tint:
@@ -72,29 +110,33 @@ func NewLogger(w io.Writer, level slog.Level, format string) (*slog.Logger, erro
 // U+FFFD. So: ESC becomes "<ESC>", a literal \x1b becomes \x1B, invalid
 // bytes become "<xNN>" and U+FFFD "<U+FFFD>"; every other control character
 // is left to tint's quoting, which escapes it harmlessly.
+//
+// It also makes durations readable and redacts URLs, as jsonValue does.
 func neutralise(_ []string, a slog.Attr) slog.Attr {
 	v := a.Value.Resolve()
 	switch v.Kind() {
+	case slog.KindDuration:
+		a.Value = slog.StringValue(FormatDuration(v.Duration()))
 	case slog.KindString:
 		if s := v.String(); !termSafe(s) {
-			a.Value = slog.StringValue(termText(s))
+			a.Value = slog.StringValue(termText(RedactURLs(s)))
 		}
 	case slog.KindAny:
 		s := fmt.Sprint(v.Any())
 		if err, ok := v.Any().(error); ok {
 			s = err.Error()
 		}
-		a.Value = slog.StringValue(termText(s))
+		a.Value = slog.StringValue(termText(RedactURLs(s)))
 	}
 	return a
 }
 
 // termSafe reports whether s needs no change (the common case, so that
-// logging stays allocation-free).
+// logging stays allocation-free): nothing to escape, and no URL.
 func termSafe(s string) bool {
 	for i := 0; i < len(s); i++ {
 		c := s[i]
-		if c == 0x1b || c >= 0x80 || (c == '\\' && strings.HasPrefix(s[i:], `\x1b`)) {
+		if c == 0x1b || c >= 0x80 || (c == '\\' && strings.HasPrefix(s[i:], `\x1b`)) || (c == ':' && strings.HasPrefix(s[i:], "://")) {
 			return false
 		}
 	}

@@ -1,0 +1,67 @@
+package config
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/agentrelay/agentrelay/agentapi"
+)
+
+// CheckTokens reads every route's agent token the way `run` does before it
+// starts (internal/app.TokenSource: agentapi.NewFileToken for a file,
+// agentapi.EnvToken for an environment variable), so that `config check`
+// refuses what run refuses: an unset or empty variable, a missing,
+// unreadable, empty or oversized file, a token of more than one line. It
+// returns an *Error listing every route whose token cannot be had, or nil.
+// Only the problems are reported, never a token.
+//
+// Validate does not do this: commands other than run (dlq, status, pause)
+// do not need the agent tokens and must work where they are absent.
+func (c *Config) CheckTokens(lookupEnv func(string) (string, bool)) error {
+	var p problems
+	c.checkTokens(&p, lookupEnv)
+	return p.err()
+}
+
+func (c *Config) checkTokens(p *problems, lookupEnv func(string) (string, bool)) {
+	for i, r := range c.Routes {
+		path := fmt.Sprintf("routes[%d].token", i)
+		switch t := r.Token; {
+		case t.File != "" && t.Env == "":
+			if _, err := agentapi.NewFileToken(t.File, 0); err != nil {
+				p.add(path+".file", "%s", tokenProblem(err))
+			}
+		case t.Env != "" && t.File == "":
+			if err := envToken(lookupEnv, t.Env); err != nil {
+				p.add(path+".env", "%v", err)
+			}
+		}
+		// Neither or both: Validate reports that.
+	}
+}
+
+// envToken applies agentapi.EnvToken's rules to a variable looked up with
+// lookupEnv (EnvToken reads the process environment itself).
+func envToken(lookupEnv func(string) (string, bool), name string) error {
+	v, ok := lookupEnv(name)
+	switch v = strings.TrimSpace(v); {
+	case !ok:
+		return fmt.Errorf("environment variable %s is not set", name)
+	case v == "":
+		return fmt.Errorf("environment variable %s is empty", name)
+	case strings.ContainsAny(v, "\r\n\x00"):
+		return fmt.Errorf("environment variable %s holds more than one line", name)
+	}
+	return nil
+}
+
+// tokenProblem is a token source's error without the "agentapi: no access
+// token: " its callers in the relay want.
+func tokenProblem(err error) string {
+	msg := err.Error()
+	if errors.Is(err, agentapi.ErrNoToken) {
+		msg = strings.TrimPrefix(msg, agentapi.ErrNoToken.Error()+": ")
+	}
+	return msg
+}
