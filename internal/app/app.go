@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -37,12 +38,27 @@ type Options struct {
 	Started func(metricsAddr string)
 }
 
+// Errors Run returns when the worker cannot go on (besides
+// natsconn.ErrClosed, for a NATS connection closed for good).
+var (
+	// ErrListenerStopped: the listener for /metrics and the probes stopped
+	// serving; the kubelet would see failing probes but not why.
+	ErrListenerStopped = errors.New("the /metrics and probe listener stopped")
+	// ErrRelayStopped: the relay returned without being asked to stop.
+	ErrRelayStopped = errors.New("the relay stopped by itself")
+)
+
 // Run serves /healthz at once, connects to NATS (retrying until it is
 // reachable), sets up the streams and consumers (retrying while something is
 // missing, such as a stream an operator has not created yet), and relays
 // until ctx ends; then it drains and closes the connection cleanly. It
-// returns nil when ctx ends, at whatever stage, and an error only for what a
-// retry cannot fix (the configuration, a listen address in use).
+// returns nil when ctx ends, at whatever stage, and an error for what a
+// retry cannot fix: the configuration, a listen address in use, or a
+// failure that leaves the process alive but unable to work (the NATS
+// connection closed for good, the listener or the relay stopped). In the
+// last case /healthz fails and agentrelay_ready is 0 at once, the cause is
+// logged, and the relay drains what it still can before Run returns, so
+// that the process exits non-zero and is restarted.
 func Run(ctx context.Context, cfg *config.Config, log *slog.Logger, o Options) error {
 	reg := o.Registry
 	if reg == nil {
@@ -58,7 +74,10 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger, o Options) e
 	}
 	defer client.CloseIdleConnections()
 
-	state := &readiness{}
+	// Everything below runs under runCtx, which a fatal failure cancels.
+	runCtx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	state := &health{log: log, metrics: metrics, stop: cancel}
 	state.set("connecting to NATS")
 	var addr string
 	if cfg.Metrics.Listen != "off" {
@@ -71,22 +90,30 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger, o Options) e
 		defer func() {
 			sctx, c := context.WithTimeout(context.Background(), 2*time.Second)
 			defer c()
+			state.stopping()
 			_ = srv.Shutdown(sctx)
 		}()
 	}
 
-	nc, err := natsconn.Connect(ctx, cfg.NATS, log, natsconn.Hooks{
+	nc, err := natsconn.Connect(runCtx, cfg.NATS, log, natsconn.Hooks{
 		Connected:   metrics.SetNATSConnected,
 		Reconnected: metrics.NATSReconnected,
+		Closed:      state.natsClosed,
 	})
 	if err != nil {
+		if err := state.err(); err != nil {
+			return err
+		}
 		if ctx.Err() != nil {
 			log.Info("stopped before connecting to NATS")
 			return nil
 		}
 		return err
 	}
-	defer nc.Close()
+	defer func() {
+		state.stopping()
+		nc.Close()
+	}()
 	js, err := jetstream.New(nc)
 	if err != nil {
 		return err
@@ -104,7 +131,10 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger, o Options) e
 		return err
 	}
 	state.set("setting up streams and consumers")
-	if !setUp(ctx, js, cfg, relay, log, state) {
+	if !setUp(runCtx, js, cfg, relay, log, state) {
+		if err := state.err(); err != nil {
+			return err
+		}
 		log.Info("stopped before set-up finished")
 		return nil
 	}
@@ -113,10 +143,21 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger, o Options) e
 		o.Started(addr)
 	}
 
-	runErr := relay.Run(ctx)
+	runErr := relay.Run(runCtx)
+	if runCtx.Err() == nil {
+		// Nothing asked the relay to stop: without it the process would
+		// live on doing nothing.
+		if runErr == nil {
+			runErr = ErrRelayStopped
+		}
+		state.fail(runErr)
+	}
 	// Flush acks, naks and terms and close the connection cleanly.
 	if err := nc.FlushTimeout(5 * time.Second); err != nil && !errors.Is(err, nats.ErrConnectionClosed) {
 		log.Warn("flushing NATS connection", "err", err)
+	}
+	if err := state.err(); err != nil {
+		return err
 	}
 	return runErr
 }
@@ -124,7 +165,7 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger, o Options) e
 // setUp ensures the managed streams and sets up the relay, retrying with
 // backoff until it works or ctx ends (false). Every failure is logged with
 // what is wrong, and /readyz says it too.
-func setUp(ctx context.Context, js jetstream.JetStream, cfg *config.Config, relay *consumer.Relay, log *slog.Logger, state *readiness) bool {
+func setUp(ctx context.Context, js jetstream.JetStream, cfg *config.Config, relay *consumer.Relay, log *slog.Logger, state *health) bool {
 	delay := time.Second
 	for {
 		sctx, cancel := context.WithTimeout(ctx, 30*time.Second)
@@ -150,31 +191,86 @@ func setUp(ctx context.Context, js jetstream.JetStream, cfg *config.Config, rela
 	}
 }
 
-// readiness is what /readyz reports: a reason for not being ready, until
-// the relay runs; then the connection's and the relay's own state.
-type readiness struct {
+// health is the one place that decides the worker is dead: alive as a
+// process but unable to work, with nothing in the process that would
+// recover it. That is a NATS connection nats.go closed for good without
+// Run asking, the listener for the probes failing, or the relay stopping on
+// its own. Then, at once: /healthz fails (the kubelet restarts the pod),
+// /readyz and agentrelay_ready say not ready (the alert sees it), the cause
+// is logged as an error, and Run's context is canceled so that the relay
+// drains what it can and Run returns the cause.
+//
+// It also holds what /readyz reports: a reason for not being ready until
+// the relay runs, then the connection's and the relay's own state.
+type health struct {
+	log     *slog.Logger
+	metrics *telemetry.Metrics
+	stop    context.CancelCauseFunc
+
+	// closing is set before Run closes the connection (or the listener)
+	// itself, which is then no failure.
+	closing atomic.Bool
+
 	mu     sync.Mutex
+	fatal  error
 	reason string
 	nc     *nats.Conn
 	r      *consumer.Relay
 }
 
-func (s *readiness) set(reason string) {
+// fail records the first fatal failure and acts on it.
+func (s *health) fail(err error) {
+	s.mu.Lock()
+	first := s.fatal == nil
+	if first {
+		s.fatal = err
+	}
+	s.mu.Unlock()
+	if !first {
+		return
+	}
+	s.metrics.SetReady(false)
+	s.log.Error("agentrelay cannot go on; draining what it can and exiting so that it is restarted", "err", err)
+	s.stop(err)
+}
+
+// natsClosed is the connection's Closed hook.
+func (s *health) natsClosed(err error) {
+	if s.closing.Load() {
+		return
+	}
+	s.fail(err)
+}
+
+// stopping says that Run itself is closing the connection and listener.
+func (s *health) stopping() { s.closing.Store(true) }
+
+// err returns the fatal failure, or nil.
+func (s *health) err() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.fatal
+}
+
+func (s *health) set(reason string) {
 	s.mu.Lock()
 	s.reason = reason
 	s.mu.Unlock()
 }
 
-func (s *readiness) relay(nc *nats.Conn, r *consumer.Relay) {
+func (s *health) relay(nc *nats.Conn, r *consumer.Relay) {
 	s.mu.Lock()
 	s.nc, s.r, s.reason = nc, r, ""
 	s.mu.Unlock()
 }
 
 // notReady returns why the worker is not ready, or "".
-func (s *readiness) notReady() string {
+func (s *health) notReady() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if s.fatal != nil {
+		return "dead: " + s.fatal.Error()
+	}
 	if s.r == nil {
 		return s.reason
 	}
@@ -289,10 +385,11 @@ func EnsureStreams(ctx context.Context, js jetstream.JetStream, streams []config
 	return errors.Join(errs...)
 }
 
-// serveHTTP serves /metrics, /healthz (the process is alive) and /readyz
-// (connected to NATS, every route bound, not draining; otherwise 503 with
-// the reason).
-func serveHTTP(addr string, reg *prometheus.Registry, state *readiness) (*http.Server, net.Listener, error) {
+// serveHTTP serves /metrics, /healthz (the process is alive and able to
+// work; otherwise 503 with the cause, see health) and /readyz (connected to
+// NATS, every route bound, not draining; otherwise 503 with the reason).
+// If serving stops before Run shuts the server down, that is fatal.
+func serveHTTP(addr string, reg *prometheus.Registry, state *health) (*http.Server, net.Listener, error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, nil, err
@@ -300,6 +397,10 @@ func serveHTTP(addr string, reg *prometheus.Registry, state *readiness) (*http.S
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		if err := state.err(); err != nil {
+			http.Error(w, "dead: "+err.Error(), http.StatusServiceUnavailable)
+			return
+		}
 		_, _ = w.Write([]byte("ok\n"))
 	})
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
@@ -310,6 +411,11 @@ func serveHTTP(addr string, reg *prometheus.Registry, state *readiness) (*http.S
 		_, _ = w.Write([]byte("ready\n"))
 	})
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
-	go func() { _ = srv.Serve(ln) }()
+	go func() {
+		err := srv.Serve(ln)
+		if !state.closing.Load() && !errors.Is(err, http.ErrServerClosed) {
+			state.fail(fmt.Errorf("%w: %v", ErrListenerStopped, err))
+		}
+	}()
 	return srv, ln, nil
 }

@@ -20,11 +20,24 @@ import (
 	"github.com/agentrelay/agentrelay/internal/telemetry"
 )
 
+// ErrClosed is what Hooks.Closed reports: nats.go closed the connection
+// and will not reconnect it. After a server's "-ERR 'maximum control line
+// exceeded'", repeated authorization errors or (were they finite) exhausted
+// reconnect attempts, the connection is dead for good; a worker that stays
+// up with it relays nothing.
+var ErrClosed = errors.New("NATS connection closed for good")
+
 // Hooks observe the connection's life; all are optional.
 type Hooks struct {
 	Connected    func(up bool)
 	Reconnected  func()
 	ErrorHandled func(err error)
+	// Closed is called once when the connection is closed, whoever closed
+	// it, with an error wrapping ErrClosed and naming the cause: the
+	// connection's last error (URLs in it without their user info), or
+	// that none was recorded (Close or Drain). Only the owner of the
+	// connection knows whether it asked for the close.
+	Closed func(err error)
 }
 
 // Options builds nats.go options from the configuration. Reconnection never
@@ -63,10 +76,14 @@ func Options(c config.NATS, log *slog.Logger, h Hooks) ([]nats.Option, error) {
 				h.Reconnected()
 			}
 		}),
-		nats.ClosedHandler(func(*nats.Conn) {
-			log.Info("NATS connection closed")
+		nats.ClosedHandler(func(nc *nats.Conn) {
+			err := closedError(nc.LastError())
+			log.Info("NATS connection closed", "cause", err)
 			if h.Connected != nil {
 				h.Connected(false)
+			}
+			if h.Closed != nil {
+				h.Closed(err)
 			}
 		}),
 		nats.ErrorHandler(func(_ *nats.Conn, sub *nats.Subscription, err error) {
@@ -193,6 +210,15 @@ func readSecretFile(path string) (string, error) {
 		return "", fmt.Errorf("%s is empty", path)
 	}
 	return s, nil
+}
+
+// closedError is what Hooks.Closed reports for a connection whose last
+// error was last (nil when the application closed it without one).
+func closedError(last error) error {
+	if last == nil {
+		return fmt.Errorf("%w: no error recorded (Close or Drain)", ErrClosed)
+	}
+	return fmt.Errorf("%w: %s", ErrClosed, telemetry.RedactURLs(last.Error()))
 }
 
 // redactURLs hides user info (and queries) in a comma-separated server

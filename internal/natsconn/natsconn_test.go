@@ -3,10 +3,12 @@ package natsconn
 import (
 	"bytes"
 	"context"
+	"errors"
 	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -104,5 +106,78 @@ func TestRedactURLs(t *testing.T) {
 	got := redactURLs("nats://user:pw@a:4222,nats://b:4222")
 	if strings.Contains(got, "pw") || !strings.Contains(got, "nats://REDACTED@a:4222") || !strings.Contains(got, "nats://b:4222") {
 		t.Errorf("%s", got)
+	}
+}
+
+// A connection the server ends with an error nats.go does not reconnect
+// after (here the issue's own: a protocol line over max_control_line) is
+// reported through Closed with the cause, and as disconnected.
+func TestClosedForGoodIsReportedWithItsCause(t *testing.T) {
+	s, err := natsembed.Start(natsembed.Options{StoreDir: t.TempDir(), MaxControlLine: 256})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Shutdown()
+	closed := make(chan error, 2)
+	var up atomic.Bool
+	cfg := config.NATS{URL: s.ClientURL(), Name: "test", ConnectTimeout: config.Duration(time.Second), ReconnectWait: config.Duration(50 * time.Millisecond)}
+	nc, err := Connect(context.Background(), cfg, nil, Hooks{Connected: up.Store, Closed: func(err error) { closed <- err }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	if err := nc.Publish("too.long."+strings.Repeat("x", 300), []byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	_ = nc.Flush() // the server answers the line with -ERR and hangs up
+	select {
+	case err := <-closed:
+		if !errors.Is(err, ErrClosed) || !strings.Contains(err.Error(), "maximum control line exceeded") {
+			t.Errorf("Closed(%v), want ErrClosed naming the server's error", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Closed was not called")
+	}
+	if !nc.IsClosed() {
+		t.Error("the connection is not closed")
+	}
+	if up.Load() {
+		t.Error("still reported as connected")
+	}
+}
+
+// Closing the connection deliberately is reported too; it says no error
+// was recorded, so that its owner can tell it from a failure if it forgot
+// that it asked.
+func TestCloseIsReported(t *testing.T) {
+	s, err := natsembed.Start(natsembed.Options{StoreDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Shutdown()
+	closed := make(chan error, 2)
+	cfg := config.NATS{URL: s.ClientURL(), Name: "test", ConnectTimeout: config.Duration(time.Second), ReconnectWait: config.Duration(50 * time.Millisecond)}
+	nc, err := Connect(context.Background(), cfg, nil, Hooks{Closed: func(err error) { closed <- err }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	nc.Close()
+	select {
+	case err := <-closed:
+		if !errors.Is(err, ErrClosed) || !strings.Contains(err.Error(), "no error recorded") {
+			t.Errorf("Closed(%v)", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Closed was not called")
+	}
+}
+
+func TestClosedErrorHidesUserinfo(t *testing.T) {
+	err := closedError(errors.New(`dial nats://agent:s3cr@t@nats.example:4222, tls://tok3n@b:4443/x: refused`))
+	if strings.Contains(err.Error(), "s3cr") || strings.Contains(err.Error(), "t@nats") || strings.Contains(err.Error(), "tok3n") {
+		t.Errorf("secret in %q", err)
+	}
+	if !strings.Contains(err.Error(), "nats://REDACTED@nats.example:4222") || !strings.Contains(err.Error(), "tls://REDACTED@b:4443/x") {
+		t.Errorf("hosts lost: %q", err)
 	}
 }

@@ -34,9 +34,10 @@ type Cluster struct {
 // until a JetStream meta leader exists that sees all n nodes (so an R3 stream
 // can be created right away) and a client's account info request succeeds.
 //
-// Host, SyncAlways, Logger and MaxPayload of base apply to every node;
-// base.ServerName, if set, replaces the default node name prefix "n" (nodes
-// are named prefix0, prefix1, …). base.Port and base.StoreDir must be zero.
+// Host, SyncAlways, Logger, MaxPayload and MaxControlLine of base apply to
+// every node; base.ServerName, if set, replaces the default node name prefix
+// "n" (nodes are named prefix0, prefix1, …). base.Port and base.StoreDir
+// must be zero.
 func StartCluster(n int, dir string, base Options) (*Cluster, error) {
 	if n < 2 {
 		return nil, fmt.Errorf("natsembed: cluster needs at least 2 nodes, got %d", n)

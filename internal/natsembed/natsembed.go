@@ -65,6 +65,11 @@ type Options struct {
 	// MaxPayload is the maximum message payload in bytes; 0 keeps the
 	// server default (1 MiB).
 	MaxPayload int32
+	// MaxControlLine is the longest protocol line (such as a PUB with its
+	// subject and reply) the server accepts; a client that sends a longer
+	// one gets "-ERR 'maximum control line exceeded'" and is disconnected
+	// for good. 0 keeps the server default (4096 bytes).
+	MaxControlLine int32
 }
 
 // clusterConfig holds the route settings of a cluster node. The ports are
@@ -78,7 +83,7 @@ type clusterConfig struct {
 // Server is an embedded nats-server with JetStream. Its methods are safe
 // for concurrent use.
 type Server struct {
-	opts    Options        // as given, Host defaulted; opts.Port may be 0
+	opts    Options        // as given, Host defaulted; opts.Port may be 0; MaxControlLine changes under opMu
 	cluster *clusterConfig // nil for a standalone server
 
 	// opMu serialises the lifecycle operations Start, Shutdown, Kill and
@@ -115,6 +120,9 @@ func newServer(opts Options, cc *clusterConfig) (*Server, error) {
 	}
 	if opts.MaxPayload < 0 {
 		return nil, fmt.Errorf("natsembed: invalid MaxPayload %d", opts.MaxPayload)
+	}
+	if opts.MaxControlLine < 0 {
+		return nil, fmt.Errorf("natsembed: invalid MaxControlLine %d", opts.MaxControlLine)
 	}
 	if opts.Host == "" {
 		opts.Host = "127.0.0.1"
@@ -167,22 +175,7 @@ func (s *Server) start() error {
 // launch creates and starts one server instance on the given client port and
 // waits until it is ready. On failure the instance is shut down.
 func (s *Server) launch(port int) (*server.Server, error) {
-	sopts := &server.Options{
-		ServerName: s.opts.ServerName,
-		Host:       s.opts.Host,
-		Port:       port,
-		JetStream:  true,
-		StoreDir:   s.opts.StoreDir,
-		SyncAlways: s.opts.SyncAlways,
-		MaxPayload: s.opts.MaxPayload,
-		NoLog:      true, // replaced by SetLoggerV2 below
-		NoSigs:     true,
-	}
-	if cc := s.cluster; cc != nil {
-		sopts.Cluster = server.ClusterOpts{Name: cc.name, Host: s.opts.Host, Port: cc.port}
-		sopts.Routes = server.RoutesFromStr(strings.Join(cc.routes, ","))
-	}
-	ns, err := server.NewServer(sopts)
+	ns, err := server.NewServer(s.serverOptions(port))
 	if err != nil {
 		return nil, fmt.Errorf("natsembed: new server: %w", err)
 	}
@@ -210,6 +203,43 @@ func (s *Server) launch(port int) (*server.Server, error) {
 			return nil, fmt.Errorf("natsembed: server on port %d not ready with JetStream after %s", port, readyTimeout)
 		}
 	}
+}
+
+// serverOptions are the nats-server options of an instance on port.
+func (s *Server) serverOptions(port int) *server.Options {
+	sopts := &server.Options{
+		ServerName:     s.opts.ServerName,
+		Host:           s.opts.Host,
+		Port:           port,
+		JetStream:      true,
+		StoreDir:       s.opts.StoreDir,
+		SyncAlways:     s.opts.SyncAlways,
+		MaxPayload:     s.opts.MaxPayload,
+		MaxControlLine: s.opts.MaxControlLine,
+		NoLog:          true, // replaced by SetLoggerV2 in launch
+		NoSigs:         true,
+	}
+	if cc := s.cluster; cc != nil {
+		sopts.Cluster = server.ClusterOpts{Name: cc.name, Host: s.opts.Host, Port: cc.port}
+		sopts.Routes = server.RoutesFromStr(strings.Join(cc.routes, ","))
+	}
+	return sopts
+}
+
+// SetMaxControlLine changes MaxControlLine for the next Restart. (A
+// configuration reload would change it for connected clients too, but
+// nats-server reads the limit without synchronisation while parsing, which
+// the race detector reports.) After the restart, a client whose protocol
+// line is longer is disconnected for good: that is how a test makes the
+// server end a connection that the client will not reconnect.
+func (s *Server) SetMaxControlLine(n int32) error {
+	if n < 0 {
+		return fmt.Errorf("natsembed: invalid MaxControlLine %d", n)
+	}
+	s.opMu.Lock()
+	defer s.opMu.Unlock()
+	s.opts.MaxControlLine = n
+	return nil
 }
 
 // stop shuts a server instance down and waits until it is gone.

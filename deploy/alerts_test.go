@@ -1,0 +1,153 @@
+package deploy_test
+
+import (
+	"context"
+	"log/slog"
+	"strings"
+	"testing"
+	"time"
+
+	monitoringv1 "github.com/prometheus-operator/prometheus-operator/pkg/apis/monitoring/v1"
+	"github.com/prometheus/common/model"
+	"github.com/prometheus/prometheus/model/labels"
+	"github.com/prometheus/prometheus/promql/promqltest"
+	"github.com/prometheus/prometheus/rules"
+
+	"github.com/agentrelay/agentrelay/deploy/internal/promcheck"
+)
+
+// scrapeInterval is the ServiceMonitor's; rules are evaluated as often.
+const scrapeInterval = 30 * time.Second
+
+// replica is the target labels of one replica's series.
+const replica = `{namespace="agentrelay", pod="agentrelay-0", job="agentrelay"}`
+
+// timeline is one replica's scrapes, one value per scrape interval for each
+// series: a number, "_" for no sample, or "stale" for the staleness marker
+// Prometheus writes when a series disappears (a failed scrape).
+type timeline map[string][]string
+
+// repeat returns v n times.
+func repeat(v string, n int) []string {
+	out := make([]string, n)
+	for i := range out {
+		out[i] = v
+	}
+	return out
+}
+
+// firesAt evaluates the rule the way Prometheus does, once per interval over
+// the timeline, and returns when it first fires (its for duration
+// included), or -1 if it never does.
+func firesAt(t *testing.T, r monitoringv1.Rule, tl timeline) time.Duration {
+	t.Helper()
+	var load strings.Builder
+	load.WriteString("load 30s\n")
+	steps := 0
+	for name, vals := range tl {
+		load.WriteString("  " + name + replica + " " + strings.Join(vals, " ") + "\n")
+		steps = max(steps, len(vals))
+	}
+	storage := promqltest.LoadedStorage(t, load.String())
+	t.Cleanup(func() { _ = storage.Close() })
+	expr, err := promcheck.Parse(r.Expr.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var hold time.Duration
+	if r.For != nil {
+		d, err := model.ParseDuration(string(*r.For))
+		if err != nil {
+			t.Fatal(err)
+		}
+		hold = time.Duration(d)
+	}
+	rule := rules.NewAlertingRule(r.Alert, expr, hold, 0, labels.EmptyLabels(), labels.EmptyLabels(), labels.EmptyLabels(), "", false, slog.New(slog.DiscardHandler))
+	query := rules.EngineQueryFunc(promqltest.NewTestEngine(t, false, 0, promqltest.DefaultMaxSamplesPerQuery), storage)
+	for i := range steps {
+		at := time.Duration(i) * scrapeInterval
+		if _, err := rule.Eval(context.Background(), 0, time.Unix(0, 0).Add(at), query, nil, 0); err != nil {
+			t.Fatalf("evaluating %s at %v: %v", r.Alert, at, err)
+		}
+		for _, a := range rule.ActiveAlerts() {
+			if a.State == rules.StateFiring {
+				return at
+			}
+		}
+	}
+	return -1
+}
+
+func alertRule(t *testing.T, name string) monitoringv1.Rule {
+	t.Helper()
+	for _, r := range alertRules(t, renderExample(t)) {
+		if r.Alert == name {
+			return r
+		}
+	}
+	t.Fatalf("no alert %s", name)
+	return monitoringv1.Rule{}
+}
+
+// A replica whose NATS connection is closed for good must page, whether the
+// process stays up with it (the issue: agentrelay_ready stayed 1, only
+// agentrelay_nats_connected said 0) or exits and is restarted into the same
+// failure again and again; a short disconnect or a single restart must not.
+func TestReplicaWithAClosedConnectionTripsAnAlert(t *testing.T) {
+	r := alertRule(t, "AgentrelayReplicaNotReady")
+	const minutes = 2 // samples per minute
+	up, ready, connected := repeat("1", 40), repeat("1", 40), repeat("1", 40)
+
+	// Closed at minute 2, the process left up, agentrelay_ready still 1.
+	zombie := timeline{"up": up, "agentrelay_ready": ready,
+		"agentrelay_nats_connected": append(repeat("1", 2*minutes), repeat("0", 36)...)}
+
+	// Closed at minute 2; the worker exits; the kubelet restarts it after a
+	// growing back-off, and each new process hits the same failure: scrapes
+	// mostly fail, and one that succeeds finds it starting up.
+	var crashUp, crashReady, crashConnected []string
+	crashUp = append(crashUp, repeat("1", 2*minutes)...)
+	crashReady = append(crashReady, repeat("1", 2*minutes)...)
+	crashConnected = append(crashConnected, repeat("1", 2*minutes)...)
+	for _, down := range []int{1, 2, 4, 8, 12} {
+		crashUp = append(append(crashUp, repeat("0", down)...), "1")
+		crashReady = append(append(append(crashReady, "stale"), repeat("_", down-1)...), "0")
+		crashConnected = append(append(append(crashConnected, "stale"), repeat("_", down-1)...), "1")
+	}
+	crashLoop := timeline{"up": crashUp, "agentrelay_ready": crashReady, "agentrelay_nats_connected": crashConnected}
+
+	// A broker restart: disconnected for a minute, then back.
+	blip := timeline{"up": up, "agentrelay_ready": ready,
+		"agentrelay_nats_connected": append(append(repeat("1", 4), repeat("0", 2)...), repeat("1", 34)...)}
+
+	// Closed once; the worker exits, restarts within a minute and is fine.
+	restarted := timeline{
+		"up":                        append(append(repeat("1", 4), repeat("0", 2)...), repeat("1", 34)...),
+		"agentrelay_ready":          append(append(repeat("1", 4), "stale", "_", "0"), repeat("1", 33)...),
+		"agentrelay_nats_connected": append(append(repeat("1", 4), "stale", "_"), repeat("1", 34)...),
+	}
+
+	for _, c := range []struct {
+		name   string
+		tl     timeline
+		within time.Duration // -1: must not fire
+	}{
+		{"closed, process left up", zombie, 10 * time.Minute},
+		{"closed, process restarting into the same failure", crashLoop, 15 * time.Minute},
+		{"healthy", timeline{"up": up, "agentrelay_ready": ready, "agentrelay_nats_connected": connected}, -1},
+		{"disconnected for a minute", blip, -1},
+		{"closed once, restarted, recovered", restarted, -1},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			at := firesAt(t, r, c.tl)
+			switch {
+			case c.within < 0 && at >= 0:
+				t.Errorf("fires at %v", at)
+			case c.within >= 0 && at < 0:
+				t.Errorf("never fires, want within %v", c.within)
+			case c.within >= 0 && at > c.within:
+				t.Errorf("fires at %v, want within %v", at, c.within)
+			}
+		})
+	}
+}
