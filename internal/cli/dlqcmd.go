@@ -97,8 +97,8 @@ func (f *filterFlags) known(ctx context.Context, t *toolConn, s *dlq.Store) erro
 	}
 	for _, c := range []struct {
 		flag, value, what string
-		known           []string
-		filter          dlq.Filter
+		known             []string
+		filter            dlq.Filter
 	}{
 		{"route", f.route, "route", routes, dlq.Filter{Route: f.route, Limit: 1}},
 		{"reason", f.reason, "reason", dlq.Reasons, dlq.Filter{Reason: f.reason, Limit: 1}},

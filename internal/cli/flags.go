@@ -61,15 +61,15 @@ func share(flag string, v float64) error {
 
 // Bounds of the flags.
 const (
-	minWatch, maxWatch     = time.Second, time.Hour
-	maxLimit               = 10_000_000
-	maxPreview             = 4096
-	maxReplayRate          = 10_000.0
-	maxPublishCount        = 1_000_000
-	minPublishTimeout      = 100 * time.Millisecond
-	maxPublishTimeout      = 10 * time.Minute
-	maxEmulatorLatency     = 10 * time.Minute
-	minHTTPStatus          = 100
-	maxHTTPStatus          = 599
-	maxPort                = math.MaxUint16
+	minWatch, maxWatch = time.Second, time.Hour
+	maxLimit           = 10_000_000
+	maxPreview         = 4096
+	maxReplayRate      = 10_000.0
+	maxPublishCount    = 1_000_000
+	minPublishTimeout  = 100 * time.Millisecond
+	maxPublishTimeout  = 10 * time.Minute
+	maxEmulatorLatency = 10 * time.Minute
+	minHTTPStatus      = 100
+	maxHTTPStatus      = 599
+	maxPort            = math.MaxUint16
 )
