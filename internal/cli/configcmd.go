@@ -1,8 +1,6 @@
 package cli
 
 import (
-	"fmt"
-
 	"github.com/spf13/cobra"
 )
 
@@ -20,7 +18,7 @@ list every problem with the path of its field. Exits 0 when valid, 2 when not.`,
 			if err != nil {
 				return err
 			}
-			fmt.Fprintf(e.stdout, "%s: ok (%d routes, %d managed streams, dead letters to %s on %s.>)\n",
+			printf(e.stdout, "%s: ok (%d routes, %d managed streams, dead letters to %s on %s.>)\n",
 				args[0], len(c.Routes), len(c.Streams), c.DeadLetter.Stream, c.DeadLetter.SubjectPrefix)
 			return nil
 		},

@@ -192,7 +192,7 @@ func freeAddr(addr string) string {
 }
 
 func printDevBanner(e *env, natsURL, apiURL, metricsAddr string) {
-	fmt.Fprintf(e.stderr, `
+	printf(e.stderr, `
 agentrelay dev is running.
   NATS (JetStream)  %s   stream %s, subjects demo.>
   API emulator      %s   token %q

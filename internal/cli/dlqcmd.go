@@ -242,12 +242,18 @@ func newDLQShowCmd(e *env, g *globalFlags) *cobra.Command {
 		Short: "Show one dead letter: every header and the body",
 		Long: `Show one dead letter: why it is one, where it came from, every header and the
 body. Control characters are escaped; --raw writes the body's exact bytes to
-stdout instead (for piping into a file or jq).`,
+stdout instead (for piping into a file or jq; refused when stdout is a
+terminal).`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			seq, err := strconv.ParseUint(args[0], 10, 64)
 			if err != nil || seq == 0 {
 				return usageError{fmt.Errorf("%q is not a sequence number (from 1)", args[0])}
+			}
+			if raw && isTerminal(e.stdout) {
+				// The exact bytes are for a file or a program; on a
+				// terminal they could carry escape sequences.
+				return usageError{errors.New("--raw writes the body's exact bytes: redirect it to a file or pipe it into a program, not a terminal")}
 			}
 			t, s, err := openStore(cmd.Context(), e, g)
 			if err != nil {
