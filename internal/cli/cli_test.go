@@ -288,18 +288,14 @@ func TestInterruptedReplayCanBeRerun(t *testing.T) {
 
 	// And one dead letter replayed but not deleted, as if killed between
 	// the publish ack and the delete.
-	tc, err := connectTool(context.Background(), &env{stdout: io.Discard, stderr: io.Discard, getenv: os.Getenv, lookupEnv: os.LookupEnv}, &globalFlags{configPath: s.cfgPath})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer tc.Close()
+	tc := s.toolConn()
 	store := openStoreT(t, tc)
 	l := firstLetter(t, store)
 	m, err := store.ReplayMsg(l, false)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := tc.js.PublishMsg(context.Background(), m, jetstream.WithMsgID(replayID(l.Seq))); err != nil {
+	if _, err := tc.js.PublishMsg(context.Background(), m, jetstream.WithMsgID(replayID(l))); err != nil {
 		t.Fatal(err)
 	}
 

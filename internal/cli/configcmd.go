@@ -1,7 +1,6 @@
 package cli
 
 import (
-	"fmt"
 	"os"
 
 	"github.com/spf13/cobra"
@@ -39,7 +38,7 @@ where the secrets are not present). Exits 0 when valid, 2 when not.`,
 			if skipTokens {
 				tokens = "tokens not checked"
 			}
-			fmt.Fprintf(e.stdout, "%s: ok (%d routes, %d managed streams, dead letters to %s on %s.>, %s)\n",
+			printf(e.stdout, "%s: ok (%d routes, %d managed streams, dead letters to %s on %s.>, %s)\n",
 				args[0], len(c.Routes), len(c.Streams), c.DeadLetter.Stream, c.DeadLetter.SubjectPrefix, tokens)
 			return nil
 		},

@@ -64,6 +64,9 @@ No NATS install and no token are needed.`,
 }
 
 func runDev(ctx context.Context, e *env, g *globalFlags, f *devFlags) error {
+	if err := checkFlags(intIn("nats-port", f.natsPort, 1, maxPort, "any free port")); err != nil {
+		return err
+	}
 	lc := g.logConfig()
 	log, err := logger(e, lc)
 	if err != nil {
@@ -189,7 +192,7 @@ func freeAddr(addr string) string {
 }
 
 func printDevBanner(e *env, natsURL, apiURL, metricsAddr string) {
-	fmt.Fprintf(e.stderr, `
+	printf(e.stderr, `
 agentrelay dev is running.
   NATS (JetStream)  %s   stream %s, subjects demo.>
   API emulator      %s   token %q

@@ -3,21 +3,21 @@ package cli
 import (
 	"bufio"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/schollz/progressbar/v3"
 	"github.com/spf13/cobra"
 	"golang.org/x/time/rate"
 
-	"github.com/agentrelay/agentrelay/agentapi"
 	"github.com/agentrelay/agentrelay/internal/dlq"
 )
 
@@ -32,12 +32,20 @@ func (f *filterFlags) register(cmd *cobra.Command) {
 	fl := cmd.Flags()
 	fl.StringVar(&f.route, "route", "", "only this route")
 	fl.StringVar(&f.reason, "reason", "", "only this reason (forbidden, max_attempts, invalid_json, ...)")
-	fl.IntVar(&f.status, "status", 0, "only this last HTTP status")
+	fl.IntVar(&f.status, "status", 0, "only this last HTTP status (100-599)")
 	fl.StringVar(&f.subject, "subject", "", "only this original subject (wildcards * and > allowed)")
 	fl.StringVar(&f.since, "since", "", "only dead letters stored since a time (RFC 3339) or a duration ago (2h, 3d)")
 	fl.StringVar(&f.until, "until", "", "only dead letters stored before a time or a duration ago")
 	fl.StringSliceVar(&f.seqs, "seq", nil, "only these dead-letter sequences (comma-separated or repeated)")
 	fl.IntVar(&f.limit, "limit", 0, "at most this many (0: all)")
+}
+
+// check bounds the numeric filters.
+func (f *filterFlags) check() []error {
+	return []error{
+		intIn("status", f.status, minHTTPStatus, maxHTTPStatus, "any status"),
+		intIn("limit", f.limit, 1, maxLimit, "all"),
+	}
 }
 
 func (f *filterFlags) filter(now time.Time) (dlq.Filter, error) {
@@ -60,14 +68,53 @@ func (f *filterFlags) filter(now time.Time) (dlq.Filter, error) {
 	return out, nil
 }
 
-// open parses the filter and opens the dead-letter stream.
+// open parses the filter, opens the dead-letter stream and checks that
+// the route and reason filters name something that exists.
 func (f *filterFlags) open(ctx context.Context, e *env, g *globalFlags) (dlq.Filter, *toolConn, *dlq.Store, error) {
 	filter, err := f.filter(time.Now())
 	if err != nil {
 		return filter, nil, nil, err
 	}
 	t, s, err := openStore(ctx, e, g)
-	return filter, t, s, err
+	if err != nil {
+		return filter, nil, nil, err
+	}
+	if err := f.known(ctx, t, s); err != nil {
+		t.Close()
+		return filter, nil, nil, err
+	}
+	return filter, t, s, nil
+}
+
+// known refuses a --route or --reason that neither the configuration (or
+// this version's reasons) nor any dead letter knows: a typo would
+// otherwise select nothing, silently. A route gone from the configuration,
+// or a reason of another version, still filters while letters carry it.
+func (f *filterFlags) known(ctx context.Context, t *toolConn, s *dlq.Store) error {
+	routes := make([]string, 0, len(t.cfg.Routes))
+	for _, r := range t.cfg.Routes {
+		routes = append(routes, r.Name)
+	}
+	for _, c := range []struct {
+		flag, value, what string
+		known             []string
+		filter            dlq.Filter
+	}{
+		{"route", f.route, "route", routes, dlq.Filter{Route: f.route, Limit: 1}},
+		{"reason", f.reason, "reason", dlq.Reasons, dlq.Filter{Reason: f.reason, Limit: 1}},
+	} {
+		if c.value == "" || slices.Contains(c.known, c.value) {
+			continue
+		}
+		n, err := s.Matching(ctx, c.filter)
+		if err != nil {
+			return err
+		}
+		if n == 0 {
+			return usageError{fmt.Errorf("--%s: no %s %q in the configuration or the dead letters%s", c.flag, c.what, c.value, suggestion(c.value, c.known))}
+		}
+	}
+	return nil
 }
 
 func (f *filterFlags) empty() bool {
@@ -142,6 +189,9 @@ func newDLQListCmd(e *env, g *globalFlags) *cobra.Command {
 		Short: "List dead letters with their reason, status and a body preview",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := checkFlags(append(f.check(), intIn("preview", preview, 0, maxPreview, ""))...); err != nil {
+				return err
+			}
 			filter, t, s, err := f.open(cmd.Context(), e, g)
 			if err != nil {
 				return err
@@ -149,48 +199,33 @@ func newDLQListCmd(e *env, g *globalFlags) *cobra.Command {
 			defer t.Close()
 			tw := tabwriter.NewWriter(e.stdout, 0, 0, 2, ' ', 0)
 			if !asJSON {
-				fmt.Fprintln(tw, "SEQ\tDEAD-LETTERED\tROUTE\tREASON\tSTATUS\tATTEMPTS\tSUBJECT\tKEY\tBODY")
+				printf(tw, "SEQ\tDEAD-LETTERED\tROUTE\tREASON\tSTATUS\tATTEMPTS\tSUBJECT\tKEY\tBODY\n")
 			}
 			n := 0
-			enc := json.NewEncoder(e.stdout)
 			err = s.Scan(cmd.Context(), filter, preview == 0 && !asJSON, func(l dlq.Letter) (bool, error) {
 				n++
 				if asJSON {
-					return true, enc.Encode(toJSON(l, false))
+					return true, writeJSON(e.stdout, toJSON(l, false), false)
 				}
 				status := "-"
 				if l.Status != 0 {
 					status = strconv.Itoa(l.Status)
 				}
-				fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%d\t%s\t%s\t%s\n", l.Seq, l.Stored.UTC().Format(time.RFC3339),
+				printf(tw, "%d\t%s\t%s\t%s\t%s\t%d\t%s\t%s\t%s\n", l.Seq, l.Stored.UTC().Format(time.RFC3339),
 					safe(l.Route, 40), safe(l.Reason, 40), status, l.Attempts, safe(l.OrigSubject, 60), safe(l.IdempotencyKey, 40), bodyPreview(l, preview))
 				return true, nil
 			})
 			if !asJSON {
 				_ = tw.Flush()
-				fmt.Fprintf(e.stderr, "%d dead letters\n", n)
+				printf(e.stderr, "%d dead letters\n", n)
 			}
 			return err
 		},
 	}
 	f.register(cmd)
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print one JSON object per line")
-	cmd.Flags().IntVar(&preview, "preview", 60, "characters of the body to show (0: none, and bodies are not fetched)")
+	cmd.Flags().IntVar(&preview, "preview", 60, fmt.Sprintf("characters of the body to show, at most %d (0: none, and bodies are not fetched)", maxPreview))
 	return cmd
-}
-
-// safe neutralises control characters and escape sequences in text from a
-// message before it reaches a terminal, and bounds its length.
-func safe(s string, max int) string {
-	s = agentapi.SanitizeText([]byte(s))
-	if max > 0 && len(s) > max {
-		cut := max
-		for cut > 0 && s[cut]&0xc0 == 0x80 {
-			cut--
-		}
-		s = s[:cut] + "…"
-	}
-	return s
 }
 
 func bodyPreview(l dlq.Letter, n int) string {
@@ -207,12 +242,18 @@ func newDLQShowCmd(e *env, g *globalFlags) *cobra.Command {
 		Short: "Show one dead letter: every header and the body",
 		Long: `Show one dead letter: why it is one, where it came from, every header and the
 body. Control characters are escaped; --raw writes the body's exact bytes to
-stdout instead (for piping into a file or jq).`,
+stdout instead (for piping into a file or jq; refused when stdout is a
+terminal).`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			seq, err := strconv.ParseUint(args[0], 10, 64)
 			if err != nil || seq == 0 {
-				return usageError{fmt.Errorf("%q is not a sequence number", args[0])}
+				return usageError{fmt.Errorf("%q is not a sequence number (from 1)", args[0])}
+			}
+			if raw && isTerminal(e.stdout) {
+				// The exact bytes are for a file or a program; on a
+				// terminal they could carry escape sequences.
+				return usageError{errors.New("--raw writes the body's exact bytes: redirect it to a file or pipe it into a program, not a terminal")}
 			}
 			t, s, err := openStore(cmd.Context(), e, g)
 			if err != nil {
@@ -228,9 +269,7 @@ stdout instead (for piping into a file or jq).`,
 				_, err = e.stdout.Write(l.Data)
 				return err
 			case asJSON:
-				enc := json.NewEncoder(e.stdout)
-				enc.SetIndent("", "  ")
-				return enc.Encode(toJSON(l, true))
+				return writeJSON(e.stdout, toJSON(l, true), true)
 			}
 			printLetter(e.stdout, l)
 			return nil
@@ -243,7 +282,7 @@ stdout instead (for piping into a file or jq).`,
 
 func printLetter(w io.Writer, l dlq.Letter) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	row := func(k, v string) { fmt.Fprintf(tw, "%s\t%s\n", k, safe(v, 0)) }
+	row := func(k, v string) { printf(tw, "%s\t%s\n", k, v) }
 	row("sequence", strconv.FormatUint(l.Seq, 10))
 	row("dead-lettered", l.Stored.UTC().Format(time.RFC3339Nano))
 	row("reason", l.Reason)
@@ -260,7 +299,7 @@ func printLetter(w io.Writer, l dlq.Letter) {
 	row("attempts", strconv.Itoa(l.Attempts))
 	row("idempotency key", l.IdempotencyKey)
 	_ = tw.Flush()
-	fmt.Fprintln(w, "\nheaders:")
+	printf(w, "\nheaders:\n")
 	keys := make([]string, 0, len(l.Header))
 	for k := range l.Header {
 		keys = append(keys, k)
@@ -268,15 +307,15 @@ func printLetter(w io.Writer, l dlq.Letter) {
 	sort.Strings(keys)
 	for _, k := range keys {
 		for _, v := range l.Header[k] {
-			fmt.Fprintf(w, "  %s: %s\n", safe(k, 0), safe(v, 0))
+			printf(w, "  %s: %s\n", k, v)
 		}
 	}
-	fmt.Fprintf(w, "\nbody (%d bytes):\n%s\n", len(l.Data), safe(string(l.Data), 0))
+	printf(w, "\nbody (%d bytes):\n%s\n", len(l.Data), string(l.Data))
 }
 
 func newDLQReplayCmd(e *env, g *globalFlags) *cobra.Command {
 	f := &filterFlags{}
-	var dryRun, newKey bool
+	var dryRun, newKey, allowTriggerChange bool
 	var perSecond float64
 	cmd := &cobra.Command{
 		Use:   "replay",
@@ -288,31 +327,77 @@ replay of that dead letter). Each dead letter is deleted only after the work
 stream acknowledged its replay, so an interrupted replay can be run again:
 nothing is lost and nothing is published twice.
 
+A dead letter's headers are anyone's who may publish to the dead-letter
+subjects, and replay publishes with your credentials, so a letter is
+replayed only to a subject its own route (Agentrelay-Route) consumes, for the
+trigger that route calls, from the dead-letter subject that subject maps to,
+and never to a system subject ($JS.*, $SYS.*, $KV.*, any "$" subject,
+_INBOX.*, _R_.*) or one with wildcards, empty tokens, spaces or control
+characters. Anything else is refused and left in place: --dry-run lists each
+refusal with its reason, and a replay counts them (and exits 1).
+
 Fix the cause first (permissions, trigger id, the agent), then replay; use
 "agentrelay status --watch 2s" to watch the route drain.`,
 		Example: `  agentrelay dlq replay --route complaints --reason forbidden --dry-run
   agentrelay dlq replay --route complaints --reason forbidden --rate 20`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if perSecond <= 0 {
-				return usageError{errors.New("--rate must be positive")}
+			if err := checkFlags(append(f.check(), positiveUpTo("rate", perSecond, maxReplayRate))...); err != nil {
+				return err
 			}
 			filter, t, s, err := f.open(cmd.Context(), e, g)
 			if err != nil {
 				return err
 			}
 			defer t.Close()
-			return replay(cmd.Context(), e, s, filter, dryRun, newKey, perSecond)
+			policy, err := replayPolicy(cmd.Context(), t, allowTriggerChange)
+			if err != nil {
+				return err
+			}
+			return replay(cmd.Context(), e, s, policy, filter, dryRun, newKey, perSecond)
 		},
 	}
 	f.register(cmd)
-	cmd.Flags().BoolVar(&dryRun, "dry-run", false, "show what would be replayed, change nothing")
+	cmd.Flags().BoolVar(&dryRun, "dry-run", false, "show what would be replayed and what refused, and why; change nothing")
 	cmd.Flags().BoolVar(&newKey, "new-key", false, "give each replay a new Idempotency-Key (the API will run the event again even if it had accepted it)")
-	cmd.Flags().Float64Var(&perSecond, "rate", 50, "replays per second at most")
+	cmd.Flags().BoolVar(&allowTriggerChange, "allow-trigger-change", false, "replay letters to their route's current trigger even when it is not the one they were dead-lettered for (after fixing a route's trigger_id)")
+	cmd.Flags().Float64Var(&perSecond, "rate", 50, fmt.Sprintf("replays per second at most (up to %v)", maxReplayRate))
 	return cmd
 }
 
-func replay(ctx context.Context, e *env, s *dlq.Store, filter dlq.Filter, dryRun, newKey bool, perSecond float64) error {
+// replayPolicy is where the configuration lets replays go: each route, the
+// subjects its consumer captures (its stream's, when it filters none) and
+// the trigger it calls.
+func replayPolicy(ctx context.Context, t *toolConn, allowTriggerChange bool) (dlq.Policy, error) {
+	p := dlq.Policy{AllowTriggerChange: allowTriggerChange}
+	for _, r := range t.cfg.Routes {
+		filters := r.Subjects
+		if len(filters) == 0 {
+			st, err := t.js.Stream(ctx, r.Stream)
+			switch {
+			case errors.Is(err, jetstream.ErrStreamNotFound):
+				// captures nothing: its letters are refused, saying why
+			case err != nil:
+				return p, fmt.Errorf("route %s: looking up stream %s: %w", r.Name, r.Stream, err)
+			default:
+				filters = st.CachedInfo().Config.Subjects
+			}
+		}
+		p.Routes = append(p.Routes, dlq.Route{Name: r.Name, Stream: r.Stream, TriggerID: r.TriggerID, Filters: filters})
+	}
+	return p, nil
+}
+
+// refusalText is why a letter is refused, with what to do about a trigger
+// that changed.
+func refusalText(r *dlq.Refusal) string {
+	if errors.Is(r, dlq.ErrTriggerChanged) {
+		return r.Reason + " (--allow-trigger-change to replay it to the route's trigger)"
+	}
+	return r.Reason
+}
+
+func replay(ctx context.Context, e *env, s *dlq.Store, policy dlq.Policy, filter dlq.Filter, dryRun, newKey bool, perSecond float64) error {
 	filter, err := s.Bounded(ctx, filter)
 	if err != nil {
 		return err
@@ -322,7 +407,7 @@ func replay(ctx context.Context, e *env, s *dlq.Store, filter dlq.Filter, dryRun
 		return err
 	}
 	if total == 0 {
-		fmt.Fprintln(e.stdout, "no dead letters match")
+		printf(e.stdout, "no dead letters match\n")
 		return nil
 	}
 	var bar *progressbar.ProgressBar
@@ -338,22 +423,39 @@ func replay(ctx context.Context, e *env, s *dlq.Store, filter dlq.Filter, dryRun
 	}
 	limiter := rate.NewLimiter(rate.Limit(perSecond), 1)
 	start := time.Now()
-	var replayed, dups int
+	var replayed, dups, refused int
 	err = s.Scan(ctx, filter, false, func(l dlq.Letter) (bool, error) {
+		var r *dlq.Refusal
 		if dryRun {
+			if _, err := s.Check(policy, l); errors.As(err, &r) {
+				refused++
+				printf(e.stdout, "refuse %d: %s\n", l.Seq, refusalText(r))
+				return true, nil
+			}
 			m, err := s.ReplayMsg(l, newKey)
 			if err != nil {
 				return false, err
 			}
-			fmt.Fprintf(e.stdout, "would replay %d (%s, %s) to %s with Idempotency-Key %s\n",
+			printf(e.stdout, "would replay %d (%s, %s) to %s with Idempotency-Key %s\n",
 				l.Seq, safe(l.Route, 40), safe(l.Reason, 40), safe(m.Subject, 80), safe(m.Header.Get("Idempotency-Key"), 80))
 			replayed++
 			return true, nil
 		}
-		if err := limiter.Wait(ctx); err != nil {
-			return false, err
+		if bar != nil {
+			defer func() { _ = bar.Add(1) }()
 		}
-		ack, err := s.Replay(ctx, l, newKey)
+		// Refusals cost no publish, so they do not wait for the limiter.
+		if _, err := s.Check(policy, l); err == nil {
+			if err := limiter.Wait(ctx); err != nil {
+				return false, err
+			}
+		}
+		ack, err := s.Replay(ctx, policy, l, newKey)
+		if errors.As(err, &r) {
+			refused++
+			printf(e.stdout, "refused %d: %s\n", l.Seq, refusalText(r))
+			return true, nil
+		}
 		if err != nil {
 			return false, err
 		}
@@ -361,31 +463,37 @@ func replay(ctx context.Context, e *env, s *dlq.Store, filter dlq.Filter, dryRun
 		if ack.Duplicate {
 			dups++
 		}
-		if bar != nil {
-			_ = bar.Add(1)
-		}
 		return true, nil
 	})
 	if bar != nil {
 		_ = bar.Finish()
 	}
 	took := time.Since(start).Round(time.Millisecond)
+	left := ""
+	if refused > 0 {
+		left = fmt.Sprintf("; refused %d, left in place (dlq replay --dry-run says why)", refused)
+	}
 	switch {
 	case dryRun:
-		fmt.Fprintf(e.stdout, "dry run: %d dead letters would be replayed\n", replayed)
+		printf(e.stdout, "dry run: %d would be replayed, %d refused\n", replayed, refused)
 	case err != nil:
-		fmt.Fprintf(e.stdout, "replayed %d of %d dead letters in %s before stopping; run the same command again to continue (it is safe)\n", replayed, total, took)
+		printf(e.stdout, "replayed %d of %d dead letters in %s before stopping%s; run the same command again to continue (it is safe)\n", replayed, total, took.String(), left)
 	default:
-		fmt.Fprintf(e.stdout, "replayed %d dead letters in %s", replayed, took)
+		printf(e.stdout, "replayed %d dead letters in %s", replayed, took.String())
 		if dups > 0 {
-			fmt.Fprintf(e.stdout, " (%d had already been replayed by an earlier, interrupted run)", dups)
+			printf(e.stdout, " (%d had already been replayed by an earlier, interrupted run)", dups)
 		}
-		fmt.Fprintln(e.stdout)
+		printf(e.stdout, "%s\n", left)
 	}
-	if errors.Is(err, context.Canceled) {
+	switch {
+	case errors.Is(err, context.Canceled):
 		return errors.New("interrupted")
+	case err != nil:
+		return err
+	case refused > 0 && !dryRun:
+		return fmt.Errorf("%d of %d dead letters refused", refused, total)
 	}
-	return err
+	return nil
 }
 
 func newDLQPurgeCmd(e *env, g *globalFlags) *cobra.Command {
@@ -396,6 +504,9 @@ func newDLQPurgeCmd(e *env, g *globalFlags) *cobra.Command {
 		Short: "Delete dead letters (asks for confirmation unless --yes)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := checkFlags(f.check()...); err != nil {
+				return err
+			}
 			filter, t, s, err := f.open(cmd.Context(), e, g)
 			if err != nil {
 				return err
@@ -411,7 +522,7 @@ func newDLQPurgeCmd(e *env, g *globalFlags) *cobra.Command {
 				return err
 			}
 			if total == 0 {
-				fmt.Fprintln(e.stdout, "no dead letters match")
+				printf(e.stdout, "no dead letters match\n")
 				return nil
 			}
 			if !yes {
@@ -419,7 +530,7 @@ func newDLQPurgeCmd(e *env, g *globalFlags) *cobra.Command {
 				if f.empty() {
 					what = "dead letters (ALL of them)"
 				}
-				fmt.Fprintf(e.stderr, "Delete %d %s from %s? This cannot be undone. [y/N] ", total, what, s.Name())
+				printf(e.stderr, "Delete %d %s from %s? This cannot be undone. [y/N] ", total, what, s.Name())
 				answer, _ := bufio.NewReader(e.stdin).ReadString('\n')
 				if a := strings.ToLower(strings.TrimSpace(answer)); a != "y" && a != "yes" {
 					return errors.New("not confirmed; nothing deleted (use --yes in scripts)")
@@ -433,7 +544,7 @@ func newDLQPurgeCmd(e *env, g *globalFlags) *cobra.Command {
 				deleted++
 				return true, nil
 			})
-			fmt.Fprintf(e.stdout, "deleted %d dead letters\n", deleted)
+			printf(e.stdout, "deleted %d dead letters\n", deleted)
 			return err
 		},
 	}

@@ -57,6 +57,16 @@ call any id, and agtch_demo_support is runnable.`,
 }
 
 func runEmulator(ctx context.Context, e *env, g *globalFlags, f *emulatorFlags) error {
+	if err := checkFlags(
+		durationIn("latency", f.faults.Latency, 0, maxEmulatorLatency, ""),
+		durationIn("latency-jitter", f.faults.LatencyJitter, 0, maxEmulatorLatency, ""),
+		share("error-rate", f.faults.ServerErrorRate),
+		share("rate-limit-rate", f.faults.RateLimitRate),
+		share("hang-rate", f.faults.HangRate),
+		share("drop-rate", f.faults.DropRate),
+	); err != nil {
+		return err
+	}
 	f.faults.RetryAfter = f.retryAfter
 	if err := f.faults.Validate(); err != nil {
 		return usageError{err}

@@ -2,6 +2,8 @@ package cli
 
 import (
 	"context"
+	"io"
+	"os"
 	"testing"
 	"time"
 
@@ -27,7 +29,18 @@ func firstLetter(t *testing.T, s *dlq.Store) dlq.Letter {
 	return l
 }
 
-func replayID(seq uint64) string { return dlq.ReplayMsgID(dlqName, seq) }
+func replayID(l dlq.Letter) string { return dlq.ReplayMsgID(dlqName, l.Seq, l.Stored) }
+
+// toolConn connects as the commands do, with the stack's configuration.
+func (s *stack) toolConn() *toolConn {
+	s.t.Helper()
+	tc, err := connectTool(context.Background(), &env{stdout: io.Discard, stderr: io.Discard, getenv: os.Getenv, lookupEnv: os.LookupEnv}, &globalFlags{configPath: s.cfgPath})
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	s.t.Cleanup(tc.Close)
+	return tc
+}
 
 func mustTime(t *testing.T, s string) time.Time {
 	t.Helper()

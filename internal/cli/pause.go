@@ -44,9 +44,9 @@ it the route stays paused until resumed.`,
 				return consumerError(r.Name, r.Stream, r.Durable, "pausing", err)
 			}
 			if until == "" {
-				fmt.Fprintf(e.stdout, "paused route %s (consumer %s on %s) until resumed\n", r.Name, r.Durable, r.Stream)
+				printf(e.stdout, "paused route %s (consumer %s on %s) until resumed\n", r.Name, r.Durable, r.Stream)
 			} else {
-				fmt.Fprintf(e.stdout, "paused route %s (consumer %s on %s) until %s\n", r.Name, r.Durable, r.Stream, resp.PauseUntil.UTC().Format(time.RFC3339))
+				printf(e.stdout, "paused route %s (consumer %s on %s) until %s\n", r.Name, r.Durable, r.Stream, resp.PauseUntil.UTC().Format(time.RFC3339))
 			}
 			return nil
 		},
@@ -69,7 +69,7 @@ func newResumeCmd(e *env, g *globalFlags) *cobra.Command {
 			if _, err := t.js.ResumeConsumer(cmd.Context(), r.Stream, r.Durable); err != nil {
 				return consumerError(r.Name, r.Stream, r.Durable, "resuming", err)
 			}
-			fmt.Fprintf(e.stdout, "resumed route %s (consumer %s on %s)\n", r.Name, r.Durable, r.Stream)
+			printf(e.stdout, "resumed route %s (consumer %s on %s)\n", r.Name, r.Durable, r.Stream)
 			return nil
 		},
 	}

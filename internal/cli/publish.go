@@ -63,8 +63,11 @@ else to --server.`,
 }
 
 func runPublish(ctx context.Context, e *env, g *globalFlags, f *publishFlags, subject string) error {
-	if f.count < 1 {
-		return usageError{fmt.Errorf("--count must be at least 1")}
+	if err := checkFlags(
+		intIn("count", f.count, 1, maxPublishCount, ""),
+		durationIn("timeout", f.timeout, minPublishTimeout, maxPublishTimeout, ""),
+	); err != nil {
+		return err
 	}
 	input := f.input
 	if input == "-" {
@@ -123,7 +126,7 @@ func runPublish(ctx context.Context, e *env, g *globalFlags, f *publishFlags, su
 		if ack.Duplicate {
 			dup = " (duplicate: the stream already had this message id)"
 		}
-		fmt.Fprintf(e.stdout, "published to %s: stream %s sequence %d%s\n", subject, ack.Stream, ack.Sequence, dup)
+		printf(e.stdout, "published to %s: stream %s sequence %d%s\n", subject, ack.Stream, ack.Sequence, dup)
 	}
 	return nil
 }

@@ -52,13 +52,13 @@ func Main(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io
 	var ue usageError
 	switch {
 	case errors.As(err, &ce):
-		fmt.Fprintln(stderr, err)
+		printError(stderr, "", err)
 		return ExitConfig
 	case errors.As(err, &ue):
-		fmt.Fprintln(stderr, "error:", err)
+		printError(stderr, "error: ", err)
 		return ExitConfig
 	default:
-		fmt.Fprintln(stderr, "error:", err)
+		printError(stderr, "error: ", err)
 		return ExitError
 	}
 }

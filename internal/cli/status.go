@@ -2,7 +2,6 @@ package cli
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -60,6 +59,9 @@ letters by reason. Exits 1 when a route's stream or consumer is missing.
 --watch refreshes every interval (e.g. to watch a route drain after a replay).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := checkFlags(durationIn("watch", watch, minWatch, maxWatch, "no refresh")); err != nil {
+				return err
+			}
 			t, err := connectTool(cmd.Context(), e, g)
 			if err != nil {
 				return err
@@ -74,11 +76,7 @@ letters by reason. Exits 1 when a route's stream or consumer is missing.
 					fmt.Fprint(e.stdout, "\033[H\033[2J")
 				}
 				if asJSON {
-					enc := json.NewEncoder(e.stdout)
-					if watch == 0 {
-						enc.SetIndent("", "  ")
-					}
-					if err := enc.Encode(rep); err != nil {
+					if err := writeJSON(e.stdout, rep, watch == 0); err != nil {
 						return err
 					}
 				} else {
@@ -102,7 +100,7 @@ letters by reason. Exits 1 when a route's stream or consumer is missing.
 	}
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
 	cmd.Flags().BoolVar(&noDLQ, "no-dead-letters", false, "skip counting dead letters (a scan of the dead-letter stream's headers)")
-	cmd.Flags().DurationVarP(&watch, "watch", "w", 0, "refresh every interval")
+	cmd.Flags().DurationVarP(&watch, "watch", "w", 0, fmt.Sprintf("refresh every interval, from %v to %v", minWatch, maxWatch))
 	return cmd
 }
 
@@ -171,7 +169,7 @@ func collectStatus(ctx context.Context, t *toolConn, countDL bool) (*statusRepor
 
 func printStatus(w io.Writer, rep *statusReport, countDL bool) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "ROUTE\tSTREAM\tCONSUMER\tPENDING\tACK PENDING\tREDELIVERED\tPAUSED\tDEAD LETTERS")
+	printf(tw, "ROUTE\tSTREAM\tCONSUMER\tPENDING\tACK PENDING\tREDELIVERED\tPAUSED\tDEAD LETTERS\n")
 	for _, r := range rep.Routes {
 		paused := "no"
 		if r.Paused {
@@ -182,22 +180,22 @@ func printStatus(w io.Writer, rep *statusReport, countDL bool) {
 			dl = "-"
 		}
 		if r.Problem != "" {
-			fmt.Fprintf(tw, "%s\t%s\t%s\t-\t-\t-\t-\t%s\t(%s)\n", r.Route, r.Stream, r.Consumer, dl, r.Problem)
+			printf(tw, "%s\t%s\t%s\t-\t-\t-\t-\t%s\t(%s)\n", r.Route, r.Stream, r.Consumer, dl, r.Problem)
 			continue
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\t%d\t%s\t%s\n", r.Route, r.Stream, r.Consumer, r.Pending, r.AckPending, r.Redelivered, paused, dl)
+		printf(tw, "%s\t%s\t%s\t%d\t%d\t%d\t%s\t%s\n", r.Route, r.Stream, r.Consumer, r.Pending, r.AckPending, r.Redelivered, paused, dl)
 	}
 	_ = tw.Flush()
 	d := rep.DeadLetter
 	if !d.Exists {
-		fmt.Fprintf(w, "\ndead-letter stream %s: not created yet (nothing dead-lettered)\n", d.Stream)
+		printf(w, "\ndead-letter stream %s: not created yet (nothing dead-lettered)\n", d.Stream)
 		return
 	}
-	fmt.Fprintf(w, "\ndead-letter stream %s: %d messages, %d bytes", d.Stream, d.Messages, d.Bytes)
+	printf(w, "\ndead-letter stream %s: %d messages, %d bytes", d.Stream, d.Messages, d.Bytes)
 	if len(d.Other) > 0 {
-		fmt.Fprintf(w, "; from routes not in this configuration: %s", reasonsText(d.Other))
+		printf(w, "; from routes not in this configuration: %s", reasonsText(d.Other))
 	}
-	fmt.Fprintln(w)
+	printf(w, "\n")
 }
 
 // reasonsText renders counts as "forbidden=2 max_attempts=1", sorted.

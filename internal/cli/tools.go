@@ -68,7 +68,11 @@ func (t *toolConn) route(name string) (config.Route, error) {
 		}
 		names = append(names, r.Name)
 	}
-	return config.Route{}, usageError{fmt.Errorf("no route %q in the configuration (routes: %s)", name, strings.Join(names, ", "))}
+	hint := suggestion(name, names)
+	if !strings.HasPrefix(hint, " (known") {
+		hint += " (routes: " + strings.Join(names, ", ") + ")"
+	}
+	return config.Route{}, usageError{fmt.Errorf("no route %q in the configuration%s", name, hint)}
 }
 
 // parseTime reads an absolute time (RFC 3339, or "2006-01-02 15:04:05" in

@@ -1,8 +1,6 @@
 package cli
 
 import (
-	"fmt"
-
 	"github.com/spf13/cobra"
 
 	"github.com/agentrelay/agentrelay/internal/buildinfo"
@@ -15,7 +13,7 @@ func newVersionCmd(e *env) *cobra.Command {
 		Args:  cobra.NoArgs,
 		RunE: func(*cobra.Command, []string) error {
 			bi := buildinfo.Get()
-			fmt.Fprintf(e.stdout, "agentrelay %s\nrevision %s\n%s\n", bi.Version, bi.Revision, bi.GoVersion)
+			printf(e.stdout, "agentrelay %s\nrevision %s\n%s\n", bi.Version, bi.Revision, bi.GoVersion)
 			return nil
 		},
 	}

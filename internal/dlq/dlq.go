@@ -11,6 +11,14 @@
 // once its replay is stored, and a replay published twice carries the same
 // message id (deduplicated by the work stream within its window) and the
 // same Idempotency-Key (deduplicated by the API after that).
+//
+// A dead letter's headers are anyone's to write who may publish to the
+// dead-letter subjects, and replay publishes with the operator's
+// credentials. So replay trusts no header on its own: a letter goes back
+// only to a subject its own route consumes, only if it sits on the
+// dead-letter subject that subject maps to, never to a system subject, and
+// a publish the work stream deduplicates counts only when the stored
+// message is this letter's replay (see Check and Replay).
 package dlq
 
 import (
@@ -24,12 +32,23 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/agentrelay/agentrelay/agentapi"
 	"github.com/agentrelay/agentrelay/consumer"
 )
 
 // ErrNoStream is returned when the dead-letter stream does not exist.
 var ErrNoStream = errors.New("dead-letter stream does not exist")
+
+// ErrNoLetter is returned by Get for a sequence the stream does not hold.
+var ErrNoLetter = errors.New("no dead letter")
+
+// notFound reports whether err says a stream message does not exist. The
+// server answers a missing sequence with a 404 API error (10037), which
+// the client does not always map to jetstream.ErrMsgNotFound.
+func notFound(err error) bool {
+	var apiErr *jetstream.APIError
+	return errors.Is(err, jetstream.ErrMsgNotFound) ||
+		(errors.As(err, &apiErr) && apiErr.ErrorCode == jetstream.JSErrCodeMessageNotFound)
+}
 
 // Letter is one dead letter.
 type Letter struct {
@@ -129,7 +148,8 @@ func (f Filter) Match(l Letter) bool {
 	return true
 }
 
-// subjectMatches reports whether subject matches a NATS filter with * and >.
+// subjectMatches reports whether a literal subject matches a NATS filter:
+// "*" matches one token, a final ">" one or more.
 func subjectMatches(filter, subject string) bool {
 	ft, st := strings.Split(filter, "."), strings.Split(subject, ".")
 	for i, t := range ft {
@@ -251,7 +271,7 @@ func (s *Store) scanSeqs(ctx context.Context, f Filter, fn func(Letter) (bool, e
 	v := &visitor{f: f, fn: fn}
 	for _, seq := range f.Seqs {
 		l, err := s.Get(ctx, seq)
-		if errors.Is(err, jetstream.ErrMsgNotFound) {
+		if errors.Is(err, ErrNoLetter) {
 			continue
 		}
 		if err != nil {
@@ -290,8 +310,8 @@ func (v *visitor) offer(l Letter) (bool, error) {
 func (s *Store) Get(ctx context.Context, seq uint64) (Letter, error) {
 	m, err := s.stream.GetMsg(ctx, seq)
 	if err != nil {
-		if errors.Is(err, jetstream.ErrMsgNotFound) {
-			return Letter{}, fmt.Errorf("dead letter %d: %w", seq, err)
+		if notFound(err) {
+			return Letter{}, fmt.Errorf("%w %d in stream %s", ErrNoLetter, seq, s.cfg.Stream)
 		}
 		return Letter{}, err
 	}
@@ -334,75 +354,11 @@ func (s *Store) Delete(ctx context.Context, seq uint64) error {
 	return s.stream.DeleteMsg(ctx, seq)
 }
 
-// ReplayMsgID is the Nats-Msg-Id a replayed dead letter is published with:
-// the same on every run, so a replay that was published but whose dead
-// letter was not yet deleted (an interrupted run) is deduplicated by the
-// work stream when the run is repeated.
-func ReplayMsgID(dlStream string, seq uint64) string {
-	return "agentrelay-replay:" + dlStream + ":" + strconv.FormatUint(seq, 10)
-}
-
-// HeaderReplayOf names the dead letter a replayed message came from.
-const HeaderReplayOf = "Agentrelay-Replay-Of"
-
-// ReplayMsg builds the message that replays l to its original subject: the
-// original body and the producer's headers, the Idempotency-Key of the
-// original call (or, with newKey, a fresh key that is still the same on every
-// replay of this dead letter), and none of the dead-letter bookkeeping.
-func (s *Store) ReplayMsg(l Letter, newKey bool) (*nats.Msg, error) {
-	if l.OrigSubject == "" {
-		return nil, fmt.Errorf("dead letter %d has no %s header: cannot tell where to replay it", l.Seq, consumer.HeaderSubject)
-	}
-	if l.Data == nil {
-		return nil, fmt.Errorf("dead letter %d was read without its body", l.Seq)
-	}
-	h := nats.Header{}
-	for k, v := range l.Header {
-		switch {
-		case hasPrefixFold(k, "Nats-"), hasPrefixFold(k, "Agentrelay-"), strings.EqualFold(k, consumer.HeaderIdempotencyKey):
-			// JetStream control headers, our bookkeeping, and the key
-			// (set below) are not the producer's.
-		default:
-			h[k] = v
-		}
-	}
-	key := l.IdempotencyKey
-	if newKey {
-		key = "replay-" + s.cfg.Stream + "-" + strconv.FormatUint(l.Seq, 10)
-	}
-	// A key that cannot be used (dead letters written before agentrelay
-	// kept such keys apart) is left out: the worker then keys the replay
-	// by its message id, which is valid and the same on every replay.
-	if key != "" && agentapi.ValidateIdempotencyKey(key) == nil {
-		h.Set(consumer.HeaderIdempotencyKey, key)
-	}
-	h.Set(HeaderReplayOf, s.cfg.Stream+":"+strconv.FormatUint(l.Seq, 10))
-	return &nats.Msg{Subject: l.OrigSubject, Data: l.Data, Header: h}, nil
-}
-
-func hasPrefixFold(s, prefix string) bool {
-	return len(s) >= len(prefix) && strings.EqualFold(s[:len(prefix)], prefix)
-}
-
-// Replay publishes l's replay and, once the work stream acknowledged it,
-// deletes l. It returns the replay's publish ack.
-func (s *Store) Replay(ctx context.Context, l Letter, newKey bool) (*jetstream.PubAck, error) {
-	m, err := s.ReplayMsg(l, newKey)
-	if err != nil {
-		return nil, err
-	}
-	ack, err := s.js.PublishMsg(ctx, m, jetstream.WithMsgID(ReplayMsgID(s.cfg.Stream, l.Seq)))
-	if err != nil {
-		if errors.Is(err, jetstream.ErrNoStreamResponse) || errors.Is(err, nats.ErrNoResponders) {
-			return nil, fmt.Errorf("replaying dead letter %d to %s: no stream captures that subject: %w", l.Seq, m.Subject, err)
-		}
-		return nil, fmt.Errorf("replaying dead letter %d to %s: %w", l.Seq, m.Subject, err)
-	}
-	if ack.Stream == s.cfg.Stream {
-		return ack, fmt.Errorf("replaying dead letter %d: %s is captured by the dead-letter stream itself", l.Seq, m.Subject)
-	}
-	if err := s.Delete(ctx, l.Seq); err != nil && !errors.Is(err, jetstream.ErrMsgNotFound) {
-		return ack, fmt.Errorf("dead letter %d was replayed (stream %s seq %d) but could not be deleted; running the replay again is safe: %w", l.Seq, ack.Stream, ack.Sequence, err)
-	}
-	return ack, nil
+// Reasons are the reasons this version of agentrelay dead-letters with.
+// Older or newer workers may write others.
+var Reasons = []string{
+	string(consumer.ReasonInvalidJSON), string(consumer.ReasonMissingInput), string(consumer.ReasonInputTooLarge),
+	string(consumer.ReasonInvalidUTF8), string(consumer.ReasonInvalidIdempotencyKey), string(consumer.ReasonInvalidConversationKey),
+	string(consumer.ReasonBadRequest), string(consumer.ReasonForbidden), string(consumer.ReasonNotFound), string(consumer.ReasonRejected),
+	string(consumer.ReasonMaxAttempts),
 }

@@ -1,11 +1,14 @@
 package dlq
 
 import (
+	"errors"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats.go"
 
+	"github.com/agentrelay/agentrelay/agentapi"
 	"github.com/agentrelay/agentrelay/consumer"
 )
 
@@ -81,7 +84,7 @@ func TestReplayMsg(t *testing.T) {
 	want := nats.Header{
 		"X-Trace":                     {"t-1"},
 		consumer.HeaderIdempotencyKey: {"evt-1"},
-		HeaderReplayOf:                {"AGENTRELAY_DLQ:7"},
+		HeaderReplayOf:                {"AGENTRELAY_DLQ:7:1795867200000000000"},
 	}
 	if len(m.Header) != len(want) {
 		t.Errorf("headers %v, want %v", m.Header, want)
@@ -117,5 +120,140 @@ func TestReplayLeavesOutAKeyThatCannotBeUsed(t *testing.T) {
 	}
 	if k := m.Header.Get(consumer.HeaderIdempotencyKey); k != "" {
 		t.Errorf("replay carries the unusable key %q", k)
+	}
+}
+
+// policy is the configuration letter() belongs to.
+func policy() Policy {
+	return Policy{Routes: []Route{
+		{Name: "complaints", Stream: "S", TriggerID: "agtch_c", Filters: []string{"agents.complaints.>"}},
+		{Name: "refunds", Stream: "S", TriggerID: "agtch_r", Filters: []string{"agents.refunds.*", "agents.refunds.urgent.>"}},
+		{Name: "whole", Stream: "W", TriggerID: "agtch_w", Filters: []string{">"}},
+	}}
+}
+
+// forged is letter() claiming another subject, route and trigger, stored
+// where a dead letter of that subject is stored.
+func forged(subject, route, trigger string) Letter {
+	l := letter()
+	l.OrigSubject, l.Route, l.TriggerID = subject, route, trigger
+	l.Subject = consumer.DeadLetterConfig{}.Subject(subject)
+	return l
+}
+
+func TestCheck(t *testing.T) {
+	s := &Store{cfg: consumer.DeadLetterConfig{}.WithDefaults()}
+	for _, tc := range []struct {
+		name string
+		l    Letter
+		want string // "" to pass, else a part of the refusal
+	}{
+		{"its route's subject", forged("agents.complaints.new", "complaints", "agtch_c"), ""},
+		{"one token wildcard", forged("agents.refunds.x", "refunds", "agtch_r"), ""},
+		{"second filter", forged("agents.refunds.urgent.a.b", "refunds", "agtch_r"), ""},
+		{"a route of every subject", forged("anything.at.all", "whole", "agtch_w"), ""},
+		{"another route's subject", forged("agents.refunds.x", "complaints", "agtch_c"), "route complaints does not consume"},
+		{"* is one token", forged("agents.refunds.x.y", "refunds", "agtch_r"), "route refunds does not consume"},
+		{"> needs a token", forged("agents.complaints", "complaints", "agtch_c"), "does not consume"},
+		{"unknown route", forged("agents.complaints.new", "nosuch", "agtch_c"), `no route "nosuch"`},
+		{"no route", forged("agents.complaints.new", "", "agtch_c"), "no Agentrelay-Route"},
+		{"other trigger", forged("agents.complaints.new", "complaints", "agtch_r"), `calls "agtch_c"`},
+		{"no trigger", forged("agents.complaints.new", "complaints", ""), "trigger"},
+		{"$JS purge", forged("$JS.API.STREAM.PURGE.S", "whole", "agtch_w"), "system subject"},
+		{"$JS delete", forged("$JS.API.STREAM.DELETE.S", "whole", "agtch_w"), "system subject"},
+		{"$SYS", forged("$SYS.REQ.SERVER.PING", "whole", "agtch_w"), "system subject"},
+		{"$KV", forged("$KV.b.k", "whole", "agtch_w"), "system subject"},
+		{"$O", forged("$O.b.C.x", "whole", "agtch_w"), "system subject"},
+		{"any $", forged("$G.x", "whole", "agtch_w"), "system subject"},
+		{"inbox", forged("_INBOX.abc.def", "whole", "agtch_w"), "system subject"},
+		{"service reply", forged("_R_.abc.def", "whole", "agtch_w"), "system subject"},
+		{"wildcard *", forged("agents.complaints.*", "complaints", "agtch_c"), "wildcard"},
+		{"wildcard >", forged("agents.complaints.>", "complaints", "agtch_c"), "wildcard"},
+		{"empty token", forged("agents.complaints..x", "complaints", "agtch_c"), "empty token"},
+		{"leading dot", forged(".agents.complaints.x", "whole", "agtch_w"), "empty token"},
+		{"trailing dot", forged("agents.complaints.x.", "complaints", "agtch_c"), "empty token"},
+		{"space", forged("agents.complaints.a b", "complaints", "agtch_c"), "whitespace"},
+		{"tab", forged("agents.complaints.a\tb", "complaints", "agtch_c"), "whitespace"},
+		{"no-break space", forged("agents.complaints.a\u00a0b", "complaints", "agtch_c"), "whitespace"},
+		{"ESC", forged("agents.complaints.a\x1b", "complaints", "agtch_c"), "control"},
+		{"bidi", forged("agents.complaints.a\u202e", "complaints", "agtch_c"), "control"},
+		{"invalid UTF-8", forged("agents.complaints.\xff", "complaints", "agtch_c"), "UTF-8"},
+		{"no subject", forged("", "complaints", "agtch_c"), "no Agentrelay-Subject"},
+		{"moved", func() Letter {
+			l := forged("agents.complaints.new", "complaints", "agtch_c")
+			l.Subject = "agentrelay.dlq.agents.complaints.other"
+			return l
+		}(), "moved or forged"},
+	} {
+		_, err := s.Check(policy(), tc.l)
+		switch {
+		case tc.want == "" && err != nil:
+			t.Errorf("%s: refused: %v", tc.name, err)
+		case tc.want != "" && (!errors.Is(err, ErrRefused) || !strings.Contains(err.Error(), tc.want)):
+			t.Errorf("%s: %v, want a refusal saying %q", tc.name, err, tc.want)
+		}
+	}
+	p := policy()
+	p.AllowTriggerChange = true
+	if _, err := s.Check(p, forged("agents.complaints.new", "complaints", "agtch_old")); err != nil {
+		t.Errorf("a corrected trigger id, allowed: %v", err)
+	}
+	if _, err := s.Check(policy(), forged("agents.complaints.new", "complaints", "agtch_old")); !errors.Is(err, ErrTriggerChanged) {
+		t.Errorf("a corrected trigger id: %v, want ErrTriggerChanged", err)
+	}
+}
+
+// The dead-letter subject a letter must sit on is the one
+// DeadLetterConfig.Subject gives, whatever the configured prefix.
+func TestCheckUsesTheDeadLetterSubjectMapping(t *testing.T) {
+	cfg := consumer.DeadLetterConfig{SubjectPrefix: "ops.dead"}.WithDefaults()
+	s := &Store{cfg: cfg}
+	l := forged("agents.complaints.new", "complaints", "agtch_c")
+	l.Subject = cfg.Subject(l.OrigSubject)
+	if _, err := s.Check(policy(), l); err != nil {
+		t.Errorf("a letter on its own subject: %v", err)
+	}
+	l.Subject = "agentrelay.dlq.agents.complaints.new"
+	if _, err := s.Check(policy(), l); !errors.Is(err, ErrRefused) {
+		t.Errorf("a letter on another prefix's subject: %v", err)
+	}
+}
+
+// A re-created dead-letter stream numbers its letters from 1 again: the
+// replay's message id and --new-key's key tell the new letter 1 from the
+// old one, and stay the same for one letter.
+func TestReplayIdentityIncludesTheStoredTime(t *testing.T) {
+	s := &Store{cfg: consumer.DeadLetterConfig{}.WithDefaults()}
+	old, renewed := letter(), letter()
+	renewed.Stored = old.Stored.Add(time.Hour)
+	if ReplayMsgID("D", old.Seq, old.Stored) == ReplayMsgID("D", renewed.Seq, renewed.Stored) {
+		t.Error("the same replay id for two letters with the same sequence")
+	}
+	if ReplayMsgID("D", old.Seq, old.Stored) != ReplayMsgID("D", old.Seq, old.Stored) {
+		t.Error("the replay id of one letter changes")
+	}
+	key := func(l Letter) string {
+		m, err := s.ReplayMsg(l, true)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return m.Header.Get(consumer.HeaderIdempotencyKey)
+	}
+	if key(old) == key(renewed) {
+		t.Errorf("--new-key gives both letters %s", key(old))
+	}
+}
+
+// Whatever the dead-letter stream is called, --new-key's key is valid.
+func TestNewKeyIsAlwaysValid(t *testing.T) {
+	at := time.Date(2026, 11, 28, 12, 0, 0, 0, time.UTC)
+	for _, name := range []string{"AGENTRELAY_DLQ", "dlq#1", "dead$letters", "dlq-ü", "a/b", strings.Repeat("N", 255), strings.Repeat("ü", 127)} {
+		k := NewKey(name, 18446744073709551615, at)
+		if err := agentapi.ValidateIdempotencyKey(k); err != nil {
+			t.Errorf("stream %q: key %q: %v", name, k, err)
+		}
+		if k == NewKey(name, 1, at) {
+			t.Errorf("stream %q: two sequences, one key", name)
+		}
 	}
 }

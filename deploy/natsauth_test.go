@@ -1,0 +1,306 @@
+package deploy_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/agentrelay/agentrelay/agentapi/emulator"
+	"github.com/agentrelay/agentrelay/config"
+	"github.com/agentrelay/agentrelay/internal/app"
+	"github.com/agentrelay/agentrelay/internal/cli"
+)
+
+const natsPermissionsPath = "nats/auth/agentrelay-permissions.conf"
+
+// natsUsers are the users of the permissions example, with the passwords
+// the test gives them through the environment.
+var natsUsers = map[string]string{
+	"agentrelay": "AGENTRELAY_NATS_PASSWORD",
+	"sre":        "AGENTRELAY_SRE_NATS_PASSWORD",
+	"producer":   "AGENTRELAY_PRODUCER_NATS_PASSWORD",
+	"nack":       "AGENTRELAY_NACK_NATS_PASSWORD",
+}
+
+// startPermissionsExample starts a nats-server with the example's accounts
+// and permissions, JetStream on, on a random port, and returns its URL.
+func startPermissionsExample(t *testing.T) string {
+	t.Helper()
+	for user, env := range natsUsers {
+		t.Setenv(env, "pw-"+user)
+	}
+	opts, err := server.ProcessConfigFile(natsPermissionsPath)
+	if err != nil {
+		t.Fatalf("%s does not parse: %v", natsPermissionsPath, err)
+	}
+	opts.Host, opts.Port = "127.0.0.1", -1
+	opts.JetStream, opts.StoreDir = true, t.TempDir()
+	opts.NoLog, opts.NoSigs = true, true
+	srv, err := server.NewServer(opts)
+	if err != nil {
+		t.Fatalf("%s: %v", natsPermissionsPath, err)
+	}
+	go srv.Start()
+	t.Cleanup(srv.Shutdown)
+	if !srv.ReadyForConnections(10 * time.Second) {
+		t.Fatal("nats-server not ready")
+	}
+	return srv.ClientURL()
+}
+
+// natsUser is a connection as one of the example's users.
+type natsUser struct {
+	name   string
+	nc     *nats.Conn
+	js     jetstream.JetStream
+	denied chan string // the server's permission violations, as it words them
+}
+
+func connectAs(t *testing.T, url, user string) *natsUser {
+	t.Helper()
+	u := &natsUser{name: user, denied: make(chan string, 64)}
+	nc, err := nats.Connect(url, nats.UserInfo(user, "pw-"+user), nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
+		if errors.Is(err, nats.ErrPermissionViolation) {
+			u.denied <- err.Error()
+		}
+	}))
+	if err != nil {
+		t.Fatalf("connecting as %s: %v", user, err)
+	}
+	t.Cleanup(nc.Close)
+	if u.js, err = jetstream.New(nc); err != nil {
+		t.Fatal(err)
+	}
+	u.nc = nc
+	return u
+}
+
+// mayNotPublish publishes to subject and fails unless the server refuses
+// it as a permissions violation.
+func (u *natsUser) mayNotPublish(t *testing.T, subject string) {
+	t.Helper()
+	if err := u.nc.Publish(subject, []byte("{}")); err != nil {
+		t.Fatal(err)
+	}
+	timeout := time.After(5 * time.Second)
+	for {
+		select {
+		case msg := <-u.denied:
+			if strings.Contains(msg, `"`+subject+`"`) {
+				return
+			}
+		case <-timeout:
+			t.Errorf("%s may publish to %s", u.name, subject)
+			return
+		}
+	}
+}
+
+// The permissions example is a working nats-server configuration, and its
+// users can do what their job needs and no more: the worker relays and
+// dead-letters, the SRE commands inspect, replay and purge, and neither
+// they nor a producer can write a dead letter by hand (what `dlq replay`
+// would act on) or purge or delete a stream.
+func TestNATSPermissionsExample(t *testing.T) {
+	d := renderExample(t)
+	url := startPermissionsExample(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+
+	// The streams and consumers as deploy/nats/cli defines them, by the
+	// user that manages them (one server here: one replica).
+	admin := connectAs(t, url, "nack").js
+	n := loadNATSDefinitions(t)
+	for _, s := range n.cliStreams {
+		s.Replicas = 1
+		if _, err := admin.CreateStream(ctx, s); err != nil {
+			t.Fatalf("creating %s: %v", s.Name, err)
+		}
+	}
+	for key, c := range n.cliConsumers {
+		streamName, _, _ := strings.Cut(key, "/")
+		if _, err := admin.CreateOrUpdateConsumer(ctx, streamName, c); err != nil {
+			t.Fatalf("creating %s: %v", key, err)
+		}
+	}
+
+	// The routes' agents: the first may be called, the second not yet.
+	routes := d.config.Routes
+	if len(routes) < 2 {
+		t.Fatalf("the example has %d routes, the test needs 2", len(routes))
+	}
+	const apiToken = "tok-permissions-test"
+	emu := emulator.New(emulator.WithToken(apiToken, routes[0].TriggerID),
+		emulator.WithTrigger(routes[0].TriggerID, true), emulator.WithTrigger(routes[1].TriggerID, true))
+	api, err := emu.Listen("127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = api.Close() })
+
+	dir := t.TempDir()
+	write := func(name, content string) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(content), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	tokenFile := write("token", apiToken)
+
+	// The worker, as the example configures it, connecting as agentrelay.
+	wcfg := *d.config
+	wcfg.NATS.URL, wcfg.NATS.User, wcfg.NATS.PasswordFile = url, "agentrelay", write("worker-pw", "pw-agentrelay")
+	wcfg.API.BaseURL = api.URL
+	wcfg.Metrics.Listen = "127.0.0.1:0"
+	wcfg.Routes = append([]config.Route(nil), routes...)
+	for i := range wcfg.Routes {
+		wcfg.Routes[i].Token = config.Token{File: tokenFile}
+	}
+	var logs syncBuf
+	wctx, stop := context.WithCancel(ctx)
+	started, done := make(chan struct{}), make(chan error, 1)
+	go func() {
+		done <- app.Run(wctx, &wcfg, slog.New(slog.NewJSONHandler(&logs, nil)), app.Options{Started: func(string) { close(started) }})
+	}()
+	t.Cleanup(func() {
+		stop()
+		if err := <-done; err != nil {
+			t.Errorf("worker: %v", err)
+		}
+	})
+	select {
+	case <-started:
+	case err := <-done:
+		t.Fatalf("the worker did not start with its permissions: %v\n%s", err, logs.String())
+	case <-time.After(30 * time.Second):
+		t.Fatalf("the worker did not start with its permissions:\n%s", logs.String())
+	}
+
+	// A producer publishes one event per route.
+	producer := connectAs(t, url, "producer").js
+	subject := func(r config.Route, leaf string) string {
+		return strings.TrimSuffix(r.Subjects[0], ">") + leaf
+	}
+	for i, r := range routes[:2] {
+		h := nats.Header{}
+		h.Set("Nats-Msg-Id", fmt.Sprintf("perm-%d", i))
+		if _, err := producer.PublishMsg(ctx, &nats.Msg{Subject: subject(r, "e"), Header: h, Data: []byte(`{"input":"x"}`)}); err != nil {
+			t.Fatalf("producer publishing to %s: %v", r.Subjects[0], err)
+		}
+	}
+	dlqName := d.config.DeadLetter.Consumer().Stream
+	dlqCount := func() uint64 {
+		s, err := admin.Stream(ctx, dlqName)
+		if err != nil {
+			t.Fatal(err)
+		}
+		info, err := s.Info(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return info.State.Msgs
+	}
+	waitFor(t, 30*time.Second, "the first event accepted and the second dead-lettered", func() bool {
+		return emu.Accepted(routes[0].TriggerID, "perm-0") == 1 && dlqCount() == 1
+	})
+
+	// Nobody but the worker writes a dead letter, and nobody here purges
+	// or deletes a stream.
+	workStream := routes[0].Stream
+	dlSubject := d.config.DeadLetter.Consumer().Subject(subject(routes[0], "forged"))
+	for _, user := range []string{"agentrelay", "sre", "producer"} {
+		u := connectAs(t, url, user)
+		if user != "agentrelay" {
+			u.mayNotPublish(t, dlSubject)
+		}
+		for _, api := range []string{"$JS.API.STREAM.PURGE." + workStream, "$JS.API.STREAM.DELETE." + workStream,
+			"$JS.API.STREAM.PURGE." + dlqName, "$JS.API.STREAM.DELETE." + dlqName, "$JS.API.STREAM.UPDATE." + workStream,
+			"$JS.API.STREAM.CREATE.VICTIM", "$SYS.REQ.SERVER.PING"} {
+			u.mayNotPublish(t, api)
+		}
+	}
+	if dlqCount() != 1 {
+		t.Fatalf("%d dead letters, want the worker's 1", dlqCount())
+	}
+	if _, err := admin.Stream(ctx, workStream); err != nil {
+		t.Fatalf("stream %s: %v", workStream, err)
+	}
+
+	// The SRE commands, as the sre user: status, list, show, a dry run,
+	// pause and resume, then the replay after the fix, and purge.
+	var routesYAML strings.Builder
+	for _, r := range routes {
+		fmt.Fprintf(&routesYAML, "  - {name: %s, stream: %s, subjects: [%q], trigger_id: %s, token: {file: %q}}\n", r.Name, r.Stream, r.Subjects[0], r.TriggerID, tokenFile)
+	}
+	sreConfig := write("sre.yaml", fmt.Sprintf("nats: {url: %q, user: sre, password_file: %q}\napi: {base_url: %q}\ndead_letter: {stream: %s}\nroutes:\n%s",
+		url, write("sre-pw", "pw-sre"), api.URL, dlqName, routesYAML.String()))
+	run := func(args ...string) string {
+		t.Helper()
+		var out, errOut bytes.Buffer
+		if code := cli.Main(ctx, append([]string{"--config", sreConfig}, args...), strings.NewReader(""), &out, &errOut); code != 0 {
+			t.Fatalf("agentrelay %s as sre: exit %d\n%s%s", strings.Join(args, " "), code, out.String(), errOut.String())
+		}
+		return out.String()
+	}
+	if out := run("status"); !strings.Contains(out, "forbidden=1") {
+		t.Errorf("status:\n%s", out)
+	}
+	run("dlq", "list")
+	run("dlq", "show", "1")
+	if out := run("dlq", "replay", "--dry-run"); !strings.Contains(out, "1 would be replayed, 0 refused") {
+		t.Errorf("dry run:\n%s", out)
+	}
+	run("pause", routes[1].Name, "--until", "1h")
+	run("resume", routes[1].Name)
+	emu.AddToken(apiToken, routes[1].TriggerID) // the fix
+	if out := run("dlq", "replay"); !strings.Contains(out, "replayed 1 dead letters") {
+		t.Errorf("replay:\n%s", out)
+	}
+	waitFor(t, 30*time.Second, "the replayed event accepted", func() bool { return emu.Accepted(routes[1].TriggerID, "perm-1") == 1 })
+	if dlqCount() != 0 {
+		t.Errorf("%d dead letters after the replay", dlqCount())
+	}
+	run("dlq", "purge", "--yes")
+}
+
+func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// syncBuf is a bytes.Buffer safe for the worker's goroutines.
+type syncBuf struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuf) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuf) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}

@@ -1,0 +1,290 @@
+package dlq
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+	"unicode"
+	"unicode/utf8"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/agentrelay/agentrelay/agentapi"
+	"github.com/agentrelay/agentrelay/consumer"
+)
+
+// Route is what replay needs to know of one configured route.
+type Route struct {
+	Name      string
+	Stream    string // the work stream its consumer reads
+	TriggerID string // the trigger it calls
+	// Filters are the subjects its consumer captures: its filter subjects,
+	// or its stream's subjects when it has none.
+	Filters []string
+}
+
+// Policy says where dead letters may be replayed.
+type Policy struct {
+	Routes []Route
+	// AllowTriggerChange replays letters whose Agentrelay-Trigger-Id is
+	// not the trigger their route calls now (its trigger id was corrected
+	// after they were dead-lettered). Without it they are refused: a
+	// letter that names one agent must not trigger another unasked.
+	AllowTriggerChange bool
+}
+
+func (p Policy) route(name string) (Route, bool) {
+	for _, r := range p.Routes {
+		if r.Name == name {
+			return r, true
+		}
+	}
+	return Route{}, false
+}
+
+// ErrRefused is wrapped by every Refusal.
+var ErrRefused = errors.New("replay refused")
+
+// ErrTriggerChanged is wrapped by the refusal of a letter whose route now
+// calls another trigger (see Policy.AllowTriggerChange).
+var ErrTriggerChanged = errors.New("the route's trigger changed")
+
+// Refusal says why a dead letter is not replayed. The letter is left in
+// place, and the run goes on with the next one.
+type Refusal struct {
+	Seq    uint64
+	Reason string
+	Err    error // a more specific cause (ErrTriggerChanged), or nil
+}
+
+func (r *Refusal) Error() string {
+	return fmt.Sprintf("dead letter %d not replayed: %s", r.Seq, r.Reason)
+}
+
+// Unwrap gives ErrRefused and the specific cause, if any.
+func (r *Refusal) Unwrap() []error {
+	if r.Err != nil {
+		return []error{ErrRefused, r.Err}
+	}
+	return []error{ErrRefused}
+}
+
+// subjectProblem says why a replay may not be published to subject, or ""
+// when it may. Replay publishes with the operator's credentials, so a
+// subject the server acts on ($JS.API…, $SYS…, $KV…, $O…, any "$"
+// subject, reply inboxes) is refused whatever the configuration says, and
+// so is anything that is not one plain literal subject.
+func subjectProblem(subject string) string {
+	switch {
+	case subject == "":
+		return fmt.Sprintf("it has no %s header: nowhere to replay it", consumer.HeaderSubject)
+	case strings.HasPrefix(subject, "$"):
+		return fmt.Sprintf("%q is a system subject ($JS, $SYS, $KV, $O, ... are the server's own)", subject)
+	case strings.HasPrefix(subject, "_INBOX.") || strings.HasPrefix(subject, "_R_."):
+		return fmt.Sprintf("%q is a system subject (a reply inbox)", subject)
+	case !utf8.ValidString(subject):
+		return fmt.Sprintf("%q is not valid UTF-8", subject)
+	}
+	for _, r := range subject {
+		if r == ' ' || !unicode.IsPrint(r) {
+			return fmt.Sprintf("%q holds whitespace or a control character", subject)
+		}
+	}
+	for _, t := range strings.Split(subject, ".") {
+		switch t {
+		case "":
+			return fmt.Sprintf("%q has an empty token", subject)
+		case "*", ">":
+			return fmt.Sprintf("%q has a wildcard: a replay goes to one subject", subject)
+		}
+	}
+	return ""
+}
+
+// Check decides whether l may be replayed under p, and returns the route
+// it goes to. It refuses (with a *Refusal) a letter
+//   - whose original subject is not a plain literal subject, or is a system
+//     subject;
+//   - that does not sit on the dead-letter subject its original subject maps
+//     to (DeadLetterConfig.Subject): it was moved or forged;
+//   - whose route is missing or not configured;
+//   - whose trigger is not the one its route calls (unless
+//     p.AllowTriggerChange);
+//   - whose original subject its route does not consume: replayed there it
+//     would reach another route's agent, or none.
+//
+// Check reads nothing from the server: a dry run shows exactly what a
+// replay would refuse before publishing.
+func (s *Store) Check(p Policy, l Letter) (Route, error) {
+	refuse := func(cause error, format string, a ...any) (Route, error) {
+		return Route{}, &Refusal{Seq: l.Seq, Reason: fmt.Sprintf(format, a...), Err: cause}
+	}
+	if problem := subjectProblem(l.OrigSubject); problem != "" {
+		return refuse(nil, "%s", problem)
+	}
+	if want := s.cfg.Subject(l.OrigSubject); l.Subject != want {
+		return refuse(nil, "it is stored on dead-letter subject %q, but a dead letter of %q is stored on %q: moved or forged", l.Subject, l.OrigSubject, want)
+	}
+	if l.Route == "" {
+		return refuse(nil, "it has no %s header", consumer.HeaderRoute)
+	}
+	r, ok := p.route(l.Route)
+	if !ok {
+		return refuse(nil, "no route %q in the configuration", l.Route)
+	}
+	if l.TriggerID != r.TriggerID && !p.AllowTriggerChange {
+		return refuse(ErrTriggerChanged, "it was for trigger %q, but route %s calls %q", l.TriggerID, r.Name, r.TriggerID)
+	}
+	if !slices.ContainsFunc(r.Filters, func(f string) bool { return subjectMatches(f, l.OrigSubject) }) {
+		if len(r.Filters) == 0 {
+			return refuse(nil, "route %s consumes no subject (does stream %s exist?)", r.Name, r.Stream)
+		}
+		return refuse(nil, "route %s does not consume %q (it consumes %s)", r.Name, l.OrigSubject, strings.Join(r.Filters, ", "))
+	}
+	return r, nil
+}
+
+// ReplayMsgID is the Nats-Msg-Id a replayed dead letter is published with:
+// the same on every run, so a replay that was published but whose dead
+// letter was not yet deleted (an interrupted run) is deduplicated by the
+// work stream when the run is repeated. It holds the letter's stored time
+// as well as its sequence: a re-created dead-letter stream numbers its
+// letters from 1 again, and a new letter 1 is not the old one.
+func ReplayMsgID(dlStream string, seq uint64, stored time.Time) string {
+	return "agentrelay-replay:" + replayOf(dlStream, seq, stored)
+}
+
+// replayOf names one dead letter: stream, sequence and stored time.
+func replayOf(dlStream string, seq uint64, stored time.Time) string {
+	return dlStream + ":" + strconv.FormatUint(seq, 10) + ":" + strconv.FormatInt(stored.UnixNano(), 10)
+}
+
+// NewKey is the Idempotency-Key `replay --new-key` gives a dead letter: new,
+// the same on every replay of that letter, different for a later letter
+// that reuses its sequence, and always a valid key whatever the stream is
+// called (consumer.DerivedKey encodes a name a key may not hold).
+func NewKey(dlStream string, seq uint64, stored time.Time) string {
+	return consumer.DerivedKey("replay-"+dlStream, seq, stored.UnixNano())
+}
+
+// HeaderReplayOf names the dead letter a replayed message came from
+// (stream, sequence, stored time).
+const HeaderReplayOf = "Agentrelay-Replay-Of"
+
+// ReplayMsg builds the message that replays l to its original subject: the
+// original body and the producer's headers, the Idempotency-Key of the
+// original call (or, with newKey, NewKey), and none of the dead-letter
+// bookkeeping. It does not judge whether l may be replayed: see Check.
+func (s *Store) ReplayMsg(l Letter, newKey bool) (*nats.Msg, error) {
+	if l.OrigSubject == "" {
+		return nil, fmt.Errorf("dead letter %d has no %s header: cannot tell where to replay it", l.Seq, consumer.HeaderSubject)
+	}
+	if l.Data == nil {
+		return nil, fmt.Errorf("dead letter %d was read without its body", l.Seq)
+	}
+	h := nats.Header{}
+	for k, v := range l.Header {
+		switch {
+		case hasPrefixFold(k, "Nats-"), hasPrefixFold(k, "Agentrelay-"), strings.EqualFold(k, consumer.HeaderIdempotencyKey):
+			// JetStream control headers, our bookkeeping, and the key
+			// (set below) are not the producer's.
+		default:
+			h[k] = v
+		}
+	}
+	key := l.IdempotencyKey
+	if newKey {
+		key = NewKey(s.cfg.Stream, l.Seq, l.Stored)
+	}
+	// A key that cannot be used (dead letters written before agentrelay
+	// kept such keys apart) is left out: the worker then keys the replay
+	// by its message id, which is valid and the same on every replay.
+	if key != "" && agentapi.ValidateIdempotencyKey(key) == nil {
+		h.Set(consumer.HeaderIdempotencyKey, key)
+	}
+	h.Set(HeaderReplayOf, replayOf(s.cfg.Stream, l.Seq, l.Stored))
+	return &nats.Msg{Subject: l.OrigSubject, Data: l.Data, Header: h}, nil
+}
+
+func hasPrefixFold(s, prefix string) bool {
+	return len(s) >= len(prefix) && strings.EqualFold(s[:len(prefix)], prefix)
+}
+
+// Replay checks l against p (see Check), publishes its replay to its
+// route's stream and, once that stream acknowledged it, deletes l. It
+// returns the replay's publish ack. A refused letter (a *Refusal, also
+// for a publish the route's stream would not store) is left in place.
+//
+// A publish the work stream reports as a duplicate deletes the letter only
+// when the stored message it matched is this letter's replay (an earlier,
+// interrupted run); a different message under the same id means the letter
+// never reached the API, so it stays.
+func (s *Store) Replay(ctx context.Context, p Policy, l Letter, newKey bool) (*jetstream.PubAck, error) {
+	r, err := s.Check(p, l)
+	if err != nil {
+		return nil, err
+	}
+	m, err := s.ReplayMsg(l, newKey)
+	if err != nil {
+		return nil, err
+	}
+	ack, err := s.js.PublishMsg(ctx, m,
+		jetstream.WithMsgID(ReplayMsgID(s.cfg.Stream, l.Seq, l.Stored)),
+		jetstream.WithExpectStream(r.Stream))
+	if err != nil {
+		var apiErr *jetstream.APIError
+		switch {
+		case errors.As(err, &apiErr) && apiErr.ErrorCode == jsErrCodeStreamNotMatch:
+			return nil, &Refusal{Seq: l.Seq, Reason: fmt.Sprintf("%q is stored by another stream than route %s's %s", m.Subject, r.Name, r.Stream)}
+		case errors.Is(err, jetstream.ErrNoStreamResponse) || errors.Is(err, nats.ErrNoResponders):
+			return nil, fmt.Errorf("replaying dead letter %d to %s: no stream captures that subject: %w", l.Seq, m.Subject, err)
+		}
+		return nil, fmt.Errorf("replaying dead letter %d to %s: %w", l.Seq, m.Subject, err)
+	}
+	if ack.Stream != r.Stream {
+		return ack, fmt.Errorf("replaying dead letter %d: %s was stored by stream %q, not route %s's %s", l.Seq, m.Subject, ack.Stream, r.Name, r.Stream)
+	}
+	if ack.Duplicate {
+		if err := s.sameReplay(ctx, l, m, ack); err != nil {
+			return ack, err
+		}
+	}
+	if err := s.Delete(ctx, l.Seq); err != nil && !notFound(err) {
+		return ack, fmt.Errorf("dead letter %d was replayed (stream %s seq %d) but could not be deleted; running the replay again is safe: %w", l.Seq, ack.Stream, ack.Sequence, err)
+	}
+	return ack, nil
+}
+
+// jsErrCodeStreamNotMatch is the server's "expected stream does not match"
+// (JSStreamNotMatchErr), which the client has no constant for.
+const jsErrCodeStreamNotMatch jetstream.ErrorCode = 10060
+
+// sameReplay reports (as a *Refusal) when the message a duplicate publish
+// of m matched is not m: another event published under the replay's id.
+func (s *Store) sameReplay(ctx context.Context, l Letter, m *nats.Msg, ack *jetstream.PubAck) error {
+	st, err := s.js.Stream(ctx, ack.Stream)
+	if err != nil {
+		return fmt.Errorf("replaying dead letter %d: checking the duplicate in %s: %w", l.Seq, ack.Stream, err)
+	}
+	stored, err := st.GetMsg(ctx, ack.Sequence)
+	if notFound(err) {
+		return &Refusal{Seq: l.Seq, Reason: fmt.Sprintf(
+			"its replay was deduplicated by stream %s against message %d, which is gone (consumed) and cannot be compared; run the replay again after the stream's duplicate window (%v)",
+			ack.Stream, ack.Sequence, st.CachedInfo().Config.Duplicates)}
+	}
+	if err != nil {
+		return fmt.Errorf("replaying dead letter %d: checking the duplicate in %s: %w", l.Seq, ack.Stream, err)
+	}
+	if stored.Subject != m.Subject || stored.Header.Get(HeaderReplayOf) != m.Header.Get(HeaderReplayOf) || !bytes.Equal(stored.Data, m.Data) {
+		return &Refusal{Seq: l.Seq, Reason: fmt.Sprintf(
+			"its replay was deduplicated by stream %s against message %d, which is another event (published with this letter's replay id)",
+			ack.Stream, ack.Sequence)}
+	}
+	return nil
+}
