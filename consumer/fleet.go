@@ -50,6 +50,10 @@ func isAutoPause(until time.Time) bool {
 	return until.Nanosecond() == autoPauseNanos
 }
 
+// IsRouteHealthPause reports whether a consumer's pause deadline is one a
+// replica set for route health (rather than an operator's pause).
+func IsRouteHealthPause(until time.Time) bool { return isAutoPause(until) }
+
 // autoPauseUntil marks t as agentrelay's own pause deadline.
 func autoPauseUntil(t time.Time) time.Time {
 	return t.Truncate(time.Second).Add(time.Second + autoPauseNanos)

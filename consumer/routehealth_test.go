@@ -139,3 +139,30 @@ func TestDrainWithNothingInFlightDoesNotWaitForPulls(t *testing.T) {
 		t.Errorf("%d accepted, want 2", h.emu.LedgerLen())
 	}
 }
+
+// Route health pauses and resumes only its own pauses: an operator who
+// paused the route meanwhile keeps the pause when a probe gets through.
+func TestRouteHealthLeavesAnOperatorsPauseAlone(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, emulator.WithTrigger("agtch_w", false))
+	r := defaultTimings(h.route("w", "events.w.>", h.agent("agtch_w")))
+	run := h.start(r)
+	h.publish("events.w.x", `{"input":"x"}`, nil, "w-1")
+	testenv.Eventually(t, 10*time.Second, "route stopped by route health", func() bool {
+		return metricValue(t, run, "agentrelay_route_health", "w", "not_runnable") == 1 && h.consumerInfo("agentrelay-w").Paused
+	})
+	until := time.Now().Add(time.Hour).Truncate(time.Second)
+	if _, err := h.nats.JS.PauseConsumer(ctxTimeout(t, 5*time.Second), stream, "agentrelay-w", until); err != nil {
+		t.Fatal(err)
+	}
+	h.emu.SetRunnable("agtch_w", true)
+	testenv.Eventually(t, 15*time.Second, "the held probe accepted", func() bool { return h.emu.Accepted("agtch_w", "w-1") == 1 })
+	testenv.Eventually(t, 5*time.Second, "route health resumed", func() bool {
+		return metricValue(t, run, "agentrelay_route_health", "w", "healthy") == 1
+	})
+	time.Sleep(time.Second) // room for a wrong resume to happen; nothing to wait for
+	info := h.consumerInfo("agentrelay-w")
+	if !info.Paused || info.Config.PauseUntil == nil || !info.Config.PauseUntil.Equal(until) {
+		t.Errorf("the operator's pause until %v became paused=%v until %v", until, info.Paused, info.Config.PauseUntil)
+	}
+}

@@ -514,3 +514,30 @@ func TestReplayOfStillFailingLettersEnds(t *testing.T) {
 		t.Errorf("%d calls answered 403, want %d (each event twice: once, and once replayed)", calls, 2*n)
 	}
 }
+
+// A route stopped by route health shows in status for the whole fleet: the
+// consumer's pause, marked as route health's, until the first probe gets
+// through; then it is gone.
+func TestStatusShowsARouteStoppedByRouteHealth(t *testing.T) {
+	s := newStack(t)
+	s.startWorker()
+	s.emu.SetRunnable(okID, false)
+	s.publish("work.ok.x", `{"input":"wait"}`, "health-1")
+	testenv.Eventually(t, 10*time.Second, "status shows route health's pause", func() bool {
+		_, out, _ := s.cli("", "status")
+		return strings.Contains(out, "route health, probing")
+	})
+	code, out, _ := s.cli("", "status", "--json")
+	if code != 0 || !strings.Contains(out, `"paused_by": "route_health"`) {
+		t.Errorf("status --json does not say whose pause it is:\n%s", out)
+	}
+	s.emu.SetRunnable(okID, true)
+	s.settled("ok")
+	if s.emu.Accepted(okID, "health-1") != 1 {
+		t.Error("not accepted after the agent became runnable")
+	}
+	testenv.Eventually(t, 5*time.Second, "the pause gone from status", func() bool {
+		_, out, _ := s.cli("", "status")
+		return !strings.Contains(out, "route health")
+	})
+}

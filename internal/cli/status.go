@@ -15,21 +15,25 @@ import (
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
 
+	"github.com/agentrelay/agentrelay/consumer"
 	"github.com/agentrelay/agentrelay/internal/dlq"
 )
 
 // routeStatus is one row of `agentrelay status`.
 type routeStatus struct {
-	Route       string         `json:"route"`
-	Stream      string         `json:"stream"`
-	Consumer    string         `json:"consumer"`
-	Problem     string         `json:"problem,omitempty"`
-	Pending     uint64         `json:"pending"`
-	AckPending  int            `json:"ack_pending"`
-	Redelivered int            `json:"redelivered"`
-	Waiting     int            `json:"waiting_pulls"`
-	Paused      bool           `json:"paused"`
-	PauseUntil  *time.Time     `json:"pause_until,omitempty"`
+	Route       string     `json:"route"`
+	Stream      string     `json:"stream"`
+	Consumer    string     `json:"consumer"`
+	Problem     string     `json:"problem,omitempty"`
+	Pending     uint64     `json:"pending"`
+	AckPending  int        `json:"ack_pending"`
+	Redelivered int        `json:"redelivered"`
+	Waiting     int        `json:"waiting_pulls"`
+	Paused      bool       `json:"paused"`
+	PauseUntil  *time.Time `json:"pause_until,omitempty"`
+	// PausedBy says whose pause it is: "route_health" (a replica stopped
+	// the route for a route-wide condition and is probing) or "operator".
+	PausedBy    string         `json:"paused_by,omitempty"`
 	DeadLetters map[string]int `json:"dead_letters"`
 }
 
@@ -149,6 +153,10 @@ func collectStatus(ctx context.Context, t *toolConn, countDL bool) (*statusRepor
 			if info.Paused {
 				until := info.TimeStamp.Add(info.PauseRemaining).UTC()
 				rs.PauseUntil = &until
+				rs.PausedBy = "operator"
+				if info.Config.PauseUntil != nil && consumer.IsRouteHealthPause(*info.Config.PauseUntil) {
+					rs.PausedBy = "route_health"
+				}
 			}
 		}
 		rep.Routes = append(rep.Routes, rs)
@@ -172,7 +180,10 @@ func printStatus(w io.Writer, rep *statusReport, countDL bool) {
 	printf(tw, "ROUTE\tSTREAM\tCONSUMER\tPENDING\tACK PENDING\tREDELIVERED\tPAUSED\tDEAD LETTERS\n")
 	for _, r := range rep.Routes {
 		paused := "no"
-		if r.Paused {
+		switch {
+		case r.PausedBy == "route_health":
+			paused = "route health, probing (until " + r.PauseUntil.Format(time.RFC3339) + ")"
+		case r.Paused:
 			paused = "until " + r.PauseUntil.Format(time.RFC3339)
 		}
 		dl := reasonsText(r.DeadLetters)

@@ -43,6 +43,15 @@ type recovery struct {
 	callsPerEvent  []int          // calls for each event that had to be accepted, sorted
 	callsByStatus  map[string]int // all calls of such events by answer
 	maxCallsRouted int            // calls of the worst event, apart from the few that probed a stopped route
+	heavy          []string       // call histories of the events called most, for the log
+	catchUp        []catchUp      // per fault that stops delivery: how soon the backlog it left was accepted
+}
+
+// catchUp is how long after a fault that stopped delivery ended the events
+// published before its end were all accepted.
+type catchUp struct {
+	fault string
+	took  time.Duration
 }
 
 // window is one 5 s span of the publishing period.
@@ -96,6 +105,40 @@ func (r *run) measureRecovery() recovery {
 		rc.callsPerEvent = append(rc.callsPerEvent, n)
 	}
 	slices.Sort(rc.callsPerEvent)
+	// The three events called most, with their call histories.
+	type keyCalls struct {
+		key   string
+		calls int
+	}
+	var byCalls []keyCalls
+	for k, m := range calls {
+		n := 0
+		for _, c := range m {
+			n += c
+		}
+		byCalls = append(byCalls, keyCalls{k.key, n})
+	}
+	slices.SortFunc(byCalls, func(a, b keyCalls) int { return b.calls - a.calls })
+	for _, kc := range byCalls[:min(3, len(byCalls))] {
+		rc.heavy = append(rc.heavy, fmt.Sprintf("%s: %s", kc.key, history(reqs, kc.key)))
+	}
+	// Catch-up after each fault that stops delivery by design.
+	for _, f := range r.windows {
+		if !f.excused {
+			continue
+		}
+		var lastAccept time.Time
+		for i := range r.events {
+			e := &r.events[i]
+			if !e.stored || e.Kind != KindAccept || !e.published.Before(f.to) {
+				continue
+			}
+			if t := firstAccept[tk{e.TriggerID, e.Key}]; t.After(lastAccept) {
+				lastAccept = t
+			}
+		}
+		rc.catchUp = append(rc.catchUp, catchUp{fault: f.name, took: max(lastAccept.Sub(f.to), 0)})
+	}
 	if len(rc.callsPerEvent) > 0 {
 		// The replicas each hold one message to probe a stopped route
 		// with; those make many calls on one delivery by design.
@@ -203,6 +246,11 @@ func (rc recovery) check(t targets) []string {
 	for _, w := range rc.stalled {
 		missed = append(missed, fmt.Sprintf("window %v-%v accepted %d of %d published (under %.0f%% of the publish rate)", w.from, w.to, w.accepted, w.published, 100*t.windowShare))
 	}
+	for _, c := range rc.catchUp {
+		if t.drain > 0 && c.took > t.drain {
+			missed = append(missed, fmt.Sprintf("the backlog left by %s was accepted %v after it ended, target %v", c.fault, c.took.Round(time.Millisecond), t.drain))
+		}
+	}
 	if len(rc.takeoverLate) > 0 {
 		missed = append(missed, fmt.Sprintf("a killed replica's calls were taken over late (target %v): %s", t.killTakeover, strings.Join(rc.takeoverLate[:min(len(rc.takeoverLate), 10)], ", ")))
 	}
@@ -224,9 +272,15 @@ func (rc recovery) String() string {
 	fmt.Fprintf(&b, "  (* during an outage, the 401 window or a broker restart)\n")
 	fmt.Fprintf(&b, "stalled windows:   %d\n", len(rc.stalled))
 	fmt.Fprintf(&b, "kill takeover:     worst %v\n", rc.takeoverMax.Round(time.Millisecond))
+	for _, c := range rc.catchUp {
+		fmt.Fprintf(&b, "caught up after:   %s in %v\n", c.fault, c.took.Round(time.Millisecond))
+	}
 	if n := len(rc.callsPerEvent); n > 0 {
 		fmt.Fprintf(&b, "calls per event:   median %d, p99 %d, max %d (max %d apart from the replicas' probing messages); by answer: %s\n",
 			rc.callsPerEvent[n/2], rc.callsPerEvent[n*99/100], rc.callsPerEvent[n-1], rc.maxCallsRouted, countsString(rc.callsByStatus))
+	}
+	for _, h := range rc.heavy {
+		fmt.Fprintf(&b, "called most:       %s\n", h)
 	}
 	return b.String()
 }
