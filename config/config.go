@@ -116,7 +116,7 @@ type Metrics struct {
 // Retry is a retry policy; zero fields inherit.
 type Retry struct {
 	MaxAttempts    int      `yaml:"max_attempts"`    // default 10
-	InitialBackoff Duration `yaml:"initial_backoff"` // default 500ms
+	InitialBackoff Duration `yaml:"initial_backoff"` // default 1s
 	MaxBackoff     Duration `yaml:"max_backoff"`     // default 4s
 	Multiplier     float64  `yaml:"multiplier"`      // default 2
 	MaxRetryAfter  Duration `yaml:"max_retry_after"` // default 15m

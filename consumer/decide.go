@@ -106,7 +106,7 @@ type RetryPolicy struct {
 	// cause, a message delivered DeliveryCapFactor × MaxAttempts times is
 	// dead-lettered on its next failure of its own.
 	MaxAttempts int
-	// InitialBackoff is the delay before the second attempt. Default 500ms.
+	// InitialBackoff is the delay before the second attempt. Default 1s.
 	InitialBackoff time.Duration
 	// MaxBackoff caps the exponential backoff. Default 4s: a failure of
 	// one message is retried soon, because route-wide trouble (outages,
@@ -123,7 +123,7 @@ type RetryPolicy struct {
 // Policy defaults.
 const (
 	DefaultMaxAttempts    = 10
-	DefaultInitialBackoff = 500 * time.Millisecond
+	DefaultInitialBackoff = time.Second
 	DefaultMaxBackoff     = 4 * time.Second
 	DefaultMultiplier     = 2.0
 	DefaultMaxRetryAfter  = 15 * time.Minute

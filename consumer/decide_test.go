@@ -10,7 +10,7 @@ import (
 )
 
 // The response-class table. Each row is a row of the README's table; the
-// policy is the default one (10 failures of a message's own, 500ms initial
+// policy is the default one (10 failures of a message's own, 1s initial
 // backoff doubling to 4s, Retry-After capped at 15m) and jitter is 1 (the
 // top of the jitter range), so delays are exact. "failures" counts the
 // message's own failures, this one included; "delivered" is JetStream's
@@ -38,8 +38,8 @@ func TestDecideTable(t *testing.T) {
 	}{
 		{"202 Accepted: ack", http(202), first, ack},
 		{"202 after many deliveries: ack", http(202), Attempts{Delivered: 60}, ack},
-		{"other 2xx (200, 204): retry, never ack (only 202 means queued)", http(200), own(1), retry(500 * time.Millisecond)},
-		{"204: retry, never ack", http(204), own(1), retry(500 * time.Millisecond)},
+		{"other 2xx (200, 204): retry, never ack (only 202 means queued)", http(200), own(1), retry(time.Second)},
+		{"204: retry, never ack", http(204), own(1), retry(time.Second)},
 		{"200 as the 10th failure: dead letter max_attempts", http(200), own(10), dead(ReasonMaxAttempts)},
 
 		{"poison invalid JSON: dead letter at once", poison(ReasonInvalidJSON), first, dead(ReasonInvalidJSON)},
@@ -61,19 +61,19 @@ func TestDecideTable(t *testing.T) {
 		{"route gated, not sent: wait for the next probe", retryAfter(of(ClassGated), 2*time.Second), first, retry(2500 * time.Millisecond)},
 		{"route gated on the 10th failure: still wait, never dead letter", retryAfter(of(ClassGated), 2*time.Second), own(10), retry(2500 * time.Millisecond)},
 
-		{"429: retry after the initial backoff", http(429), first, retry(500 * time.Millisecond)},
+		{"429: retry after the initial backoff", http(429), first, retry(time.Second)},
 		{"429 with Retry-After: wait as asked", retryAfter(http(429), 2*time.Second), first, retry(2 * time.Second)},
 		{"429 with Retry-After of a year: capped at 15m", retryAfter(http(429), 365*24*time.Hour), first, retry(15 * time.Minute)},
-		{"429 after 60 deliveries: retry, never dead letter", http(429), Attempts{Delivered: 60}, retry(500 * time.Millisecond)},
+		{"429 after 60 deliveries: retry, never dead letter", http(429), Attempts{Delivered: 60}, retry(time.Second)},
 
-		{"500: retry with backoff", http(500), own(1), retry(500 * time.Millisecond)},
+		{"500: retry with backoff", http(500), own(1), retry(time.Second)},
 		{"503 with Retry-After: wait as asked", retryAfter(http(503), 30*time.Second), own(1), retry(30 * time.Second)},
-		{"408 Request Timeout: retry", http(408), own(1), retry(500 * time.Millisecond)},
-		{"timeout, 3rd failure: retry with backoff", of(agentapi.ClassTimeout), own(3), retry(2 * time.Second)},
+		{"408 Request Timeout: retry", http(408), own(1), retry(time.Second)},
+		{"timeout, 3rd failure: retry with backoff", of(agentapi.ClassTimeout), own(3), retry(4 * time.Second)},
 		{"network error, 5th failure: backoff capped at 4s", of(agentapi.ClassNetwork), own(5), retry(4 * time.Second)},
-		{"backoff follows failures, not deliveries", of(agentapi.ClassNetwork), Attempts{Delivered: 9, Failed: 1}, retry(500 * time.Millisecond)},
-		{"3xx (not followed): retry", http(302), own(1), retry(500 * time.Millisecond)},
-		{"401 with route health off: retry with backoff", http(401), own(2), retry(time.Second)},
+		{"backoff follows failures, not deliveries", of(agentapi.ClassNetwork), Attempts{Delivered: 9, Failed: 1}, retry(time.Second)},
+		{"3xx (not followed): retry", http(302), own(1), retry(time.Second)},
+		{"401 with route health off: retry with backoff", http(401), own(2), retry(2 * time.Second)},
 
 		{"503 as the 10th failure: dead letter max_attempts", http(503), own(10), dead(ReasonMaxAttempts)},
 		{"timeout as the 10th failure: dead letter max_attempts", of(agentapi.ClassTimeout), own(10), dead(ReasonMaxAttempts)},
@@ -114,16 +114,16 @@ func TestBackoffJitterBounds(t *testing.T) {
 	t.Parallel()
 	p := RetryPolicy{}
 	for _, j := range []float64{0, 0.25, 0.5, 0.999} {
-		d := Backoff(p, 3, 0, j) // step 2s
+		d := Backoff(p, 2, 0, j) // step 2s
 		if d < time.Second || d > 2*time.Second {
 			t.Errorf("jitter %v: %v outside [1s, 2s]", j, d)
 		}
-		if d := Backoff(p, 3, 7*time.Second, j); d < 7*time.Second {
+		if d := Backoff(p, 2, 7*time.Second, j); d < 7*time.Second {
 			t.Errorf("jitter %v: %v below Retry-After 7s", j, d)
 		}
 	}
-	if Backoff(p, 1, 0, 0) != 250*time.Millisecond {
-		t.Errorf("first backoff at zero jitter = %v, want half of 500ms", Backoff(p, 1, 0, 0))
+	if Backoff(p, 1, 0, 0) != 500*time.Millisecond {
+		t.Errorf("first backoff at zero jitter = %v, want half of 1s", Backoff(p, 1, 0, 0))
 	}
 	if d := Backoff(p, 1_000_000, 0, 1); d != 4*time.Second {
 		t.Errorf("huge failure count: %v, want the 4s cap", d)

@@ -98,6 +98,7 @@ func longProfiles() []profile {
 		apiFaults: emulator.Faults{Latency: 5 * time.Millisecond}, outages: 1, outageFor: 40 * time.Second,
 		runnableAt: 0.1, drainTimeout: 2 * time.Minute, targets: recoveryTargets,
 	}
+	outage.targets.maxCalls = 3
 	return []profile{single, cluster, outage}
 }
 

@@ -17,6 +17,7 @@ type targets struct {
 	drain        time.Duration // the last event accepted at most this long after the last fault ended
 	windowShare  float64       // every 5 s window accepts at least this share of the publish rate, outside excused faults
 	killTakeover time.Duration // a killed replica's calls are answered 202 on another replica within this
+	maxCalls     int           // calls of any event but the probing ones (about its delivery attempts)
 }
 
 // faultWindow is a span of time a fault was in effect.
@@ -140,9 +141,9 @@ func (r *run) measureRecovery() recovery {
 		rc.catchUp = append(rc.catchUp, catchUp{fault: f.name, took: max(lastAccept.Sub(f.to), 0)})
 	}
 	if len(rc.callsPerEvent) > 0 {
-		// The replicas each hold one message to probe a stopped route
-		// with; those make many calls on one delivery by design.
-		probers := min(len(rc.callsPerEvent)-1, r.p.workers*(r.fig.outages+r.fig.rotations+len(r.windows)+1))
+		// Each time a replica stopped a route it held one message to
+		// probe with; those make many calls on one delivery by design.
+		probers := min(len(rc.callsPerEvent)-1, r.fig.breakerOpens)
 		rc.maxCallsRouted = rc.callsPerEvent[len(rc.callsPerEvent)-1-probers]
 	}
 	if last.After(r.faultsEnd) {
@@ -245,6 +246,9 @@ func (rc recovery) check(t targets) []string {
 	}
 	for _, w := range rc.stalled {
 		missed = append(missed, fmt.Sprintf("window %v-%v accepted %d of %d published (under %.0f%% of the publish rate)", w.from, w.to, w.accepted, w.published, 100*t.windowShare))
+	}
+	if t.maxCalls > 0 && rc.maxCallsRouted > t.maxCalls {
+		missed = append(missed, fmt.Sprintf("an event was called %d times (not counting the messages held to probe with), target %d", rc.maxCallsRouted, t.maxCalls))
 	}
 	for _, c := range rc.catchUp {
 		if t.drain > 0 && c.took > t.drain {
