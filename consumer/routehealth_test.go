@@ -166,3 +166,26 @@ func TestRouteHealthLeavesAnOperatorsPauseAlone(t *testing.T) {
 		t.Errorf("the operator's pause until %v became paused=%v until %v", until, info.Paused, info.Config.PauseUntil)
 	}
 }
+
+// max_rate caps a route's calls per second on a replica.
+func TestMaxRateCapsCalls(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, emulator.WithTrigger("agtch_m", true))
+	r := defaultTimings(h.route("m", "events.m.>", h.agent("agtch_m")))
+	r.MaxRate = 10
+	const n = 25
+	for i := range n {
+		h.publish("events.m.x", `{"input":"x"}`, nil, fmt.Sprintf("m-%d", i))
+	}
+	start := time.Now()
+	h.start(r)
+	h.waitSettled(20*time.Second, "m")
+	// A burst of one, then one call every 100ms: 25 calls cannot take less
+	// than 2.4s, however fast the API answers.
+	if d := time.Since(start); d < 2400*time.Millisecond {
+		t.Errorf("%d calls at max_rate 10/s took %v, want at least 2.4s", n, d)
+	}
+	if h.emu.LedgerLen() != n {
+		t.Errorf("%d accepted, want %d", h.emu.LedgerLen(), n)
+	}
+}
