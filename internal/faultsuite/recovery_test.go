@@ -138,7 +138,18 @@ func (r *run) measureRecovery() recovery {
 				lastAccept = t
 			}
 		}
-		rc.catchUp = append(rc.catchUp, catchUp{fault: f.name, took: max(lastAccept.Sub(f.to), 0)})
+		// Time that later faults of the same kind took out of the catch-up
+		// (an outage right after a broker restart) is not the first one's.
+		took := max(lastAccept.Sub(f.to), 0)
+		for _, g := range r.windows {
+			if g.excused && g != f {
+				from, to := maxTime(g.from, f.to), minTime(g.to, lastAccept)
+				if to.After(from) {
+					took -= to.Sub(from)
+				}
+			}
+		}
+		rc.catchUp = append(rc.catchUp, catchUp{fault: f.name, took: max(took, 0)})
 	}
 	if len(rc.callsPerEvent) > 0 {
 		// Each time a replica stopped a route it held one message to
@@ -287,4 +298,18 @@ func (rc recovery) String() string {
 		fmt.Fprintf(&b, "called most:       %s\n", h)
 	}
 	return b.String()
+}
+
+func maxTime(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
+	}
+	return b
+}
+
+func minTime(a, b time.Time) time.Time {
+	if a.Before(b) {
+		return a
+	}
+	return b
 }
