@@ -129,7 +129,7 @@ type Breaker struct {
 	MinCalls         uint32   `yaml:"min_calls"`          // default 10
 	Window           Duration `yaml:"window"`             // default 10s
 	ProbeInterval    Duration `yaml:"probe_interval"`     // default 1s
-	MaxProbeInterval Duration `yaml:"max_probe_interval"` // default 4s
+	MaxProbeInterval Duration `yaml:"max_probe_interval"` // default 3s
 	Disabled         *bool    `yaml:"disabled"`
 
 	// Settings of the consecutive-failure breaker that route health

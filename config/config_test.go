@@ -34,7 +34,7 @@ func TestMinimalConfigGetsDefaults(t *testing.T) {
 	if r.Durable != "agentrelay-complaints" || r.Deliver != "all" || r.Body != "json" ||
 		r.MaxInFlight != 64 || r.MaxAckPending != 256 || r.AckWait.D() != 5*time.Second ||
 		r.Retry.MaxAttempts != 10 || r.Retry.MaxBackoff.D() != 4*time.Second || r.Breaker.MinCalls != 10 ||
-		r.Breaker.FailureRatio != 0.5 || r.Breaker.MaxProbeInterval.D() != 4*time.Second || *r.Breaker.Disabled {
+		r.Breaker.FailureRatio != 0.5 || r.Breaker.MaxProbeInterval.D() != 3*time.Second || *r.Breaker.Disabled {
 		t.Errorf("route defaults not applied: %+v", r)
 	}
 	if c.NATS.URL != "nats://127.0.0.1:4222" || c.API.BaseURL != "https://api.chatgpt.com" ||

@@ -102,7 +102,7 @@ type BreakerSettings struct {
 	ProbeInterval time.Duration
 	// MaxProbeInterval caps the probe interval, which doubles after every
 	// failed probe. It bounds how long a route stays stopped after the API
-	// has recovered. Default 4s.
+	// has recovered. Default 3s.
 	MaxProbeInterval time.Duration
 	// Disabled turns route health off: no condition is ever detected, every
 	// failure is handled per message, and concurrency stays fixed.
@@ -111,14 +111,14 @@ type BreakerSettings struct {
 
 // Breaker defaults. They are chosen for recovery: a route stops within
 // about a second of an outage (ten calls, half failing), probes after one
-// second, and never waits more than four between probes, so the backlog
+// second, and never waits more than three between probes, so the backlog
 // starts to drain within seconds of the API's recovery.
 const (
 	DefaultFailureRatio     = 0.5
 	DefaultMinCalls         = 10
 	DefaultBreakerWindow    = 10 * time.Second
 	DefaultProbeInterval    = time.Second
-	DefaultMaxProbeInterval = 4 * time.Second
+	DefaultMaxProbeInterval = 3 * time.Second
 )
 
 // WithDefaults returns s with zero fields set to their defaults.

@@ -9,7 +9,7 @@ import (
 
 // The route health state machine, without NATS: the clock is passed in.
 // Settings are the defaults (ratio 0.5 over at least 10 calls, first probe
-// after 1s, doubling up to 4s).
+// after 1s, doubling up to 3s).
 
 var t0 = time.Date(2026, 11, 30, 12, 0, 0, 0, time.UTC)
 
@@ -111,7 +111,7 @@ func TestHealthFailedProbesDoubleTheIntervalUpToTheCap(t *testing.T) {
 		}
 		intervals = append(intervals, h.state(now).NextProbe.Sub(now))
 	}
-	want := []time.Duration{2 * time.Second, 4 * time.Second, 4 * time.Second, 4 * time.Second, 4 * time.Second}
+	want := []time.Duration{2 * time.Second, 3 * time.Second, 3 * time.Second, 3 * time.Second, 3 * time.Second}
 	for i := range want {
 		if intervals[i] != want[i] {
 			t.Errorf("intervals after failed probes = %v, want %v", intervals, want)

@@ -48,7 +48,7 @@ func TestOutageStopsTheRouteEverywhereAndAProbeResumesIt(t *testing.T) {
 		return h.consumerInfo("agentrelay-o").Paused
 	})
 	// While stopped: probes only, one per replica per interval (1s, 2s,
-	// 4s), and most of the backlog still undelivered in the stream.
+	// 3s), and most of the backlog still undelivered in the stream.
 	before := h.emu.Stats().Requests
 	time.Sleep(3 * time.Second) // an observation window, not a wait for a condition
 	if probes := h.emu.Stats().Requests - before; probes > 6 {
