@@ -22,7 +22,10 @@ func TestDecideTable(t *testing.T) {
 	poison := func(r Reason) Outcome { return Outcome{Class: ClassPoison, Reason: r} }
 	http := func(status int) Outcome { return Outcome{Class: agentapi.ClassOf(status), Status: status} }
 	retryAfter := func(o Outcome, d time.Duration) Outcome { o.RetryAfter = d; return o }
-	routeWide := func(o Outcome, nextProbe time.Duration) Outcome { o.RouteWide, o.RetryAfter = true, nextProbe; return o }
+	routeWide := func(o Outcome, nextProbe time.Duration) Outcome {
+		o.RouteWide, o.RetryAfter = true, nextProbe
+		return o
+	}
 	of := func(c agentapi.Class) Outcome { return Outcome{Class: c} }
 	ack := Action{Verdict: VerdictAck}
 	dead := func(r Reason) Action { return Action{Verdict: VerdictDeadLetter, Reason: r} }

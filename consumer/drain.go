@@ -93,4 +93,3 @@ func (rn *runner) waitIdle(deadline time.Time) bool {
 		}
 	}
 }
-

@@ -173,4 +173,3 @@ func (rn *runner) done() {
 	rn.m.InFlight(-1)
 	rn.signal()
 }
-

@@ -86,9 +86,9 @@ type recorder struct {
 	inFlight [maxWorkers]atomic.Int32 // requests being answered, per worker slot
 	holding  [maxWorkers]atomic.Int32 // accepted events whose 202 is held back, per slot
 
-	mu         sync.Mutex
-	reqs       []request
-	calling    [maxWorkers]map[string]int // keys being called, per worker slot
+	mu      sync.Mutex
+	reqs    []request
+	calling [maxWorkers]map[string]int // keys being called, per worker slot
 }
 
 func (rc *recorder) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -198,7 +198,6 @@ func (rc *recorder) len() int {
 	defer rc.mu.Unlock()
 	return len(rc.reqs)
 }
-
 
 // statusWriter records the status the emulator answers and runs
 // beforeAccepted before a 202 leaves. It unwraps to the real writer, so the
