@@ -359,7 +359,13 @@ func TestGracePeriodCoversTheDrain(t *testing.T) {
 // tokens come from a Secret mounted as a directory: with subPath the kubelet
 // never updates the file, and a rotated token would not reach the worker.
 func TestConfigAndTokensComeFromMountedVolumes(t *testing.T) {
-	d := renderExample(t)
+	checkMounts(t, renderExample(t))
+}
+
+// checkMounts checks that every file the configuration names is in a
+// read-only volume mounted without subPath, secrets in Secret volumes.
+func checkMounts(t *testing.T, d deployment) {
+	t.Helper()
 	if len(d.config.Routes) == 0 {
 		t.Fatal("the configuration has no routes")
 	}
@@ -372,7 +378,7 @@ func TestConfigAndTokensComeFromMountedVolumes(t *testing.T) {
 			t.Errorf("%s: volume %s must be mounted read-only", field, m.Name)
 		case m.SubPath != "" || m.SubPathExpr != "":
 			t.Errorf("%s: volume %s is mounted with subPath, so the file is never updated on rotation", field, m.Name)
-		case strings.HasSuffix(field, "token.file") && vol.Secret == nil:
+		case (strings.HasSuffix(field, "token.file") || isNATSSecretField(field)) && vol.Secret == nil:
 			t.Errorf("%s %s must come from a Secret, not %s", field, file, vol.Name)
 		}
 	}
@@ -387,6 +393,16 @@ func TestConfigAndTokensComeFromMountedVolumes(t *testing.T) {
 			t.Errorf("routes[%d].token.env %s must be set from a Secret key", i, r.Token.Env)
 		}
 	}
+}
+
+// isNATSSecretField reports whether a configuration field names a NATS
+// secret (credentials, seed, password, token), which belongs in a Secret.
+func isNATSSecretField(field string) bool {
+	switch field {
+	case "nats.credentials_file", "nats.nkey_seed_file", "nats.password_file", "nats.token_file":
+		return true
+	}
+	return false
 }
 
 // KEDA scales the Deployment on the lag of every route's consumer, between a

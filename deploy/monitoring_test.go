@@ -17,9 +17,6 @@ import (
 	"github.com/agentrelay/agentrelay/deploy/internal/promcheck"
 )
 
-// runbookBase is where alert runbook links point: sections of the README.
-const runbookBase = "https://github.com/agentrelay/agentrelay/blob/main/README.md#"
-
 // requiredAlerts are the situations an on-call engineer must hear about,
 // each with the metric its rule must watch.
 var requiredAlerts = map[string]string{
@@ -52,6 +49,9 @@ func alertRules(t *testing.T, d deployment) []monitoringv1.Rule {
 func TestAlertRulesAreComplete(t *testing.T) {
 	d := renderExample(t)
 	readme := readReadmes(t)
+	// Runbook links point at sections of the README, wherever the
+	// overlay's runbookBaseURL says it is.
+	runbookBase := overlaySettings(t)["runbookBaseURL"] + "#"
 	seen := map[string]bool{}
 	for _, r := range alertRules(t, d) {
 		if seen[r.Alert] {

@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -8,12 +9,15 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/spf13/cobra"
+	"go.yaml.in/yaml/v3"
 
 	"github.com/agentrelay/agentrelay/agentapi/emulator"
 	"github.com/agentrelay/agentrelay/config"
@@ -29,14 +33,24 @@ const (
 	devLockedID     = "agtch_demo_locked"
 	devStream       = "DEMO"
 	devPausedFor    = 12 * time.Second
-	devMetricsAddr  = "127.0.0.1:9090"
-	devEmulatorAddr = "127.0.0.1:8089"
+	devHost         = "127.0.0.1"
+	devMetricsPort  = 9090
+	devEmulatorPort = 8089
+	// devConfigFile is the configuration dev writes into its data dir and
+	// runs with, for the SRE commands to use while it runs.
+	devConfigFile = "agentrelay.yaml"
 )
 
 type devFlags struct {
-	dataDir  string
-	natsPort int
-	noDemo   bool
+	dataDir      string
+	natsPort     int
+	emulatorPort int
+	metricsPort  int
+	noDemo       bool
+	// emulatorPortSet and metricsPortSet say the port was asked for: then
+	// a port in use is an error, as for --nats-port; the defaults fall back
+	// to any free port so that dev starts beside another service on 9090.
+	emulatorPortSet, metricsPortSet bool
 }
 
 func newDevCmd(e *env, g *globalFlags) *cobra.Command {
@@ -51,20 +65,31 @@ ones (acked), a poison message and one for an agent without permission (both
 dead-lettered), and one for an agent that is not runnable for a while
 (retried, then accepted). Runs until Ctrl-C, then drains.
 
-No NATS install and no token are needed.`,
+No NATS install and no token are needed. dev writes the configuration it
+runs with to agentrelay.yaml in --data-dir; the SRE commands (status, dlq,
+pause, resume) take it with --config while dev runs. The banner prints the
+commands.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			f.emulatorPortSet = cmd.Flags().Changed("emulator-port")
+			f.metricsPortSet = cmd.Flags().Changed("metrics-port")
 			return runDev(cmd.Context(), e, g, f)
 		},
 	}
-	cmd.Flags().StringVar(&f.dataDir, "data-dir", ".agentrelay-dev", "folder for the embedded NATS store and the demo token")
+	cmd.Flags().StringVar(&f.dataDir, "data-dir", ".agentrelay-dev", "folder for the embedded NATS store, the demo token and the configuration dev runs with")
 	cmd.Flags().IntVar(&f.natsPort, "nats-port", 4222, "port of the embedded NATS server (0: any free port)")
+	cmd.Flags().IntVar(&f.emulatorPort, "emulator-port", devEmulatorPort, "port of the API emulator on 127.0.0.1 (0: any free port; the default falls back to a free port when taken)")
+	cmd.Flags().IntVar(&f.metricsPort, "metrics-port", devMetricsPort, "port of /metrics, /healthz and /readyz on 127.0.0.1 (0: any free port; the default falls back to a free port when taken)")
 	cmd.Flags().BoolVar(&f.noDemo, "no-demo", false, "do not publish the sample events")
 	return cmd
 }
 
 func runDev(ctx context.Context, e *env, g *globalFlags, f *devFlags) error {
-	if err := checkFlags(intIn("nats-port", f.natsPort, 1, maxPort, "any free port")); err != nil {
+	if err := checkFlags(
+		intIn("nats-port", f.natsPort, 1, maxPort, "any free port"),
+		intIn("emulator-port", f.emulatorPort, 1, maxPort, "any free port"),
+		intIn("metrics-port", f.metricsPort, 1, maxPort, "any free port"),
+	); err != nil {
 		return err
 	}
 	lc := g.logConfig()
@@ -72,7 +97,12 @@ func runDev(ctx context.Context, e *env, g *globalFlags, f *devFlags) error {
 	if err != nil {
 		return err
 	}
-	if err := os.MkdirAll(f.dataDir, 0o700); err != nil {
+	// Absolute, so that the configuration file works from any directory.
+	dataDir, err := filepath.Abs(f.dataDir)
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(dataDir, 0o700); err != nil {
 		return err
 	}
 
@@ -83,7 +113,7 @@ func runDev(ctx context.Context, e *env, g *globalFlags, f *devFlags) error {
 	}
 	ns, err := natsembed.Start(natsembed.Options{
 		Port:     f.natsPort,
-		StoreDir: filepath.Join(f.dataDir, "nats"),
+		StoreDir: filepath.Join(dataDir, "nats"),
 		Logger:   serverLog.With("component", "nats-server"),
 	})
 	if err != nil {
@@ -99,19 +129,23 @@ func runDev(ctx context.Context, e *env, g *globalFlags, f *devFlags) error {
 		emulator.WithFaults(emulator.Faults{Latency: 20 * time.Millisecond, LatencyJitter: 30 * time.Millisecond}),
 		emulator.WithLogger(log.With("component", "emulator")),
 	)
-	api, err := emu.Listen(freeAddr(devEmulatorAddr))
+	api, err := emu.Listen(devAddr(f.emulatorPort, f.emulatorPortSet))
 	if err != nil {
-		return err
+		return fmt.Errorf("starting the API emulator (is port %d taken? try --emulator-port 0): %w", f.emulatorPort, err)
 	}
 	defer api.Close()
 
-	tokenFile := filepath.Join(f.dataDir, "agent-token")
+	tokenFile := filepath.Join(dataDir, "agent-token")
 	if err := os.WriteFile(tokenFile, []byte(devToken+"\n"), 0o600); err != nil {
 		return err
 	}
-	cfg := devConfig(ns.ClientURL(), api.URL, tokenFile, freeAddr(devMetricsAddr))
-	cfg.Log = lc
-	if err := cfg.Validate(); err != nil {
+	cfgFile := filepath.Join(dataDir, devConfigFile)
+	spec := devConfig(ns.ClientURL(), api.URL, tokenFile, devAddr(f.metricsPort, f.metricsPortSet))
+	spec.Log = lc
+	// dev runs with what it wrote, so the file the SRE commands read is
+	// the configuration in use, not a description of it.
+	cfg, err := writeDevConfig(cfgFile, spec)
+	if err != nil {
 		return err
 	}
 
@@ -124,7 +158,7 @@ func runDev(ctx context.Context, e *env, g *globalFlags, f *devFlags) error {
 	case err := <-runErr:
 		return err
 	case addr := <-started:
-		printDevBanner(e, ns.ClientURL(), api.URL, addr)
+		printDevBanner(e, devBanner{natsURL: ns.ClientURL(), apiURL: api.URL, metricsAddr: addr, configFile: cfgFile, executable: executable()})
 	}
 	if !f.noDemo {
 		go func() {
@@ -144,7 +178,7 @@ func runDev(ctx context.Context, e *env, g *globalFlags, f *devFlags) error {
 	return <-runErr
 }
 
-// devConfig is the configuration dev mode runs with.
+// devConfig is the configuration dev mode runs with, before defaults.
 func devConfig(natsURL, apiURL, tokenFile, metricsAddr string) *config.Config {
 	tok := config.Token{File: tokenFile}
 	route := func(name, subject, id string) config.Route {
@@ -175,37 +209,152 @@ func devConfig(natsURL, apiURL, tokenFile, metricsAddr string) *config.Config {
 			route("locked", "demo.locked.>", devLockedID),
 		},
 	}
-	c.ApplyDefaults()
 	return c
 }
 
-// freeAddr returns addr if it can be listened on, else a free port on the
-// same host: dev mode should start even when 9090 or 8089 is taken.
-func freeAddr(addr string) string {
+// writeDevConfig writes spec to path, with only the fields it sets, and
+// reads it back the way dev runs it: defaults applied and validated.
+// Environment overrides are left out on purpose: an AGENTRELAY_NATS_URL
+// meant for a real deployment must not point dev's worker elsewhere.
+func writeDevConfig(path string, spec *config.Config) (*config.Config, error) {
+	var doc yaml.Node
+	if err := doc.Encode(spec); err != nil {
+		return nil, err
+	}
+	pruneZero(&doc)
+	var body bytes.Buffer
+	enc := yaml.NewEncoder(&body)
+	enc.SetIndent(2)
+	if err := enc.Encode(&doc); err != nil {
+		return nil, err
+	}
+	if err := enc.Close(); err != nil {
+		return nil, err
+	}
+	head := "# Written by `agentrelay dev` at start-up: the configuration it runs with\n" +
+		"# (rewritten at every start; ports may change). While dev runs, the SRE\n" +
+		"# commands use it: agentrelay status --config " + shellQuote(path) + "\n"
+	data := append([]byte(head), body.Bytes()...)
+	if err := os.WriteFile(path, data, 0o600); err != nil {
+		return nil, err
+	}
+	cfg, err := config.Parse(data)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	cfg.ApplyDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return cfg, nil
+}
+
+// pruneZero drops the mapping entries whose value is empty, zero, false or
+// null (an unset field, which the defaults fill in) and the mappings and
+// lists left empty, so that the file shows what dev sets.
+func pruneZero(n *yaml.Node) bool {
+	switch n.Kind {
+	case yaml.DocumentNode:
+		for _, c := range n.Content {
+			pruneZero(c)
+		}
+		return false
+	case yaml.MappingNode:
+		kept := n.Content[:0]
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			if !pruneZero(n.Content[i+1]) {
+				kept = append(kept, n.Content[i], n.Content[i+1])
+			}
+		}
+		n.Content = kept
+		return len(kept) == 0
+	case yaml.SequenceNode:
+		for _, c := range n.Content {
+			pruneZero(c)
+		}
+		return len(n.Content) == 0
+	case yaml.ScalarNode:
+		switch n.Tag {
+		case "!!null":
+			return true
+		case "!!bool":
+			return n.Value == "false"
+		case "!!int", "!!float":
+			return n.Value == "0"
+		case "!!str":
+			return n.Value == "" || n.Value == "0s"
+		}
+	}
+	return false
+}
+
+// devAddr is the loopback address for port. A port asked for is used as it
+// is; the default falls back to any free port when it is taken, so that dev
+// starts even beside something else on 9090 or 8089.
+func devAddr(port int, asked bool) string {
+	addr := net.JoinHostPort(devHost, strconv.Itoa(port))
+	if asked || port == 0 {
+		return addr
+	}
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
-		host, _, _ := net.SplitHostPort(addr)
-		return net.JoinHostPort(host, "0")
+		return net.JoinHostPort(devHost, "0")
 	}
 	_ = ln.Close()
 	return addr
 }
 
-func printDevBanner(e *env, natsURL, apiURL, metricsAddr string) {
+// executable is the path of the running binary, for the banner's commands:
+// the built binary starts at once, where `go run` compiles for seconds.
+func executable() string {
+	if p, err := os.Executable(); err == nil {
+		return p
+	}
+	return "agentrelay"
+}
+
+// shellSafe matches words a POSIX shell takes as they are.
+var shellSafe = regexp.MustCompile(`^[A-Za-z0-9_@%+=:,./-]+$`)
+
+// shellQuote quotes s for a POSIX shell when it needs it, so that a
+// banner command can be pasted as it is.
+func shellQuote(s string) string {
+	if shellSafe.MatchString(s) {
+		return s
+	}
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
+}
+
+// devBanner is what the banner tells.
+type devBanner struct {
+	natsURL, apiURL, metricsAddr string
+	configFile, executable       string
+}
+
+func printDevBanner(e *env, b devBanner) {
+	bin, cfg := shellQuote(b.executable), shellQuote(b.configFile)
 	printf(e.stderr, `
 agentrelay dev is running.
   NATS (JetStream)  %s   stream %s, subjects demo.>
   API emulator      %s   token %q
   metrics / health  http://%s/metrics  /healthz  /readyz
   dead letters      stream AGENTRELAY_DLQ, subjects agentrelay.dlq.>
+  configuration     %s
 
 Publish more from a second terminal:
-  go run ./cmd/agentrelay publish -s %s demo.support.new --input "Summarise ticket 7" --msg-id ticket-7
-  go run ./cmd/agentrelay publish -s %s demo.notes.new --raw --input "a plain-text note" -k thread-1
-  go run ./cmd/agentrelay publish -s %s demo.support.new --raw --input "not json"      # dead-lettered: invalid_json
+  %s publish -s %s demo.support.new --input "Summarise ticket 7" --msg-id ticket-7
+  %s publish -s %s demo.notes.new --raw --input "a plain-text note" -k thread-1
+  %s publish -s %s demo.support.new --raw --input "not json"      # dead-lettered: invalid_json
+
+Look at it with the SRE commands and dev's configuration:
+  %s status --config %s
+  %s dlq list --config %s
+  %s dlq replay --config %s --route support --dry-run
 Stop with Ctrl-C (the worker drains first).
 
-`, natsURL, devStream, apiURL, devToken, metricsAddr, natsURL, natsURL, natsURL)
+`, b.natsURL, devStream, b.apiURL, devToken, b.metricsAddr, b.configFile,
+		bin, b.natsURL, bin, b.natsURL, bin, b.natsURL,
+		bin, cfg, bin, cfg, bin, cfg)
 }
 
 // publishDemo publishes the sample events.

@@ -4,6 +4,14 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"reflect"
+	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -113,5 +121,179 @@ func TestPublishWaitsForTheStreamAck(t *testing.T) {
 	}
 	if code, _, errOut := runCLI(t, "", "publish", "-s", url, "nostream.x", "--input", "x", "--timeout", "1s"); code != 1 || !strings.Contains(errOut, "publishing to nostream.x") {
 		t.Errorf("publish to a subject no stream captures: %d %s", code, errOut)
+	}
+}
+
+// startDev runs `agentrelay dev` with args and waits for its banner. It
+// returns the log and stop, which cancels dev and returns its exit code;
+// the test's cleanup stops it too.
+func startDev(t *testing.T, args ...string) (logs *syncBuffer, stop func() int) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	logs = &syncBuffer{}
+	var code int
+	exited := make(chan struct{})
+	go func() {
+		code = Main(ctx, append([]string{"dev", "--log-format", "json"}, args...), strings.NewReader(""), io.Discard, logs)
+		close(exited)
+	}()
+	stop = func() int {
+		cancel()
+		select {
+		case <-exited:
+			return code
+		case <-time.After(30 * time.Second):
+			t.Error("dev mode did not stop")
+			return -1
+		}
+	}
+	t.Cleanup(func() { stop() })
+	testenv.Eventually(t, 30*time.Second, "dev mode prints its banner", func() bool {
+		select {
+		case <-exited:
+			t.Fatalf("dev exited with %d before its banner:\n%s", code, logs.String())
+		default:
+		}
+		return strings.Contains(logs.String(), "agentrelay dev is running")
+	})
+	return logs, stop
+}
+
+// freeLoopbackPort returns a port nothing listens on at the moment.
+func freeLoopbackPort(t *testing.T) int {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port
+}
+
+// The SRE commands work against a running dev with no hand-written
+// configuration: dev writes the one it runs with into its data dir, with
+// absolute paths (so it works from any directory), and its banner prints
+// the exact commands, with the running binary rather than `go run`.
+func TestSREToolsWorkAgainstDevWithItsConfigFile(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs dev mode")
+	}
+	// A relative --data-dir, and the commands run from another directory.
+	t.Chdir(t.TempDir())
+	logs, stop := startDev(t, "--data-dir", "dev-data", "--nats-port", "0", "--emulator-port", "0", "--metrics-port", "0")
+	t.Chdir(t.TempDir())
+
+	banner := logs.String()
+	m := regexp.MustCompile(`(?m)^  (\S+) status --config (\S+)$`).FindStringSubmatch(banner)
+	if m == nil {
+		t.Fatalf("the banner names no `status --config` command:\n%s", banner)
+	}
+	bin, cfgFile := m[1], m[2]
+	if exe, err := os.Executable(); err != nil || bin != exe {
+		t.Errorf("the banner's commands run %q, want the running executable %q (%v)", bin, exe, err)
+	}
+	if strings.Contains(banner, "go run") {
+		t.Error("the banner suggests `go run`, which compiles for seconds at every command")
+	}
+	if !filepath.IsAbs(cfgFile) || filepath.Base(filepath.Dir(cfgFile)) != "dev-data" || filepath.Base(cfgFile) != devConfigFile {
+		t.Errorf("configuration file %s: want %s in the data dir, as an absolute path", cfgFile, devConfigFile)
+	}
+	for _, cmd := range []string{"dlq list --config " + cfgFile, "publish -s nats://127.0.0.1:"} {
+		if !strings.Contains(banner, bin+" "+cmd) {
+			t.Errorf("the banner has no %q", bin+" "+cmd)
+		}
+	}
+
+	// status sees the demo's dead letters, through the file.
+	var rep statusReport
+	testenv.Eventually(t, 60*time.Second, "status --config shows the demo's dead letters", func() bool {
+		code, out, errOut := runCLI(t, "", "status", "--json", "--config", cfgFile)
+		switch code {
+		case 0:
+		case ExitConfig:
+			t.Fatalf("status --config %s cannot use dev's configuration: %s", cfgFile, errOut)
+		default:
+			t.Logf("status: exit %d: %s", code, errOut)
+			return false
+		}
+		rep = statusReport{}
+		if err := json.Unmarshal([]byte(out), &rep); err != nil {
+			t.Fatalf("status --json: %v: %s", err, out)
+		}
+		dl := map[string]map[string]int{}
+		for _, r := range rep.Routes {
+			dl[r.Route] = r.DeadLetters
+		}
+		return len(rep.Routes) == 4 && dl["support"]["invalid_json"] > 0 && dl["locked"]["forbidden"] > 0
+	})
+	code, out, errOut := runCLI(t, "", "dlq", "list", "--config", cfgFile)
+	if code != 0 || !strings.Contains(out, "forbidden") || !strings.Contains(out, "invalid_json") {
+		t.Errorf("dlq list --config %s: exit %d\n%s%s", cfgFile, code, out, errOut)
+	}
+
+	if code := stop(); code != 0 {
+		t.Errorf("dev exit code %d", code)
+	}
+}
+
+// The configuration file holds what dev sets and nothing else, and reads
+// back as exactly the configuration dev runs with.
+func TestDevConfigFileIsTheConfigurationInUse(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, devConfigFile)
+	spec := devConfig("nats://127.0.0.1:4222", "http://127.0.0.1:8089", filepath.Join(dir, "agent-token"), "127.0.0.1:9090")
+	got, err := writeDevConfig(path, spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := *spec
+	want.ApplyDefaults()
+	if !reflect.DeepEqual(got, &want) {
+		t.Errorf("read back:\n%+v\nwant:\n%+v", got, &want)
+	}
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, noise := range []string{"null", ": 0\n", ": 0s\n", ": false\n", `: ""`, "{}", "[]"} {
+		if strings.Contains(string(data), noise) {
+			t.Errorf("the file carries an unset field (%q):\n%s", noise, data)
+		}
+	}
+	if strings.Contains(string(data), devToken) {
+		t.Error("the file holds the token; it must only name the token file")
+	}
+	if info, err := os.Stat(path); err != nil || info.Mode().Perm()&0o077 != 0 {
+		t.Errorf("the file must be private to its owner: %v %v", info.Mode(), err)
+	}
+}
+
+// --emulator-port and --metrics-port put the emulator and the listener
+// where asked; a port asked for that is taken is an error naming the
+// flag, not a silent move elsewhere.
+func TestDevPortsAreFlags(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs dev mode")
+	}
+	emu, metrics := freeLoopbackPort(t), freeLoopbackPort(t)
+	logs, _ := startDev(t, "--data-dir", t.TempDir(), "--nats-port", "0", "--no-demo",
+		"--emulator-port", strconv.Itoa(emu), "--metrics-port", strconv.Itoa(metrics))
+	for _, want := range []string{fmt.Sprintf("http://127.0.0.1:%d ", emu), fmt.Sprintf("http://127.0.0.1:%d/metrics", metrics)} {
+		if !strings.Contains(logs.String(), want) {
+			t.Errorf("the banner has no %q:\n%s", want, logs.String())
+		}
+	}
+
+	taken, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer taken.Close()
+	port := strconv.Itoa(taken.Addr().(*net.TCPAddr).Port)
+	for _, flag := range []string{"--emulator-port", "--metrics-port"} {
+		code, _, errOut := runCLI(t, "", "dev", "--data-dir", t.TempDir(), "--nats-port", "0", "--no-demo", flag, port)
+		if code == 0 || !strings.Contains(errOut, port) {
+			t.Errorf("dev %s %s (taken): exit %d: %s", flag, port, code, errOut)
+		}
 	}
 }
