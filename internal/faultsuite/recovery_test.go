@@ -120,7 +120,10 @@ func (r *run) measureRecovery() recovery {
 		byCalls = append(byCalls, keyCalls{k.key, n})
 	}
 	slices.SortFunc(byCalls, func(a, b keyCalls) int { return b.calls - a.calls })
-	for _, kc := range byCalls[:min(3, len(byCalls))] {
+	// Past the probing messages (one per route stop), the events called
+	// most: what cost them their calls.
+	skip := min(r.fig.breakerOpens, len(byCalls))
+	for _, kc := range byCalls[skip:min(skip+3, len(byCalls))] {
 		rc.heavy = append(rc.heavy, fmt.Sprintf("%s: %s", kc.key, history(reqs, kc.key)))
 	}
 	// Catch-up after each fault that stops delivery by design.
@@ -262,7 +265,10 @@ func (rc recovery) check(t targets) []string {
 		missed = append(missed, fmt.Sprintf("an event was called %d times (not counting the messages held to probe with), target %d", rc.maxCallsRouted, t.maxCalls))
 	}
 	for _, c := range rc.catchUp {
-		if t.drain > 0 && c.took > t.drain {
+		// The target is the API's recovery (an outage, the 401 window);
+		// after a broker restart, messages whose acks it lost wait out
+		// ack_wait, and other faults overlap: reported, not judged.
+		if t.drain > 0 && c.took > t.drain && strings.HasPrefix(c.fault, "api") {
 			missed = append(missed, fmt.Sprintf("the backlog left by %s was accepted %v after it ended, target %v", c.fault, c.took.Round(time.Millisecond), t.drain))
 		}
 	}
@@ -295,7 +301,7 @@ func (rc recovery) String() string {
 			rc.callsPerEvent[n/2], rc.callsPerEvent[n*99/100], rc.callsPerEvent[n-1], rc.maxCallsRouted, countsString(rc.callsByStatus))
 	}
 	for _, h := range rc.heavy {
-		fmt.Fprintf(&b, "called most:       %s\n", h)
+		fmt.Fprintf(&b, "called most (not probing): %s\n", h)
 	}
 	return b.String()
 }
