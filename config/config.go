@@ -127,7 +127,7 @@ type Retry struct {
 type Breaker struct {
 	FailureRatio     float64  `yaml:"failure_ratio"`      // default 0.5
 	MinCalls         uint32   `yaml:"min_calls"`          // default 10
-	Window           Duration `yaml:"window"`             // default 10s
+	Window           Duration `yaml:"window"`             // default 5s
 	ProbeInterval    Duration `yaml:"probe_interval"`     // default 1s
 	MaxProbeInterval Duration `yaml:"max_probe_interval"` // default 3s
 	Disabled         *bool    `yaml:"disabled"`

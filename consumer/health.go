@@ -92,10 +92,13 @@ type BreakerSettings struct {
 	FailureRatio float64
 	// MinCalls is how many calls the recent window must hold before the
 	// ratio counts, so that two failures out of three calls do not stop a
-	// route. Default 10.
+	// route. MinCalls failures in a row also declare an outage, whatever
+	// came before them in the window: on a quiet route the ratio of a
+	// window full of earlier successes would take too long to tip, and a
+	// message's own retries would run out first. Default 10.
 	MinCalls uint32
 	// Window is how far back "recent" reaches (a rolling window of ten
-	// buckets). Default 10s.
+	// buckets). Default 5s.
 	Window time.Duration
 	// ProbeInterval is the wait before the first probe after a route-wide
 	// condition is detected. Default 1s.
@@ -116,7 +119,7 @@ type BreakerSettings struct {
 const (
 	DefaultFailureRatio     = 0.5
 	DefaultMinCalls         = 10
-	DefaultBreakerWindow    = 10 * time.Second
+	DefaultBreakerWindow    = 5 * time.Second
 	DefaultProbeInterval    = time.Second
 	DefaultMaxProbeInterval = 3 * time.Second
 )
@@ -236,7 +239,8 @@ func (h *health) newDetector() *gobreaker.TwoStepCircuitBreaker[struct{}] {
 		BucketPeriod: max(s.Window/10, time.Millisecond),
 		Timeout:      time.Hour,
 		ReadyToTrip: func(c gobreaker.Counts) bool {
-			return c.Requests >= s.MinCalls && float64(c.TotalFailures) >= s.FailureRatio*float64(c.Requests)
+			return c.ConsecutiveFailures >= s.MinCalls ||
+				c.Requests >= s.MinCalls && float64(c.TotalFailures) >= s.FailureRatio*float64(c.Requests)
 		},
 		OnStateChange: func(_ string, _, to gobreaker.State) {
 			if to == gobreaker.StateOpen {

@@ -43,11 +43,29 @@ func TestHealthOutageNeedsAShareOfAtLeastMinCalls(t *testing.T) {
 
 	h = newTestHealth()
 	calls(t, h, 12, agentapi.ClassAccepted, at(0))
-	if calls(t, h, 11, agentapi.ClassTimeout, at(0)) != 0 {
-		t.Error("tripped at 11 failures of 23 calls, under half")
+	for range 5 { // interleaved: no run of failures as long as min_calls
+		calls(t, h, 2, agentapi.ClassTimeout, at(0))
+		calls(t, h, 1, agentapi.ClassAccepted, at(0))
+	}
+	if calls(t, h, 6, agentapi.ClassTimeout, at(0)) != 0 {
+		t.Error("tripped at 16 failures of 33 calls, under half")
 	}
 	if calls(t, h, 1, agentapi.ClassNetwork, at(0)) != 1 {
-		t.Error("12 failures of 24 calls did not trip")
+		t.Error("17 failures of 34 calls did not trip")
+	}
+}
+
+// On a quiet route the window is full of earlier successes: min_calls
+// failures in a row declare the outage all the same, before any message's
+// own retries run out.
+func TestHealthOutageAfterManySuccessesTripsOnARunOfFailures(t *testing.T) {
+	h := newTestHealth()
+	calls(t, h, 200, agentapi.ClassAccepted, at(0))
+	if calls(t, h, 9, agentapi.ClassServerError, at(0)) != 0 {
+		t.Fatal("tripped on 9 failures in a row, under min_calls 10")
+	}
+	if calls(t, h, 1, agentapi.ClassServerError, at(0)) != 1 {
+		t.Error("10 failures in a row after 200 successes did not trip")
 	}
 }
 
