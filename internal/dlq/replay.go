@@ -46,6 +46,12 @@ type Policy struct {
 	ForcePoison bool
 }
 
+// Consumes reports whether the route's consumer captures subject (NATS
+// matching: "*" one token, a final ">" one or more).
+func (r Route) Consumes(subject string) bool {
+	return slices.ContainsFunc(r.Filters, func(f string) bool { return subjectMatches(f, subject) })
+}
+
 func (p Policy) route(name string) (Route, bool) {
 	for _, r := range p.Routes {
 		if r.Name == name {
@@ -161,7 +167,7 @@ func (s *Store) Check(p Policy, l Letter) (Route, error) {
 	if l.TriggerID != r.TriggerID && !p.AllowTriggerChange {
 		return refuse(ErrTriggerChanged, "it was for trigger %q, but route %s calls %q", l.TriggerID, r.Name, r.TriggerID)
 	}
-	if !slices.ContainsFunc(r.Filters, func(f string) bool { return subjectMatches(f, l.OrigSubject) }) {
+	if !r.Consumes(l.OrigSubject) {
 		if len(r.Filters) == 0 {
 			return refuse(nil, "route %s consumes no subject (does stream %s exist?)", r.Name, r.Stream)
 		}
