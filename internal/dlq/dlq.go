@@ -88,6 +88,9 @@ type Letter struct {
 	Corrected bool
 }
 
+// maxHistory bounds the replay counts a letter's headers may claim.
+const maxHistory = 1 << 30
+
 // TotalAttempts is every delivery attempt of the event, over every replay.
 func (l Letter) TotalAttempts() int { return l.Attempts + l.PriorAttempts }
 
@@ -137,7 +140,8 @@ func FromMsg(seq uint64, subject string, stored time.Time, h nats.Header, data [
 	l.Replays, _ = strconv.Atoi(h.Get(HeaderReplayCount))
 	l.PriorAttempts, _ = strconv.Atoi(h.Get(HeaderReplayAttempts))
 	l.OriginStream, l.OriginSeq = ParseOrigin(h.Get(HeaderReplayOrigin))
-	l.Replays, l.PriorAttempts = max(l.Replays, 0), max(l.PriorAttempts, 0)
+	// Headers are anyone's who may publish: keep the sums sane.
+	l.Replays, l.PriorAttempts = min(max(l.Replays, 0), maxHistory), min(max(l.PriorAttempts, 0), maxHistory)
 	if data == nil {
 		if n, err := strconv.Atoi(h.Get("Nats-Msg-Size")); err == nil {
 			l.Size = n
