@@ -57,6 +57,14 @@ const (
 	// made, so a message that is dead-lettered a second time (after a
 	// replay) does not carry stale reasons from the first.
 	agentrelayHeaderPrefix = "Agentrelay-"
+
+	// HeaderReplayPrefix starts the headers `dlq replay` puts on a replayed
+	// message (which dead letter it came from, the original event, the
+	// replays and attempts so far). Unlike the rest of agentrelayHeaderPrefix
+	// they are kept when the replay is dead-lettered again: they are the
+	// event's history, not stale reasons, and without them a replay that
+	// fails again would look like a new event.
+	HeaderReplayPrefix = "Agentrelay-Replay-"
 )
 
 // DeadLetterConfig describes the dead-letter stream. The zero value of each
@@ -605,6 +613,8 @@ func originalHeaders(h nats.Header, keyUsed bool) (cands []header, unusable []st
 		switch {
 		case hasPrefixFold(k, "Nats-"):
 			key = HeaderOriginalPrefix + k
+		case hasPrefixFold(k, HeaderReplayPrefix):
+			// the replay's history: carried on
 		case hasPrefixFold(k, agentrelayHeaderPrefix):
 			continue // stale from an earlier dead-lettering; replaced
 		case strings.EqualFold(k, HeaderIdempotencyKey):

@@ -3,6 +3,7 @@ package deploy_test
 import (
 	"context"
 	"log/slog"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -137,6 +138,50 @@ func TestReplicaWithAClosedConnectionTripsAnAlert(t *testing.T) {
 		{"healthy", timeline{"up": up, "agentrelay_ready": ready, "agentrelay_nats_connected": connected}, -1},
 		{"disconnected for a minute", blip, -1},
 		{"closed once, restarted, recovered", restarted, -1},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			at := firesAt(t, r, c.tl)
+			switch {
+			case c.within < 0 && at >= 0:
+				t.Errorf("fires at %v", at)
+			case c.within >= 0 && at < 0:
+				t.Errorf("never fires, want within %v", c.within)
+			case c.within >= 0 && at > c.within:
+				t.Errorf("fires at %v, want within %v", at, c.within)
+			}
+		})
+	}
+}
+
+// Dead letters must be seen well before the dead-letter stream expires them
+// (max_age, 14 days by default): the alert fires once the oldest has waited
+// 7 days, and not for younger letters or ones replayed in time.
+func TestDeadLettersAgingAlertsLongBeforeExpiry(t *testing.T) {
+	r := alertRule(t, "AgentrelayDeadLettersAging")
+	const week = 7 * 24 * 3600
+	// ages scrapes 30 s apart from start seconds, each 30 s older, with
+	// the letters replayed (age 0) from scrape gone on, if gone > 0.
+	ages := func(start, gone int) []string {
+		out := make([]string, 120)
+		for i := range out {
+			age := start + 30*i
+			if gone > 0 && i >= gone {
+				age = 0
+			}
+			out[i] = strconv.Itoa(age)
+		}
+		return out
+	}
+	const metric = "agentrelay_dead_letter_oldest_age_seconds"
+	for _, c := range []struct {
+		name   string
+		tl     timeline
+		within time.Duration // -1: must not fire
+	}{
+		{"crosses 7 days after 10 minutes", timeline{metric: ages(week-600, 0)}, 45 * time.Minute},
+		{"6 days old", timeline{metric: ages(week-24*3600, 0)}, -1},
+		{"replayed 20 minutes after crossing", timeline{metric: ages(week-600, 60)}, -1},
+		{"nothing waiting", timeline{metric: repeat("0", 120)}, -1},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			at := firesAt(t, r, c.tl)

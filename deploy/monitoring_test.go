@@ -26,6 +26,7 @@ var requiredAlerts = map[string]string{
 	"AgentrelayNoSuccessfulTriggers":     "agentrelay_trigger_requests_total",
 	"AgentrelayReplicaNotReady":          "agentrelay_ready",
 	"AgentrelayDeadLetterPublishFailing": "agentrelay_dead_letter_publish_failures_total",
+	"AgentrelayDeadLettersAging":         "agentrelay_dead_letter_oldest_age_seconds",
 }
 
 // alertRules returns the alerting rules of the example overlay.

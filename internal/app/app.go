@@ -139,6 +139,8 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger, o Options) e
 		return nil
 	}
 	state.relay(nc, relay)
+	// Stopped before the connection closes (deferred later, run earlier).
+	defer watchDeadLetters(runCtx, js, cfg, metrics, log, cfg.Worker.LagInterval.D())()
 	if o.Started != nil {
 		o.Started(addr)
 	}

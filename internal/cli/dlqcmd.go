@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"slices"
 	"sort"
 	"strconv"
@@ -160,8 +161,14 @@ type letterJSON struct {
 	StreamSeq      uint64              `json:"stream_seq"`
 	Subject        string              `json:"subject"`
 	Attempts       int                 `json:"attempts"`
+	TotalAttempts  int                 `json:"total_attempts"` // over every replay of the event
+	Replays        int                 `json:"replays"`        // replays of the event before this letter
+	ReplayOf       string              `json:"replay_of,omitempty"`
+	OriginStream   string              `json:"origin_stream,omitempty"` // where the event was first published
+	OriginSeq      uint64              `json:"origin_seq,omitempty"`
 	IdempotencyKey string              `json:"idempotency_key,omitempty"`
 	Size           int                 `json:"size"`
+	BodyOmitted    string              `json:"body_omitted,omitempty"`
 	Headers        map[string][]string `json:"headers,omitempty"`
 	Body           *string             `json:"body,omitempty"`
 }
@@ -170,8 +177,10 @@ func toJSON(l dlq.Letter, withBody bool) letterJSON {
 	j := letterJSON{
 		Seq: l.Seq, Stored: l.Stored.UTC(), Route: l.Route, Reason: l.Reason, Class: l.Class, Status: l.Status,
 		Error: l.Error, TriggerID: l.TriggerID, Stream: l.Stream, StreamSeq: l.StreamSeq, Subject: l.OrigSubject,
-		Attempts: l.Attempts, IdempotencyKey: l.IdempotencyKey, Size: l.Size,
+		Attempts: l.Attempts, TotalAttempts: l.TotalAttempts(), Replays: l.Replays, ReplayOf: l.ReplayOf,
+		IdempotencyKey: l.IdempotencyKey, Size: l.Size, BodyOmitted: l.BodyOmitted,
 	}
+	j.OriginStream, j.OriginSeq = l.Origin()
 	if withBody {
 		j.Headers = l.Header
 		b := string(l.Data)
@@ -199,7 +208,7 @@ func newDLQListCmd(e *env, g *globalFlags) *cobra.Command {
 			defer t.Close()
 			tw := tabwriter.NewWriter(e.stdout, 0, 0, 2, ' ', 0)
 			if !asJSON {
-				printf(tw, "SEQ\tDEAD-LETTERED\tROUTE\tREASON\tSTATUS\tATTEMPTS\tSUBJECT\tKEY\tBODY\n")
+				printf(tw, "SEQ\tDEAD-LETTERED\tROUTE\tREASON\tSTATUS\tATTEMPTS\tREPLAYS\tSUBJECT\tKEY\tBODY\n")
 			}
 			n := 0
 			err = s.Scan(cmd.Context(), filter, preview == 0 && !asJSON, func(l dlq.Letter) (bool, error) {
@@ -211,8 +220,8 @@ func newDLQListCmd(e *env, g *globalFlags) *cobra.Command {
 				if l.Status != 0 {
 					status = strconv.Itoa(l.Status)
 				}
-				printf(tw, "%d\t%s\t%s\t%s\t%s\t%d\t%s\t%s\t%s\n", l.Seq, l.Stored.UTC().Format(time.RFC3339),
-					safe(l.Route, 40), safe(l.Reason, 40), status, l.Attempts, safe(l.OrigSubject, 60), safe(l.IdempotencyKey, 40), bodyPreview(l, preview))
+				printf(tw, "%d\t%s\t%s\t%s\t%s\t%d\t%d\t%s\t%s\t%s\n", l.Seq, l.Stored.UTC().Format(time.RFC3339),
+					safe(l.Route, 40), safe(l.Reason, 40), status, l.TotalAttempts(), l.Replays, safe(l.OrigSubject, 60), safe(l.IdempotencyKey, 40), bodyPreview(l, preview))
 				return true, nil
 			})
 			if !asJSON {
@@ -229,6 +238,9 @@ func newDLQListCmd(e *env, g *globalFlags) *cobra.Command {
 }
 
 func bodyPreview(l dlq.Letter, n int) string {
+	if l.BodyOmitted != "" {
+		return fmt.Sprintf("(body not stored: %s)", safe(l.BodyOmitted, 20))
+	}
 	if n == 0 || l.Data == nil {
 		return fmt.Sprintf("(%d bytes)", l.Size)
 	}
@@ -296,8 +308,17 @@ func printLetter(w io.Writer, l dlq.Letter) {
 	row("route", l.Route)
 	row("trigger id", l.TriggerID)
 	row("from", fmt.Sprintf("%s seq %d, subject %s", l.Stream, l.StreamSeq, l.OrigSubject))
-	row("attempts", strconv.Itoa(l.Attempts))
+	attempts := strconv.Itoa(l.Attempts)
+	if l.Replays > 0 {
+		attempts += fmt.Sprintf(" (%d over the event's %d replays)", l.TotalAttempts(), l.Replays)
+		st, seq := l.Origin()
+		row("replays", fmt.Sprintf("%d; this letter is of the replay of dead letter %s; first published as %s seq %d", l.Replays, l.ReplayOf, st, seq))
+	}
+	row("attempts", attempts)
 	row("idempotency key", l.IdempotencyKey)
+	if l.BodyOmitted != "" {
+		row("body", fmt.Sprintf("not stored (%s): %s bytes, sha256 %s", l.BodyOmitted, l.Header.Get("Agentrelay-Body-Size"), l.Header.Get("Agentrelay-Body-Sha256")))
+	}
 	_ = tw.Flush()
 	printf(w, "\nheaders:\n")
 	keys := make([]string, 0, len(l.Header))
@@ -315,10 +336,11 @@ func printLetter(w io.Writer, l dlq.Letter) {
 
 func newDLQReplayCmd(e *env, g *globalFlags) *cobra.Command {
 	f := &filterFlags{}
-	var dryRun, newKey, allowTriggerChange bool
+	var dryRun, newKey, allowTriggerChange, force bool
 	var perSecond float64
+	var bodyFile string
 	cmd := &cobra.Command{
-		Use:   "replay",
+		Use:   "replay [SEQ...]",
 		Short: "Republish dead letters to their original subjects, then delete them",
 		Long: `Republish the selected dead letters to their original subjects, with their
 original Idempotency-Key so that an event the API had in fact accepted is not
@@ -336,14 +358,36 @@ _INBOX.*, _R_.*) or one with wildcards, empty tokens, spaces or control
 characters. Anything else is refused and left in place: --dry-run lists each
 refusal with its reason, and a replay counts them (and exits 1).
 
+A letter whose reason blames the message itself (invalid_json, missing_input,
+input_too_large, invalid_utf8, invalid_idempotency_key,
+invalid_conversation_key) would only be dead-lettered again: it is refused
+unless --force, or replayed with a corrected body (--body-file, one letter at
+a time, keeping its Idempotency-Key; a body the route would refuse again is
+refused). A letter stored without its body (too large) is replayed only with
+--body-file. A replay that fails again keeps its history: its new dead letter
+counts the replays and every attempt ("dlq list" shows both).
+
 Fix the cause first (permissions, trigger id, the agent), then replay; use
 "agentrelay status --watch 2s" to watch the route drain.`,
 		Example: `  agentrelay dlq replay --route complaints --reason forbidden --dry-run
-  agentrelay dlq replay --route complaints --reason forbidden --rate 20`,
-		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
+  agentrelay dlq replay --route complaints --reason forbidden --rate 20
+  agentrelay dlq show 42 --raw > fixed.json   # edit it, then:
+  agentrelay dlq replay 42 --body-file fixed.json`,
+		Args: cobra.ArbitraryArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
 			if err := checkFlags(append(f.check(), positiveUpTo("rate", perSecond, maxReplayRate))...); err != nil {
 				return err
+			}
+			f.seqs = append(f.seqs, args...)
+			var body []byte
+			if bodyFile != "" {
+				if len(f.seqs) != 1 || strings.Contains(f.seqs[0], ",") {
+					return usageError{errors.New("--body-file replays one dead letter: name exactly one (dlq replay SEQ --body-file FILE)")}
+				}
+				var err error
+				if body, err = readBodyFile(bodyFile); err != nil {
+					return err
+				}
 			}
 			filter, t, s, err := f.open(cmd.Context(), e, g)
 			if err != nil {
@@ -354,7 +398,8 @@ Fix the cause first (permissions, trigger id, the agent), then replay; use
 			if err != nil {
 				return err
 			}
-			return replay(cmd.Context(), e, s, policy, filter, dryRun, newKey, perSecond)
+			policy.ForcePoison = force
+			return replay(cmd.Context(), e, s, policy, filter, replayOpts{dryRun: dryRun, newKey: newKey, perSecond: perSecond, body: body})
 		},
 	}
 	f.register(cmd)
@@ -362,7 +407,37 @@ Fix the cause first (permissions, trigger id, the agent), then replay; use
 	cmd.Flags().BoolVar(&newKey, "new-key", false, "give each replay a new Idempotency-Key (the API will run the event again even if it had accepted it)")
 	cmd.Flags().BoolVar(&allowTriggerChange, "allow-trigger-change", false, "replay letters to their route's current trigger even when it is not the one they were dead-lettered for (after fixing a route's trigger_id)")
 	cmd.Flags().Float64Var(&perSecond, "rate", 50, fmt.Sprintf("replays per second at most (up to %v)", maxReplayRate))
+	cmd.Flags().BoolVar(&force, "force", false, "replay letters whose reason blames the message itself (invalid_json, ...) unchanged")
+	cmd.Flags().StringVar(&bodyFile, "body-file", "", fmt.Sprintf("replay one dead letter with this corrected body (at most %d MiB), keeping its key", maxBodyFile>>20))
 	return cmd
+}
+
+// maxBodyFile bounds --body-file: far above any server's max_payload, and
+// it is read before connecting.
+const maxBodyFile = 64 << 20
+
+// readBodyFile reads a corrected body, refusing one beyond maxBodyFile.
+func readBodyFile(path string) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, usageError{fmt.Errorf("--body-file: %w", err)}
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, maxBodyFile+1))
+	if err != nil {
+		return nil, usageError{fmt.Errorf("--body-file: %w", err)}
+	}
+	if len(b) > maxBodyFile {
+		return nil, usageError{fmt.Errorf("--body-file %s is larger than %d MiB", path, maxBodyFile>>20)}
+	}
+	return b, nil
+}
+
+// replayOpts are replay's flags.
+type replayOpts struct {
+	dryRun, newKey bool
+	perSecond      float64
+	body           []byte // a corrected body for the one letter selected; nil keeps the stored one
 }
 
 // replayPolicy is where the configuration lets replays go: each route, the
@@ -383,7 +458,7 @@ func replayPolicy(ctx context.Context, t *toolConn, allowTriggerChange bool) (dl
 				filters = st.CachedInfo().Config.Subjects
 			}
 		}
-		p.Routes = append(p.Routes, dlq.Route{Name: r.Name, Stream: r.Stream, TriggerID: r.TriggerID, Filters: filters})
+		p.Routes = append(p.Routes, dlq.Route{Name: r.Name, Stream: r.Stream, TriggerID: r.TriggerID, Filters: filters, Contract: r.Consumer(nil).Contract})
 	}
 	return p, nil
 }
@@ -397,7 +472,8 @@ func refusalText(r *dlq.Refusal) string {
 	return r.Reason
 }
 
-func replay(ctx context.Context, e *env, s *dlq.Store, policy dlq.Policy, filter dlq.Filter, dryRun, newKey bool, perSecond float64) error {
+func replay(ctx context.Context, e *env, s *dlq.Store, policy dlq.Policy, filter dlq.Filter, o replayOpts) error {
+	dryRun, newKey, perSecond := o.dryRun, o.newKey, o.perSecond
 	filter, err := s.Bounded(ctx, filter)
 	if err != nil {
 		return err
@@ -426,6 +502,9 @@ func replay(ctx context.Context, e *env, s *dlq.Store, policy dlq.Policy, filter
 	var replayed, dups, refused int
 	err = s.Scan(ctx, filter, false, func(l dlq.Letter) (bool, error) {
 		var r *dlq.Refusal
+		if o.body != nil {
+			l = l.WithBody(o.body)
+		}
 		if dryRun {
 			if _, err := s.Check(policy, l); errors.As(err, &r) {
 				refused++
@@ -436,8 +515,21 @@ func replay(ctx context.Context, e *env, s *dlq.Store, policy dlq.Policy, filter
 			if err != nil {
 				return false, err
 			}
-			printf(e.stdout, "would replay %d (%s, %s) to %s with Idempotency-Key %s\n",
-				l.Seq, safe(l.Route, 40), safe(l.Reason, 40), safe(m.Subject, 80), safe(m.Header.Get("Idempotency-Key"), 80))
+			// The key the worker will really use: the one the replay
+			// carries or, for a letter whose key could not be used, the
+			// replay's message id.
+			key, kerr := s.ReplayKey(l, m)
+			if kerr != nil {
+				key = "none usable (" + kerr.Error() + "): the worker would dead-letter it as invalid_idempotency_key"
+			} else if m.Header.Get("Idempotency-Key") == "" {
+				key += " (the replay's message id: the letter's own key could not be used)"
+			}
+			what := ""
+			if l.Corrected {
+				what = fmt.Sprintf(", with the corrected body (%d bytes)", len(l.Data))
+			}
+			printf(e.stdout, "would replay %d (%s, %s) to %s%s with Idempotency-Key %s\n",
+				l.Seq, safe(l.Route, 40), safe(l.Reason, 40), safe(m.Subject, 80), what, safe(key, 200))
 			replayed++
 			return true, nil
 		}

@@ -271,6 +271,7 @@ func TestEveryCommandSanitisesWhatItPrints(t *testing.T) {
 	seq := s.forge(forged{dlSubject: "agentrelay.dlq.work.ok.h", route: "ok" + hostileText, trigger: okID + hostileText, subject: "work.ok.h" + hostileText,
 		key: "k", reason: "forbidden" + hostileText, extra: map[string]string{"X-Evil": hostileText, consumer.HeaderError: hostileText}, body: hostileText})
 	s.forge(forged{dlSubject: "agentrelay.dlq.work.ok.h2", route: "ok", trigger: okID, subject: "work.ok.h2", key: "k2", reason: hostileText})
+	s.publish("work.ok.h", `{"input":"x"}`, hostileText) // WORK:1, its message id hostile
 	for _, args := range [][]string{
 		{"status"},
 		{"status", "--json"},
@@ -286,6 +287,11 @@ func TestEveryCommandSanitisesWhatItPrints(t *testing.T) {
 		{"pause", "ok" + hostileText},
 		{"resume", hostileText},
 		{"pause", "ok", "--until", hostileText},
+		{"dlq", "replay", "--dry-run", "--force"},
+		{"events", "show", "k"},
+		{"events", "show", "--json", "k"},
+		{"events", "show", hostileText},
+		{"events", "show", "WORK:1"},
 	} {
 		_, out, errOut := s.cli("", args...)
 		assertTerminalSafe(t, strings.Join(args, " "), out+errOut)

@@ -25,6 +25,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -69,6 +70,48 @@ type Letter struct {
 	Header         nats.Header
 	Data           []byte // nil when scanned headers-only
 	Size           int    // body size in bytes, known even headers-only
+	// BodyOmitted says why the letter holds no body (the original was too
+	// large to store beside the headers, or JetStream refused the letter):
+	// Data is then not the event, and replaying it would send an empty one.
+	BodyOmitted string
+
+	// The letter's replay history, from the Agentrelay-Replay-* headers
+	// of a message `dlq replay` published (zero for a first dead letter).
+	ReplayOf      string // the dead letter replayed: stream:seq:stored-nanos
+	Replays       int    // how often the event had been replayed when this letter was written
+	OriginStream  string // where the event was first published
+	OriginSeq     uint64
+	PriorAttempts int // delivery attempts before the last replay, over every earlier letter
+
+	// Corrected: Data is a corrected body given by the operator (WithBody),
+	// not the one stored.
+	Corrected bool
+}
+
+// maxHistory bounds the replay counts a letter's headers may claim.
+const maxHistory = 1 << 30
+
+// TotalAttempts is every delivery attempt of the event, over every replay.
+func (l Letter) TotalAttempts() int { return l.Attempts + l.PriorAttempts }
+
+// Origin is where the event was first published: the original of the first
+// dead letter, before any replay.
+func (l Letter) Origin() (string, uint64) {
+	if l.OriginStream != "" {
+		return l.OriginStream, l.OriginSeq
+	}
+	return l.Stream, l.StreamSeq
+}
+
+// Poison reports whether the letter's reason says the message itself broke
+// the contract: replayed unchanged it is dead-lettered again.
+func (l Letter) Poison() bool { return slices.Contains(PoisonReasons, l.Reason) }
+
+// WithBody returns l with a corrected body in place of the stored one (or
+// of none, when the body was omitted). Its key and history stay.
+func (l Letter) WithBody(body []byte) Letter {
+	l.Data, l.Size, l.Corrected = body, len(body), true
+	return l
 }
 
 // FromMsg reads a Letter from a dead-letter message.
@@ -92,6 +135,13 @@ func FromMsg(seq uint64, subject string, stored time.Time, h nats.Header, data [
 	l.Status, _ = strconv.Atoi(h.Get(consumer.HeaderStatus))
 	l.StreamSeq, _ = strconv.ParseUint(h.Get(consumer.HeaderSequence), 10, 64)
 	l.Attempts, _ = strconv.Atoi(h.Get(consumer.HeaderAttempts))
+	l.BodyOmitted = h.Get(consumer.HeaderBodyOmitted)
+	l.ReplayOf = h.Get(HeaderReplayOf)
+	l.Replays, _ = strconv.Atoi(h.Get(HeaderReplayCount))
+	l.PriorAttempts, _ = strconv.Atoi(h.Get(HeaderReplayAttempts))
+	l.OriginStream, l.OriginSeq = ParseOrigin(h.Get(HeaderReplayOrigin))
+	// Headers are anyone's who may publish: keep the sums sane.
+	l.Replays, l.PriorAttempts = min(max(l.Replays, 0), maxHistory), min(max(l.PriorAttempts, 0), maxHistory)
 	if data == nil {
 		if n, err := strconv.Atoi(h.Get("Nats-Msg-Size")); err == nil {
 			l.Size = n
@@ -109,6 +159,7 @@ type Filter struct {
 	Since   time.Time // stored at or after
 	Until   time.Time // stored before
 	Seqs    []uint64  // only these sequences
+	FromSeq uint64    // start the scan at this sequence (before Since)
 	Limit   int       // at most this many (0: no limit)
 	// MaxSeq, when set, ends the scan at this sequence. Replay and purge
 	// set it to the stream's last sequence when they start: a replayed
@@ -134,7 +185,7 @@ func (f Filter) Match(l Letter) bool {
 	case !f.Until.IsZero() && !l.Stored.Before(f.Until):
 		return false
 	}
-	if f.MaxSeq > 0 && l.Seq > f.MaxSeq {
+	if (f.MaxSeq > 0 && l.Seq > f.MaxSeq) || l.Seq < f.FromSeq {
 		return false
 	}
 	if len(f.Seqs) > 0 {
@@ -212,7 +263,11 @@ func (s *Store) Scan(ctx context.Context, f Filter, headersOnly bool, fn func(Le
 	if f.Subject != "" {
 		cfg.FilterSubjects = []string{s.cfg.SubjectPrefix + "." + f.Subject}
 	}
-	if !f.Since.IsZero() {
+	switch {
+	case f.FromSeq > 0:
+		cfg.DeliverPolicy = jetstream.DeliverByStartSequencePolicy
+		cfg.OptStartSeq = f.FromSeq
+	case !f.Since.IsZero():
 		since := f.Since
 		cfg.DeliverPolicy = jetstream.DeliverByStartTimePolicy
 		cfg.OptStartTime = &since
@@ -352,6 +407,13 @@ func (s *Store) Matching(ctx context.Context, f Filter) (int, error) {
 // Delete removes one dead letter.
 func (s *Store) Delete(ctx context.Context, seq uint64) error {
 	return s.stream.DeleteMsg(ctx, seq)
+}
+
+// PoisonReasons are the reasons that blame the message itself: replaying
+// it unchanged only dead-letters it again.
+var PoisonReasons = []string{
+	string(consumer.ReasonInvalidJSON), string(consumer.ReasonMissingInput), string(consumer.ReasonInputTooLarge),
+	string(consumer.ReasonInvalidUTF8), string(consumer.ReasonInvalidIdempotencyKey), string(consumer.ReasonInvalidConversationKey),
 }
 
 // Reasons are the reasons this version of agentrelay dead-letters with.

@@ -2,6 +2,7 @@ package dlq
 
 import (
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -17,6 +18,7 @@ func letter() Letter {
 	h.Set(consumer.HeaderReason, "forbidden")
 	h.Set(consumer.HeaderStatus, "403")
 	h.Set(consumer.HeaderRoute, "complaints")
+	h.Set(consumer.HeaderStream, "S")
 	h.Set(consumer.HeaderSubject, "agents.complaints.new")
 	h.Set(consumer.HeaderSequence, "41")
 	h.Set(consumer.HeaderAttempts, "1")
@@ -85,6 +87,9 @@ func TestReplayMsg(t *testing.T) {
 		"X-Trace":                     {"t-1"},
 		consumer.HeaderIdempotencyKey: {"evt-1"},
 		HeaderReplayOf:                {"AGENTRELAY_DLQ:7:1795867200000000000"},
+		HeaderReplayOrigin:            {"S:41"},
+		HeaderReplayCount:             {"1"},
+		HeaderReplayAttempts:          {"1"},
 	}
 	if len(m.Header) != len(want) {
 		t.Errorf("headers %v, want %v", m.Header, want)
@@ -255,5 +260,115 @@ func TestNewKeyIsAlwaysValid(t *testing.T) {
 		if k == NewKey(name, 1, at) {
 			t.Errorf("stream %q: two sequences, one key", name)
 		}
+	}
+}
+
+// A replay carries the event's history, and a dead letter of that replay
+// (which keeps the Agentrelay-Replay-* headers) reads it back: the replays
+// so far, every attempt, and where the event was first published, however
+// often it went round.
+func TestReplayHistoryAddsUp(t *testing.T) {
+	s := &Store{cfg: consumer.DeadLetterConfig{}.WithDefaults()}
+	l := letter() // first dead letter: S seq 41, 1 attempt
+	for round := 1; round <= 3; round++ {
+		m, err := s.ReplayMsg(l, false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// The worker dead-letters the replay again, 2 attempts, keeping
+		// the replay headers of the message (consumer.HeaderReplayPrefix).
+		h := nats.Header{}
+		for k, v := range m.Header {
+			h[k] = v
+		}
+		h.Set(consumer.HeaderStream, "S")
+		h.Set(consumer.HeaderSequence, fmt.Sprint(100+round))
+		h.Set(consumer.HeaderSubject, m.Subject)
+		h.Set(consumer.HeaderAttempts, "2")
+		l = FromMsg(uint64(7+round), l.Subject, l.Stored.Add(time.Duration(round)*time.Minute), h, m.Data)
+		if l.Replays != round || l.TotalAttempts() != 1+2*round || l.ReplayOf == "" {
+			t.Errorf("round %d: replays %d, total attempts %d (want %d), replay of %q", round, l.Replays, l.TotalAttempts(), 1+2*round, l.ReplayOf)
+		}
+		if st, seq := l.Origin(); st != "S" || seq != 41 {
+			t.Errorf("round %d: origin %s:%d, want S:41", round, st, seq)
+		}
+	}
+}
+
+func TestParseOrigin(t *testing.T) {
+	for v, want := range map[string]string{"S:41": "S:41", "A:B:3": "A:B:3", "S:": ":0", ":4": ":0", "S:x": ":0", "S:0": ":0", "": ":0"} {
+		st, seq := ParseOrigin(v)
+		if got := fmt.Sprintf("%s:%d", st, seq); got != want {
+			t.Errorf("ParseOrigin(%q) = %s, want %s", v, got, want)
+		}
+	}
+}
+
+// Poison letters go back only corrected or forced; a letter without its
+// body only with a corrected one; and a corrected body must pass the
+// route's contract.
+func TestCheckPoisonAndOmittedBodies(t *testing.T) {
+	s := &Store{cfg: consumer.DeadLetterConfig{}.WithDefaults()}
+	poison := func(reason string) Letter {
+		l := forged("agents.complaints.new", "complaints", "agtch_c")
+		l.Reason = reason
+		return l
+	}
+	omitted := forged("agents.complaints.new", "complaints", "agtch_c")
+	omitted.BodyOmitted, omitted.Data = consumer.BodyOmittedTooLarge, []byte{}
+	forced := policy()
+	forced.ForcePoison = true
+	for _, tc := range []struct {
+		name  string
+		p     Policy
+		l     Letter
+		cause error // nil to pass
+	}{
+		{"forbidden", policy(), poison("forbidden"), nil},
+		{"max_attempts", policy(), poison("max_attempts"), nil},
+		{"invalid_json", policy(), poison("invalid_json"), ErrPoison},
+		{"missing_input", policy(), poison("missing_input"), ErrPoison},
+		{"input_too_large", policy(), poison("input_too_large"), ErrPoison},
+		{"invalid_utf8", policy(), poison("invalid_utf8"), ErrPoison},
+		{"invalid_idempotency_key", policy(), poison("invalid_idempotency_key"), ErrPoison},
+		{"invalid_conversation_key", policy(), poison("invalid_conversation_key"), ErrPoison},
+		{"invalid_json, forced", forced, poison("invalid_json"), nil},
+		{"invalid_json, corrected", policy(), poison("invalid_json").WithBody([]byte(`{"input":"fixed"}`)), nil},
+		{"invalid_json, corrected but still bad", policy(), poison("invalid_json").WithBody([]byte(`{"inptu":"fixed"}`)), ErrPoison},
+		{"invalid_json, corrected but still bad, forced", forced, poison("invalid_json").WithBody([]byte(`{`)), ErrPoison},
+		{"body omitted", policy(), omitted, ErrBodyOmitted},
+		{"body omitted, forced", forced, omitted, ErrBodyOmitted},
+		{"body omitted, corrected", policy(), omitted.WithBody([]byte(`{"input":"the big one"}`)), nil},
+	} {
+		_, err := s.Check(tc.p, tc.l)
+		switch {
+		case tc.cause == nil && err != nil:
+			t.Errorf("%s: refused: %v", tc.name, err)
+		case tc.cause != nil && (!errors.Is(err, ErrRefused) || !errors.Is(err, tc.cause)):
+			t.Errorf("%s: %v, want a refusal for %v", tc.name, err, tc.cause)
+		}
+	}
+	if _, err := s.ReplayMsg(omitted, false); !errors.Is(err, ErrBodyOmitted) {
+		t.Errorf("ReplayMsg built a replay of a letter without its body: %v", err)
+	}
+	m, err := s.ReplayMsg(omitted.WithBody([]byte(`{"input":"x"}`)), false)
+	if err != nil || string(m.Data) != `{"input":"x"}` || m.Header.Get(HeaderReplayBody) != "corrected" || m.Header.Get(consumer.HeaderIdempotencyKey) != "evt-1" {
+		t.Errorf("corrected replay: %v %+v", err, m)
+	}
+}
+
+// The key a dry run prints is the one the worker will use: the letter's,
+// or the replay's message id when the letter has none usable.
+func TestReplayKeyIsTheWorkersKey(t *testing.T) {
+	s := &Store{cfg: consumer.DeadLetterConfig{}.WithDefaults()}
+	l := letter()
+	m, _ := s.ReplayMsg(l, false)
+	if k, err := s.ReplayKey(l, m); err != nil || k != "evt-1" {
+		t.Errorf("key %q, %v; want evt-1", k, err)
+	}
+	l.IdempotencyKey = "bad/key"
+	m, _ = s.ReplayMsg(l, false)
+	if k, err := s.ReplayKey(l, m); err != nil || k != ReplayMsgID(s.cfg.Stream, l.Seq, l.Stored) {
+		t.Errorf("key %q, %v; want the replay's message id", k, err)
 	}
 }

@@ -27,6 +27,8 @@ type Route struct {
 	// Filters are the subjects its consumer captures: its filter subjects,
 	// or its stream's subjects when it has none.
 	Filters []string
+	// Contract is its message contract: a corrected body must pass it.
+	Contract consumer.Contract
 }
 
 // Policy says where dead letters may be replayed.
@@ -37,6 +39,17 @@ type Policy struct {
 	// after they were dead-lettered). Without it they are refused: a
 	// letter that names one agent must not trigger another unasked.
 	AllowTriggerChange bool
+	// ForcePoison replays letters whose reason blames the message itself
+	// (PoisonReasons) as they are. Without it they are refused unless
+	// given a corrected body (Letter.WithBody): unchanged, they would only
+	// be dead-lettered again.
+	ForcePoison bool
+}
+
+// Consumes reports whether the route's consumer captures subject (NATS
+// matching: "*" one token, a final ">" one or more).
+func (r Route) Consumes(subject string) bool {
+	return slices.ContainsFunc(r.Filters, func(f string) bool { return subjectMatches(f, subject) })
 }
 
 func (p Policy) route(name string) (Route, bool) {
@@ -54,6 +67,14 @@ var ErrRefused = errors.New("replay refused")
 // ErrTriggerChanged is wrapped by the refusal of a letter whose route now
 // calls another trigger (see Policy.AllowTriggerChange).
 var ErrTriggerChanged = errors.New("the route's trigger changed")
+
+// ErrPoison is wrapped by the refusal of a poison letter (see
+// Policy.ForcePoison) and of a corrected body the route would refuse too.
+var ErrPoison = errors.New("the message itself is at fault")
+
+// ErrBodyOmitted is wrapped by the refusal of a letter stored without its
+// body (consumer.HeaderBodyOmitted): replayed, it would be an empty event.
+var ErrBodyOmitted = errors.New("the dead letter holds no body")
 
 // Refusal says why a dead letter is not replayed. The letter is left in
 // place, and the run goes on with the next one.
@@ -117,7 +138,12 @@ func subjectProblem(subject string) string {
 //   - whose trigger is not the one its route calls (unless
 //     p.AllowTriggerChange);
 //   - whose original subject its route does not consume: replayed there it
-//     would reach another route's agent, or none.
+//     would reach another route's agent, or none;
+//   - that was stored without its body, unless given a corrected one
+//     (Letter.WithBody): its replay would be an empty event;
+//   - whose reason blames the message itself (PoisonReasons), unless given
+//     a corrected body or p.ForcePoison;
+//   - whose corrected body its route's contract refuses.
 //
 // Check reads nothing from the server: a dry run shows exactly what a
 // replay would refuse before publishing.
@@ -141,11 +167,22 @@ func (s *Store) Check(p Policy, l Letter) (Route, error) {
 	if l.TriggerID != r.TriggerID && !p.AllowTriggerChange {
 		return refuse(ErrTriggerChanged, "it was for trigger %q, but route %s calls %q", l.TriggerID, r.Name, r.TriggerID)
 	}
-	if !slices.ContainsFunc(r.Filters, func(f string) bool { return subjectMatches(f, l.OrigSubject) }) {
+	if !r.Consumes(l.OrigSubject) {
 		if len(r.Filters) == 0 {
 			return refuse(nil, "route %s consumes no subject (does stream %s exist?)", r.Name, r.Stream)
 		}
 		return refuse(nil, "route %s does not consume %q (it consumes %s)", r.Name, l.OrigSubject, strings.Join(r.Filters, ", "))
+	}
+	switch {
+	case l.Corrected:
+		if _, reason, err := r.Contract.Decode(l.Data, l.Header); reason != "" {
+			return refuse(ErrPoison, "the corrected body would be dead-lettered again by route %s: %s: %v", r.Name, reason, err)
+		}
+	case l.BodyOmitted != "":
+		return refuse(ErrBodyOmitted, "it was stored without its body (%s: %s, %s bytes, sha256 %s); replayed it would be an empty event: give the body with --body-file",
+			consumer.HeaderBodyOmitted, l.BodyOmitted, l.Header.Get(consumer.HeaderBodySize), l.Header.Get(consumer.HeaderBodySHA256))
+	case l.Poison() && !p.ForcePoison:
+		return refuse(ErrPoison, "its reason %s blames the message itself, so unchanged it would be dead-lettered again: correct it with --body-file, or --force to replay it as it is", l.Reason)
 	}
 	return r, nil
 }
@@ -173,20 +210,56 @@ func NewKey(dlStream string, seq uint64, stored time.Time) string {
 	return consumer.DerivedKey("replay-"+dlStream, seq, stored.UnixNano())
 }
 
-// HeaderReplayOf names the dead letter a replayed message came from
-// (stream, sequence, stored time).
-const HeaderReplayOf = "Agentrelay-Replay-Of"
+// Headers of a replayed message. They all start with
+// consumer.HeaderReplayPrefix, so that a dead letter of the replay keeps
+// them: the event's history survives any number of replays.
+const (
+	// HeaderReplayOf names the dead letter a replayed message came from
+	// (stream, sequence, stored time).
+	HeaderReplayOf = consumer.HeaderReplayPrefix + "Of"
+	// HeaderReplayOrigin is where the event was first published,
+	// "stream:sequence", before any replay.
+	HeaderReplayOrigin = consumer.HeaderReplayPrefix + "Origin"
+	// HeaderReplayCount counts the replays of the event, this one included.
+	HeaderReplayCount = consumer.HeaderReplayPrefix + "Count"
+	// HeaderReplayAttempts counts the delivery attempts the event had
+	// before this replay, over every earlier dead letter.
+	HeaderReplayAttempts = consumer.HeaderReplayPrefix + "Attempts"
+	// HeaderReplayBody is "corrected" when the replay's body was given by
+	// the operator instead of the dead letter's.
+	HeaderReplayBody = consumer.HeaderReplayPrefix + "Body"
+)
+
+// ParseOrigin reads a HeaderReplayOrigin value, "stream:sequence"; it
+// returns "", 0 for anything else.
+func ParseOrigin(v string) (string, uint64) {
+	i := strings.LastIndexByte(v, ':')
+	if i <= 0 {
+		return "", 0
+	}
+	seq, err := strconv.ParseUint(v[i+1:], 10, 64)
+	if err != nil || seq == 0 {
+		return "", 0
+	}
+	return v[:i], seq
+}
 
 // ReplayMsg builds the message that replays l to its original subject: the
-// original body and the producer's headers, the Idempotency-Key of the
-// original call (or, with newKey, NewKey), and none of the dead-letter
-// bookkeeping. It does not judge whether l may be replayed: see Check.
+// original body (or the corrected one, see Letter.WithBody) and the
+// producer's headers, the Idempotency-Key of the original call (or, with
+// newKey, NewKey), the event's history (HeaderReplayOf and the other
+// replay headers) and none of the dead-letter bookkeeping. It does not
+// judge whether l may be replayed (see Check), but it never builds an
+// empty event from a letter stored without its body.
 func (s *Store) ReplayMsg(l Letter, newKey bool) (*nats.Msg, error) {
 	if l.OrigSubject == "" {
 		return nil, fmt.Errorf("dead letter %d has no %s header: cannot tell where to replay it", l.Seq, consumer.HeaderSubject)
 	}
 	if l.Data == nil {
 		return nil, fmt.Errorf("dead letter %d was read without its body", l.Seq)
+	}
+	if l.BodyOmitted != "" && !l.Corrected {
+		return nil, fmt.Errorf("dead letter %d: %w (%s)", l.Seq, ErrBodyOmitted, l.BodyOmitted)
 	}
 	h := nats.Header{}
 	for k, v := range l.Header {
@@ -209,7 +282,29 @@ func (s *Store) ReplayMsg(l Letter, newKey bool) (*nats.Msg, error) {
 		h.Set(consumer.HeaderIdempotencyKey, key)
 	}
 	h.Set(HeaderReplayOf, replayOf(s.cfg.Stream, l.Seq, l.Stored))
+	if st, seq := l.Origin(); st != "" && seq != 0 {
+		h.Set(HeaderReplayOrigin, st+":"+strconv.FormatUint(seq, 10))
+	}
+	h.Set(HeaderReplayCount, strconv.Itoa(l.Replays+1))
+	h.Set(HeaderReplayAttempts, strconv.Itoa(l.TotalAttempts()))
+	if l.Corrected {
+		h.Set(HeaderReplayBody, "corrected")
+	}
 	return &nats.Msg{Subject: l.OrigSubject, Data: l.Data, Header: h}, nil
+}
+
+// ReplayKey is the Idempotency-Key the worker will use for m, the replay of
+// l: the key m carries, else (a letter whose key could not be used) the
+// replay's message id, computed as the worker computes it
+// (consumer.IdempotencyKey). An error means the worker would dead-letter
+// the replay as invalid_idempotency_key.
+func (s *Store) ReplayKey(l Letter, m *nats.Msg) (string, error) {
+	h := make(nats.Header, len(m.Header)+1)
+	for k, v := range m.Header {
+		h[k] = v
+	}
+	h.Set(jetstream.MsgIDHeader, ReplayMsgID(s.cfg.Stream, l.Seq, l.Stored))
+	return consumer.IdempotencyKey(h, &jetstream.MsgMetadata{})
 }
 
 func hasPrefixFold(s, prefix string) bool {

@@ -47,6 +47,7 @@ type Metrics struct {
 	natsConnected   prometheus.Gauge
 	natsReconnects  prometheus.Counter
 	pullErrors      *prometheus.CounterVec
+	dlBacklog       *deadLetterBacklog
 }
 
 // NewMetrics creates the metrics and registers them, with the Go and process
@@ -145,6 +146,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Namespace: namespace, Name: "pull_errors_total",
 			Help: "Pull requests that ended in an error (missing heartbeats, leadership changes, disconnects).",
 		}, route),
+		dlBacklog: newDeadLetterBacklog(),
 	}
 	bi := buildinfo.Get()
 	build := prometheus.NewGaugeVec(prometheus.GaugeOpts{
@@ -157,7 +159,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		m.attempts, m.inFlight, m.inFlightLimit, m.health, m.healthChanges,
 		m.deadLetters, m.deadLetterFails, m.settleFails, m.pending, m.ackPending,
 		m.redelivered, m.waiting, m.paused, m.ready, m.natsConnected, m.natsReconnects,
-		m.pullErrors, build,
+		m.pullErrors, m.dlBacklog, build,
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
