@@ -65,6 +65,16 @@ func (o Options) withDefaults() Options {
 	if o.Metrics == nil {
 		o.Metrics = telemetry.NewMetrics(prometheus.NewRegistry())
 	}
+	if o.Jitter == nil {
+		o.Jitter = rand.Float64
+	}
+	return o.timingDefaults()
+}
+
+// timingDefaults sets the zero durations and the dead-letter configuration
+// to their defaults. Check refuses what they would not fit (a PullExpiry
+// too short for PullHeartbeat) rather than adjusting it.
+func (o Options) timingDefaults() Options {
 	o.DeadLetter = o.DeadLetter.WithDefaults()
 	if o.DrainGrace <= 0 {
 		o.DrainGrace = DefaultDrainGrace
@@ -75,14 +85,8 @@ func (o Options) withDefaults() Options {
 	if o.PullHeartbeat <= 0 {
 		o.PullHeartbeat = DefaultPullHeartbeat
 	}
-	if o.PullExpiry < 2*o.PullHeartbeat+time.Second {
-		o.PullExpiry = 2*o.PullHeartbeat + time.Second
-	}
 	if o.LagInterval <= 0 {
 		o.LagInterval = DefaultLagInterval
-	}
-	if o.Jitter == nil {
-		o.Jitter = rand.Float64
 	}
 	return o
 }
@@ -102,31 +106,32 @@ type Relay struct {
 	ready     atomic.Bool
 }
 
-// New returns a Relay for routes. It validates the routes but does not talk
-// to NATS; Setup (or Run) does.
+// New returns a Relay for routes. It checks the routes and options (see
+// Check) but does not talk to NATS; Setup (or Run) does.
 func New(js jetstream.JetStream, routes []Route, o Options) (*Relay, error) {
-	o = o.withDefaults()
-	r := &Relay{js: js, opts: o, log: o.Logger, dl: NewDeadLetter(js, o.DeadLetter)}
 	var errs []error
-	names := map[string]bool{}
+	for _, p := range Check(routes, o) {
+		if p.Route < 0 {
+			errs = append(errs, fmt.Errorf("%w: %w", ErrInvalidOptions, p))
+		} else {
+			errs = append(errs, fmt.Errorf("%w %q: %w", ErrInvalidRoute, routes[p.Route].Name, p))
+		}
+	}
 	for _, rt := range routes {
-		rt = rt.WithDefaults()
-		if err := rt.validate(); err != nil {
-			errs = append(errs, err)
-			continue
+		if rt.Agent == nil {
+			errs = append(errs, fmt.Errorf("%w %q: no agent", ErrInvalidRoute, rt.Name))
 		}
-		if names[rt.Name] {
-			errs = append(errs, fmt.Errorf("%w %q: duplicate name", ErrInvalidRoute, rt.Name))
-			continue
-		}
-		names[rt.Name] = true
-		r.runners = append(r.runners, newRunner(r, rt))
 	}
 	if len(routes) == 0 {
 		errs = append(errs, errors.New("no routes"))
 	}
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
+	}
+	o = o.withDefaults()
+	r := &Relay{js: js, opts: o, log: o.Logger, dl: NewDeadLetter(js, o.DeadLetter)}
+	for _, rt := range routes {
+		r.runners = append(r.runners, newRunner(r, rt.WithDefaults()))
 	}
 	return r, nil
 }

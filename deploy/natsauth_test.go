@@ -201,7 +201,7 @@ func TestNATSPermissionsExample(t *testing.T) {
 			t.Fatalf("producer publishing to %s: %v", r.Subjects[0], err)
 		}
 	}
-	dlqName := d.config.DeadLetter.Consumer().Stream
+	dlqName := app.DeadLetter(d.config.DeadLetter).WithDefaults().Stream
 	dlqCount := func() uint64 {
 		s, err := admin.Stream(ctx, dlqName)
 		if err != nil {
@@ -220,7 +220,7 @@ func TestNATSPermissionsExample(t *testing.T) {
 	// Nobody but the worker writes a dead letter, and nobody here purges
 	// or deletes a stream.
 	workStream := routes[0].Stream
-	dlSubject := d.config.DeadLetter.Consumer().Subject(subject(routes[0], "forged"))
+	dlSubject := app.DeadLetter(d.config.DeadLetter).Subject(subject(routes[0], "forged"))
 	for _, user := range []string{"agentrelay", "sre", "producer"} {
 		u := connectAs(t, url, user)
 		if user != "agentrelay" {

@@ -118,15 +118,9 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger, o Options) e
 	if err != nil {
 		return err
 	}
-	relay, err := consumer.New(js, routes, consumer.Options{
-		Logger:        log,
-		Metrics:       metrics,
-		DeadLetter:    cfg.DeadLetter.Consumer(),
-		DrainGrace:    cfg.Worker.DrainGrace.D(),
-		PullExpiry:    cfg.Worker.PullExpiry.D(),
-		PullHeartbeat: cfg.Worker.PullHeartbeat.D(),
-		LagInterval:   cfg.Worker.LagInterval.D(),
-	})
+	ro := RelayOptions(cfg)
+	ro.Logger, ro.Metrics = log, metrics
+	relay, err := consumer.New(js, routes, ro)
 	if err != nil {
 		return err
 	}
@@ -288,12 +282,8 @@ func (s *health) notReady() string {
 // source once so that a missing token file is reported at start-up. All
 // problems are reported together.
 func BuildRoutes(cfg *config.Config, log *slog.Logger) (*agentapi.Client, []consumer.Route, error) {
-	co := agentapi.ClientOptions{
-		Timeout:           cfg.API.Timeout.D(),
-		MaxConns:          cfg.API.MaxConns,
-		UserAgent:         buildinfo.Get().UserAgent(),
-		AllowInsecureHTTP: cfg.API.AllowInsecureHTTP,
-	}
+	co := ClientOptions(cfg)
+	co.UserAgent = buildinfo.Get().UserAgent()
 	if cfg.API.TLS.Enabled() {
 		tc, err := natsconn.TLSConfig(cfg.API.TLS, log, "api")
 		if err != nil {
@@ -327,7 +317,7 @@ func BuildRoutes(cfg *config.Config, log *slog.Logger) (*agentapi.Client, []cons
 			errs = append(errs, fmt.Errorf("%s: %w", path, err))
 			continue
 		}
-		routes = append(routes, rc.Consumer(agent))
+		routes = append(routes, Route(rc, agent))
 	}
 	if err := errors.Join(errs...); err != nil {
 		return nil, nil, err

@@ -18,6 +18,7 @@ import (
 	"github.com/spf13/cobra"
 	"golang.org/x/time/rate"
 
+	"github.com/agentrelay/agentrelay/internal/app"
 	"github.com/agentrelay/agentrelay/internal/dlq"
 )
 
@@ -138,7 +139,7 @@ func openStore(ctx context.Context, e *env, g *globalFlags) (*toolConn, *dlq.Sto
 	if err != nil {
 		return nil, nil, err
 	}
-	s, err := dlq.Open(ctx, t.js, t.cfg.DeadLetter.Consumer())
+	s, err := dlq.Open(ctx, t.js, app.DeadLetter(t.cfg.DeadLetter))
 	if err != nil {
 		t.Close()
 		return nil, nil, err

@@ -17,7 +17,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/agentrelay/agentrelay/config"
-	"github.com/agentrelay/agentrelay/internal/telemetry"
+	"github.com/agentrelay/agentrelay/internal/redact"
 )
 
 // ErrClosed is what Hooks.Closed reports: nats.go closed the connection
@@ -218,9 +218,9 @@ func closedError(last error) error {
 	if last == nil {
 		return fmt.Errorf("%w: no error recorded (Close or Drain)", ErrClosed)
 	}
-	return fmt.Errorf("%w: %s", ErrClosed, telemetry.RedactURLs(last.Error()))
+	return fmt.Errorf("%w: %s", ErrClosed, redact.URLs(last.Error()))
 }
 
 // redactURLs hides user info (and queries) in a comma-separated server
-// list; telemetry.RedactURLs is the one place that knows how.
-func redactURLs(s string) string { return telemetry.RedactURLs(s) }
+// list; redact.URLs is the one place that knows how.
+func redactURLs(s string) string { return redact.URLs(s) }
