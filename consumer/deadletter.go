@@ -19,6 +19,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/agentrelay/agentrelay/agentapi"
+	"github.com/agentrelay/agentrelay/internal/subject"
 )
 
 // Headers agentrelay sets on a dead letter. Together with the original body
@@ -207,24 +208,6 @@ func isLiteralToken(t string) bool {
 	return true
 }
 
-// subjectCaptures reports whether every subject matching sub also matches
-// pattern, so that a stream listening on pattern stores all of sub.
-func subjectCaptures(pattern, sub string) bool {
-	pt, st := strings.Split(pattern, "."), strings.Split(sub, ".")
-	for i, p := range pt {
-		if p == ">" {
-			return i < len(st)
-		}
-		if i >= len(st) || st[i] == ">" {
-			return false
-		}
-		if p != "*" && (st[i] == "*" || p != st[i]) {
-			return false
-		}
-	}
-	return len(pt) == len(st)
-}
-
 // Letter is what a dead letter says about why it is one.
 type Letter struct {
 	Reason    Reason
@@ -324,7 +307,7 @@ func (d *DeadLetter) Ensure(ctx context.Context) error {
 	have := s.CachedInfo().Config
 	captured := false
 	for _, subj := range have.Subjects {
-		captured = captured || subjectCaptures(subj, want.Subjects[0])
+		captured = captured || subject.Covers(subj, want.Subjects[0])
 	}
 	if !captured {
 		return fmt.Errorf("dead-letter stream %s exists but does not capture %s (its subjects: %v)",

@@ -17,6 +17,7 @@ import (
 
 	"github.com/agentrelay/agentrelay/agentapi"
 	"github.com/agentrelay/agentrelay/consumer"
+	"github.com/agentrelay/agentrelay/internal/subject"
 )
 
 // Route is what replay needs to know of one configured route.
@@ -141,7 +142,7 @@ func (s *Store) Check(p Policy, l Letter) (Route, error) {
 	if l.TriggerID != r.TriggerID && !p.AllowTriggerChange {
 		return refuse(ErrTriggerChanged, "it was for trigger %q, but route %s calls %q", l.TriggerID, r.Name, r.TriggerID)
 	}
-	if !slices.ContainsFunc(r.Filters, func(f string) bool { return subjectMatches(f, l.OrigSubject) }) {
+	if !slices.ContainsFunc(r.Filters, func(f string) bool { return subject.Matches(f, l.OrigSubject) }) {
 		if len(r.Filters) == 0 {
 			return refuse(nil, "route %s consumes no subject (does stream %s exist?)", r.Name, r.Stream)
 		}
