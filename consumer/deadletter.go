@@ -19,6 +19,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/agentrelay/agentrelay/agentapi"
+	"github.com/agentrelay/agentrelay/internal/fold"
 	"github.com/agentrelay/agentrelay/internal/subject"
 )
 
@@ -586,9 +587,9 @@ func originalHeaders(h nats.Header, keyUsed bool) (cands []header, unusable []st
 	for k, v := range h {
 		key := k
 		switch {
-		case hasPrefixFold(k, "Nats-"):
+		case fold.HasPrefix(k, "Nats-"):
 			key = HeaderOriginalPrefix + k
-		case hasPrefixFold(k, agentrelayHeaderPrefix):
+		case fold.HasPrefix(k, agentrelayHeaderPrefix):
 			continue // stale from an earlier dead-lettering; replaced
 		case strings.EqualFold(k, HeaderIdempotencyKey):
 			// The dead letter's Idempotency-Key is the key that was
@@ -699,10 +700,6 @@ const (
 	jsErrInsufficientResources jetstream.ErrorCode = 10023 // storage
 	jsErrStreamStoreFailed     jetstream.ErrorCode = 10077 // max bytes, max messages (per subject)
 )
-
-func hasPrefixFold(s, prefix string) bool {
-	return len(s) >= len(prefix) && strings.EqualFold(s[:len(prefix)], prefix)
-}
 
 // headerText makes s safe as a one-line header value of at most n bytes.
 func headerText(s string, n int) string {

@@ -17,6 +17,7 @@ import (
 
 	"github.com/agentrelay/agentrelay/agentapi"
 	"github.com/agentrelay/agentrelay/consumer"
+	"github.com/agentrelay/agentrelay/internal/fold"
 	"github.com/agentrelay/agentrelay/internal/subject"
 )
 
@@ -192,7 +193,7 @@ func (s *Store) ReplayMsg(l Letter, newKey bool) (*nats.Msg, error) {
 	h := nats.Header{}
 	for k, v := range l.Header {
 		switch {
-		case hasPrefixFold(k, "Nats-"), hasPrefixFold(k, "Agentrelay-"), strings.EqualFold(k, consumer.HeaderIdempotencyKey):
+		case fold.HasPrefix(k, "Nats-"), fold.HasPrefix(k, "Agentrelay-"), strings.EqualFold(k, consumer.HeaderIdempotencyKey):
 			// JetStream control headers, our bookkeeping, and the key
 			// (set below) are not the producer's.
 		default:
@@ -211,10 +212,6 @@ func (s *Store) ReplayMsg(l Letter, newKey bool) (*nats.Msg, error) {
 	}
 	h.Set(HeaderReplayOf, replayOf(s.cfg.Stream, l.Seq, l.Stored))
 	return &nats.Msg{Subject: l.OrigSubject, Data: l.Data, Header: h}, nil
-}
-
-func hasPrefixFold(s, prefix string) bool {
-	return len(s) >= len(prefix) && strings.EqualFold(s[:len(prefix)], prefix)
 }
 
 // Replay checks l against p (see Check), publishes its replay to its
