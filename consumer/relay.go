@@ -16,6 +16,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/agentrelay/agentrelay/internal/backoff"
 	"github.com/agentrelay/agentrelay/internal/telemetry"
 )
 
@@ -195,21 +196,11 @@ const apiAttemptTimeout = 5 * time.Second
 // create-if-missing, create-or-update). Definite answers ("stream not
 // found") are returned at once.
 func withRetry(ctx context.Context, op func(context.Context) error) error {
-	delay := 100 * time.Millisecond
-	for {
+	return backoff.Retry(ctx, backoff.Policy{Min: 100 * time.Millisecond, Max: 2 * time.Second}, func(ctx context.Context) error {
 		actx, cancel := context.WithTimeout(ctx, apiAttemptTimeout)
-		err := op(actx)
-		cancel()
-		if err == nil || ctx.Err() != nil || !noAnswer(err) {
-			return err
-		}
-		select {
-		case <-ctx.Done():
-			return err
-		case <-time.After(delay):
-		}
-		delay = min(2*delay, 2*time.Second)
-	}
+		defer cancel()
+		return op(actx)
+	}, func(err error, _ time.Duration) bool { return noAnswer(err) })
 }
 
 // noAnswer reports whether err means the request went unanswered rather

@@ -24,6 +24,7 @@ import (
 	"github.com/agentrelay/agentrelay/agentapi"
 	"github.com/agentrelay/agentrelay/config"
 	"github.com/agentrelay/agentrelay/consumer"
+	"github.com/agentrelay/agentrelay/internal/backoff"
 	"github.com/agentrelay/agentrelay/internal/buildinfo"
 	"github.com/agentrelay/agentrelay/internal/natsconn"
 	"github.com/agentrelay/agentrelay/internal/telemetry"
@@ -160,29 +161,21 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger, o Options) e
 // backoff until it works or ctx ends (false). Every failure is logged with
 // what is wrong, and /readyz says it too.
 func setUp(ctx context.Context, js jetstream.JetStream, cfg *config.Config, relay *consumer.Relay, log *slog.Logger, state *health) bool {
-	delay := time.Second
-	for {
+	// What is missing (a stream an operator creates) may take minutes to
+	// appear: every second at first, then every 30s.
+	err := backoff.Retry(ctx, backoff.Policy{Min: time.Second, Max: 30 * time.Second}, func(ctx context.Context) error {
 		sctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-		err := EnsureStreams(sctx, js, cfg.Streams, log)
-		if err == nil {
-			err = relay.Setup(sctx)
+		defer cancel()
+		if err := EnsureStreams(sctx, js, cfg.Streams, log); err != nil {
+			return err
 		}
-		cancel()
-		if err == nil {
-			return true
-		}
-		if ctx.Err() != nil {
-			return false
-		}
+		return relay.Setup(sctx)
+	}, func(err error, wait time.Duration) bool {
 		state.set("set-up failed, retrying: " + err.Error())
-		log.Error("set-up failed; retrying", "err", err, "retry_in", delay)
-		select {
-		case <-ctx.Done():
-			return false
-		case <-time.After(delay):
-		}
-		delay = min(2*delay, 30*time.Second)
-	}
+		log.Error("set-up failed; retrying", "err", err, "retry_in", wait)
+		return true
+	})
+	return err == nil
 }
 
 // health is the one place that decides the worker is dead: alive as a
