@@ -221,7 +221,7 @@ func Read(r io.Reader, lookupEnv func(string) (string, bool), rules ...Rule) (*C
 
 // Check is Read for `config check`, which must refuse what `run` refuses:
 // besides validating, it reads every route's agent token as run does at
-// start (see CheckTokens), and lists those problems with the others.
+// start (see checkTokens), and lists those problems with the others.
 func Check(r io.Reader, lookupEnv func(string) (string, bool), rules ...Rule) (*Config, error) {
 	return read(r, lookupEnv, true, rules)
 }

@@ -277,9 +277,6 @@ func NewDeadLetter(js jetstream.JetStream, cfg DeadLetterConfig) *DeadLetter {
 	return &DeadLetter{js: js, cfg: cfg.WithDefaults(), now: time.Now}
 }
 
-// Config returns the effective configuration.
-func (d *DeadLetter) Config() DeadLetterConfig { return d.cfg }
-
 // maxDeadLetterPrefixLen bounds SubjectPrefix, so that a shortened
 // dead-letter subject still has room for leading tokens of the original.
 const maxDeadLetterPrefixLen = 256
@@ -318,10 +315,10 @@ func (d *DeadLetter) Ensure(ctx context.Context) error {
 	return nil
 }
 
-// Weaknesses lists what makes an existing dead-letter stream less durable
+// weaknesses lists what makes an existing dead-letter stream less durable
 // than the one agentrelay would create: an operator may have reasons, so
 // they are warnings, not errors.
-func (d *DeadLetter) Weaknesses(ctx context.Context) ([]string, error) {
+func (d *DeadLetter) weaknesses(ctx context.Context) ([]string, error) {
 	s, err := d.js.Stream(ctx, d.cfg.Stream)
 	if err != nil {
 		return nil, err

@@ -137,9 +137,6 @@ func New(js jetstream.JetStream, routes []Route, o Options) (*Relay, error) {
 	return r, nil
 }
 
-// DeadLetter returns the relay's dead-letter publisher.
-func (r *Relay) DeadLetter() *DeadLetter { return r.dl }
-
 // Ready reports whether every route's consumer is bound and the relay is
 // pulling (false before Run and while draining).
 func (r *Relay) Ready() bool { return r.ready.Load() }
@@ -171,7 +168,7 @@ func (r *Relay) setup(ctx context.Context) error {
 		errs = append(errs, err)
 	} else {
 		var weak []string
-		_ = withRetry(ctx, func(ctx context.Context) (err error) { weak, err = r.dl.Weaknesses(ctx); return err })
+		_ = withRetry(ctx, func(ctx context.Context) (err error) { weak, err = r.dl.weaknesses(ctx); return err })
 		for _, w := range weak {
 			r.log.Warn("dead-letter stream is less durable than it should be", "stream", r.dl.cfg.Stream, "problem", w)
 		}

@@ -119,7 +119,7 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger, o Options) e
 	if err != nil {
 		return err
 	}
-	ro := RelayOptions(cfg)
+	ro := relayOptions(cfg)
 	ro.Logger, ro.Metrics = log, metrics
 	relay, err := consumer.New(js, routes, ro)
 	if err != nil {
@@ -166,7 +166,7 @@ func setUp(ctx context.Context, js jetstream.JetStream, cfg *config.Config, rela
 	err := backoff.Retry(ctx, backoff.Policy{Min: time.Second, Max: 30 * time.Second}, func(ctx context.Context) error {
 		sctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 		defer cancel()
-		if err := EnsureStreams(sctx, js, cfg.Streams, log); err != nil {
+		if err := ensureStreams(sctx, js, cfg.Streams, log); err != nil {
 			return err
 		}
 		return relay.Setup(sctx)
@@ -355,8 +355,8 @@ func StreamConfig(s config.Stream) jetstream.StreamConfig {
 	return sc
 }
 
-// EnsureStreams creates or updates the configured streams.
-func EnsureStreams(ctx context.Context, js jetstream.JetStream, streams []config.Stream, log *slog.Logger) error {
+// ensureStreams creates or updates the configured streams.
+func ensureStreams(ctx context.Context, js jetstream.JetStream, streams []config.Stream, log *slog.Logger) error {
 	var errs []error
 	for i, s := range streams {
 		if _, err := js.CreateOrUpdateStream(ctx, StreamConfig(s)); err != nil {

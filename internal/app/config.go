@@ -66,9 +66,9 @@ func DeadLetter(d config.DeadLetter) consumer.DeadLetterConfig {
 	}
 }
 
-// RelayOptions are the relay's options from cfg, without the logger and
+// relayOptions are the relay's options from cfg, without the logger and
 // metrics, which Run adds.
-func RelayOptions(cfg *config.Config) consumer.Options {
+func relayOptions(cfg *config.Config) consumer.Options {
 	return consumer.Options{
 		DeadLetter:    DeadLetter(cfg.DeadLetter),
 		DrainGrace:    cfg.Worker.DrainGrace.D(),
@@ -105,7 +105,7 @@ func CheckConfig(cfg *config.Config) []string {
 	for i, rc := range cfg.Routes {
 		routes[i] = Route(rc, nil)
 	}
-	for _, p := range consumer.Check(routes, RelayOptions(cfg)) {
+	for _, p := range consumer.Check(routes, relayOptions(cfg)) {
 		path := "worker." + yamlPath(p.Field)
 		if dl, ok := strings.CutPrefix(p.Field, "DeadLetter."); ok {
 			path = "dead_letter." + yamlPath(dl)

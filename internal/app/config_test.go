@@ -223,7 +223,7 @@ func TestCheckedConfigurationBuildsARelay(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, js := testenv.StartNATS(t).Connect(t)
-	if _, err := consumer.New(js, []consumer.Route{Route(c.Routes[0], agent)}, RelayOptions(c)); err != nil {
+	if _, err := consumer.New(js, []consumer.Route{Route(c.Routes[0], agent)}, relayOptions(c)); err != nil {
 		t.Fatalf("consumer.New refuses what the check passed: %v", err)
 	}
 }
@@ -262,7 +262,7 @@ func TestExampleLoadsAndStatesTheDefaults(t *testing.T) {
 	if got, want := DeadLetter(c.DeadLetter), (consumer.DeadLetterConfig{}).WithDefaults(); got != want {
 		t.Errorf("example dead_letter section differs from the defaults:\n got %+v\nwant %+v", got, want)
 	}
-	o := RelayOptions(c)
+	o := relayOptions(c)
 	if o.DrainGrace != consumer.DefaultDrainGrace || o.PullExpiry != consumer.DefaultPullExpiry ||
 		o.PullHeartbeat != consumer.DefaultPullHeartbeat || o.LagInterval != consumer.DefaultLagInterval {
 		t.Errorf("example worker section differs from the defaults: %+v", c.Worker)
