@@ -88,24 +88,14 @@ func TestEnvironmentOverridesDeployTimeValues(t *testing.T) {
 }
 
 // A broken file gets one answer listing everything wrong with it, each
-// problem under the path of its field. These are the configuration's own
-// rules; internal/app's TestCheckListsEveryProblemWithItsPath adds the
-// components' rules to the same list.
+// problem under the path of its field, in the order Validate checks them. These are
+// the configuration's own rules; internal/app's
+// TestCheckListsEveryProblemWithItsPath covers the rest of the file's
+// sections and adds the components' rules to the same list.
 func TestValidationListsEveryProblemWithItsPath(t *testing.T) {
 	_, err := read(t, `
-nats:
-  url: http://user:hunter2@nats:4222
-  user: relay
-api:
-  base_url: http://api.example.com
-  timeout: 30s
-dead_letter:
-  subject_prefix: "dlq.*"
-  replicas: 9
 worker:
   pull_heartbeat: 10ms
-log: {level: loud, format: xml}
-metrics: {listen: "9090"}
 routes:
   - name: "bad name"
     stream: EVENTS
@@ -119,7 +109,7 @@ routes:
     conversation_key_header: "a b"
     max_in_flight: 1000000
     max_input_bytes: 1000000000
-    breaker: {consecutive_failures: 5, open_timeout: 1s}
+    breaker: {open_timeout: 1s, half_open_probes: 2}
   - name: dup
     stream: AGENTRELAY_DLQ
     trigger_id: agtch_x
@@ -131,15 +121,7 @@ routes:
 		t.Fatalf("want *config.Error, got %v", err)
 	}
 	want := []string{
-		`nats.url: "http://REDACTED@nats:4222": scheme must be nats`,
-		"nats.user: user and password_file go together",
-		"api.base_url: base URL must use https",
-		`dead_letter.subject_prefix: "dlq.*": wildcards are not allowed here`,
-		"dead_letter.replicas: must be between 1 and 5",
 		"worker.pull_heartbeat: must be at least 100ms",
-		`log.level: "loud" is not debug`,
-		`log.format: "xml" is not auto`,
-		`metrics.listen: "9090" is not host:port`,
 		`routes[0].name: "bad name": use letters`,
 		`routes[1].stream: "EV.ENTS": names cannot contain`,
 		`routes[1].durable: "a.b": names cannot contain`,
@@ -148,32 +130,21 @@ routes:
 		`routes[1].conversation_key_header: "a b" is not a valid header name`,
 		"routes[1].max_input_bytes: must be between 1 and",
 		"routes[1].max_in_flight: must be between 1 and 100000",
-		"routes[1].breaker.consecutive_failures: no longer used",
 		"routes[1].breaker.open_timeout: no longer used",
-		"routes[2].token: set file or env, not both",
+		"routes[1].breaker.half_open_probes: no longer used",
 		`routes[2].subjects[0]: "a.>.b": '>' must be the last token`,
-	}
-	for _, w := range want {
-		found := false
-		for _, p := range ce.Problems {
-			if strings.Contains(p, w) {
-				found = true
-			}
-		}
-		if !found {
-			t.Errorf("missing problem %q", w)
-		}
+		"routes[2].token: set file or env, not both",
 	}
 	if len(ce.Problems) != len(want) {
 		t.Errorf("got %d problems, want %d:\n%s", len(ce.Problems), len(want), err)
 	}
-	if strings.Contains(err.Error(), "hunter2") {
-		t.Error("the error repeats a password from the NATS URL")
+	for i, w := range want {
+		if i < len(ce.Problems) && !strings.HasPrefix(ce.Problems[i], w) {
+			t.Errorf("problem %d = %q, want %q", i, ce.Problems[i], w)
+		}
 	}
 }
 
-// Rules given to Read are the components' (internal/app.CheckConfig): their
-// problems are listed with the configuration's own, in one error.
 func TestRulesAddTheirProblems(t *testing.T) {
 	rule := func(c *config.Config) []string { return []string{"routes[0].ack_wait: from a rule"} }
 	_, err := config.Read(strings.NewReader("log: {level: loud}\n"+minimal), func(string) (string, bool) { return "", false }, rule)
