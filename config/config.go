@@ -2,8 +2,9 @@
 //
 // Load reads a file strictly (an unknown field is an error, so a misspelt
 // key never silently falls back to a default), applies environment
-// overrides for deploy-time values, fills in defaults, and validates the
-// result. Validation reports every problem at once, each with the path of
+// overrides for deploy-time values, fills in the configuration's own
+// defaults, and validates the result, with the Rules of the components it
+// configures when the caller gives them (internal/app.CheckConfig). Validation reports every problem at once, each with the path of
 // the field it concerns ("routes[2].trigger_id: ..."). The annotated example
 // in config/example.yaml documents every field and its default.
 package config
@@ -19,7 +20,7 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
-	"github.com/agentrelay/agentrelay/internal/telemetry"
+	"github.com/agentrelay/agentrelay/internal/redact"
 )
 
 // Environment variables that override the file.
@@ -195,30 +196,37 @@ type Route struct {
 // be dropped without a word.
 const MaxFileSize = 4 << 20
 
+// A Rule checks a configuration beyond what Validate checks and returns
+// its problems, each starting with the path of the field it concerns
+// ("routes[0].ack_wait: ..."). The components the file configures decide
+// their own rules; internal/app.CheckConfig reports them in the file's
+// terms.
+type Rule func(*Config) []string
+
 // Load reads, overrides from the environment, defaults and validates the
-// configuration file at path.
-func Load(path string) (*Config, error) {
+// configuration file at path, with rules besides Validate.
+func Load(path string, rules ...Rule) (*Config, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, fmt.Errorf("config: %w", err)
 	}
 	defer f.Close()
-	return Read(f, os.LookupEnv)
+	return Read(f, os.LookupEnv, rules...)
 }
 
 // Read is Load from a reader, with lookupEnv for the environment.
-func Read(r io.Reader, lookupEnv func(string) (string, bool)) (*Config, error) {
-	return read(r, lookupEnv, false)
+func Read(r io.Reader, lookupEnv func(string) (string, bool), rules ...Rule) (*Config, error) {
+	return read(r, lookupEnv, false, rules)
 }
 
 // Check is Read for `config check`, which must refuse what `run` refuses:
 // besides validating, it reads every route's agent token as run does at
-// start (see CheckTokens), and lists those problems with the others.
-func Check(r io.Reader, lookupEnv func(string) (string, bool)) (*Config, error) {
-	return read(r, lookupEnv, true)
+// start (see checkTokens), and lists those problems with the others.
+func Check(r io.Reader, lookupEnv func(string) (string, bool), rules ...Rule) (*Config, error) {
+	return read(r, lookupEnv, true, rules)
 }
 
-func read(r io.Reader, lookupEnv func(string) (string, bool), tokens bool) (*Config, error) {
+func read(r io.Reader, lookupEnv func(string) (string, bool), tokens bool, rules []Rule) (*Config, error) {
 	data, err := io.ReadAll(io.LimitReader(r, MaxFileSize+1))
 	if err != nil {
 		return nil, fmt.Errorf("config: %w", err)
@@ -234,6 +242,9 @@ func read(r io.Reader, lookupEnv func(string) (string, bool), tokens bool) (*Con
 	c.ApplyDefaults()
 	var p problems
 	c.validate(&p)
+	for _, rule := range rules {
+		p = append(p, rule(c)...)
+	}
 	if tokens {
 		c.checkTokens(&p, lookupEnv)
 	}
@@ -303,12 +314,12 @@ func (e *Error) Error() string {
 }
 
 // newError returns an *Error with problems, with every URL in them
-// redacted (see telemetry.RedactURLs): problems quote values from the file
+// redacted (see redact.URLs): problems quote values from the file
 // and the environment, and a URL may carry a password or a token.
 func newError(problems ...string) *Error {
 	e := &Error{Problems: make([]string, len(problems))}
 	for i, p := range problems {
-		e.Problems[i] = telemetry.RedactURLs(p)
+		e.Problems[i] = redact.URLs(p)
 	}
 	return e
 }

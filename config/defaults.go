@@ -1,13 +1,13 @@
 package config
 
-import (
-	"time"
+import "time"
 
-	"github.com/agentrelay/agentrelay/agentapi"
-	"github.com/agentrelay/agentrelay/consumer"
-)
-
-// Defaults that belong to the configuration rather than to a package.
+// Defaults that belong to the configuration itself: where to connect and
+// what to log. The relay's own settings (routes, retries, route health, the
+// dead-letter stream, pulls) are left zero when the file does not set them:
+// a zero value means the component's default, resolved once where the
+// component is built (consumer.Route.WithDefaults and its kin). Mapping the
+// file to the components' options is internal/app's work.
 const (
 	DefaultNATSURL        = "nats://127.0.0.1:4222"
 	DefaultNATSName       = "agentrelay"
@@ -17,17 +17,16 @@ const (
 	DefaultMetricsListen  = ":9090"
 	DefaultLogLevel       = "info"
 	DefaultLogFormat      = "auto"
+
+	// Managed streams: what `nats stream add` would choose.
+	DefaultStreamRetention = "limits"
+	DefaultStreamStorage   = "file"
+	DefaultStreamReplicas  = 1
 )
 
 func setDuration(d *Duration, v time.Duration) {
 	if *d == 0 {
 		*d = Duration(v)
-	}
-}
-
-func setInt[T int | int64 | uint32](d *T, v T) {
-	if *d == 0 {
-		*d = v
 	}
 }
 
@@ -37,103 +36,52 @@ func setString(d *string, v string) {
 	}
 }
 
-// ApplyDefaults fills every unset field: routes inherit from defaults,
-// defaults from the built-in values.
+// inherit sets *d to v when *d is zero.
+func inherit[T comparable](d *T, v T) {
+	var zero T
+	if *d == zero {
+		*d = v
+	}
+}
+
+// ApplyDefaults fills in the configuration's own defaults (see the
+// constants above) and lets every route inherit what it does not set from
+// the defaults section. What neither sets stays zero.
 func (c *Config) ApplyDefaults() {
 	setString(&c.NATS.URL, DefaultNATSURL)
 	setString(&c.NATS.Name, DefaultNATSName)
 	setDuration(&c.NATS.ConnectTimeout, DefaultConnectTimeout)
 	setDuration(&c.NATS.ReconnectWait, DefaultReconnectWait)
-
 	setString(&c.API.BaseURL, DefaultAPIBaseURL)
-	setDuration(&c.API.Timeout, agentapi.DefaultTimeout)
-
-	dl := consumer.DeadLetterConfig{}.WithDefaults()
-	setString(&c.DeadLetter.Stream, dl.Stream)
-	setString(&c.DeadLetter.SubjectPrefix, dl.SubjectPrefix)
-	setDuration(&c.DeadLetter.MaxAge, dl.MaxAge)
-	setInt(&c.DeadLetter.Replicas, dl.Replicas)
-	setDuration(&c.DeadLetter.DuplicateWindow, dl.DuplicateWindow)
-	setDuration(&c.DeadLetter.PublishTimeout, dl.PublishTimeout)
-
-	setDuration(&c.Worker.DrainGrace, consumer.DefaultDrainGrace)
-	setDuration(&c.Worker.PullExpiry, consumer.DefaultPullExpiry)
-	setDuration(&c.Worker.PullHeartbeat, consumer.DefaultPullHeartbeat)
-	setDuration(&c.Worker.LagInterval, consumer.DefaultLagInterval)
-
 	setString(&c.Log.Level, DefaultLogLevel)
 	setString(&c.Log.Format, DefaultLogFormat)
 	setString(&c.Metrics.Listen, DefaultMetricsListen)
 
-	d := &c.Defaults
-	setInt(&d.MaxInFlight, consumer.DefaultMaxInFlight)
-	setDuration(&d.AckWait, consumer.DefaultAckWait)
-	setInt(&d.MaxInputBytes, consumer.DefaultMaxInputBytes)
-	setInt(&d.Retry.MaxAttempts, consumer.DefaultMaxAttempts)
-	setDuration(&d.Retry.InitialBackoff, consumer.DefaultInitialBackoff)
-	setDuration(&d.Retry.MaxBackoff, consumer.DefaultMaxBackoff)
-	if d.Retry.Multiplier == 0 {
-		d.Retry.Multiplier = consumer.DefaultMultiplier
-	}
-	setDuration(&d.Retry.MaxRetryAfter, consumer.DefaultMaxRetryAfter)
-	if d.Breaker.FailureRatio == 0 {
-		d.Breaker.FailureRatio = consumer.DefaultFailureRatio
-	}
-	setInt(&d.Breaker.MinCalls, consumer.DefaultMinCalls)
-	setDuration(&d.Breaker.Window, consumer.DefaultBreakerWindow)
-	setDuration(&d.Breaker.ProbeInterval, consumer.DefaultProbeInterval)
-	setDuration(&d.Breaker.MaxProbeInterval, consumer.DefaultMaxProbeInterval)
-	if d.Breaker.Disabled == nil {
-		off := false
-		d.Breaker.Disabled = &off
-	}
-
 	for i := range c.Streams {
 		s := &c.Streams[i]
-		setString(&s.Retention, "limits")
-		setString(&s.Storage, "file")
-		setInt(&s.Replicas, 1)
+		setString(&s.Retention, DefaultStreamRetention)
+		setString(&s.Storage, DefaultStreamStorage)
+		inherit(&s.Replicas, DefaultStreamReplicas)
 	}
 
-	total := 0
+	d := &c.Defaults
 	for i := range c.Routes {
 		r := &c.Routes[i]
-		setString(&r.Durable, "agentrelay-"+r.Name)
-		setString(&r.Deliver, string(consumer.DeliverAll))
-		setString(&r.Body, string(consumer.BodyJSON))
-		setString(&r.ConversationKeyHeader, consumer.HeaderConversationKey)
-		setInt(&r.MaxInputBytes, d.MaxInputBytes)
-		setInt(&r.MaxInFlight, d.MaxInFlight)
-		if r.MaxAckPending == 0 {
-			r.MaxAckPending = d.MaxAckPending
-		}
-		if r.MaxAckPending == 0 {
-			r.MaxAckPending = max(consumer.DefaultAckPendingFactor*r.MaxInFlight, r.MaxInFlight)
-		}
-		if r.MaxRate == 0 {
-			r.MaxRate = d.MaxRate
-		}
-		setDuration(&r.AckWait, d.AckWait.D())
-		setInt(&r.Retry.MaxAttempts, d.Retry.MaxAttempts)
-		setDuration(&r.Retry.InitialBackoff, d.Retry.InitialBackoff.D())
-		setDuration(&r.Retry.MaxBackoff, d.Retry.MaxBackoff.D())
-		if r.Retry.Multiplier == 0 {
-			r.Retry.Multiplier = d.Retry.Multiplier
-		}
-		setDuration(&r.Retry.MaxRetryAfter, d.Retry.MaxRetryAfter.D())
-		if r.Breaker.FailureRatio == 0 {
-			r.Breaker.FailureRatio = d.Breaker.FailureRatio
-		}
-		setInt(&r.Breaker.MinCalls, d.Breaker.MinCalls)
-		setDuration(&r.Breaker.Window, d.Breaker.Window.D())
-		setDuration(&r.Breaker.ProbeInterval, d.Breaker.ProbeInterval.D())
-		setDuration(&r.Breaker.MaxProbeInterval, d.Breaker.MaxProbeInterval.D())
-		if r.Breaker.Disabled == nil {
-			r.Breaker.Disabled = d.Breaker.Disabled
-		}
-		if r.MaxInFlight > 0 {
-			total += r.MaxInFlight
-		}
+		inherit(&r.MaxInputBytes, d.MaxInputBytes)
+		inherit(&r.MaxInFlight, d.MaxInFlight)
+		inherit(&r.MaxAckPending, d.MaxAckPending)
+		inherit(&r.MaxRate, d.MaxRate)
+		inherit(&r.AckWait, d.AckWait)
+		inherit(&r.Retry.MaxAttempts, d.Retry.MaxAttempts)
+		inherit(&r.Retry.InitialBackoff, d.Retry.InitialBackoff)
+		inherit(&r.Retry.MaxBackoff, d.Retry.MaxBackoff)
+		inherit(&r.Retry.Multiplier, d.Retry.Multiplier)
+		inherit(&r.Retry.MaxRetryAfter, d.Retry.MaxRetryAfter)
+		inherit(&r.Breaker.FailureRatio, d.Breaker.FailureRatio)
+		inherit(&r.Breaker.MinCalls, d.Breaker.MinCalls)
+		inherit(&r.Breaker.Window, d.Breaker.Window)
+		inherit(&r.Breaker.ProbeInterval, d.Breaker.ProbeInterval)
+		inherit(&r.Breaker.MaxProbeInterval, d.Breaker.MaxProbeInterval)
+		inherit(&r.Breaker.Disabled, d.Breaker.Disabled)
 	}
-	setInt(&c.API.MaxConns, max(total, 1))
 }

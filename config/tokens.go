@@ -8,22 +8,16 @@ import (
 	"github.com/agentrelay/agentrelay/agentapi"
 )
 
-// CheckTokens reads every route's agent token the way `run` does before it
+// checkTokens reads every route's agent token the way `run` does before it
 // starts (internal/app.TokenSource: agentapi.NewFileToken for a file,
 // agentapi.EnvToken for an environment variable), so that `config check`
 // refuses what run refuses: an unset or empty variable, a missing,
 // unreadable, empty or oversized file, a token of more than one line. It
-// returns an *Error listing every route whose token cannot be had, or nil.
-// Only the problems are reported, never a token.
+// adds a problem for every route whose token cannot be had. Only the
+// problems are reported, never a token.
 //
-// Validate does not do this: commands other than run (dlq, status, pause)
-// do not need the agent tokens and must work where they are absent.
-func (c *Config) CheckTokens(lookupEnv func(string) (string, bool)) error {
-	var p problems
-	c.checkTokens(&p, lookupEnv)
-	return p.err()
-}
-
+// Read does not do this, Check does: commands other than run (dlq, status,
+// pause) do not need the agent tokens and must work where they are absent.
 func (c *Config) checkTokens(p *problems, lookupEnv func(string) (string, bool)) {
 	for i, r := range c.Routes {
 		path := fmt.Sprintf("routes[%d].token", i)

@@ -3,12 +3,10 @@ package config
 import (
 	"errors"
 	"fmt"
-	"math"
 	"net"
 	"net/url"
 	"regexp"
 	"strings"
-	"time"
 
 	"github.com/agentrelay/agentrelay/agentapi"
 )
@@ -20,8 +18,11 @@ const (
 	maxReplicas   = 5
 )
 
-// Validate checks a defaulted configuration and returns an *Error listing
-// every problem, or nil.
+// Validate checks what the file says and returns an *Error listing every
+// problem, or nil. It checks the configuration's own rules: syntax, names,
+// subjects, URLs, limits that keep a typo from becoming an outage. What a
+// component decides about its own settings (relations between them, with
+// its defaults) is checked by the Rules given to Read; see internal/app.
 func (c *Config) Validate() error {
 	var p problems
 	c.validate(&p)
@@ -69,11 +70,11 @@ func (c *Config) validateNATS(p *problems) {
 		p.add("nats.user", "user and password_file go together")
 	}
 	validateTLS(p, "nats.tls", n.TLS)
-	if n.ConnectTimeout <= 0 {
-		p.add("nats.connect_timeout", "must be positive")
+	if n.ConnectTimeout < 0 {
+		p.add("nats.connect_timeout", "must not be negative")
 	}
-	if n.ReconnectWait <= 0 {
-		p.add("nats.reconnect_wait", "must be positive")
+	if n.ReconnectWait < 0 {
+		p.add("nats.reconnect_wait", "must not be negative")
 	}
 }
 
@@ -103,8 +104,8 @@ func (c *Config) validateAPI(p *problems) {
 	} else if _, err := agentapi.CheckBaseURL(c.API.BaseURL, c.API.AllowInsecureHTTP); err != nil {
 		p.add("api.base_url", "%v", strings.TrimPrefix(err.Error(), "agentapi: "))
 	}
-	if c.API.Timeout <= 0 {
-		p.add("api.timeout", "must be positive")
+	if c.API.Timeout < 0 {
+		p.add("api.timeout", "must not be negative")
 	}
 	validateTLS(p, "api.tls", c.API.TLS)
 	if c.API.MaxConns < 0 {
@@ -114,45 +115,27 @@ func (c *Config) validateAPI(p *problems) {
 
 func (c *Config) validateDeadLetter(p *problems) {
 	d := c.DeadLetter
-	if err := checkName(d.Stream); err != nil {
-		p.add("dead_letter.stream", "%v", err)
+	if d.Stream != "" {
+		if err := checkName(d.Stream); err != nil {
+			p.add("dead_letter.stream", "%v", err)
+		}
 	}
-	if err := checkSubject(d.SubjectPrefix, false); err != nil {
-		p.add("dead_letter.subject_prefix", "%v", err)
+	if d.SubjectPrefix != "" {
+		if err := checkSubject(d.SubjectPrefix, false); err != nil {
+			p.add("dead_letter.subject_prefix", "%v", err)
+		}
 	}
-	if d.MaxAge <= 0 {
-		p.add("dead_letter.max_age", "must be positive")
-	}
-	if d.DuplicateWindow < 0 {
-		p.add("dead_letter.duplicate_window", "must not be negative")
-	}
-	if d.DuplicateWindow > d.MaxAge {
-		p.add("dead_letter.duplicate_window", "%v is longer than max_age %v", d.DuplicateWindow, d.MaxAge)
-	}
-	if d.Replicas < 1 || d.Replicas > maxReplicas {
+	if d.Replicas < 0 || d.Replicas > maxReplicas {
 		p.add("dead_letter.replicas", "must be between 1 and %d", maxReplicas)
 	}
 	if d.MaxBytes < 0 {
 		p.add("dead_letter.max_bytes", "must not be negative")
 	}
-	if d.PublishTimeout <= 0 {
-		p.add("dead_letter.publish_timeout", "must be positive")
-	}
 }
 
 func (c *Config) validateWorker(p *problems) {
-	w := c.Worker
-	if w.DrainGrace <= 0 {
-		p.add("worker.drain_grace", "must be positive")
-	}
-	if w.PullHeartbeat.D().Milliseconds() < 100 {
+	if hb := c.Worker.PullHeartbeat; hb != 0 && hb.D().Milliseconds() < 100 {
 		p.add("worker.pull_heartbeat", "must be at least 100ms")
-	}
-	if w.PullExpiry < 2*w.PullHeartbeat+Duration(1e9) {
-		p.add("worker.pull_expiry", "must be at least twice pull_heartbeat plus 1s (got %v with heartbeat %v)", w.PullExpiry, w.PullHeartbeat)
-	}
-	if w.LagInterval <= 0 {
-		p.add("worker.lag_interval", "must be positive")
 	}
 }
 
@@ -184,17 +167,12 @@ func (c *Config) validateStreams(p *problems) {
 			p.add(path+".name", "stream %q is listed twice", s.Name)
 		}
 		seen[s.Name] = true
-		if s.Name == c.DeadLetter.Stream {
-			p.add(path+".name", "%q is the dead-letter stream; configure it under dead_letter", s.Name)
-		}
 		if len(s.Subjects) == 0 {
 			p.add(path+".subjects", "at least one subject is required")
 		}
 		for j, subj := range s.Subjects {
 			if err := checkSubject(subj, true); err != nil {
 				p.add(fmt.Sprintf("%s.subjects[%d]", path, j), "%v", err)
-			} else if subjectsOverlap(subj, c.DeadLetter.SubjectPrefix+".>") {
-				p.add(fmt.Sprintf("%s.subjects[%d]", path, j), "%q overlaps the dead-letter subjects %s.>", subj, c.DeadLetter.SubjectPrefix)
 			}
 		}
 		switch s.Retention {
@@ -223,8 +201,6 @@ func (c *Config) validateRoutes(p *problems) {
 	if len(c.Routes) == 0 {
 		p.add("routes", "at least one route is required")
 	}
-	names := map[string]int{}
-	durables := map[string]int{}
 	for i, r := range c.Routes {
 		path := fmt.Sprintf("routes[%d]", i)
 		switch {
@@ -232,35 +208,19 @@ func (c *Config) validateRoutes(p *problems) {
 			p.add(path+".name", "is required")
 		case !isRouteName(r.Name):
 			p.add(path+".name", "%q: use letters, digits, '_' and '-' (at most 64)", r.Name)
-		default:
-			if j, dup := names[r.Name]; dup {
-				p.add(path+".name", "%q is also the name of routes[%d]", r.Name, j)
-			}
-			names[r.Name] = i
 		}
 		if err := checkName(r.Stream); err != nil {
 			p.add(path+".stream", "%v", err)
-		} else if r.Stream == c.DeadLetter.Stream {
-			p.add(path+".stream", "%q is the dead-letter stream; relaying from it would loop (replay dead letters with `agentrelay dlq replay`)", r.Stream)
 		}
-		if err := checkName(r.Durable); err != nil {
-			if r.Durable != "agentrelay-"+r.Name { // else the name's problem, reported above
+		if r.Durable != "" {
+			if err := checkName(r.Durable); err != nil {
 				p.add(path+".durable", "%v", err)
 			}
-		} else {
-			key := r.Stream + "/" + r.Durable
-			if j, dup := durables[key]; dup {
-				p.add(path+".durable", "%q on stream %q is also used by routes[%d]", r.Durable, r.Stream, j)
-			}
-			durables[key] = i
 		}
 		for j, subj := range r.Subjects {
 			if err := checkSubject(subj, true); err != nil {
 				p.add(fmt.Sprintf("%s.subjects[%d]", path, j), "%v", err)
 			}
-		}
-		if r.Deliver != "all" && r.Deliver != "new" {
-			p.add(path+".deliver", "%q is not all or new", r.Deliver)
 		}
 		if err := agentapi.ValidateTriggerID(r.TriggerID); err != nil {
 			p.add(path+".trigger_id", "%v", strings.TrimPrefix(err.Error(), "agentapi: "))
@@ -271,50 +231,22 @@ func (c *Config) validateRoutes(p *problems) {
 		case r.Token.File != "" && r.Token.Env != "":
 			p.add(path+".token", "set file or env, not both")
 		}
-		switch r.Body {
-		case "json", "text":
-		default:
-			p.add(path+".body", "%q is not json or text", r.Body)
-		}
-		if !isHeaderName(r.ConversationKeyHeader) {
+		if r.ConversationKeyHeader != "" && !isHeaderName(r.ConversationKeyHeader) {
 			p.add(path+".conversation_key_header", "%q is not a valid header name", r.ConversationKeyHeader)
 		}
-		if r.MaxInputBytes < 1 || r.MaxInputBytes > maxInputBytes {
+		if r.MaxInputBytes > maxInputBytes {
 			p.add(path+".max_input_bytes", "must be between 1 and %d", maxInputBytes)
 		}
-		if r.MaxInFlight < 1 || r.MaxInFlight > maxInFlight {
+		if r.MaxInFlight > maxInFlight {
 			p.add(path+".max_in_flight", "must be between 1 and %d", maxInFlight)
 		}
-		if r.MaxAckPending < r.MaxInFlight {
-			p.add(path+".max_ack_pending", "%d is below max_in_flight %d: JetStream would never let that many be in flight", r.MaxAckPending, r.MaxInFlight)
-		}
-		if r.AckWait < minAckWait {
-			p.add(path+".ack_wait", "%v is under %v: keep-alives every third of it could not keep a call alive", r.AckWait, minAckWait)
-		}
-		if r.MaxRate < 0 || math.IsNaN(r.MaxRate) || math.IsInf(r.MaxRate, 0) {
-			p.add(path+".max_rate", "must be a number of calls per second, 0 for no cap")
-		}
-		validateRetry(p, path+".retry", r.Retry)
-		validateBreaker(p, path+".breaker", r.Breaker)
+		validateRetired(p, path+".breaker", r.Breaker)
 	}
 }
 
-// minAckWait is the shortest ack_wait keep-alives can hold.
-const minAckWait = Duration(time.Second)
-
-func validateBreaker(p *problems, path string, b Breaker) {
-	if !(b.FailureRatio > 0 && b.FailureRatio <= 1) {
-		p.add(path+".failure_ratio", "must be above 0 and at most 1")
-	}
-	if b.Window <= 0 {
-		p.add(path+".window", "must be positive")
-	}
-	if b.ProbeInterval <= 0 {
-		p.add(path+".probe_interval", "must be positive")
-	}
-	if b.MaxProbeInterval < b.ProbeInterval {
-		p.add(path+".max_probe_interval", "%v is below probe_interval %v", b.MaxProbeInterval, b.ProbeInterval)
-	}
+// validateRetired refuses the settings of the consecutive-failure breaker
+// that route health replaced, naming their replacement.
+func validateRetired(p *problems, path string, b Breaker) {
 	retired := "no longer used: route health trips on failure_ratio of the calls in window (at least min_calls) and probes every probe_interval, doubling up to max_probe_interval; remove it"
 	if b.ConsecutiveFailures != nil {
 		p.add(path+".consecutive_failures", "%s", retired)
@@ -324,24 +256,6 @@ func validateBreaker(p *problems, path string, b Breaker) {
 	}
 	if b.HalfOpenProbes != nil {
 		p.add(path+".half_open_probes", "%s", retired)
-	}
-}
-
-func validateRetry(p *problems, path string, r Retry) {
-	if r.MaxAttempts < 1 {
-		p.add(path+".max_attempts", "must be at least 1")
-	}
-	if r.InitialBackoff <= 0 {
-		p.add(path+".initial_backoff", "must be positive")
-	}
-	if r.MaxBackoff < r.InitialBackoff {
-		p.add(path+".max_backoff", "%v is below initial_backoff %v", r.MaxBackoff, r.InitialBackoff)
-	}
-	if r.Multiplier < 1 {
-		p.add(path+".multiplier", "must be at least 1")
-	}
-	if r.MaxRetryAfter <= 0 {
-		p.add(path+".max_retry_after", "must be positive")
 	}
 }
 
@@ -399,27 +313,6 @@ func checkSubject(s string, wildcards bool) error {
 		}
 	}
 	return nil
-}
-
-// subjectsOverlap reports whether some subject matches both patterns.
-func subjectsOverlap(a, b string) bool {
-	at, bt := strings.Split(a, "."), strings.Split(b, ".")
-	for i := 0; ; i++ {
-		switch {
-		case i == len(at) && i == len(bt):
-			return true
-		case i < len(at) && at[i] == ">":
-			return i < len(bt)
-		case i < len(bt) && bt[i] == ">":
-			return i < len(at)
-		case i == len(at) || i == len(bt):
-			return false
-		case at[i] == "*" || bt[i] == "*" || at[i] == bt[i]:
-			continue
-		default:
-			return false
-		}
-	}
 }
 
 func isHeaderName(s string) bool {

@@ -19,6 +19,8 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/agentrelay/agentrelay/agentapi"
+	"github.com/agentrelay/agentrelay/internal/fold"
+	"github.com/agentrelay/agentrelay/internal/subject"
 )
 
 // Headers agentrelay sets on a dead letter. Together with the original body
@@ -215,24 +217,6 @@ func isLiteralToken(t string) bool {
 	return true
 }
 
-// subjectCaptures reports whether every subject matching sub also matches
-// pattern, so that a stream listening on pattern stores all of sub.
-func subjectCaptures(pattern, sub string) bool {
-	pt, st := strings.Split(pattern, "."), strings.Split(sub, ".")
-	for i, p := range pt {
-		if p == ">" {
-			return i < len(st)
-		}
-		if i >= len(st) || st[i] == ">" {
-			return false
-		}
-		if p != "*" && (st[i] == "*" || p != st[i]) {
-			return false
-		}
-	}
-	return len(pt) == len(st)
-}
-
 // Letter is what a dead letter says about why it is one.
 type Letter struct {
 	Reason    Reason
@@ -301,9 +285,6 @@ func NewDeadLetter(js jetstream.JetStream, cfg DeadLetterConfig) *DeadLetter {
 	return &DeadLetter{js: js, cfg: cfg.WithDefaults(), now: time.Now}
 }
 
-// Config returns the effective configuration.
-func (d *DeadLetter) Config() DeadLetterConfig { return d.cfg }
-
 // maxDeadLetterPrefixLen bounds SubjectPrefix, so that a shortened
 // dead-letter subject still has room for leading tokens of the original.
 const maxDeadLetterPrefixLen = 256
@@ -332,7 +313,7 @@ func (d *DeadLetter) Ensure(ctx context.Context) error {
 	have := s.CachedInfo().Config
 	captured := false
 	for _, subj := range have.Subjects {
-		captured = captured || subjectCaptures(subj, want.Subjects[0])
+		captured = captured || subject.Covers(subj, want.Subjects[0])
 	}
 	if !captured {
 		return fmt.Errorf("dead-letter stream %s exists but does not capture %s (its subjects: %v)",
@@ -342,10 +323,10 @@ func (d *DeadLetter) Ensure(ctx context.Context) error {
 	return nil
 }
 
-// Weaknesses lists what makes an existing dead-letter stream less durable
+// weaknesses lists what makes an existing dead-letter stream less durable
 // than the one agentrelay would create: an operator may have reasons, so
 // they are warnings, not errors.
-func (d *DeadLetter) Weaknesses(ctx context.Context) ([]string, error) {
+func (d *DeadLetter) weaknesses(ctx context.Context) ([]string, error) {
 	s, err := d.js.Stream(ctx, d.cfg.Stream)
 	if err != nil {
 		return nil, err
@@ -611,11 +592,11 @@ func originalHeaders(h nats.Header, keyUsed bool) (cands []header, unusable []st
 	for k, v := range h {
 		key := k
 		switch {
-		case hasPrefixFold(k, "Nats-"):
+		case fold.HasPrefix(k, "Nats-"):
 			key = HeaderOriginalPrefix + k
-		case hasPrefixFold(k, HeaderReplayPrefix):
+		case fold.HasPrefix(k, HeaderReplayPrefix):
 			// the replay's history: carried on
-		case hasPrefixFold(k, agentrelayHeaderPrefix):
+		case fold.HasPrefix(k, agentrelayHeaderPrefix):
 			continue // stale from an earlier dead-lettering; replaced
 		case strings.EqualFold(k, HeaderIdempotencyKey):
 			// The dead letter's Idempotency-Key is the key that was
@@ -726,10 +707,6 @@ const (
 	jsErrInsufficientResources jetstream.ErrorCode = 10023 // storage
 	jsErrStreamStoreFailed     jetstream.ErrorCode = 10077 // max bytes, max messages (per subject)
 )
-
-func hasPrefixFold(s, prefix string) bool {
-	return len(s) >= len(prefix) && strings.EqualFold(s[:len(prefix)], prefix)
-}
 
 // headerText makes s safe as a one-line header value of at most n bytes.
 func headerText(s string, n int) string {

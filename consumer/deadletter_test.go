@@ -277,7 +277,7 @@ func TestDeadLetterIsAlwaysStorable(t *testing.T) {
 			t.Fatal("the connection was closed")
 		}
 		m := e.letter(t, consumer.DefaultDeadLetterStream, st)
-		checkFacts(t, dl.Config(), m, orig, md)
+		checkFacts(t, consumer.DeadLetterConfig{}.WithDefaults(), m, orig, md)
 		if st.Form != consumer.FormFull || m.Header.Get(consumer.HeaderLetterForm) != "full" || string(m.Data) != "not json" {
 			t.Errorf("form %s (header %q), body %q: want the full letter", st.Form, m.Header.Get(consumer.HeaderLetterForm), m.Data)
 		}
@@ -294,7 +294,7 @@ func TestDeadLetterIsAlwaysStorable(t *testing.T) {
 			t.Fatal("the connection was closed")
 		}
 		m := e.letter(t, consumer.DefaultDeadLetterStream, st)
-		checkFacts(t, dl.Config(), m, orig, md)
+		checkFacts(t, consumer.DeadLetterConfig{}.WithDefaults(), m, orig, md)
 		if st.Form != consumer.FormTrimmed || st.DroppedHeaders != 1 || st.BodyOmitted {
 			t.Errorf("stored %+v: want trimmed, one header dropped, the body kept", st)
 		}
@@ -318,7 +318,7 @@ func TestDeadLetterIsAlwaysStorable(t *testing.T) {
 			t.Fatal("the connection was closed")
 		}
 		m := e.letter(t, consumer.DefaultDeadLetterStream, st)
-		checkFacts(t, dl.Config(), m, orig, md)
+		checkFacts(t, consumer.DeadLetterConfig{}.WithDefaults(), m, orig, md)
 		if st.Form != consumer.FormTrimmed || !st.BodyOmitted || len(m.Data) != 0 || m.Header.Get(consumer.HeaderBodyOmitted) != consumer.BodyOmittedTooLarge {
 			t.Errorf("stored %+v, body %d bytes, omitted %q: want the body left out as too large", st, len(m.Data), m.Header.Get(consumer.HeaderBodyOmitted))
 		}
@@ -335,7 +335,7 @@ func TestDeadLetterIsAlwaysStorable(t *testing.T) {
 			t.Fatal(err)
 		}
 		m := e.letter(t, consumer.DefaultDeadLetterStream, st)
-		checkFacts(t, dl.Config(), m, orig, md)
+		checkFacts(t, consumer.DeadLetterConfig{}.WithDefaults(), m, orig, md)
 		if st.BodyOmitted || len(m.Data) != len(body) || m.Header.Get("X-Big") != "" || m.Header.Get("X-Small") != "s" {
 			t.Errorf("stored %+v, body %d bytes: want the body kept and only the big header dropped", st, len(m.Data))
 		}
@@ -350,7 +350,7 @@ func TestDeadLetterIsAlwaysStorable(t *testing.T) {
 			t.Fatal(err)
 		}
 		m := e.letter(t, consumer.DefaultDeadLetterStream, st)
-		checkFacts(t, dl.Config(), m, orig, md)
+		checkFacts(t, consumer.DeadLetterConfig{}.WithDefaults(), m, orig, md)
 		if st.Form != consumer.FormTrimmed || m.Header.Get(consumer.HeaderDroppedHeaders) != "Bad/Name" || m.Header.Get("X-Small") != "s" {
 			t.Errorf("stored %+v, dropped %q", st, m.Header.Get(consumer.HeaderDroppedHeaders))
 		}

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"os"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -16,6 +15,7 @@ import (
 	"github.com/agentrelay/agentrelay/agentapi"
 	"github.com/agentrelay/agentrelay/agentapi/emulator"
 	"github.com/agentrelay/agentrelay/consumer"
+	"github.com/agentrelay/agentrelay/internal/subject"
 	"github.com/agentrelay/agentrelay/internal/telemetry"
 	"github.com/agentrelay/agentrelay/internal/testenv"
 )
@@ -192,27 +192,11 @@ func (h *harness) lastPublished(route string) uint64 {
 	}
 	var last uint64
 	for _, p := range h.published {
-		if subjectMatches(filter, p.subject) {
+		if subject.Matches(filter, p.subject) {
 			last = max(last, p.seq)
 		}
 	}
 	return last
-}
-
-// subjectMatches reports whether a NATS subject filter captures subject.
-func subjectMatches(filter, subject string) bool {
-	f, s := strings.Split(filter, "."), strings.Split(subject, ".")
-	for i, t := range f {
-		switch {
-		case t == ">":
-			return len(s) > i
-		case i >= len(s):
-			return false
-		case t != "*" && t != s[i]:
-			return false
-		}
-	}
-	return len(f) == len(s)
 }
 
 // consumerInfo reads a route's consumer info.

@@ -315,7 +315,7 @@ func TestNewRejectsAnAckWaitKeepAlivesCannotHold(t *testing.T) {
 	r := h.route("a", "x.>", h.agent("agtch_a"))
 	r.AckWait = 100 * time.Millisecond
 	_, err := consumer.New(h.nats.JS, []consumer.Route{r}, consumer.Options{})
-	if err == nil || !strings.Contains(err.Error(), "ack wait 100ms is under 300ms") {
+	if err == nil || !strings.Contains(err.Error(), "AckWait: 100ms is under 1s") {
 		t.Errorf("got %v", err)
 	}
 }

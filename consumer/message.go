@@ -450,19 +450,13 @@ func hex4(b []byte) (rune, bool) {
 	return r, true
 }
 
-// HeaderValue returns the first value of header name, matching the name
+// lookupHeader returns the first value of header name, matching the name
 // exactly first and then without regard to case: NATS headers are
 // case-sensitive, but producers in other languages do not always keep the
 // canonical form. Among case variants it takes the first in sorted order, so
-// the answer is the same on every redelivery (map order is not).
-func HeaderValue(h nats.Header, name string) string {
-	v, _ := lookupHeader(h, name)
-	return v
-}
-
-// lookupHeader is HeaderValue, also reporting whether case variants of the
-// name carry different values: for a key, that is a message that cannot say
-// which key it means.
+// the answer is the same on every redelivery (map order is not). It also
+// reports whether case variants of the name carry different values: for a
+// key, that is a message that cannot say which key it means.
 func lookupHeader(h nats.Header, name string) (value string, conflict bool) {
 	if v, ok := h[name]; ok && len(v) > 0 {
 		value = v[0]

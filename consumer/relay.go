@@ -16,6 +16,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/agentrelay/agentrelay/internal/backoff"
 	"github.com/agentrelay/agentrelay/internal/telemetry"
 )
 
@@ -65,6 +66,16 @@ func (o Options) withDefaults() Options {
 	if o.Metrics == nil {
 		o.Metrics = telemetry.NewMetrics(prometheus.NewRegistry())
 	}
+	if o.Jitter == nil {
+		o.Jitter = rand.Float64
+	}
+	return o.timingDefaults()
+}
+
+// timingDefaults sets the zero durations and the dead-letter configuration
+// to their defaults. Check refuses what they would not fit (a PullExpiry
+// too short for PullHeartbeat) rather than adjusting it.
+func (o Options) timingDefaults() Options {
 	o.DeadLetter = o.DeadLetter.WithDefaults()
 	if o.DrainGrace <= 0 {
 		o.DrainGrace = DefaultDrainGrace
@@ -75,14 +86,8 @@ func (o Options) withDefaults() Options {
 	if o.PullHeartbeat <= 0 {
 		o.PullHeartbeat = DefaultPullHeartbeat
 	}
-	if o.PullExpiry < 2*o.PullHeartbeat+time.Second {
-		o.PullExpiry = 2*o.PullHeartbeat + time.Second
-	}
 	if o.LagInterval <= 0 {
 		o.LagInterval = DefaultLagInterval
-	}
-	if o.Jitter == nil {
-		o.Jitter = rand.Float64
 	}
 	return o
 }
@@ -102,25 +107,21 @@ type Relay struct {
 	ready     atomic.Bool
 }
 
-// New returns a Relay for routes. It validates the routes but does not talk
-// to NATS; Setup (or Run) does.
+// New returns a Relay for routes. It checks the routes and options (see
+// Check) but does not talk to NATS; Setup (or Run) does.
 func New(js jetstream.JetStream, routes []Route, o Options) (*Relay, error) {
-	o = o.withDefaults()
-	r := &Relay{js: js, opts: o, log: o.Logger, dl: NewDeadLetter(js, o.DeadLetter)}
 	var errs []error
-	names := map[string]bool{}
+	for _, p := range Check(routes, o) {
+		if p.Route < 0 {
+			errs = append(errs, fmt.Errorf("%w: %w", ErrInvalidOptions, p))
+		} else {
+			errs = append(errs, fmt.Errorf("%w %q: %w", ErrInvalidRoute, routes[p.Route].Name, p))
+		}
+	}
 	for _, rt := range routes {
-		rt = rt.WithDefaults()
-		if err := rt.validate(); err != nil {
-			errs = append(errs, err)
-			continue
+		if rt.Agent == nil {
+			errs = append(errs, fmt.Errorf("%w %q: no agent", ErrInvalidRoute, rt.Name))
 		}
-		if names[rt.Name] {
-			errs = append(errs, fmt.Errorf("%w %q: duplicate name", ErrInvalidRoute, rt.Name))
-			continue
-		}
-		names[rt.Name] = true
-		r.runners = append(r.runners, newRunner(r, rt))
 	}
 	if len(routes) == 0 {
 		errs = append(errs, errors.New("no routes"))
@@ -128,11 +129,13 @@ func New(js jetstream.JetStream, routes []Route, o Options) (*Relay, error) {
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
 	}
+	o = o.withDefaults()
+	r := &Relay{js: js, opts: o, log: o.Logger, dl: NewDeadLetter(js, o.DeadLetter)}
+	for _, rt := range routes {
+		r.runners = append(r.runners, newRunner(r, rt.WithDefaults()))
+	}
 	return r, nil
 }
-
-// DeadLetter returns the relay's dead-letter publisher.
-func (r *Relay) DeadLetter() *DeadLetter { return r.dl }
 
 // Ready reports whether every route's consumer is bound and the relay is
 // pulling (false before Run and while draining).
@@ -165,7 +168,7 @@ func (r *Relay) setup(ctx context.Context) error {
 		errs = append(errs, err)
 	} else {
 		var weak []string
-		_ = withRetry(ctx, func(ctx context.Context) (err error) { weak, err = r.dl.Weaknesses(ctx); return err })
+		_ = withRetry(ctx, func(ctx context.Context) (err error) { weak, err = r.dl.weaknesses(ctx); return err })
 		for _, w := range weak {
 			r.log.Warn("dead-letter stream is less durable than it should be", "stream", r.dl.cfg.Stream, "problem", w)
 		}
@@ -190,21 +193,11 @@ const apiAttemptTimeout = 5 * time.Second
 // create-if-missing, create-or-update). Definite answers ("stream not
 // found") are returned at once.
 func withRetry(ctx context.Context, op func(context.Context) error) error {
-	delay := 100 * time.Millisecond
-	for {
+	return backoff.Retry(ctx, backoff.Policy{Min: 100 * time.Millisecond, Max: 2 * time.Second}, func(ctx context.Context) error {
 		actx, cancel := context.WithTimeout(ctx, apiAttemptTimeout)
-		err := op(actx)
-		cancel()
-		if err == nil || ctx.Err() != nil || !noAnswer(err) {
-			return err
-		}
-		select {
-		case <-ctx.Done():
-			return err
-		case <-time.After(delay):
-		}
-		delay = min(2*delay, 2*time.Second)
-	}
+		defer cancel()
+		return op(actx)
+	}, func(err error, _ time.Duration) bool { return noAnswer(err) })
 }
 
 // noAnswer reports whether err means the request went unanswered rather

@@ -2,7 +2,6 @@ package consumer
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"time"
 
@@ -99,43 +98,6 @@ func (r Route) WithDefaults() Route {
 	r.Retry = r.Retry.WithDefaults()
 	r.Breaker = r.Breaker.WithDefaults()
 	return r
-}
-
-// ErrInvalidRoute is wrapped by every route validation error.
-var ErrInvalidRoute = errors.New("invalid route")
-
-// validate checks what the consumer package itself relies on; config
-// validation reports the same problems earlier and with field paths.
-// minAckWait is the shortest AckWait keep-alives every AckWait/3 can hold.
-const minAckWait = 300 * time.Millisecond
-
-func (r Route) validate() error {
-	var errs []error
-	if r.Name == "" {
-		errs = append(errs, errors.New("name is empty"))
-	}
-	if r.Stream == "" {
-		errs = append(errs, errors.New("stream is empty"))
-	}
-	if r.Agent == nil {
-		errs = append(errs, errors.New("no agent"))
-	}
-	if r.AckWait < minAckWait {
-		errs = append(errs, fmt.Errorf("ack wait %v is under %v: keep-alives could not keep up", r.AckWait, minAckWait))
-	}
-	if r.MaxRate < 0 {
-		errs = append(errs, fmt.Errorf("max rate %v is negative", r.MaxRate))
-	}
-	if r.Deliver != DeliverAll && r.Deliver != DeliverNew {
-		errs = append(errs, fmt.Errorf("deliver policy %q is not %q or %q", r.Deliver, DeliverAll, DeliverNew))
-	}
-	if r.Contract.Format != BodyJSON && r.Contract.Format != BodyText {
-		errs = append(errs, fmt.Errorf("body format %q is not %q or %q", r.Contract.Format, BodyJSON, BodyText))
-	}
-	if err := errors.Join(errs...); err != nil {
-		return fmt.Errorf("%w %q: %w", ErrInvalidRoute, r.Name, err)
-	}
-	return nil
 }
 
 // ConsumerConfig is the JetStream consumer the route needs. MaxDeliver is

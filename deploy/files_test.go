@@ -14,6 +14,7 @@ import (
 	"github.com/agentrelay/agentrelay/config"
 	"github.com/agentrelay/agentrelay/deploy/internal/grafana"
 	"github.com/agentrelay/agentrelay/deploy/internal/kube"
+	"github.com/agentrelay/agentrelay/internal/app"
 )
 
 // Every YAML and JSON file under deploy/ is read strictly by what it is:
@@ -54,6 +55,9 @@ func decodeDeployFile(t *testing.T, path string, data []byte) {
 		c.ApplyDefaults()
 		if err := c.Validate(); err != nil {
 			t.Fatal(err)
+		}
+		if problems := app.CheckConfig(c); len(problems) > 0 {
+			t.Fatal(strings.Join(problems, "; "))
 		}
 	case dir == "kustomizeconfig":
 		if _, err := kube.DecodeTransformerConfig(data); err != nil {

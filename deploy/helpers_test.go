@@ -14,6 +14,7 @@ import (
 	"github.com/agentrelay/agentrelay/config"
 	"github.com/agentrelay/agentrelay/deploy/internal/dockerfile"
 	"github.com/agentrelay/agentrelay/deploy/internal/kube"
+	"github.com/agentrelay/agentrelay/internal/app"
 )
 
 // Paths, relative to deploy/ (where `go test` runs).
@@ -84,6 +85,9 @@ func renderDir(t *testing.T, dir string) deployment {
 	cfg.ApplyDefaults()
 	if err := cfg.Validate(); err != nil {
 		t.Fatalf("ConfigMap %s: %v", d.configMap.Name, err)
+	}
+	if problems := app.CheckConfig(cfg); len(problems) > 0 {
+		t.Fatalf("ConfigMap %s: %s", d.configMap.Name, strings.Join(problems, "; "))
 	}
 	d.config = cfg
 	return d

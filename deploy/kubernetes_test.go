@@ -20,6 +20,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/intstr"
 
 	"github.com/agentrelay/agentrelay/deploy/internal/kube"
+	"github.com/agentrelay/agentrelay/internal/app"
 )
 
 // The example overlay is what a platform engineer applies: it must build,
@@ -442,7 +443,8 @@ func TestAutoscalingOnConsumerLag(t *testing.T) {
 		}
 		triggers[tr.Metadata["stream"]+"/"+tr.Metadata["consumer"]] = tr
 	}
-	for i, r := range d.config.Routes {
+	for i, rc := range d.config.Routes {
+		r := app.Route(rc, nil).WithDefaults()
 		key := r.Stream + "/" + r.Durable
 		tr, ok := triggers[key]
 		if !ok {

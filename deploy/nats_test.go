@@ -20,6 +20,8 @@ import (
 	"github.com/agentrelay/agentrelay/config"
 	"github.com/agentrelay/agentrelay/deploy/internal/kube"
 	"github.com/agentrelay/agentrelay/deploy/internal/strict"
+	"github.com/agentrelay/agentrelay/internal/app"
+	"github.com/agentrelay/agentrelay/internal/subject"
 )
 
 // natsDefinitions are the NATS-side resources in deploy/nats: the NACK
@@ -122,13 +124,13 @@ func wantConsumer(t *testing.T, r config.Route) jetstream.ConsumerConfig {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return r.Consumer(staticAgent{id}).ConsumerConfig()
+	return app.Route(r, staticAgent{id}).ConsumerConfig()
 }
 
 // wantDeadLetterStream is the dead-letter stream agentrelay creates when it
 // is missing, from the configuration's dead_letter section.
 func wantDeadLetterStream(c *config.Config) jetstream.StreamConfig {
-	return c.DeadLetter.Consumer().StreamConfig()
+	return app.DeadLetter(c.DeadLetter).StreamConfig()
 }
 
 // The NACK resources and the nats CLI files define exactly the consumers
@@ -142,10 +144,11 @@ func TestNATSDefinitionsMatchWhatAgentrelayCreates(t *testing.T) {
 	n := loadNATSDefinitions(t)
 	expected := map[string]bool{} // every definition must be one of these
 
-	for i, r := range d.config.Routes {
+	for i, rc := range d.config.Routes {
+		r := app.Route(rc, nil).WithDefaults()
 		key := r.Stream + "/" + r.Durable
 		expected[key] = true
-		want := wantConsumer(t, r)
+		want := wantConsumer(t, rc)
 		for source, defs := range map[string]map[string]jetstream.ConsumerConfig{"NACK": n.nackConsumers, "nats CLI": n.cliConsumers} {
 			got, ok := defs[key]
 			if !ok {
@@ -184,7 +187,7 @@ func TestNATSDefinitionsMatchWhatAgentrelayCreates(t *testing.T) {
 			continue
 		}
 		for _, subj := range r.Subjects {
-			if !slices.ContainsFunc(nack.Subjects, func(s string) bool { return subjectCovers(s, subj) }) {
+			if !slices.ContainsFunc(nack.Subjects, func(s string) bool { return subject.Covers(s, subj) }) {
 				t.Errorf("routes[%d] (%s): subject %s is not captured by stream %s (subjects %v)", i, r.Name, subj, r.Stream, nack.Subjects)
 			}
 		}
@@ -199,7 +202,7 @@ func TestNATSDefinitionsMatchWhatAgentrelayCreates(t *testing.T) {
 			t.Errorf("stream %s: storage must be file (NACK's default is memory)", r.Stream)
 		}
 		for _, s := range nack.Subjects {
-			if subjectsOverlap(s, dl.Subjects[0]) {
+			if subject.Overlap(s, dl.Subjects[0]) {
 				t.Errorf("stream %s subject %s overlaps the dead-letter subjects %s", r.Stream, s, dl.Subjects[0])
 			}
 		}
@@ -209,28 +212,6 @@ func TestNATSDefinitionsMatchWhatAgentrelayCreates(t *testing.T) {
 	for _, key := range defined {
 		if !expected[key] {
 			t.Errorf("%s is defined in deploy/nats but the example configuration does not use it", key)
-		}
-	}
-}
-
-func TestSubjectMatching(t *testing.T) {
-	for _, tc := range []struct {
-		a, b            string
-		covers, overlap bool
-	}{
-		{"agents.>", "agents.complaints.>", true, true},
-		{"agents.*", "agents.complaints", true, true},
-		{"agents.*", "agents.complaints.>", false, false}, // > needs a third token
-		{"agents.complaints.>", "agents.>", false, true},
-		{"agents.>", "agentrelay.dlq.>", false, false},
-		{">", "agentrelay.dlq.>", true, true},
-		{"agents", "agents.x", false, false},
-	} {
-		if got := subjectCovers(tc.a, tc.b); got != tc.covers {
-			t.Errorf("subjectCovers(%s, %s) = %v", tc.a, tc.b, got)
-		}
-		if got := subjectsOverlap(tc.a, tc.b); got != tc.overlap {
-			t.Errorf("subjectsOverlap(%s, %s) = %v", tc.a, tc.b, got)
 		}
 	}
 }
@@ -258,41 +239,6 @@ func normalizeStream(c jetstream.StreamConfig) jetstream.StreamConfig {
 		c.MaxMsgSize = -1
 	}
 	return c
-}
-
-// subjectCovers reports whether stream subject pattern s captures every
-// subject filter f matches.
-func subjectCovers(s, f string) bool {
-	st, ft := strings.Split(s, "."), strings.Split(f, ".")
-	for i, tok := range st {
-		switch {
-		case tok == ">":
-			return i < len(ft)
-		case i >= len(ft):
-			return false
-		case tok == "*":
-			if ft[i] == ">" {
-				return false
-			}
-		case tok != ft[i]:
-			return false
-		}
-	}
-	return len(st) == len(ft)
-}
-
-// subjectsOverlap reports whether some subject matches both patterns.
-func subjectsOverlap(a, b string) bool {
-	at, bt := strings.Split(a, "."), strings.Split(b, ".")
-	for i := 0; i < len(at) && i < len(bt); i++ {
-		if at[i] == ">" || bt[i] == ">" {
-			return true
-		}
-		if at[i] != "*" && bt[i] != "*" && at[i] != bt[i] {
-			return false
-		}
-	}
-	return len(at) == len(bt)
 }
 
 // streamFromNACK is the stream configuration NACK asks the server for: the

@@ -21,6 +21,7 @@ import (
 	"github.com/agentrelay/agentrelay/config"
 	"github.com/agentrelay/agentrelay/internal/app"
 	"github.com/agentrelay/agentrelay/internal/cli"
+	"github.com/agentrelay/agentrelay/internal/testenv"
 )
 
 const natsPermissionsPath = "nats/auth/agentrelay-permissions.conf"
@@ -201,7 +202,7 @@ func TestNATSPermissionsExample(t *testing.T) {
 			t.Fatalf("producer publishing to %s: %v", r.Subjects[0], err)
 		}
 	}
-	dlqName := d.config.DeadLetter.Consumer().Stream
+	dlqName := app.DeadLetter(d.config.DeadLetter).WithDefaults().Stream
 	dlqCount := func() uint64 {
 		s, err := admin.Stream(ctx, dlqName)
 		if err != nil {
@@ -213,14 +214,14 @@ func TestNATSPermissionsExample(t *testing.T) {
 		}
 		return info.State.Msgs
 	}
-	waitFor(t, 30*time.Second, "the first event accepted and the second dead-lettered", func() bool {
+	testenv.Eventually(t, 30*time.Second, "the first event accepted and the second dead-lettered", func() bool {
 		return emu.Accepted(routes[0].TriggerID, "perm-0") == 1 && dlqCount() == 1
 	})
 
 	// Nobody but the worker writes a dead letter, and nobody here purges
 	// or deletes a stream.
 	workStream := routes[0].Stream
-	dlSubject := d.config.DeadLetter.Consumer().Subject(subject(routes[0], "forged"))
+	dlSubject := app.DeadLetter(d.config.DeadLetter).Subject(subject(routes[0], "forged"))
 	for _, user := range []string{"agentrelay", "sre", "producer"} {
 		u := connectAs(t, url, user)
 		if user != "agentrelay" {
@@ -269,22 +270,11 @@ func TestNATSPermissionsExample(t *testing.T) {
 	if out := run("dlq", "replay"); !strings.Contains(out, "replayed 1 dead letters") {
 		t.Errorf("replay:\n%s", out)
 	}
-	waitFor(t, 30*time.Second, "the replayed event accepted", func() bool { return emu.Accepted(routes[1].TriggerID, "perm-1") == 1 })
+	testenv.Eventually(t, 30*time.Second, "the replayed event accepted", func() bool { return emu.Accepted(routes[1].TriggerID, "perm-1") == 1 })
 	if dlqCount() != 0 {
 		t.Errorf("%d dead letters after the replay", dlqCount())
 	}
 	run("dlq", "purge", "--yes")
-}
-
-func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
 }
 
 // syncBuf is a bytes.Buffer safe for the worker's goroutines.

@@ -24,6 +24,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 
 	"github.com/agentrelay/agentrelay/deploy/internal/promcheck"
+	"github.com/agentrelay/agentrelay/internal/app"
 )
 
 // targetLabels are the labels the Prometheus Operator's service discovery
@@ -253,7 +254,8 @@ func consumerConfigs(t *testing.T, js jetstream.JetStream, d deployment) map[str
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	out := map[string]jetstream.ConsumerConfig{}
-	for _, r := range d.config.Routes {
+	for _, rc := range d.config.Routes {
+		r := app.Route(rc, nil).WithDefaults()
 		c, err := js.Consumer(ctx, r.Stream, r.Durable)
 		if err != nil {
 			t.Fatalf("consumer %s on %s: %v", r.Durable, r.Stream, err)

@@ -15,6 +15,8 @@ import (
 	"testing"
 	"time"
 	"unicode/utf8"
+
+	"github.com/agentrelay/agentrelay/internal/testenv/wait"
 )
 
 const (
@@ -112,18 +114,6 @@ func (f *fixture) mustSend(t *testing.T, req *http.Request) result {
 func (f *fixture) trigger(t *testing.T, id, token, key string) int {
 	t.Helper()
 	return f.mustSend(t, f.request(t, id, token, key, okBody)).status
-}
-
-// eventually polls cond until it holds or waitLong passes.
-func eventually(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(waitLong)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for: %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
 }
 
 func errorMessage(t *testing.T, res result) string {
@@ -666,7 +656,7 @@ func TestHangUntilClientGivesUp(t *testing.T) {
 	}
 	// The default HangFor is minutes. So finding the request logged means
 	// the client's departure ended the hang.
-	eventually(t, "the hang to end after the client left", func() bool {
+	wait.For(t, waitLong, "the hang to end after the client left", func() bool {
 		reqs := f.e.Requests()
 		return len(reqs) == 1 && reqs[0].Fault == FaultHang && reqs[0].Status == 0
 	})
@@ -849,7 +839,7 @@ func TestLatencyIsCancelledByTheClient(t *testing.T) {
 	if _, err := send(client, f.request(t, trigA, tokA, "", okBody)); err == nil {
 		t.Fatal("want a client timeout")
 	}
-	eventually(t, "the delayed request to be cancelled", func() bool { return f.e.Stats().Canceled == 1 })
+	wait.For(t, waitLong, "the delayed request to be cancelled", func() bool { return f.e.Stats().Canceled == 1 })
 	if n := f.e.LedgerLen(); n != 0 {
 		t.Errorf("LedgerLen() = %d, want 0", n)
 	}
@@ -868,7 +858,7 @@ func startHang(t *testing.T, f *fixture) <-chan error {
 		_, err := send(f.client, req)
 		done <- err
 	}()
-	eventually(t, "the request to hang", func() bool { return f.e.Stats().Hangs == 1 })
+	wait.For(t, waitLong, "the request to hang", func() bool { return f.e.Stats().Hangs == 1 })
 	return done
 }
 
@@ -891,7 +881,7 @@ func TestCloseIsPromptWithAHangingRequest(t *testing.T) {
 	case <-time.After(waitLong):
 		t.Fatal("hanging client was not released by Close")
 	}
-	eventually(t, "the hang handler to return", func() bool { return len(f.e.Requests()) == 1 })
+	wait.For(t, waitLong, "the hang handler to return", func() bool { return len(f.e.Requests()) == 1 })
 }
 
 func TestShutdownWaitsForRequestsInFlight(t *testing.T) {
@@ -906,7 +896,7 @@ func TestShutdownWaitsForRequestsInFlight(t *testing.T) {
 		res, err := send(f.client, req)
 		done <- outcome{res, err}
 	}()
-	eventually(t, "the request to arrive", func() bool { return f.e.Stats().Requests == 1 })
+	wait.For(t, waitLong, "the request to arrive", func() bool { return f.e.Stats().Requests == 1 })
 
 	ctx, cancel := context.WithTimeout(context.Background(), waitLong)
 	defer cancel()

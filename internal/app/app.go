@@ -24,6 +24,7 @@ import (
 	"github.com/agentrelay/agentrelay/agentapi"
 	"github.com/agentrelay/agentrelay/config"
 	"github.com/agentrelay/agentrelay/consumer"
+	"github.com/agentrelay/agentrelay/internal/backoff"
 	"github.com/agentrelay/agentrelay/internal/buildinfo"
 	"github.com/agentrelay/agentrelay/internal/natsconn"
 	"github.com/agentrelay/agentrelay/internal/telemetry"
@@ -118,15 +119,9 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger, o Options) e
 	if err != nil {
 		return err
 	}
-	relay, err := consumer.New(js, routes, consumer.Options{
-		Logger:        log,
-		Metrics:       metrics,
-		DeadLetter:    cfg.DeadLetter.Consumer(),
-		DrainGrace:    cfg.Worker.DrainGrace.D(),
-		PullExpiry:    cfg.Worker.PullExpiry.D(),
-		PullHeartbeat: cfg.Worker.PullHeartbeat.D(),
-		LagInterval:   cfg.Worker.LagInterval.D(),
-	})
+	ro := relayOptions(cfg)
+	ro.Logger, ro.Metrics = log, metrics
+	relay, err := consumer.New(js, routes, ro)
 	if err != nil {
 		return err
 	}
@@ -168,29 +163,21 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger, o Options) e
 // backoff until it works or ctx ends (false). Every failure is logged with
 // what is wrong, and /readyz says it too.
 func setUp(ctx context.Context, js jetstream.JetStream, cfg *config.Config, relay *consumer.Relay, log *slog.Logger, state *health) bool {
-	delay := time.Second
-	for {
+	// What is missing (a stream an operator creates) may take minutes to
+	// appear: every second at first, then every 30s.
+	err := backoff.Retry(ctx, backoff.Policy{Min: time.Second, Max: 30 * time.Second}, func(ctx context.Context) error {
 		sctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-		err := EnsureStreams(sctx, js, cfg.Streams, log)
-		if err == nil {
-			err = relay.Setup(sctx)
+		defer cancel()
+		if err := ensureStreams(sctx, js, cfg.Streams, log); err != nil {
+			return err
 		}
-		cancel()
-		if err == nil {
-			return true
-		}
-		if ctx.Err() != nil {
-			return false
-		}
+		return relay.Setup(sctx)
+	}, func(err error, wait time.Duration) bool {
 		state.set("set-up failed, retrying: " + err.Error())
-		log.Error("set-up failed; retrying", "err", err, "retry_in", delay)
-		select {
-		case <-ctx.Done():
-			return false
-		case <-time.After(delay):
-		}
-		delay = min(2*delay, 30*time.Second)
-	}
+		log.Error("set-up failed; retrying", "err", err, "retry_in", wait)
+		return true
+	})
+	return err == nil
 }
 
 // health is the one place that decides the worker is dead: alive as a
@@ -290,12 +277,8 @@ func (s *health) notReady() string {
 // source once so that a missing token file is reported at start-up. All
 // problems are reported together.
 func BuildRoutes(cfg *config.Config, log *slog.Logger) (*agentapi.Client, []consumer.Route, error) {
-	co := agentapi.ClientOptions{
-		Timeout:           cfg.API.Timeout.D(),
-		MaxConns:          cfg.API.MaxConns,
-		UserAgent:         buildinfo.Get().UserAgent(),
-		AllowInsecureHTTP: cfg.API.AllowInsecureHTTP,
-	}
+	co := ClientOptions(cfg)
+	co.UserAgent = buildinfo.Get().UserAgent()
 	if cfg.API.TLS.Enabled() {
 		tc, err := natsconn.TLSConfig(cfg.API.TLS, log, "api")
 		if err != nil {
@@ -329,7 +312,7 @@ func BuildRoutes(cfg *config.Config, log *slog.Logger) (*agentapi.Client, []cons
 			errs = append(errs, fmt.Errorf("%s: %w", path, err))
 			continue
 		}
-		routes = append(routes, rc.Consumer(agent))
+		routes = append(routes, Route(rc, agent))
 	}
 	if err := errors.Join(errs...); err != nil {
 		return nil, nil, err
@@ -374,8 +357,8 @@ func StreamConfig(s config.Stream) jetstream.StreamConfig {
 	return sc
 }
 
-// EnsureStreams creates or updates the configured streams.
-func EnsureStreams(ctx context.Context, js jetstream.JetStream, streams []config.Stream, log *slog.Logger) error {
+// ensureStreams creates or updates the configured streams.
+func ensureStreams(ctx context.Context, js jetstream.JetStream, streams []config.Stream, log *slog.Logger) error {
 	var errs []error
 	for i, s := range streams {
 		if _, err := js.CreateOrUpdateStream(ctx, StreamConfig(s)); err != nil {

@@ -27,7 +27,7 @@ func watchDeadLetters(ctx context.Context, js jetstream.JetStream, cfg *config.C
 	for _, r := range cfg.Routes {
 		routes = append(routes, r.Name)
 	}
-	b := dlq.NewBacklog(js, cfg.DeadLetter.Consumer(), routes, maxBacklogLetters)
+	b := dlq.NewBacklog(js, DeadLetter(cfg.DeadLetter), routes, maxBacklogLetters)
 	ctx, cancel := context.WithCancel(ctx)
 	done := make(chan struct{})
 	go func() {

@@ -6,6 +6,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/agentrelay/agentrelay/config"
+	"github.com/agentrelay/agentrelay/internal/app"
 )
 
 func newConfigCmd(e *env, g *globalFlags) *cobra.Command {
@@ -30,7 +31,7 @@ where the secrets are not present). Exits 0 when valid, 2 when not.`,
 			if skipTokens {
 				read = config.Read
 			}
-			c, err := read(f, e.lookupEnv)
+			c, err := read(f, e.lookupEnv, app.CheckConfig)
 			if err != nil {
 				return err
 			}
@@ -38,8 +39,9 @@ where the secrets are not present). Exits 0 when valid, 2 when not.`,
 			if skipTokens {
 				tokens = "tokens not checked"
 			}
+			dl := app.DeadLetter(c.DeadLetter).WithDefaults()
 			printf(e.stdout, "%s: ok (%d routes, %d managed streams, dead letters to %s on %s.>, %s)\n",
-				args[0], len(c.Routes), len(c.Streams), c.DeadLetter.Stream, c.DeadLetter.SubjectPrefix, tokens)
+				args[0], len(c.Routes), len(c.Streams), dl.Stream, dl.SubjectPrefix, tokens)
 			return nil
 		},
 	}

@@ -19,6 +19,7 @@ import (
 	"github.com/spf13/cobra"
 	"golang.org/x/time/rate"
 
+	"github.com/agentrelay/agentrelay/internal/app"
 	"github.com/agentrelay/agentrelay/internal/dlq"
 )
 
@@ -139,7 +140,7 @@ func openStore(ctx context.Context, e *env, g *globalFlags) (*toolConn, *dlq.Sto
 	if err != nil {
 		return nil, nil, err
 	}
-	s, err := dlq.Open(ctx, t.js, t.cfg.DeadLetter.Consumer())
+	s, err := dlq.Open(ctx, t.js, app.DeadLetter(t.cfg.DeadLetter))
 	if err != nil {
 		t.Close()
 		return nil, nil, err
@@ -458,7 +459,7 @@ func replayPolicy(ctx context.Context, t *toolConn, allowTriggerChange bool) (dl
 				filters = st.CachedInfo().Config.Subjects
 			}
 		}
-		p.Routes = append(p.Routes, dlq.Route{Name: r.Name, Stream: r.Stream, TriggerID: r.TriggerID, Filters: filters, Contract: r.Consumer(nil).Contract})
+		p.Routes = append(p.Routes, dlq.Route{Name: r.Name, Stream: r.Stream, TriggerID: r.TriggerID, Filters: filters, Contract: app.Route(r, nil).Contract})
 	}
 	return p, nil
 }

@@ -17,6 +17,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/agentrelay/agentrelay/consumer"
+	"github.com/agentrelay/agentrelay/internal/app"
 	"github.com/agentrelay/agentrelay/internal/dlq"
 )
 
@@ -186,7 +187,7 @@ func newEventTeller(ctx context.Context, t *toolConn, scan int) (*eventTeller, e
 	if err != nil {
 		return nil, err
 	}
-	x := &eventTeller{t: t, scan: scan, routes: p.Routes, dlCfg: t.cfg.DeadLetter.Consumer().WithDefaults()}
+	x := &eventTeller{t: t, scan: scan, routes: p.Routes, dlCfg: app.DeadLetter(t.cfg.DeadLetter).WithDefaults()}
 	x.dl, err = dlq.Open(ctx, t.js, x.dlCfg)
 	if err != nil && !errors.Is(err, dlq.ErrNoStream) {
 		return nil, err

@@ -7,12 +7,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/agentrelay/agentrelay/internal/app"
 	"github.com/agentrelay/agentrelay/internal/dlq"
 )
 
 func openStoreT(t *testing.T, tc *toolConn) *dlq.Store {
 	t.Helper()
-	s, err := dlq.Open(context.Background(), tc.js, tc.cfg.DeadLetter.Consumer())
+	s, err := dlq.Open(context.Background(), tc.js, app.DeadLetter(tc.cfg.DeadLetter))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -14,6 +14,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/agentrelay/agentrelay/consumer"
+	"github.com/agentrelay/agentrelay/internal/app"
 )
 
 // Hostile input, round 2: what anyone able to publish a dead letter (or to
@@ -35,7 +36,7 @@ type forged struct {
 // ensureDLQ creates the dead-letter stream as the worker does.
 func (s *stack) ensureDLQ() {
 	s.t.Helper()
-	if err := consumer.NewDeadLetter(s.nats.JS, s.cfg.DeadLetter.Consumer()).Ensure(context.Background()); err != nil {
+	if err := consumer.NewDeadLetter(s.nats.JS, app.DeadLetter(s.cfg.DeadLetter)).Ensure(context.Background()); err != nil {
 		s.t.Fatal(err)
 	}
 }

@@ -14,6 +14,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/agentrelay/agentrelay/config"
+	"github.com/agentrelay/agentrelay/internal/app"
 	"github.com/agentrelay/agentrelay/internal/telemetry"
 )
 
@@ -126,7 +127,7 @@ func (g *globalFlags) loadConfig(e *env) (*config.Config, error) {
 		return nil, usageError{err}
 	}
 	defer f.Close()
-	c, err := config.Read(f, e.lookupEnv)
+	c, err := config.Read(f, e.lookupEnv, app.CheckConfig)
 	if err != nil {
 		return nil, err
 	}

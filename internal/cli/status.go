@@ -16,6 +16,7 @@ import (
 	"golang.org/x/term"
 
 	"github.com/agentrelay/agentrelay/consumer"
+	"github.com/agentrelay/agentrelay/internal/app"
 	"github.com/agentrelay/agentrelay/internal/dlq"
 )
 
@@ -110,7 +111,7 @@ letters by reason. Exits 1 when a route's stream or consumer is missing.
 
 func collectStatus(ctx context.Context, t *toolConn, countDL bool) (*statusReport, error) {
 	rep := &statusReport{Time: time.Now().UTC()}
-	dlCfg := t.cfg.DeadLetter.Consumer()
+	dlCfg := app.DeadLetter(t.cfg.DeadLetter).WithDefaults()
 	rep.DeadLetter.Stream = dlCfg.Stream
 	counts := dlq.Counts{}
 	store, err := dlq.Open(ctx, t.js, dlCfg)
@@ -132,7 +133,8 @@ func collectStatus(ctx context.Context, t *toolConn, countDL bool) (*statusRepor
 		}
 	}
 	known := map[string]bool{}
-	for _, r := range t.cfg.Routes {
+	for _, rc := range t.cfg.Routes {
+		r := app.Route(rc, nil).WithDefaults()
 		known[r.Name] = true
 		rs := routeStatus{Route: r.Name, Stream: r.Stream, Consumer: r.Durable, DeadLetters: counts[r.Name]}
 		if rs.DeadLetters == nil {

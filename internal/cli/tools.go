@@ -10,6 +10,8 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/agentrelay/agentrelay/config"
+	"github.com/agentrelay/agentrelay/consumer"
+	"github.com/agentrelay/agentrelay/internal/app"
 	"github.com/agentrelay/agentrelay/internal/natsconn"
 )
 
@@ -45,26 +47,26 @@ func connectTool(ctx context.Context, e *env, g *globalFlags) (*toolConn, error)
 	return &toolConn{cfg: cfg, nc: nc, js: js}, nil
 }
 
-// connectForRoute connects and finds the named route.
-func connectForRoute(ctx context.Context, e *env, g *globalFlags, name string) (*toolConn, config.Route, error) {
+// connectForRoute connects and finds the named route, with its defaults.
+func connectForRoute(ctx context.Context, e *env, g *globalFlags, name string) (*toolConn, consumer.Route, error) {
 	t, err := connectTool(ctx, e, g)
 	if err != nil {
-		return nil, config.Route{}, err
+		return nil, consumer.Route{}, err
 	}
 	r, err := t.route(name)
 	if err != nil {
 		t.Close()
-		return nil, config.Route{}, err
+		return nil, consumer.Route{}, err
 	}
 	return t, r, nil
 }
 
-// route finds a route of the configuration by name.
-func (t *toolConn) route(name string) (config.Route, error) {
+// route finds a route of the configuration by name, with its defaults.
+func (t *toolConn) route(name string) (consumer.Route, error) {
 	var names []string
 	for _, r := range t.cfg.Routes {
 		if r.Name == name {
-			return r, nil
+			return app.Route(r, nil).WithDefaults(), nil
 		}
 		names = append(names, r.Name)
 	}
@@ -72,7 +74,7 @@ func (t *toolConn) route(name string) (config.Route, error) {
 	if !strings.HasPrefix(hint, " (known") {
 		hint += " (routes: " + strings.Join(names, ", ") + ")"
 	}
-	return config.Route{}, usageError{fmt.Errorf("no route %q in the configuration%s", name, hint)}
+	return consumer.Route{}, usageError{fmt.Errorf("no route %q in the configuration%s", name, hint)}
 }
 
 // parseTime reads an absolute time (RFC 3339, or "2006-01-02 15:04:05" in

@@ -34,6 +34,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/agentrelay/agentrelay/consumer"
+	"github.com/agentrelay/agentrelay/internal/subject"
 )
 
 // ErrNoStream is returned when the dead-letter stream does not exist.
@@ -178,7 +179,7 @@ func (f Filter) Match(l Letter) bool {
 		return false
 	case f.Status != 0 && l.Status != f.Status:
 		return false
-	case f.Subject != "" && !subjectMatches(f.Subject, l.OrigSubject):
+	case f.Subject != "" && !subject.Matches(f.Subject, l.OrigSubject):
 		return false
 	case !f.Since.IsZero() && l.Stored.Before(f.Since):
 		return false
@@ -197,21 +198,6 @@ func (f Filter) Match(l Letter) bool {
 		return false
 	}
 	return true
-}
-
-// subjectMatches reports whether a literal subject matches a NATS filter:
-// "*" matches one token, a final ">" one or more.
-func subjectMatches(filter, subject string) bool {
-	ft, st := strings.Split(filter, "."), strings.Split(subject, ".")
-	for i, t := range ft {
-		if t == ">" {
-			return len(st) > i
-		}
-		if i >= len(st) || (t != "*" && t != st[i]) {
-			return false
-		}
-	}
-	return len(ft) == len(st)
 }
 
 // Store is the dead-letter stream.

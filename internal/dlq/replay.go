@@ -17,6 +17,8 @@ import (
 
 	"github.com/agentrelay/agentrelay/agentapi"
 	"github.com/agentrelay/agentrelay/consumer"
+	"github.com/agentrelay/agentrelay/internal/fold"
+	"github.com/agentrelay/agentrelay/internal/subject"
 )
 
 // Route is what replay needs to know of one configured route.
@@ -48,8 +50,8 @@ type Policy struct {
 
 // Consumes reports whether the route's consumer captures subject (NATS
 // matching: "*" one token, a final ">" one or more).
-func (r Route) Consumes(subject string) bool {
-	return slices.ContainsFunc(r.Filters, func(f string) bool { return subjectMatches(f, subject) })
+func (r Route) Consumes(subj string) bool {
+	return slices.ContainsFunc(r.Filters, func(f string) bool { return subject.Matches(f, subj) })
 }
 
 func (p Policy) route(name string) (Route, bool) {
@@ -264,7 +266,7 @@ func (s *Store) ReplayMsg(l Letter, newKey bool) (*nats.Msg, error) {
 	h := nats.Header{}
 	for k, v := range l.Header {
 		switch {
-		case hasPrefixFold(k, "Nats-"), hasPrefixFold(k, "Agentrelay-"), strings.EqualFold(k, consumer.HeaderIdempotencyKey):
+		case fold.HasPrefix(k, "Nats-"), fold.HasPrefix(k, "Agentrelay-"), strings.EqualFold(k, consumer.HeaderIdempotencyKey):
 			// JetStream control headers, our bookkeeping, and the key
 			// (set below) are not the producer's.
 		default:
@@ -305,10 +307,6 @@ func (s *Store) ReplayKey(l Letter, m *nats.Msg) (string, error) {
 	}
 	h.Set(jetstream.MsgIDHeader, ReplayMsgID(s.cfg.Stream, l.Seq, l.Stored))
 	return consumer.IdempotencyKey(h, &jetstream.MsgMetadata{})
-}
-
-func hasPrefixFold(s, prefix string) bool {
-	return len(s) >= len(prefix) && strings.EqualFold(s[:len(prefix)], prefix)
 }
 
 // Replay checks l against p (see Check), publishes its replay to its

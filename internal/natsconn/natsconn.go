@@ -17,7 +17,8 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/agentrelay/agentrelay/config"
-	"github.com/agentrelay/agentrelay/internal/telemetry"
+	"github.com/agentrelay/agentrelay/internal/backoff"
+	"github.com/agentrelay/agentrelay/internal/redact"
 )
 
 // ErrClosed is what Hooks.Closed reports: nats.go closed the connection
@@ -141,31 +142,40 @@ func Connect(ctx context.Context, c config.NATS, log *slog.Logger, h Hooks) (*na
 	if err != nil {
 		return nil, err
 	}
-	delay := 250 * time.Millisecond
-	for {
-		nc, err := nats.Connect(c.URL, opts...)
-		if err == nil {
-			if log != nil {
-				log.Info("connected to NATS", "server", nc.ConnectedUrlRedacted(), "server_version", nc.ConnectedServerVersion())
-			}
-			if h.Connected != nil {
-				h.Connected(true)
-			}
-			return nc, nil
-		}
-		if errors.Is(err, nats.ErrAuthorization) || errors.Is(err, nats.ErrAuthExpired) || errors.Is(err, nats.ErrAuthRevoked) {
-			return nil, fmt.Errorf("connecting to NATS: %w", err)
+	var nc *nats.Conn
+	// NATS may take a while to start: every 250ms at first, then every 5s.
+	err = backoff.Retry(ctx, backoff.Policy{Min: 250 * time.Millisecond, Max: 5 * time.Second}, func(context.Context) (err error) {
+		nc, err = nats.Connect(c.URL, opts...)
+		return err
+	}, func(err error, wait time.Duration) bool {
+		if refused(err) {
+			return false
 		}
 		if log != nil {
-			log.Warn("cannot connect to NATS yet; retrying", "servers", redactURLs(c.URL), "err", err, "retry_in", delay)
+			log.Warn("cannot connect to NATS yet; retrying", "servers", redactURLs(c.URL), "err", err, "retry_in", wait)
 		}
-		select {
-		case <-ctx.Done():
-			return nil, fmt.Errorf("connecting to NATS at %s: %w", redactURLs(c.URL), err)
-		case <-time.After(delay):
-		}
-		delay = min(2*delay, 5*time.Second)
+		return true
+	})
+	switch {
+	case err == nil:
+	case refused(err):
+		return nil, fmt.Errorf("connecting to NATS: %w", err)
+	default:
+		return nil, fmt.Errorf("connecting to NATS at %s: %w", redactURLs(c.URL), err)
 	}
+	if log != nil {
+		log.Info("connected to NATS", "server", nc.ConnectedUrlRedacted(), "server_version", nc.ConnectedServerVersion())
+	}
+	if h.Connected != nil {
+		h.Connected(true)
+	}
+	return nc, nil
+}
+
+// refused reports whether the server refused the credentials: retrying
+// would not help.
+func refused(err error) bool {
+	return errors.Is(err, nats.ErrAuthorization) || errors.Is(err, nats.ErrAuthExpired) || errors.Is(err, nats.ErrAuthRevoked)
 }
 
 // TLSConfig builds a client TLS configuration. Verification stays on
@@ -218,9 +228,9 @@ func closedError(last error) error {
 	if last == nil {
 		return fmt.Errorf("%w: no error recorded (Close or Drain)", ErrClosed)
 	}
-	return fmt.Errorf("%w: %s", ErrClosed, telemetry.RedactURLs(last.Error()))
+	return fmt.Errorf("%w: %s", ErrClosed, redact.URLs(last.Error()))
 }
 
 // redactURLs hides user info (and queries) in a comma-separated server
-// list; telemetry.RedactURLs is the one place that knows how.
-func redactURLs(s string) string { return telemetry.RedactURLs(s) }
+// list; redact.URLs is the one place that knows how.
+func redactURLs(s string) string { return redact.URLs(s) }

@@ -13,6 +13,8 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/agentrelay/agentrelay/internal/testenv/wait"
 )
 
 // connect opens a client that reconnects forever, quickly.
@@ -27,22 +29,6 @@ func connect(t *testing.T, url string) *nats.Conn {
 	}
 	t.Cleanup(nc.Close)
 	return nc
-}
-
-// eventually polls f until it returns nil or the timeout elapses.
-func eventually(t *testing.T, timeout time.Duration, what string, f func() error) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		err := f()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: %v", what, err)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
 }
 
 func ctxT(t *testing.T) context.Context {
@@ -246,7 +232,7 @@ func TestClusterSurvivesStreamLeaderKill(t *testing.T) {
 	fetchAck(t, ctx, cons, 5)
 
 	var leader int
-	eventually(t, 5*time.Second, "stream leader", func() (err error) {
+	wait.ForNil(t, 5*time.Second, "stream leader", func() (err error) {
 		leader, err = c.StreamLeader("R3")
 		return err
 	})
@@ -254,7 +240,7 @@ func TestClusterSurvivesStreamLeaderKill(t *testing.T) {
 
 	publishN(t, ctx, js, "r3.x", 6, 10)
 	var newLeader int
-	eventually(t, 5*time.Second, "new stream leader", func() (err error) {
+	wait.ForNil(t, 5*time.Second, "new stream leader", func() (err error) {
 		newLeader, err = c.StreamLeader("R3")
 		return err
 	})
@@ -272,7 +258,7 @@ func TestClusterSurvivesStreamLeaderKill(t *testing.T) {
 		t.Fatal(err)
 	}
 	publishN(t, ctx, js, "r3.x", 11, 11)
-	eventually(t, 5*time.Second, "restarted node rejoins", func() error {
+	wait.ForNil(t, 5*time.Second, "restarted node rejoins", func() error {
 		ns := c.Node(leader).NATS()
 		if ns.NumRoutes() == 0 || !ns.JetStreamIsCurrent() ||
 			!ns.JetStreamIsStreamCurrent(server.DEFAULT_GLOBAL_ACCOUNT, "R3") {

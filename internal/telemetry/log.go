@@ -11,6 +11,8 @@ import (
 
 	"github.com/lmittmann/tint"
 	"golang.org/x/term"
+
+	"github.com/agentrelay/agentrelay/internal/redact"
 )
 
 // ParseLevel parses debug, info, warn (or warning) and error.
@@ -35,7 +37,7 @@ func ParseLevel(s string) (slog.Level, error) {
 //
 // Both formats write durations as people read them ("1.922s", not
 // 1922086327 nanoseconds) and hide the user info and query of URLs in
-// messages, strings and errors (see RedactURLs).
+// messages, strings and errors (see redact.URLs).
 //
 // Text output escapes control characters in values (tint quotes them), so a
 // message cannot inject terminal escape sequences into an operator's screen.
@@ -72,12 +74,12 @@ func jsonValue(_ []string, a slog.Attr) slog.Attr {
 		a.Value = slog.StringValue(FormatDuration(v.Duration()))
 	case slog.KindString:
 		if s := v.String(); strings.Contains(s, "://") {
-			a.Value = slog.StringValue(RedactURLs(s))
+			a.Value = slog.StringValue(redact.URLs(s))
 		}
 	case slog.KindAny:
 		if err, ok := v.Any().(error); ok {
 			if s := err.Error(); strings.Contains(s, "://") {
-				a.Value = slog.StringValue(RedactURLs(s))
+				a.Value = slog.StringValue(redact.URLs(s))
 			}
 		}
 	}
@@ -119,14 +121,14 @@ func neutralise(_ []string, a slog.Attr) slog.Attr {
 		a.Value = slog.StringValue(FormatDuration(v.Duration()))
 	case slog.KindString:
 		if s := v.String(); !termSafe(s) {
-			a.Value = slog.StringValue(termText(RedactURLs(s)))
+			a.Value = slog.StringValue(termText(redact.URLs(s)))
 		}
 	case slog.KindAny:
 		s := fmt.Sprint(v.Any())
 		if err, ok := v.Any().(error); ok {
 			s = err.Error()
 		}
-		a.Value = slog.StringValue(termText(RedactURLs(s)))
+		a.Value = slog.StringValue(termText(redact.URLs(s)))
 	}
 	return a
 }

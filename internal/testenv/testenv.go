@@ -13,6 +13,7 @@ import (
 
 	"github.com/agentrelay/agentrelay/agentapi/emulator"
 	"github.com/agentrelay/agentrelay/internal/natsembed"
+	"github.com/agentrelay/agentrelay/internal/testenv/wait"
 )
 
 // NATS is an embedded server and a client connection to it.
@@ -90,14 +91,8 @@ func Emulator(t testing.TB, opts ...emulator.Option) (*emulator.Emulator, string
 }
 
 // Eventually polls cond until it holds or timeout passes, then fails the
-// test with msg.
+// test with msg (see wait.For).
 func Eventually(t testing.TB, timeout time.Duration, msg string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v: %s", timeout, msg)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	wait.For(t, timeout, msg, cond)
 }

@@ -1,4 +1,4 @@
-package telemetry
+package redact
 
 import (
 	"fmt"
@@ -29,19 +29,19 @@ func TestRedactURLsHidesUserInfoAndQuery(t *testing.T) {
 		{"1nats://u:SECRET14@h", "1nats://REDACTED@h"},
 		{"", ""},
 	} {
-		got := RedactURLs(r.in)
+		got := URLs(r.in)
 		if got != r.want {
-			t.Errorf("RedactURLs(%q)\n got %q\nwant %q", r.in, got, r.want)
+			t.Errorf("URLs(%q)\n got %q\nwant %q", r.in, got, r.want)
 		}
 		if strings.Contains(got, "SECRET") {
-			t.Errorf("RedactURLs(%q) leaks: %q", r.in, got)
+			t.Errorf("URLs(%q) leaks: %q", r.in, got)
 		}
 	}
 }
 
 // Whatever the password and the query hold, none of them survives, in the
 // URL as it is or quoted into an error by url.Parse or %q.
-func FuzzRedactURLs(f *testing.F) {
+func FuzzURLs(f *testing.F) {
 	for _, s := range []struct{ scheme, pw, query string }{
 		{"nats", "p%zz", ""}, {"https", "a b", "token=x"}, {"ftp", `q"uote`, ""}, {"wss", "a,nats://b", ""},
 		{"tls", "p/w#x?y", "a=b"}, {"http", "@@", "x@y"},
@@ -58,19 +58,19 @@ func FuzzRedactURLs(f *testing.F) {
 		}
 		_, perr := url.Parse(raw)
 		for _, text := range []string{raw, fmt.Sprintf("%q: bad", raw), fmt.Sprintf("nats.url: %v", perr), "x " + raw + " y"} {
-			got := RedactURLs(text)
+			got := URLs(text)
 			if strings.Contains(got, pw) {
-				t.Errorf("RedactURLs(%q) = %q shows the password", text, got)
+				t.Errorf("URLs(%q) = %q shows the password", text, got)
 			}
 			if len(query) >= 6 && strings.Contains(got, "?"+query) {
-				t.Errorf("RedactURLs(%q) = %q shows the query", text, got)
+				t.Errorf("URLs(%q) = %q shows the query", text, got)
 			}
 		}
 	})
 }
 
 func TestRedactURLsDoesNotAllocateForPlainText(t *testing.T) {
-	if n := testing.AllocsPerRun(100, func() { RedactURLs("retrying trigger call for route complaints") }); n != 0 {
+	if n := testing.AllocsPerRun(100, func() { URLs("retrying trigger call for route complaints") }); n != 0 {
 		t.Errorf("%v allocations", n)
 	}
 }

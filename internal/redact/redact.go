@@ -1,12 +1,15 @@
-package telemetry
+// Package redact hides credentials in text: the user info and the query of
+// every URL. It depends on nothing but the standard library, so that the
+// configuration package and the logger can share it.
+package redact
 
 import "strings"
 
-// Redacted replaces the user info and the query of a URL that RedactURLs
+// Redacted replaces the user info and the query of a URL that URLs
 // finds in a text.
 const Redacted = "REDACTED"
 
-// RedactURLs returns s with the user info (user:password@) and the query
+// URLs returns s with the user info (user:password@) and the query
 // (with any fragment) of every URL in it replaced by REDACTED:
 // "ftp://user:pw@host/x?token=t" becomes "ftp://REDACTED@host/x?REDACTED".
 // Configuration errors and logs pass what they echo through it, so that a
@@ -22,7 +25,7 @@ const Redacted = "REDACTED"
 // last '@' of the URL is taken for user info: a URL that merely has an '@'
 // in its path loses its host too, which is the price of never showing half
 // a password. Text without "://" is returned as it is, without allocating.
-func RedactURLs(s string) string {
+func URLs(s string) string {
 	if !strings.Contains(s, "://") {
 		return s
 	}
