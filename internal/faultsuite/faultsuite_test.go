@@ -99,6 +99,7 @@ func longProfiles() []profile {
 		runnableAt: 0.1, drainTimeout: 2 * time.Minute, targets: recoveryTargets,
 	}
 	outage.targets.maxCalls = 3
+	outage.targets.catchUp = 5 * time.Second
 	return []profile{single, cluster, outage}
 }
 

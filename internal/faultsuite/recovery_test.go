@@ -18,6 +18,7 @@ type targets struct {
 	windowShare  float64       // every 5 s window accepts at least this share of the publish rate, outside excused faults
 	killTakeover time.Duration // a killed replica's calls are answered 202 on another replica within this
 	maxCalls     int           // calls of any event but the probing ones (about its delivery attempts)
+	catchUp      time.Duration // the backlog an API outage left accepted within this of its end
 }
 
 // faultWindow is a span of time a fault was in effect.
@@ -265,11 +266,12 @@ func (rc recovery) check(t targets) []string {
 		missed = append(missed, fmt.Sprintf("an event was called %d times (not counting the messages held to probe with), target %d", rc.maxCallsRouted, t.maxCalls))
 	}
 	for _, c := range rc.catchUp {
-		// The target is the API's recovery (an outage, the 401 window);
-		// after a broker restart, messages whose acks it lost wait out
-		// ack_wait, and other faults overlap: reported, not judged.
-		if t.drain > 0 && c.took > t.drain && strings.HasPrefix(c.fault, "api") {
-			missed = append(missed, fmt.Sprintf("the backlog left by %s was accepted %v after it ended, target %v", c.fault, c.took.Round(time.Millisecond), t.drain))
+		// The target is the API's recovery (an outage, the 401 window),
+		// judged where nothing else holds messages up: after a broker
+		// restart or a SIGKILL, messages wait out ack_wait. Elsewhere
+		// the figure is reported, not judged.
+		if t.catchUp > 0 && c.took > t.catchUp && strings.HasPrefix(c.fault, "api") {
+			missed = append(missed, fmt.Sprintf("the backlog left by %s was accepted %v after it ended, target %v", c.fault, c.took.Round(time.Millisecond), t.catchUp))
 		}
 	}
 	if len(rc.takeoverLate) > 0 {
