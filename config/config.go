@@ -187,6 +187,7 @@ type Route struct {
 	MaxAckPending         int      `yaml:"max_ack_pending"`
 	AckWait               Duration `yaml:"ack_wait"`
 	MaxRate               float64  `yaml:"max_rate"`
+	Ordering              string   `yaml:"ordering"` // none (default) or conversation_key
 	Retry                 Retry    `yaml:"retry"`
 	Breaker               Breaker  `yaml:"breaker"`
 }

@@ -109,6 +109,9 @@ func checkRoute(r Route, add addFunc) {
 	if d.Contract.Format != BodyJSON && d.Contract.Format != BodyText {
 		add("Contract.Format", "%q is not %q or %q", d.Contract.Format, BodyJSON, BodyText)
 	}
+	if d.Ordering != OrderNone && d.Ordering != OrderByConversationKey {
+		add("Ordering", "%q is not %q or %q", d.Ordering, OrderNone, OrderByConversationKey)
+	}
 	if r.MaxAckPending > 0 && r.MaxAckPending < d.MaxInFlight {
 		add("MaxAckPending", "%d is below the maximum in flight %d: JetStream would never let that many be in flight", r.MaxAckPending, d.MaxInFlight)
 	}

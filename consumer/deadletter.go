@@ -39,6 +39,8 @@ const (
 	HeaderStoredAt       = "Agentrelay-Stored-At"        // when the original was stored, RFC 3339
 	HeaderAttempts       = "Agentrelay-Attempts"         // delivery attempts made
 	HeaderDeadLetteredAt = "Agentrelay-Dead-Lettered-At" // RFC 3339
+	HeaderOrderedKey     = "Agentrelay-Ordered-Key"      // the conversation key of an event of an ordered route
+	HeaderNextSequence   = "Agentrelay-Next-Sequence"    // the stream sequence of the key's next event (released by this letter)
 
 	// What a dead letter holds of the original (see LetterForm).
 	HeaderLetterForm       = "Agentrelay-Letter-Form"       // a LetterForm
@@ -225,6 +227,11 @@ type Letter struct {
 	TriggerID string
 	Key       string // the Idempotency-Key used (or that would have been)
 	Attempts  int
+	// Ordered is the conversation key of an event of an ordered route;
+	// Next the stream sequence of the key's next event, when HasNext.
+	Ordered string
+	Next    uint64
+	HasNext bool
 }
 
 // LetterForm says how much of the original a stored dead letter holds.
@@ -556,6 +563,12 @@ func (d *DeadLetter) letterHeaders(subject string, md *jetstream.MsgMetadata, l 
 	h.Set(HeaderStoredAt, md.Timestamp.UTC().Format(time.RFC3339Nano))
 	h.Set(HeaderAttempts, strconv.Itoa(l.Attempts))
 	h.Set(HeaderDeadLetteredAt, d.now().UTC().Format(time.RFC3339Nano))
+	if l.Ordered != "" {
+		set(HeaderOrderedKey, l.Ordered, maxNameHeader)
+		if l.HasNext {
+			h.Set(HeaderNextSequence, strconv.FormatUint(l.Next, 10))
+		}
+	}
 	sum := sha256.Sum256(data)
 	h.Set(HeaderBodySize, strconv.Itoa(len(data)))
 	h.Set(HeaderBodySHA256, hex.EncodeToString(sum[:]))

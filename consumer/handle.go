@@ -21,6 +21,11 @@ type delivery struct {
 	key      string // the Idempotency-Key (empty when the message has none usable)
 	attempts Attempts
 	start    time.Time
+	// For a dead-lettered event of an ordered route: its conversation key
+	// and the stream sequence of the next event of the key, if known.
+	ordered string
+	next    uint64
+	hasNext bool
 }
 
 // dispatch hands msg to an idle handler goroutine, or starts one.
@@ -77,22 +82,57 @@ func (rn *runner) handle(msg jetstream.Msg) {
 	key, keyErr := IdempotencyKey(h, md)
 	d.key = key
 	ev, reason, decodeErr := rn.route.Contract.Decode(msg.Data(), h)
-	var out Outcome
-	switch {
-	case keyErr != nil:
-		out = Outcome{Class: ClassPoison, Reason: ReasonInvalidIdempotencyKey, Err: keyErr}
-	case reason != "":
-		out = Outcome{Class: ClassPoison, Reason: reason, Err: decodeErr}
-	default:
-		ev.IdempotencyKey = key
-		out = rn.call(ev)
-	}
-	if ownFailure(out) {
-		d.attempts.Failed = rn.failed(md.Sequence.Stream)
-	}
 	jitter := rn.relay.opts.Jitter()
-	act := Decide(out, d.attempts, rn.route.Retry, jitter)
-	rn.settle(d, out, act, jitter)
+	for {
+		var out Outcome
+		switch {
+		case keyErr != nil:
+			out = Outcome{Class: ClassPoison, Reason: ReasonInvalidIdempotencyKey, Err: keyErr}
+		case reason != "":
+			out = Outcome{Class: ClassPoison, Reason: reason, Err: decodeErr}
+		default:
+			ev.IdempotencyKey = key
+			out = rn.call(ev)
+		}
+		if ownFailure(out) {
+			d.attempts.Failed = rn.failed(md.Sequence.Stream)
+		}
+		act := Decide(out, d.attempts, rn.route.Retry, jitter)
+		if rn.order != nil && act.Verdict == VerdictRetry && act.Delay > 0 && rn.retryInPlace(act.Delay) {
+			// An ordered event is retried where it is: a nak would let
+			// the next event of its key overtake it.
+			rn.logSettled(slog.LevelInfo, "retrying in place (ordered)", d, out, act, nil)
+			jitter = rn.relay.opts.Jitter()
+			continue
+		}
+		if rn.order != nil && act.Verdict == VerdictRetry {
+			act.Delay = 0 // handed back (drain, or another replica owns the route now): at once, in order
+		}
+		if rn.order != nil && act.Verdict == VerdictDeadLetter && ev.ConversationKey != "" {
+			d.ordered = ev.ConversationKey
+			d.next, d.hasNext = rn.order.next(ev.ConversationKey, md)
+		}
+		rn.settle(d, out, act, jitter)
+		if rn.order != nil {
+			rn.order.settled(md)
+		}
+		return
+	}
+}
+
+// retryInPlace waits out an ordered event's retry delay while it is held
+// (kept alive). It returns false when the event must be handed back
+// instead: the relay is draining or another replica owns the route now.
+func (rn *runner) retryInPlace(delay time.Duration) bool {
+	t := time.NewTimer(delay)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-rn.drainStarted:
+	case <-rn.order.lostPin():
+	}
+	return false
 }
 
 // call triggers ev as route health allows. When the route is gated, or the
@@ -130,10 +170,14 @@ func (rn *runner) call(ev agentapi.Event) Outcome {
 		}
 		out.RouteWide = true
 		out.RetryAfter = hs.RetryIn
-		if !held && !rn.holding.CompareAndSwap(false, true) {
+		switch {
+		case rn.order != nil:
+			// An ordered event waits where it is, whichever probes.
+		case !held && !rn.holding.CompareAndSwap(false, true):
 			return out
+		default:
+			held = true
 		}
-		held = true
 		if !rn.waitForProbe() {
 			return Outcome{Class: agentapi.ClassCanceled, Err: errors.New("shutting down while holding a probe message")}
 		}
@@ -154,11 +198,18 @@ func (rn *runner) waitForProbe() bool {
 			wait = 50 * time.Millisecond // another message's probe is in flight
 		}
 		evt := rn.healthEvent()
+		var lost <-chan struct{}
+		if rn.order != nil {
+			lost = rn.order.lostPin()
+		}
 		t := time.NewTimer(wait)
 		select {
 		case <-t.C:
 		case <-evt:
 		case <-rn.drainStarted:
+			t.Stop()
+			return false
+		case <-lost:
 			t.Stop()
 			return false
 		}
@@ -214,7 +265,13 @@ func (rn *runner) notify() {
 // trigger calls the agent.
 func (rn *runner) trigger(ev agentapi.Event) Outcome {
 	t0 := time.Now()
-	status, err := rn.route.Agent.Trigger(rn.callCtx, ev)
+	ctx := rn.callCtx
+	if rn.order != nil {
+		var cancel context.CancelFunc
+		ctx, cancel = rn.order.callContext(ctx)
+		defer cancel()
+	}
+	status, err := rn.route.Agent.Trigger(ctx, ev)
 	class := agentapi.ClassOfError(err)
 	rn.m.Trigger(status, string(class), time.Since(t0).Seconds())
 	out := Outcome{Class: class, Status: status, Err: err}
@@ -283,6 +340,9 @@ func (rn *runner) settle(d delivery, out Outcome, act Action, jitter float64) {
 			TriggerID: rn.route.Agent.ID().String(),
 			Key:       d.key,
 			Attempts:  d.attempts.Delivered,
+			Ordered:   d.ordered,
+			Next:      d.next,
+			HasNext:   d.hasNext,
 		})
 		cancel()
 		if err != nil {

@@ -3,6 +3,7 @@ package consumer_test
 import (
 	"context"
 	"errors"
+	"log/slog"
 	"os"
 	"sync"
 	"testing"
@@ -109,7 +110,12 @@ type running struct {
 }
 
 func (h *harness) options(reg *prometheus.Registry) consumer.Options {
+	var logger *slog.Logger
+	if os.Getenv("AGENTRELAY_TEST_LOG") != "" { // to debug a test: the relays' logs on stderr
+		logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
 	return consumer.Options{
+		Logger:        logger,
 		Metrics:       telemetry.NewMetrics(reg),
 		DrainGrace:    5 * time.Second,
 		PullExpiry:    3 * time.Second,

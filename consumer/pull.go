@@ -30,6 +30,7 @@ type puller struct {
 	inbox     string // requests reply to inbox.<token>
 	expiry    time.Duration
 	heartbeat time.Duration
+	group     string // the priority group of an ordered route's consumer, else ""
 	sub       *nats.Subscription
 }
 
@@ -43,6 +44,7 @@ const (
 	statusLost                                  // 409 leadership change: every outstanding request is gone
 	statusConsumerDeleted                       // 409 consumer deleted
 	statusNoResponders                          // 503: JetStream or the consumer is not there
+	statusPinLost                               // 423: another replica holds the ordered route's pin
 	statusRefused                               // anything else (400, 404, 409 exceeded MaxWaiting or a limit): nothing of the request was filled
 )
 
@@ -61,6 +63,8 @@ func statusOf(code, desc string) pullStatus {
 		return statusConsumerDeleted
 	case code == "503":
 		return statusNoResponders
+	case code == "423":
+		return statusPinLost
 	}
 	return statusRefused
 }
@@ -79,7 +83,7 @@ func apiPrefix(js jetstream.JetStream) string {
 
 func newPuller(rn *runner) *puller {
 	nc := rn.relay.js.Conn()
-	return &puller{
+	p := &puller{
 		rn:        rn,
 		nc:        nc,
 		subject:   apiPrefix(rn.relay.js) + "CONSUMER.MSG.NEXT." + rn.route.Stream + "." + rn.route.Durable,
@@ -87,6 +91,13 @@ func newPuller(rn *runner) *puller {
 		expiry:    rn.relay.opts.PullExpiry,
 		heartbeat: rn.relay.opts.PullHeartbeat,
 	}
+	if rn.route.Ordering == OrderByConversationKey {
+		// The owner of an ordered route keeps its pin by pulling: a pull
+		// must go out well within the pinned TTL, even when idle.
+		p.group = orderGroup
+		p.expiry = max(min(p.expiry, OrderPinnedTTL/2), 2*p.heartbeat+time.Second)
+	}
+	return p
 }
 
 // start subscribes. Deliveries are bounded by the pull requests, so the
@@ -131,6 +142,12 @@ func (p *puller) request(n int) error {
 	body = strconv.AppendInt(body, p.expiry.Nanoseconds(), 10)
 	body = append(body, `,"idle_heartbeat":`...)
 	body = strconv.AppendInt(body, p.heartbeat.Nanoseconds(), 10)
+	if p.group != "" {
+		body = append(body, `,"group":"`+p.group+`"`...)
+		if pin := p.rn.order.pinID(); pin != "" {
+			body = strconv.AppendQuote(append(body, `,"id":`...), pin)
+		}
+	}
 	body = append(body, '}')
 	err := p.nc.PublishRequest(p.subject, p.inbox+"."+strconv.FormatUint(token, 10), body)
 	if err != nil {
@@ -151,6 +168,9 @@ func (p *puller) request(n int) error {
 // redelivered every AckWait for ever.)
 func (p *puller) onMsg(m *nats.Msg) {
 	if strings.HasPrefix(m.Reply, "$JS.ACK.") {
+		if p.group != "" {
+			p.rn.order.pinSeen(m.Header.Get("Nats-Pin-Id"))
+		}
 		p.rn.delivered(&pulledMsg{msg: m, nc: p.nc})
 		return
 	}
@@ -171,9 +191,14 @@ func (p *puller) onStatus(m *nats.Msg, code string) {
 
 	switch {
 	case st == statusHeartbeat, st == statusEnded:
+	case st == statusPinLost:
+		rn.order.pinLost()
 	case reset:
 		rn.m.PullFailed()
 		rn.log.Debug("pull requests ended by the server; asking again", "status", code, "description", desc)
+		if rn.order != nil {
+			rn.order.pinLost() // a new consumer leader may pin another replica
+		}
 		if st == statusConsumerDeleted {
 			rn.rebind()
 		}

@@ -117,6 +117,10 @@ func (rn *runner) delivered(msg *pulledMsg) {
 		return
 	}
 	rn.m.InFlight(1)
+	if rn.order != nil {
+		rn.order.deliver(msg)
+		return
+	}
 	rn.dispatch(msg)
 }
 

@@ -231,6 +231,10 @@ func (r *Relay) Run(ctx context.Context) error {
 		go func() { defer loops.Done(); rn.pull(stop) }()
 		go func() { defer loops.Done(); rn.watchLag(stop) }()
 		go func() { defer loops.Done(); rn.fleet.run(stop) }()
+		if rn.order != nil {
+			loops.Add(1)
+			go func() { defer loops.Done(); rn.order.run(stop) }()
+		}
 	}
 	r.setReady(true)
 	r.log.Info("relaying", "routes", len(r.runners))
@@ -242,6 +246,9 @@ func (r *Relay) Run(ctx context.Context) error {
 	for _, rn := range r.runners {
 		rn.draining.Store(true)
 		close(rn.drainStarted)
+		if rn.order != nil {
+			rn.order.drain()
+		}
 	}
 	close(stop)
 	loops.Wait()

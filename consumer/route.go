@@ -26,6 +26,25 @@ const (
 	DeliverNew DeliverPolicy = "new" // only messages published from now on
 )
 
+// Ordering says which events of a route are triggered in stream order.
+type Ordering string
+
+// Orderings.
+const (
+	OrderNone              Ordering = "none"             // events run in parallel up to MaxInFlight, in any order
+	OrderByConversationKey Ordering = "conversation_key" // events of one conversation key run one at a time, in stream order
+)
+
+// orderGroup is the priority group of an ordered route's consumer: the
+// pinned-client policy makes one replica own the route at a time, the others
+// hot standbys.
+const orderGroup = "agentrelay"
+
+// OrderPinnedTTL is how long an ordered route's owner may go without a pull
+// before the server hands the route to another replica. It bounds how long a
+// crashed owner's keys wait, with AckWait for the messages it held.
+const OrderPinnedTTL = 6 * time.Second
+
 // Route defaults.
 const (
 	DefaultMaxInFlight = 64
@@ -71,6 +90,10 @@ type Route struct {
 	// MaxRate caps the route's calls per second on this replica; 0 means
 	// no cap.
 	MaxRate float64
+	// Ordering, when OrderByConversationKey, triggers the events of one
+	// conversation key one at a time, in stream order, across replicas.
+	// Default OrderNone.
+	Ordering Ordering
 	// Retry is the retry policy.
 	Retry RetryPolicy
 	// Breaker configures the route's circuit breaker.
@@ -84,6 +107,9 @@ func (r Route) WithDefaults() Route {
 	}
 	if r.Deliver == "" {
 		r.Deliver = DeliverAll
+	}
+	if r.Ordering == "" {
+		r.Ordering = OrderNone
 	}
 	if r.MaxInFlight <= 0 {
 		r.MaxInFlight = DefaultMaxInFlight
@@ -121,6 +147,12 @@ func (r Route) ConsumerConfig() jetstream.ConsumerConfig {
 	}
 	if r.Deliver == DeliverNew {
 		cfg.DeliverPolicy = jetstream.DeliverNewPolicy
+	}
+	if r.Ordering == OrderByConversationKey {
+		cfg.PriorityPolicy = jetstream.PriorityPolicyPinned
+		cfg.PriorityGroups = []string{orderGroup}
+		cfg.PinnedTTL = OrderPinnedTTL
+		cfg.Metadata["agentrelay_ordering"] = string(r.Ordering)
 	}
 	switch len(r.Subjects) {
 	case 0:

@@ -33,6 +33,7 @@ type runner struct {
 	health  *health
 	rate    *rate.Limiter // nil without MaxRate
 	fleet   *fleetGate
+	order   *ordered // nil for an unordered route
 
 	// holding is set while one of this replica's messages is held to probe
 	// the route with: one per replica, the rest are handed back.
@@ -95,6 +96,9 @@ func newRunner(r *Relay, rt Route) *runner {
 	}
 	rn.callCtx, rn.cancelCalls = context.WithCancel(context.Background())
 	rn.fleet = newFleetGate(rn)
+	if rt.Ordering == OrderByConversationKey {
+		rn.order = newOrdered(rn)
+	}
 	rn.p = newPuller(rn)
 	rn.slots = newSlots(rn.p.expiry, rn.p.heartbeat)
 	rn.m.SetInFlightLimit(rn.limit)

@@ -124,6 +124,13 @@ func (s *slots) ended(token uint64, st pullStatus, pending int, now time.Time) (
 	case statusLost, statusConsumerDeleted:
 		s.reset()
 		return 0, true
+	case statusPinLost:
+		// Refused because another replica owns the route: ask again at
+		// once, without the pin, to stand by.
+		if known {
+			released = req.n
+			delete(s.open, token)
+		}
 	default: // refused: nothing of it was filled
 		if known {
 			released = req.n

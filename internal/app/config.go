@@ -35,6 +35,7 @@ func Route(rc config.Route, agent consumer.Agent) consumer.Route {
 		MaxAckPending: rc.MaxAckPending,
 		AckWait:       rc.AckWait.D(),
 		MaxRate:       rc.MaxRate,
+		Ordering:      consumer.Ordering(rc.Ordering),
 		Retry: consumer.RetryPolicy{
 			MaxAttempts:    rc.Retry.MaxAttempts,
 			InitialBackoff: rc.Retry.InitialBackoff.D(),

@@ -48,6 +48,8 @@ type Metrics struct {
 	natsReconnects  prometheus.Counter
 	pullErrors      *prometheus.CounterVec
 	dlBacklog       *deadLetterBacklog
+	orderedBlocked  *prometheus.GaugeVec
+	orderedOldest   *prometheus.GaugeVec
 }
 
 // NewMetrics creates the metrics and registers them, with the Go and process
@@ -89,6 +91,14 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		inFlightLimit: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Namespace: namespace, Name: "messages_in_flight_limit",
 			Help: "Most messages this replica processes at once for the route.",
+		}, route),
+		orderedBlocked: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Namespace: namespace, Name: "ordered_keys_blocked",
+			Help: "Ordered routes: conversation keys whose next event waits on this replica (behind a running or retrying event of the key, or an earlier event held elsewhere).",
+		}, route),
+		orderedOldest: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Namespace: namespace, Name: "ordered_oldest_blocked_seconds",
+			Help: "Ordered routes: how long the oldest waiting event has waited on this replica (0 when none).",
 		}, route),
 		health: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Namespace: namespace, Name: "route_health",
@@ -156,7 +166,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	build.WithLabelValues(bi.Version, bi.Revision, bi.GoVersion).Set(1)
 
 	reg.MustRegister(m.received, m.finished, m.requests, m.triggerSeconds, m.processSeconds,
-		m.attempts, m.inFlight, m.inFlightLimit, m.health, m.healthChanges,
+		m.attempts, m.inFlight, m.inFlightLimit, m.health, m.healthChanges, m.orderedBlocked, m.orderedOldest,
 		m.deadLetters, m.deadLetterFails, m.settleFails, m.pending, m.ackPending,
 		m.redelivered, m.waiting, m.paused, m.ready, m.natsConnected, m.natsReconnects,
 		m.pullErrors, m.dlBacklog, build,
@@ -198,6 +208,8 @@ func (m *Metrics) Route(name string) *RouteMetrics {
 		waiting:        m.waiting.WithLabelValues(name),
 		paused:         m.paused.WithLabelValues(name),
 		pullErrors:     m.pullErrors.WithLabelValues(name),
+		orderedBlocked: m.orderedBlocked.WithLabelValues(name),
+		orderedOldest:  m.orderedOldest.WithLabelValues(name),
 	}
 	for i, o := range []string{OutcomeAcked, OutcomeRetried, OutcomeDeadLettered} {
 		r.processSeconds[i] = m.processSeconds.WithLabelValues(name, o)
@@ -223,6 +235,8 @@ type RouteMetrics struct {
 	waiting        prometheus.Gauge
 	paused         prometheus.Gauge
 	pullErrors     prometheus.Counter
+	orderedBlocked prometheus.Gauge
+	orderedOldest  prometheus.Gauge
 
 	// Children of the vectors with more labels than the route, bound on
 	// first use: a label lookup hashes every value and takes the vector's
@@ -394,4 +408,11 @@ func statusText(code int) string {
 		return "504"
 	}
 	return strconv.Itoa(code)
+}
+
+// OrderedBlocked sets an ordered route's waiting keys and the age of its
+// oldest waiting event.
+func (r *RouteMetrics) OrderedBlocked(keys int, oldestSeconds float64) {
+	r.orderedBlocked.Set(float64(keys))
+	r.orderedOldest.Set(oldestSeconds)
 }

@@ -1,0 +1,281 @@
+package consumer
+
+import (
+	"context"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// ordered runs an ordered route's deliveries through the sequencer: each is
+// held (kept alive) until the sequencer lets it go, handled, and reported
+// back when settled so the next of its key may go.
+//
+// The route's consumer has a pinned priority group, so one replica owns it
+// at a time; the puller tracks the pin. When this replica loses the pin it
+// hands back what it holds (running handlers hand theirs back instead of
+// retrying), and when it gains the pin the sequencer waits for whatever the
+// previous owner still held.
+type ordered struct {
+	rn *runner
+
+	mu      sync.Mutex
+	seq     sequencer
+	alive   map[uint64]*keepAlive // held messages not yet running, kept alive
+	pin     string                // the pin id this replica holds, "" when none
+	lost    chan struct{}         // closed when the pin is lost (replaced on gain)
+	polling bool
+}
+
+func newOrdered(rn *runner) *ordered {
+	lost := make(chan struct{})
+	close(lost) // no pin yet
+	return &ordered{rn: rn, seq: newSequencer(), alive: map[uint64]*keepAlive{}, lost: lost}
+}
+
+// conversationKey is the key an ordered route orders msg by: "" for a
+// message without one, or that breaks the contract (it is dead-lettered
+// without a call, so it needs no place in a conversation).
+func (o *ordered) conversationKey(msg jetstream.Msg) string {
+	ev, reason, _ := o.rn.route.Contract.Decode(msg.Data(), msg.Headers())
+	if reason != "" {
+		return ""
+	}
+	return ev.ConversationKey
+}
+
+// deliver takes a delivered message (its slot is already active).
+func (o *ordered) deliver(msg *pulledMsg) {
+	md, err := msg.Metadata()
+	if err != nil {
+		o.rn.dispatch(msg) // handle logs it and leaves it to JetStream
+		return
+	}
+	key := o.conversationKey(msg)
+	o.mu.Lock()
+	if o.seq.add(md.Sequence.Stream, key, msg, time.Now()) {
+		o.mu.Unlock()
+		// Held already (a redelivery after its ack wait ran out) or
+		// settled: the copy in hand settles it.
+		o.rn.done()
+		return
+	}
+	o.alive[md.Sequence.Stream] = o.rn.keepAlive(msg)
+	ready := o.readyLocked()
+	o.mu.Unlock()
+	o.start(ready)
+}
+
+func (o *ordered) readyLocked() []*pulledMsg {
+	items := o.seq.ready()
+	out := make([]*pulledMsg, len(items))
+	for i, it := range items {
+		m := it.(*pulledMsg)
+		md, _ := m.Metadata()
+		if ka := o.alive[md.Sequence.Stream]; ka != nil {
+			ka.stop()
+			delete(o.alive, md.Sequence.Stream)
+		}
+		out[i] = m
+	}
+	o.updateMetricsLocked()
+	return out
+}
+
+// start hands the messages the sequencer let go to handlers, unless the
+// connection is down: then this replica may no longer own the route, and
+// they go back instead.
+func (o *ordered) start(msgs []*pulledMsg) {
+	if len(msgs) > 0 && !o.rn.p.nc.IsConnected() {
+		o.mu.Lock()
+		for _, m := range msgs {
+			md, _ := m.Metadata()
+			o.seq.settled(md.Sequence.Stream)
+		}
+		o.mu.Unlock()
+		o.handBack(msgs)
+		o.pinLost()
+		return
+	}
+	for _, m := range msgs {
+		o.rn.dispatch(m)
+	}
+}
+
+// settled reports a handled message as done: acked, terminated or handed
+// back.
+func (o *ordered) settled(md *jetstream.MsgMetadata) {
+	o.mu.Lock()
+	o.seq.settled(md.Sequence.Stream)
+	ready := o.readyLocked()
+	o.mu.Unlock()
+	o.start(ready)
+}
+
+// next is the stream sequence of the next event of key after md, if this
+// replica holds it (for the dead letter of an ordered event).
+func (o *ordered) next(key string, md *jetstream.MsgMetadata) (uint64, bool) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.seq.next(key, md.Sequence.Stream)
+}
+
+// pinLost is told by the puller that the server gave the route to another
+// replica: hand back everything held that is not running; running handlers
+// see lostPin and hand theirs back instead of retrying.
+func (o *ordered) pinLost() {
+	o.mu.Lock()
+	if o.pin == "" {
+		o.mu.Unlock()
+		return
+	}
+	o.pin = ""
+	close(o.lost)
+	msgs := o.releaseLocked()
+	o.mu.Unlock()
+	if len(msgs) > 0 {
+		o.rn.log.Warn("ordered route handed to another replica; handing back the events held here", "count", len(msgs))
+	}
+	o.handBack(msgs)
+}
+
+// pinSeen is told the pin id of a delivery. A new one means this replica
+// now owns the route.
+func (o *ordered) pinSeen(id string) {
+	o.mu.Lock()
+	if id == "" || id == o.pin {
+		o.mu.Unlock()
+		return
+	}
+	gained := o.pin == ""
+	o.pin = id
+	if gained {
+		o.lost = make(chan struct{})
+	}
+	o.mu.Unlock()
+	if gained {
+		o.rn.log.Info("this replica owns the ordered route now")
+	}
+	o.poll()
+}
+
+// callContext is ctx, also canceled when the pin is lost: the next owner
+// may be given this event once its ack wait runs out, and two replicas must
+// never call for one key at once.
+func (o *ordered) callContext(ctx context.Context) (context.Context, context.CancelFunc) {
+	lost := o.lostPin()
+	ctx, cancel := context.WithCancel(ctx)
+	go func() {
+		select {
+		case <-lost:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	return ctx, cancel
+}
+
+// lostPin returns a channel closed when the pin is lost.
+func (o *ordered) lostPin() <-chan struct{} {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.lost
+}
+
+// pinID is the pin to present in pull requests.
+func (o *ordered) pinID() string {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.pin
+}
+
+// drain hands back everything held that is not running.
+func (o *ordered) drain() {
+	o.mu.Lock()
+	msgs := o.releaseLocked()
+	o.mu.Unlock()
+	o.handBack(msgs)
+}
+
+func (o *ordered) releaseLocked() []*pulledMsg {
+	items := o.seq.release()
+	out := make([]*pulledMsg, len(items))
+	for i, it := range items {
+		m := it.(*pulledMsg)
+		md, _ := m.Metadata()
+		if ka := o.alive[md.Sequence.Stream]; ka != nil {
+			ka.stop()
+			delete(o.alive, md.Sequence.Stream)
+		}
+		out[i] = m
+	}
+	o.updateMetricsLocked()
+	return out
+}
+
+func (o *ordered) handBack(msgs []*pulledMsg) {
+	for _, m := range msgs {
+		o.rn.giveBack(m)
+		o.rn.done()
+	}
+}
+
+// run reads the consumer's unsettled count while the sequencer is fenced
+// (this replica gained the route and may not hold every unsettled message),
+// until stop is closed.
+func (o *ordered) run(stop <-chan struct{}) {
+	t := time.NewTicker(200 * time.Millisecond)
+	defer t.Stop()
+	for {
+		select {
+		case <-stop:
+			return
+		case <-t.C:
+			if !o.rn.p.nc.IsConnected() {
+				// Whoever holds the pin now, it may not be this replica
+				// when the connection is back: stop starting events.
+				o.pinLost()
+			}
+			o.mu.Lock()
+			fenced := o.seq.fenced && o.pin != ""
+			o.updateMetricsLocked()
+			o.mu.Unlock()
+			if fenced {
+				o.poll()
+			}
+		}
+	}
+}
+
+// poll reads the consumer's unsettled count and lets go what it frees.
+func (o *ordered) poll() {
+	cp := o.rn.cons.Load()
+	if cp == nil {
+		return
+	}
+	o.mu.Lock()
+	before := o.seq.holding()
+	o.mu.Unlock()
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	info, err := (*cp).Info(ctx)
+	if err != nil {
+		o.rn.log.Debug("reading the unsettled count of an ordered route", "err", err)
+		return
+	}
+	o.mu.Lock()
+	o.seq.observe(info.NumAckPending, before)
+	ready := o.readyLocked()
+	o.mu.Unlock()
+	o.start(ready)
+}
+
+func (o *ordered) updateMetricsLocked() {
+	keys, oldest := o.seq.blocked()
+	age := 0.0
+	if !oldest.IsZero() {
+		age = time.Since(oldest).Seconds()
+	}
+	o.rn.m.OrderedBlocked(keys, age)
+}

@@ -1,0 +1,145 @@
+package consumer_test
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/agentrelay/agentrelay/agentapi"
+	"github.com/agentrelay/agentrelay/agentapi/emulator"
+	"github.com/agentrelay/agentrelay/consumer"
+	"github.com/agentrelay/agentrelay/internal/testenv"
+)
+
+// keyWatch wraps a route's agent (shared by every replica of a test) and
+// records, per conversation key, calls that overlapped.
+type keyWatch struct {
+	consumer.Agent
+	mu       sync.Mutex
+	inFlight map[string]int
+	overlaps []string
+	calls    int
+}
+
+func (w *keyWatch) Trigger(ctx context.Context, ev agentapi.Event) (int, error) {
+	w.mu.Lock()
+	w.calls++
+	if ev.ConversationKey != "" {
+		w.inFlight[ev.ConversationKey]++
+		if w.inFlight[ev.ConversationKey] > 1 {
+			w.overlaps = append(w.overlaps, ev.ConversationKey+": "+ev.Input)
+		}
+	}
+	w.mu.Unlock()
+	defer func() {
+		w.mu.Lock()
+		w.inFlight[ev.ConversationKey]--
+		w.mu.Unlock()
+	}()
+	return w.Agent.Trigger(ctx, ev)
+}
+
+// checkOrder fails the test unless the API accepted each key's events in
+// publish order ("<key> <n>" inputs, n counting from 0) and each once.
+func checkOrder(t *testing.T, emu *emulator.Emulator, keys, perKey int) {
+	t.Helper()
+	next := map[string]int{}
+	for _, e := range emu.Ledger() {
+		key, n, _ := strings.Cut(e.Input, " ")
+		i, _ := strconv.Atoi(n)
+		if i != next[key] {
+			t.Errorf("key %s: event %d accepted when %d was due (reordered or twice)", key, i, next[key])
+		}
+		next[key] = i + 1
+	}
+	for k := range keys {
+		if got := next[fmt.Sprintf("k%d", k)]; got != perKey {
+			t.Errorf("key k%d: %d of %d events accepted", k, got, perKey)
+		}
+	}
+}
+
+// Events of one conversation key reach the agent one at a time and in
+// publish order, through retries (30 % 503s, retried in place with the
+// default backoff), across two replicas of which the owner drains midway;
+// different keys still run in parallel.
+func TestOrderedRouteKeepsEachKeyInOrderAcrossReplicas(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, emulator.WithTrigger("agtch_ord", true), emulator.WithFaults(emulator.Faults{ServerErrorRate: 0.3, Latency: 5 * time.Millisecond}))
+	watch := &keyWatch{Agent: h.agent("agtch_ord"), inFlight: map[string]int{}}
+	r := defaultTimings(h.route("ord", "events.ord.>", watch))
+	r.Ordering = consumer.OrderByConversationKey
+	r.Breaker.Disabled = true // 30 % failures is not an outage here
+	a := h.start(r)
+	b := h.start(r)
+	const keys, perKey = 12, 8
+	for i := range perKey {
+		for k := range keys {
+			h.publish("events.ord.x", fmt.Sprintf(`{"input":"k%d %d","conversation_key":"k%d"}`, k, i, k), nil, fmt.Sprintf("k%d-%d", k, i))
+		}
+	}
+	testenv.Eventually(t, 20*time.Second, "some accepted", func() bool { return h.emu.LedgerLen() >= keys*perKey/3 })
+	// The owner goes; the other replica takes the route over.
+	a.stop(t)
+	b.stop(t)
+	h.start(r)
+	h.waitSettled(60*time.Second, "ord")
+	checkOrder(t, h.emu, keys, perKey)
+	watch.mu.Lock()
+	defer watch.mu.Unlock()
+	if len(watch.overlaps) > 0 {
+		t.Errorf("calls overlapped for a key: %v", watch.overlaps)
+	}
+	if len(h.deadLetters()) != 0 {
+		t.Errorf("%d dead letters", len(h.deadLetters()))
+	}
+}
+
+// A replica that loses the route's pin (here: its connection drops, as in a
+// partition) stops starting events at once and cancels its calls; the other
+// replica takes over after the pinned TTL and keeps every key in order.
+func TestOrderedRouteSurvivesItsOwnerLosingTheConnection(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, emulator.WithTrigger("agtch_ordc", true), emulator.WithFaults(emulator.Faults{Latency: 30 * time.Millisecond}))
+	watch := &keyWatch{Agent: h.agent("agtch_ordc"), inFlight: map[string]int{}}
+	r := defaultTimings(h.route("ordc", "events.ordc.>", watch))
+	r.Ordering = consumer.OrderByConversationKey
+	const keys, perKey = 6, 10
+	for i := range perKey {
+		for k := range keys {
+			h.publish("events.ordc.x", fmt.Sprintf(`{"input":"k%d %d","conversation_key":"k%d"}`, k, i, k), nil, fmt.Sprintf("c%d-%d", k, i))
+		}
+	}
+	a := h.start(r)
+	testenv.Eventually(t, 20*time.Second, "some accepted", func() bool { return h.emu.LedgerLen() >= 10 })
+	h.start(r)
+	a.nc.Close() // the owner is cut off mid-run; its relay goroutines live on
+	h.waitSettled(60*time.Second, "ordc")
+	checkOrder(t, h.emu, keys, perKey)
+	watch.mu.Lock()
+	defer watch.mu.Unlock()
+	if len(watch.overlaps) > 0 {
+		t.Errorf("calls overlapped for a key: %v", watch.overlaps)
+	}
+}
+
+// The ordered route's consumer is a pinned priority group.
+func TestOrderedRouteConsumerIsPinned(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, emulator.WithTrigger("agtch_ordp", true))
+	r := h.route("ordp", "events.ordp.>", h.agent("agtch_ordp"))
+	r.Ordering = consumer.OrderByConversationKey
+	h.start(r)
+	h.publish("events.ordp.x", `{"input":"x","conversation_key":"k"}`, nil, "p-1")
+	h.waitSettled(10*time.Second, "ordp")
+	info := h.consumerInfo("agentrelay-ordp")
+	if info.Config.PriorityPolicy != jetstream.PriorityPolicyPinned || len(info.PriorityGroups) != 1 || info.PriorityGroups[0].PinnedClientID == "" {
+		t.Errorf("consumer priority %v, groups %+v: want pinned_client with a pinned client", info.Config.PriorityPolicy, info.PriorityGroups)
+	}
+}
