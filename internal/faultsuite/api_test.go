@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"math/rand/v2"
 	"net"
@@ -86,9 +87,11 @@ type recorder struct {
 	inFlight [maxWorkers]atomic.Int32 // requests being answered, per worker slot
 	holding  [maxWorkers]atomic.Int32 // accepted events whose 202 is held back, per slot
 
-	mu      sync.Mutex
-	reqs    []request
-	calling [maxWorkers]map[string]int // keys being called, per worker slot
+	mu       sync.Mutex
+	reqs     []request
+	calling  [maxWorkers]map[string]int // keys being called, per worker slot
+	convo    map[string]int             // ordered conversations being called (all slots)
+	overlaps []string
 }
 
 func (rc *recorder) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -107,12 +110,24 @@ func (rc *recorder) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	body, _ := io.ReadAll(io.LimitReader(r.Body, emulator.MaxBodyBytes+1))
 	r.Body = io.NopCloser(bytes.NewReader(body))
 	var fields struct {
-		Input string `json:"input"`
+		Input           string `json:"input"`
+		ConversationKey string `json:"conversation_key"`
 	}
 	_ = json.Unmarshal(body, &fields)
 
 	at := time.Now()
 	key := r.Header.Get("Idempotency-Key")
+	if ck := fields.ConversationKey; ck != "" && strings.Contains(r.URL.Path, "/"+orderedTrigger+"/") {
+		rc.mu.Lock()
+		if rc.convo == nil {
+			rc.convo = map[string]int{}
+		}
+		if rc.convo[ck]++; rc.convo[ck] > 1 {
+			rc.overlaps = append(rc.overlaps, fmt.Sprintf("%s (%s from worker %d at %s)", ck, fields.Input, slot, at.Format("15:04:05.000")))
+		}
+		rc.mu.Unlock()
+		defer func() { rc.mu.Lock(); rc.convo[ck]--; rc.mu.Unlock() }()
+	}
 	if slot >= 0 {
 		rc.inFlight[slot].Add(1)
 		defer rc.inFlight[slot].Add(-1)
@@ -160,6 +175,17 @@ func (rc *recorder) delay() time.Duration {
 // answer is held back.
 func (rc *recorder) busy(slot int) (inFlight, holding int) {
 	return int(rc.inFlight[slot].Load()), int(rc.holding[slot].Load())
+}
+
+// orderedTrigger is the ordered route's agent, whose calls the recorder
+// checks for overlaps per conversation key.
+const orderedTrigger = triggerConvo
+
+// keyOverlaps lists the ordered conversations called twice at once.
+func (rc *recorder) keyOverlaps() []string {
+	rc.mu.Lock()
+	defer rc.mu.Unlock()
+	return append([]string(nil), rc.overlaps...)
 }
 
 // callingKeys returns the keys a worker slot is calling now.

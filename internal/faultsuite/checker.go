@@ -71,6 +71,10 @@ type Event struct {
 	// MsgID is the event's Nats-Msg-Id, unique in the manifest. Dead
 	// letters carry it as Agentrelay-Original-Nats-Msg-Id.
 	MsgID string
+	// ConversationKey, for an event of an ordered route, is its key: the
+	// API must accept the key's events in manifest (publish) order, one
+	// call at a time.
+	ConversationKey string
 	// Key is the Idempotency-Key the worker must send for it; "" when the
 	// message id is not a valid key (such an event is poison).
 	Key string
@@ -118,8 +122,11 @@ type ConsumerState struct {
 
 // Observed is everything the checker compares with the manifest.
 type Observed struct {
-	Ledger      []Accepted
-	Requests    []Request
+	Ledger   []Accepted
+	Requests []Request
+	// KeyOverlaps lists calls the API received for an ordered route's
+	// conversation key while another call for it was in flight.
+	KeyOverlaps []string
 	DeadLetters []DeadLetter
 	Consumers   []ConsumerState
 }
@@ -157,6 +164,8 @@ type Report struct {
 	// least once (the probes and the calls in flight when the route
 	// stopped).
 	NotRunnableRetried int
+	// Ordered counts acceptances of ordered events checked for order.
+	Ordered int
 	// AcceptedAndDeadLettered counts events accepted once and also
 	// dead-lettered as max_attempts (see Options).
 	AcceptedAndDeadLettered int
@@ -192,6 +201,7 @@ func (r *Report) String() string {
 	fmt.Fprintf(&b, "accepted twice:    %d\n", len(r.Duplicated))
 	fmt.Fprintf(&b, "dead-lettered:     %d (%s)\n", sum(r.DeadLettered), countsString(r.DeadLettered))
 	fmt.Fprintf(&b, "409 then accepted: %d\n", r.NotRunnableRetried)
+	fmt.Fprintf(&b, "ordered, in order: %d accepted events of ordered conversations\n", r.Ordered)
 	if r.AcceptedAndDeadLettered > 0 {
 		fmt.Fprintf(&b, "accepted and dead-lettered (max_attempts): %d\n", r.AcceptedAndDeadLettered)
 	}
@@ -246,6 +256,32 @@ func Check(manifest []Event, obs Observed, opt Options) Report {
 		default:
 			violate("manifest: %s has unknown kind %q", e.MsgID, e.Kind)
 		}
+	}
+
+	// Ordered routes: each conversation key's events accepted in manifest
+	// order (the first acceptance of each; a replay is answered from the
+	// idempotency record and adds nothing to the ledger).
+	index := make(map[string]int, len(manifest))
+	for i := range manifest {
+		if manifest[i].ConversationKey != "" && manifest[i].Input != "" {
+			index[manifest[i].Input] = i
+		}
+	}
+	lastOf := map[string]int{}
+	for _, a := range obs.Ledger {
+		i, ok := index[a.Input]
+		if !ok {
+			continue
+		}
+		e := &manifest[i]
+		if last, seen := lastOf[e.ConversationKey]; seen && i < last {
+			violate("%s: conversation %s reordered: accepted after %s, which was published later", e.MsgID, e.ConversationKey, manifest[last].MsgID)
+		}
+		lastOf[e.ConversationKey] = max(lastOf[e.ConversationKey], i)
+		r.Ordered++
+	}
+	for _, o := range obs.KeyOverlaps {
+		violate("two calls at once for one conversation of an ordered route: %s", o)
 	}
 
 	// What the API accepted, per event: by key, and by input (which

@@ -9,8 +9,8 @@ import (
 // exactly the outcome it must.
 func cleanRun() ([]Event, Observed) {
 	manifest := []Event{
-		{MsgID: "ok-1", Key: "ok-1", TriggerID: "agtch_ok", Input: "in ok-1", Kind: KindAccept},
-		{MsgID: "ok-2", Key: "ok-2", TriggerID: "agtch_ok", Input: "in ok-2", Kind: KindAccept},
+		{MsgID: "ok-1", Key: "ok-1", TriggerID: "agtch_ok", Input: "in ok-1", Kind: KindAccept, ConversationKey: "c"},
+		{MsgID: "ok-2", Key: "ok-2", TriggerID: "agtch_ok", Input: "in ok-2", Kind: KindAccept, ConversationKey: "c"},
 		{MsgID: "paused-1", Key: "paused-1", TriggerID: "agtch_paused", Input: "in paused-1", Kind: KindNotRunnable},
 		{MsgID: "poison-1", Key: "poison-1", TriggerID: "agtch_ok", Input: "", Kind: KindDeadLetter, WantReason: "invalid_json"},
 		{MsgID: "bad/key", Key: "", TriggerID: "agtch_ok", Input: "in bad key", Kind: KindDeadLetter, WantReason: "invalid_idempotency_key"},
@@ -109,6 +109,12 @@ func TestCheckCatchesEveryBrokenInvariant(t *testing.T) {
 		{"a not-runnable event is dead-lettered", func(_ []Event, o *Observed) {
 			o.DeadLetters = append(o.DeadLetters, DeadLetter{OriginalMsgID: "paused-1", Key: "paused-1", Reason: "max_attempts"})
 		}, "paused-1: accepted and also dead-lettered (max_attempts)"},
+		{"an ordered conversation is accepted out of order", func(_ []Event, o *Observed) {
+			o.Ledger[0], o.Ledger[1] = o.Ledger[1], o.Ledger[0]
+		}, "ok-1: conversation c reordered: accepted after ok-2, which was published later"},
+		{"two calls at once for one conversation", func(_ []Event, o *Observed) {
+			o.KeyOverlaps = []string{"c (in ok-2 from worker 1)"}
+		}, "two calls at once for one conversation of an ordered route: c (in ok-2 from worker 1)"},
 		{"a dead letter loses the key", func(_ []Event, o *Observed) {
 			o.DeadLetters[0].Key = ""
 		}, `poison-1: dead letter carries Idempotency-Key "", want "poison-1"`},

@@ -19,6 +19,7 @@ const (
 	triggerPaused = "agtch_paused" // not runnable until the suite says so: 409
 	triggerLocked = "agtch_locked" // the token may not call it: 403
 	triggerGhost  = "agtch_ghost"  // not registered: 404
+	triggerConvo  = "agtch_convo"  // an ordered route: each conversation's events in publish order
 
 	// maxInputBytes is the orders and notes routes' input limit.
 	maxInputBytes = 2048
@@ -41,7 +42,7 @@ var mix = []struct {
 	sort   string
 	weight int
 }{
-	{"orders", 46}, {"orders-explicit-key", 4}, {"notes", 14},
+	{"orders", 40}, {"orders-explicit-key", 4}, {"notes", 12}, {"convo", 8},
 	{"locked", 6}, {"ghost", 5},
 	{"poison-json", 5}, {"poison-missing", 4}, {"poison-large", 3}, {"poison-utf8", 4},
 	{"poison-key", 6}, {"poison-conversation", 3},
@@ -133,6 +134,12 @@ func makeEvent(rng *rand.Rand, i int, sort string) planned {
 		if rng.IntN(2) == 0 {
 			p.header = nats.Header{"Conversation-Key": {fmt.Sprintf("note-thread-%d", rng.IntN(50))}}
 		}
+	case "convo":
+		// 24 conversations: each key sees events often enough to queue
+		// behind a retry.
+		accept(triggerConvo, "events.convo."+id)
+		p.ConversationKey = fmt.Sprintf("convo-%d", rng.IntN(24))
+		p.body = jsonBody(map[string]any{"input": input, "conversation_key": p.ConversationKey})
 	case "paused":
 		p.TriggerID, p.Kind, p.subject = triggerPaused, KindNotRunnable, "events.paused."+id
 		p.body = jsonBody(map[string]any{"input": input})

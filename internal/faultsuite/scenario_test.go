@@ -244,7 +244,7 @@ func (r *run) startNATS() {
 }
 
 // grants are the agents the token may call: all but agtch_locked.
-var grants = []string{triggerOrders, triggerNotes, triggerPaused, triggerGhost}
+var grants = []string{triggerOrders, triggerNotes, triggerPaused, triggerGhost, triggerConvo}
 
 func (r *run) startAPI() {
 	f := r.p.apiFaults
@@ -256,6 +256,7 @@ func (r *run) startAPI() {
 		emulator.WithTrigger(triggerOrders, true),
 		emulator.WithTrigger(triggerNotes, true),
 		emulator.WithTrigger(triggerPaused, false),
+		emulator.WithTrigger(triggerConvo, true),
 		emulator.WithTrigger(triggerLocked, true),
 		emulator.WithFaults(f),
 		emulator.WithRequestLog(0), // the recorder keeps what the suite needs
@@ -292,6 +293,7 @@ func (r *run) writeConfig() string {
 		{"paused", triggerPaused, ""},
 		{"locked", triggerLocked, ""},
 		{"ghost", triggerGhost, ""},
+		{"convo", triggerConvo, "ordering: conversation_key"},
 	}
 	var b strings.Builder
 	replicas := 1
@@ -404,7 +406,7 @@ func (r *run) publish() {
 
 // durables are the consumers of the routes.
 func durables() []string {
-	return []string{"agentrelay-orders", "agentrelay-notes", "agentrelay-paused", "agentrelay-locked", "agentrelay-ghost"}
+	return []string{"agentrelay-orders", "agentrelay-notes", "agentrelay-paused", "agentrelay-locked", "agentrelay-ghost", "agentrelay-convo"}
 }
 
 // consumerStates reads what each route's consumer still owes.
@@ -523,7 +525,7 @@ func (r *run) finish() {
 		t.Fatal(err)
 	}
 	dls, dlHeaders := r.deadLetters()
-	obs := Observed{DeadLetters: dls, Consumers: consumers}
+	obs := Observed{DeadLetters: dls, Consumers: consumers, KeyOverlaps: r.api.rec.keyOverlaps()}
 	for _, e := range r.api.emu.Ledger() {
 		obs.Ledger = append(obs.Ledger, Accepted{TriggerID: e.TriggerID, Key: e.IdempotencyKey, Input: e.Input})
 	}
