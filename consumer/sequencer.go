@@ -60,14 +60,17 @@ func (s *sequencer) add(seq uint64, key string, item any, now time.Time) (dup bo
 }
 
 // ready marks the messages that may be handled now as running and returns
-// them, lowest sequence first.
+// them, lowest sequence first. A key with a message running starts no
+// other: not even an earlier one, which can only be a redelivery of an
+// event settled here already (its ack was lost), replayed harmlessly once
+// the running one is done.
 func (s *sequencer) ready() []any {
 	var seqs []uint64
 	for seq, e := range s.held {
 		if e.running {
 			continue
 		}
-		if e.key == "" || (!s.fenced && s.keys[e.key][0] == seq) {
+		if e.key == "" || (!s.fenced && s.keys[e.key][0] == seq && !s.keyRunning(e.key)) {
 			seqs = append(seqs, seq)
 		}
 	}
@@ -78,6 +81,15 @@ func (s *sequencer) ready() []any {
 		out[i] = s.held[seq].item
 	}
 	return out
+}
+
+func (s *sequencer) keyRunning(key string) bool {
+	for _, seq := range s.keys[key] {
+		if s.held[seq].running {
+			return true
+		}
+	}
+	return false
 }
 
 // settled records a message as done (acked, terminated or handed back): the

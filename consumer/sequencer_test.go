@@ -117,6 +117,26 @@ func TestSequencerFenceComparesAsOfTheQuestion(t *testing.T) {
 	}
 }
 
+// An event settled here whose ack was lost comes back while the next event
+// of its key runs: it waits for it (two calls at once for one key are never
+// made), and is then replayed (the API answers it from its record).
+func TestSequencerARedeliveryOfASettledEventWaitsForTheRunningOne(t *testing.T) {
+	s := unfenced()
+	addAll(&s, uint64(1), "a")
+	readySeqs(&s)
+	s.settled(1)
+	addAll(&s, uint64(2), "a")
+	readySeqs(&s) // 2 runs
+	addAll(&s, uint64(1), "a")
+	if got := readySeqs(&s); len(got) != 0 {
+		t.Fatalf("ready = %v while 2 of the key runs, want nothing", got)
+	}
+	s.settled(2)
+	if got := readySeqs(&s); !slices.Equal(got, []uint64{1}) {
+		t.Fatalf("ready = %v, want [1]", got)
+	}
+}
+
 func TestSequencerDropsDuplicates(t *testing.T) {
 	s := unfenced()
 	addAll(&s, uint64(6), "a")
