@@ -43,7 +43,7 @@ const orderGroup = "agentrelay"
 // OrderPinnedTTL is how long an ordered route's owner may go without a pull
 // before the server hands the route to another replica. It bounds how long a
 // crashed owner's keys wait, with AckWait for the messages it held.
-const OrderPinnedTTL = 6 * time.Second
+const OrderPinnedTTL = 5 * time.Second
 
 // Route defaults.
 const (
