@@ -143,3 +143,18 @@ func TestOrderedRouteConsumerIsPinned(t *testing.T) {
 		t.Errorf("consumer priority %v, groups %+v: want pinned_client with a pinned client", info.Config.PriorityPolicy, info.PriorityGroups)
 	}
 }
+
+// The replica that takes an ordered route over must be able to hold every
+// unsettled message: the consumer allows no more than one replica holds,
+// whatever max_ack_pending says.
+func TestOrderedRouteUnsettledIsBoundedByOneReplica(t *testing.T) {
+	t.Parallel()
+	r := consumer.Route{Name: "o", Stream: "S", MaxInFlight: 16, MaxAckPending: 500, Ordering: consumer.OrderByConversationKey}
+	if got := r.ConsumerConfig().MaxAckPending; got != 16 {
+		t.Errorf("ordered route's MaxAckPending = %d, want max_in_flight 16", got)
+	}
+	r.Ordering = consumer.OrderNone
+	if got := r.ConsumerConfig().MaxAckPending; got != 500 {
+		t.Errorf("unordered route's MaxAckPending = %d, want 500", got)
+	}
+}

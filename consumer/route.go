@@ -80,7 +80,8 @@ type Route struct {
 	MaxInFlight int
 	// MaxAckPending is the consumer's limit of unsettled messages across
 	// all replicas, those waiting out a retry delay included. Default
-	// DefaultAckPendingFactor × MaxInFlight.
+	// DefaultAckPendingFactor × MaxInFlight; an ordered route's is always
+	// MaxInFlight.
 	MaxAckPending int
 	// AckWait is how long JetStream waits for a settle before redelivering
 	// to another replica. A message being worked on is kept alive with
@@ -114,7 +115,14 @@ func (r Route) WithDefaults() Route {
 	if r.MaxInFlight <= 0 {
 		r.MaxInFlight = DefaultMaxInFlight
 	}
-	if r.MaxAckPending <= 0 {
+	switch {
+	case r.Ordering == OrderByConversationKey:
+		// One replica owns an ordered route, and one that takes it over
+		// must be able to hold every unsettled message before it starts
+		// (see sequencer): the consumer lets no more be unsettled than
+		// one replica holds.
+		r.MaxAckPending = r.MaxInFlight
+	case r.MaxAckPending <= 0:
 		r.MaxAckPending = DefaultAckPendingFactor * r.MaxInFlight
 	}
 	if r.AckWait <= 0 {

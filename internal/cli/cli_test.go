@@ -541,3 +541,35 @@ func TestStatusShowsARouteStoppedByRouteHealth(t *testing.T) {
 		return !strings.Contains(out, "route health")
 	})
 }
+
+// status names an ordered route's owner: the replica the server pinned it to.
+func TestStatusShowsWhoOwnsAnOrderedRoute(t *testing.T) {
+	s := newStack(t)
+	b, err := os.ReadFile(s.cfgPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ordered string
+	for _, line := range strings.Split(string(b), "\n") {
+		if strings.Contains(line, "{name: ok,") {
+			ordered = strings.TrimSuffix(strings.NewReplacer("{name: ok,", "{name: thread,", "work.ok.>", "work.thread.>").Replace(line), "}") + ", ordering: conversation_key}"
+		}
+	}
+	if err := os.WriteFile(s.cfgPath, append(b, []byte(ordered+"\n")...), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if s.cfg, err = config.Load(s.cfgPath); err != nil {
+		t.Fatal(err)
+	}
+	s.startWorker()
+	s.publish("work.thread.x", `{"input":"first","conversation_key":"c1"}`, "thread-1")
+	s.settled("thread")
+	code, out, _ := s.cli("", "status")
+	if code != 0 || !strings.Contains(out, "route thread is ordered by conversation_key: one replica owns it (pinned client ") {
+		t.Errorf("status does not name the ordered route's owner:\n%s", out)
+	}
+	_, out, _ = s.cli("", "status", "--json")
+	if !strings.Contains(out, `"ordering": "conversation_key"`) || !strings.Contains(out, `"owner": "`) {
+		t.Errorf("status --json lacks ordering and owner:\n%s", out)
+	}
+}

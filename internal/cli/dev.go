@@ -25,7 +25,8 @@ import (
 	"github.com/agentrelay/agentrelay/internal/natsembed"
 )
 
-// The dev set-up: one token, four agents, one stream, four routes.
+// The dev set-up: one token, four agents, one stream, five routes (one of
+// them ordered by conversation key).
 const (
 	devToken        = "dev-token"
 	devSupportID    = "agtch_demo_support"
@@ -60,7 +61,7 @@ func newDevCmd(e *env, g *globalFlags) *cobra.Command {
 		Short: "Run everything in one process: NATS, the API emulator, the worker and a demo producer",
 		Long: `Run a self-contained agentrelay: an embedded NATS server with JetStream (file
 store under --data-dir), the trigger API emulator on loopback, the worker
-relaying four demo routes, and a producer that publishes sample events: good
+relaying five demo routes (one ordered by conversation key), and a producer that publishes sample events: good
 ones (acked), a poison message and one for an agent without permission (both
 dead-lettered), and one for an agent that is not runnable for a while
 (retried, then accepted). Runs until Ctrl-C, then drains.
@@ -186,6 +187,8 @@ func devConfig(natsURL, apiURL, tokenFile, metricsAddr string) *config.Config {
 	}
 	notes := route("notes", "demo.notes.>", devSupportID)
 	notes.Body = "text"
+	thread := route("thread", "demo.thread.>", devSupportID)
+	thread.Ordering = "conversation_key"
 	c := &config.Config{
 		NATS:    config.NATS{URL: natsURL, Name: "agentrelay-dev"},
 		API:     config.API{BaseURL: apiURL, Timeout: config.Duration(5 * time.Second)},
@@ -207,6 +210,7 @@ func devConfig(natsURL, apiURL, tokenFile, metricsAddr string) *config.Config {
 			notes,
 			route("paused", "demo.paused.>", devPausedID),
 			route("locked", "demo.locked.>", devLockedID),
+			thread,
 		},
 	}
 	return c
@@ -379,6 +383,9 @@ func publishDemo(ctx context.Context, natsURL string, log *slog.Logger) error {
 		{"dead-lettered: invalid_json (misspelt field)", "demo.support.new", `{"inptu":"typo"}`, nil},
 		{"dead-lettered: forbidden (403, the token may not call this agent)", "demo.locked.new", `{"input":"Rotate the admin keys."}`, nil},
 		{fmt.Sprintf("retried (409, not runnable for %s), then accepted", devPausedFor), "demo.paused.new", `{"input":"Run the nightly report."}`, nil},
+		{"accepted first of conversation thread-7 (ordered route)", "demo.thread.new", `{"input":"1/3: the customer reports a broken login.","conversation_key":"thread-7"}`, nil},
+		{"accepted second of conversation thread-7, never before the first", "demo.thread.new", `{"input":"2/3: the customer adds a screenshot.","conversation_key":"thread-7"}`, nil},
+		{"accepted third of conversation thread-7, never before the second", "demo.thread.new", `{"input":"3/3: the customer says it works again.","conversation_key":"thread-7"}`, nil},
 	}
 	for i, s := range samples {
 		msg := &nats.Msg{Subject: s.subject, Data: []byte(s.body), Header: s.header}

@@ -34,7 +34,12 @@ type routeStatus struct {
 	PauseUntil  *time.Time `json:"pause_until,omitempty"`
 	// PausedBy says whose pause it is: "route_health" (a replica stopped
 	// the route for a route-wide condition and is probing) or "operator".
-	PausedBy    string         `json:"paused_by,omitempty"`
+	PausedBy string `json:"paused_by,omitempty"`
+	// Ordering is "conversation_key" for an ordered route; Owner the id
+	// the server pinned the route to (the replica that owns it), "" when
+	// none is pinned.
+	Ordering    string         `json:"ordering,omitempty"`
+	Owner       string         `json:"owner,omitempty"`
 	DeadLetters map[string]int `json:"dead_letters"`
 }
 
@@ -137,6 +142,9 @@ func collectStatus(ctx context.Context, t *toolConn, countDL bool) (*statusRepor
 		r := app.Route(rc, nil).WithDefaults()
 		known[r.Name] = true
 		rs := routeStatus{Route: r.Name, Stream: r.Stream, Consumer: r.Durable, DeadLetters: counts[r.Name]}
+		if r.Ordering == consumer.OrderByConversationKey {
+			rs.Ordering = string(r.Ordering)
+		}
 		if rs.DeadLetters == nil {
 			rs.DeadLetters = map[string]int{}
 		}
@@ -152,6 +160,9 @@ func collectStatus(ctx context.Context, t *toolConn, countDL bool) (*statusRepor
 			info := c.CachedInfo()
 			rs.Pending, rs.AckPending, rs.Redelivered, rs.Waiting = info.NumPending, info.NumAckPending, info.NumRedelivered, info.NumWaiting
 			rs.Paused = info.Paused
+			for _, g := range info.PriorityGroups {
+				rs.Owner = g.PinnedClientID
+			}
 			if info.Paused {
 				until := info.TimeStamp.Add(info.PauseRemaining).UTC()
 				rs.PauseUntil = &until
@@ -199,6 +210,15 @@ func printStatus(w io.Writer, rep *statusReport, countDL bool) {
 		printf(tw, "%s\t%s\t%s\t%d\t%d\t%d\t%s\t%s\n", r.Route, r.Stream, r.Consumer, r.Pending, r.AckPending, r.Redelivered, paused, dl)
 	}
 	_ = tw.Flush()
+	for _, r := range rep.Routes {
+		switch {
+		case r.Ordering == "":
+		case r.Owner != "":
+			printf(w, "\nroute %s is ordered by %s: one replica owns it (pinned client %s), the others stand by\n", r.Route, r.Ordering, r.Owner)
+		default:
+			printf(w, "\nroute %s is ordered by %s: no replica owns it now\n", r.Route, r.Ordering)
+		}
+	}
 	d := rep.DeadLetter
 	if !d.Exists {
 		printf(w, "\ndead-letter stream %s: not created yet (nothing dead-lettered)\n", d.Stream)
