@@ -249,6 +249,12 @@ func (rn *runner) transition(tr Transition, out Outcome) {
 	case Resumed:
 		rn.log.Info("probe succeeded: route resumed", append(attrs, "stopped_for", now.Sub(hs.WasSince).Round(time.Millisecond))...)
 	}
+	switch {
+	case tr == Tripped && cond == ConditionOutage:
+		rn.relay.outages.Add(1)
+	case tr == Resumed && cond == ConditionOutage:
+		rn.relay.outages.Add(-1)
+	}
 	rn.fleet.apply(tr, hs)
 	rn.notify()
 }

@@ -197,6 +197,10 @@ type HealthState struct {
 type health struct {
 	s        BreakerSettings
 	maxLimit int
+	// outageElsewhere reports whether another route of this replica is in
+	// an outage: the API is one service, so a transient failure then is
+	// the outage reaching this route too, not this message's own.
+	outageElsewhere func() bool
 
 	mu        sync.Mutex
 	cond      Condition
@@ -331,6 +335,9 @@ func (h *health) record(class agentapi.Class, probe bool, retryAfter time.Durati
 	cond := condition(class)
 	if cond == ConditionNone && class == agentapi.ClassRateLimited && h.streak429 >= rateLimitGateStreak {
 		cond = ConditionRateLimited
+	}
+	if cond == ConditionNone && class.Transient() && h.outageElsewhere != nil && h.outageElsewhere() {
+		cond = ConditionOutage
 	}
 	if cond == ConditionNone {
 		if done, err := h.cb.Allow(); err == nil {

@@ -274,3 +274,20 @@ func TestAutoPauseMark(t *testing.T) {
 		t.Error("an operator's whole-second pause taken for agentrelay's")
 	}
 }
+
+// While another route of the replica is in an outage, the first transient
+// failure of this one is the outage too: quiet routes stop at once instead
+// of retrying each message until they have min_calls of their own.
+func TestHealthAnOutageElsewhereStopsTheRouteAtItsFirstFailure(t *testing.T) {
+	h := newTestHealth()
+	elsewhere := false
+	h.outageElsewhere = func() bool { return elsewhere }
+	if calls(t, h, 1, agentapi.ClassServerError, at(0)) != 0 {
+		t.Fatal("one failure tripped with no outage elsewhere")
+	}
+	elsewhere = true
+	calls(t, h, 1, agentapi.ClassAccepted, at(0))
+	if calls(t, h, 1, agentapi.ClassTimeout, at(0)) != 1 || h.state(at(0)).Condition != ConditionOutage {
+		t.Error("a failure during an outage elsewhere did not stop the route")
+	}
+}

@@ -227,14 +227,18 @@ func (o *ordered) handBack(msgs []*pulledMsg) {
 func (o *ordered) run(stop <-chan struct{}) {
 	t := time.NewTicker(200 * time.Millisecond)
 	defer t.Stop()
+	reconnects := o.rn.p.nc.Stats().Reconnects
 	for {
 		select {
 		case <-stop:
 			return
 		case <-t.C:
-			if !o.rn.p.nc.IsConnected() {
+			if n := o.rn.p.nc.Stats().Reconnects; n != reconnects || !o.rn.p.nc.IsConnected() {
 				// Whoever holds the pin now, it may not be this replica
-				// when the connection is back: stop starting events.
+				// when the connection is back (a broker restart, a leader
+				// change; keep-alives sent meanwhile may be lost): stop
+				// starting events, hand back what is held.
+				reconnects = n
 				o.pinLost()
 			}
 			o.mu.Lock()

@@ -102,6 +102,8 @@ type Relay struct {
 	dl      *DeadLetter
 	runners []*runner
 
+	outages   atomic.Int32 // routes of this replica in an outage (route health)
+
 	setupMu   sync.Mutex
 	setupDone bool
 	ready     atomic.Bool

@@ -94,6 +94,7 @@ func newRunner(r *Relay, rt Route) *runner {
 	if rt.MaxRate > 0 {
 		rn.rate = rate.NewLimiter(rate.Limit(rt.MaxRate), max(1, int(rt.MaxRate/10)))
 	}
+	rn.health.outageElsewhere = func() bool { return r.outages.Load() > 0 }
 	rn.callCtx, rn.cancelCalls = context.WithCancel(context.Background())
 	rn.fleet = newFleetGate(rn)
 	if rt.Ordering == OrderByConversationKey {
