@@ -183,6 +183,14 @@ func (o *ordered) lostPin() <-chan struct{} {
 	return o.lost
 }
 
+// isFenced reports whether this replica waits to hold every unsettled
+// message before it starts any.
+func (o *ordered) isFenced() bool {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.seq.fenced
+}
+
 // pinID is the pin to present in pull requests.
 func (o *ordered) pinID() string {
 	o.mu.Lock()
