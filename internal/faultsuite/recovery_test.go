@@ -210,6 +210,12 @@ func (r *run) measureRecovery() recovery {
 	// another process. A kill within the target of a fault that stops
 	// delivery by design is excused: the event waits for the fault, not for
 	// the crash.
+	notRunnable := map[string]bool{}
+	for i := range r.events {
+		if r.events[i].Kind == KindNotRunnable {
+			notRunnable[r.events[i].Key] = true
+		}
+	}
 	for _, k := range r.kills {
 		excused := ""
 		for _, f := range r.windows {
@@ -218,6 +224,9 @@ func (r *run) measureRecovery() recovery {
 			}
 		}
 		for _, key := range k.keys {
+			if notRunnable[key] {
+				continue // its route waits for the agent, by design
+			}
 			// Taken over: called again by another process (the killed
 			// slot's restarted one counts). Whether that call is accepted
 			// is the API's business (a hang, a 503), not crash recovery's.
