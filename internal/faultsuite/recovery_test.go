@@ -217,9 +217,13 @@ func (r *run) measureRecovery() recovery {
 		}
 	}
 	for _, k := range r.kills {
+		// A kill within the target of a broker fault (a restart or a
+		// leader kill) is judged by neither: the new consumer leader
+		// restarts the killed replica's ack timers.
 		excused := ""
 		for _, f := range r.windows {
-			if f.excused && f.from.Before(k.at.Add(r.p.targets.killTakeover)) && f.to.After(k.at) {
+			broker := f.name == "leader-kill" || f.name == "nats-restart"
+			if (f.excused || broker) && f.from.Before(k.at.Add(r.p.targets.killTakeover)) && f.to.After(k.at) {
 				excused = f.name
 			}
 		}
