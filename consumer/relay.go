@@ -102,7 +102,7 @@ type Relay struct {
 	dl      *DeadLetter
 	runners []*runner
 
-	outages   atomic.Int32 // routes of this replica in an outage (route health)
+	outages atomic.Int32 // routes of this replica in an outage (route health)
 
 	setupMu   sync.Mutex
 	setupDone bool
