@@ -67,8 +67,11 @@ func (o *ordered) deliver(msg *pulledMsg) {
 	o.start(ready)
 }
 
-func (o *ordered) readyLocked() []*pulledMsg {
-	items := o.seq.ready()
+func (o *ordered) readyLocked() []*pulledMsg { return o.takeLocked(o.seq.ready()) }
+
+// takeLocked turns the sequencer's items into messages leaving the hold:
+// their keep-alives stop (a handler keeps them alive, or they go back).
+func (o *ordered) takeLocked(items []any) []*pulledMsg {
 	out := make([]*pulledMsg, len(items))
 	for i, it := range items {
 		m := it.(*pulledMsg)
@@ -206,21 +209,7 @@ func (o *ordered) drain() {
 	o.handBack(msgs)
 }
 
-func (o *ordered) releaseLocked() []*pulledMsg {
-	items := o.seq.release()
-	out := make([]*pulledMsg, len(items))
-	for i, it := range items {
-		m := it.(*pulledMsg)
-		md, _ := m.Metadata()
-		if ka := o.alive[md.Sequence.Stream]; ka != nil {
-			ka.stop()
-			delete(o.alive, md.Sequence.Stream)
-		}
-		out[i] = m
-	}
-	o.updateMetricsLocked()
-	return out
-}
+func (o *ordered) releaseLocked() []*pulledMsg { return o.takeLocked(o.seq.release()) }
 
 func (o *ordered) handBack(msgs []*pulledMsg) {
 	for _, m := range msgs {
