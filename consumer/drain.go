@@ -4,6 +4,9 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/agentrelay/agentrelay/agentapi"
+	"github.com/agentrelay/agentrelay/internal/telemetry"
 )
 
 // giveBack returns a message to the stream at once (a nak without delay),
@@ -56,6 +59,22 @@ func (rn *runner) flushHandBack() {
 // nothing in flight takes one round trip, not the rest of a pull's expiry.
 // Last, it hands back what arrived meanwhile and lets the idle handler
 // goroutines go.
+// handBackAhead hands back the messages waiting for a slot: a drain starts
+// nothing new.
+func (rn *runner) handBackAhead() {
+	rn.mu.Lock()
+	ahead := rn.ahead
+	rn.ahead = nil
+	rn.slots.dropAhead()
+	rn.mu.Unlock()
+	for _, a := range ahead {
+		a.ka.stop()
+		rn.m.Received()
+		rn.m.Finished(telemetry.OutcomeRetried, string(agentapi.ClassCanceled), 0, 0)
+		rn.giveBack(a.msg)
+	}
+}
+
 func (rn *runner) drain(deadline time.Time) {
 	if !rn.waitIdle(deadline) {
 		rn.mu.Lock()

@@ -154,17 +154,21 @@ func TestGracefulDrainLeavesNothingAckPending(t *testing.T) {
 	testenv.Eventually(t, 5*time.Second, "calls in flight", func() bool { return h.emu.Stats().Requests >= 8 })
 	run.stop(t)
 	info := h.consumerInfo("agentrelay-d")
-	if info.NumAckPending != 0 {
+	// At most the one message asked for ahead of a free slot (look-ahead,
+	// max_in_flight/8) is ack-pending: handed back with a nak, it waits for
+	// the next pull, not for AckWait.
+	if info.NumAckPending > 1 {
 		t.Errorf("%d messages ack-pending after drain", info.NumAckPending)
 	}
 	accepted := h.emu.LedgerLen()
-	if accepted < 8 || int(info.NumPending)+accepted != 40 {
-		t.Errorf("accepted %d + pending %d != 40", accepted, info.NumPending)
+	if accepted < 8 || int(info.NumPending)+info.NumAckPending+accepted != 40 {
+		t.Errorf("accepted %d + pending %d + handed back %d != 40", accepted, info.NumPending, info.NumAckPending)
 	}
-	// A new replica finishes the rest, each once.
+	// A new replica finishes the rest, each once, well within AckWait (5s):
+	// nothing was left stranded.
 	h.emu.SetFaults(emulator.Faults{})
 	h.start(r)
-	h.waitSettled(15*time.Second, "d")
+	h.waitSettled(4*time.Second, "d")
 	if h.emu.LedgerLen() != 40 || h.emu.Stats().Replays != 0 {
 		t.Errorf("ledger %d, replays %d; want 40, 0", h.emu.LedgerLen(), h.emu.Stats().Replays)
 	}

@@ -101,12 +101,16 @@ func (rn *runner) reserve(now time.Time) (n int, wait time.Duration) {
 		}
 		limit, lowMark = 1, 1
 	}
+	lookahead := rn.lookahead
+	if hs.Condition != ConditionNone || rn.order != nil {
+		lookahead = 0 // a stopped route asks for its probe only; an ordered one holds what it gets anyway
+	}
 	rn.mu.Lock()
 	defer rn.mu.Unlock()
 	if rn.draining.Load() {
 		return 0, 0
 	}
-	n, wait = rn.slots.free(now, limit, lowMark)
+	n, wait = rn.slots.free(now, limit, lowMark, lookahead)
 	rn.slots.book(n)
 	return n, wait
 }
@@ -117,8 +121,16 @@ func (rn *runner) reserve(now time.Time) (n int, wait time.Duration) {
 func (rn *runner) delivered(msg *pulledMsg) {
 	rn.mu.Lock()
 	draining := rn.draining.Load()
-	rn.slots.delivered(time.Now(), !draining)
+	waits := rn.slots.delivered(time.Now(), !draining)
+	if waits {
+		// Every slot is taken: it waits here, kept alive, for the next
+		// one to free (see done).
+		rn.ahead = append(rn.ahead, aheadMsg{msg, rn.keepAlive(msg)})
+	}
 	rn.mu.Unlock()
+	if waits {
+		return
+	}
 	if draining {
 		rn.m.Received()
 		rn.m.Finished(telemetry.OutcomeRetried, string(agentapi.ClassCanceled), 0, 0)
@@ -182,8 +194,16 @@ func (rn *runner) check(now time.Time, reconnects uint64) string {
 // done frees the slot of a settled message.
 func (rn *runner) done() {
 	rn.mu.Lock()
-	rn.slots.done()
+	var next aheadMsg
+	if rn.slots.done() && len(rn.ahead) > 0 {
+		next, rn.ahead = rn.ahead[0], rn.ahead[1:]
+	}
 	rn.mu.Unlock()
+	if next.msg != nil {
+		next.ka.stop()
+		rn.m.InFlight(1)
+		rn.dispatch(next.msg)
+	}
 	rn.m.InFlight(-1)
 	rn.signal()
 }

@@ -248,6 +248,7 @@ func (r *Relay) Run(ctx context.Context) error {
 	for _, rn := range r.runners {
 		rn.draining.Store(true)
 		close(rn.drainStarted)
+		rn.handBackAhead()
 		if rn.order != nil {
 			rn.order.drain()
 		}

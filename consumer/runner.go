@@ -52,8 +52,10 @@ type runner struct {
 	ackFloor      atomic.Uint64 // the consumer's ack floor as last seen (stream sequence)
 	streamCreated atomic.Int64  // the stream's creation time at bind, to tell a re-created stream
 
-	mu         sync.Mutex // guards slots and the hand-back
+	mu         sync.Mutex // guards slots, ahead and the hand-back
 	slots      slots
+	ahead      []aheadMsg // delivered before a slot was free (FIFO)
+	lookahead  int        // how many may be asked for ahead of a free slot
 	handBack   []jetstream.Msg
 	handedBack bool // the drain has flushed handBack
 	wake       chan struct{}
@@ -102,6 +104,7 @@ func newRunner(r *Relay, rt Route) *runner {
 	}
 	rn.p = newPuller(rn)
 	rn.slots = newSlots(rn.p.expiry, rn.p.heartbeat)
+	rn.lookahead = max(1, rt.MaxInFlight/8)
 	rn.m.SetInFlightLimit(rn.limit)
 	rn.m.Prime(knownLabels())
 	return rn
@@ -207,4 +210,11 @@ func (rn *runner) readLag(parent context.Context) {
 		rn.m.ConsumerState(info.NumPending, info.NumAckPending, info.NumRedelivered, info.NumWaiting, info.Paused)
 		rn.fleet.observe(info.Paused, pauseUntil(info))
 	}
+}
+
+// aheadMsg is a message delivered before a slot was free, kept alive while
+// it waits for one.
+type aheadMsg struct {
+	msg *pulledMsg
+	ka  *keepAlive
 }

@@ -27,6 +27,8 @@ type slots struct {
 
 	active    int // messages being handled
 	requested int // messages asked for and not yet arrived
+	ahead     int // messages that arrived before a slot was free, waiting for one
+	limit     int // the in-flight limit of the latest free()
 
 	next       uint64
 	open       map[uint64]openPull // by reply token: to attribute an ending or a refusal
@@ -53,14 +55,17 @@ const (
 )
 
 // free returns how many messages to ask for now with up to limit in
-// flight. While requests are outstanding it waits for lowMark free slots,
-// so pulls are not sent one message at a time. wait > 0 says pulls must
-// wait that long after a refusal.
-func (s *slots) free(now time.Time, limit, lowMark int) (n int, wait time.Duration) {
+// flight, and up to lookahead more asked for ahead of time: a slot freed
+// by a settle is refilled from a message already here instead of waiting a
+// pull's round trip. While requests are outstanding it waits for lowMark
+// free slots, so pulls are not sent one message at a time. wait > 0 says
+// pulls must wait that long after a refusal.
+func (s *slots) free(now time.Time, limit, lowMark, lookahead int) (n int, wait time.Duration) {
+	s.limit = limit
 	if now.Before(s.retryAt) {
 		return 0, s.retryAt.Sub(now)
 	}
-	n = limit - s.active - s.requested
+	n = limit + lookahead - s.active - s.requested - s.ahead
 	if s.requested > 0 && n < min(lowMark, limit) {
 		return 0, 0
 	}
@@ -90,19 +95,39 @@ func (s *slots) sent(n int, now time.Time, reconnects uint64) uint64 {
 // booking.
 func (s *slots) unsent(token uint64) { delete(s.open, token) }
 
-// delivered moves a slot from requested to active (to handled, when
-// handle is true; during a drain the message is held for hand-back).
-func (s *slots) delivered(now time.Time, handle bool) {
+// delivered moves a message from requested to active (handled), or to
+// ahead when every slot is taken (it waits for one); during a drain
+// (handle false) it is held for hand-back. It reports whether the message
+// waits.
+func (s *slots) delivered(now time.Time, handle bool) (waits bool) {
 	s.lastSeen = now
 	s.retryDelay = 0
 	s.requested = max(s.requested-1, 0)
-	if handle {
-		s.active++
+	switch {
+	case !handle:
+		return false
+	case s.limit > 0 && s.active >= s.limit:
+		s.ahead++
+		return true
 	}
+	s.active++
+	return false
 }
 
-// done frees the slot of a settled message.
-func (s *slots) done() { s.active-- }
+// done frees the slot of a settled message. It reports whether a message
+// that waits ahead takes the slot.
+func (s *slots) done() (next bool) {
+	s.active--
+	if s.ahead > 0 && s.active < max(s.limit, 1) {
+		s.ahead--
+		s.active++
+		return true
+	}
+	return false
+}
+
+// dropAhead forgets the messages that wait ahead (handed back in a drain).
+func (s *slots) dropAhead() { s.ahead = 0 }
 
 // ended applies a status message of the request with token: what it says
 // of the accounting. It reports how many slots it released and whether the

@@ -57,7 +57,7 @@ func TestSlotAccounting(t *testing.T) {
 	now := time.Date(2026, 11, 30, 12, 0, 0, 0, time.UTC)
 	for _, st := range steps {
 		st.act(&s, now)
-		n, wait := s.free(now, 8, 2)
+		n, wait := s.free(now, 8, 2, 0)
 		if n != st.wantFree || (wait > 0) != st.wantWait || s.requested != st.requested || s.active != st.active {
 			t.Fatalf("%s: free %d (wait %v), requested %d, active %d; want free %d (wait %v), requested %d, active %d",
 				st.do, n, wait, s.requested, s.active, st.wantFree, st.wantWait, st.requested, st.active)
@@ -74,7 +74,7 @@ func TestSlotsRefusalsBackOffAndEvidenceResets(t *testing.T) {
 		s.book(1)
 		tok := s.sent(1, now, 0)
 		s.ended(tok, statusRefused, 0, now)
-		_, w := s.free(now, 8, 2)
+		_, w := s.free(now, 8, 2, 0)
 		waits = append(waits, w)
 		now = now.Add(w)
 		if i == 7 && w != maxRefusedWait {
@@ -90,7 +90,7 @@ func TestSlotsRefusalsBackOffAndEvidenceResets(t *testing.T) {
 	s.book(1)
 	tok := s.sent(1, now, 0)
 	s.ended(tok, statusRefused, 0, now)
-	if _, w := s.free(now, 8, 2); w != minRefusedWait {
+	if _, w := s.free(now, 8, 2, 0); w != minRefusedWait {
 		t.Errorf("wait after a refusal following a delivery = %v, want %v", w, minRefusedWait)
 	}
 }
@@ -148,5 +148,43 @@ func TestStatusOfTurnsStatusMessagesIntoKinds(t *testing.T) {
 		if got := statusOf(c.code, c.desc); got != c.want {
 			t.Errorf("statusOf(%s %q) = %v, want %v", c.code, c.desc, got, c.want)
 		}
+	}
+}
+
+// Look-ahead: with every slot taken, up to lookahead more are asked for; a
+// message that arrives before a slot frees waits for one, and takes the
+// first that a settle frees, without a pull's round trip.
+func TestSlotsLookAhead(t *testing.T) {
+	s := newSlots(5*time.Second, time.Second)
+	now := time.Date(2026, 11, 30, 12, 0, 0, 0, time.UTC)
+	if n, _ := s.free(now, 4, 1, 2); n != 6 {
+		t.Fatalf("free with nothing in flight = %d, want limit 4 + look-ahead 2", n)
+	}
+	s.book(6)
+	s.sent(6, now, 0)
+	var waiting int
+	for range 6 {
+		if s.delivered(now, true) {
+			waiting++
+		}
+	}
+	if s.active != 4 || waiting != 2 || s.ahead != 2 {
+		t.Fatalf("active %d, waiting %d (ahead %d); want 4 handled and 2 waiting", s.active, waiting, s.ahead)
+	}
+	if n, _ := s.free(now, 4, 1, 2); n != 0 {
+		t.Errorf("free = %d with slots and look-ahead all taken, want 0", n)
+	}
+	if !s.done() || s.active != 4 || s.ahead != 1 {
+		t.Errorf("a settle did not hand its slot to a waiting message: active %d, ahead %d", s.active, s.ahead)
+	}
+	s.done()
+	if s.done() || s.active != 3 {
+		t.Errorf("with nothing waiting a settle frees its slot: active %d", s.active)
+	}
+	// A limit cut (AIMD) below what runs: nothing more starts until the
+	// running ones come under it.
+	s.free(now, 1, 1, 0)
+	if s.delivered(now, true) != true {
+		t.Error("a delivery above a cut limit started at once")
 	}
 }
