@@ -8,6 +8,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/agentrelay/agentrelay/config"
+	"github.com/agentrelay/agentrelay/consumer"
 	"github.com/agentrelay/agentrelay/internal/dlq"
 	"github.com/agentrelay/agentrelay/internal/telemetry"
 )
@@ -26,6 +27,11 @@ func watchDeadLetters(ctx context.Context, js jetstream.JetStream, cfg *config.C
 	routes := make([]string, 0, len(cfg.Routes))
 	for _, r := range cfg.Routes {
 		routes = append(routes, r.Name)
+	}
+	if interval <= 0 {
+		// worker.lag_interval left out: the relay's default, as the
+		// relay resolves it (a zero interval would panic the ticker).
+		interval = consumer.DefaultLagInterval
 	}
 	b := dlq.NewBacklog(js, DeadLetter(cfg.DeadLetter), routes, maxBacklogLetters)
 	ctx, cancel := context.WithCancel(ctx)
