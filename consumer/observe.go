@@ -36,7 +36,7 @@ func (rn *runner) readOldestUnacked(ctx context.Context, info *jetstream.Consume
 	if rn.lagStream == nil {
 		st, err := rn.relay.js.Stream(ctx, rn.route.Stream)
 		if err != nil {
-			rn.log.Debug("looking up the stream for the oldest unacknowledged event", "err", err)
+			rn.oldestFailed(ctx, err)
 			return
 		}
 		rn.lagStream = st
@@ -54,18 +54,33 @@ func (rn *runner) readOldestUnacked(ctx context.Context, info *jetstream.Consume
 		case err != nil:
 			// Keep the last value: one unanswered request says nothing
 			// about the age.
-			rn.log.Debug("reading the oldest unacknowledged event", "err", err)
+			rn.oldestFailed(ctx, err)
 			return
 		}
 		if oldest == nil || m.Sequence < oldest.Sequence {
 			oldest = m
 		}
 	}
+	if rn.oldestFailing {
+		rn.oldestFailing = false
+		rn.log.Info("reading the oldest unacknowledged event works again")
+	}
 	age := 0.0
 	if oldest != nil {
 		age = max(0, time.Since(oldest.Time).Seconds())
 	}
 	rn.m.SetOldestUnacked(age)
+}
+
+// oldestFailed says once, at warn, that the age cannot be read: a gauge
+// that keeps its last value (0 at start) must not pass for a healthy one.
+// A missing permission to get messages of the stream is the usual cause.
+func (rn *runner) oldestFailed(ctx context.Context, err error) {
+	if ctx.Err() != nil || rn.oldestFailing {
+		return
+	}
+	rn.oldestFailing = true
+	rn.log.Warn("cannot read the oldest unacknowledged event; agentrelay_oldest_unacked_age_seconds keeps its last value", "err", err)
 }
 
 // retryWaits tracks when this replica's delayed naks come due, so that

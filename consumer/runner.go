@@ -48,9 +48,10 @@ type runner struct {
 	failures map[uint64]int
 
 	// What the lag loop observes beyond consumer info (observe.go).
-	lagStream  jetstream.Stream // looked up on first use; only the lag loop uses it
-	retryWaits retryWaits
-	acceptLog  acceptLog
+	lagStream     jetstream.Stream // looked up on first use; only the lag loop uses it
+	oldestFailing bool             // the lag loop's last read of the oldest unacked event failed
+	retryWaits    retryWaits
+	acceptLog     acceptLog
 
 	cons          atomic.Pointer[jetstream.Consumer]
 	rebinding     atomic.Bool
