@@ -332,6 +332,44 @@ func TestFileTokenPicksUpARotatedSecret(t *testing.T) {
 	}
 }
 
+// OnChange reports a rotation picked up, once per new token: not the
+// re-reads that find the same token, not a read that fails, and not the
+// good token that follows a failed read when it is the one held before.
+func TestFileTokenReportsEachRotationOnce(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "token")
+	write := func(v string) {
+		if err := os.WriteFile(path, []byte(v), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("a\n")
+	ft, err := agentapi.NewFileToken(path, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	changes := 0
+	ft.OnChange(func() { changes++ })
+	reread := func() agentapi.Secret {
+		ft.Invalidate()
+		s, _ := ft.Token()
+		return s
+	}
+	for i, step := range []struct {
+		write   string // "" keeps the file as it is
+		changes int
+	}{
+		{"", 0}, {"a", 0}, {"b\n", 1}, {"", 1}, {" \n", 1}, {"b", 1}, {"c", 2},
+	} {
+		if step.write != "" {
+			write(step.write)
+		}
+		s := reread()
+		if changes != step.changes {
+			t.Errorf("step %d (file %q, token %q): %d changes, want %d", i, step.write, s.Reveal(), changes, step.changes)
+		}
+	}
+}
+
 func TestFileTokenRefreshesOnItsInterval(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "token")
 	if err := os.WriteFile(path, []byte("a"), 0o600); err != nil {

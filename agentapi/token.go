@@ -75,6 +75,8 @@ type FileToken struct {
 	err      error
 	readAt   time.Time
 	mustRead bool
+	good     Secret // the last token read without error
+	onChange func()
 }
 
 // NewFileToken returns a FileToken for path, reading it once to fail fast on a
@@ -98,8 +100,24 @@ func (f *FileToken) Token() (Secret, error) {
 	if f.mustRead || now.Sub(f.readAt) >= f.interval {
 		f.token, f.err = readTokenFile(f.path)
 		f.readAt, f.mustRead = now, false
+		if f.err == nil {
+			if !f.good.IsZero() && f.good != f.token && f.onChange != nil {
+				f.onChange()
+			}
+			f.good = f.token
+		}
 	}
 	return f.token, f.err
+}
+
+// OnChange has fn called whenever a re-read finds a token other than the
+// last one read: a rotation picked up (the worker counts these in
+// agentrelay_token_reloads_total). fn runs under the source's lock, on the
+// request path: keep it short, and never call the source from it.
+func (f *FileToken) OnChange(fn func()) {
+	f.mu.Lock()
+	f.onChange = fn
+	f.mu.Unlock()
 }
 
 // Invalidate implements Invalidator: the next Token call re-reads the file.

@@ -107,6 +107,9 @@ type Worker struct {
 type Log struct {
 	Level  string `yaml:"level"`  // debug, info, warn, error; default info
 	Format string `yaml:"format"` // auto (colour text on a terminal, else JSON), text, json; default auto
+	// Accepted logs accepted events at info level: true, false (default:
+	// at debug only) or the share of them to log, 0 to 1.
+	Accepted Share `yaml:"accepted"`
 }
 
 // Metrics configures the HTTP listener for /metrics, /healthz and /readyz.

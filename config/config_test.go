@@ -197,3 +197,24 @@ func TestNoRoutesIsAnError(t *testing.T) {
 		t.Fatalf("got %v", err)
 	}
 }
+
+// log.accepted takes true, false or a share from 0 to 1, and is off when
+// left out.
+func TestLogAcceptedIsABoolOrAShare(t *testing.T) {
+	for in, want := range map[string]config.Share{"": 0, "false": 0, "true": 1, "0.25": 0.25, "1": 1, "0": 0} {
+		y := minimal
+		if in != "" {
+			y = "log: {accepted: " + in + "}\n" + minimal
+		}
+		c, err := read(t, y, nil)
+		if err != nil || c.Log.Accepted != want {
+			t.Errorf("log.accepted %q = %v, %v; want %v", in, c.Log.Accepted, err, want)
+		}
+	}
+	for _, bad := range []string{"1.5", "-0.1", "sometimes", ".nan", "[1]"} {
+		_, err := read(t, "log: {accepted: "+bad+"}\n"+minimal, nil)
+		if err == nil || !strings.Contains(err.Error(), "share from 0 to 1") {
+			t.Errorf("log.accepted %q: got %v, want an error", bad, err)
+		}
+	}
+}

@@ -73,6 +73,9 @@ func checkOptions(o Options, add addFunc) {
 	notNegative(add, "PullExpiry", o.PullExpiry)
 	notNegative(add, "PullHeartbeat", o.PullHeartbeat)
 	notNegative(add, "LagInterval", o.LagInterval)
+	if math.IsNaN(o.LogAccepted) || o.LogAccepted < 0 || o.LogAccepted > 1 {
+		add("LogAccepted", "%v is not a share between 0 and 1", o.LogAccepted)
+	}
 	checkDeadLetter(o.DeadLetter, func(field, format string, args ...any) { add("DeadLetter."+field, format, args...) })
 	o = o.timingDefaults()
 	if o.PullExpiry < 2*o.PullHeartbeat+time.Second {

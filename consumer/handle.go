@@ -321,7 +321,7 @@ func (rn *runner) settle(d delivery, out Outcome, act Action, jitter float64) {
 	var settleErr error
 	switch act.Verdict {
 	case VerdictAck:
-		outcome, level, logMsg = telemetry.OutcomeAcked, slog.LevelDebug, "accepted"
+		outcome, level, logMsg = telemetry.OutcomeAcked, rn.accepted(d), "accepted"
 		rn.forget(d.md.Sequence.Stream)
 		if settleErr = msg.Ack(); settleErr != nil {
 			rn.m.SettleFailed("ack")
@@ -331,7 +331,7 @@ func (rn *runner) settle(d delivery, out Outcome, act Action, jitter float64) {
 			level = slog.LevelDebug
 		}
 		if act.Delay > 0 {
-			if settleErr = msg.NakWithDelay(act.Delay); settleErr != nil {
+			if settleErr = rn.nakDelayed(msg, act.Delay); settleErr != nil {
 				rn.m.SettleFailed("nak")
 			}
 		} else {
@@ -356,7 +356,7 @@ func (rn *runner) settle(d delivery, out Outcome, act Action, jitter float64) {
 			act = Action{Verdict: VerdictRetry, Delay: Backoff(rn.route.Retry, d.attempts.Failed, 0, jitter), Reason: act.Reason}
 			level, logMsg = slog.LevelError, "dead-letter publish failed; keeping the message and retrying"
 			out.Err = fmt.Errorf("%w (dead-letter publish: %w)", out.Err, err)
-			if settleErr = msg.NakWithDelay(act.Delay); settleErr != nil {
+			if settleErr = rn.nakDelayed(msg, act.Delay); settleErr != nil {
 				rn.m.SettleFailed("nak")
 			}
 			break
@@ -393,6 +393,7 @@ func (rn *runner) logSettled(level slog.Level, logMsg string, d delivery, out Ou
 		slog.Int("attempt", d.attempts.Delivered),
 		slog.String("idempotency_key", d.key),
 		slog.String("class", string(out.Class)),
+		slog.Duration("latency", time.Since(d.start)),
 	)
 	if d.attempts.Failed > 0 {
 		attrs = append(attrs, slog.Int("failures", d.attempts.Failed))

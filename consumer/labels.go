@@ -20,7 +20,8 @@ func knownLabels() telemetry.Known {
 			string(ReasonInvalidIdempotencyKey), string(ReasonInvalidConversationKey), string(ReasonBadRequest),
 			string(ReasonForbidden), string(ReasonNotFound), string(ReasonRejected), string(ReasonMaxAttempts),
 		},
-		Codes:     []string{"202", "400", "401", "403", "404", "409", "429", "500", "502", "503", "504", string(agentapi.ClassTimeout), string(agentapi.ClassNetwork)},
+		Codes:     []string{"202", "400", "401", "403", "404", "409", "429", "500", "502", "503", "504"},
+		Errors:    []string{string(agentapi.ClassTimeout), string(agentapi.ClassNetwork)},
 		SettleOps: []string{"ack", "nak", "term", "in_progress"},
 	}
 	for _, c := range Conditions() {

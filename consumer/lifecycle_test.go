@@ -372,7 +372,7 @@ func TestCountersExistAtZeroBeforeTheFirstEvent(t *testing.T) {
 	for name, labels := range map[string][]string{
 		"agentrelay_dead_letters_total":             {"reason=forbidden", "reason=max_attempts", "reason=invalid_json", "route=z"},
 		"agentrelay_messages_finished_total":        {"outcome=acked", "outcome=retried", "outcome=dead_lettered", "class=server_error", "class=gated"},
-		"agentrelay_trigger_requests_total":         {"code=202", "code=503", "code=timeout"},
+		"agentrelay_trigger_requests_total":         {"code=202", "code=503", "error=timeout", "error=network"},
 		"agentrelay_settle_failures_total":          {"op=ack", "op=term"},
 		"agentrelay_route_health_transitions_total": {"transition=tripped", "transition=resumed", "condition=outage", "condition=not_runnable"},
 		"agentrelay_route_health":                   {"state=healthy", "state=outage", "state=unauthorized", "state=not_runnable", "state=rate_limited"},

@@ -54,6 +54,11 @@ type Options struct {
 	// LagInterval is how often consumer info (pending, ack pending,
 	// redelivered) is read into metrics. Default DefaultLagInterval.
 	LagInterval time.Duration
+	// LogAccepted is the share of accepted events logged at info level,
+	// with their key, stream sequence, attempt and latency: 0 (the
+	// default) logs them at debug only, 1 logs every one, 0.01 one in a
+	// hundred.
+	LogAccepted float64
 	// Jitter returns a number in [0, 1) for backoff jitter. Default
 	// math/rand/v2.Float64.
 	Jitter func() float64

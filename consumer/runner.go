@@ -47,6 +47,12 @@ type runner struct {
 	failMu   sync.Mutex
 	failures map[uint64]int
 
+	// What the lag loop observes beyond consumer info (observe.go).
+	lagStream     jetstream.Stream // looked up on first use; only the lag loop uses it
+	oldestFailing bool             // the lag loop's last read of the oldest unacked event failed
+	retryWaits    retryWaits
+	acceptLog     acceptLog
+
 	cons          atomic.Pointer[jetstream.Consumer]
 	rebinding     atomic.Bool
 	ackFloor      atomic.Uint64 // the consumer's ack floor as last seen (stream sequence)
@@ -93,6 +99,7 @@ func newRunner(r *Relay, rt Route) *runner {
 		idle:         make(chan jetstream.Msg),
 		quit:         make(chan struct{}),
 	}
+	rn.acceptLog.rate = r.opts.LogAccepted
 	if rt.MaxRate > 0 {
 		rn.rate = rate.NewLimiter(rate.Limit(rt.MaxRate), max(1, int(rt.MaxRate/10)))
 	}
@@ -191,6 +198,7 @@ func (rn *runner) watchLag(stop <-chan struct{}) {
 }
 
 func (rn *runner) readLag(parent context.Context) {
+	rn.expireRetryWaits()
 	cp := rn.cons.Load()
 	if cp == nil {
 		return
@@ -209,6 +217,7 @@ func (rn *runner) readLag(parent context.Context) {
 		rn.ackFloor.Store(info.AckFloor.Stream)
 		rn.m.ConsumerState(info.NumPending, info.NumAckPending, info.NumRedelivered, info.NumWaiting, info.Paused)
 		rn.fleet.observe(info.Paused, pauseUntil(info))
+		rn.readOldestUnacked(ctx, info)
 	}
 }
 

@@ -196,3 +196,52 @@ func TestDeadLettersAgingAlertsLongBeforeExpiry(t *testing.T) {
 		})
 	}
 }
+
+// An event left unacknowledged for half an hour is seen, whatever holds it
+// (a stopped route, failing retries, replicas behind); a backlog that keeps
+// moving, or one event that was held long but then settled, is not.
+func TestOldestEventWaitingAlert(t *testing.T) {
+	r := alertRule(t, "AgentrelayOldestEventWaiting")
+	const metric = "agentrelay_oldest_unacked_age_seconds"
+	// ages: 120 scrapes 30 s apart from start seconds, each 30 s older,
+	// 0 from scrape settled on (settled > 0).
+	ages := func(start, settled int) []string {
+		out := make([]string, 120)
+		for i := range out {
+			age := start + 30*i
+			if settled > 0 && i >= settled {
+				age = 0
+			}
+			out[i] = strconv.Itoa(age)
+		}
+		return out
+	}
+	// moving: the oldest event settles every 5 minutes, the next one is
+	// as old as a busy backlog makes it.
+	moving := make([]string, 120)
+	for i := range moving {
+		moving[i] = strconv.Itoa(60 + 30*(i%10))
+	}
+	for _, c := range []struct {
+		name   string
+		tl     timeline
+		within time.Duration // -1: must not fire
+	}{
+		{"stuck since 25 minutes", timeline{metric: ages(25*60, 0)}, 20 * time.Minute},
+		{"settled after 35 minutes", timeline{metric: ages(25*60, 20)}, -1},
+		{"a moving backlog", timeline{metric: moving}, -1},
+		{"nothing unacknowledged", timeline{metric: repeat("0", 120)}, -1},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			at := firesAt(t, r, c.tl)
+			switch {
+			case c.within < 0 && at >= 0:
+				t.Errorf("fires at %v", at)
+			case c.within >= 0 && at < 0:
+				t.Errorf("never fires, want within %v", c.within)
+			case c.within >= 0 && at > c.within:
+				t.Errorf("fires at %v, want within %v", at, c.within)
+			}
+		})
+	}
+}

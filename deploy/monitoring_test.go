@@ -27,6 +27,7 @@ var requiredAlerts = map[string]string{
 	"AgentrelayReplicaNotReady":          "agentrelay_ready",
 	"AgentrelayDeadLetterPublishFailing": "agentrelay_dead_letter_publish_failures_total",
 	"AgentrelayDeadLettersAging":         "agentrelay_dead_letter_oldest_age_seconds",
+	"AgentrelayOldestEventWaiting":       "agentrelay_oldest_unacked_age_seconds",
 }
 
 // alertRules returns the alerting rules of the example overlay.
@@ -140,6 +141,10 @@ var requiredPanels = []struct {
 	{"dead letters by reason", "agentrelay_dead_letters_total", "reason"},
 	{"in flight", "agentrelay_messages_in_flight", "route"},
 	{"in-flight limit", "agentrelay_messages_in_flight_limit", "route"},
+	{"retry waiting", "agentrelay_messages_retry_waiting", "route"},
+	{"oldest unacknowledged event", "agentrelay_oldest_unacked_age_seconds", "route"},
+	{"trigger calls by status code", "agentrelay_trigger_requests_total", "code"},
+	{"trigger calls by error kind", "agentrelay_trigger_requests_total", "error"},
 }
 
 // loadDashboard reads the dashboard strictly.

@@ -69,7 +69,7 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger, o Options) e
 	bi := buildinfo.Get()
 	log.Info("starting agentrelay", "version", bi.Version, "revision", bi.Revision, "routes", len(cfg.Routes))
 
-	client, routes, err := BuildRoutes(cfg, log)
+	client, routes, err := buildRoutes(cfg, log, metrics)
 	if err != nil {
 		return err
 	}
@@ -277,6 +277,12 @@ func (s *health) notReady() string {
 // source once so that a missing token file is reported at start-up. All
 // problems are reported together.
 func BuildRoutes(cfg *config.Config, log *slog.Logger) (*agentapi.Client, []consumer.Route, error) {
+	return buildRoutes(cfg, log, nil)
+}
+
+// buildRoutes is BuildRoutes, counting token rotations into metrics when
+// it is not nil.
+func buildRoutes(cfg *config.Config, log *slog.Logger, metrics *telemetry.Metrics) (*agentapi.Client, []consumer.Route, error) {
 	co := ClientOptions(cfg)
 	co.UserAgent = buildinfo.Get().UserAgent()
 	if cfg.API.TLS.Enabled() {
@@ -301,6 +307,13 @@ func BuildRoutes(cfg *config.Config, log *slog.Logger) (*agentapi.Client, []cons
 		if err != nil {
 			errs = append(errs, fmt.Errorf("%s.token: %w", path, err))
 			continue
+		}
+		if ft, ok := tokens.(*agentapi.FileToken); ok && metrics != nil {
+			rm, rlog := metrics.Route(rc.Name), log.With("route", rc.Name, "file", rc.Token.File)
+			ft.OnChange(func() {
+				rm.TokenReloaded()
+				rlog.Info("token file changed: using the new token")
+			})
 		}
 		id, err := agentapi.ParseTriggerID(rc.TriggerID)
 		if err != nil {

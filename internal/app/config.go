@@ -76,6 +76,7 @@ func relayOptions(cfg *config.Config) consumer.Options {
 		PullExpiry:    cfg.Worker.PullExpiry.D(),
 		PullHeartbeat: cfg.Worker.PullHeartbeat.D(),
 		LagInterval:   cfg.Worker.LagInterval.D(),
+		LogAccepted:   float64(cfg.Log.Accepted),
 	}
 }
 
@@ -108,6 +109,9 @@ func CheckConfig(cfg *config.Config) []string {
 	}
 	for _, p := range consumer.Check(routes, relayOptions(cfg)) {
 		path := "worker." + yamlPath(p.Field)
+		if p.Field == "LogAccepted" {
+			path = "log.accepted"
+		}
 		if dl, ok := strings.CutPrefix(p.Field, "DeadLetter."); ok {
 			path = "dead_letter." + yamlPath(dl)
 		}

@@ -267,3 +267,26 @@ func TestExampleLoadsAndStatesTheDefaults(t *testing.T) {
 		t.Errorf("example route and defaults section differ from the consumer's defaults:\n got %+v\nwant %+v", got, want)
 	}
 }
+
+// log.accepted reaches the relay as the share of accepted events logged at
+// info; left out it is 0 (debug only). What the relay refuses is reported
+// under log.accepted.
+func TestLogAcceptedReachesTheRelay(t *testing.T) {
+	for yaml, want := range map[string]float64{"": 0, "log: {accepted: true}\n": 1, "log: {accepted: 0.1}\n": 0.1} {
+		c, err := readChecked(t, yaml+minimal)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := relayOptions(c).LogAccepted; got != want {
+			t.Errorf("%q: LogAccepted = %v, want %v", yaml, got, want)
+		}
+	}
+	c, err := readChecked(t, minimal)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Log.Accepted = 2 // past config's own check, as a caller might set it
+	if got := strings.Join(CheckConfig(c), "\n"); !strings.Contains(got, "log.accepted: 2 is not a share between 0 and 1") {
+		t.Errorf("CheckConfig = %q", got)
+	}
+}

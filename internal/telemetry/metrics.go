@@ -1,7 +1,14 @@
 // Package telemetry defines agentrelay's Prometheus metrics and its log
 // set-up. Metrics follow Prometheus conventions (base units, _total
 // counters, _seconds durations) and carry only bounded labels: route,
-// outcome, class, reason, status code. Never message ids, subjects or keys.
+// outcome, class, reason, status code, error kind. Never message ids,
+// subjects or keys.
+//
+// Some gauges describe a consumer or a stream, which every replica reads
+// alike (consumer lag, the oldest unacknowledged event, the dead-letter
+// backlog): aggregate them with max across replicas, never sum. The rest
+// are this replica's own (in flight, retry waiting, route health, last
+// acceptance) and counters, which sum.
 package telemetry
 
 import (
@@ -50,6 +57,11 @@ type Metrics struct {
 	dlBacklog       *deadLetterBacklog
 	orderedBlocked  *prometheus.GaugeVec
 	orderedOldest   *prometheus.GaugeVec
+	oldestUnacked   *prometheus.GaugeVec
+	retryWaiting    *prometheus.GaugeVec
+	lastAccepted    *prometheus.GaugeVec
+	tokenReloads    *prometheus.CounterVec
+	replays         *prometheus.CounterVec
 }
 
 // NewMetrics creates the metrics and registers them, with the Go and process
@@ -67,8 +79,8 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		}, []string{"route", "outcome", "class"}),
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: namespace, Name: "trigger_requests_total",
-			Help: "Trigger API calls by HTTP status code, or timeout/network/canceled when there was no answer.",
-		}, []string{"route", "code"}),
+			Help: "Trigger API calls: code is the HTTP status (\"\" when there was no answer), error the kind of failure without an answer (timeout, network, canceled; \"\" when there was an answer).",
+		}, []string{"route", "code", "error"}),
 		triggerSeconds: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Namespace: namespace, Name: "trigger_duration_seconds",
 			Help:    "Trigger API call latency.",
@@ -86,7 +98,27 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		}, []string{"route", "outcome"}),
 		inFlight: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Namespace: namespace, Name: "messages_in_flight",
-			Help: "Messages being processed by this replica.",
+			Help: "Messages being processed by this replica: calls really in flight (or held by route health), not those waiting out a retry delay.",
+		}, route),
+		retryWaiting: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Namespace: namespace, Name: "messages_retry_waiting",
+			Help: "Messages this replica handed back with a retry delay that has not run out yet (they count in consumer_ack_pending_messages, not in messages_in_flight).",
+		}, route),
+		oldestUnacked: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Namespace: namespace, Name: "oldest_unacked_age_seconds",
+			Help: "Age of the route's oldest unacknowledged event (its time in the stream), 0 when none; read every lag_interval. The consumer's state: the same on every replica, combine with max.",
+		}, route),
+		lastAccepted: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Namespace: namespace, Name: "last_accepted_timestamp_seconds",
+			Help: "Unix time of this replica's last event the API accepted on the route (0 until the first); combine with max.",
+		}, route),
+		tokenReloads: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: namespace, Name: "token_reloads_total",
+			Help: "Times the route's token file was re-read and held a different token (a rotation picked up).",
+		}, route),
+		replays: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: namespace, Name: "replays_accepted_total",
+			Help: "Accepted events that were dead-letter replays (carry the headers `dlq replay` writes).",
 		}, route),
 		inFlightLimit: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Namespace: namespace, Name: "messages_in_flight_limit",
@@ -169,7 +201,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		m.attempts, m.inFlight, m.inFlightLimit, m.health, m.healthChanges, m.orderedBlocked, m.orderedOldest,
 		m.deadLetters, m.deadLetterFails, m.settleFails, m.pending, m.ackPending,
 		m.redelivered, m.waiting, m.paused, m.ready, m.natsConnected, m.natsReconnects,
-		m.pullErrors, m.dlBacklog, build,
+		m.pullErrors, m.dlBacklog, m.oldestUnacked, m.retryWaiting, m.lastAccepted, m.tokenReloads, m.replays, build,
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
@@ -210,6 +242,11 @@ func (m *Metrics) Route(name string) *RouteMetrics {
 		pullErrors:     m.pullErrors.WithLabelValues(name),
 		orderedBlocked: m.orderedBlocked.WithLabelValues(name),
 		orderedOldest:  m.orderedOldest.WithLabelValues(name),
+		oldestUnacked:  m.oldestUnacked.WithLabelValues(name),
+		retryWaiting:   m.retryWaiting.WithLabelValues(name),
+		lastAccepted:   m.lastAccepted.WithLabelValues(name),
+		tokenReloads:   m.tokenReloads.WithLabelValues(name),
+		replays:        m.replays.WithLabelValues(name),
 	}
 	for i, o := range []string{OutcomeAcked, OutcomeRetried, OutcomeDeadLettered} {
 		r.processSeconds[i] = m.processSeconds.WithLabelValues(name, o)
@@ -237,17 +274,26 @@ type RouteMetrics struct {
 	pullErrors     prometheus.Counter
 	orderedBlocked prometheus.Gauge
 	orderedOldest  prometheus.Gauge
+	oldestUnacked  prometheus.Gauge
+	retryWaiting   prometheus.Gauge
+	lastAccepted   prometheus.Gauge
+	tokenReloads   prometheus.Counter
+	replays        prometheus.Counter
 
 	// Children of the vectors with more labels than the route, bound on
 	// first use: a label lookup hashes every value and takes the vector's
 	// lock, on every message.
 	finishedBy labelCache[finishedKey]
-	requestsBy labelCache[string]
+	requestsBy labelCache[requestKey]
 	deadBy     labelCache[string]
 	settleBy   labelCache[string]
 }
 
 type finishedKey struct{ outcome, class string }
+
+// requestKey is a trigger call's labels: an HTTP status code, or an error
+// kind when there was no answer (the other one empty).
+type requestKey struct{ code, err string }
 
 // labelCache maps label values to a bound counter. The label sets are small
 // and fixed (outcomes, classes, status codes, reasons, operations).
@@ -281,16 +327,41 @@ func (r *RouteMetrics) InFlight(delta int) { r.inFlight.Add(float64(delta)) }
 // SetInFlightLimit sets the in-flight limit gauge.
 func (r *RouteMetrics) SetInFlightLimit(n int) { r.inFlightLimit.Set(float64(n)) }
 
-// Trigger records one trigger call: its status code (or "timeout",
-// "network", "canceled" when there was none) and latency.
+// Trigger records one trigger call: its status code, or when there was
+// none the kind of error ("timeout", "network", "canceled"), and latency.
+// The two go to separate labels, so that a query on status codes never
+// meets an error kind.
 func (r *RouteMetrics) Trigger(status int, noAnswer string, seconds float64) {
-	code := noAnswer
+	k := requestKey{err: noAnswer}
 	if status != 0 {
-		code = statusText(status)
+		k = requestKey{code: statusText(status)}
 	}
-	r.requestsBy.get(code, func() prometheus.Counter { return r.m.requests.WithLabelValues(r.name, code) }).Inc()
+	r.request(k).Inc()
 	r.triggerSeconds.Observe(seconds)
 }
+
+func (r *RouteMetrics) request(k requestKey) prometheus.Counter {
+	return r.requestsBy.get(k, func() prometheus.Counter { return r.m.requests.WithLabelValues(r.name, k.code, k.err) })
+}
+
+// RetryWaiting adds delta to the messages waiting out a retry delay.
+func (r *RouteMetrics) RetryWaiting(delta int) { r.retryWaiting.Add(float64(delta)) }
+
+// SetOldestUnacked sets the age of the route's oldest unacknowledged event.
+func (r *RouteMetrics) SetOldestUnacked(seconds float64) { r.oldestUnacked.Set(seconds) }
+
+// Accepted records an event the API accepted at unix time now (seconds),
+// and whether it was a dead-letter replay.
+func (r *RouteMetrics) Accepted(now float64, replay bool) {
+	r.lastAccepted.Set(now)
+	if replay {
+		r.replays.Inc()
+	}
+}
+
+// TokenReloaded counts a changed token picked up from the route's token
+// file.
+func (r *RouteMetrics) TokenReloaded() { r.tokenReloads.Inc() }
 
 // Finished records a settled message.
 func (r *RouteMetrics) Finished(outcome, class string, attempt int, seconds float64) {
@@ -323,7 +394,8 @@ func (r *RouteMetrics) PullFailed() { r.pullErrors.Inc() }
 type Known struct {
 	Finished    [][2]string // outcome, class
 	Reasons     []string
-	Codes       []string
+	Codes       []string // HTTP status codes
+	Errors      []string // error kinds of calls without an answer
 	SettleOps   []string
 	Transitions [][2]string // transition, condition
 	States      []string    // route health states; the first is the initial one
@@ -342,7 +414,10 @@ func (r *RouteMetrics) Prime(k Known) {
 		r.deadBy.get(reason, func() prometheus.Counter { return r.m.deadLetters.WithLabelValues(r.name, reason) })
 	}
 	for _, code := range k.Codes {
-		r.requestsBy.get(code, func() prometheus.Counter { return r.m.requests.WithLabelValues(r.name, code) })
+		r.request(requestKey{code: code})
+	}
+	for _, e := range k.Errors {
+		r.request(requestKey{err: e})
 	}
 	for _, op := range k.SettleOps {
 		r.settleBy.get(op, func() prometheus.Counter { return r.m.settleFails.WithLabelValues(r.name, op) })

@@ -1,0 +1,183 @@
+package consumer
+
+import (
+	"container/heap"
+	"context"
+	"errors"
+	"log/slog"
+	"math"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/agentrelay/agentrelay/internal/fold"
+)
+
+// This file holds what the relay observes about a route beyond the
+// consumer info: the oldest unacknowledged event, the messages waiting out
+// a retry delay, and accepted events (metrics and, when asked, a log line).
+
+// readOldestUnacked sets the age of the route's oldest unacknowledged
+// event: the first message the route's filter captures after the
+// consumer's ack floor. Everything up to the floor is acknowledged, and a
+// captured message right after it cannot be (the floor would have moved
+// past it), so that message is the oldest one not yet acknowledged,
+// whether it waits for delivery, is in flight or waits out a retry delay.
+// One "next by subject" request per filter, only while the consumer has
+// anything unsettled; the lowest sequence found wins.
+func (rn *runner) readOldestUnacked(ctx context.Context, info *jetstream.ConsumerInfo) {
+	if info.NumPending+uint64(max(info.NumAckPending, 0)) == 0 {
+		rn.m.SetOldestUnacked(0)
+		return
+	}
+	if rn.lagStream == nil {
+		st, err := rn.relay.js.Stream(ctx, rn.route.Stream)
+		if err != nil {
+			rn.oldestFailed(ctx, err)
+			return
+		}
+		rn.lagStream = st
+	}
+	filters := rn.route.Subjects
+	if len(filters) == 0 {
+		filters = []string{">"}
+	}
+	var oldest *jetstream.RawStreamMsg
+	for _, f := range filters {
+		m, err := rn.lagStream.GetMsg(ctx, info.AckFloor.Stream+1, jetstream.WithGetMsgSubject(f))
+		switch {
+		case errors.Is(err, jetstream.ErrMsgNotFound):
+			continue
+		case err != nil:
+			// Keep the last value: one unanswered request says nothing
+			// about the age.
+			rn.oldestFailed(ctx, err)
+			return
+		}
+		if oldest == nil || m.Sequence < oldest.Sequence {
+			oldest = m
+		}
+	}
+	if rn.oldestFailing {
+		rn.oldestFailing = false
+		rn.log.Info("reading the oldest unacknowledged event works again")
+	}
+	age := 0.0
+	if oldest != nil {
+		age = max(0, time.Since(oldest.Time).Seconds())
+	}
+	rn.m.SetOldestUnacked(age)
+}
+
+// oldestFailed says once, at warn, that the age cannot be read: a gauge
+// that keeps its last value (0 at start) must not pass for a healthy one.
+// A missing permission to get messages of the stream is the usual cause.
+func (rn *runner) oldestFailed(ctx context.Context, err error) {
+	if ctx.Err() != nil || rn.oldestFailing {
+		return
+	}
+	rn.oldestFailing = true
+	rn.log.Warn("cannot read the oldest unacknowledged event; agentrelay_oldest_unacked_age_seconds keeps its last value", "err", err)
+}
+
+// retryWaits tracks when this replica's delayed naks come due, so that
+// messages waiting out a retry delay are counted apart from calls in
+// flight. A min-heap of due times, emptied of what is due whenever the lag
+// loop reads the consumer: no timer or goroutine per message.
+type retryWaits struct {
+	mu  sync.Mutex
+	due dueHeap
+}
+
+// add records a message handed back until now+delay.
+func (w *retryWaits) add(at time.Time) {
+	w.mu.Lock()
+	heap.Push(&w.due, at)
+	w.mu.Unlock()
+}
+
+// expire drops what is due at now and returns how many.
+func (w *retryWaits) expire(now time.Time) int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	n := 0
+	for len(w.due) > 0 && !w.due[0].After(now) {
+		heap.Pop(&w.due)
+		n++
+	}
+	return n
+}
+
+type dueHeap []time.Time
+
+func (h dueHeap) Len() int           { return len(h) }
+func (h dueHeap) Less(i, j int) bool { return h[i].Before(h[j]) }
+func (h dueHeap) Swap(i, j int)      { h[i], h[j] = h[j], h[i] }
+func (h *dueHeap) Push(x any)        { *h = append(*h, x.(time.Time)) }
+func (h *dueHeap) Pop() any {
+	old := *h
+	x := old[len(old)-1]
+	*h = old[:len(old)-1]
+	return x
+}
+
+// nakDelayed hands msg back with a retry delay and counts it as waiting.
+func (rn *runner) nakDelayed(msg jetstream.Msg, delay time.Duration) error {
+	if err := msg.NakWithDelay(delay); err != nil {
+		return err
+	}
+	rn.retryWaits.add(time.Now().Add(delay))
+	rn.m.RetryWaiting(1)
+	return nil
+}
+
+// expireRetryWaits stops counting the retry delays that ran out.
+func (rn *runner) expireRetryWaits() {
+	if n := rn.retryWaits.expire(time.Now()); n > 0 {
+		rn.m.RetryWaiting(-n)
+	}
+}
+
+// acceptLog decides which accepted events are logged at info level: none
+// (rate 0; they log at debug), all (rate 1), or an even share of them. The
+// share is counted, not drawn: with rate 0.25 every fourth accepted event
+// is logged, so a low rate still shows a steady trickle.
+type acceptLog struct {
+	rate float64
+	n    atomic.Uint64
+}
+
+func (a *acceptLog) sample() bool {
+	switch {
+	case a.rate <= 0:
+		return false
+	case a.rate >= 1:
+		return true
+	}
+	n := float64(a.n.Add(1))
+	return math.Floor(n*a.rate) > math.Floor((n-1)*a.rate)
+}
+
+// accepted records an event the API accepted and returns the level to log
+// it at.
+func (rn *runner) accepted(d delivery) slog.Level {
+	rn.m.Accepted(float64(time.Now().UnixNano())/1e9, isReplay(d.msg.Headers()))
+	if rn.acceptLog.sample() {
+		return slog.LevelInfo
+	}
+	return slog.LevelDebug
+}
+
+// isReplay reports whether a message was republished by `dlq replay`,
+// which marks it with headers under HeaderReplayPrefix.
+func isReplay(h nats.Header) bool {
+	for k := range h {
+		if fold.HasPrefix(k, HeaderReplayPrefix) {
+			return true
+		}
+	}
+	return false
+}
