@@ -45,7 +45,7 @@ func TestMinimalRouteRunsWithTheConsumerDefaults(t *testing.T) {
 	if r.Durable != "agentrelay-complaints" || r.Deliver != consumer.DeliverAll || r.Contract.Format != consumer.BodyJSON ||
 		r.MaxInFlight != 64 || r.MaxAckPending != 256 || r.AckWait != 5*time.Second ||
 		r.Retry.MaxAttempts != 10 || r.Retry.MaxBackoff != 4*time.Second || r.Breaker.MinCalls != 10 ||
-		r.Breaker.FailureRatio != 0.5 || r.Breaker.MaxProbeInterval != 4*time.Second || r.Breaker.Disabled {
+		r.Breaker.FailureRatio != 0.5 || r.Breaker.MaxProbeInterval != 3*time.Second || r.Breaker.Disabled || r.Ordering != consumer.OrderNone {
 		t.Errorf("route defaults not applied: %+v", r)
 	}
 	if dl := DeadLetter(c.DeadLetter).WithDefaults(); dl.Stream != "AGENTRELAY_DLQ" || dl.SubjectPrefix != "agentrelay.dlq" {
@@ -263,6 +263,7 @@ func TestExampleLoadsAndStatesTheDefaults(t *testing.T) {
 	got := Route(c.Routes[0], nil)
 	want := consumer.Route{Name: got.Name, Stream: got.Stream, Subjects: got.Subjects}.WithDefaults()
 	want.MaxAckPending = 0 // the example leaves it to its fallback, 4 × max_in_flight
+	want.Ordering = ""     // per route; the example route leaves it to its default, none
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("example route and defaults section differ from the consumer's defaults:\n got %+v\nwant %+v", got, want)
 	}
