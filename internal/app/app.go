@@ -135,7 +135,13 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger, o Options) e
 	}
 	state.relay(nc, relay)
 	// Stopped before the connection closes (deferred later, run earlier).
-	defer watchDeadLetters(runCtx, js, cfg, metrics, log, cfg.Worker.LagInterval.D())()
+	// A lag_interval the file leaves out is zero here: the relay's default
+	// applies (a zero interval would stop the process in time.NewTicker).
+	dlInterval := cfg.Worker.LagInterval.D()
+	if dlInterval <= 0 {
+		dlInterval = consumer.DefaultLagInterval
+	}
+	defer watchDeadLetters(runCtx, js, cfg, metrics, log, dlInterval)()
 	if o.Started != nil {
 		o.Started(addr)
 	}

@@ -76,6 +76,7 @@ func relayOptions(cfg *config.Config) consumer.Options {
 		PullExpiry:    cfg.Worker.PullExpiry.D(),
 		PullHeartbeat: cfg.Worker.PullHeartbeat.D(),
 		LagInterval:   cfg.Worker.LagInterval.D(),
+		Consumers:     consumer.ConsumerMode(cfg.Worker.Consumers),
 	}
 }
 
