@@ -74,8 +74,8 @@ const maxStatusSubjects = 10_000
 const maxUncapturedListed = 20
 
 type statusReport struct {
-	Time       time.Time     `json:"time"`
-	Routes     []routeStatus `json:"routes"`
+	Time   time.Time     `json:"time"`
+	Routes []routeStatus `json:"routes"`
 	// Uncaptured lists the streams with messages no route will deliver
 	// (empty when there are none).
 	Uncaptured []uncapturedStream `json:"uncaptured"`
