@@ -101,6 +101,10 @@ type Worker struct {
 	PullExpiry    Duration `yaml:"pull_expiry"`    // default 5s
 	PullHeartbeat Duration `yaml:"pull_heartbeat"` // default 1s
 	LagInterval   Duration `yaml:"lag_interval"`   // default 10s
+	// Consumers: manage (default) creates and updates the routes'
+	// consumers; observe only uses them, for consumers an operator manages
+	// (NACK, the nats CLI).
+	Consumers string `yaml:"consumers"`
 }
 
 // Log configures logging.

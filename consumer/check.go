@@ -78,6 +78,9 @@ func checkOptions(o Options, add addFunc) {
 	}
 	checkDeadLetter(o.DeadLetter, func(field, format string, args ...any) { add("DeadLetter."+field, format, args...) })
 	o = o.timingDefaults()
+	if o.Consumers != ManageConsumers && o.Consumers != ObserveConsumers {
+		add("Consumers", "%q is not %q or %q", o.Consumers, ManageConsumers, ObserveConsumers)
+	}
 	if o.PullExpiry < 2*o.PullHeartbeat+time.Second {
 		add("PullExpiry", "%v is under twice the pull heartbeat %v plus 1s: a pull would be given up before its heartbeats could be missed", o.PullExpiry, o.PullHeartbeat)
 	}

@@ -62,6 +62,10 @@ type Options struct {
 	// Jitter returns a number in [0, 1) for backoff jitter. Default
 	// math/rand/v2.Float64.
 	Jitter func() float64
+	// Consumers says whether the relay creates and updates the routes'
+	// consumers (ManageConsumers) or only uses and checks them
+	// (ObserveConsumers). Default ManageConsumers.
+	Consumers ConsumerMode
 }
 
 func (o Options) withDefaults() Options {
@@ -93,6 +97,9 @@ func (o Options) timingDefaults() Options {
 	}
 	if o.LagInterval <= 0 {
 		o.LagInterval = DefaultLagInterval
+	}
+	if o.Consumers == "" {
+		o.Consumers = ManageConsumers
 	}
 	return o
 }
@@ -150,7 +157,8 @@ func (r *Relay) Ready() bool { return r.ready.Load() }
 
 // Setup checks the server version, creates the dead-letter stream if it is
 // missing, and creates or updates every route's durable consumer to match its
-// configuration. It reports every problem, not just the first. After a
+// configuration (with ObserveConsumers: looks each up, and fails for one
+// that is missing or unusable). It reports every problem, not just the first. After a
 // failure it may be called again (a stream an operator creates later); once
 // it succeeded it does nothing. Run calls it if needed.
 func (r *Relay) Setup(ctx context.Context) error {

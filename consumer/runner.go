@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -117,7 +118,8 @@ func newRunner(r *Relay, rt Route) *runner {
 	return rn
 }
 
-// bind creates or updates the route's durable consumer.
+// bind creates or updates the route's durable consumer (ManageConsumers),
+// or looks it up and uses it as it is (ObserveConsumers).
 //
 // Where a consumer starts is only decided when it is created: an existing
 // consumer keeps its own deliver policy (JetStream refuses to change it).
@@ -127,6 +129,12 @@ func newRunner(r *Relay, rt Route) *runner {
 // ("all") every event the stream still retains would be triggered again.
 // If the stream itself was re-created meanwhile, its sequence numbers mean
 // something else, and the configured policy applies.
+//
+// An existing consumer that differs from the route is never changed
+// silently: the differences are logged as a warning, whether bind rewrites
+// the consumer or, observing, uses it as it is. Someone changed it on
+// purpose (`nats consumer edit`, NACK), and a restart that undoes that
+// without a word is how an operator's fix disappears.
 func (rn *runner) bind(ctx context.Context) error {
 	js := rn.relay.js
 	st, err := js.Stream(ctx, rn.route.Stream)
@@ -138,12 +146,25 @@ func (rn *runner) bind(ctx context.Context) error {
 	}
 	created := st.CachedInfo().Created.UnixNano()
 	cfg := rn.route.ConsumerConfig()
+	observe := rn.relay.opts.Consumers == ObserveConsumers
 	existing, err := js.Consumer(ctx, rn.route.Stream, rn.route.Durable)
+	var drift []string
 	switch {
 	case err == nil:
 		ec := existing.CachedInfo().Config
 		cfg.DeliverPolicy, cfg.OptStartSeq, cfg.OptStartTime = ec.DeliverPolicy, ec.OptStartSeq, ec.OptStartTime
+		drift = ConsumerDrift(ec, cfg)
+		if observe {
+			if why := unusable(ec, rn.route); len(why) > 0 {
+				return fmt.Errorf("route %q: %w: %q on stream %q: %s", rn.route.Name, ErrConsumerUnusable,
+					rn.route.Durable, rn.route.Stream, strings.Join(why, "; "))
+			}
+		}
 	case errors.Is(err, jetstream.ErrConsumerNotFound):
+		if observe {
+			return fmt.Errorf("route %q: %w: %q on stream %q (consumers are observed, not managed: create it with NACK or the nats CLI)",
+				rn.route.Name, ErrConsumerMissing, rn.route.Durable, rn.route.Stream)
+		}
 		if floor := rn.ackFloor.Load(); floor > 0 && rn.streamCreated.Load() == created {
 			cfg.DeliverPolicy = jetstream.DeliverByStartSequencePolicy
 			cfg.OptStartSeq = floor + 1
@@ -153,10 +174,22 @@ func (rn *runner) bind(ctx context.Context) error {
 	default:
 		return fmt.Errorf("route %q: looking up consumer %q on stream %q: %w", rn.route.Name, rn.route.Durable, rn.route.Stream, err)
 	}
-	c, err := js.CreateOrUpdateConsumer(ctx, rn.route.Stream, cfg)
-	if err != nil {
-		return fmt.Errorf("route %q: creating or updating consumer %q on stream %q: %w",
-			rn.route.Name, rn.route.Durable, rn.route.Stream, err)
+	var c jetstream.Consumer
+	if observe {
+		c = existing
+		if len(drift) > 0 {
+			rn.log.Warn("consumer differs from the route; using it as it is, since consumers are observed, not managed",
+				"consumer", rn.route.Durable, "diff", strings.Join(drift, "; "))
+		}
+	} else {
+		if len(drift) > 0 {
+			rn.log.Warn("consumer differs from the route; rewriting it to match (observe consumers instead to keep changes made with NACK or the nats CLI)",
+				"consumer", rn.route.Durable, "diff", strings.Join(drift, "; "))
+		}
+		if c, err = js.CreateOrUpdateConsumer(ctx, rn.route.Stream, cfg); err != nil {
+			return fmt.Errorf("route %q: creating or updating consumer %q on stream %q: %w",
+				rn.route.Name, rn.route.Durable, rn.route.Stream, err)
+		}
 	}
 	rn.streamCreated.Store(created)
 	rn.ackFloor.Store(c.CachedInfo().AckFloor.Stream)
@@ -175,7 +208,7 @@ func (rn *runner) rebind() {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
 		if err := rn.bind(ctx); err != nil {
-			rn.log.Error("consumer is gone and could not be re-created", "consumer", rn.route.Durable, "err", err)
+			rn.log.Error("consumer is gone and could not be bound again", "consumer", rn.route.Durable, "err", err)
 		}
 	}()
 }

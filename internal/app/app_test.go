@@ -387,3 +387,41 @@ func TestOwnShutdownIsNotAFailure(t *testing.T) {
 		t.Errorf("recorded %v, context %v", err, ctx.Err())
 	}
 }
+
+// With worker.consumers: observe, a route's missing consumer is waited for
+// like a missing stream: set-up is retried, /readyz says why, nothing is
+// created, and the worker starts once the operator has created it.
+func TestObservedConsumerIsWaitedForLikeAStream(t *testing.T) {
+	ns, err := natsembed.Start(natsembed.Options{StoreDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ns.Shutdown()
+	_, js := (&testenv.NATS{Server: ns}).Connect(t)
+	if _, err := js.CreateStream(context.Background(), jetstream.StreamConfig{Name: "LATE", Subjects: []string{"late.>"}}); err != nil {
+		t.Fatal(err)
+	}
+	metrics := freePort(t)
+	cfg := testConfig(t, ns.ClientURL(), metrics)
+	cfg.Worker.Consumers = "observe"
+	r := start(cfg)
+	base := "http://" + metrics
+	testenv.Eventually(t, 20*time.Second, "set-up reports the missing consumer", func() bool {
+		code, body := probe(base + "/readyz")
+		return code == 503 && strings.Contains(body, `consumer does not exist: "agentrelay-r" on stream "LATE"`)
+	})
+	if _, err := js.Consumer(context.Background(), "LATE", "agentrelay-r"); !errors.Is(err, jetstream.ErrConsumerNotFound) {
+		t.Fatalf("observe mode created the consumer (lookup: %v)", err)
+	}
+	if _, err := js.CreateConsumer(context.Background(), "LATE", Route(cfg.Routes[0], nil).ConsumerConfig()); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-r.started:
+	case err := <-r.done:
+		t.Fatalf("Run stopped: %v", err)
+	case <-time.After(40 * time.Second):
+		t.Fatal("set-up never succeeded after the consumer appeared")
+	}
+	r.stop(t)
+}

@@ -77,6 +77,7 @@ func relayOptions(cfg *config.Config) consumer.Options {
 		PullHeartbeat: cfg.Worker.PullHeartbeat.D(),
 		LagInterval:   cfg.Worker.LagInterval.D(),
 		LogAccepted:   float64(cfg.Log.Accepted),
+		Consumers:     consumer.ConsumerMode(cfg.Worker.Consumers),
 	}
 }
 

@@ -94,6 +94,7 @@ dead_letter:
   replicas: 9
 worker:
   pull_heartbeat: 3s
+  consumers: own
 log: {level: loud, format: xml}
 metrics: {listen: "9090"}
 routes:
@@ -129,6 +130,7 @@ routes:
 		`dead_letter.subject_prefix: "dlq.*": wildcards are not allowed here`,
 		"dead_letter.replicas: must be between 1 and 5",
 		"worker.pull_expiry: 5s is under twice the pull heartbeat 3s plus 1s",
+		`worker.consumers: "own" is not "manage" or "observe"`,
 		`log.level: "loud" is not debug`,
 		`log.format: "xml" is not auto`,
 		`metrics.listen: "9090" is not host:port`,
@@ -255,7 +257,8 @@ func TestExampleLoadsAndStatesTheDefaults(t *testing.T) {
 	}
 	o := relayOptions(c)
 	if o.DrainGrace != consumer.DefaultDrainGrace || o.PullExpiry != consumer.DefaultPullExpiry ||
-		o.PullHeartbeat != consumer.DefaultPullHeartbeat || o.LagInterval != consumer.DefaultLagInterval {
+		o.PullHeartbeat != consumer.DefaultPullHeartbeat || o.LagInterval != consumer.DefaultLagInterval ||
+		o.Consumers != consumer.ManageConsumers {
 		t.Errorf("example worker section differs from the defaults: %+v", c.Worker)
 	}
 	// The example's route sets none of the tunables: it shows the defaults

@@ -15,6 +15,7 @@ import (
 	"github.com/agentrelay/agentrelay/config"
 	"github.com/agentrelay/agentrelay/consumer"
 	"github.com/agentrelay/agentrelay/internal/natsconn"
+	"github.com/agentrelay/agentrelay/internal/subject"
 )
 
 type publishFlags struct {
@@ -42,7 +43,9 @@ routes with body: text, or to test poison messages). --input - reads stdin.
 the id gets a -1..-N suffix.
 
 Connects with the configuration file's NATS settings when --config is given,
-else to --server.`,
+else to --server. With a configuration, a subject that no route captures (a
+typo, a route not deployed yet) is published all the same, with a warning on
+stderr: nothing will trigger an agent for it.`,
 		Example: `  agentrelay publish agents.complaints.new --input "Summarise ticket 42" --msg-id ticket-42
   agentrelay publish agents.complaints.new --raw --input 'not json'   # a poison message`,
 		Args: cobra.ExactArgs(1),
@@ -97,7 +100,7 @@ func runPublish(ctx context.Context, e *env, g *globalFlags, f *publishFlags, su
 		hdr.Add(strings.TrimSpace(k), strings.TrimSpace(v))
 	}
 
-	nc, err := connectForTool(ctx, e, g, f.server)
+	nc, cfg, err := connectForTool(ctx, e, g, f.server)
 	if err != nil {
 		return err
 	}
@@ -127,20 +130,68 @@ func runPublish(ctx context.Context, e *env, g *globalFlags, f *publishFlags, su
 			dup = " (duplicate: the stream already had this message id)"
 		}
 		printf(e.stdout, "published to %s: stream %s sequence %d%s\n", subject, ack.Stream, ack.Sequence, dup)
+		if i == 1 && cfg != nil {
+			if w := uncapturedWarning(cfg, ack.Stream, subject); w != "" {
+				printf(e.stderr, "%s\n", w)
+			}
+		}
 	}
 	return nil
 }
 
+// uncapturedWarning says, when no route of cfg captures subj in stream,
+// that the stored message will trigger nothing, and which filters the
+// routes on that stream have; "" when a route captures it. A typo in a
+// subject is otherwise found out only when the event never arrives.
+func uncapturedWarning(cfg *config.Config, stream, subj string) string {
+	var onStream []string
+	for _, rc := range cfg.Routes {
+		if rc.Stream != stream {
+			continue
+		}
+		if routeCaptures(rc, subj) {
+			return ""
+		}
+		onStream = append(onStream, fmt.Sprintf("%s [%s]", rc.Name, strings.Join(rc.Subjects, " ")))
+	}
+	where := fmt.Sprintf("no route reads stream %s", stream)
+	if len(onStream) > 0 {
+		const maxListed = 5
+		if len(onStream) > maxListed {
+			onStream = append(onStream[:maxListed], fmt.Sprintf("and %d more", len(onStream)-maxListed))
+		}
+		where = fmt.Sprintf("routes on stream %s: %s", stream, strings.Join(onStream, ", "))
+	}
+	return fmt.Sprintf("warning: no route of the configuration captures %s (%s): the message is stored, but no agent will be triggered for it", subj, where)
+}
+
+// routeCaptures reports whether route rc's consumer delivers subj (a
+// literal subject of rc's stream): a route without subjects takes the
+// whole stream.
+func routeCaptures(rc config.Route, subj string) bool {
+	if len(rc.Subjects) == 0 {
+		return true
+	}
+	for _, f := range rc.Subjects {
+		if subject.Matches(f, subj) {
+			return true
+		}
+	}
+	return false
+}
+
 // connectForTool connects a one-shot command: with the configuration's NATS
-// settings when a configuration was given, else to server.
-func connectForTool(ctx context.Context, e *env, g *globalFlags, server string) (*nats.Conn, error) {
+// settings when a configuration was given (returned too), else to server
+// (and the configuration is nil).
+func connectForTool(ctx context.Context, e *env, g *globalFlags, server string) (*nats.Conn, *config.Config, error) {
 	nc := config.NATS{URL: server}
+	var cfg *config.Config
 	if g.configPath != "" || e.getenv("AGENTRELAY_CONFIG") != "" {
 		c, err := g.loadConfig(e)
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
-		nc = c.NATS
+		nc, cfg = c.NATS, c
 	} else {
 		var c config.Config
 		c.NATS = nc
@@ -153,5 +204,6 @@ func connectForTool(ctx context.Context, e *env, g *globalFlags, server string) 
 	}
 	cctx, cancel := context.WithTimeout(ctx, nc.ConnectTimeout.D()+5*time.Second)
 	defer cancel()
-	return natsconn.Connect(cctx, nc, nil, natsconn.Hooks{})
+	conn, err := natsconn.Connect(cctx, nc, nil, natsconn.Hooks{})
+	return conn, cfg, err
 }

@@ -18,6 +18,7 @@ import (
 	"github.com/agentrelay/agentrelay/consumer"
 	"github.com/agentrelay/agentrelay/internal/app"
 	"github.com/agentrelay/agentrelay/internal/dlq"
+	"github.com/agentrelay/agentrelay/internal/subject"
 )
 
 // routeStatus is one row of `agentrelay status`.
@@ -43,9 +44,41 @@ type routeStatus struct {
 	DeadLetters map[string]int `json:"dead_letters"`
 }
 
+// uncapturedStream is a stream that routes read, with the subjects that
+// hold messages no route's filter captures: messages that will never
+// trigger an agent (a producer's typo, a route not deployed).
+type uncapturedStream struct {
+	Stream   string         `json:"stream"`
+	Subjects []subjectCount `json:"subjects"` // most messages first
+	Messages uint64         `json:"messages"` // on those subjects
+	// SubjectsInStream is how many subjects hold messages in the stream.
+	// Capped: more than status reads (maxStatusSubjects), so Subjects is
+	// empty and the stream was not checked.
+	SubjectsInStream uint64 `json:"subjects_in_stream"`
+	Capped           bool   `json:"capped,omitempty"`
+}
+
+type subjectCount struct {
+	Subject  string `json:"subject"`
+	Messages uint64 `json:"messages"`
+}
+
+// maxStatusSubjects bounds the per-subject counts status reads from one
+// stream to find subjects no route captures: the answer costs memory and
+// time in the server and here, at every --watch refresh. A stream with
+// more subjects is reported as not checked.
+const maxStatusSubjects = 10_000
+
+// maxUncapturedListed is how many uncaptured subjects of a stream the text
+// output lists; --json lists them all.
+const maxUncapturedListed = 20
+
 type statusReport struct {
-	Time       time.Time     `json:"time"`
-	Routes     []routeStatus `json:"routes"`
+	Time   time.Time     `json:"time"`
+	Routes []routeStatus `json:"routes"`
+	// Uncaptured lists the streams with messages no route will deliver
+	// (empty when there are none).
+	Uncaptured []uncapturedStream `json:"uncaptured"`
 	DeadLetter struct {
 		Stream   string         `json:"stream"`
 		Exists   bool           `json:"exists"`
@@ -61,12 +94,17 @@ func newStatusCmd(e *env, g *globalFlags) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "status",
 		Short: "Show each route's consumer: pending, ack pending, redelivered, paused, dead letters by reason",
-		Long: `Show, for each route of the configuration, its stream and durable consumer:
+		Long: fmt.Sprintf(`Show, for each route of the configuration, its stream and durable consumer:
 messages pending (not yet delivered), ack pending (in flight or waiting out a
 retry delay), redelivered, whether the consumer is paused, and its dead
 letters by reason. Exits 1 when a route's stream or consumer is missing.
 
---watch refreshes every interval (e.g. to watch a route drain after a replay).`,
+It also lists, for each stream routes read, the subjects that hold messages
+no route's filter captures (as the consumer has it): events that will never
+trigger an agent. A stream with more than %d subjects is not checked, and
+status says so.
+
+--watch refreshes every interval (e.g. to watch a route drain after a replay).`, maxStatusSubjects),
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if err := checkFlags(durationIn("watch", watch, minWatch, maxWatch, "no refresh")); err != nil {
@@ -138,9 +176,18 @@ func collectStatus(ctx context.Context, t *toolConn, countDL bool) (*statusRepor
 		}
 	}
 	known := map[string]bool{}
+	// Each stream's routes' filters, as their consumers have them when they
+	// exist (an operator may have changed them), else as configured; nil
+	// for a route that takes the whole stream.
+	var streams []string
+	filters := map[string][][]string{}
 	for _, rc := range t.cfg.Routes {
 		r := app.Route(rc, nil).WithDefaults()
 		known[r.Name] = true
+		if _, seen := filters[r.Stream]; !seen {
+			streams = append(streams, r.Stream)
+		}
+		filter := r.Subjects
 		rs := routeStatus{Route: r.Name, Stream: r.Stream, Consumer: r.Durable, DeadLetters: counts[r.Name]}
 		if r.Ordering == consumer.OrderByConversationKey {
 			rs.Ordering = string(r.Ordering)
@@ -163,6 +210,10 @@ func collectStatus(ctx context.Context, t *toolConn, countDL bool) (*statusRepor
 			for _, g := range info.PriorityGroups {
 				rs.Owner = g.PinnedClientID
 			}
+			filter = info.Config.FilterSubjects
+			if info.Config.FilterSubject != "" {
+				filter = []string{info.Config.FilterSubject}
+			}
 			if info.Paused {
 				until := info.TimeStamp.Add(info.PauseRemaining).UTC()
 				rs.PauseUntil = &until
@@ -172,7 +223,18 @@ func collectStatus(ctx context.Context, t *toolConn, countDL bool) (*statusRepor
 				}
 			}
 		}
+		filters[r.Stream] = append(filters[r.Stream], filter)
 		rep.Routes = append(rep.Routes, rs)
+	}
+	rep.Uncaptured = []uncapturedStream{}
+	for _, name := range streams {
+		u, err := uncaptured(ctx, t.js, name, filters[name], maxStatusSubjects)
+		if err != nil {
+			return nil, err
+		}
+		if u != nil {
+			rep.Uncaptured = append(rep.Uncaptured, *u)
+		}
 	}
 	for route, byReason := range counts {
 		if known[route] {
@@ -186,6 +248,65 @@ func collectStatus(ctx context.Context, t *toolConn, countDL bool) (*statusRepor
 		}
 	}
 	return rep, nil
+}
+
+// uncaptured reads the per-subject message counts of stream and returns
+// the subjects that none of filters captures (a nil filter captures every
+// subject), or nil when there are none. A missing stream is nil too: the
+// routes' rows report it.
+func uncaptured(ctx context.Context, js jetstream.JetStream, stream string, filters [][]string, maxSubjects uint64) (*uncapturedStream, error) {
+	for _, f := range filters {
+		if len(f) == 0 {
+			return nil, nil
+		}
+	}
+	st, err := js.Stream(ctx, stream)
+	switch {
+	case errors.Is(err, jetstream.ErrStreamNotFound):
+		return nil, nil
+	case err != nil:
+		return nil, fmt.Errorf("stream %s: %w", stream, err)
+	}
+	n := st.CachedInfo().State.NumSubjects
+	if n == 0 {
+		return nil, nil
+	}
+	if n > maxSubjects {
+		return &uncapturedStream{Stream: stream, Subjects: []subjectCount{}, SubjectsInStream: n, Capped: true}, nil
+	}
+	info, err := st.Info(ctx, jetstream.WithSubjectFilter(">"))
+	if err != nil {
+		return nil, fmt.Errorf("stream %s: reading its subjects: %w", stream, err)
+	}
+	u := &uncapturedStream{Stream: stream, Subjects: []subjectCount{}, SubjectsInStream: info.State.NumSubjects}
+	for subj, msgs := range info.State.Subjects {
+		if !capturedByAny(filters, subj) {
+			u.Subjects = append(u.Subjects, subjectCount{Subject: subj, Messages: msgs})
+			u.Messages += msgs
+		}
+	}
+	if len(u.Subjects) == 0 {
+		return nil, nil
+	}
+	sort.Slice(u.Subjects, func(i, j int) bool {
+		a, b := u.Subjects[i], u.Subjects[j]
+		if a.Messages != b.Messages {
+			return a.Messages > b.Messages
+		}
+		return a.Subject < b.Subject
+	})
+	return u, nil
+}
+
+func capturedByAny(filters [][]string, subj string) bool {
+	for _, f := range filters {
+		for _, filter := range f {
+			if subject.Matches(filter, subj) {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 func printStatus(w io.Writer, rep *statusReport, countDL bool) {
@@ -218,6 +339,22 @@ func printStatus(w io.Writer, rep *statusReport, countDL bool) {
 		default:
 			printf(w, "\nroute %s is ordered by %s: no replica owns it now\n", r.Route, r.Ordering)
 		}
+	}
+	for _, u := range rep.Uncaptured {
+		if u.Capped {
+			printf(w, "\nstream %s: %d subjects hold messages, more than the %d status reads: not checked for subjects no route captures\n", u.Stream, u.SubjectsInStream, maxStatusSubjects)
+			continue
+		}
+		printf(w, "\nstream %s: %d messages on subjects no route captures (nothing will trigger an agent for them):\n", u.Stream, u.Messages)
+		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+		for i, sc := range u.Subjects {
+			if i == maxUncapturedListed {
+				printf(tw, "  ... and %d more subjects (see --json)\n", len(u.Subjects)-i)
+				break
+			}
+			printf(tw, "  %s\t%d\n", sc.Subject, sc.Messages)
+		}
+		_ = tw.Flush()
 	}
 	d := rep.DeadLetter
 	if !d.Exists {
