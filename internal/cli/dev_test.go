@@ -224,7 +224,7 @@ func TestSREToolsWorkAgainstDevWithItsConfigFile(t *testing.T) {
 		for _, r := range rep.Routes {
 			dl[r.Route] = r.DeadLetters
 		}
-		return len(rep.Routes) == 4 && dl["support"]["invalid_json"] > 0 && dl["locked"]["forbidden"] > 0
+		return len(rep.Routes) == 5 && dl["support"]["invalid_json"] > 0 && dl["locked"]["forbidden"] > 0
 	})
 	code, out, errOut := runCLI(t, "", "dlq", "list", "--config", cfgFile)
 	if code != 0 || !strings.Contains(out, "forbidden") || !strings.Contains(out, "invalid_json") {

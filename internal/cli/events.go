@@ -607,7 +607,7 @@ func (x *eventTeller) routeState(ctx context.Context, r dlq.Route, s *eventStory
 	var durable string
 	for _, rc := range x.t.cfg.Routes {
 		if rc.Name == r.Name {
-			durable = rc.Durable
+			durable = app.Route(rc, nil).WithDefaults().Durable // the file may leave it to its default
 		}
 	}
 	er := eventRoute{Route: r.Name, Consumer: durable}

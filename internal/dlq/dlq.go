@@ -262,6 +262,16 @@ func (s *Store) Scan(ctx context.Context, f Filter, headersOnly bool, fn func(Le
 	if err != nil {
 		return fmt.Errorf("reading %s: %w", s.cfg.Stream, err)
 	}
+	// The reading consumer goes when the scan is done, not an inactivity
+	// threshold later: a worker's backlog reader scans every lag_interval,
+	// and leftovers would pile up to the server's consumer limit.
+	defer func() {
+		if info := c.CachedInfo(); info != nil && info.Name != "" {
+			dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+			_ = s.stream.DeleteConsumer(dctx, info.Name)
+			cancel()
+		}
+	}()
 	if c.CachedInfo().NumPending == 0 {
 		return nil
 	}
