@@ -59,6 +59,7 @@ type runner struct {
 	ackFloor      atomic.Uint64 // the consumer's ack floor as last seen (stream sequence)
 	streamCreated atomic.Int64  // the stream's creation time at bind, to tell a re-created stream
 
+	lagMu      sync.Mutex // serialises readLag (its stream handle, gauges)
 	mu         sync.Mutex // guards slots, ahead and the hand-back
 	slots      slots
 	ahead      []aheadMsg // delivered before a slot was free (FIFO)
@@ -231,6 +232,10 @@ func (rn *runner) watchLag(stop <-chan struct{}) {
 }
 
 func (rn *runner) readLag(parent context.Context) {
+	// The lag loop and, while route health has the route stopped, the
+	// fleet gate both read the consumer: one at a time.
+	rn.lagMu.Lock()
+	defer rn.lagMu.Unlock()
 	rn.expireRetryWaits()
 	cp := rn.cons.Load()
 	if cp == nil {
