@@ -26,6 +26,7 @@ import (
 	"github.com/agentrelay/agentrelay/consumer"
 	"github.com/agentrelay/agentrelay/internal/backoff"
 	"github.com/agentrelay/agentrelay/internal/buildinfo"
+	"github.com/agentrelay/agentrelay/internal/dlq"
 	"github.com/agentrelay/agentrelay/internal/natsconn"
 	"github.com/agentrelay/agentrelay/internal/telemetry"
 )
@@ -66,6 +67,10 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger, o Options) e
 		reg = prometheus.NewRegistry()
 	}
 	metrics := telemetry.NewMetrics(reg)
+	// The dead-letter backlog's series exist from the start, at zero, for
+	// every route, before NATS is reached: alerts find them (see
+	// watchDeadLetters).
+	metrics.SetDeadLetterBacklog(routeNames(cfg), dlq.Reasons, nil, nil)
 	bi := buildinfo.Get()
 	log.Info("starting agentrelay", "version", bi.Version, "revision", bi.Revision, "routes", len(cfg.Routes))
 
@@ -416,4 +421,12 @@ func serveHTTP(addr string, reg *prometheus.Registry, state *health) (*http.Serv
 		}
 	}()
 	return srv, ln, nil
+}
+
+func routeNames(cfg *config.Config) []string {
+	out := make([]string, 0, len(cfg.Routes))
+	for _, r := range cfg.Routes {
+		out = append(out, r.Name)
+	}
+	return out
 }

@@ -24,10 +24,7 @@ const maxBacklogLetters = 100_000
 // every interval, until the returned stop is called. A stream that did not
 // change costs one stream info request (see dlq.Backlog).
 func watchDeadLetters(ctx context.Context, js jetstream.JetStream, cfg *config.Config, m *telemetry.Metrics, log *slog.Logger, interval time.Duration) (stop func()) {
-	routes := make([]string, 0, len(cfg.Routes))
-	for _, r := range cfg.Routes {
-		routes = append(routes, r.Name)
-	}
+	routes := routeNames(cfg)
 	if interval <= 0 {
 		// worker.lag_interval left out: the relay's default, as the
 		// relay resolves it (a zero interval would panic the ticker).
