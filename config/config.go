@@ -151,7 +151,7 @@ type Breaker struct {
 type RouteDefault struct {
 	MaxInFlight   int      `yaml:"max_in_flight"`   // default 64
 	MaxAckPending int      `yaml:"max_ack_pending"` // default 4 × max_in_flight
-	AckWait       Duration `yaml:"ack_wait"`        // default 5s
+	AckWait       Duration `yaml:"ack_wait"`        // default 4s
 	MaxRate       float64  `yaml:"max_rate"`        // calls per second per replica; 0 = no cap
 	MaxInputBytes int      `yaml:"max_input_bytes"` // default 256 KiB
 	Retry         Retry    `yaml:"retry"`

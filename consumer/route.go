@@ -51,7 +51,7 @@ const (
 	// DefaultAckWait is short so that a crashed replica's messages go to
 	// another one within seconds; a call that takes longer is kept alive
 	// with InProgress every third of it.
-	DefaultAckWait = 5 * time.Second
+	DefaultAckWait = 4 * time.Second
 	// DefaultAckPendingFactor × MaxInFlight is the default MaxAckPending:
 	// room for several replicas plus the messages a crashed one stranded
 	// until AckWait, and for messages waiting out a retry delay.

@@ -43,7 +43,7 @@ func TestMinimalRouteRunsWithTheConsumerDefaults(t *testing.T) {
 	}
 	r = r.WithDefaults()
 	if r.Durable != "agentrelay-complaints" || r.Deliver != consumer.DeliverAll || r.Contract.Format != consumer.BodyJSON ||
-		r.MaxInFlight != 64 || r.MaxAckPending != 256 || r.AckWait != 5*time.Second ||
+		r.MaxInFlight != 64 || r.MaxAckPending != 256 || r.AckWait != 4*time.Second ||
 		r.Retry.MaxAttempts != 10 || r.Retry.MaxBackoff != 4*time.Second || r.Breaker.MinCalls != 10 ||
 		r.Breaker.FailureRatio != 0.5 || r.Breaker.MaxProbeInterval != 3*time.Second || r.Breaker.Disabled || r.Ordering != consumer.OrderNone {
 		t.Errorf("route defaults not applied: %+v", r)
