@@ -222,7 +222,7 @@ func TestConsumerDriftNamesEachFieldTheirsToOurs(t *testing.T) {
 	theirs.Description, theirs.Metadata = "managed by NACK", map[string]string{"_nats.ver": "2.11"}
 	got := consumer.ConsumerDrift(theirs, ours)
 	want := []string{
-		"ack_wait: 1m0s -> 5s",
+		"ack_wait: 1m0s -> 4s",
 		"max_ack_pending: 1000 -> 4",
 		"max_deliver: 5 -> unlimited",
 		"filter_subjects: [a.>] -> [a.> b.>]",
