@@ -142,7 +142,7 @@ func runDev(ctx context.Context, e *env, g *globalFlags, f *devFlags) error {
 	}
 	cfgFile := filepath.Join(dataDir, devConfigFile)
 	spec := devConfig(ns.ClientURL(), api.URL, tokenFile, devAddr(f.metricsPort, f.metricsPortSet))
-	spec.Log = lc
+	spec.Log.Level, spec.Log.Format = lc.Level, lc.Format
 	// dev runs with what it wrote, so the file the SRE commands read is
 	// the configuration in use, not a description of it.
 	cfg, err := writeDevConfig(cfgFile, spec)
@@ -193,6 +193,9 @@ func devConfig(natsURL, apiURL, tokenFile, metricsAddr string) *config.Config {
 		NATS:    config.NATS{URL: natsURL, Name: "agentrelay-dev"},
 		API:     config.API{BaseURL: apiURL, Timeout: config.Duration(5 * time.Second)},
 		Metrics: config.Metrics{Listen: metricsAddr},
+		// Every acceptance in the log, so the demo shows the outcomes and
+		// the ordered conversation's order.
+		Log: config.Log{Accepted: 1},
 		Defaults: config.RouteDefault{
 			AckWait: config.Duration(30 * time.Second),
 			Retry: config.Retry{
