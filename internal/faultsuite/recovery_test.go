@@ -5,6 +5,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/agentrelay/agentrelay/consumer"
 )
 
 // Recovery is a feature with targets, measured like throughput: how long
@@ -37,6 +39,7 @@ type killRecord struct {
 
 // recovery is what a run measured.
 type recovery struct {
+	faultsEnd      time.Time // the last fault's end, a kill's counted ack_wait after it
 	drain          time.Duration
 	windows        []window
 	stalled        []window
@@ -166,8 +169,16 @@ func (r *run) measureRecovery() recovery {
 		probers := min(len(rc.callsPerEvent)-1, r.fig.breakerOpens)
 		rc.maxCallsRouted = rc.callsPerEvent[len(rc.callsPerEvent)-1-probers]
 	}
-	if last.After(r.faultsEnd) {
-		rc.drain = last.Sub(r.faultsEnd)
+	// A SIGKILL's effect ends when the killed replica's calls may be
+	// redelivered: ack_wait (the default) after the kill. (How soon they
+	// are is its own target, killTakeover.)
+	end := r.faultsEnd
+	for _, k := range r.kills {
+		end = maxTime(end, k.at.Add(consumer.DefaultAckWait))
+	}
+	rc.faultsEnd = end
+	if last.After(end) {
+		rc.drain = last.Sub(end)
 	}
 
 	// Windows over the publishing period: events of the routes that must
