@@ -29,8 +29,8 @@ type sequencer struct {
 	fenced     bool
 	maxRunning int // most messages handled at once; 0: no limit
 	running    int
-	held       map[uint64]*sequence // by stream sequence
-	keys       map[string][]uint64  // unsettled held messages of each key, ascending
+	held   map[uint64]*sequence // by stream sequence
+	keys   map[string][]uint64  // unsettled held messages of each key, ascending
 }
 
 // sequence is one held message of an ordered route.
