@@ -31,9 +31,7 @@ type ordered struct {
 func newOrdered(rn *runner) *ordered {
 	lost := make(chan struct{})
 	close(lost) // no pin yet
-	seq := newSequencer()
-	seq.maxRunning = rn.route.MaxInFlight
-	return &ordered{rn: rn, seq: seq, alive: map[uint64]*keepAlive{}, lost: lost}
+	return &ordered{rn: rn, seq: newSequencer(), alive: map[uint64]*keepAlive{}, lost: lost}
 }
 
 // conversationKey is the key an ordered route orders msg by: "" for a

@@ -150,8 +150,8 @@ func TestOrderedRouteConsumerIsPinned(t *testing.T) {
 func TestOrderedRouteUnsettledIsBoundedByOneReplica(t *testing.T) {
 	t.Parallel()
 	r := consumer.Route{Name: "o", Stream: "S", MaxInFlight: 16, MaxAckPending: 500, Ordering: consumer.OrderByConversationKey}
-	if got := r.ConsumerConfig().MaxAckPending; got != 18 {
-		t.Errorf("ordered route's MaxAckPending = %d, want max_in_flight 16 and a look-ahead of 2", got)
+	if got := r.ConsumerConfig().MaxAckPending; got != 16 {
+		t.Errorf("ordered route's MaxAckPending = %d, want max_in_flight 16", got)
 	}
 	r.Ordering = consumer.OrderNone
 	if got := r.ConsumerConfig().MaxAckPending; got != 500 {

@@ -85,7 +85,7 @@ func (rn *runner) reserve(now time.Time) (n int, wait time.Duration) {
 		// holds. And a fenced one must be able to take in every unsettled
 		// message, so it pulls even while route health has it stopped (the
 		// consumer's pause holds deliveries back meanwhile).
-		limit = rn.route.MaxAckPending // MaxInFlight running, the rest waiting (see orderLookahead)
+		limit = rn.limit
 		fenced = rn.order.isFenced()
 	}
 	rn.m.SetInFlightLimit(limit)

@@ -45,11 +45,6 @@ const orderGroup = "agentrelay"
 // crashed owner's keys wait, with AckWait for the messages it held.
 const OrderPinnedTTL = 5 * time.Second
 
-// orderLookahead is how many more messages than MaxInFlight an ordered
-// route holds: they wait for a free call, so a settle is followed by the
-// next call without a pull's round trip.
-func orderLookahead(maxInFlight int) int { return max(1, maxInFlight/8) }
-
 // Route defaults.
 const (
 	DefaultMaxInFlight = 64
@@ -125,9 +120,8 @@ func (r Route) WithDefaults() Route {
 		// One replica owns an ordered route, and one that takes it over
 		// must be able to hold every unsettled message before it starts
 		// (see sequencer): the consumer lets no more be unsettled than
-		// one replica holds: MaxInFlight running and a look-ahead of an
-		// eighth waiting for a free call.
-		r.MaxAckPending = r.MaxInFlight + orderLookahead(r.MaxInFlight)
+		// one replica holds.
+		r.MaxAckPending = r.MaxInFlight
 	case r.MaxAckPending <= 0:
 		r.MaxAckPending = DefaultAckPendingFactor * r.MaxInFlight
 	}

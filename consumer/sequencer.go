@@ -26,9 +26,7 @@ import (
 //
 // sequencer does no I/O and reads no clock; the runner holds its lock.
 type sequencer struct {
-	fenced     bool
-	maxRunning int // most messages handled at once; 0: no limit
-	running    int
+	fenced bool
 	held   map[uint64]*sequence // by stream sequence
 	keys   map[string][]uint64  // unsettled held messages of each key, ascending
 }
@@ -77,15 +75,11 @@ func (s *sequencer) ready() []any {
 		}
 	}
 	slices.Sort(seqs)
-	if s.maxRunning > 0 {
-		seqs = seqs[:min(len(seqs), max(s.maxRunning-s.running, 0))]
-	}
 	out := make([]any, len(seqs))
 	for i, seq := range seqs {
 		s.held[seq].running = true
 		out[i] = s.held[seq].item
 	}
-	s.running += len(seqs)
 	return out
 }
 
@@ -104,9 +98,6 @@ func (s *sequencer) settled(seq uint64) {
 	e, ok := s.held[seq]
 	if !ok {
 		return
-	}
-	if e.running {
-		s.running--
 	}
 	delete(s.held, seq)
 	if e.key == "" {

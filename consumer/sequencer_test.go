@@ -176,18 +176,3 @@ func TestSequencerNextOfKeyAndOldestBlocked(t *testing.T) {
 		t.Errorf("blocked = %d, %v; want 1 key, oldest waiting since %v", keys, oldest, t0.Add(time.Second))
 	}
 }
-
-// An ordered route holds more messages than it runs: at most maxRunning are
-// handled at once, the rest wait for a free call.
-func TestSequencerRunsAtMostMaxRunning(t *testing.T) {
-	s := unfenced()
-	s.maxRunning = 2
-	addAll(&s, uint64(1), "a", uint64(2), "b", uint64(3), "c", uint64(4), "")
-	if got := readySeqs(&s); !slices.Equal(got, []uint64{1, 2}) {
-		t.Fatalf("ready = %v, want the first two: [1 2]", got)
-	}
-	s.settled(1)
-	if got := readySeqs(&s); !slices.Equal(got, []uint64{3}) {
-		t.Fatalf("ready after one settled = %v, want [3]", got)
-	}
-}

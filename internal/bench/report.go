@@ -213,11 +213,7 @@ func WriteMarkdown(w io.Writer, sums []Summary) {
 			ideal = fmt.Sprintf("%.1f %%", 100*s.RatioIdeal)
 		}
 		if s.RatioOne > 0 {
-			what := "one replica"
-			if s.Scenario.Ordered {
-				what = "unordered"
-			}
-			ideal += fmt.Sprintf(" (%.2f× %s)", s.RatioOne, what)
+			ideal += fmt.Sprintf(" (%.2f× one replica)", s.RatioOne)
 		}
 		note := ""
 		if s.TimedOut > 0 {
