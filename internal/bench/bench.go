@@ -60,7 +60,10 @@ type Scenario struct {
 	Soak bool
 	// HTTPS serves the API over TLS with HTTP/2 (as the real API is),
 	// instead of plain HTTP/1.1 on loopback.
-	HTTPS   bool
+	HTTPS bool
+	// Ordered runs agentrelay's route with ordering by conversation key
+	// (the events carry 1,000 distinct keys).
+	Ordered bool
 	Systems []System
 	// OneReplica names the scenario whose result (same system, same
 	// repetition) is the one-replica baseline of this one.
@@ -84,6 +87,7 @@ func Scenarios() []Scenario {
 		{Name: "b-backlog", Title: "(b) 50 ms, 256 in flight, backlog", Latency: 50 * time.Millisecond, InFlight: 256, Replicas: 1, Events: 30720, Systems: both},
 		{Name: "b-live", Title: "(b) 50 ms, 256 in flight, live arrivals at 1.1× ideal", Latency: 50 * time.Millisecond, InFlight: 256, Replicas: 1, Events: 30720, Rate: 5632, Systems: both},
 		{Name: "b-live80", Title: "(b) 50 ms, 256 in flight, live arrivals at 0.8× ideal", Latency: 50 * time.Millisecond, InFlight: 256, Replicas: 1, Events: 20480, Rate: 4096, Systems: both},
+		{Name: "b-ordered", Title: "(f) 50 ms, 256 in flight, backlog, ordered by 1,000 conversation keys (vs the same route unordered)", Latency: 50 * time.Millisecond, InFlight: 256, Replicas: 1, Events: 30720, Ordered: true, Systems: []System{Relay}, OneReplica: "b-backlog"},
 		{Name: "c", Title: "(c) 50 ms, 3 replicas × 256, backlog", Latency: 50 * time.Millisecond, InFlight: 256, Replicas: 3, Events: 92160, Systems: both, OneReplica: "b-backlog"},
 		{Name: "b250", Title: "(c') 250 ms, 1 replica × 256, backlog", Latency: 250 * time.Millisecond, InFlight: 256, Replicas: 1, Events: 10240, Systems: both},
 		{Name: "c250", Title: "(c') 250 ms, 3 replicas × 256, backlog", Latency: 250 * time.Millisecond, InFlight: 256, Replicas: 3, Events: 30720, Systems: both, OneReplica: "b250"},
@@ -482,6 +486,7 @@ func (e *env) runOnce(ctx context.Context, sc Scenario, sys System, rep int) (Ru
 		BreakerFailures: 10,
 		SampleEvery:     250 * time.Millisecond,
 		InProcess:       e.o.InProcess,
+		Ordered:         sc.Ordered,
 	}
 	if sc.Soak {
 		cfg.SampleEvery = time.Second

@@ -213,7 +213,11 @@ func WriteMarkdown(w io.Writer, sums []Summary) {
 			ideal = fmt.Sprintf("%.1f %%", 100*s.RatioIdeal)
 		}
 		if s.RatioOne > 0 {
-			ideal += fmt.Sprintf(" (%.2f× one replica)", s.RatioOne)
+			what := "one replica"
+			if s.Scenario.Ordered {
+				what = "unordered"
+			}
+			ideal += fmt.Sprintf(" (%.2f× %s)", s.RatioOne, what)
 		}
 		note := ""
 		if s.TimedOut > 0 {

@@ -64,6 +64,8 @@ type WorkerConfig struct {
 	MaxAttempts    int           `json:"max_attempts"`
 	// BreakerFailures is the breaker's consecutive-failure threshold.
 	BreakerFailures uint32 `json:"breaker_failures"`
+	// Ordered orders agentrelay's route by conversation key.
+	Ordered bool `json:"ordered,omitempty"`
 	// SampleEvery is how often memory and goroutines are sampled.
 	SampleEvery time.Duration `json:"sample_every"`
 	// CPUProfile and MemProfile, when set, are written for the measured
@@ -519,6 +521,9 @@ func newRelayWorker(cfg WorkerConfig, js jetstream.JetStream) (*relayWorker, err
 			MaxBackoff:     cfg.MaxBackoff,
 		},
 		Breaker: consumer.BreakerSettings{MinCalls: cfg.BreakerFailures},
+	}
+	if cfg.Ordered {
+		route.Ordering = consumer.OrderByConversationKey
 	}
 	opts := consumer.Options{
 		Logger:     log,

@@ -36,7 +36,7 @@ func main() {
 	}
 
 	var (
-		scenarios = flag.String("scenarios", "", "comma-separated scenario names (default all: a,b-backlog,b-live,b-live80,c,b250,c250,d,e,soak)")
+		scenarios = flag.String("scenarios", "", "comma-separated scenario names (default all: a,b-backlog,b-live,b-live80,b-ordered,c,b250,c250,d,e,soak)")
 		systems   = flag.String("systems", "", "comma-separated systems (reference,agentrelay; default each scenario's own)")
 		reps      = flag.Int("reps", 5, "repetitions of each measurement (the median is reported)")
 		scale     = flag.Float64("scale", 1, "multiply every scenario's event count")
