@@ -109,7 +109,7 @@ func TestEnsureAcceptsAStreamThatCapturesTheDeadLetters(t *testing.T) {
 		{[]string{"agentrelay.other.>"}, false},
 	} {
 		name := "OPS_DLQ_" + strconv.Itoa(i)
-		n.CreateStream(t, jetstream.StreamConfig{Name: name, Subjects: tc.subjects})
+		n.CreateStream(t, jetstream.StreamConfig{Name: name, Subjects: tc.subjects, Storage: jetstream.MemoryStorage}) // subjects are the point; a file store only adds I/O
 		err := consumer.NewDeadLetter(n.JS, consumer.DeadLetterConfig{Stream: name}).Ensure(ctxTimeout(t, 5*time.Second))
 		if tc.ok && err != nil {
 			t.Errorf("%v: refused: %v", tc.subjects, err)
