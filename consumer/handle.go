@@ -112,7 +112,15 @@ func (rn *runner) handle(msg jetstream.Msg) {
 			d.ordered = ev.ConversationKey
 			d.next, d.hasNext = rn.order.next(ev.ConversationKey, md)
 		}
-		rn.settle(d, out, act, jitter)
+		for rn.settle(d, out, act, jitter) {
+			// An ordered event whose dead letter could not be stored stays
+			// where it is: a nak would release the next event of its key
+			// before it. Try again after a backoff, or hand it back if the
+			// relay drains or another replica owns the route now.
+			if !rn.retryInPlace(Backoff(rn.route.Retry, max(d.attempts.Failed, 1), 0, jitter)) {
+				act = Action{Verdict: VerdictRetry}
+			}
+		}
 		if rn.order != nil {
 			rn.order.settled(md)
 		}
@@ -312,8 +320,9 @@ func (rn *runner) forget(seq uint64) {
 
 // settle carries out the action. A dead letter is only terminated after
 // JetStream acknowledged its copy; when that fails the original is kept and
-// retried.
-func (rn *runner) settle(d delivery, out Outcome, act Action, jitter float64) {
+// retried: naked with a delay, or, on an ordered route, held (settle then
+// reports held, and the caller tries again).
+func (rn *runner) settle(d delivery, out Outcome, act Action, jitter float64) (held bool) {
 	msg := d.msg
 	outcome := telemetry.OutcomeRetried
 	level := slog.LevelInfo
@@ -356,6 +365,11 @@ func (rn *runner) settle(d delivery, out Outcome, act Action, jitter float64) {
 			act = Action{Verdict: VerdictRetry, Delay: Backoff(rn.route.Retry, d.attempts.Failed, 0, jitter), Reason: act.Reason}
 			level, logMsg = slog.LevelError, "dead-letter publish failed; keeping the message and retrying"
 			out.Err = fmt.Errorf("%w (dead-letter publish: %w)", out.Err, err)
+			if rn.order != nil {
+				held = true
+				logMsg = "dead-letter publish failed; holding the ordered event and retrying"
+				break
+			}
 			if settleErr = rn.nakDelayed(msg, act.Delay); settleErr != nil {
 				rn.m.SettleFailed("nak")
 			}
@@ -380,10 +394,10 @@ func (rn *runner) settle(d delivery, out Outcome, act Action, jitter float64) {
 	if settleErr != nil {
 		level = max(level, slog.LevelWarn)
 	}
-	if !rn.log.Enabled(context.Background(), level) {
-		return
+	if rn.log.Enabled(context.Background(), level) {
+		rn.logSettled(level, logMsg, d, out, act, settleErr)
 	}
-	rn.logSettled(level, logMsg, d, out, act, settleErr)
+	return held
 }
 
 func (rn *runner) logSettled(level slog.Level, logMsg string, d delivery, out Outcome, act Action, settleErr error) {

@@ -158,3 +158,38 @@ func TestOrderedRouteUnsettledIsBoundedByOneReplica(t *testing.T) {
 		t.Errorf("unordered route's MaxAckPending = %d, want 500", got)
 	}
 }
+
+// An ordered event whose dead letter cannot be stored (the dead-letter
+// stream is full) is held, not naked: the next event of its key waits until
+// the letter is stored, and only then reaches the agent.
+func TestOrderedEventWaitsForItsDeadLetterToBeStored(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, emulator.WithTrigger("agtch_ordd", true))
+	h.nats.CreateStream(t, jetstream.StreamConfig{
+		Name: dlStream, Subjects: []string{"agentrelay.dlq.>"}, MaxMsgs: 1, Discard: jetstream.DiscardNew,
+	})
+	h.publish("agentrelay.dlq.filler", "filler", nil, "")
+	r := h.route("ordd", "events.ordd.>", h.agent("agtch_ordd"))
+	r.Ordering = consumer.OrderByConversationKey
+	run := h.start(r)
+	// A message id that cannot be an Idempotency-Key: dead-lettered, but
+	// its body names its conversation, so it keeps its place in it.
+	h.publish("events.ordd.x", `{"input":"k 0","conversation_key":"k"}`, nil, "ordd/0")
+	h.publish("events.ordd.x", `{"input":"k 1","conversation_key":"k"}`, nil, "ordd-1")
+	testenv.Eventually(t, 15*time.Second, "dead-letter publish failures", func() bool {
+		return metricValue(t, run, "agentrelay_dead_letter_publish_failures_total", "ordd") >= 2
+	})
+	if n := h.emu.LedgerLen(); n != 0 {
+		t.Fatalf("the next event of the key was triggered (%d accepted) before its predecessor's dead letter was stored", n)
+	}
+	ctx := ctxTimeout(t, 5*time.Second)
+	if _, err := h.nats.JS.UpdateStream(ctx, jetstream.StreamConfig{
+		Name: dlStream, Subjects: []string{"agentrelay.dlq.>"}, MaxMsgs: -1, Discard: jetstream.DiscardNew,
+	}); err != nil {
+		t.Fatal(err)
+	}
+	h.waitSettled(15*time.Second, "ordd")
+	if h.emu.Accepted("agtch_ordd", "ordd-1") != 1 || len(h.deadLetters()) != 2 { // the filler and ordd/0's letter
+		t.Errorf("after recovery: accepted %d, %d letters", h.emu.Accepted("agtch_ordd", "ordd-1"), len(h.deadLetters()))
+	}
+}
