@@ -6,7 +6,6 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/agentrelay/agentrelay/agentapi"
-	"github.com/agentrelay/agentrelay/internal/telemetry"
 )
 
 // giveBack returns a message to the stream at once (a nak without delay),
@@ -70,7 +69,7 @@ func (rn *runner) handBackAhead() {
 	for _, a := range ahead {
 		a.ka.stop()
 		rn.m.Received()
-		rn.m.Finished(telemetry.OutcomeRetried, string(agentapi.ClassCanceled), 0, 0)
+		rn.m.Finished(VerdictRetry, string(agentapi.ClassCanceled), 0, 0)
 		rn.giveBack(a.msg)
 	}
 }

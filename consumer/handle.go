@@ -11,7 +11,6 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/agentrelay/agentrelay/agentapi"
-	"github.com/agentrelay/agentrelay/internal/telemetry"
 )
 
 // delivery is one delivery of a message being handled.
@@ -324,13 +323,12 @@ func (rn *runner) forget(seq uint64) {
 // reports held, and the caller tries again).
 func (rn *runner) settle(d delivery, out Outcome, act Action, jitter float64) (held bool) {
 	msg := d.msg
-	outcome := telemetry.OutcomeRetried
 	level := slog.LevelInfo
 	logMsg := "retrying"
 	var settleErr error
 	switch act.Verdict {
 	case VerdictAck:
-		outcome, level, logMsg = telemetry.OutcomeAcked, rn.accepted(d), "accepted"
+		level, logMsg = rn.accepted(d), "accepted"
 		rn.forget(d.md.Sequence.Stream)
 		if settleErr = msg.Ack(); settleErr != nil {
 			rn.m.SettleFailed("ack")
@@ -376,7 +374,7 @@ func (rn *runner) settle(d delivery, out Outcome, act Action, jitter float64) (h
 			break
 		}
 		rn.forget(d.md.Sequence.Stream)
-		outcome, level, logMsg = telemetry.OutcomeDeadLettered, slog.LevelWarn, "dead-lettered"
+		level, logMsg = slog.LevelWarn, "dead-lettered"
 		if stored.Form != FormFull {
 			// Sized down to what the server stores: say what is missing.
 			rn.log.Warn("dead letter stored in a smaller form", "stream_seq", d.md.Sequence.Stream, "form", string(stored.Form),
@@ -390,7 +388,7 @@ func (rn *runner) settle(d delivery, out Outcome, act Action, jitter float64) (h
 			rn.m.SettleFailed("term")
 		}
 	}
-	rn.m.Finished(outcome, string(out.Class), d.attempts.Delivered, time.Since(d.start).Seconds())
+	rn.m.Finished(act.Verdict, string(out.Class), d.attempts.Delivered, time.Since(d.start).Seconds())
 	if settleErr != nil {
 		level = max(level, slog.LevelWarn)
 	}

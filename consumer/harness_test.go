@@ -116,7 +116,7 @@ func (h *harness) options(reg *prometheus.Registry) consumer.Options {
 	}
 	return consumer.Options{
 		Logger:        logger,
-		Metrics:       telemetry.NewMetrics(reg),
+		Observer:      telemetry.NewMetrics(reg),
 		DrainGrace:    5 * time.Second,
 		PullExpiry:    3 * time.Second,
 		PullHeartbeat: time.Second,

@@ -1,20 +1,17 @@
 package consumer
 
-import (
-	"github.com/agentrelay/agentrelay/agentapi"
-	"github.com/agentrelay/agentrelay/internal/telemetry"
-)
+import "github.com/agentrelay/agentrelay/agentapi"
 
 // knownLabels are the label values a route's counters can take, created at
 // zero when the route starts so that alerts on increase() see the first
 // event of each. They follow Decide: what each class can end in.
-func knownLabels() telemetry.Known {
+func knownLabels() KnownLabels {
 	retryable := []agentapi.Class{
 		agentapi.ClassUnauthorized, agentapi.ClassConflict, agentapi.ClassRateLimited,
 		agentapi.ClassServerError, agentapi.ClassTimeout, agentapi.ClassNetwork, agentapi.ClassUnexpected,
 	}
-	k := telemetry.Known{
-		Finished: [][2]string{{telemetry.OutcomeAcked, string(agentapi.ClassAccepted)}},
+	k := KnownLabels{
+		Finished: []Finish{{VerdictAck, string(agentapi.ClassAccepted)}},
 		Reasons: []string{
 			string(ReasonInvalidJSON), string(ReasonMissingInput), string(ReasonInputTooLarge), string(ReasonInvalidUTF8),
 			string(ReasonInvalidIdempotencyKey), string(ReasonInvalidConversationKey), string(ReasonBadRequest),
@@ -34,14 +31,14 @@ func knownLabels() telemetry.Known {
 	}
 	for _, c := range retryable {
 		k.Finished = append(k.Finished,
-			[2]string{telemetry.OutcomeRetried, string(c)},
-			[2]string{telemetry.OutcomeDeadLettered, string(c)})
+			Finish{VerdictRetry, string(c)},
+			Finish{VerdictDeadLetter, string(c)})
 	}
 	for _, c := range []agentapi.Class{ClassGated, agentapi.ClassCanceled} {
-		k.Finished = append(k.Finished, [2]string{telemetry.OutcomeRetried, string(c)})
+		k.Finished = append(k.Finished, Finish{VerdictRetry, string(c)})
 	}
 	for _, c := range []agentapi.Class{ClassPoison, agentapi.ClassBadRequest, agentapi.ClassForbidden, agentapi.ClassNotFound, agentapi.ClassClientError} {
-		k.Finished = append(k.Finished, [2]string{telemetry.OutcomeDeadLettered, string(c)})
+		k.Finished = append(k.Finished, Finish{VerdictDeadLetter, string(c)})
 	}
 	return k
 }

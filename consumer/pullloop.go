@@ -4,7 +4,6 @@ import (
 	"time"
 
 	"github.com/agentrelay/agentrelay/agentapi"
-	"github.com/agentrelay/agentrelay/internal/telemetry"
 )
 
 func (rn *runner) signal() {
@@ -133,7 +132,7 @@ func (rn *runner) delivered(msg *pulledMsg) {
 	}
 	if draining {
 		rn.m.Received()
-		rn.m.Finished(telemetry.OutcomeRetried, string(agentapi.ClassCanceled), 0, 0)
+		rn.m.Finished(VerdictRetry, string(agentapi.ClassCanceled), 0, 0)
 		rn.giveBack(msg)
 		rn.signal()
 		return

@@ -14,10 +14,8 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
-	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/agentrelay/agentrelay/internal/backoff"
-	"github.com/agentrelay/agentrelay/internal/telemetry"
 )
 
 // Relay defaults.
@@ -36,8 +34,9 @@ const MinServerVersion = "2.10.4"
 type Options struct {
 	// Logger receives the relay's logs. Default: discard.
 	Logger *slog.Logger
-	// Metrics to record into. Default: a private, unexported registry.
-	Metrics *telemetry.Metrics
+	// Observer is told what the relay does, for metrics. Default: nothing
+	// is observed.
+	Observer Observer
 	// DeadLetter describes the dead-letter stream.
 	DeadLetter DeadLetterConfig
 	// DrainGrace is how long in-flight calls may run after Run's context
@@ -72,8 +71,8 @@ func (o Options) withDefaults() Options {
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
-	if o.Metrics == nil {
-		o.Metrics = telemetry.NewMetrics(prometheus.NewRegistry())
+	if o.Observer == nil {
+		o.Observer = nopObserver{}
 	}
 	if o.Jitter == nil {
 		o.Jitter = rand.Float64
@@ -287,7 +286,7 @@ func (r *Relay) Run(ctx context.Context) error {
 
 func (r *Relay) setReady(v bool) {
 	r.ready.Store(v)
-	r.opts.Metrics.SetReady(v)
+	r.opts.Observer.SetReady(v)
 }
 
 // versionAtLeast compares dotted numeric versions ("2.10.4", "2.11.0-beta").

@@ -12,8 +12,6 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 	"golang.org/x/time/rate"
-
-	"github.com/agentrelay/agentrelay/internal/telemetry"
 )
 
 // runner relays one route: a pull loop that keeps the route's in-flight
@@ -30,7 +28,7 @@ type runner struct {
 	limit   int
 	lowMark int // a new pull waits for this many free slots while another is outstanding
 	log     *slog.Logger
-	m       *telemetry.RouteMetrics
+	m       RouteObserver
 	health  *health
 	rate    *rate.Limiter // nil without MaxRate
 	fleet   *fleetGate
@@ -92,7 +90,7 @@ func newRunner(r *Relay, rt Route) *runner {
 		limit:        rt.MaxInFlight,
 		lowMark:      max(1, rt.MaxInFlight/4),
 		log:          r.log.With("route", rt.Name, "stream", rt.Stream, "trigger_id", rt.Agent.ID().String()),
-		m:            r.opts.Metrics.Route(rt.Name),
+		m:            r.opts.Observer.ObserveRoute(rt.Name),
 		health:       newHealth(rt.Breaker, rt.MaxInFlight),
 		healthEvt:    make(chan struct{}),
 		failures:     map[uint64]int{},

@@ -125,7 +125,7 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger, o Options) e
 		return err
 	}
 	ro := relayOptions(cfg)
-	ro.Logger, ro.Metrics = log, metrics
+	ro.Logger, ro.Observer = log, metrics
 	relay, err := consumer.New(js, routes, ro)
 	if err != nil {
 		return err

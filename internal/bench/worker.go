@@ -527,7 +527,7 @@ func newRelayWorker(cfg WorkerConfig, js jetstream.JetStream) (*relayWorker, err
 	}
 	opts := consumer.Options{
 		Logger:     log,
-		Metrics:    telemetry.NewMetrics(reg),
+		Observer:   telemetry.NewMetrics(reg),
 		DrainGrace: 10 * time.Second,
 	}
 	if cfg.InProcess {

@@ -18,19 +18,18 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
+	"github.com/agentrelay/agentrelay/consumer"
 	"github.com/agentrelay/agentrelay/internal/buildinfo"
 )
 
 const namespace = "agentrelay"
 
-// Outcome label values of agentrelay_messages_finished_total.
-const (
-	OutcomeAcked        = "acked"
-	OutcomeRetried      = "retried"
-	OutcomeDeadLettered = "dead_lettered"
-)
+// outcomes are the outcome label values of agentrelay_messages_finished_total
+// and its histograms, by verdict carried out: index outcomeIndex.
+var outcomes = [3]string{"acked", "retried", "dead_lettered"}
 
-// Metrics are the worker's metrics, registered once per process.
+// Metrics are the worker's metrics, registered once per process. They are
+// the relay's consumer.Observer.
 type Metrics struct {
 	received        *prometheus.CounterVec
 	finished        *prometheus.CounterVec
@@ -207,6 +206,8 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	return m
 }
 
+var _ consumer.Observer = (*Metrics)(nil)
+
 // SetReady sets agentrelay_ready.
 func (m *Metrics) SetReady(ready bool) { m.ready.Set(b2f(ready)) }
 
@@ -222,6 +223,9 @@ func b2f(b bool) float64 {
 	}
 	return 0
 }
+
+// ObserveRoute is Route, for the relay.
+func (m *Metrics) ObserveRoute(name string) consumer.RouteObserver { return m.Route(name) }
 
 // Route returns the metrics of one route with its label values bound, so
 // that the per-message path does no label lookups.
@@ -248,7 +252,7 @@ func (m *Metrics) Route(name string) *RouteMetrics {
 		tokenReloads:   m.tokenReloads.WithLabelValues(name),
 		replays:        m.replays.WithLabelValues(name),
 	}
-	for i, o := range []string{OutcomeAcked, OutcomeRetried, OutcomeDeadLettered} {
+	for i, o := range outcomes {
 		r.processSeconds[i] = m.processSeconds.WithLabelValues(name, o)
 		r.attempts[i] = m.attempts.WithLabelValues(name, o)
 	}
@@ -289,7 +293,10 @@ type RouteMetrics struct {
 	settleBy   labelCache[string]
 }
 
-type finishedKey struct{ outcome, class string }
+type finishedKey struct {
+	v     consumer.Verdict
+	class string
+}
 
 // requestKey is a trigger call's labels: an HTTP status code, or an error
 // kind when there was no answer (the other one empty).
@@ -307,11 +314,11 @@ func (c *labelCache[K]) get(k K, bind func() prometheus.Counter) prometheus.Coun
 	return v.(prometheus.Counter)
 }
 
-func outcomeIndex(outcome string) int {
-	switch outcome {
-	case OutcomeAcked:
+func outcomeIndex(v consumer.Verdict) int {
+	switch v {
+	case consumer.VerdictAck:
 		return 0
-	case OutcomeRetried:
+	case consumer.VerdictRetry:
 		return 1
 	default:
 		return 2
@@ -363,14 +370,18 @@ func (r *RouteMetrics) Accepted(now float64, replay bool) {
 // file.
 func (r *RouteMetrics) TokenReloaded() { r.tokenReloads.Inc() }
 
-// Finished records a settled message.
-func (r *RouteMetrics) Finished(outcome, class string, attempt int, seconds float64) {
-	r.finishedBy.get(finishedKey{outcome, class}, func() prometheus.Counter {
-		return r.m.finished.WithLabelValues(r.name, outcome, class)
-	}).Inc()
-	i := outcomeIndex(outcome)
+// Finished records a message settled by verdict v.
+func (r *RouteMetrics) Finished(v consumer.Verdict, class string, attempt int, seconds float64) {
+	i := outcomeIndex(v)
+	r.finished(v, class).Inc()
 	r.processSeconds[i].Observe(seconds)
 	r.attempts[i].Observe(float64(attempt))
+}
+
+func (r *RouteMetrics) finished(v consumer.Verdict, class string) prometheus.Counter {
+	return r.finishedBy.get(finishedKey{v, class}, func() prometheus.Counter {
+		return r.m.finished.WithLabelValues(r.name, outcomes[outcomeIndex(v)], class)
+	})
 }
 
 // DeadLettered counts a stored dead letter.
@@ -389,26 +400,14 @@ func (r *RouteMetrics) SettleFailed(op string) {
 // PullFailed counts a pull request that ended in an error.
 func (r *RouteMetrics) PullFailed() { r.pullErrors.Inc() }
 
-// Known lists the label values a route's counters can take, so that Prime
-// can create them at zero.
-type Known struct {
-	Finished    [][2]string // outcome, class
-	Reasons     []string
-	Codes       []string // HTTP status codes
-	Errors      []string // error kinds of calls without an answer
-	SettleOps   []string
-	Transitions [][2]string // transition, condition
-	States      []string    // route health states; the first is the initial one
-}
-
 // Prime creates every known labelled counter of the route at zero.
 // Prometheus only exports a labelled series once it has been touched, and
 // increase() cannot see a series go from absent to 1: without this the
 // first dead letter of a reason (or the first breaker opening) would never
 // fire an alert built on increase() or rate().
-func (r *RouteMetrics) Prime(k Known) {
+func (r *RouteMetrics) Prime(k consumer.KnownLabels) {
 	for _, f := range k.Finished {
-		r.finishedBy.get(finishedKey{f[0], f[1]}, func() prometheus.Counter { return r.m.finished.WithLabelValues(r.name, f[0], f[1]) })
+		r.finished(f.Verdict, f.Class)
 	}
 	for _, reason := range k.Reasons {
 		r.deadBy.get(reason, func() prometheus.Counter { return r.m.deadLetters.WithLabelValues(r.name, reason) })

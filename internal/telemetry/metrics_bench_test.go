@@ -4,6 +4,8 @@ import (
 	"testing"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/agentrelay/agentrelay/consumer"
 )
 
 // The per-message metric calls of the relay: Received, Trigger, Finished.
@@ -14,6 +16,6 @@ func BenchmarkRouteMetricsPerMessage(b *testing.B) {
 	for b.Loop() {
 		r.Received()
 		r.Trigger(202, "accepted", 0.05)
-		r.Finished(OutcomeAcked, "accepted", 1, 0.05)
+		r.Finished(consumer.VerdictAck, "accepted", 1, 0.05)
 	}
 }

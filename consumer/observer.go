@@ -1,0 +1,103 @@
+package consumer
+
+// Observer is told what the relay does, for metrics. The relay calls it
+// from many goroutines at once. internal/telemetry's Metrics is the
+// Prometheus one; Options.Observer left nil observes nothing.
+type Observer interface {
+	// ObserveRoute returns the observer of one route. The relay calls it
+	// once per route, when the relay is built, so that the per-message
+	// calls find everything bound.
+	ObserveRoute(name string) RouteObserver
+	// SetReady is told when the relay becomes ready and when it stops
+	// being (see Relay.Ready).
+	SetReady(ready bool)
+}
+
+// RouteObserver is told what happens on one route. Label values are
+// bounded: outcome classes, reasons, status codes, settle operations,
+// health states; never message ids, subjects or keys.
+type RouteObserver interface {
+	// Prime is told, once when the route starts, every value the labels
+	// below can take, so that their series exist at zero from start-up.
+	Prime(k KnownLabels)
+	// Received: a message was taken off the stream.
+	Received()
+	// InFlight: delta more messages are being processed.
+	InFlight(delta int)
+	// SetInFlightLimit: at most n messages are processed at once.
+	SetInFlightLimit(n int)
+	// Trigger: one trigger call ended with status, or with no answer
+	// (status 0) of the kind noAnswer, after seconds.
+	Trigger(status int, noAnswer string, seconds float64)
+	// Accepted: the API accepted an event at unix time now (seconds);
+	// replay says whether it was a dead-letter replay.
+	Accepted(now float64, replay bool)
+	// Finished: a message was settled by verdict v after attempt
+	// deliveries, class being the class of its last attempt, seconds
+	// after it was received.
+	Finished(v Verdict, class string, attempt int, seconds float64)
+	// RetryWaiting: delta more messages wait out a retry delay.
+	RetryWaiting(delta int)
+	// DeadLettered: a dead letter of reason was stored.
+	DeadLettered(reason string)
+	// DeadLetterFailed: a dead letter was not stored; the original is kept.
+	DeadLetterFailed()
+	// SettleFailed: an ack, nak, term or in_progress (op) failed.
+	SettleFailed(op string)
+	// PullFailed: a pull request ended in an error.
+	PullFailed()
+	// SetHealth: the route's health is state, one of states.
+	SetHealth(state string, states []string)
+	// HealthTransition: the route's health changed.
+	HealthTransition(transition, condition string)
+	// ConsumerState: the route's consumer as JetStream last reported it.
+	ConsumerState(pending uint64, ackPending, redelivered, waiting int, paused bool)
+	// SetOldestUnacked: the age of the route's oldest unacknowledged event.
+	SetOldestUnacked(seconds float64)
+	// OrderedBlocked: on an ordered route, keys wait, the oldest for
+	// oldestSeconds.
+	OrderedBlocked(keys int, oldestSeconds float64)
+}
+
+// KnownLabels lists the values a route's observations can take (see
+// RouteObserver.Prime). They follow Decide: what each class can end in.
+type KnownLabels struct {
+	Finished    []Finish
+	Reasons     []string
+	Codes       []string // HTTP status codes
+	Errors      []string // error kinds of calls without an answer
+	SettleOps   []string
+	Transitions [][2]string // transition, condition
+	States      []string    // route health states; the first is the initial one
+}
+
+// Finish is one way a message can be settled: the verdict carried out and
+// the class of its last attempt.
+type Finish struct {
+	Verdict Verdict
+	Class   string
+}
+
+// nopObserver observes nothing: the default Options.Observer.
+type nopObserver struct{}
+
+func (nopObserver) ObserveRoute(string) RouteObserver { return nopObserver{} }
+func (nopObserver) SetReady(bool)                     {}
+
+func (nopObserver) Prime(KnownLabels)                         {}
+func (nopObserver) Received()                                 {}
+func (nopObserver) InFlight(int)                              {}
+func (nopObserver) SetInFlightLimit(int)                      {}
+func (nopObserver) Trigger(int, string, float64)              {}
+func (nopObserver) Accepted(float64, bool)                    {}
+func (nopObserver) Finished(Verdict, string, int, float64)    {}
+func (nopObserver) RetryWaiting(int)                          {}
+func (nopObserver) DeadLettered(string)                       {}
+func (nopObserver) DeadLetterFailed()                         {}
+func (nopObserver) SettleFailed(string)                       {}
+func (nopObserver) PullFailed()                               {}
+func (nopObserver) SetHealth(string, []string)                {}
+func (nopObserver) HealthTransition(string, string)           {}
+func (nopObserver) ConsumerState(uint64, int, int, int, bool) {}
+func (nopObserver) SetOldestUnacked(float64)                  {}
+func (nopObserver) OrderedBlocked(int, float64)               {}
