@@ -26,7 +26,7 @@ func BenchmarkDecode(b *testing.B) {
 		{"fallback", `{"input":"Summarise ticket 4711: the customer reports that exports of the quarterly report time out.","conversation_key":null}`},
 	} {
 		b.Run(bc.name, func(b *testing.B) {
-			c := Contract{}
+			c := Contract{}.WithDefaults()
 			data := []byte(bc.body)
 			b.ReportAllocs()
 			b.SetBytes(int64(len(data)))
@@ -63,7 +63,7 @@ func BenchmarkIdempotencyKey(b *testing.B) {
 }
 
 func BenchmarkDecide(b *testing.B) {
-	p := RetryPolicy{}
+	p := RetryPolicy{}.WithDefaults()
 	for _, o := range []Outcome{
 		{Class: agentapi.ClassAccepted, Status: 202},
 		{Class: agentapi.ClassServerError, Status: 503},

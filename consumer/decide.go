@@ -160,10 +160,10 @@ func (p RetryPolicy) WithDefaults() RetryPolicy {
 // Decide is the response-class table: from how an attempt ended, what the
 // message has been through and the route's policy, it returns what to do
 // with the message. jitter is a number in [0, 1) drawn by the caller, so
-// that Decide stays a pure function. The README's table is this function;
-// keep them in step.
+// that Decide stays a pure function. p is resolved (RetryPolicy.WithDefaults):
+// a route's is, from when the relay is built. The README's table is this
+// function; keep them in step.
 func Decide(o Outcome, a Attempts, p RetryPolicy, jitter float64) Action {
-	p = p.WithDefaults()
 	switch o.Class {
 	case agentapi.ClassAccepted:
 		return Action{Verdict: VerdictAck}
@@ -208,9 +208,8 @@ func Decide(o Outcome, a Attempts, p RetryPolicy, jitter float64) Action {
 // capped at MaxBackoff, with "equal jitter" (between half and all of the
 // step) so that a burst of failures does not come back as a burst. A
 // Retry-After from the server raises the delay to what it asked for, capped
-// at MaxRetryAfter; it never lowers it.
+// at MaxRetryAfter; it never lowers it. p is resolved, as for Decide.
 func Backoff(p RetryPolicy, failures int, retryAfter time.Duration, jitter float64) time.Duration {
-	p = p.WithDefaults()
 	step := float64(p.InitialBackoff)
 	for i := 1; i < failures && step < float64(p.MaxBackoff); i++ {
 		step *= p.Multiplier

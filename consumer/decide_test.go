@@ -17,7 +17,7 @@ import (
 // delivery count.
 func TestDecideTable(t *testing.T) {
 	t.Parallel()
-	p := RetryPolicy{}
+	p := RetryPolicy{}.WithDefaults()
 	const jitter = 1.0
 	poison := func(r Reason) Outcome { return Outcome{Class: ClassPoison, Reason: r} }
 	http := func(status int) Outcome { return Outcome{Class: agentapi.ClassOf(status), Status: status} }
@@ -115,7 +115,7 @@ func TestDecideHonoursThePolicy(t *testing.T) {
 // never below the server's Retry-After.
 func TestBackoffJitterBounds(t *testing.T) {
 	t.Parallel()
-	p := RetryPolicy{}
+	p := RetryPolicy{}.WithDefaults()
 	for _, j := range []float64{0, 0.25, 0.5, 0.999} {
 		d := Backoff(p, 2, 0, j) // step 2s
 		if d < time.Second || d > 2*time.Second {

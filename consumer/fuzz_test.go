@@ -48,7 +48,7 @@ func checkDecoded(t *testing.T, c consumer.Contract, data []byte, ev agentapi.Ev
 	if verr := ev.Validate(); verr != nil {
 		t.Errorf("Decode(%q) accepted an event the client refuses: %+v: %v", data, ev, verr)
 	}
-	if len(ev.Input) > c.WithDefaults().MaxInputBytes || ev.IdempotencyKey != "" {
+	if len(ev.Input) > c.MaxInputBytes || ev.IdempotencyKey != "" {
 		t.Errorf("Decode(%q) = %+v: over the input limit, or with a key", data, ev)
 	}
 	return true
@@ -101,7 +101,7 @@ func FuzzDecodeJSON(f *testing.F) {
 	} {
 		f.Add([]byte(s))
 	}
-	c := consumer.Contract{MaxInputBytes: 16}
+	c := consumer.Contract{MaxInputBytes: 16}.WithDefaults()
 	f.Fuzz(func(t *testing.T, data []byte) {
 		ev, reason, err := promptDecode(t, c, data, nil)
 		if !checkDecoded(t, c, data, ev, reason, err) {
@@ -175,7 +175,7 @@ func FuzzDecodeText(f *testing.F) {
 	} {
 		f.Add([]byte(s.body), s.name, s.value)
 	}
-	c := consumer.Contract{Format: consumer.BodyText, MaxInputBytes: 16}
+	c := consumer.Contract{Format: consumer.BodyText, MaxInputBytes: 16}.WithDefaults()
 	f.Fuzz(func(t *testing.T, body []byte, name, value string) {
 		h := nats.Header{}
 		if name != "" {

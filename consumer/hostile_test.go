@@ -150,7 +150,7 @@ func TestInvalidUTF8IsDeadLetteredUnmangled(t *testing.T) {
 // allocating in proportion to it: size is checked first.
 func TestOversizedInputIsRefusedCheaply(t *testing.T) {
 	t.Parallel()
-	c := consumer.Contract{MaxInputBytes: 1024}
+	c := consumer.Contract{MaxInputBytes: 1024}.WithDefaults()
 	huge := []byte(`{"input":"` + strings.Repeat("x", 900<<10) + `"}`)
 	for name, tc := range map[string]struct {
 		c    consumer.Contract
@@ -159,8 +159,8 @@ func TestOversizedInputIsRefusedCheaply(t *testing.T) {
 		want consumer.Reason
 	}{
 		"JSON body":              {c, huge, nil, consumer.ReasonInputTooLarge},
-		"text body":              {consumer.Contract{Format: consumer.BodyText, MaxInputBytes: 1024}, huge, nil, consumer.ReasonInputTooLarge},
-		"conversation key":       {consumer.Contract{Format: consumer.BodyText}, []byte("x"), nats.Header{"Conversation-Key": {strings.Repeat("k", 900<<10)}}, consumer.ReasonInvalidConversationKey},
+		"text body":              {consumer.Contract{Format: consumer.BodyText, MaxInputBytes: 1024}.WithDefaults(), huge, nil, consumer.ReasonInputTooLarge},
+		"conversation key":       {consumer.Contract{Format: consumer.BodyText}.WithDefaults(), []byte("x"), nats.Header{"Conversation-Key": {strings.Repeat("k", 900<<10)}}, consumer.ReasonInvalidConversationKey},
 		"JSON input over limit":  {c, []byte(`{"input":"` + strings.Repeat("x", 2048) + `"}`), nil, consumer.ReasonInputTooLarge},
 		"invalid UTF-8, too big": {c, append(bytes.Repeat([]byte{0xff}, 900<<10), '}'), nil, consumer.ReasonInputTooLarge},
 	} {

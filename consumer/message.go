@@ -84,9 +84,9 @@ const (
 // Decode reads an event from a message body and headers. When the message
 // breaks the contract it returns the Reason and an error saying what is
 // wrong; such a message is dead-lettered without calling the API. The
-// returned event has no idempotency key; see IdempotencyKey.
+// returned event has no idempotency key; see IdempotencyKey. c is resolved
+// (Contract.WithDefaults): a route's is, from when the relay is built.
 func (c Contract) Decode(data []byte, h nats.Header) (agentapi.Event, Reason, error) {
-	c = c.WithDefaults()
 	var ev agentapi.Event
 	switch c.Format {
 	case BodyText:

@@ -15,7 +15,7 @@ import (
 func TestDecodeErrorIsBounded(t *testing.T) {
 	t.Parallel()
 	name := strings.Repeat("k", 1<<20)
-	_, reason, err := consumer.Contract{}.Decode([]byte(`{"input":"x","`+name+`":"v"}`), nil)
+	_, reason, err := consumer.Contract{}.WithDefaults().Decode([]byte(`{"input":"x","`+name+`":"v"}`), nil)
 	if reason != consumer.ReasonInvalidJSON || err == nil {
 		t.Fatalf("reason %q, err %v", reason, err)
 	}
@@ -27,7 +27,7 @@ func TestDecodeErrorIsBounded(t *testing.T) {
 	}
 	// A syntax error quoting the producer's text is cut too, and still
 	// unwraps to encoding/json's error.
-	_, _, err = consumer.Contract{}.Decode([]byte(`{"input":"x",`+name+`}`), nil)
+	_, _, err = consumer.Contract{}.WithDefaults().Decode([]byte(`{"input":"x",`+name+`}`), nil)
 	var syntaxErr *json.SyntaxError
 	if !errors.As(err, &syntaxErr) || len(err.Error()) > 512 {
 		t.Errorf("error %.600q does not unwrap to encoding/json's, or is not bounded", err)

@@ -15,7 +15,7 @@ import (
 
 func TestDecodeJSONContract(t *testing.T) {
 	t.Parallel()
-	c := Contract{MaxInputBytes: 16}
+	c := Contract{MaxInputBytes: 16}.WithDefaults()
 	rows := []struct {
 		name, body string
 		want       agentapi.Event
@@ -53,7 +53,7 @@ func TestDecodeJSONContract(t *testing.T) {
 
 func TestDecodeRefusesAHugeJSONBodyWithoutParsingIt(t *testing.T) {
 	t.Parallel()
-	c := Contract{MaxInputBytes: 10}
+	c := Contract{MaxInputBytes: 10}.WithDefaults()
 	body := `{"input":"` + strings.Repeat("x", 200_000) + `"}`
 	_, reason, err := c.Decode([]byte(body), nil)
 	if reason != ReasonInputTooLarge || !strings.Contains(err.Error(), "body is") {
@@ -63,7 +63,7 @@ func TestDecodeRefusesAHugeJSONBodyWithoutParsingIt(t *testing.T) {
 
 func TestDecodeTextContract(t *testing.T) {
 	t.Parallel()
-	c := Contract{Format: BodyText, ConversationKeyHeader: "Thread", MaxInputBytes: 13}
+	c := Contract{Format: BodyText, ConversationKeyHeader: "Thread", MaxInputBytes: 13}.WithDefaults()
 	h := nats.Header{"thread": []string{"t-9"}} // producers do not always keep the case
 	ev, reason, err := c.Decode([]byte(`{"not":"json"`), h)
 	if reason != "" || ev.Input != `{"not":"json"` || ev.ConversationKey != "t-9" {
@@ -145,7 +145,7 @@ func TestHostileMessageIDsArePoisonNotRewritten(t *testing.T) {
 // or escaped, is fine, and so is an escaped surrogate pair.
 func TestLoneSurrogatesAreRefusedNotMangled(t *testing.T) {
 	t.Parallel()
-	c := Contract{}
+	c := Contract{}.WithDefaults()
 	for body, want := range map[string]Reason{
 		`{"input":"a\ud800b"}`:                         ReasonInvalidUTF8,
 		`{"input":"x","conversation_key":"\udc00"}`:    ReasonInvalidUTF8,
@@ -169,7 +169,7 @@ func TestLoneSurrogatesAreRefusedNotMangled(t *testing.T) {
 // first of two keys, or exact keys only, must never see a different event
 // from the one the agent gets.
 func TestDecodeTakesExactKeysOnlyAndEachOnce(t *testing.T) {
-	c := Contract{}
+	c := Contract{}.WithDefaults()
 	for _, r := range []struct{ body, errWants string }{
 		{`{"input":"a","input":"b"}`, `"input" more than once`},
 		{`{"input":"benign","INPUT":"evil"}`, `"INPUT" is not "input"`},
@@ -222,7 +222,7 @@ func TestConflictingKeyHeadersArePoison(t *testing.T) {
 			t.Fatalf("%q %v", k, err)
 		}
 	}
-	c := Contract{Format: BodyText}
+	c := Contract{Format: BodyText}.WithDefaults()
 	if _, reason, _ := c.Decode([]byte("x"), nats.Header{"conversation-key": {"a"}, "CONVERSATION-KEY": {"b"}}); reason != ReasonInvalidConversationKey {
 		t.Errorf("conflicting conversation keys: %q", reason)
 	}

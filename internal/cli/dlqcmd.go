@@ -459,7 +459,7 @@ func replayPolicy(ctx context.Context, t *toolConn, allowTriggerChange bool) (dl
 				filters = st.CachedInfo().Config.Subjects
 			}
 		}
-		p.Routes = append(p.Routes, dlq.Route{Name: r.Name, Stream: r.Stream, TriggerID: r.TriggerID, Filters: filters, Contract: app.Route(r, nil).Contract})
+		p.Routes = append(p.Routes, dlq.Route{Name: r.Name, Stream: r.Stream, TriggerID: r.TriggerID, Filters: filters, Contract: app.Route(r, nil).WithDefaults().Contract})
 	}
 	return p, nil
 }

@@ -29,7 +29,8 @@ type Route struct {
 	// Filters are the subjects its consumer captures: its filter subjects,
 	// or its stream's subjects when it has none.
 	Filters []string
-	// Contract is its message contract: a corrected body must pass it.
+	// Contract is its message contract, resolved (Contract.WithDefaults):
+	// a corrected body must pass it.
 	Contract consumer.Contract
 }
 
