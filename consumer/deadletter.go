@@ -172,9 +172,10 @@ const subjectHashPrefix = "sha256-"
 // filters on the leading tokens still find it, and the full original stays
 // in the HeaderSubject header. Subject is a pure function of the
 // configuration and the original, so a tool can check a letter's subject
-// against its header.
+// against its header. c is resolved (DeadLetterConfig.WithDefaults), as
+// NewDeadLetter resolves its own.
 func (c DeadLetterConfig) Subject(original string) string {
-	prefix := c.WithDefaults().SubjectPrefix
+	prefix := c.SubjectPrefix
 	if s := prefix + "." + original; len(s) <= MaxDeadLetterSubjectLen && isLiteralSubject(original) {
 		return s
 	}

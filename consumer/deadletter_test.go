@@ -23,7 +23,7 @@ import (
 // configuration and the original subject.
 func TestDeadLetterSubjectIsBounded(t *testing.T) {
 	t.Parallel()
-	cfg := consumer.DeadLetterConfig{}
+	cfg := consumer.DeadLetterConfig{}.WithDefaults()
 	if got := cfg.Subject("ev.ok.a"); got != "agentrelay.dlq.ev.ok.a" {
 		t.Errorf("short subject: %s", got)
 	}
@@ -539,7 +539,7 @@ func TestHostileOriginalsAreDeadLetteredWithoutStallingTheRoute(t *testing.T) {
 			m.Header.Get(consumer.HeaderStream) != stream || m.Header.Get(consumer.HeaderSequence) == "" {
 			t.Errorf("%.40s…: facts lost: %v", subject, m.Header)
 		}
-		if m.Subject != (consumer.DeadLetterConfig{}).Subject(subject) {
+		if m.Subject != (consumer.DeadLetterConfig{}).WithDefaults().Subject(subject) {
 			t.Errorf("%.40s…: letter subject %.60q", subject, m.Subject)
 		}
 	}

@@ -221,7 +221,7 @@ func TestNATSPermissionsExample(t *testing.T) {
 	// Nobody but the worker writes a dead letter, and nobody here purges
 	// or deletes a stream.
 	workStream := routes[0].Stream
-	dlSubject := app.DeadLetter(d.config.DeadLetter).Subject(subject(routes[0], "forged"))
+	dlSubject := app.DeadLetter(d.config.DeadLetter).WithDefaults().Subject(subject(routes[0], "forged"))
 	for _, user := range []string{"agentrelay", "sre", "producer"} {
 		u := connectAs(t, url, user)
 		if user != "agentrelay" {

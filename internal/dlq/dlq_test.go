@@ -142,7 +142,7 @@ func policy() Policy {
 func forged(subject, route, trigger string) Letter {
 	l := letter()
 	l.OrigSubject, l.Route, l.TriggerID = subject, route, trigger
-	l.Subject = consumer.DeadLetterConfig{}.Subject(subject)
+	l.Subject = consumer.DeadLetterConfig{}.WithDefaults().Subject(subject)
 	return l
 }
 
