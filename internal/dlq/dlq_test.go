@@ -130,10 +130,11 @@ func TestReplayLeavesOutAKeyThatCannotBeUsed(t *testing.T) {
 
 // policy is the configuration letter() belongs to.
 func policy() Policy {
+	c := consumer.Contract{}.WithDefaults()
 	return Policy{Routes: []Route{
-		{Name: "complaints", Stream: "S", TriggerID: "agtch_c", Filters: []string{"agents.complaints.>"}},
-		{Name: "refunds", Stream: "S", TriggerID: "agtch_r", Filters: []string{"agents.refunds.*", "agents.refunds.urgent.>"}},
-		{Name: "whole", Stream: "W", TriggerID: "agtch_w", Filters: []string{">"}},
+		{Name: "complaints", Stream: "S", TriggerID: "agtch_c", Filters: []string{"agents.complaints.>"}, Contract: c},
+		{Name: "refunds", Stream: "S", TriggerID: "agtch_r", Filters: []string{"agents.refunds.*", "agents.refunds.urgent.>"}, Contract: c},
+		{Name: "whole", Stream: "W", TriggerID: "agtch_w", Filters: []string{">"}, Contract: c},
 	}}
 }
 
