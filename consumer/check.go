@@ -136,8 +136,8 @@ func checkRetry(p RetryPolicy, add addFunc) {
 	notNegative(add, "InitialBackoff", p.InitialBackoff)
 	notNegative(add, "MaxBackoff", p.MaxBackoff)
 	notNegative(add, "MaxRetryAfter", p.MaxRetryAfter)
-	if initial, maxb := or(p.InitialBackoff, DefaultInitialBackoff), or(p.MaxBackoff, DefaultMaxBackoff); maxb < initial {
-		add("MaxBackoff", "%v is below the initial backoff %v", maxb, initial)
+	if d := p.WithDefaults(); d.MaxBackoff < d.InitialBackoff {
+		add("MaxBackoff", "%v is below the initial backoff %v", d.MaxBackoff, d.InitialBackoff)
 	}
 	if p.Multiplier != 0 && !(p.Multiplier >= 1) || math.IsInf(p.Multiplier, 0) {
 		add("Multiplier", "must be at least 1")
@@ -151,8 +151,8 @@ func checkBreaker(s BreakerSettings, add addFunc) {
 	notNegative(add, "Window", s.Window)
 	notNegative(add, "ProbeInterval", s.ProbeInterval)
 	notNegative(add, "MaxProbeInterval", s.MaxProbeInterval)
-	if probe, maxp := or(s.ProbeInterval, DefaultProbeInterval), or(s.MaxProbeInterval, DefaultMaxProbeInterval); maxp < probe {
-		add("MaxProbeInterval", "%v is below the probe interval %v", maxp, probe)
+	if d := s.WithDefaults(); d.MaxProbeInterval < d.ProbeInterval {
+		add("MaxProbeInterval", "%v is below the probe interval %v", d.MaxProbeInterval, d.ProbeInterval)
 	}
 }
 

@@ -134,7 +134,9 @@ const (
 	DeliveryCapFactor = 5
 )
 
-// WithDefaults returns p with zero fields set to their defaults.
+// WithDefaults returns p with zero fields set to their defaults. It adjusts
+// nothing else: Check refuses a MaxBackoff below the InitialBackoff, given
+// or defaulted.
 func (p RetryPolicy) WithDefaults() RetryPolicy {
 	if p.MaxAttempts <= 0 {
 		p.MaxAttempts = DefaultMaxAttempts
@@ -144,9 +146,6 @@ func (p RetryPolicy) WithDefaults() RetryPolicy {
 	}
 	if p.MaxBackoff <= 0 {
 		p.MaxBackoff = DefaultMaxBackoff
-	}
-	if p.MaxBackoff < p.InitialBackoff {
-		p.MaxBackoff = p.InitialBackoff
 	}
 	if p.Multiplier < 1 {
 		p.Multiplier = DefaultMultiplier

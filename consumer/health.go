@@ -124,7 +124,8 @@ const (
 	DefaultMaxProbeInterval = 3 * time.Second
 )
 
-// WithDefaults returns s with zero fields set to their defaults.
+// WithDefaults returns s with zero fields set to their defaults. Check
+// refuses a MaxProbeInterval below the ProbeInterval, given or defaulted.
 func (s BreakerSettings) WithDefaults() BreakerSettings {
 	if s.FailureRatio <= 0 || s.FailureRatio > 1 {
 		s.FailureRatio = DefaultFailureRatio
@@ -141,7 +142,6 @@ func (s BreakerSettings) WithDefaults() BreakerSettings {
 	if s.MaxProbeInterval <= 0 {
 		s.MaxProbeInterval = DefaultMaxProbeInterval
 	}
-	s.MaxProbeInterval = max(s.MaxProbeInterval, s.ProbeInterval)
 	return s
 }
 
