@@ -403,10 +403,18 @@ const (
 	maxListName      = 128      // one name in such a list
 )
 
+// Original is the message a dead letter copies: its subject, headers and
+// body. Every jetstream.Msg is one.
+type Original interface {
+	Subject() string
+	Headers() nats.Header
+	Data() []byte
+}
+
 // Publish stores a dead-letter copy of msg and returns once JetStream has
 // acknowledged it. Only then may the caller terminate the original. It is
 // PublishLetter, returning only the publish ack.
-func (d *DeadLetter) Publish(ctx context.Context, msg jetstream.Msg, md *jetstream.MsgMetadata, l Letter) (*jetstream.PubAck, error) {
+func (d *DeadLetter) Publish(ctx context.Context, msg Original, md *jetstream.MsgMetadata, l Letter) (*jetstream.PubAck, error) {
 	st, err := d.PublishLetter(ctx, msg, md, l)
 	return st.Ack, err
 }
@@ -428,7 +436,7 @@ func (d *DeadLetter) Publish(ctx context.Context, msg jetstream.Msg, md *jetstre
 // unavailable (timeout, no responders, connection closed, ctx done), full,
 // or refused even the reduced form. The caller keeps the original and
 // retries.
-func (d *DeadLetter) PublishLetter(ctx context.Context, msg jetstream.Msg, md *jetstream.MsgMetadata, l Letter) (Stored, error) {
+func (d *DeadLetter) PublishLetter(ctx context.Context, msg Original, md *jetstream.MsgMetadata, l Letter) (Stored, error) {
 	id := MsgID(l.Route, md)
 	data := msg.Data()
 	base, truncated := d.letterHeaders(msg.Subject(), md, l, data)

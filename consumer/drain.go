@@ -3,8 +3,6 @@ package consumer
 import (
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
-
 	"github.com/agentrelay/agentrelay/agentapi"
 )
 
@@ -12,7 +10,7 @@ import (
 // for another replica. During a drain the nak waits until this replica's own
 // pulls have ended: JetStream would otherwise redeliver the message straight
 // into one of them, and every round trip would burn a delivery attempt.
-func (rn *runner) giveBack(msg jetstream.Msg) {
+func (rn *runner) giveBack(msg inbound) {
 	if rn.draining.Load() {
 		rn.mu.Lock()
 		held := !rn.handedBack

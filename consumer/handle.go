@@ -15,7 +15,7 @@ import (
 
 // delivery is one delivery of a message being handled.
 type delivery struct {
-	msg      jetstream.Msg
+	msg      inbound
 	md       *jetstream.MsgMetadata
 	key      string // the Idempotency-Key (empty when the message has none usable)
 	attempts Attempts
@@ -32,7 +32,7 @@ type delivery struct {
 // Handler goroutines are reused rather than started per message: a call
 // goes deep into net/http, so a new goroutine's stack grows (and is copied)
 // two or three times on every message; a reused one has grown already.
-func (rn *runner) dispatch(msg jetstream.Msg) {
+func (rn *runner) dispatch(msg inbound) {
 	select {
 	case rn.idle <- msg:
 	default:
@@ -42,7 +42,7 @@ func (rn *runner) dispatch(msg jetstream.Msg) {
 
 // handleLoop handles msg, then further messages from dispatch, until none
 // comes for handlerIdle or the drain is over.
-func (rn *runner) handleLoop(msg jetstream.Msg) {
+func (rn *runner) handleLoop(msg inbound) {
 	t := time.NewTimer(handlerIdle)
 	defer t.Stop()
 	for {
@@ -60,7 +60,7 @@ func (rn *runner) handleLoop(msg jetstream.Msg) {
 
 // handle runs one message through the pipeline: decode, call, decide,
 // settle.
-func (rn *runner) handle(msg jetstream.Msg) {
+func (rn *runner) handle(msg inbound) {
 	defer rn.done()
 	d := delivery{msg: msg, start: time.Now()}
 	rn.m.Received()
@@ -441,7 +441,7 @@ type keepAlive struct {
 	stopped bool
 }
 
-func (rn *runner) keepAlive(msg jetstream.Msg) *keepAlive {
+func (rn *runner) keepAlive(msg inbound) *keepAlive {
 	every := rn.route.AckWait / 3
 	ka := &keepAlive{}
 	ka.mu.Lock()

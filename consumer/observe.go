@@ -125,7 +125,7 @@ func (h *dueHeap) Pop() any {
 }
 
 // nakDelayed hands msg back with a retry delay and counts it as waiting.
-func (rn *runner) nakDelayed(msg jetstream.Msg, delay time.Duration) error {
+func (rn *runner) nakDelayed(msg inbound, delay time.Duration) error {
 	if err := msg.NakWithDelay(delay); err != nil {
 		return err
 	}

@@ -37,7 +37,7 @@ func newOrdered(rn *runner) *ordered {
 // conversationKey is the key an ordered route orders msg by: "" for a
 // message without one, or that breaks the contract (it is dead-lettered
 // without a call, so it needs no place in a conversation).
-func (o *ordered) conversationKey(msg jetstream.Msg) string {
+func (o *ordered) conversationKey(msg inbound) string {
 	ev, reason, _ := o.rn.route.Contract.Decode(msg.Data(), msg.Headers())
 	if reason != "" {
 		return ""

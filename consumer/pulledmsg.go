@@ -1,7 +1,6 @@
 package consumer
 
 import (
-	"context"
 	"strconv"
 	"sync/atomic"
 	"time"
@@ -18,19 +17,34 @@ var (
 	ackTerm     = []byte("+TERM")
 )
 
-// pulledMsg is a message delivered to the relay's own pull subscription.
-// It implements jetstream.Msg (whose methods are all exported) with the
-// same protocol as nats.go: acknowledgements are published to the message's
-// reply subject. The relay needs its own type because it pulls on one
-// long-lived subscription per route rather than through nats.go's Fetch,
-// whose messages cannot be made from a *nats.Msg.
+// inbound is a message delivered to the relay, as the runner uses it: read,
+// kept alive, settled once. pulledMsg is the relay's own; a jetstream.Msg
+// is one too.
+type inbound interface {
+	Metadata() (*jetstream.MsgMetadata, error)
+	Data() []byte
+	Headers() nats.Header
+	Subject() string
+	Ack() error
+	Nak() error
+	NakWithDelay(delay time.Duration) error
+	InProgress() error
+	TermWithReason(reason string) error
+}
+
+// pulledMsg is a message delivered to the relay's own pull subscription,
+// settled with the same protocol as nats.go's jetstream.Msg:
+// acknowledgements are published to the message's reply subject. The relay
+// needs its own type because it pulls on one long-lived subscription per
+// route rather than through nats.go's Fetch, whose messages cannot be made
+// from a *nats.Msg.
 type pulledMsg struct {
 	msg  *nats.Msg
 	nc   *nats.Conn
 	ackd atomic.Bool
 }
 
-var _ jetstream.Msg = (*pulledMsg)(nil)
+var _ inbound = (*pulledMsg)(nil)
 
 // Metadata parses the delivery's metadata from its reply subject.
 func (m *pulledMsg) Metadata() (*jetstream.MsgMetadata, error) {
@@ -58,9 +72,6 @@ func (m *pulledMsg) Headers() nats.Header { return m.msg.Header }
 // Subject returns the subject the message was published to.
 func (m *pulledMsg) Subject() string { return m.msg.Subject }
 
-// Reply returns the acknowledgement subject.
-func (m *pulledMsg) Reply() string { return m.msg.Reply }
-
 // settle publishes a final acknowledgement once.
 func (m *pulledMsg) settle(body []byte) error {
 	if m.msg.Reply == "" {
@@ -78,21 +89,6 @@ func (m *pulledMsg) settle(body []byte) error {
 
 // Ack acknowledges the message.
 func (m *pulledMsg) Ack() error { return m.settle(ackAck) }
-
-// DoubleAck acknowledges the message and waits for the server to confirm.
-func (m *pulledMsg) DoubleAck(ctx context.Context) error {
-	if m.msg.Reply == "" {
-		return jetstream.ErrMsgNoReply
-	}
-	if !m.ackd.CompareAndSwap(false, true) {
-		return jetstream.ErrMsgAlreadyAckd
-	}
-	if _, err := m.nc.RequestWithContext(ctx, m.msg.Reply, ackAck); err != nil {
-		m.ackd.Store(false)
-		return err
-	}
-	return nil
-}
 
 // Nak asks for redelivery now.
 func (m *pulledMsg) Nak() error { return m.settle(ackNak) }
@@ -120,14 +116,11 @@ func (m *pulledMsg) InProgress() error {
 	return m.nc.Publish(m.msg.Reply, ackProgress)
 }
 
-// Term stops redelivery.
-func (m *pulledMsg) Term() error { return m.settle(ackTerm) }
-
 // TermWithReason stops redelivery; the reason appears in the server's
 // MSG_TERMINATED advisory.
 func (m *pulledMsg) TermWithReason(reason string) error {
 	if reason == "" {
-		return m.Term()
+		return m.settle(ackTerm)
 	}
 	return m.settle([]byte("+TERM " + reason))
 }

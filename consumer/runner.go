@@ -62,7 +62,7 @@ type runner struct {
 	slots      slots
 	ahead      []aheadMsg // delivered before a slot was free (FIFO)
 	lookahead  int        // how many may be asked for ahead of a free slot
-	handBack   []jetstream.Msg
+	handBack   []inbound
 	handedBack bool // the drain has flushed handBack
 	wake       chan struct{}
 	p          *puller
@@ -74,7 +74,7 @@ type runner struct {
 
 	// idle hands a message to a handler goroutine waiting for work; see
 	// dispatch. quit, closed when the drain is over, sends them away.
-	idle     chan jetstream.Msg
+	idle     chan inbound
 	quit     chan struct{}
 	quitOnce sync.Once
 }
@@ -96,7 +96,7 @@ func newRunner(r *Relay, rt Route) *runner {
 		failures:     map[uint64]int{},
 		wake:         make(chan struct{}, 1),
 		drainStarted: make(chan struct{}),
-		idle:         make(chan jetstream.Msg),
+		idle:         make(chan inbound),
 		quit:         make(chan struct{}),
 	}
 	rn.acceptLog.rate = r.opts.LogAccepted
