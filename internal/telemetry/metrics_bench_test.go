@@ -8,10 +8,11 @@ import (
 	"github.com/agentrelay/agentrelay/consumer"
 )
 
-// The per-message metric calls of the relay: Received, Trigger, Finished.
+// The per-message metric calls of the relay: Received, Trigger, Finished,
+// made as the relay makes them, through consumer.RouteObserver.
 // Run with go test -run '^$' -bench . -benchmem ./internal/telemetry/
 func BenchmarkRouteMetricsPerMessage(b *testing.B) {
-	r := NewMetrics(prometheus.NewRegistry()).Route("bench")
+	r := NewMetrics(prometheus.NewRegistry()).ObserveRoute("bench")
 	b.ReportAllocs()
 	for b.Loop() {
 		r.Received()
