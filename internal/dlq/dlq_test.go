@@ -363,4 +363,13 @@ func TestReplayKeyIsTheWorkersKey(t *testing.T) {
 	if k, err := s.ReplayKey(l, m); err != nil || k != l.ID(s.cfg.Stream).ReplayMsgID() {
 		t.Errorf("key %q, %v; want the replay's message id", k, err)
 	}
+	// Whatever the dead-letter stream is called: a name a key may not
+	// hold must not make the worker dead-letter the replay for its key.
+	for _, name := range []string{"dead$letters", "dlq#1", "dlq-ü", strings.Repeat("N", 250)} {
+		odd := &Store{cfg: consumer.DeadLetterConfig{Stream: name}.WithDefaults()}
+		m, _ := odd.ReplayMsg(l, false)
+		if k, err := odd.ReplayKey(l, m); err != nil || k != l.ID(name).ReplayMsgID() {
+			t.Errorf("stream %.20q: key %q, %v; want the replay's message id, valid", name, k, err)
+		}
+	}
 }
