@@ -15,6 +15,7 @@ import (
 
 	"github.com/agentrelay/agentrelay/agentapi/emulator"
 	"github.com/agentrelay/agentrelay/consumer"
+	"github.com/agentrelay/agentrelay/internal/deadletter"
 	"github.com/agentrelay/agentrelay/internal/testenv"
 )
 
@@ -28,7 +29,7 @@ func TestDeadLetterSubjectIsBounded(t *testing.T) {
 		t.Errorf("short subject: %s", got)
 	}
 	prefix := consumer.DefaultDeadLetterPrefix + "."
-	fits := "ev." + strings.Repeat("f", consumer.MaxDeadLetterSubjectLen-len(prefix)-3)
+	fits := "ev." + strings.Repeat("f", deadletter.MaxSubjectLen-len(prefix)-3)
 	if got := cfg.Subject(fits); got != prefix+fits {
 		t.Errorf("a subject that just fits was changed: %s", got)
 	}
@@ -48,8 +49,8 @@ func TestDeadLetterSubjectIsBounded(t *testing.T) {
 	seen := map[string]string{}
 	for name, orig := range cases {
 		got := cfg.Subject(orig)
-		if len(got) > consumer.MaxDeadLetterSubjectLen {
-			t.Errorf("%s: subject is %d bytes, limit %d", name, len(got), consumer.MaxDeadLetterSubjectLen)
+		if len(got) > deadletter.MaxSubjectLen {
+			t.Errorf("%s: subject is %d bytes, limit %d", name, len(got), deadletter.MaxSubjectLen)
 		}
 		if !strings.HasPrefix(got, prefix) {
 			t.Errorf("%s: %q lacks the prefix", name, got)
@@ -76,7 +77,7 @@ func TestDeadLetterSubjectIsBounded(t *testing.T) {
 	if got := cfg.Subject(long); !strings.HasPrefix(got, prefix+"ev.ok.sha256-") {
 		t.Errorf("long subject: %q", got)
 	}
-	if got := cfg.Subject(cases["many tokens"]); !strings.HasPrefix(got, prefix+"t.t.t.t.") || len(got) < consumer.MaxDeadLetterSubjectLen-100 {
+	if got := cfg.Subject(cases["many tokens"]); !strings.HasPrefix(got, prefix+"t.t.t.t.") || len(got) < deadletter.MaxSubjectLen-100 {
 		t.Errorf("many tokens: kept too few leading tokens: %q", got)
 	}
 	if got := cfg.Subject("ev.*.x"); !strings.HasPrefix(got, prefix+"ev.sha256-") {
@@ -231,15 +232,15 @@ func checkFacts(t *testing.T, cfg consumer.DeadLetterConfig, m *jetstream.RawStr
 	t.Helper()
 	sum := sha256.Sum256(orig.Data())
 	for k, want := range map[string]string{
-		consumer.HeaderReason:         string(testLetter.Reason),
-		consumer.HeaderRoute:          testLetter.Route,
-		consumer.HeaderTriggerID:      testLetter.TriggerID,
+		deadletter.HeaderReason:       string(testLetter.Reason),
+		deadletter.HeaderRoute:        testLetter.Route,
+		deadletter.HeaderTriggerID:    testLetter.TriggerID,
 		consumer.HeaderIdempotencyKey: testLetter.Key,
-		consumer.HeaderStream:         md.Stream,
-		consumer.HeaderSequence:       strconv.FormatUint(md.Sequence.Stream, 10),
-		consumer.HeaderSubject:        orig.Subject(),
-		consumer.HeaderBodySize:       strconv.Itoa(len(orig.Data())),
-		consumer.HeaderBodySHA256:     hex.EncodeToString(sum[:]),
+		deadletter.HeaderStream:       md.Stream,
+		deadletter.HeaderSequence:     strconv.FormatUint(md.Sequence.Stream, 10),
+		deadletter.HeaderSubject:      orig.Subject(),
+		deadletter.HeaderBodySize:     strconv.Itoa(len(orig.Data())),
+		deadletter.HeaderBodySHA256:   hex.EncodeToString(sum[:]),
 	} {
 		if got := m.Header.Get(k); got != want {
 			t.Errorf("%s = %.80q, want %.80q", k, got, want)
@@ -248,7 +249,7 @@ func checkFacts(t *testing.T, cfg consumer.DeadLetterConfig, m *jetstream.RawStr
 	if m.Subject != cfg.Subject(orig.Subject()) {
 		t.Errorf("letter subject %.80q, want Subject(original) %.80q", m.Subject, cfg.Subject(orig.Subject()))
 	}
-	if len(m.Subject) > consumer.MaxDeadLetterSubjectLen {
+	if len(m.Subject) > deadletter.MaxSubjectLen {
 		t.Errorf("letter subject is %d bytes", len(m.Subject))
 	}
 }
@@ -278,8 +279,8 @@ func TestDeadLetterIsAlwaysStorable(t *testing.T) {
 		}
 		m := e.letter(t, consumer.DefaultDeadLetterStream, st)
 		checkFacts(t, consumer.DeadLetterConfig{}.WithDefaults(), m, orig, md)
-		if st.Form != consumer.FormFull || m.Header.Get(consumer.HeaderLetterForm) != "full" || string(m.Data) != "not json" {
-			t.Errorf("form %s (header %q), body %q: want the full letter", st.Form, m.Header.Get(consumer.HeaderLetterForm), m.Data)
+		if st.Form != deadletter.FormFull || m.Header.Get(deadletter.HeaderLetterForm) != "full" || string(m.Data) != "not json" {
+			t.Errorf("form %s (header %q), body %q: want the full letter", st.Form, m.Header.Get(deadletter.HeaderLetterForm), m.Data)
 		}
 	})
 
@@ -295,15 +296,15 @@ func TestDeadLetterIsAlwaysStorable(t *testing.T) {
 		}
 		m := e.letter(t, consumer.DefaultDeadLetterStream, st)
 		checkFacts(t, consumer.DeadLetterConfig{}.WithDefaults(), m, orig, md)
-		if st.Form != consumer.FormTrimmed || st.DroppedHeaders != 1 || st.BodyOmitted {
+		if st.Form != deadletter.FormTrimmed || st.DroppedHeaders != 1 || st.BodyOmitted {
 			t.Errorf("stored %+v: want trimmed, one header dropped, the body kept", st)
 		}
-		if m.Header.Get(consumer.HeaderDroppedHeaders) != "X-Big" || m.Header.Get("X-Big") != "" || m.Header.Get("X-Small") != "s" {
+		if m.Header.Get(deadletter.HeaderDroppedHeaders) != "X-Big" || m.Header.Get("X-Big") != "" || m.Header.Get("X-Small") != "s" {
 			t.Errorf("dropped %q, X-Big %d bytes, X-Small %q: want only X-Big dropped",
-				m.Header.Get(consumer.HeaderDroppedHeaders), len(m.Header.Get("X-Big")), m.Header.Get("X-Small"))
+				m.Header.Get(deadletter.HeaderDroppedHeaders), len(m.Header.Get("X-Big")), m.Header.Get("X-Small"))
 		}
-		if string(m.Data) != "not json" || m.Header.Get(consumer.HeaderBodyOmitted) != "" {
-			t.Errorf("body %q, omitted %q", m.Data, m.Header.Get(consumer.HeaderBodyOmitted))
+		if string(m.Data) != "not json" || m.Header.Get(deadletter.HeaderBodyOmitted) != "" {
+			t.Errorf("body %q, omitted %q", m.Data, m.Header.Get(deadletter.HeaderBodyOmitted))
 		}
 	})
 
@@ -319,8 +320,8 @@ func TestDeadLetterIsAlwaysStorable(t *testing.T) {
 		}
 		m := e.letter(t, consumer.DefaultDeadLetterStream, st)
 		checkFacts(t, consumer.DeadLetterConfig{}.WithDefaults(), m, orig, md)
-		if st.Form != consumer.FormTrimmed || !st.BodyOmitted || len(m.Data) != 0 || m.Header.Get(consumer.HeaderBodyOmitted) != consumer.BodyOmittedTooLarge {
-			t.Errorf("stored %+v, body %d bytes, omitted %q: want the body left out as too large", st, len(m.Data), m.Header.Get(consumer.HeaderBodyOmitted))
+		if st.Form != deadletter.FormTrimmed || !st.BodyOmitted || len(m.Data) != 0 || m.Header.Get(deadletter.HeaderBodyOmitted) != deadletter.BodyOmittedTooLarge {
+			t.Errorf("stored %+v, body %d bytes, omitted %q: want the body left out as too large", st, len(m.Data), m.Header.Get(deadletter.HeaderBodyOmitted))
 		}
 		if m.Header.Get("X-Small") != "s" {
 			t.Error("the original's small header was dropped with the body")
@@ -351,8 +352,8 @@ func TestDeadLetterIsAlwaysStorable(t *testing.T) {
 		}
 		m := e.letter(t, consumer.DefaultDeadLetterStream, st)
 		checkFacts(t, consumer.DeadLetterConfig{}.WithDefaults(), m, orig, md)
-		if st.Form != consumer.FormTrimmed || m.Header.Get(consumer.HeaderDroppedHeaders) != "Bad/Name" || m.Header.Get("X-Small") != "s" {
-			t.Errorf("stored %+v, dropped %q", st, m.Header.Get(consumer.HeaderDroppedHeaders))
+		if st.Form != deadletter.FormTrimmed || m.Header.Get(deadletter.HeaderDroppedHeaders) != "Bad/Name" || m.Header.Get("X-Small") != "s" {
+			t.Errorf("stored %+v, dropped %q", st, m.Header.Get(deadletter.HeaderDroppedHeaders))
 		}
 	})
 
@@ -366,13 +367,13 @@ func TestDeadLetterIsAlwaysStorable(t *testing.T) {
 			t.Fatal(err)
 		}
 		m := e.letter(t, consumer.DefaultDeadLetterStream, st)
-		if e := m.Header.Get(consumer.HeaderError); len(e) > 1024 || strings.ContainsAny(e, "\r\n") {
+		if e := m.Header.Get(deadletter.HeaderError); len(e) > 1024 || strings.ContainsAny(e, "\r\n") {
 			t.Errorf("error header of %d bytes", len(e))
 		}
-		if len(m.Header.Get(consumer.HeaderRoute)) > 256 || !strings.Contains(m.Header.Get(consumer.HeaderTruncatedHeaders), consumer.HeaderRoute) {
-			t.Errorf("route header of %d bytes, truncated %q", len(m.Header.Get(consumer.HeaderRoute)), m.Header.Get(consumer.HeaderTruncatedHeaders))
+		if len(m.Header.Get(deadletter.HeaderRoute)) > 256 || !strings.Contains(m.Header.Get(deadletter.HeaderTruncatedHeaders), deadletter.HeaderRoute) {
+			t.Errorf("route header of %d bytes, truncated %q", len(m.Header.Get(deadletter.HeaderRoute)), m.Header.Get(deadletter.HeaderTruncatedHeaders))
 		}
-		if id := m.Header.Get(jetstream.MsgIDHeader); id == "" || len(id) > 512 || id != consumer.MsgID(l.Route, md) {
+		if id := m.Header.Get(jetstream.MsgIDHeader); id == "" || len(id) > 512 || id != deadletter.MsgID(l.Route, md.Stream, md.Sequence.Stream, md.Timestamp) {
 			t.Errorf("message id of %d bytes, want MsgID's, bounded", len(id))
 		}
 	})
@@ -407,23 +408,23 @@ func TestRefusedDeadLetterFallsBackToTheReducedForm(t *testing.T) {
 		t.Fatal(err)
 	}
 	var apiErr *jetstream.APIError
-	if st.Form != consumer.FormReduced || !st.BodyOmitted || !errors.As(st.Refusal, &apiErr) {
+	if st.Form != deadletter.FormReduced || !st.BodyOmitted || !errors.As(st.Refusal, &apiErr) {
 		t.Errorf("stored %+v: want the reduced form after JetStream's refusal", st)
 	}
 	m := e.letter(t, name, st)
 	checkFacts(t, cfg, m, orig, md)
 	for k, want := range map[string]string{
-		consumer.HeaderLetterForm:     "reduced",
-		consumer.HeaderBodyOmitted:    consumer.BodyOmittedRefused,
-		consumer.HeaderDroppedHeaders: "X-Small",
-		"X-Small":                     "",
+		deadletter.HeaderLetterForm:     "reduced",
+		deadletter.HeaderBodyOmitted:    deadletter.BodyOmittedRefused,
+		deadletter.HeaderDroppedHeaders: "X-Small",
+		"X-Small":                       "",
 	} {
 		if got := m.Header.Get(k); got != want {
 			t.Errorf("%s = %q, want %q", k, got, want)
 		}
 	}
-	if len(m.Data) != 0 || !strings.Contains(m.Header.Get(consumer.HeaderRefusal), "exceeds maximum") {
-		t.Errorf("body %d bytes, refusal %q", len(m.Data), m.Header.Get(consumer.HeaderRefusal))
+	if len(m.Data) != 0 || !strings.Contains(m.Header.Get(deadletter.HeaderRefusal), "exceeds maximum") {
+		t.Errorf("body %d bytes, refusal %q", len(m.Data), m.Header.Get(deadletter.HeaderRefusal))
 	}
 
 	// The runner's retry after a lost ack: the same letter, stored once.
@@ -444,7 +445,7 @@ func TestRefusedDeadLetterFallsBackToTheReducedForm(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if st2.Form != consumer.FormTrimmed || !st2.BodyOmitted || st2.Refusal != nil {
+	if st2.Form != deadletter.FormTrimmed || !st2.BodyOmitted || st2.Refusal != nil {
 		t.Errorf("after Ensure: %+v, want trimmed without a refusal", st2)
 	}
 	if !e.n.NC.IsConnected() {
@@ -517,7 +518,7 @@ func TestHostileOriginalsAreDeadLetteredWithoutStallingTheRoute(t *testing.T) {
 	}
 	got := map[string]*jetstream.RawStreamMsg{}
 	for _, m := range h.deadLetters() {
-		got[m.Header.Get(consumer.HeaderSubject)] = m
+		got[m.Header.Get(deadletter.HeaderSubject)] = m
 	}
 	if len(got) != 3 {
 		t.Fatalf("%d dead letters, want 3", len(got))
@@ -532,11 +533,11 @@ func TestHostileOriginalsAreDeadLetteredWithoutStallingTheRoute(t *testing.T) {
 			t.Errorf("no dead letter for %.40s…", subject)
 			continue
 		}
-		if f := m.Header.Get(consumer.HeaderLetterForm); f != form {
+		if f := m.Header.Get(deadletter.HeaderLetterForm); f != form {
 			t.Errorf("%.40s…: form %q, want %q", subject, f, form)
 		}
-		if m.Header.Get(consumer.HeaderRoute) != "hostile" || m.Header.Get(consumer.HeaderReason) != string(consumer.ReasonInvalidJSON) ||
-			m.Header.Get(consumer.HeaderStream) != stream || m.Header.Get(consumer.HeaderSequence) == "" {
+		if m.Header.Get(deadletter.HeaderRoute) != "hostile" || m.Header.Get(deadletter.HeaderReason) != string(consumer.ReasonInvalidJSON) ||
+			m.Header.Get(deadletter.HeaderStream) != stream || m.Header.Get(deadletter.HeaderSequence) == "" {
 			t.Errorf("%.40s…: facts lost: %v", subject, m.Header)
 		}
 		if m.Subject != (consumer.DeadLetterConfig{}).WithDefaults().Subject(subject) {

@@ -11,6 +11,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/agentrelay/agentrelay/agentapi"
+	"github.com/agentrelay/agentrelay/internal/deadletter"
 )
 
 // delivery is one delivery of a message being handled.
@@ -375,7 +376,7 @@ func (rn *runner) settle(d delivery, out Outcome, act Action, jitter float64) (h
 		}
 		rn.forget(d.md.Sequence.Stream)
 		level, logMsg = slog.LevelWarn, "dead-lettered"
-		if stored.Form != FormFull {
+		if stored.Form != deadletter.FormFull {
 			// Sized down to what the server stores: say what is missing.
 			rn.log.Warn("dead letter stored in a smaller form", "stream_seq", d.md.Sequence.Stream, "form", string(stored.Form),
 				"body_omitted", stored.BodyOmitted, "dropped_headers", stored.DroppedHeaders, "refusal", errString(stored.Refusal))

@@ -16,6 +16,7 @@ import (
 
 	"github.com/agentrelay/agentrelay/agentapi/emulator"
 	"github.com/agentrelay/agentrelay/consumer"
+	"github.com/agentrelay/agentrelay/internal/deadletter"
 	"github.com/agentrelay/agentrelay/internal/testenv"
 )
 
@@ -94,9 +95,9 @@ func TestMessageCannotRedirectTheRequest(t *testing.T) {
 	dls := h.deadLetters()
 	got := map[string]consumer.Reason{}
 	for _, m := range dls {
-		subject := m.Header.Get(consumer.HeaderSubject)
-		got[subject] = consumer.Reason(m.Header.Get(consumer.HeaderReason))
-		if e := m.Header.Get(consumer.HeaderError); strings.ContainsAny(e, "\r\n\x00\x1b") || len(e) > 1024 {
+		subject := m.Header.Get(deadletter.HeaderSubject)
+		got[subject] = consumer.Reason(m.Header.Get(deadletter.HeaderReason))
+		if e := m.Header.Get(deadletter.HeaderError); strings.ContainsAny(e, "\r\n\x00\x1b") || len(e) > 1024 {
 			t.Errorf("%s: error header unbounded or with control bytes: %q", subject, e)
 		}
 	}
@@ -137,8 +138,8 @@ func TestInvalidUTF8IsDeadLetteredUnmangled(t *testing.T) {
 			t.Errorf("%s: not dead-lettered", id)
 			continue
 		}
-		if dl.Header.Get(consumer.HeaderReason) != string(consumer.ReasonInvalidUTF8) {
-			t.Errorf("%s: reason %q", id, dl.Header.Get(consumer.HeaderReason))
+		if dl.Header.Get(deadletter.HeaderReason) != string(consumer.ReasonInvalidUTF8) {
+			t.Errorf("%s: reason %q", id, dl.Header.Get(deadletter.HeaderReason))
 		}
 		if !bytes.Equal(dl.Data, b) {
 			t.Errorf("%s: dead letter body %q, want the original %q", id, dl.Data, b)
@@ -271,7 +272,7 @@ func TestAnEmptyMessageWithAStatusHeaderIsStillAMessage(t *testing.T) {
 	h.start(r)
 	h.publish("events.st.1", "", nats.Header{"Status": {"409"}, "Description": {"Leadership Change"}}, "status-1")
 	h.waitSettled(10*time.Second, "st")
-	if dl := h.deadLetterBy("status-1"); dl == nil || dl.Header.Get(consumer.HeaderReason) != string(consumer.ReasonInvalidJSON) {
+	if dl := h.deadLetterBy("status-1"); dl == nil || dl.Header.Get(deadletter.HeaderReason) != string(consumer.ReasonInvalidJSON) {
 		t.Errorf("dead letter: %v", dl)
 	}
 	if d := h.consumerInfo("agentrelay-st").Delivered.Consumer; d != 1 {
@@ -293,9 +294,9 @@ func TestUnusableKeyIsKeptApartInTheDeadLetter(t *testing.T) {
 		t.Fatalf("%d dead letters", len(dls))
 	}
 	hd := dls[0].Header
-	if hd.Get(consumer.HeaderReason) != string(consumer.ReasonInvalidIdempotencyKey) ||
+	if hd.Get(deadletter.HeaderReason) != string(consumer.ReasonInvalidIdempotencyKey) ||
 		hd.Get(consumer.HeaderIdempotencyKey) != "" ||
-		hd.Get(consumer.HeaderOriginalPrefix+"Idempotency-Key") != "bad/key" {
+		hd.Get(deadletter.HeaderOriginalPrefix+"Idempotency-Key") != "bad/key" {
 		t.Errorf("headers %v", hd)
 	}
 }

@@ -13,6 +13,7 @@ import (
 	"github.com/agentrelay/agentrelay/agentapi"
 	"github.com/agentrelay/agentrelay/agentapi/emulator"
 	"github.com/agentrelay/agentrelay/consumer"
+	"github.com/agentrelay/agentrelay/internal/deadletter"
 	"github.com/agentrelay/agentrelay/internal/testenv"
 )
 
@@ -288,7 +289,7 @@ func TestDeadLetterPublishFailureKeepsTheOriginal(t *testing.T) {
 		t.Fatal(err)
 	}
 	h.waitSettled(10*time.Second, "p")
-	if dl := h.deadLetterBy("poison-1"); dl == nil || dl.Header.Get(consumer.HeaderReason) != "invalid_json" {
+	if dl := h.deadLetterBy("poison-1"); dl == nil || dl.Header.Get(deadletter.HeaderReason) != "invalid_json" {
 		t.Errorf("dead letter not stored after recovery: %v", dl)
 	}
 }

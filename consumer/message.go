@@ -16,6 +16,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/agentrelay/agentrelay/agentapi"
+	"github.com/agentrelay/agentrelay/internal/deadletter"
 )
 
 // BodyFormat says how a route reads a message body.
@@ -34,8 +35,9 @@ const (
 // Message headers producers may set.
 const (
 	// HeaderIdempotencyKey overrides the message id as the Idempotency-Key.
-	// Dead-letter replay sets it so that a replayed event keeps its key.
-	HeaderIdempotencyKey = "Idempotency-Key"
+	// Dead-letter replay sets it so that a replayed event keeps its key
+	// (the dead-letter format carries it, so it is declared there).
+	HeaderIdempotencyKey = deadletter.HeaderIdempotencyKey
 	// HeaderConversationKey is the default header a text route reads the
 	// conversation key from.
 	HeaderConversationKey = "Conversation-Key"
@@ -269,7 +271,7 @@ type boundedError struct {
 	n   int
 }
 
-func (e boundedError) Error() string { return headerText(e.err.Error(), e.n) }
+func (e boundedError) Error() string { return deadletter.OneLine(e.err.Error(), e.n) }
 func (e boundedError) Unwrap() error { return e.err }
 
 // bodyFields are a decoded body's fields; a missing or null field is "".

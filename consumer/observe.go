@@ -13,6 +13,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/agentrelay/agentrelay/internal/deadletter"
 	"github.com/agentrelay/agentrelay/internal/fold"
 )
 
@@ -172,10 +173,10 @@ func (rn *runner) accepted(d delivery) slog.Level {
 }
 
 // isReplay reports whether a message was republished by `dlq replay`,
-// which marks it with headers under HeaderReplayPrefix.
+// which marks it with headers under deadletter.HeaderReplayPrefix.
 func isReplay(h nats.Header) bool {
 	for k := range h {
-		if fold.HasPrefix(k, HeaderReplayPrefix) {
+		if fold.HasPrefix(k, deadletter.HeaderReplayPrefix) {
 			return true
 		}
 	}

@@ -13,6 +13,7 @@ import (
 
 	"github.com/agentrelay/agentrelay/agentapi/emulator"
 	"github.com/agentrelay/agentrelay/consumer"
+	"github.com/agentrelay/agentrelay/internal/deadletter"
 	"github.com/agentrelay/agentrelay/internal/testenv"
 )
 
@@ -101,7 +102,7 @@ func TestReplaysCountedAndAcceptedLogged(t *testing.T) {
 			o.Logger = slog.New(slog.NewJSONHandler(&logs, &slog.HandlerOptions{Level: slog.LevelInfo}))
 			o.LogAccepted = tc.share
 		}, rt)
-		h.publish("events.log."+tc.name+".1", `{"input":"x"}`, nats.Header{consumer.HeaderReplayPrefix + "Of": {"AGENTRELAY_DLQ:7:1"}}, tc.name+"-replayed")
+		h.publish("events.log."+tc.name+".1", `{"input":"x"}`, nats.Header{deadletter.HeaderReplayPrefix + "Of": {"AGENTRELAY_DLQ:7:1"}}, tc.name+"-replayed")
 		for i := range 3 {
 			h.publish("events.log."+tc.name+".2", `{"input":"y"}`, nil, tc.name+"-"+string(rune('a'+i)))
 		}

@@ -181,9 +181,7 @@ func (r *Relay) setup(ctx context.Context) error {
 	if err := withRetry(ctx, r.dl.Ensure); err != nil {
 		errs = append(errs, err)
 	} else {
-		var weak []string
-		_ = withRetry(ctx, func(ctx context.Context) (err error) { weak, err = r.dl.weaknesses(ctx); return err })
-		for _, w := range weak {
+		for _, w := range r.dl.weaknesses() {
 			r.log.Warn("dead-letter stream is less durable than it should be", "stream", r.dl.cfg.Stream, "problem", w)
 		}
 	}

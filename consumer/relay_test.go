@@ -11,6 +11,7 @@ import (
 
 	"github.com/agentrelay/agentrelay/agentapi/emulator"
 	"github.com/agentrelay/agentrelay/consumer"
+	"github.com/agentrelay/agentrelay/internal/deadletter"
 	"github.com/agentrelay/agentrelay/internal/testenv"
 )
 
@@ -147,20 +148,20 @@ func TestEndToEndDecisionTable(t *testing.T) {
 		t.Errorf("%d dead letters, want %d", len(dls), len(want))
 	}
 	for _, m := range dls {
-		id := m.Header.Get(consumer.HeaderOriginalPrefix + "Nats-Msg-Id")
+		id := m.Header.Get(deadletter.HeaderOriginalPrefix + "Nats-Msg-Id")
 		w, ok := want[id]
 		if !ok {
 			t.Errorf("unexpected dead letter %s: %v", id, m.Header)
 			continue
 		}
-		if got := consumer.Reason(m.Header.Get(consumer.HeaderReason)); got != w.reason {
+		if got := consumer.Reason(m.Header.Get(deadletter.HeaderReason)); got != w.reason {
 			t.Errorf("%s: reason %q, want %q", id, got, w.reason)
 		}
-		if got := m.Header.Get(consumer.HeaderStatus); got != w.status {
+		if got := m.Header.Get(deadletter.HeaderStatus); got != w.status {
 			t.Errorf("%s: status %q, want %q", id, got, w.status)
 		}
 	}
-	if b := h.deadLetterBy("broken-1"); b == nil || b.Header.Get(consumer.HeaderAttempts) != "3" {
+	if b := h.deadLetterBy("broken-1"); b == nil || b.Header.Get(deadletter.HeaderAttempts) != "3" {
 		t.Errorf("max_attempts dead letter should record 3 attempts: %v", b)
 	}
 	// Poison never reached the API; permanent answers were asked once.
@@ -205,18 +206,18 @@ func TestDeadLetterContent(t *testing.T) {
 	}
 	hd := m.Header
 	for k, want := range map[string]string{
-		consumer.HeaderReason:                                  "forbidden",
-		consumer.HeaderStatus:                                  "403",
-		consumer.HeaderClass:                                   "forbidden",
-		consumer.HeaderRoute:                                   "gone",
-		consumer.HeaderTriggerID:                               "agtch_gone",
-		consumer.HeaderStream:                                  stream,
-		consumer.HeaderSequence:                                strconv.FormatUint(ack.Sequence, 10),
-		consumer.HeaderSubject:                                 "events.gone.a.b",
-		consumer.HeaderAttempts:                                "1",
-		consumer.HeaderIdempotencyKey:                          "evt-77",
-		consumer.HeaderOriginalPrefix + "Nats-Msg-Id":          "evt-77",
-		consumer.HeaderOriginalPrefix + "Nats-Expected-Stream": stream,
+		deadletter.HeaderReason:                                  "forbidden",
+		deadletter.HeaderStatus:                                  "403",
+		deadletter.HeaderClass:                                   "forbidden",
+		deadletter.HeaderRoute:                                   "gone",
+		deadletter.HeaderTriggerID:                               "agtch_gone",
+		deadletter.HeaderStream:                                  stream,
+		deadletter.HeaderSequence:                                strconv.FormatUint(ack.Sequence, 10),
+		deadletter.HeaderSubject:                                 "events.gone.a.b",
+		deadletter.HeaderAttempts:                                "1",
+		consumer.HeaderIdempotencyKey:                            "evt-77",
+		deadletter.HeaderOriginalPrefix + "Nats-Msg-Id":          "evt-77",
+		deadletter.HeaderOriginalPrefix + "Nats-Expected-Stream": stream,
 	} {
 		if got := hd.Get(k); got != want {
 			t.Errorf("%s = %q, want %q", k, got, want)
@@ -225,10 +226,10 @@ func TestDeadLetterContent(t *testing.T) {
 	if got := hd.Values("X-Trace"); len(got) != 2 || got[0] != "trace-1" {
 		t.Errorf("X-Trace = %v", got)
 	}
-	if !strings.Contains(hd.Get(consumer.HeaderError), "403") {
-		t.Errorf("error header %q", hd.Get(consumer.HeaderError))
+	if !strings.Contains(hd.Get(deadletter.HeaderError), "403") {
+		t.Errorf("error header %q", hd.Get(deadletter.HeaderError))
 	}
-	for _, k := range []string{consumer.HeaderStoredAt, consumer.HeaderDeadLetteredAt} {
+	for _, k := range []string{deadletter.HeaderStoredAt, deadletter.HeaderDeadLetteredAt} {
 		if _, err := time.Parse(time.RFC3339Nano, hd.Get(k)); err != nil {
 			t.Errorf("%s: %v", k, err)
 		}

@@ -28,6 +28,7 @@ import (
 
 	"github.com/agentrelay/agentrelay/agentapi"
 	"github.com/agentrelay/agentrelay/consumer"
+	"github.com/agentrelay/agentrelay/internal/deadletter"
 	"github.com/agentrelay/agentrelay/internal/telemetry"
 )
 
@@ -455,7 +456,7 @@ func (r *refWorker) deadLetter(msg jetstream.Msg, reason string) {
 		return
 	}
 	out := &nats.Msg{Subject: consumer.DefaultDeadLetterPrefix + "." + msg.Subject(), Data: msg.Data(), Header: nats.Header{}}
-	out.Header.Set("Agentrelay-Reason", reason)
+	out.Header.Set(deadletter.HeaderReason, reason)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	if _, err := r.js.PublishMsg(ctx, out, jetstream.WithMsgID("ref:"+strconv.FormatUint(md.Sequence.Stream, 10))); err != nil {

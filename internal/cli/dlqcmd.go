@@ -318,7 +318,7 @@ func printLetter(w io.Writer, l dlq.Letter) {
 	row("attempts", attempts)
 	row("idempotency key", l.IdempotencyKey)
 	if l.BodyOmitted != "" {
-		row("body", fmt.Sprintf("not stored (%s): %s bytes, sha256 %s", l.BodyOmitted, l.Header.Get("Agentrelay-Body-Size"), l.Header.Get("Agentrelay-Body-Sha256")))
+		row("body", fmt.Sprintf("not stored (%s): %d bytes, sha256 %s", l.BodyOmitted, l.BodySize, l.BodySHA256))
 	}
 	_ = tw.Flush()
 	printf(w, "\nheaders:\n")

@@ -18,6 +18,7 @@ import (
 
 	"github.com/agentrelay/agentrelay/consumer"
 	"github.com/agentrelay/agentrelay/internal/app"
+	"github.com/agentrelay/agentrelay/internal/deadletter"
 	"github.com/agentrelay/agentrelay/internal/dlq"
 )
 
@@ -295,7 +296,7 @@ func (x *eventTeller) search(ctx context.Context, id string) ([]ref, []string, e
 					// A replay's story is its event's: told from the
 					// message first published, which lists the replays.
 					r := ref{name, md.Sequence.Stream, m.Subject()}
-					if o, seq := dlq.ParseOrigin(h.Get(dlq.HeaderReplayOrigin)); o != "" {
+					if o, seq := deadletter.ParseOrigin(h.Get(deadletter.HeaderReplayOrigin)); o != "" {
 						r = ref{o, seq, m.Subject()}
 					}
 					add(r)
@@ -318,7 +319,7 @@ func (x *eventTeller) search(ctx context.Context, id string) ([]ref, []string, e
 				notes = append(notes, fmt.Sprintf("searched dead letters %d to %d of %s (the last %d; --scan for more)", f.FromSeq, s.LastSeq, x.dl.Name(), x.scan))
 			}
 			err := x.dl.Scan(ctx, f, true, func(l dlq.Letter) (bool, error) {
-				if l.IdempotencyKey == id || l.Header.Get(consumer.HeaderOriginalPrefix+jetstream.MsgIDHeader) == id {
+				if l.IdempotencyKey == id || l.OriginalMsgID() == id {
 					st, seq := l.Origin()
 					add(ref{st, seq, l.OrigSubject})
 				}
@@ -417,9 +418,9 @@ func (x *eventTeller) story(ctx context.Context, r ref, withReplays bool) (event
 		default:
 			s.KeyFrom = "derived from stream, sequence and stored time (no message id)"
 		}
-		s.ReplayOf = h.Get(dlq.HeaderReplayOf)
-		s.Origin = h.Get(dlq.HeaderReplayOrigin)
-		s.ReplayCount, _ = strconv.Atoi(h.Get(dlq.HeaderReplayCount))
+		s.ReplayOf = h.Get(deadletter.HeaderReplayOf)
+		s.Origin = h.Get(deadletter.HeaderReplayOrigin)
+		s.ReplayCount, _ = strconv.Atoi(h.Get(deadletter.HeaderReplayCount))
 	case isNotFound(err):
 		s.CannotTell = append(s.CannotTell, goneText(info))
 	default:
@@ -434,8 +435,8 @@ func (x *eventTeller) story(ctx context.Context, r ref, withReplays bool) (event
 		// The dead letter holds what the stream no longer does.
 		l := letters[0]
 		s.Subject, s.Key, s.KeyFrom = l.OrigSubject, l.IdempotencyKey, "its dead letter"
-		if t, err := time.Parse(time.RFC3339Nano, l.Header.Get(consumer.HeaderStoredAt)); err == nil {
-			t = t.UTC()
+		if !l.OrigStored.IsZero() {
+			t := l.OrigStored.UTC()
 			s.Stored = &t
 		}
 		if s.Origin == "" && l.Replays > 0 {
@@ -517,10 +518,7 @@ func (x *eventTeller) letters(ctx context.Context, s *eventStory) ([]dlq.Letter,
 	if x.dl == nil {
 		return nil, nil
 	}
-	f := dlq.Filter{}
-	if s.Subject != "" && x.dlCfg.Subject(s.Subject) == x.dlCfg.SubjectPrefix+"."+s.Subject {
-		f.Subject = s.Subject
-	}
+	f := dlq.Filter{Subject: s.Subject}
 	if s.Stored != nil {
 		f.Since = *s.Stored
 	}
@@ -562,11 +560,11 @@ func (x *eventTeller) replays(ctx context.Context, st jetstream.Stream, s *event
 	}, x.scan, func(m jetstream.Msg, md *jetstream.MsgMetadata) bool {
 		n++
 		h := m.Headers()
-		if h.Get(dlq.HeaderReplayOf) == "" {
+		if h.Get(deadletter.HeaderReplayOf) == "" {
 			return true
 		}
-		o := h.Get(dlq.HeaderReplayOrigin)
-		count, _ := strconv.Atoi(h.Get(dlq.HeaderReplayCount))
+		o := h.Get(deadletter.HeaderReplayOrigin)
+		count, _ := strconv.Atoi(h.Get(deadletter.HeaderReplayCount))
 		key, _ := consumer.IdempotencyKey(h, md)
 		if (o == origin && count > s.ReplayCount) || (o == "" && s.Key != "" && key == s.Key) {
 			found = append(found, ref{s.Stream, md.Sequence.Stream, m.Subject()})

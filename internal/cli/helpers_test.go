@@ -30,7 +30,7 @@ func firstLetter(t *testing.T, s *dlq.Store) dlq.Letter {
 	return l
 }
 
-func replayID(l dlq.Letter) string { return dlq.ReplayMsgID(dlqName, l.Seq, l.Stored) }
+func replayID(l dlq.Letter) string { return l.ID(dlqName).ReplayMsgID() }
 
 // toolConn connects as the commands do, with the stack's configuration.
 func (s *stack) toolConn() *toolConn {

@@ -15,6 +15,7 @@ import (
 
 	"github.com/agentrelay/agentrelay/consumer"
 	"github.com/agentrelay/agentrelay/internal/app"
+	"github.com/agentrelay/agentrelay/internal/deadletter"
 )
 
 // Hostile input, round 2: what anyone able to publish a dead letter (or to
@@ -48,15 +49,15 @@ func (s *stack) forge(f forged) uint64 {
 	if f.reason == "" {
 		f.reason = "forbidden"
 	}
-	h.Set(consumer.HeaderReason, f.reason)
-	h.Set(consumer.HeaderClass, "forbidden")
-	h.Set(consumer.HeaderStatus, "403")
-	h.Set(consumer.HeaderRoute, f.route)
-	h.Set(consumer.HeaderTriggerID, f.trigger)
-	h.Set(consumer.HeaderStream, stream)
-	h.Set(consumer.HeaderSequence, "1")
-	h.Set(consumer.HeaderSubject, f.subject)
-	h.Set(consumer.HeaderAttempts, "1")
+	h.Set(deadletter.HeaderReason, f.reason)
+	h.Set(deadletter.HeaderClass, "forbidden")
+	h.Set(deadletter.HeaderStatus, "403")
+	h.Set(deadletter.HeaderRoute, f.route)
+	h.Set(deadletter.HeaderTriggerID, f.trigger)
+	h.Set(deadletter.HeaderStream, stream)
+	h.Set(deadletter.HeaderSequence, "1")
+	h.Set(deadletter.HeaderSubject, f.subject)
+	h.Set(deadletter.HeaderAttempts, "1")
 	if f.key != "" {
 		h.Set(consumer.HeaderIdempotencyKey, f.key)
 	}
@@ -270,7 +271,7 @@ func TestEveryCommandSanitisesWhatItPrints(t *testing.T) {
 	s := newStack(t)
 	s.startWorker()
 	seq := s.forge(forged{dlSubject: "agentrelay.dlq.work.ok.h", route: "ok" + hostileText, trigger: okID + hostileText, subject: "work.ok.h" + hostileText,
-		key: "k", reason: "forbidden" + hostileText, extra: map[string]string{"X-Evil": hostileText, consumer.HeaderError: hostileText}, body: hostileText})
+		key: "k", reason: "forbidden" + hostileText, extra: map[string]string{"X-Evil": hostileText, deadletter.HeaderError: hostileText}, body: hostileText})
 	s.forge(forged{dlSubject: "agentrelay.dlq.work.ok.h2", route: "ok", trigger: okID, subject: "work.ok.h2", key: "k2", reason: hostileText})
 	s.publish("work.ok.h", `{"input":"x"}`, hostileText) // WORK:1, its message id hostile
 	for _, args := range [][]string{

@@ -11,6 +11,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/agentrelay/agentrelay/consumer"
+	"github.com/agentrelay/agentrelay/internal/deadletter"
 )
 
 // Dead-letter replay surprises (issue 12): what a replay that fails again,
@@ -160,11 +161,11 @@ func TestLetterWithoutItsBodyIsNotReplayedEmpty(t *testing.T) {
 	s.startWorker()
 	h := nats.Header{}
 	for k, v := range map[string]string{
-		consumer.HeaderReason: "max_attempts", consumer.HeaderClass: "server_error", consumer.HeaderRoute: "ok",
-		consumer.HeaderTriggerID: okID, consumer.HeaderStream: stream, consumer.HeaderSequence: "1",
-		consumer.HeaderSubject: "work.ok.big", consumer.HeaderAttempts: "3", consumer.HeaderIdempotencyKey: "big-1",
-		consumer.HeaderBodyOmitted: consumer.BodyOmittedTooLarge, consumer.HeaderBodySize: "2000000",
-		consumer.HeaderBodySHA256: "ab12", consumer.HeaderLetterForm: string(consumer.FormTrimmed),
+		deadletter.HeaderReason: "max_attempts", deadletter.HeaderClass: "server_error", deadletter.HeaderRoute: "ok",
+		deadletter.HeaderTriggerID: okID, deadletter.HeaderStream: stream, deadletter.HeaderSequence: "1",
+		deadletter.HeaderSubject: "work.ok.big", deadletter.HeaderAttempts: "3", consumer.HeaderIdempotencyKey: "big-1",
+		deadletter.HeaderBodyOmitted: deadletter.BodyOmittedTooLarge, deadletter.HeaderBodySize: "2000000",
+		deadletter.HeaderBodySHA256: "ab12", deadletter.HeaderLetterForm: string(deadletter.FormTrimmed),
 	} {
 		h.Set(k, v)
 	}

@@ -8,6 +8,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/agentrelay/agentrelay/consumer"
+	"github.com/agentrelay/agentrelay/internal/deadletter"
 	"github.com/agentrelay/agentrelay/internal/testenv"
 )
 
@@ -28,8 +29,8 @@ func TestBacklogFollowsTheStream(t *testing.T) {
 	}
 	put := func(route, reason string) uint64 {
 		h := nats.Header{}
-		h.Set(consumer.HeaderRoute, route)
-		h.Set(consumer.HeaderReason, reason)
+		h.Set(deadletter.HeaderRoute, route)
+		h.Set(deadletter.HeaderReason, reason)
 		return n.Publish(t, &nats.Msg{Subject: cfg.Subject("agents.x"), Header: h, Data: []byte("{}")}).Sequence
 	}
 	want := func(step string, w Waiting, counts map[RouteReason]int) {

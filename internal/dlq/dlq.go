@@ -34,6 +34,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/agentrelay/agentrelay/consumer"
+	"github.com/agentrelay/agentrelay/internal/deadletter"
 	"github.com/agentrelay/agentrelay/internal/subject"
 )
 
@@ -52,56 +53,31 @@ func notFound(err error) bool {
 		(errors.As(err, &apiErr) && apiErr.ErrorCode == jetstream.JSErrCodeMessageNotFound)
 }
 
-// Letter is one dead letter.
+// Letter is one dead letter: where it is stored, and what it says
+// (deadletter.Letter, whose fields it carries: Reason, Route, Stream,
+// StreamSeq, OrigSubject, IdempotencyKey, the replay history, ...).
 type Letter struct {
-	Seq            uint64    // sequence in the dead-letter stream
-	Subject        string    // its subject in the dead-letter stream
-	Stored         time.Time // when the dead letter was stored
-	Reason         string
-	Class          string
-	Status         int // 0 when there was no HTTP answer
-	Error          string
-	Route          string
-	TriggerID      string
-	Stream         string // original stream
-	StreamSeq      uint64 // original sequence
-	OrigSubject    string // original subject: where a replay goes
-	Attempts       int
-	IdempotencyKey string
-	Header         nats.Header
-	Data           []byte // nil when scanned headers-only
-	Size           int    // body size in bytes, known even headers-only
-	// BodyOmitted says why the letter holds no body (the original was too
-	// large to store beside the headers, or JetStream refused the letter):
-	// Data is then not the event, and replaying it would send an empty one.
-	BodyOmitted string
-
-	// The letter's replay history, from the Agentrelay-Replay-* headers
-	// of a message `dlq replay` published (zero for a first dead letter).
-	ReplayOf      string // the dead letter replayed: stream:seq:stored-nanos
-	Replays       int    // how often the event had been replayed when this letter was written
-	OriginStream  string // where the event was first published
-	OriginSeq     uint64
-	PriorAttempts int // delivery attempts before the last replay, over every earlier letter
+	Seq     uint64    // sequence in the dead-letter stream
+	Subject string    // its subject in the dead-letter stream
+	Stored  time.Time // when the dead letter was stored
+	Header  nats.Header
+	Data    []byte // nil when scanned headers-only
+	Size    int    // body size in bytes, known even headers-only
 
 	// Corrected: Data is a corrected body given by the operator (WithBody),
 	// not the one stored.
 	Corrected bool
+
+	// Letter is what its headers say. Of it, BodyOmitted says why the
+	// letter holds no body (the original was too large to store beside the
+	// headers, or JetStream refused the letter): Data is then not the
+	// event, and replaying it would send an empty one.
+	deadletter.Letter
 }
 
-// maxHistory bounds the replay counts a letter's headers may claim.
-const maxHistory = 1 << 30
-
-// TotalAttempts is every delivery attempt of the event, over every replay.
-func (l Letter) TotalAttempts() int { return l.Attempts + l.PriorAttempts }
-
-// Origin is where the event was first published: the original of the first
-// dead letter, before any replay.
-func (l Letter) Origin() (string, uint64) {
-	if l.OriginStream != "" {
-		return l.OriginStream, l.OriginSeq
-	}
-	return l.Stream, l.StreamSeq
+// ID names the letter in the dead-letter stream called dlStream.
+func (l Letter) ID(dlStream string) deadletter.LetterID {
+	return deadletter.LetterID{Stream: dlStream, Seq: l.Seq, Stored: l.Stored}
 }
 
 // Poison reports whether the letter's reason says the message itself broke
@@ -117,32 +93,7 @@ func (l Letter) WithBody(body []byte) Letter {
 
 // FromMsg reads a Letter from a dead-letter message.
 func FromMsg(seq uint64, subject string, stored time.Time, h nats.Header, data []byte) Letter {
-	l := Letter{
-		Seq:            seq,
-		Subject:        subject,
-		Stored:         stored,
-		Reason:         h.Get(consumer.HeaderReason),
-		Class:          h.Get(consumer.HeaderClass),
-		Error:          h.Get(consumer.HeaderError),
-		Route:          h.Get(consumer.HeaderRoute),
-		TriggerID:      h.Get(consumer.HeaderTriggerID),
-		Stream:         h.Get(consumer.HeaderStream),
-		OrigSubject:    h.Get(consumer.HeaderSubject),
-		IdempotencyKey: h.Get(consumer.HeaderIdempotencyKey),
-		Header:         h,
-		Data:           data,
-		Size:           len(data),
-	}
-	l.Status, _ = strconv.Atoi(h.Get(consumer.HeaderStatus))
-	l.StreamSeq, _ = strconv.ParseUint(h.Get(consumer.HeaderSequence), 10, 64)
-	l.Attempts, _ = strconv.Atoi(h.Get(consumer.HeaderAttempts))
-	l.BodyOmitted = h.Get(consumer.HeaderBodyOmitted)
-	l.ReplayOf = h.Get(HeaderReplayOf)
-	l.Replays, _ = strconv.Atoi(h.Get(HeaderReplayCount))
-	l.PriorAttempts, _ = strconv.Atoi(h.Get(HeaderReplayAttempts))
-	l.OriginStream, l.OriginSeq = ParseOrigin(h.Get(HeaderReplayOrigin))
-	// Headers are anyone's who may publish: keep the sums sane.
-	l.Replays, l.PriorAttempts = min(max(l.Replays, 0), maxHistory), min(max(l.PriorAttempts, 0), maxHistory)
+	l := Letter{Seq: seq, Subject: subject, Stored: stored, Header: h, Data: data, Size: len(data), Letter: deadletter.Decode(h)}
 	if data == nil {
 		if n, err := strconv.Atoi(h.Get("Nats-Msg-Size")); err == nil {
 			l.Size = n
@@ -247,7 +198,10 @@ func (s *Store) Scan(ctx context.Context, f Filter, headersOnly bool, fn func(Le
 	}
 	cfg := jetstream.OrderedConsumerConfig{HeadersOnly: headersOnly, InactiveThreshold: time.Minute}
 	if f.Subject != "" {
-		cfg.FilterSubjects = []string{s.cfg.SubjectPrefix + "." + f.Subject}
+		// Broad enough for letters whose subject was shortened (see
+		// deadletter.SubjectFilter); Match then checks the original
+		// subject each letter names.
+		cfg.FilterSubjects = []string{deadletter.SubjectFilter(s.cfg.SubjectPrefix, f.Subject)}
 	}
 	switch {
 	case f.FromSeq > 0:

@@ -11,19 +11,20 @@ import (
 
 	"github.com/agentrelay/agentrelay/agentapi"
 	"github.com/agentrelay/agentrelay/consumer"
+	"github.com/agentrelay/agentrelay/internal/deadletter"
 )
 
 func letter() Letter {
 	h := nats.Header{}
-	h.Set(consumer.HeaderReason, "forbidden")
-	h.Set(consumer.HeaderStatus, "403")
-	h.Set(consumer.HeaderRoute, "complaints")
-	h.Set(consumer.HeaderStream, "S")
-	h.Set(consumer.HeaderSubject, "agents.complaints.new")
-	h.Set(consumer.HeaderSequence, "41")
-	h.Set(consumer.HeaderAttempts, "1")
+	h.Set(deadletter.HeaderReason, "forbidden")
+	h.Set(deadletter.HeaderStatus, "403")
+	h.Set(deadletter.HeaderRoute, "complaints")
+	h.Set(deadletter.HeaderStream, "S")
+	h.Set(deadletter.HeaderSubject, "agents.complaints.new")
+	h.Set(deadletter.HeaderSequence, "41")
+	h.Set(deadletter.HeaderAttempts, "1")
 	h.Set(consumer.HeaderIdempotencyKey, "evt-1")
-	h.Set(consumer.HeaderOriginalPrefix+"Nats-Msg-Id", "evt-1")
+	h.Set(deadletter.HeaderOriginalPrefix+"Nats-Msg-Id", "evt-1")
 	h.Set("Nats-Msg-Id", "agentrelay:complaints:S:41:1")
 	h.Set("Nats-Expected-Stream", "AGENTRELAY_DLQ")
 	h.Set("X-Trace", "t-1")
@@ -84,12 +85,12 @@ func TestReplayMsg(t *testing.T) {
 		t.Errorf("%s %s", m.Subject, m.Data)
 	}
 	want := nats.Header{
-		"X-Trace":                     {"t-1"},
-		consumer.HeaderIdempotencyKey: {"evt-1"},
-		HeaderReplayOf:                {"AGENTRELAY_DLQ:7:1795867200000000000"},
-		HeaderReplayOrigin:            {"S:41"},
-		HeaderReplayCount:             {"1"},
-		HeaderReplayAttempts:          {"1"},
+		"X-Trace":                       {"t-1"},
+		consumer.HeaderIdempotencyKey:   {"evt-1"},
+		deadletter.HeaderReplayOf:       {"AGENTRELAY_DLQ:7:1795867200000000000"},
+		deadletter.HeaderReplayOrigin:   {"S:41"},
+		deadletter.HeaderReplayCount:    {"1"},
+		deadletter.HeaderReplayAttempts: {"1"},
 	}
 	if len(m.Header) != len(want) {
 		t.Errorf("headers %v, want %v", m.Header, want)
@@ -232,10 +233,10 @@ func TestReplayIdentityIncludesTheStoredTime(t *testing.T) {
 	s := &Store{cfg: consumer.DeadLetterConfig{}.WithDefaults()}
 	old, renewed := letter(), letter()
 	renewed.Stored = old.Stored.Add(time.Hour)
-	if ReplayMsgID("D", old.Seq, old.Stored) == ReplayMsgID("D", renewed.Seq, renewed.Stored) {
+	if old.ID("D").ReplayMsgID() == renewed.ID("D").ReplayMsgID() {
 		t.Error("the same replay id for two letters with the same sequence")
 	}
-	if ReplayMsgID("D", old.Seq, old.Stored) != ReplayMsgID("D", old.Seq, old.Stored) {
+	if old.ID("D").ReplayMsgID() != old.ID("D").ReplayMsgID() {
 		t.Error("the replay id of one letter changes")
 	}
 	key := func(l Letter) string {
@@ -277,30 +278,21 @@ func TestReplayHistoryAddsUp(t *testing.T) {
 			t.Fatal(err)
 		}
 		// The worker dead-letters the replay again, 2 attempts, keeping
-		// the replay headers of the message (consumer.HeaderReplayPrefix).
+		// the replay headers of the message (deadletter.HeaderReplayPrefix).
 		h := nats.Header{}
 		for k, v := range m.Header {
 			h[k] = v
 		}
-		h.Set(consumer.HeaderStream, "S")
-		h.Set(consumer.HeaderSequence, fmt.Sprint(100+round))
-		h.Set(consumer.HeaderSubject, m.Subject)
-		h.Set(consumer.HeaderAttempts, "2")
+		h.Set(deadletter.HeaderStream, "S")
+		h.Set(deadletter.HeaderSequence, fmt.Sprint(100+round))
+		h.Set(deadletter.HeaderSubject, m.Subject)
+		h.Set(deadletter.HeaderAttempts, "2")
 		l = FromMsg(uint64(7+round), l.Subject, l.Stored.Add(time.Duration(round)*time.Minute), h, m.Data)
 		if l.Replays != round || l.TotalAttempts() != 1+2*round || l.ReplayOf == "" {
 			t.Errorf("round %d: replays %d, total attempts %d (want %d), replay of %q", round, l.Replays, l.TotalAttempts(), 1+2*round, l.ReplayOf)
 		}
 		if st, seq := l.Origin(); st != "S" || seq != 41 {
 			t.Errorf("round %d: origin %s:%d, want S:41", round, st, seq)
-		}
-	}
-}
-
-func TestParseOrigin(t *testing.T) {
-	for v, want := range map[string]string{"S:41": "S:41", "A:B:3": "A:B:3", "S:": ":0", ":4": ":0", "S:x": ":0", "S:0": ":0", "": ":0"} {
-		st, seq := ParseOrigin(v)
-		if got := fmt.Sprintf("%s:%d", st, seq); got != want {
-			t.Errorf("ParseOrigin(%q) = %s, want %s", v, got, want)
 		}
 	}
 }
@@ -316,7 +308,7 @@ func TestCheckPoisonAndOmittedBodies(t *testing.T) {
 		return l
 	}
 	omitted := forged("agents.complaints.new", "complaints", "agtch_c")
-	omitted.BodyOmitted, omitted.Data = consumer.BodyOmittedTooLarge, []byte{}
+	omitted.BodyOmitted, omitted.Data = deadletter.BodyOmittedTooLarge, []byte{}
 	forced := policy()
 	forced.ForcePoison = true
 	for _, tc := range []struct {
@@ -353,7 +345,7 @@ func TestCheckPoisonAndOmittedBodies(t *testing.T) {
 		t.Errorf("ReplayMsg built a replay of a letter without its body: %v", err)
 	}
 	m, err := s.ReplayMsg(omitted.WithBody([]byte(`{"input":"x"}`)), false)
-	if err != nil || string(m.Data) != `{"input":"x"}` || m.Header.Get(HeaderReplayBody) != "corrected" || m.Header.Get(consumer.HeaderIdempotencyKey) != "evt-1" {
+	if err != nil || string(m.Data) != `{"input":"x"}` || m.Header.Get(deadletter.HeaderReplayBody) != "corrected" || m.Header.Get(consumer.HeaderIdempotencyKey) != "evt-1" {
 		t.Errorf("corrected replay: %v %+v", err, m)
 	}
 }
@@ -369,7 +361,16 @@ func TestReplayKeyIsTheWorkersKey(t *testing.T) {
 	}
 	l.IdempotencyKey = "bad/key"
 	m, _ = s.ReplayMsg(l, false)
-	if k, err := s.ReplayKey(l, m); err != nil || k != ReplayMsgID(s.cfg.Stream, l.Seq, l.Stored) {
+	if k, err := s.ReplayKey(l, m); err != nil || k != l.ID(s.cfg.Stream).ReplayMsgID() {
 		t.Errorf("key %q, %v; want the replay's message id", k, err)
+	}
+	// Whatever the dead-letter stream is called: a name a key may not
+	// hold must not make the worker dead-letter the replay for its key.
+	for _, name := range []string{"dead$letters", "dlq#1", "dlq-ü", strings.Repeat("N", 250)} {
+		odd := &Store{cfg: consumer.DeadLetterConfig{Stream: name}.WithDefaults()}
+		m, _ := odd.ReplayMsg(l, false)
+		if k, err := odd.ReplayKey(l, m); err != nil || k != l.ID(name).ReplayMsgID() {
+			t.Errorf("stream %.20q: key %q, %v; want the replay's message id, valid", name, k, err)
+		}
 	}
 }

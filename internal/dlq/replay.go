@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-	"strconv"
 	"strings"
 	"time"
 	"unicode"
@@ -15,9 +14,8 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/agentrelay/agentrelay/agentapi"
 	"github.com/agentrelay/agentrelay/consumer"
-	"github.com/agentrelay/agentrelay/internal/fold"
+	"github.com/agentrelay/agentrelay/internal/deadletter"
 	"github.com/agentrelay/agentrelay/internal/subject"
 )
 
@@ -76,7 +74,7 @@ var ErrTriggerChanged = errors.New("the route's trigger changed")
 var ErrPoison = errors.New("the message itself is at fault")
 
 // ErrBodyOmitted is wrapped by the refusal of a letter stored without its
-// body (consumer.HeaderBodyOmitted): replayed, it would be an empty event.
+// body (deadletter.HeaderBodyOmitted): replayed, it would be an empty event.
 var ErrBodyOmitted = errors.New("the dead letter holds no body")
 
 // Refusal says why a dead letter is not replayed. The letter is left in
@@ -107,7 +105,7 @@ func (r *Refusal) Unwrap() []error {
 func subjectProblem(subject string) string {
 	switch {
 	case subject == "":
-		return fmt.Sprintf("it has no %s header: nowhere to replay it", consumer.HeaderSubject)
+		return fmt.Sprintf("it has no %s header: nowhere to replay it", deadletter.HeaderSubject)
 	case strings.HasPrefix(subject, "$"):
 		return fmt.Sprintf("%q is a system subject ($JS, $SYS, $KV, $O, ... are the server's own)", subject)
 	case strings.HasPrefix(subject, "_INBOX.") || strings.HasPrefix(subject, "_R_."):
@@ -161,7 +159,7 @@ func (s *Store) Check(p Policy, l Letter) (Route, error) {
 		return refuse(nil, "it is stored on dead-letter subject %q, but a dead letter of %q is stored on %q: moved or forged", l.Subject, l.OrigSubject, want)
 	}
 	if l.Route == "" {
-		return refuse(nil, "it has no %s header", consumer.HeaderRoute)
+		return refuse(nil, "it has no %s header", deadletter.HeaderRoute)
 	}
 	r, ok := p.route(l.Route)
 	if !ok {
@@ -183,26 +181,11 @@ func (s *Store) Check(p Policy, l Letter) (Route, error) {
 		}
 	case l.BodyOmitted != "":
 		return refuse(ErrBodyOmitted, "it was stored without its body (%s: %s, %s bytes, sha256 %s); replayed it would be an empty event: give the body with --body-file",
-			consumer.HeaderBodyOmitted, l.BodyOmitted, l.Header.Get(consumer.HeaderBodySize), l.Header.Get(consumer.HeaderBodySHA256))
+			deadletter.HeaderBodyOmitted, l.BodyOmitted, l.Header.Get(deadletter.HeaderBodySize), l.Header.Get(deadletter.HeaderBodySHA256))
 	case l.Poison() && !p.ForcePoison:
 		return refuse(ErrPoison, "its reason %s blames the message itself, so unchanged it would be dead-lettered again: correct it with --body-file, or --force to replay it as it is", l.Reason)
 	}
 	return r, nil
-}
-
-// ReplayMsgID is the Nats-Msg-Id a replayed dead letter is published with:
-// the same on every run, so a replay that was published but whose dead
-// letter was not yet deleted (an interrupted run) is deduplicated by the
-// work stream when the run is repeated. It holds the letter's stored time
-// as well as its sequence: a re-created dead-letter stream numbers its
-// letters from 1 again, and a new letter 1 is not the old one.
-func ReplayMsgID(dlStream string, seq uint64, stored time.Time) string {
-	return "agentrelay-replay:" + replayOf(dlStream, seq, stored)
-}
-
-// replayOf names one dead letter: stream, sequence and stored time.
-func replayOf(dlStream string, seq uint64, stored time.Time) string {
-	return dlStream + ":" + strconv.FormatUint(seq, 10) + ":" + strconv.FormatInt(stored.UnixNano(), 10)
 }
 
 // NewKey is the Idempotency-Key `replay --new-key` gives a dead letter: new,
@@ -213,50 +196,16 @@ func NewKey(dlStream string, seq uint64, stored time.Time) string {
 	return consumer.DerivedKey("replay-"+dlStream, seq, stored.UnixNano())
 }
 
-// Headers of a replayed message. They all start with
-// consumer.HeaderReplayPrefix, so that a dead letter of the replay keeps
-// them: the event's history survives any number of replays.
-const (
-	// HeaderReplayOf names the dead letter a replayed message came from
-	// (stream, sequence, stored time).
-	HeaderReplayOf = consumer.HeaderReplayPrefix + "Of"
-	// HeaderReplayOrigin is where the event was first published,
-	// "stream:sequence", before any replay.
-	HeaderReplayOrigin = consumer.HeaderReplayPrefix + "Origin"
-	// HeaderReplayCount counts the replays of the event, this one included.
-	HeaderReplayCount = consumer.HeaderReplayPrefix + "Count"
-	// HeaderReplayAttempts counts the delivery attempts the event had
-	// before this replay, over every earlier dead letter.
-	HeaderReplayAttempts = consumer.HeaderReplayPrefix + "Attempts"
-	// HeaderReplayBody is "corrected" when the replay's body was given by
-	// the operator instead of the dead letter's.
-	HeaderReplayBody = consumer.HeaderReplayPrefix + "Body"
-)
-
-// ParseOrigin reads a HeaderReplayOrigin value, "stream:sequence"; it
-// returns "", 0 for anything else.
-func ParseOrigin(v string) (string, uint64) {
-	i := strings.LastIndexByte(v, ':')
-	if i <= 0 {
-		return "", 0
-	}
-	seq, err := strconv.ParseUint(v[i+1:], 10, 64)
-	if err != nil || seq == 0 {
-		return "", 0
-	}
-	return v[:i], seq
-}
-
 // ReplayMsg builds the message that replays l to its original subject: the
 // original body (or the corrected one, see Letter.WithBody) and the
 // producer's headers, the Idempotency-Key of the original call (or, with
-// newKey, NewKey), the event's history (HeaderReplayOf and the other
+// newKey, NewKey), the event's history (deadletter.HeaderReplayOf and the other
 // replay headers) and none of the dead-letter bookkeeping. It does not
 // judge whether l may be replayed (see Check), but it never builds an
 // empty event from a letter stored without its body.
 func (s *Store) ReplayMsg(l Letter, newKey bool) (*nats.Msg, error) {
 	if l.OrigSubject == "" {
-		return nil, fmt.Errorf("dead letter %d has no %s header: cannot tell where to replay it", l.Seq, consumer.HeaderSubject)
+		return nil, fmt.Errorf("dead letter %d has no %s header: cannot tell where to replay it", l.Seq, deadletter.HeaderSubject)
 	}
 	if l.Data == nil {
 		return nil, fmt.Errorf("dead letter %d was read without its body", l.Seq)
@@ -264,35 +213,13 @@ func (s *Store) ReplayMsg(l Letter, newKey bool) (*nats.Msg, error) {
 	if l.BodyOmitted != "" && !l.Corrected {
 		return nil, fmt.Errorf("dead letter %d: %w (%s)", l.Seq, ErrBodyOmitted, l.BodyOmitted)
 	}
-	h := nats.Header{}
-	for k, v := range l.Header {
-		switch {
-		case fold.HasPrefix(k, "Nats-"), fold.HasPrefix(k, "Agentrelay-"), strings.EqualFold(k, consumer.HeaderIdempotencyKey):
-			// JetStream control headers, our bookkeeping, and the key
-			// (set below) are not the producer's.
-		default:
-			h[k] = v
-		}
-	}
 	key := l.IdempotencyKey
 	if newKey {
 		key = NewKey(s.cfg.Stream, l.Seq, l.Stored)
 	}
-	// A key that cannot be used (dead letters written before agentrelay
-	// kept such keys apart) is left out: the worker then keys the replay
-	// by its message id, which is valid and the same on every replay.
-	if key != "" && agentapi.ValidateIdempotencyKey(key) == nil {
-		h.Set(consumer.HeaderIdempotencyKey, key)
-	}
-	h.Set(HeaderReplayOf, replayOf(s.cfg.Stream, l.Seq, l.Stored))
-	if st, seq := l.Origin(); st != "" && seq != 0 {
-		h.Set(HeaderReplayOrigin, st+":"+strconv.FormatUint(seq, 10))
-	}
-	h.Set(HeaderReplayCount, strconv.Itoa(l.Replays+1))
-	h.Set(HeaderReplayAttempts, strconv.Itoa(l.TotalAttempts()))
-	if l.Corrected {
-		h.Set(HeaderReplayBody, "corrected")
-	}
+	// The producer's headers, the key, and the event's history, one
+	// replay on (deadletter.ReplayHeader says what is kept and what not).
+	h := deadletter.ReplayHeader(l.Header, key, l.Next(l.ID(s.cfg.Stream), l.Corrected))
 	return &nats.Msg{Subject: l.OrigSubject, Data: l.Data, Header: h}, nil
 }
 
@@ -306,7 +233,7 @@ func (s *Store) ReplayKey(l Letter, m *nats.Msg) (string, error) {
 	for k, v := range m.Header {
 		h[k] = v
 	}
-	h.Set(jetstream.MsgIDHeader, ReplayMsgID(s.cfg.Stream, l.Seq, l.Stored))
+	h.Set(jetstream.MsgIDHeader, l.ID(s.cfg.Stream).ReplayMsgID())
 	return consumer.IdempotencyKey(h, &jetstream.MsgMetadata{})
 }
 
@@ -329,7 +256,7 @@ func (s *Store) Replay(ctx context.Context, p Policy, l Letter, newKey bool) (*j
 		return nil, err
 	}
 	ack, err := s.js.PublishMsg(ctx, m,
-		jetstream.WithMsgID(ReplayMsgID(s.cfg.Stream, l.Seq, l.Stored)),
+		jetstream.WithMsgID(l.ID(s.cfg.Stream).ReplayMsgID()),
 		jetstream.WithExpectStream(r.Stream))
 	if err != nil {
 		var apiErr *jetstream.APIError
@@ -375,7 +302,7 @@ func (s *Store) sameReplay(ctx context.Context, l Letter, m *nats.Msg, ack *jets
 	if err != nil {
 		return fmt.Errorf("replaying dead letter %d: checking the duplicate in %s: %w", l.Seq, ack.Stream, err)
 	}
-	if stored.Subject != m.Subject || stored.Header.Get(HeaderReplayOf) != m.Header.Get(HeaderReplayOf) || !bytes.Equal(stored.Data, m.Data) {
+	if stored.Subject != m.Subject || stored.Header.Get(deadletter.HeaderReplayOf) != m.Header.Get(deadletter.HeaderReplayOf) || !bytes.Equal(stored.Data, m.Data) {
 		return &Refusal{Seq: l.Seq, Reason: fmt.Sprintf(
 			"its replay was deduplicated by stream %s against message %d, which is another event (published with this letter's replay id)",
 			ack.Stream, ack.Sequence)}

@@ -18,6 +18,7 @@ import (
 
 	"github.com/agentrelay/agentrelay/agentapi/emulator"
 	"github.com/agentrelay/agentrelay/consumer"
+	"github.com/agentrelay/agentrelay/internal/deadletter"
 	"github.com/agentrelay/agentrelay/internal/natsembed"
 )
 
@@ -601,9 +602,9 @@ func (r *run) deadLetters() ([]DeadLetter, string) {
 			t.Fatalf("dead letter %d: %v", seq, err)
 		}
 		out = append(out, DeadLetter{
-			OriginalMsgID: m.Header.Get(consumer.HeaderOriginalPrefix + "Nats-Msg-Id"),
+			OriginalMsgID: m.Header.Get(deadletter.HeaderOriginalPrefix + "Nats-Msg-Id"),
 			Key:           m.Header.Get(consumer.HeaderIdempotencyKey),
-			Reason:        m.Header.Get(consumer.HeaderReason),
+			Reason:        m.Header.Get(deadletter.HeaderReason),
 		})
 		for k, vs := range m.Header {
 			fmt.Fprintf(&all, "%s: %s\n", k, strings.Join(vs, ", "))

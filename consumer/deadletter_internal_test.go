@@ -1,0 +1,50 @@
+package consumer
+
+import (
+	"context"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/agentrelay/agentrelay/internal/testenv"
+)
+
+// Set-up asks the server for the dead-letter stream once: Ensure keeps
+// what it learnt (the stream's weaknesses among it) from that one look-up.
+func TestEnsureLooksUpTheStreamOnce(t *testing.T) {
+	t.Parallel()
+	n := testenv.StartNATS(t)
+	const name = "OPS_DLQ"
+	n.CreateStream(t, jetstream.StreamConfig{Name: name, Subjects: []string{"agentrelay.dlq.>"}, Storage: jetstream.MemoryStorage, Duplicates: time.Hour})
+	var infos atomic.Int32
+	sub, err := n.NC.Subscribe(jetstream.DefaultAPIPrefix+"STREAM.INFO."+name, func(*nats.Msg) { infos.Add(1) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Unsubscribe()
+	if err := n.NC.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	dl := NewDeadLetter(n.JS, DeadLetterConfig{Stream: name})
+	if err := dl.Ensure(ctx); err != nil {
+		t.Fatal(err)
+	}
+	weak := dl.weaknesses()
+	if len(weak) != 1 || !strings.HasPrefix(weak[0], "memory storage") {
+		t.Errorf("weaknesses %q, want memory storage", weak)
+	}
+	// The subscription sees the request once the server routed it; a
+	// flush round trip after Ensure's answer guarantees it was delivered.
+	if err := n.NC.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	if got := infos.Load(); got != 1 {
+		t.Errorf("%d stream info requests, want 1", got)
+	}
+}
