@@ -302,7 +302,7 @@ var headerJSON = []string{"application/json"}
 // newRequest is what http.NewRequestWithContext(ctx, POST, a.url,
 // bytes.NewReader(body)) returns, without parsing the URL again.
 func (a *Agent) newRequest(ctx context.Context, body []byte) *http.Request {
-	req := a.tmpl.WithContext(ctx) // a shallow copy
+	req := a.tmpl.WithContext(ctx)    // a shallow copy
 	req.Header = make(http.Header, 7) // 5, and room for traceparent and tracestate in the same map group
 	req.ContentLength = int64(len(body))
 	req.Body = io.NopCloser(bytes.NewReader(body))
