@@ -93,10 +93,10 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger, o Options) e
 		// Deferred first, so it runs last: after the drain, the spans of
 		// the last settled events are flushed too.
 		defer func() {
-			sctx, c := context.WithTimeout(context.Background(), tracingShutdownTimeout)
+			sctx, c := context.WithTimeout(context.Background(), TracingShutdownTimeout)
 			defer c()
 			if err := tr.Shutdown(sctx); err != nil {
-				log.Warn("tracing: flushing spans at exit", "err", tr.scrubbed(err))
+				log.Warn("tracing: flushing spans at exit", "err", tr.Scrubbed(err))
 			}
 		}()
 		tp = tr.Provider

@@ -148,8 +148,10 @@ type Tracer struct {
 // batches, in the background: a slow or unreachable collector costs
 // dropped spans (OTEL_BSP_MAX_QUEUE_SIZE), never a delayed event. Export
 // errors go to log, rate-limited and with the OTLP header values scrubbed
-// (they may hold credentials). Shutdown flushes what is left.
-func StartTracing(ctx context.Context, getenv func(string) string, stdout io.Writer, log *slog.Logger) (*Tracer, error) {
+// (they may hold credentials). Shutdown flushes what is left. extra options
+// apply after the environment's (a command that must sample its span
+// whatever OTEL_TRACES_SAMPLER says).
+func StartTracing(ctx context.Context, getenv func(string) string, stdout io.Writer, log *slog.Logger, extra ...sdktrace.TracerProviderOption) (*Tracer, error) {
 	tc, err := ParseTracingEnv(getenv)
 	if err != nil {
 		return nil, err
@@ -179,7 +181,7 @@ func StartTracing(ctx context.Context, getenv func(string) string, stdout io.Wri
 	// handler; the default prints every one of them to stderr.
 	errs := newExportErrors(log, getenv)
 	otel.SetErrorHandler(errs)
-	tp := sdktrace.NewTracerProvider(opts...)
+	tp := sdktrace.NewTracerProvider(append(opts, extra...)...)
 	log.Info("tracing on", "exporters", strings.Join(tc.Exporters, ","), "protocol", tc.Protocol, "switched_on_by", tc.Why,
 		"sampler", orDefault(getenv("OTEL_TRACES_SAMPLER"), "parentbased_always_on"))
 	return &Tracer{Config: tc, Provider: tp, sdk: tp, errs: errs}, nil
@@ -212,17 +214,17 @@ func (t *Tracer) Shutdown(ctx context.Context) error {
 	return t.sdk.Shutdown(ctx)
 }
 
-// scrubbed is err's text without the OTLP header values.
-func (t *Tracer) scrubbed(err error) string {
+// Scrubbed is err's text without the OTLP header values.
+func (t *Tracer) Scrubbed(err error) string {
 	if t == nil || t.errs == nil {
 		return err.Error()
 	}
 	return t.errs.scrub(err.Error())
 }
 
-// tracingShutdownTimeout bounds the final flush of spans at exit: an
+// TracingShutdownTimeout bounds the final flush of spans at exit: an
 // unreachable collector must not hold up a rolling update.
-const tracingShutdownTimeout = 5 * time.Second
+const TracingShutdownTimeout = 5 * time.Second
 
 // exportErrors logs the SDK's errors (failed exports, mostly) at warn: the
 // first at once, then at most one per exportErrorEvery with the count of
