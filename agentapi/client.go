@@ -13,6 +13,9 @@ import (
 	"strings"
 	"sync/atomic"
 	"time"
+
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
 )
 
 // Defaults for a Client.
@@ -226,6 +229,9 @@ func (c *Client) Agent(id TriggerID, tokens TokenSource) (*Agent, error) {
 // ID returns the trigger id.
 func (a *Agent) ID() TriggerID { return a.id }
 
+// URL returns the trigger URL the agent posts to. It holds no secret.
+func (a *Agent) URL() string { return a.url }
+
 // Trigger sends one trigger event. It returns the HTTP status code (0 when
 // there was no answer) and nil when the API accepted the event (202, and
 // only 202), or an *Error saying what kind of failure it was. Validation failures return an
@@ -257,6 +263,7 @@ func (a *Agent) Trigger(ctx context.Context, ev Event) (int, error) {
 	if ev.IdempotencyKey != "" {
 		h["Idempotency-Key"] = []string{ev.IdempotencyKey}
 	}
+	injectTraceContext(ctx, h)
 
 	resp, err := a.c.rt.RoundTrip(req)
 	if err != nil {
@@ -276,6 +283,18 @@ func (a *Agent) Trigger(ctx context.Context, ev Event) (int, error) {
 	return resp.StatusCode, a.finish(resp, tok)
 }
 
+// injectTraceContext sets traceparent (and tracestate) to the span
+// context ctx carries, when it carries a valid one: the call then joins the
+// caller's trace. A context without one (tracing off) adds no header and
+// costs one context lookup. Baggage is never sent: the API is a third
+// party.
+func injectTraceContext(ctx context.Context, h http.Header) {
+	if !trace.SpanContextFromContext(ctx).IsValid() {
+		return
+	}
+	propagation.TraceContext{}.Inject(ctx, propagation.HeaderCarrier(h))
+}
+
 // headerJSON is the Content-Type and Accept value. Header value slices are
 // shared by every request: the transport only reads them.
 var headerJSON = []string{"application/json"}
@@ -283,8 +302,8 @@ var headerJSON = []string{"application/json"}
 // newRequest is what http.NewRequestWithContext(ctx, POST, a.url,
 // bytes.NewReader(body)) returns, without parsing the URL again.
 func (a *Agent) newRequest(ctx context.Context, body []byte) *http.Request {
-	req := a.tmpl.WithContext(ctx) // a shallow copy
-	req.Header = make(http.Header, 5)
+	req := a.tmpl.WithContext(ctx)    // a shallow copy
+	req.Header = make(http.Header, 7) // 5, and room for traceparent and tracestate in the same map group
 	req.ContentLength = int64(len(body))
 	req.Body = io.NopCloser(bytes.NewReader(body))
 	req.GetBody = func() (io.ReadCloser, error) {

@@ -26,6 +26,7 @@ type delivery struct {
 	ordered string
 	next    uint64
 	hasNext bool
+	span    *deliverySpan // nil with tracing off
 }
 
 // dispatch hands msg to an idle handler goroutine, or starts one.
@@ -75,6 +76,7 @@ func (rn *runner) handle(msg inbound) {
 	}
 	d.md = md
 	d.attempts.Delivered = int(md.NumDelivered)
+	d.span = rn.tracing.start(rn.callCtx, msg, md)
 	ka := rn.keepAlive(msg)
 	defer ka.stop()
 
@@ -92,7 +94,7 @@ func (rn *runner) handle(msg inbound) {
 			out = Outcome{Class: ClassPoison, Reason: reason, Err: decodeErr}
 		default:
 			ev.IdempotencyKey = key
-			out = rn.call(ev)
+			out = rn.call(d.span.context(rn.callCtx), ev)
 		}
 		if ownFailure(out) {
 			d.attempts.Failed = rn.failed(md.Sequence.Stream)
@@ -102,6 +104,7 @@ func (rn *runner) handle(msg inbound) {
 			// An ordered event is retried where it is: a nak would let
 			// the next event of its key overtake it.
 			rn.logSettled(slog.LevelInfo, "retrying in place (ordered)", d, out, act, nil)
+			d.span.event("retrying in place (ordered)", out)
 			jitter = rn.relay.opts.Jitter()
 			continue
 		}
@@ -149,7 +152,7 @@ func (rn *runner) retryInPlace(delay time.Duration) bool {
 // message comes back as a route-wide outcome, to be handed back until the
 // next probe. The held message spends no delivery attempt however many
 // probes it makes.
-func (rn *runner) call(ev agentapi.Event) Outcome {
+func (rn *runner) call(ctx context.Context, ev agentapi.Event) Outcome {
 	held := false
 	defer func() {
 		if held {
@@ -168,7 +171,7 @@ func (rn *runner) call(ev agentapi.Event) Outcome {
 		if adm == Gated {
 			out = Outcome{Class: ClassGated}
 		} else {
-			out = rn.trigger(ev)
+			out = rn.trigger(ctx, ev)
 			tr := rn.health.record(out.Class, adm == Probe, out.RetryAfter, time.Now())
 			rn.transition(tr, out)
 		}
@@ -276,10 +279,11 @@ func (rn *runner) notify() {
 	rn.signal()
 }
 
-// trigger calls the agent.
-func (rn *runner) trigger(ev agentapi.Event) Outcome {
+// trigger calls the agent, under ctx: the calls' context (rn.callCtx) or
+// a delivery span's context derived from it.
+func (rn *runner) trigger(ctx context.Context, ev agentapi.Event) Outcome {
 	t0 := time.Now()
-	ctx := rn.callCtx
+	ctx, span := rn.tracing.startCall(ctx)
 	if rn.order != nil {
 		var cancel context.CancelFunc
 		ctx, cancel = rn.order.callContext(ctx)
@@ -287,6 +291,7 @@ func (rn *runner) trigger(ev agentapi.Event) Outcome {
 	}
 	status, err := rn.route.Agent.Trigger(ctx, ev)
 	class := agentapi.ClassOfError(err)
+	endCall(span, status, class, err)
 	rn.m.Trigger(status, string(class), time.Since(t0).Seconds())
 	out := Outcome{Class: class, Status: status, Err: err}
 	var ae *agentapi.Error
@@ -390,6 +395,11 @@ func (rn *runner) settle(d delivery, out Outcome, act Action, jitter float64) (h
 		}
 	}
 	rn.m.Finished(act.Verdict, string(out.Class), d.attempts.Delivered, time.Since(d.start).Seconds())
+	if held {
+		d.span.event("dead-letter publish failed; holding the ordered event", out)
+	} else {
+		d.span.settled(d, out, act, settleErr)
+	}
 	if settleErr != nil {
 		level = max(level, slog.LevelWarn)
 	}

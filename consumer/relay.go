@@ -14,6 +14,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/agentrelay/agentrelay/internal/backoff"
 )
@@ -65,6 +66,9 @@ type Options struct {
 	// consumers (ManageConsumers) or only uses and checks them
 	// (ObserveConsumers). Default ManageConsumers.
 	Consumers ConsumerMode
+	// TracerProvider traces every delivery (see trace.go). Nil or a
+	// no-op provider: tracing off, at no cost per message.
+	TracerProvider trace.TracerProvider
 }
 
 func (o Options) withDefaults() Options {

@@ -32,7 +32,8 @@ type runner struct {
 	health  *health
 	rate    *rate.Limiter // nil without MaxRate
 	fleet   *fleetGate
-	order   *ordered // nil for an unordered route
+	order   *ordered      // nil for an unordered route
+	tracing *routeTracing // nil with tracing off
 
 	// holding is set while one of this replica's messages is held to probe
 	// the route with: one per replica, the rest are handed back.
@@ -100,6 +101,7 @@ func newRunner(r *Relay, rt Route) *runner {
 		quit:         make(chan struct{}),
 	}
 	rn.acceptLog.rate = r.opts.LogAccepted
+	rn.tracing = newRouteTracing(r.opts.TracerProvider, rt)
 	if rt.MaxRate > 0 {
 		rn.rate = rate.NewLimiter(rate.Limit(rt.MaxRate), max(1, int(rt.MaxRate/10)))
 	}

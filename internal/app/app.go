@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -20,6 +21,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/agentrelay/agentrelay/agentapi"
 	"github.com/agentrelay/agentrelay/config"
@@ -38,6 +40,9 @@ type Options struct {
 	// Started, if set, is called once the relay is set up and the HTTP
 	// listener (if any) is serving, with the listener's address.
 	Started func(metricsAddr string)
+	// TracerProvider traces deliveries instead of the provider the OTEL_*
+	// environment asks for (see StartTracing); the caller shuts it down.
+	TracerProvider trace.TracerProvider
 }
 
 // Errors Run returns when the worker cannot go on (besides
@@ -79,6 +84,23 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger, o Options) e
 		return err
 	}
 	defer client.CloseIdleConnections()
+	tp := o.TracerProvider
+	if tp == nil {
+		tr, err := StartTracing(ctx, os.Getenv, os.Stdout, log)
+		if err != nil {
+			return err
+		}
+		// Deferred first, so it runs last: after the drain, the spans of
+		// the last settled events are flushed too.
+		defer func() {
+			sctx, c := context.WithTimeout(context.Background(), TracingShutdownTimeout)
+			defer c()
+			if err := tr.Shutdown(sctx); err != nil {
+				log.Warn("tracing: flushing spans at exit", "err", tr.Scrubbed(err))
+			}
+		}()
+		tp = tr.Provider
+	}
 
 	// Everything below runs under runCtx, which a fatal failure cancels.
 	runCtx, cancel := context.WithCancelCause(ctx)
@@ -125,7 +147,7 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger, o Options) e
 		return err
 	}
 	ro := relayOptions(cfg)
-	ro.Logger, ro.Observer = log, metrics
+	ro.Logger, ro.Observer, ro.TracerProvider = log, metrics, tp
 	relay, err := consumer.New(js, routes, ro)
 	if err != nil {
 		return err

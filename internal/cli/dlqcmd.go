@@ -17,6 +17,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/schollz/progressbar/v3"
 	"github.com/spf13/cobra"
+	"go.opentelemetry.io/otel/trace"
 	"golang.org/x/time/rate"
 
 	"github.com/agentrelay/agentrelay/internal/app"
@@ -400,7 +401,18 @@ Fix the cause first (permissions, trigger id, the agent), then replay; use
 				return err
 			}
 			policy.ForcePoison = force
-			return replay(cmd.Context(), e, s, policy, filter, replayOpts{dryRun: dryRun, newKey: newKey, perSecond: perSecond, body: body})
+			o := replayOpts{dryRun: dryRun, newKey: newKey, perSecond: perSecond, body: body}
+			if !dryRun {
+				// Traced when the OTEL_* environment says so: each replay
+				// is then a span in the original event's trace.
+				tp, stop, err := toolTracer(cmd.Context(), e, g, false)
+				if err != nil {
+					return err
+				}
+				defer stop()
+				o.tracer = tp
+			}
+			return replay(cmd.Context(), e, s, policy, filter, o)
 		},
 	}
 	f.register(cmd)
@@ -438,7 +450,8 @@ func readBodyFile(path string) ([]byte, error) {
 type replayOpts struct {
 	dryRun, newKey bool
 	perSecond      float64
-	body           []byte // a corrected body for the one letter selected; nil keeps the stored one
+	body           []byte               // a corrected body for the one letter selected; nil keeps the stored one
+	tracer         trace.TracerProvider // traces each replay (see dlq.Store.TraceReplay); nil: off
 }
 
 // replayPolicy is where the configuration lets replays go: each route, the
@@ -543,7 +556,9 @@ func replay(ctx context.Context, e *env, s *dlq.Store, policy dlq.Policy, filter
 				return false, err
 			}
 		}
-		ack, err := s.Replay(ctx, policy, l, newKey)
+		rctx, span := s.TraceReplay(ctx, o.tracer, l)
+		ack, err := s.Replay(rctx, policy, l, newKey)
+		dlq.EndReplay(span, ack, err)
 		if errors.As(err, &r) {
 			refused++
 			printf(e.stdout, "refused %d: %s\n", l.Seq, refusalText(r))

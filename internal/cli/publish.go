@@ -5,12 +5,18 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/spf13/cobra"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/propagation"
+	semconv "go.opentelemetry.io/otel/semconv/v1.43.0"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/agentrelay/agentrelay/config"
 	"github.com/agentrelay/agentrelay/consumer"
@@ -27,6 +33,7 @@ type publishFlags struct {
 	headers         []string
 	count           int
 	timeout         time.Duration
+	trace           bool
 }
 
 func newPublishCmd(e *env, g *globalFlags) *cobra.Command {
@@ -41,6 +48,13 @@ By default the body is the API's JSON, built from --input and
 routes with body: text, or to test poison messages). --input - reads stdin.
 --msg-id sets Nats-Msg-Id, which becomes the Idempotency-Key; with --count N
 the id gets a -1..-N suffix.
+
+--trace starts a trace: each message gets a producer span and carries its
+W3C traceparent, so the worker's span of its delivery, the trigger call and
+the API join it; the trace id is printed. The span is exported when the
+OTEL_* environment configures an exporter (see the README's Tracing), and is
+sampled whatever OTEL_TRACES_SAMPLER says. A traceparent given with --header
+becomes the span's parent.
 
 Connects with the configuration file's NATS settings when --config is given,
 else to --server. With a configuration, a subject that no route captures (a
@@ -62,6 +76,7 @@ stderr: nothing will trigger an agent for it.`,
 	fl.StringArrayVarP(&f.headers, "header", "H", nil, "extra header Name:Value (repeatable)")
 	fl.IntVarP(&f.count, "count", "n", 1, "publish this many copies")
 	fl.DurationVar(&f.timeout, "timeout", 10*time.Second, "how long to wait for each publish ack")
+	fl.BoolVar(&f.trace, "trace", false, "start a trace: write a traceparent into each message and print its trace id")
 	return cmd
 }
 
@@ -88,6 +103,7 @@ func runPublish(ctx context.Context, e *env, g *globalFlags, f *publishFlags, su
 		}
 		body, _ = json.Marshal(ev)
 	}
+	var err error
 	hdr := nats.Header{}
 	if f.raw && f.conversationKey != "" {
 		hdr.Set(consumer.HeaderConversationKey, f.conversationKey)
@@ -98,6 +114,15 @@ func runPublish(ctx context.Context, e *env, g *globalFlags, f *publishFlags, su
 			return usageError{fmt.Errorf("--header %q: want Name:Value", h)}
 		}
 		hdr.Add(strings.TrimSpace(k), strings.TrimSpace(v))
+	}
+
+	var tp trace.TracerProvider
+	if f.trace {
+		var stop func()
+		if tp, stop, err = toolTracer(ctx, e, g, true); err != nil {
+			return err
+		}
+		defer stop()
 	}
 
 	nc, cfg, err := connectForTool(ctx, e, g, f.server)
@@ -112,16 +137,25 @@ func runPublish(ctx context.Context, e *env, g *globalFlags, f *publishFlags, su
 	for i := 1; i <= f.count; i++ {
 		msg := &nats.Msg{Subject: subject, Data: body, Header: hdr}
 		var opts []jetstream.PublishOpt
+		id := ""
 		if f.msgID != "" {
-			id := f.msgID
+			id = f.msgID
 			if f.count > 1 {
 				id = fmt.Sprintf("%s-%d", f.msgID, i)
 			}
 			opts = append(opts, jetstream.WithMsgID(id))
 		}
 		pctx, cancel := context.WithTimeout(ctx, f.timeout)
+		var span trace.Span
+		if tp != nil {
+			msg.Header = maps.Clone(hdr)
+			pctx, span = startPublishSpan(pctx, tp, msg, id)
+		}
 		ack, err := js.PublishMsg(pctx, msg, opts...)
 		cancel()
+		if span != nil {
+			endPublishSpan(span, ack, err)
+		}
 		if err != nil {
 			return fmt.Errorf("publishing to %s: %w", subject, err)
 		}
@@ -129,7 +163,11 @@ func runPublish(ctx context.Context, e *env, g *globalFlags, f *publishFlags, su
 		if ack.Duplicate {
 			dup = " (duplicate: the stream already had this message id)"
 		}
-		printf(e.stdout, "published to %s: stream %s sequence %d%s\n", subject, ack.Stream, ack.Sequence, dup)
+		traced := ""
+		if span != nil {
+			traced = ", trace " + span.SpanContext().TraceID().String()
+		}
+		printf(e.stdout, "published to %s: stream %s sequence %d%s%s\n", subject, ack.Stream, ack.Sequence, traced, dup)
 		if i == 1 && cfg != nil {
 			if w := uncapturedWarning(cfg, ack.Stream, subject); w != "" {
 				printf(e.stderr, "%s\n", w)
@@ -137,6 +175,39 @@ func runPublish(ctx context.Context, e *env, g *globalFlags, f *publishFlags, su
 		}
 	}
 	return nil
+}
+
+// startPublishSpan starts the producer span of one publish (a child of a
+// traceparent the message already has) and writes its context into the
+// message's headers.
+func startPublishSpan(ctx context.Context, tp trace.TracerProvider, msg *nats.Msg, msgID string) (context.Context, trace.Span) {
+	prop := propagation.TraceContext{}
+	parent := prop.Extract(ctx, consumer.TraceCarrier(msg.Header))
+	attrs := []attribute.KeyValue{
+		semconv.MessagingSystemKey.String("nats"),
+		semconv.MessagingOperationTypeSend,
+		semconv.MessagingOperationName("publish"),
+		semconv.MessagingDestinationName(msg.Subject),
+		semconv.MessagingMessageBodySize(len(msg.Data)),
+	}
+	if msgID != "" {
+		attrs = append(attrs, semconv.MessagingMessageID(msgID))
+	}
+	ctx, span := tp.Tracer("github.com/agentrelay/agentrelay/internal/cli").Start(parent, "send "+msg.Subject,
+		trace.WithSpanKind(trace.SpanKindProducer), trace.WithAttributes(attrs...))
+	prop.Inject(ctx, consumer.TraceCarrier(msg.Header))
+	return ctx, span
+}
+
+func endPublishSpan(span trace.Span, ack *jetstream.PubAck, err error) {
+	if ack != nil {
+		span.SetAttributes(consumer.AttrStream.String(ack.Stream), consumer.AttrStreamSequence.Int64(int64(ack.Sequence)))
+	}
+	if err != nil {
+		span.RecordError(err)
+		span.SetStatus(codes.Error, "publish failed")
+	}
+	span.End()
 }
 
 // uncapturedWarning says, when no route of cfg captures subj in stream,

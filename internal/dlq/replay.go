@@ -238,7 +238,9 @@ func (s *Store) ReplayKey(l Letter, m *nats.Msg) (string, error) {
 }
 
 // Replay checks l against p (see Check), publishes its replay to its
-// route's stream and, once that stream acknowledged it, deletes l. It
+// route's stream and, once that stream acknowledged it, deletes l. The
+// replay keeps l's trace context, or carries the span context of ctx when
+// it has one (see TraceReplay). It
 // returns the replay's publish ack. A refused letter (a *Refusal, also
 // for a publish the route's stream would not store) is left in place.
 //
@@ -255,6 +257,7 @@ func (s *Store) Replay(ctx context.Context, p Policy, l Letter, newKey bool) (*j
 	if err != nil {
 		return nil, err
 	}
+	injectTrace(ctx, m.Header) // a traced replay (TraceReplay): its own span's context
 	ack, err := s.js.PublishMsg(ctx, m,
 		jetstream.WithMsgID(l.ID(s.cfg.Stream).ReplayMsgID()),
 		jetstream.WithExpectStream(r.Stream))
