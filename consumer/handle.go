@@ -278,13 +278,18 @@ func (rn *runner) notify() {
 
 // trigger calls the agent.
 func (rn *runner) trigger(ev agentapi.Event) Outcome {
-	t0 := time.Now()
 	ctx := rn.callCtx
 	if rn.order != nil {
 		var cancel context.CancelFunc
 		ctx, cancel = rn.order.callContext(ctx)
 		defer cancel()
+		end, err := rn.order.callSlot(ctx)
+		if err != nil {
+			return Outcome{Class: agentapi.ClassCanceled, Err: err}
+		}
+		defer end()
 	}
+	t0 := time.Now()
 	status, err := rn.route.Agent.Trigger(ctx, ev)
 	class := agentapi.ClassOfError(err)
 	rn.m.Trigger(status, string(class), time.Since(t0).Seconds())
