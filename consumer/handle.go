@@ -282,13 +282,18 @@ func (rn *runner) notify() {
 // trigger calls the agent, under ctx: the calls' context (rn.callCtx) or
 // a delivery span's context derived from it.
 func (rn *runner) trigger(ctx context.Context, ev agentapi.Event) Outcome {
-	t0 := time.Now()
-	ctx, span := rn.tracing.startCall(ctx)
 	if rn.order != nil {
 		var cancel context.CancelFunc
 		ctx, cancel = rn.order.callContext(ctx)
 		defer cancel()
+		end, err := rn.order.callSlot(ctx)
+		if err != nil {
+			return Outcome{Class: agentapi.ClassCanceled, Err: err}
+		}
+		defer end()
 	}
+	ctx, span := rn.tracing.startCall(ctx)
+	t0 := time.Now()
 	status, err := rn.route.Agent.Trigger(ctx, ev)
 	class := agentapi.ClassOfError(err)
 	endCall(span, status, class, err)

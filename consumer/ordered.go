@@ -26,12 +26,54 @@ type ordered struct {
 	pin     string                // the pin id this replica holds, "" when none
 	lost    chan struct{}         // closed when the pin is lost (replaced on gain)
 	polling bool
+
+	// Calls under way, bounded by route health's limit (AIMD under 429):
+	// an ordered event is retried in place, not naked, so the pull loop's
+	// in-flight limit does not bound its calls (see callSlot).
+	callMu    sync.Mutex
+	calls     int
+	callFreed chan struct{} // closed and replaced when a call ends
 }
 
 func newOrdered(rn *runner) *ordered {
 	lost := make(chan struct{})
 	close(lost) // no pin yet
-	return &ordered{rn: rn, seq: newSequencer(), alive: map[uint64]*keepAlive{}, lost: lost}
+	return &ordered{rn: rn, seq: newSequencer(), alive: map[uint64]*keepAlive{}, lost: lost, callFreed: make(chan struct{})}
+}
+
+// callSlot waits until a call may be made: until fewer calls than route
+// health allows (AIMD cuts the limit on a 429) are under way on this
+// replica. An unordered route gets there through its pulls: a 429 naks the
+// message and fewer are pulled. An ordered route holds every event it has
+// and retries each in place, so its calls are bounded here, each attempt
+// anew. It returns the function that ends the call, or ctx's error.
+func (o *ordered) callSlot(ctx context.Context) (end func(), err error) {
+	for {
+		limit := max(1, min(o.rn.limit, o.rn.health.state(time.Now()).Limit))
+		o.callMu.Lock()
+		if o.calls < limit {
+			o.calls++
+			o.callMu.Unlock()
+			return o.endCall, nil
+		}
+		// The limit only grows on a success, which ends a call: waiting
+		// for a call to end is enough.
+		freed := o.callFreed
+		o.callMu.Unlock()
+		select {
+		case <-freed:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+}
+
+func (o *ordered) endCall() {
+	o.callMu.Lock()
+	o.calls--
+	close(o.callFreed)
+	o.callFreed = make(chan struct{})
+	o.callMu.Unlock()
 }
 
 // conversationKey is the key an ordered route orders msg by: "" for a

@@ -193,3 +193,85 @@ func TestOrderedEventWaitsForItsDeadLetterToBeStored(t *testing.T) {
 		t.Errorf("after recovery: accepted %d, %d letters", h.emu.Accepted("agtch_ordd", "ordd-1"), len(h.deadLetters()))
 	}
 }
+
+// callLog wraps a route's agent and records, for every call, when it
+// started and how many calls were under way then (itself included), and
+// when the first 429 came back.
+type callLog struct {
+	consumer.Agent
+	mu     sync.Mutex
+	now    int
+	starts []callStart
+	cutAt  time.Time // when the first 429 came back
+}
+
+type callStart struct {
+	at         time.Time
+	concurrent int
+}
+
+func (c *callLog) Trigger(ctx context.Context, ev agentapi.Event) (int, error) {
+	c.mu.Lock()
+	c.now++
+	c.starts = append(c.starts, callStart{time.Now(), c.now})
+	c.mu.Unlock()
+	status, err := c.Agent.Trigger(ctx, ev)
+	c.mu.Lock()
+	c.now--
+	if status == 429 && c.cutAt.IsZero() {
+		c.cutAt = time.Now()
+	}
+	c.mu.Unlock()
+	return status, err
+}
+
+// AIMD limits an ordered route's calls too: after a 429 halves the route's
+// concurrency (8 to 4, growth held for the Retry-After of 3s), no more
+// than 4 calls are under way at once, although the route holds an event
+// of each of its 8 keys, and each is retried in place. Every key stays in
+// order.
+func TestOrderedRouteCallsHonourTheAIMDLimit(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, emulator.WithTrigger("agtch_orda", true), emulator.WithFaults(emulator.Faults{Latency: 50 * time.Millisecond}))
+	calls := &callLog{Agent: h.agent("agtch_orda")}
+	r := defaultTimings(h.route("orda", "events.orda.>", calls))
+	r.Ordering = consumer.OrderByConversationKey
+	r.MaxInFlight = 8
+	const keys, perKey = 8, 50
+	for i := range perKey {
+		for k := range keys {
+			h.publish("events.orda.x", fmt.Sprintf(`{"input":"k%d %d","conversation_key":"k%d"}`, k, i, k), nil, fmt.Sprintf("a%d-%d", k, i))
+		}
+	}
+	h.start(r)
+	testenv.Eventually(t, 20*time.Second, "8 calls under way at once", func() bool {
+		calls.mu.Lock()
+		defer calls.mu.Unlock()
+		return calls.now == keys
+	})
+	h.emu.Script(emulator.Fault{Kind: emulator.FaultRateLimit, RetryAfter: "3", TriggerID: "agtch_orda"})
+	h.waitSettled(60*time.Second, "orda")
+	checkOrder(t, h.emu, keys, perKey)
+
+	calls.mu.Lock()
+	defer calls.mu.Unlock()
+	if calls.cutAt.IsZero() {
+		t.Fatal("the scripted 429 never came back")
+	}
+	// From just after the 429 (a call admitted before it may still start)
+	// until growth resumes.
+	from, to := calls.cutAt.Add(20*time.Millisecond), calls.cutAt.Add(2500*time.Millisecond)
+	n, most := 0, 0
+	for _, s := range calls.starts {
+		if s.at.After(from) && s.at.Before(to) {
+			n++
+			most = max(most, s.concurrent)
+		}
+	}
+	if n < 20 {
+		t.Fatalf("only %d calls in the 2.5s after the 429: nothing to judge the limit by", n)
+	}
+	if most > keys/2 {
+		t.Errorf("%d calls under way at once after a 429 cut the limit to %d", most, keys/2)
+	}
+}

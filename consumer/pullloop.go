@@ -77,17 +77,17 @@ func sleep(stop <-chan struct{}, d time.Duration) bool {
 func (rn *runner) reserve(now time.Time) (n int, wait time.Duration) {
 	hs := rn.health.state(now)
 	limit, lowMark := min(rn.limit, hs.Limit), rn.lowMark
+	rn.m.SetInFlightLimit(limit)
 	fenced := false
 	if rn.order != nil {
 		// An ordered route holds messages that make no call (waiting for
-		// their key, or for the fence): AIMD limits its calls, not what it
-		// holds. And a fenced one must be able to take in every unsettled
-		// message, so it pulls even while route health has it stopped (the
-		// consumer's pause holds deliveries back meanwhile).
+		// their key, or for the fence): AIMD limits its calls (callSlot),
+		// not what it holds. And a fenced one must be able to take in
+		// every unsettled message, so it pulls even while route health has
+		// it stopped (the consumer's pause holds deliveries back meanwhile).
 		limit = rn.limit
 		fenced = rn.order.isFenced()
 	}
-	rn.m.SetInFlightLimit(limit)
 	if hs.Condition != ConditionNone && !fenced {
 		// A route-wide condition: pull nothing, so messages left in the
 		// stream spend no delivery attempt. A held message probes; only

@@ -161,6 +161,9 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger, o Options) e
 		return nil
 	}
 	state.relay(nc, relay)
+	// The owners of ordered routes say which keys are blocked
+	// (agentrelay status); stopped before the connection closes.
+	defer serveOrderedStatus(nc, relay, routes, log)()
 	// Stopped before the connection closes (deferred later, run earlier).
 	defer watchDeadLetters(runCtx, js, cfg, metrics, log, cfg.Worker.LagInterval.D())()
 	if o.Started != nil {

@@ -39,9 +39,14 @@ type routeStatus struct {
 	// Ordering is "conversation_key" for an ordered route; Owner the id
 	// the server pinned the route to (the replica that owns it), "" when
 	// none is pinned.
-	Ordering    string         `json:"ordering,omitempty"`
-	Owner       string         `json:"owner,omitempty"`
-	DeadLetters map[string]int `json:"dead_letters"`
+	Ordering string `json:"ordering,omitempty"`
+	Owner    string `json:"owner,omitempty"`
+	// OwnerHolds is what the owner answered it holds (see
+	// app.OrderedStatusSubject): its blocked keys, the longest waiting
+	// first. Nil when it did not answer; OwnerUnanswered says why.
+	OwnerHolds      *consumer.OrderedStatus `json:"owner_holds,omitempty"`
+	OwnerUnanswered string                  `json:"owner_unanswered,omitempty"`
+	DeadLetters     map[string]int          `json:"dead_letters"`
 }
 
 // uncapturedStream is a stream that routes read, with the subjects that
@@ -88,9 +93,14 @@ type statusReport struct {
 	} `json:"dead_letter_stream"`
 }
 
+// orderedStatusWait bounds how long status waits for the owner of an
+// ordered route to answer.
+const orderedStatusWait = 2 * time.Second
+
 func newStatusCmd(e *env, g *globalFlags) *cobra.Command {
 	var asJSON, noDLQ bool
 	var watch time.Duration
+	var blockedKeys int
 	cmd := &cobra.Command{
 		Use:   "status",
 		Short: "Show each route's consumer: pending, ack pending, redelivered, paused, dead letters by reason",
@@ -104,10 +114,16 @@ no route's filter captures (as the consumer has it): events that will never
 trigger an agent. A stream with more than %d subjects is not checked, and
 status says so.
 
+For an ordered route it names the replica that owns it (the consumer's
+pinned client) and asks that replica which conversation keys are blocked:
+whose next event waits behind one being retried (or behind the fence of a
+replica that just took the route over), the longest waiting first.
+
 --watch refreshes every interval (e.g. to watch a route drain after a replay).`, maxStatusSubjects),
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if err := checkFlags(durationIn("watch", watch, minWatch, maxWatch, "no refresh")); err != nil {
+			if err := checkFlags(durationIn("watch", watch, minWatch, maxWatch, "no refresh"),
+				intIn("blocked-keys", blockedKeys, 1, consumer.MaxOrderedStatusKeys, "")); err != nil {
 				return err
 			}
 			t, err := connectTool(cmd.Context(), e, g)
@@ -116,7 +132,7 @@ status says so.
 			}
 			defer t.Close()
 			for {
-				rep, err := collectStatus(cmd.Context(), t, !noDLQ)
+				rep, err := collectStatus(cmd.Context(), t, !noDLQ, blockedKeys)
 				if err != nil {
 					return err
 				}
@@ -148,11 +164,13 @@ status says so.
 	}
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
 	cmd.Flags().BoolVar(&noDLQ, "no-dead-letters", false, "skip counting dead letters (a scan of the dead-letter stream's headers)")
+	cmd.Flags().IntVar(&blockedKeys, "blocked-keys", app.DefaultOrderedStatusKeys,
+		fmt.Sprintf("how many blocked keys of an ordered route to list, 1 to %d", consumer.MaxOrderedStatusKeys))
 	cmd.Flags().DurationVarP(&watch, "watch", "w", 0, fmt.Sprintf("refresh every interval, from %v to %v", minWatch, maxWatch))
 	return cmd
 }
 
-func collectStatus(ctx context.Context, t *toolConn, countDL bool) (*statusReport, error) {
+func collectStatus(ctx context.Context, t *toolConn, countDL bool, blockedKeys int) (*statusReport, error) {
 	rep := &statusReport{Time: time.Now().UTC()}
 	dlCfg := app.DeadLetter(t.cfg.DeadLetter).WithDefaults()
 	rep.DeadLetter.Stream = dlCfg.Stream
@@ -209,6 +227,14 @@ func collectStatus(ctx context.Context, t *toolConn, countDL bool) (*statusRepor
 			rs.Paused = info.Paused
 			for _, g := range info.PriorityGroups {
 				rs.Owner = g.PinnedClientID
+			}
+			if rs.Ordering != "" && rs.Owner != "" {
+				actx, cancel := context.WithTimeout(ctx, orderedStatusWait)
+				rs.OwnerHolds, err = app.AskOrderedStatus(actx, t.nc, r, rs.Owner, blockedKeys)
+				cancel()
+				if err != nil {
+					rs.OwnerUnanswered = err.Error()
+				}
 			}
 			filter = info.Config.FilterSubjects
 			if info.Config.FilterSubject != "" {
@@ -336,6 +362,7 @@ func printStatus(w io.Writer, rep *statusReport, countDL bool) {
 		case r.Ordering == "":
 		case r.Owner != "":
 			printf(w, "\nroute %s is ordered by %s: one replica owns it (pinned client %s), the others stand by\n", r.Route, r.Ordering, r.Owner)
+			printOwnerHolds(w, r)
 		default:
 			printf(w, "\nroute %s is ordered by %s: no replica owns it now\n", r.Route, r.Ordering)
 		}
@@ -392,4 +419,39 @@ func reasonsText(m map[string]int) string {
 func isTerminal(w io.Writer) bool {
 	f, ok := w.(*os.File)
 	return ok && term.IsTerminal(int(f.Fd()))
+}
+
+// maxKeyShown bounds a conversation key in the text output (--json has it
+// whole).
+const maxKeyShown = 64
+
+// printOwnerHolds prints what the owner of an ordered route holds: its
+// blocked keys, the longest waiting first.
+func printOwnerHolds(w io.Writer, r routeStatus) {
+	h := r.OwnerHolds
+	if h == nil {
+		printf(w, "  blocked keys unknown: %s\n", r.OwnerUnanswered)
+		return
+	}
+	if h.Fenced {
+		printf(w, "  fenced: it took the route over and waits for the previous owner's events to be settled or redelivered before it starts any\n")
+	}
+	printf(w, "  holding %d events, %d being handled; %d keys blocked\n", h.Holding, h.Running, h.BlockedKeys)
+	if len(h.Blocked) == 0 {
+		return
+	}
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	printf(tw, "  KEY\tWAITING\tOLDEST SEQ\tWAITING FOR\tBEHIND SEQ\tITS FAILURES\n")
+	for _, b := range h.Blocked {
+		behind, failures := "-", "-"
+		if b.BehindSeq != 0 {
+			behind, failures = fmt.Sprint(b.BehindSeq), fmt.Sprint(b.BehindFailures)
+		}
+		printf(tw, "  %s\t%d\t%d\t%s\t%s\t%s\n", safe(b.Key, maxKeyShown), b.Waiting, b.OldestSeq,
+			(time.Duration(b.WaitingSeconds) * time.Second).String(), behind, failures)
+	}
+	_ = tw.Flush()
+	if more := h.BlockedKeys - len(h.Blocked); more > 0 {
+		printf(w, "  ... and %d more blocked keys (--blocked-keys lists up to %d)\n", more, consumer.MaxOrderedStatusKeys)
+	}
 }

@@ -188,6 +188,19 @@ func (rc *recorder) keyOverlaps() []string {
 	return append([]string(nil), rc.overlaps...)
 }
 
+// lastCaller returns the worker slot that made the latest call to
+// trigger, or -1.
+func (rc *recorder) lastCaller(trigger string) int {
+	rc.mu.Lock()
+	defer rc.mu.Unlock()
+	for i := len(rc.reqs) - 1; i >= 0; i-- {
+		if rc.reqs[i].TriggerID == trigger {
+			return rc.reqs[i].worker
+		}
+	}
+	return -1
+}
+
 // callingKeys returns the keys a worker slot is calling now.
 func (rc *recorder) callingKeys(slot int) []string {
 	rc.mu.Lock()

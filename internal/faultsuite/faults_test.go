@@ -2,6 +2,7 @@ package faultsuite
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"path/filepath"
@@ -60,6 +61,12 @@ func (r *run) chaos(published <-chan struct{}) <-chan struct{} {
 		plan[i].at = r.p.publishFor/10 + span*time.Duration(i)/time.Duration(max(len(plan), 1))
 	}
 	plan = append(plan, action{at: time.Duration(r.p.runnableAt * float64(r.p.publishFor)), name: "runnable", do: r.makeRunnable})
+	if r.p.scaleUpAt > 0 {
+		plan = append(plan, action{at: time.Duration(r.p.scaleUpAt * float64(r.p.publishFor)), name: "scale-up", do: r.scaleUp})
+	}
+	if r.p.killOwnerAt > 0 {
+		plan = append(plan, action{at: time.Duration(r.p.killOwnerAt * float64(r.p.publishFor)), name: "kill-ordered-owner", do: r.killOrderedOwner})
+	}
 	slices.SortStableFunc(plan, func(a, b action) int { return int(a.at - b.at) })
 
 	go func() {
@@ -98,6 +105,23 @@ func (r *run) killLoop(rng *rand.Rand, stop <-chan struct{}) {
 		if r.fleet.current(slot) == nil {
 			continue
 		}
+		if !r.killSlot(slot, between(r.p.downFor), false) {
+			return
+		}
+	}
+}
+
+// killSlot SIGKILLs the process in slot mid-call and restarts it after
+// down, one kill at a time (the kill loop's, the ordered route owner's).
+// owner says the process owns the ordered route. It reports false when
+// the run cannot go on killing.
+func (r *run) killSlot(slot int, down time.Duration, owner bool) bool {
+	r.killMu.Lock()
+	defer r.killMu.Unlock()
+	if r.fleet.current(slot) == nil {
+		return true
+	}
+	{
 		// Wait (a little) for the moment the API holds an accepted
 		// event's answer for this replica, else for any call in flight.
 		var inFlight, holding int
@@ -112,10 +136,10 @@ func (r *run) killLoop(rng *rand.Rand, stop <-chan struct{}) {
 		killedAt := time.Now()
 		if err := r.fleet.kill(slot); err != nil {
 			r.fail(err)
-			return
+			return false
 		}
 		r.mu.Lock()
-		r.kills = append(r.kills, killRecord{at: killedAt, slot: slot, keys: keys})
+		r.kills = append(r.kills, killRecord{at: killedAt, slot: slot, keys: keys, owner: owner})
 		r.mu.Unlock()
 		r.logf("SIGKILL worker %d (%d calls in flight, %d accepted and unanswered)", slot, inFlight, holding)
 		r.count(func(f *figures) {
@@ -127,22 +151,63 @@ func (r *run) killLoop(rng *rand.Rand, stop <-chan struct{}) {
 				f.killsHoldingAccepted++
 			}
 		})
-		downUntil := time.Now().Add(between(r.p.downFor))
+		downUntil := time.Now().Add(down)
 		for time.Now().Before(downUntil) || r.natsDown.Load() {
 			time.Sleep(10 * time.Millisecond)
 		}
 		w, err := r.fleet.start(slot)
 		if err != nil {
 			r.fail(err)
-			return
+			return false
 		}
 		r.logf("restarted worker %d (%s)", slot, filepath.Base(w.logPath))
 		// The next fault waits until the replica is back at work.
 		if err := r.fleet.waitReady(60 * time.Second); err != nil {
 			r.fail(err)
-			return
+			return false
 		}
 	}
+	return true
+}
+
+// killOrderedOwner SIGKILLs the replica that owns the ordered route (the
+// one that made its latest call): its conversations, held and called
+// alike, must resume on another replica within the takeover target. It is
+// planned after the faults that would excuse a slow takeover, so that the
+// takeover is judged.
+func (r *run) killOrderedOwner() {
+	slot := r.api.rec.lastCaller(triggerConvo)
+	if slot < 0 {
+		r.fail(errors.New("the ordered route made no call yet: no owner to kill"))
+		return
+	}
+	r.logf("the ordered route's owner is worker %d", slot)
+	r.killSlot(slot, r.p.downFor[0], true)
+	r.count(func(f *figures) { f.ownerKills++ })
+}
+
+// scaleUp starts the replicas the profile held back, while the events
+// flow, as `kubectl scale` would: new processes with the same
+// configuration. The ordered route's owner keeps it; the new replicas
+// stand by, and take over what a killed owner leaves.
+func (r *run) scaleUp() {
+	from := time.Now()
+	for slot := r.p.startWorkers; slot < r.p.workers; slot++ {
+		w, err := r.fleet.start(slot)
+		if err != nil {
+			r.fail(err)
+			return
+		}
+		r.logf("scale-up: started worker %d (%s)", slot, filepath.Base(w.logPath))
+	}
+	r.fleet.activate(r.p.workers)
+	if err := r.fleet.waitReady(60 * time.Second); err != nil {
+		r.fail(err)
+		return
+	}
+	r.faultSpan("scale-up", from, false)
+	r.count(func(f *figures) { f.scaleUps++ })
+	r.logf("scaled up from %d to %d replicas", r.p.startWorkers, r.p.workers)
 }
 
 // logf logs a line of the run's timeline, with the wall clock to match

@@ -33,11 +33,14 @@ var recoveryTargets = targets{drain: 5 * time.Second, windowShare: 0.10, killTak
 
 // The short profiles run in `make test` (with -race, workers included):
 // seconds of traffic, every kind of fault at least once, the default retry,
-// breaker and ack_wait timings.
+// breaker and ack_wait timings. The single server's starts with one
+// replica and scales up to three while the events flow (issue #11: the
+// ordered route keeps every conversation in order, one call at a time,
+// through it).
 func shortProfiles() []profile {
 	return []profile{
 		{
-			name: "single-server", events: 320, paused: 16, workers: 3, publishFor: 8 * time.Second,
+			name: "single-server", events: 320, paused: 16, workers: 3, startWorkers: 1, scaleUpAt: 0.3, killOwnerAt: 0.85, publishFor: 8 * time.Second,
 			apiFaults: apiFaults(1), replyDelay: 60 * time.Millisecond,
 			killEvery: [2]time.Duration{1200 * time.Millisecond, 2 * time.Second}, downFor: [2]time.Duration{200 * time.Millisecond, 600 * time.Millisecond},
 			restarts: 1, downtime: time.Second,

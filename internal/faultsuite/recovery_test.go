@@ -32,24 +32,30 @@ type faultWindow struct {
 
 // killRecord is one SIGKILL and the keys the replica was calling.
 type killRecord struct {
-	at   time.Time
-	slot int
-	keys []string
+	at    time.Time
+	slot  int
+	keys  []string
+	owner bool // the replica owned the ordered route (killOrderedOwner)
 }
 
 // recovery is what a run measured.
 type recovery struct {
-	faultsEnd      time.Time // the last fault's end, a kill's counted ack_wait after it
-	drain          time.Duration
-	windows        []window
-	stalled        []window
-	takeoverMax    time.Duration
-	takeoverLate   []string
-	callsPerEvent  []int          // calls for each event that had to be accepted, sorted
-	callsByStatus  map[string]int // all calls of such events by answer
-	maxCallsRouted int            // calls of the worst event, apart from the few that probed a stopped route
-	heavy          []string       // call histories of the events called most, for the log
-	catchUp        []catchUp      // per fault that stops delivery: how soon the backlog it left was accepted
+	faultsEnd    time.Time // the last fault's end, a kill's counted ack_wait after it
+	drain        time.Duration
+	windows      []window
+	stalled      []window
+	takeoverMax  time.Duration
+	takeoverLate []string
+	// The ordered route: kills of its owner judged, how many
+	// conversations they left waiting, and the worst time until one was
+	// called again.
+	ownerKills, convoWaits int
+	convoTakeoverMax       time.Duration
+	callsPerEvent          []int          // calls for each event that had to be accepted, sorted
+	callsByStatus          map[string]int // all calls of such events by answer
+	maxCallsRouted         int            // calls of the worst event, apart from the few that probed a stopped route
+	heavy                  []string       // call histories of the events called most, for the log
+	catchUp                []catchUp      // per fault that stops delivery: how soon the backlog it left was accepted
 }
 
 // catchUp is how long after a fault that stopped delivery ended the events
@@ -227,10 +233,10 @@ func (r *run) measureRecovery() recovery {
 			notRunnable[r.events[i].Key] = true
 		}
 	}
-	for _, k := range r.kills {
-		// A kill within the target of a broker fault (a restart or a
-		// leader kill) is judged by neither: the new consumer leader
-		// restarts the killed replica's ack timers.
+	// A kill within the target of a broker fault (a restart or a leader
+	// kill) is judged by neither: the new consumer leader restarts the
+	// killed replica's ack timers.
+	excuse := func(k killRecord) string {
 		excused := ""
 		for _, f := range r.windows {
 			broker := f.name == "leader-kill" || f.name == "nats-restart"
@@ -238,6 +244,10 @@ func (r *run) measureRecovery() recovery {
 				excused = f.name
 			}
 		}
+		return excused
+	}
+	for _, k := range r.kills {
+		excused := excuse(k)
 		for _, key := range k.keys {
 			if notRunnable[key] {
 				continue // its route waits for the agent, by design
@@ -263,7 +273,77 @@ func (r *run) measureRecovery() recovery {
 			}
 		}
 	}
+	accepted := func(e *planned) time.Time { return firstAccept[tk{e.TriggerID, e.Key}] }
+	r.measureConvoTakeover(&rc, excuse, accepted, byKey)
 	return rc
+}
+
+// measureConvoTakeover judges the ordered route's recovery by
+// conversation: when the replica that owned the route (it was calling an
+// event of the route) is killed, every conversation with an event
+// outstanding (published before the kill or within the target after it,
+// and not accepted before the kill) waits for another replica to take the
+// route over (the pinned TTL, then the fence), including those whose
+// events were only held. Each must be called again, by another process,
+// within the takeover target of the kill or of its event's publication,
+// whichever is later.
+func (r *run) measureConvoTakeover(rc *recovery, excuse func(killRecord) string, accepted func(*planned) time.Time, byKey map[string][]request) {
+	convo := map[string][]*planned{} // conversation -> its events
+	convoOf := map[string]string{}   // Idempotency-Key -> conversation
+	for i := range r.events {
+		e := &r.events[i]
+		if e.stored && e.TriggerID == triggerConvo && e.ConversationKey != "" {
+			convo[e.ConversationKey] = append(convo[e.ConversationKey], e)
+			convoOf[e.Key] = e.ConversationKey
+		}
+	}
+	reqs := r.api.rec.requests()
+	for _, k := range r.kills {
+		owner := k.owner
+		for _, key := range k.keys {
+			owner = owner || convoOf[key] != ""
+		}
+		if !owner || excuse(k) != "" {
+			continue
+		}
+		rc.ownerKills++
+		for ck, events := range convo {
+			var since time.Time // when the conversation's first outstanding event was there to call
+			var took time.Duration = -1
+			for _, e := range events {
+				at := accepted(e)
+				if !e.published.Before(k.at.Add(r.p.targets.killTakeover)) || (!at.IsZero() && at.Before(k.at)) {
+					continue
+				}
+				if from := maxTime(k.at, e.published); since.IsZero() || from.Before(since) {
+					since = from
+				}
+			}
+			if since.IsZero() {
+				continue // nothing outstanding
+			}
+			for _, e := range events {
+				for _, q := range byKey[e.Key] {
+					if d := q.at.Sub(since); q.at.After(k.at) && (took < 0 || d < took) {
+						took = max(d, 0)
+					}
+				}
+			}
+			if took < 0 {
+				continue // never called again, which the checker reports
+			}
+			rc.convoWaits++
+			rc.convoTakeoverMax = max(rc.convoTakeoverMax, took)
+			if r.p.targets.killTakeover > 0 && took > r.p.targets.killTakeover {
+				var calls []string
+				for _, e := range events {
+					calls = append(calls, history(reqs, e.Key))
+				}
+				rc.takeoverLate = append(rc.takeoverLate, fmt.Sprintf("conversation %s after %v (its owner, worker %d, killed at %s; calls: %s)",
+					ck, took.Round(time.Millisecond), k.slot, k.at.Format("15:04:05.000"), strings.Join(calls, "; ")))
+			}
+		}
+	}
 }
 
 // history lists the calls of key: when, which worker, what answer.
@@ -326,6 +406,8 @@ func (rc recovery) String() string {
 	fmt.Fprintf(&b, "  (* during an outage, the 401 window or a broker restart)\n")
 	fmt.Fprintf(&b, "stalled windows:   %d\n", len(rc.stalled))
 	fmt.Fprintf(&b, "kill takeover:     worst %v\n", rc.takeoverMax.Round(time.Millisecond))
+	fmt.Fprintf(&b, "ordered takeover:  worst %v (%d conversations waiting after %d kills of the ordered route's owner)\n",
+		rc.convoTakeoverMax.Round(time.Millisecond), rc.convoWaits, rc.ownerKills)
 	for _, c := range rc.catchUp {
 		fmt.Fprintf(&b, "caught up after:   %s in %v\n", c.fault, c.took.Round(time.Millisecond))
 	}

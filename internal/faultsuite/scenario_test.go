@@ -29,6 +29,14 @@ type profile struct {
 	events  int // published, paused of them for the not-runnable agent
 	paused  int
 	workers int
+	// startWorkers, when set, is how many replicas run at first; the
+	// others are started at scaleUpAt (a fraction of publishFor) while the
+	// events flow: a scale-up, e.g. from 1 to 3.
+	startWorkers int
+	scaleUpAt    float64
+	// killOwnerAt, when set, SIGKILLs the ordered route's owner then (a
+	// fraction of publishFor): its conversations' takeover is judged.
+	killOwnerAt float64
 	// publishFor spreads the publishing over this long, so that faults
 	// hit a stream of events rather than a backlog.
 	publishFor time.Duration
@@ -88,6 +96,7 @@ type run struct {
 
 	events   []planned
 	natsDown atomic.Bool // no worker is (re)started while the broker is down
+	killMu   sync.Mutex  // one SIGKILL and restart at a time
 
 	mu           sync.Mutex
 	errs         []error
@@ -110,6 +119,7 @@ type figures struct {
 	published, publishRetries, publishDuplicates int
 	kills, killsMidCall, killsHoldingAccepted    int
 	restarts, leaderKills, outages, rotations    int
+	scaleUps, ownerKills                         int
 	breakerOpens                                 int
 	falseSettles                                 int // polls where the consumers owed nothing but events had no outcome
 	stored                                       uint64
@@ -147,7 +157,12 @@ func runProfile(t *testing.T, p profile, base uint64) {
 	r.startAPI()
 	cfgPath := r.writeConfig()
 	r.fleet = newFleet(t, bin, cfgPath, r.api, p.workers)
-	for slot := range p.workers {
+	first := p.workers
+	if p.startWorkers > 0 {
+		first = p.startWorkers
+		r.fleet.activate(first)
+	}
+	for slot := range first {
 		if _, err := r.fleet.start(slot); err != nil {
 			t.Fatal(err)
 		}
@@ -175,6 +190,9 @@ func runProfile(t *testing.T, p profile, base uint64) {
 	t.Logf("%s: figures\n%s%s", p.name, r.fig.String(p, base), r.fig.recovery.String())
 	for _, err := range r.errs {
 		t.Error(err)
+	}
+	if p.killOwnerAt > 0 && (r.fig.recovery.ownerKills == 0 || r.fig.recovery.convoWaits == 0) {
+		t.Errorf("the ordered route's owner was killed, but no conversation's takeover was judged (excused by a fault nearby, or nothing outstanding)")
 	}
 	if missed := r.fig.recovery.check(p.targets); len(missed) > 0 {
 		t.Errorf("recovery targets missed (AGENTRELAY_FAULT_SEED=%d):\n%s", base, strings.Join(missed, "\n"))
@@ -633,6 +651,8 @@ func (r *run) checkFaultsTookEffect() {
 	check(p.apiFaults.HangRate == 0 || f.emu.Hangs > 0, "no call hung past the timeout")
 	check(p.apiFaults.RateLimitRate == 0 || f.report.RequestsByStatus[429] > 0, "no 429")
 	check(p.paused == 0 || f.report.RequestsByStatus[409] > 0, "no 409")
+	check(p.scaleUpAt == 0 || f.scaleUps == 1, "no scale-up")
+	check(p.killOwnerAt == 0 || f.ownerKills > 0, "the ordered route's owner was not killed")
 	if len(missing) > 0 {
 		r.fail(fmt.Errorf("faults that did not take effect: %s", strings.Join(missing, "; ")))
 	}
@@ -648,8 +668,8 @@ func (f *figures) String(p profile, base uint64) string {
 	fmt.Fprintf(&b, "profile:           %s (%s, %d worker processes), AGENTRELAY_FAULT_SEED=%d\n", p.name, topology, p.workers, base)
 	b.WriteString(f.report.String())
 	fmt.Fprintf(&b, "published:         %d (stored %d; %d publish retries, %d deduplicated)\n", f.published, f.stored, f.publishRetries, f.publishDuplicates)
-	fmt.Fprintf(&b, "faults injected:   %d worker SIGKILLs (%d mid-call, %d with an accepted event's answer in flight), %d broker restarts, %d leader kills, %d API outages, %d token rotations\n",
-		f.kills, f.killsMidCall, f.killsHoldingAccepted, f.restarts, f.leaderKills, f.outages, f.rotations)
+	fmt.Fprintf(&b, "faults injected:   %d worker SIGKILLs (%d mid-call, %d with an accepted event's answer in flight), %d broker restarts, %d leader kills, %d API outages, %d token rotations, %d scale-ups\n",
+		f.kills, f.killsMidCall, f.killsHoldingAccepted, f.restarts, f.leaderKills, f.outages, f.rotations, f.scaleUps)
 	fmt.Fprintf(&b, "API faults:        %s; %d answers dropped after accept, %d hangs\n", countsString(toInts(f.emu.Faults)), f.emu.Dropped, f.emu.Hangs)
 	fmt.Fprintf(&b, "replays (202 for a key already accepted): %d\n", f.emu.Replays)
 	fmt.Fprintf(&b, "routes stopped:    %d (route-wide conditions detected, all replicas)\n", f.breakerOpens)

@@ -29,9 +29,10 @@ type fleet struct {
 	logDir  string
 	api     *apiServer
 
-	mu    sync.Mutex
-	slots []*worker // the current process of each slot; nil while down
-	all   []*worker
+	mu     sync.Mutex
+	slots  []*worker // the current process of each slot; nil while down
+	active int       // the slots in use (the rest wait for a scale-up)
+	all    []*worker
 }
 
 // worker is one process.
@@ -57,7 +58,7 @@ func newFleet(t testing.TB, bin, cfgPath string, api *apiServer, slots int) *fle
 			t.Fatal(err)
 		}
 	}
-	f := &fleet{t: t, bin: bin, cfgPath: cfgPath, logDir: logDir, api: api, slots: make([]*worker, slots)}
+	f := &fleet{t: t, bin: bin, cfgPath: cfgPath, logDir: logDir, api: api, slots: make([]*worker, slots), active: slots}
 	t.Cleanup(f.killAll)
 	return f
 }
@@ -215,11 +216,20 @@ func (f *fleet) waitReady(timeout time.Duration) error {
 	}
 }
 
-// allRelaying reports whether every slot has a process that is relaying.
+// activate puts the first n slots in use: waitReady and allRelaying
+// expect a process in each.
+func (f *fleet) activate(n int) {
+	f.mu.Lock()
+	f.active = n
+	f.mu.Unlock()
+}
+
+// allRelaying reports whether every slot in use has a process that is
+// relaying.
 func (f *fleet) allRelaying() bool {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	for _, w := range f.slots {
+	for _, w := range f.slots[:f.active] {
 		if w == nil || !w.watch.relaying() {
 			return false
 		}
