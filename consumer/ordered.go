@@ -58,7 +58,7 @@ func (o *ordered) deliver(msg *pulledMsg) {
 		o.mu.Unlock()
 		// Held already (a redelivery after its ack wait ran out) or
 		// settled: the copy in hand settles it.
-		o.rn.done()
+		o.rn.free()
 		return
 	}
 	o.alive[md.Sequence.Stream] = o.rn.keepAlive(msg)
@@ -67,7 +67,9 @@ func (o *ordered) deliver(msg *pulledMsg) {
 	o.start(ready)
 }
 
-func (o *ordered) readyLocked() []*pulledMsg { return o.takeLocked(o.seq.ready()) }
+// readyLocked takes what may start now: at most max_in_flight run at once
+// (an ordered route holds more than it runs).
+func (o *ordered) readyLocked() []*pulledMsg { return o.takeLocked(o.seq.ready(o.rn.limit)) }
 
 // takeLocked turns the sequencer's items into messages leaving the hold:
 // their keep-alives stop (a handler keeps them alive, or they go back).
@@ -82,7 +84,6 @@ func (o *ordered) takeLocked(items []any) []*pulledMsg {
 		}
 		out[i] = m
 	}
-	o.updateMetricsLocked()
 	return out
 }
 
@@ -102,6 +103,7 @@ func (o *ordered) start(msgs []*pulledMsg) {
 		return
 	}
 	for _, m := range msgs {
+		o.rn.m.InFlight(1)
 		o.rn.dispatch(m)
 	}
 }
@@ -214,7 +216,7 @@ func (o *ordered) releaseLocked() []*pulledMsg { return o.takeLocked(o.seq.relea
 func (o *ordered) handBack(msgs []*pulledMsg) {
 	for _, m := range msgs {
 		o.rn.giveBack(m)
-		o.rn.done()
+		o.rn.free()
 	}
 }
 
