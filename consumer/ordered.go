@@ -20,18 +20,21 @@ import (
 type ordered struct {
 	rn *runner
 
-	mu      sync.Mutex
-	seq     sequencer
-	alive   map[uint64]*keepAlive // held messages not yet running, kept alive
-	pin     string                // the pin id this replica holds, "" when none
-	lost    chan struct{}         // closed when the pin is lost (replaced on gain)
+	mu    sync.Mutex
+	seq   sequencer
+	alive map[uint64]*keepAlive // held messages not yet running, kept alive
+	pin   string                // the pin id this replica holds, "" when none
+	// pinned is canceled when the pin is lost (replaced on gain): the
+	// calls of the route are its children.
+	pinned  context.Context
+	unpin   context.CancelFunc
 	polling bool
 }
 
 func newOrdered(rn *runner) *ordered {
-	lost := make(chan struct{})
-	close(lost) // no pin yet
-	return &ordered{rn: rn, seq: newSequencer(), alive: map[uint64]*keepAlive{}, lost: lost}
+	pinned, unpin := context.WithCancel(context.Background())
+	unpin() // no pin yet
+	return &ordered{rn: rn, seq: newSequencer(), alive: map[uint64]*keepAlive{}, pinned: pinned, unpin: unpin}
 }
 
 // conversationKey is the key an ordered route orders msg by: "" for a
@@ -136,7 +139,7 @@ func (o *ordered) pinLost() {
 		return
 	}
 	o.pin = ""
-	close(o.lost)
+	o.unpin()
 	msgs := o.releaseLocked()
 	o.mu.Unlock()
 	if len(msgs) > 0 {
@@ -156,7 +159,7 @@ func (o *ordered) pinSeen(id string) {
 	gained := o.pin == ""
 	o.pin = id
 	if gained {
-		o.lost = make(chan struct{})
+		o.pinned, o.unpin = context.WithCancel(context.Background())
 	}
 	o.mu.Unlock()
 	if gained {
@@ -169,23 +172,19 @@ func (o *ordered) pinSeen(id string) {
 // may be given this event once its ack wait runs out, and two replicas must
 // never call for one key at once.
 func (o *ordered) callContext(ctx context.Context) (context.Context, context.CancelFunc) {
-	lost := o.lostPin()
+	o.mu.Lock()
+	pinned := o.pinned
+	o.mu.Unlock()
 	ctx, cancel := context.WithCancel(ctx)
-	go func() {
-		select {
-		case <-lost:
-			cancel()
-		case <-ctx.Done():
-		}
-	}()
-	return ctx, cancel
+	stop := context.AfterFunc(pinned, cancel) // no goroutine per call
+	return ctx, func() { stop(); cancel() }
 }
 
 // lostPin returns a channel closed when the pin is lost.
 func (o *ordered) lostPin() <-chan struct{} {
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	return o.lost
+	return o.pinned.Done()
 }
 
 // isFenced reports whether this replica waits to hold every unsettled
