@@ -223,7 +223,7 @@ func TestConsumerDriftNamesEachFieldTheirsToOurs(t *testing.T) {
 	got := consumer.ConsumerDrift(theirs, ours)
 	want := []string{
 		"ack_wait: 1m0s -> 4s",
-		"max_ack_pending: 1000 -> 4",
+		"max_ack_pending: 1000 -> 8",
 		"max_deliver: 5 -> unlimited",
 		"filter_subjects: [a.>] -> [a.> b.>]",
 		"priority_policy: (none) -> pinned_client",

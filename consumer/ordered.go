@@ -20,11 +20,14 @@ import (
 type ordered struct {
 	rn *runner
 
-	mu      sync.Mutex
-	seq     sequencer
-	alive   map[uint64]*keepAlive // held messages not yet running, kept alive
-	pin     string                // the pin id this replica holds, "" when none
-	lost    chan struct{}         // closed when the pin is lost (replaced on gain)
+	mu    sync.Mutex
+	seq   sequencer
+	alive map[uint64]*keepAlive // held messages not yet running, kept alive
+	pin   string                // the pin id this replica holds, "" when none
+	// pinned is canceled when the pin is lost (replaced on gain): the
+	// calls of the route are its children.
+	pinned  context.Context
+	unpin   context.CancelFunc
 	polling bool
 
 	// Calls under way, bounded by route health's limit (AIMD under 429):
@@ -36,9 +39,9 @@ type ordered struct {
 }
 
 func newOrdered(rn *runner) *ordered {
-	lost := make(chan struct{})
-	close(lost) // no pin yet
-	return &ordered{rn: rn, seq: newSequencer(), alive: map[uint64]*keepAlive{}, lost: lost, callFreed: make(chan struct{})}
+	pinned, unpin := context.WithCancel(context.Background())
+	unpin() // no pin yet
+	return &ordered{rn: rn, seq: newSequencer(), alive: map[uint64]*keepAlive{}, pinned: pinned, unpin: unpin, callFreed: make(chan struct{})}
 }
 
 // callSlot waits until a call may be made: until fewer calls than route
@@ -100,7 +103,7 @@ func (o *ordered) deliver(msg *pulledMsg) {
 		o.mu.Unlock()
 		// Held already (a redelivery after its ack wait ran out) or
 		// settled: the copy in hand settles it.
-		o.rn.done()
+		o.rn.free()
 		return
 	}
 	o.alive[md.Sequence.Stream] = o.rn.keepAlive(msg)
@@ -109,7 +112,9 @@ func (o *ordered) deliver(msg *pulledMsg) {
 	o.start(ready)
 }
 
-func (o *ordered) readyLocked() []*pulledMsg { return o.takeLocked(o.seq.ready()) }
+// readyLocked takes what may start now: at most max_in_flight run at once
+// (an ordered route holds more than it runs).
+func (o *ordered) readyLocked() []*pulledMsg { return o.takeLocked(o.seq.ready(o.rn.limit)) }
 
 // takeLocked turns the sequencer's items into messages leaving the hold:
 // their keep-alives stop (a handler keeps them alive, or they go back).
@@ -124,7 +129,6 @@ func (o *ordered) takeLocked(items []any) []*pulledMsg {
 		}
 		out[i] = m
 	}
-	o.updateMetricsLocked()
 	return out
 }
 
@@ -144,6 +148,7 @@ func (o *ordered) start(msgs []*pulledMsg) {
 		return
 	}
 	for _, m := range msgs {
+		o.rn.m.InFlight(1)
 		o.rn.dispatch(m)
 	}
 }
@@ -176,7 +181,7 @@ func (o *ordered) pinLost() {
 		return
 	}
 	o.pin = ""
-	close(o.lost)
+	o.unpin()
 	msgs := o.releaseLocked()
 	o.mu.Unlock()
 	if len(msgs) > 0 {
@@ -196,7 +201,7 @@ func (o *ordered) pinSeen(id string) {
 	gained := o.pin == ""
 	o.pin = id
 	if gained {
-		o.lost = make(chan struct{})
+		o.pinned, o.unpin = context.WithCancel(context.Background())
 	}
 	o.mu.Unlock()
 	if gained {
@@ -209,23 +214,19 @@ func (o *ordered) pinSeen(id string) {
 // may be given this event once its ack wait runs out, and two replicas must
 // never call for one key at once.
 func (o *ordered) callContext(ctx context.Context) (context.Context, context.CancelFunc) {
-	lost := o.lostPin()
+	o.mu.Lock()
+	pinned := o.pinned
+	o.mu.Unlock()
 	ctx, cancel := context.WithCancel(ctx)
-	go func() {
-		select {
-		case <-lost:
-			cancel()
-		case <-ctx.Done():
-		}
-	}()
-	return ctx, cancel
+	stop := context.AfterFunc(pinned, cancel) // no goroutine per call
+	return ctx, func() { stop(); cancel() }
 }
 
 // lostPin returns a channel closed when the pin is lost.
 func (o *ordered) lostPin() <-chan struct{} {
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	return o.lost
+	return o.pinned.Done()
 }
 
 // isFenced reports whether this replica waits to hold every unsettled
@@ -256,7 +257,7 @@ func (o *ordered) releaseLocked() []*pulledMsg { return o.takeLocked(o.seq.relea
 func (o *ordered) handBack(msgs []*pulledMsg) {
 	for _, m := range msgs {
 		o.rn.giveBack(m)
-		o.rn.done()
+		o.rn.free()
 	}
 }
 

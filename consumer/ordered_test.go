@@ -145,13 +145,14 @@ func TestOrderedRouteConsumerIsPinned(t *testing.T) {
 }
 
 // The replica that takes an ordered route over must be able to hold every
-// unsettled message: the consumer allows no more than one replica holds,
-// whatever max_ack_pending says.
+// unsettled message: the consumer allows no more than one replica holds
+// (twice max_in_flight: it holds more than it runs), whatever
+// max_ack_pending says.
 func TestOrderedRouteUnsettledIsBoundedByOneReplica(t *testing.T) {
 	t.Parallel()
 	r := consumer.Route{Name: "o", Stream: "S", MaxInFlight: 16, MaxAckPending: 500, Ordering: consumer.OrderByConversationKey}
-	if got := r.ConsumerConfig().MaxAckPending; got != 16 {
-		t.Errorf("ordered route's MaxAckPending = %d, want max_in_flight 16", got)
+	if got := r.ConsumerConfig().MaxAckPending; got != 32 {
+		t.Errorf("ordered route's MaxAckPending = %d, want 2 × max_in_flight 16", got)
 	}
 	r.Ordering = consumer.OrderNone
 	if got := r.ConsumerConfig().MaxAckPending; got != 500 {

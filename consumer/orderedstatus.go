@@ -68,12 +68,7 @@ func (r *Relay) OrderedStatus(route string, maxKeys int) (OrderedStatus, bool) {
 
 func (o *ordered) status(maxKeys int) OrderedStatus {
 	o.mu.Lock()
-	st := OrderedStatus{Route: o.rn.route.Name, PinID: o.pin, Fenced: o.seq.fenced, Holding: len(o.seq.held)}
-	for _, e := range o.seq.held {
-		if e.running {
-			st.Running++
-		}
-	}
+	st := OrderedStatus{Route: o.rn.route.Name, PinID: o.pin, Fenced: o.seq.fenced, Holding: len(o.seq.held), Running: o.seq.running}
 	st.Blocked = o.seq.blockedKeys()
 	o.mu.Unlock()
 	st.BlockedKeys = len(st.Blocked)
@@ -100,9 +95,9 @@ func (o *ordered) status(maxKeys int) OrderedStatus {
 // them, unsorted.
 func (s *sequencer) blockedKeys() []BlockedKey {
 	var out []BlockedKey
-	for key, q := range s.keys {
+	for key, c := range s.keys {
 		b := BlockedKey{Key: key}
-		for _, seq := range q {
+		for _, seq := range c.seqs {
 			e := s.held[seq]
 			if e.running {
 				b.BehindSeq = seq

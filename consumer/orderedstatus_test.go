@@ -1,6 +1,7 @@
 package consumer
 
 import (
+	"math"
 	"testing"
 	"time"
 )
@@ -15,7 +16,7 @@ func TestSequencerBlockedKeys(t *testing.T) {
 	s.add(2, "b", uint64(2), t0.Add(time.Second))
 	s.add(3, "a", uint64(3), t0.Add(2*time.Second))
 	s.add(4, "a", uint64(4), t0.Add(3*time.Second))
-	s.ready() // 1 (a) and 2 (b) run
+	s.ready(math.MaxInt) // 1 (a) and 2 (b) run
 	got := map[string]BlockedKey{}
 	for _, b := range s.blockedKeys() {
 		got[b.Key] = b

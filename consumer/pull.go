@@ -171,7 +171,7 @@ func (p *puller) onMsg(m *nats.Msg) {
 		if p.group != "" {
 			p.rn.order.pinSeen(m.Header.Get("Nats-Pin-Id"))
 		}
-		p.rn.delivered(&pulledMsg{msg: m, nc: p.nc})
+		p.rn.delivered(newPulledMsg(m, p.nc))
 		return
 	}
 	if code := m.Header.Get("Status"); code != "" {

@@ -42,13 +42,26 @@ type pulledMsg struct {
 	msg  *nats.Msg
 	nc   *nats.Conn
 	ackd atomic.Bool
+	// The delivery's metadata, parsed once: the runner, the sequencer and
+	// the handler each need it.
+	md    *jetstream.MsgMetadata
+	mdErr error
+}
+
+func newPulledMsg(msg *nats.Msg, nc *nats.Conn) *pulledMsg {
+	m := &pulledMsg{msg: msg, nc: nc}
+	m.md, m.mdErr = parseMetadata(msg)
+	return m
 }
 
 var _ inbound = (*pulledMsg)(nil)
 
-// Metadata parses the delivery's metadata from its reply subject.
-func (m *pulledMsg) Metadata() (*jetstream.MsgMetadata, error) {
-	md, err := m.msg.Metadata()
+// Metadata is the delivery's metadata, from its reply subject. It is shared:
+// callers must not change it.
+func (m *pulledMsg) Metadata() (*jetstream.MsgMetadata, error) { return m.md, m.mdErr }
+
+func parseMetadata(msg *nats.Msg) (*jetstream.MsgMetadata, error) {
+	md, err := msg.Metadata()
 	if err != nil {
 		return nil, err
 	}

@@ -81,11 +81,13 @@ func (rn *runner) reserve(now time.Time) (n int, wait time.Duration) {
 	fenced := false
 	if rn.order != nil {
 		// An ordered route holds messages that make no call (waiting for
-		// their key, or for the fence): AIMD limits its calls (callSlot),
-		// not what it holds. And a fenced one must be able to take in
-		// every unsettled message, so it pulls even while route health has
-		// it stopped (the consumer's pause holds deliveries back meanwhile).
-		limit = rn.limit
+		// their key, or for the fence): its slots are what it holds, up to
+		// the consumer's MaxAckPending; max_in_flight and AIMD limit its
+		// calls (ordered.readyLocked, callSlot). And a fenced one must be able to
+		// take in every unsettled message, so it pulls even while route
+		// health has it stopped (the consumer's pause holds deliveries back
+		// meanwhile).
+		limit, lowMark = rn.route.MaxAckPending, max(1, rn.route.MaxAckPending/4)
 		fenced = rn.order.isFenced()
 	}
 	if hs.Condition != ConditionNone && !fenced {
@@ -137,11 +139,11 @@ func (rn *runner) delivered(msg *pulledMsg) {
 		rn.signal()
 		return
 	}
-	rn.m.InFlight(1)
 	if rn.order != nil {
-		rn.order.deliver(msg)
+		rn.order.deliver(msg) // in flight once it starts
 		return
 	}
+	rn.m.InFlight(1)
 	rn.dispatch(msg)
 }
 
@@ -190,8 +192,15 @@ func (rn *runner) check(now time.Time, reconnects uint64) string {
 	return why
 }
 
-// done frees the slot of a settled message.
+// done frees the slot of a settled message that was in flight.
 func (rn *runner) done() {
+	rn.m.InFlight(-1)
+	rn.free()
+}
+
+// free frees the slot of a message that is settled or handed back, and
+// fills it from the look-ahead.
+func (rn *runner) free() {
 	rn.mu.Lock()
 	var next aheadMsg
 	if rn.slots.done() && len(rn.ahead) > 0 {
@@ -203,6 +212,5 @@ func (rn *runner) done() {
 		rn.m.InFlight(1)
 		rn.dispatch(next.msg)
 	}
-	rn.m.InFlight(-1)
 	rn.signal()
 }

@@ -56,6 +56,12 @@ const (
 	// room for several replicas plus the messages a crashed one stranded
 	// until AckWait, and for messages waiting out a retry delay.
 	DefaultAckPendingFactor = 4
+	// OrderedHoldFactor × MaxInFlight is how many messages the owner of an
+	// ordered route holds (its MaxAckPending): events of a key wait behind
+	// the key's running one, and with only MaxInFlight held, about one in
+	// eight slots would wait so with 1,000 keys at 256 in flight. Twice as
+	// many keeps the calls at MaxInFlight.
+	OrderedHoldFactor = 2
 )
 
 // Route connects a set of subjects of a stream to one agent trigger through
@@ -81,7 +87,7 @@ type Route struct {
 	// MaxAckPending is the consumer's limit of unsettled messages across
 	// all replicas, those waiting out a retry delay included. Default
 	// DefaultAckPendingFactor × MaxInFlight; an ordered route's is always
-	// MaxInFlight.
+	// OrderedHoldFactor × MaxInFlight.
 	MaxAckPending int
 	// AckWait is how long JetStream waits for a settle before redelivering
 	// to another replica. A message being worked on is kept alive with
@@ -120,8 +126,9 @@ func (r Route) WithDefaults() Route {
 		// One replica owns an ordered route, and one that takes it over
 		// must be able to hold every unsettled message before it starts
 		// (see sequencer): the consumer lets no more be unsettled than
-		// one replica holds.
-		r.MaxAckPending = r.MaxInFlight
+		// one replica holds. It holds more than it runs, so that events
+		// waiting behind their key's running one leave other keys room.
+		r.MaxAckPending = OrderedHoldFactor * r.MaxInFlight
 	case r.MaxAckPending <= 0:
 		r.MaxAckPending = DefaultAckPendingFactor * r.MaxInFlight
 	}

@@ -113,6 +113,7 @@ func newRunner(r *Relay, rt Route) *runner {
 	}
 	rn.p = newPuller(rn)
 	rn.slots = newSlots(rn.p.expiry, rn.p.heartbeat)
+	rn.slots.holdAll = rn.order != nil
 	rn.lookahead = max(1, rt.MaxInFlight/8)
 	rn.m.SetInFlightLimit(rn.limit)
 	rn.m.Prime(knownLabels())

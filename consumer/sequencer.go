@@ -1,6 +1,7 @@
 package consumer
 
 import (
+	"container/heap"
 	"slices"
 	"time"
 )
@@ -10,8 +11,11 @@ import (
 // in stream order, across replicas.
 //
 // A message may be handled when no earlier message of its key is held here
-// unsettled, and the sequencer is not fenced. A message without a key is
-// not ordered and may be handled at once.
+// unsettled, no message of its key runs, and the sequencer is not fenced. A
+// message without a key is not ordered and may be handled at once. At most
+// a given number run at once (the route's max_in_flight): an ordered route
+// holds more messages than it runs, so that a key busy with one event does
+// not keep a slot of another key waiting.
 //
 // The fence covers what this replica cannot see: messages delivered to
 // another replica and not settled. One replica owns an ordered route at a
@@ -24,11 +28,19 @@ import (
 // enough. (JetStream gives a redelivered message a new consumer sequence,
 // so only the stream sequence identifies a message.)
 //
-// sequencer does no I/O and reads no clock; the runner holds its lock.
+// Every operation costs O(log n) in the messages held, except blocked,
+// which is for metrics. sequencer does no I/O and reads no clock; the
+// runner holds its lock.
 type sequencer struct {
-	fenced bool
-	held   map[uint64]*sequence // by stream sequence
-	keys   map[string][]uint64  // unsettled held messages of each key, ascending
+	fenced  bool
+	held    map[uint64]*sequence // by stream sequence
+	keys    map[string]*conv     // the unsettled held messages of each key
+	running int                  // messages being handled
+	// candidates holds the stream sequences that may have become ready,
+	// lowest first. An entry is checked when taken (a message may have
+	// been settled or started since), so every change that can make a
+	// message ready pushes it again, and stale entries are dropped.
+	candidates seqHeap
 }
 
 // sequence is one held message of an ordered route.
@@ -39,8 +51,14 @@ type sequence struct {
 	item    any       // the caller's message
 }
 
+// conv is one conversation key's held messages.
+type conv struct {
+	seqs    []uint64 // unsettled, ascending
+	running int      // how many of them run (more than one never starts; see ready)
+}
+
 func newSequencer() sequencer {
-	return sequencer{fenced: true, held: map[uint64]*sequence{}, keys: map[string][]uint64{}}
+	return sequencer{fenced: true, held: map[uint64]*sequence{}, keys: map[string]*conv{}}
 }
 
 // add takes a delivered message. It reports dup for a message held already
@@ -51,45 +69,77 @@ func (s *sequencer) add(seq uint64, key string, item any, now time.Time) (dup bo
 		return true
 	}
 	s.held[seq] = &sequence{key: key, since: now, item: item}
-	if key != "" {
-		q := s.keys[key]
-		i, _ := slices.BinarySearch(q, seq)
-		s.keys[key] = slices.Insert(q, i, seq)
+	if key == "" {
+		s.push(seq)
+		return false
+	}
+	c := s.keys[key]
+	if c == nil {
+		c = &conv{}
+		s.keys[key] = c
+	}
+	i, _ := slices.BinarySearch(c.seqs, seq)
+	c.seqs = slices.Insert(c.seqs, i, seq)
+	if i == 0 && c.running == 0 {
+		s.push(seq)
 	}
 	return false
 }
 
-// ready marks the messages that may be handled now as running and returns
-// them, lowest sequence first. A key with a message running starts no
-// other: not even an earlier one, which can only be a redelivery of an
-// event settled here already (its ack was lost), replayed harmlessly once
-// the running one is done.
-func (s *sequencer) ready() []any {
-	var seqs []uint64
-	for seq, e := range s.held {
-		if e.running {
+// ready marks the messages that may be handled now as running, as many as
+// keep the running ones at most limit, and returns them, lowest sequence
+// first. A key with a message running starts no other: not even an earlier
+// one, which can only be a redelivery of an event settled here already (its
+// ack was lost), replayed harmlessly once the running one is done.
+func (s *sequencer) ready(limit int) []any {
+	var out []any
+	for len(s.candidates) > 0 && s.running < limit {
+		seq := s.candidates[0]
+		if !s.mayStart(seq) {
+			heap.Pop(&s.candidates)
 			continue
 		}
-		if e.key == "" || (!s.fenced && s.keys[e.key][0] == seq && !s.keyRunning(e.key)) {
-			seqs = append(seqs, seq)
+		heap.Pop(&s.candidates)
+		e := s.held[seq]
+		e.running = true
+		s.running++
+		if e.key != "" {
+			s.keys[e.key].running++
 		}
-	}
-	slices.Sort(seqs)
-	out := make([]any, len(seqs))
-	for i, seq := range seqs {
-		s.held[seq].running = true
-		out[i] = s.held[seq].item
+		out = append(out, e.item)
 	}
 	return out
 }
 
-func (s *sequencer) keyRunning(key string) bool {
-	for _, seq := range s.keys[key] {
-		if s.held[seq].running {
-			return true
+func (s *sequencer) mayStart(seq uint64) bool {
+	e, ok := s.held[seq]
+	if !ok || e.running {
+		return false
+	}
+	if e.key == "" {
+		return true
+	}
+	c := s.keys[e.key]
+	return !s.fenced && c.running == 0 && c.seqs[0] == seq
+}
+
+func (s *sequencer) push(seq uint64) {
+	if len(s.candidates) > 2*len(s.held)+64 {
+		s.rebuild() // stale entries outnumber the live ones
+		return
+	}
+	heap.Push(&s.candidates, seq)
+}
+
+// rebuild makes the candidates anew from what is held.
+func (s *sequencer) rebuild() {
+	s.candidates = s.candidates[:0]
+	for seq := range s.held {
+		if s.mayStart(seq) {
+			s.candidates = append(s.candidates, seq)
 		}
 	}
-	return false
+	heap.Init(&s.candidates)
 }
 
 // settled records a message as done (acked, terminated or handed back): the
@@ -100,17 +150,24 @@ func (s *sequencer) settled(seq uint64) {
 		return
 	}
 	delete(s.held, seq)
+	if e.running {
+		s.running--
+	}
 	if e.key == "" {
 		return
 	}
-	q := s.keys[e.key]
-	if i, found := slices.BinarySearch(q, seq); found {
-		q = slices.Delete(q, i, i+1)
+	c := s.keys[e.key]
+	if e.running {
+		c.running--
 	}
-	if len(q) == 0 {
+	if i, found := slices.BinarySearch(c.seqs, seq); found {
+		c.seqs = slices.Delete(c.seqs, i, i+1)
+	}
+	switch {
+	case len(c.seqs) == 0:
 		delete(s.keys, e.key)
-	} else {
-		s.keys[e.key] = q
+	case c.running == 0:
+		s.push(c.seqs[0])
 	}
 }
 
@@ -138,16 +195,23 @@ func (s *sequencer) observe(ackPending int, before []uint64) {
 	}
 	if s.fenced && ackPending <= n {
 		s.fenced = false
+		s.rebuild()
 	}
 }
 
 // next is the stream sequence of the next held message of key after seq,
 // if any (for a dead letter: which event came next).
 func (s *sequencer) next(key string, seq uint64) (uint64, bool) {
-	for _, q := range s.keys[key] {
-		if q > seq {
-			return q, true
-		}
+	c := s.keys[key]
+	if c == nil {
+		return 0, false
+	}
+	i, found := slices.BinarySearch(c.seqs, seq)
+	if found {
+		i++
+	}
+	if i < len(c.seqs) {
+		return c.seqs[i], true
 	}
 	return 0, false
 }
@@ -155,9 +219,9 @@ func (s *sequencer) next(key string, seq uint64) (uint64, bool) {
 // blocked counts the keys whose next message waits (behind a running or
 // retrying one, or the fence), and the arrival of the oldest waiting one.
 func (s *sequencer) blocked() (keys int, oldest time.Time) {
-	for _, q := range s.keys {
+	for _, c := range s.keys {
 		waiting := false
-		for _, seq := range q {
+		for _, seq := range c.seqs {
 			e := s.held[seq]
 			if e.running {
 				continue
@@ -187,5 +251,20 @@ func (s *sequencer) release() []any {
 			s.settled(seq)
 		}
 	}
+	s.candidates = s.candidates[:0]
 	return out
+}
+
+// seqHeap is a min-heap of stream sequences (container/heap).
+type seqHeap []uint64
+
+func (h seqHeap) Len() int           { return len(h) }
+func (h seqHeap) Less(i, j int) bool { return h[i] < h[j] }
+func (h seqHeap) Swap(i, j int)      { h[i], h[j] = h[j], h[i] }
+func (h *seqHeap) Push(x any)        { *h = append(*h, x.(uint64)) }
+func (h *seqHeap) Pop() any {
+	old := *h
+	x := old[len(old)-1]
+	*h = old[:len(old)-1]
+	return x
 }

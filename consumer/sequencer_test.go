@@ -1,6 +1,9 @@
 package consumer
 
 import (
+	"fmt"
+	"math"
+	"math/rand/v2"
 	"slices"
 	"testing"
 	"time"
@@ -11,7 +14,7 @@ import (
 
 func readySeqs(s *sequencer) []uint64 {
 	var out []uint64
-	for _, it := range s.ready() {
+	for _, it := range s.ready(math.MaxInt) {
 		out = append(out, it.(uint64))
 	}
 	return out
@@ -50,7 +53,7 @@ func TestSequencerOneAtATimePerKeyInOrder(t *testing.T) {
 	for _, c := range []uint64{3, 4, 5} {
 		s.settled(c)
 	}
-	if len(s.held) != 0 || len(s.keys) != 0 {
+	if len(s.held) != 0 || len(s.keys) != 0 || s.running != 0 {
 		t.Errorf("all settled: held %d, keys %d; want 0, 0", len(s.held), len(s.keys))
 	}
 }
@@ -174,5 +177,88 @@ func TestSequencerNextOfKeyAndOldestBlocked(t *testing.T) {
 	}
 	if keys, oldest := s.blocked(); keys != 1 || !oldest.Equal(t0.Add(time.Second)) {
 		t.Errorf("blocked = %d, %v; want 1 key, oldest waiting since %v", keys, oldest, t0.Add(time.Second))
+	}
+}
+
+// An ordered route holds more than it runs: at most limit run at once, and
+// a settle lets the lowest waiting one go.
+func TestSequencerRunsAtMostTheLimit(t *testing.T) {
+	s := unfenced()
+	addAll(&s, uint64(1), "a", uint64(2), "b", uint64(3), "c", uint64(4), "a", uint64(5), "")
+	var got []uint64
+	for _, it := range s.ready(2) {
+		got = append(got, it.(uint64))
+	}
+	if !slices.Equal(got, []uint64{1, 2}) {
+		t.Fatalf("ready(2) = %v, want [1 2]", got)
+	}
+	if more := s.ready(2); len(more) != 0 {
+		t.Fatalf("ready(2) with 2 running = %v, want nothing", more)
+	}
+	s.settled(1)
+	got = got[:0]
+	for _, it := range s.ready(2) {
+		got = append(got, it.(uint64))
+	}
+	if !slices.Equal(got, []uint64{3}) {
+		t.Fatalf("after 1 settled: ready(2) = %v, want [3] (the lowest that may go; 4 is next of a but higher)", got)
+	}
+}
+
+// Many keys, settled in any order: every message runs exactly once, never
+// two of one key at once, each key in stream order, never more than the
+// limit at once. (The sequencer keeps candidates in a heap with stale
+// entries; this checks that none is lost or run twice.)
+func TestSequencerManyKeysAgainstAModel(t *testing.T) {
+	s := unfenced()
+	const n, keys, limit = 3000, 37, 16
+	rnd := rand.New(rand.NewPCG(1, 2))
+	var running []uint64
+	lastOfKey := map[string]uint64{}
+	started := map[uint64]bool{}
+	keyOf := func(seq uint64) string {
+		if seq%11 == 0 {
+			return ""
+		}
+		return fmt.Sprint("k", seq%keys)
+	}
+	next := uint64(1)
+	for len(started) < n {
+		for i := rnd.IntN(8); i > 0 && next <= n; i-- {
+			s.add(next, keyOf(next), next, time.Time{})
+			next++
+		}
+		for _, it := range s.ready(limit) {
+			seq := it.(uint64)
+			if started[seq] {
+				t.Fatalf("%d started twice", seq)
+			}
+			started[seq] = true
+			if k := keyOf(seq); k != "" {
+				if seq < lastOfKey[k] {
+					t.Fatalf("%d of %s started after %d", seq, k, lastOfKey[k])
+				}
+				for _, r := range running {
+					if keyOf(r) == k {
+						t.Fatalf("%d and %d of %s run at once", r, seq, k)
+					}
+				}
+				lastOfKey[k] = seq
+			}
+			running = append(running, seq)
+		}
+		if len(running) > limit {
+			t.Fatalf("%d running, limit %d", len(running), limit)
+		}
+		if len(running) > 0 {
+			i := rnd.IntN(len(running))
+			s.settled(running[i])
+			running = slices.Delete(running, i, i+1)
+		} else if next > n {
+			t.Fatalf("stuck: %d of %d started, nothing running", len(started), n)
+		}
+	}
+	if len(s.candidates) > 2*len(s.held)+64+1 {
+		t.Errorf("%d candidates for %d held: stale entries are not dropped", len(s.candidates), len(s.held))
 	}
 }

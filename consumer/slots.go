@@ -29,6 +29,11 @@ type slots struct {
 	requested int // messages asked for and not yet arrived
 	ahead     int // messages that arrived before a slot was free, waiting for one
 	limit     int // the in-flight limit of the latest free()
+	// holdAll makes every delivery active, even above the limit: an
+	// ordered route's sequencer is its waiting room (it must see every
+	// message it holds, to keep each key in order), so nothing may wait
+	// ahead of it. The server's max_ack_pending still bounds what arrives.
+	holdAll bool
 
 	next       uint64
 	open       map[uint64]openPull // by reply token: to attribute an ending or a refusal
@@ -106,7 +111,7 @@ func (s *slots) delivered(now time.Time, handle bool) (waits bool) {
 	switch {
 	case !handle:
 		return false
-	case s.limit > 0 && s.active >= s.limit:
+	case s.limit > 0 && s.active >= s.limit && !s.holdAll:
 		s.ahead++
 		return true
 	}

@@ -188,3 +188,28 @@ func TestSlotsLookAhead(t *testing.T) {
 		t.Error("a delivery above a cut limit started at once")
 	}
 }
+
+// An ordered route's sequencer must see every message it holds: a delivery
+// above the limit (a probe's limit of 1 while pulls for more were out) is
+// taken, never left waiting ahead where it would start outside the
+// sequencer's order.
+func TestSlotsHoldAllLetsNothingWaitAhead(t *testing.T) {
+	now := time.Unix(0, 0)
+	s := newSlots(5*time.Second, time.Second)
+	s.holdAll = true
+	n, _ := s.free(now, 4, 1, 0)
+	s.book(n)
+	s.sent(n, now, 0)
+	s.free(now, 1, 1, 0) // route health stops the route: a probe's limit
+	for range n {
+		if s.delivered(now, true) {
+			t.Fatal("a delivery waits ahead of an ordered route's sequencer")
+		}
+	}
+	if s.active != 4 || s.ahead != 0 {
+		t.Errorf("active %d, ahead %d; want 4, 0", s.active, s.ahead)
+	}
+	if n, _ := s.free(now, 1, 1, 0); n != 0 {
+		t.Errorf("free = %d above the limit, want 0", n)
+	}
+}

@@ -1,6 +1,7 @@
 package faultsuite
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -10,6 +11,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -90,7 +92,7 @@ type recorder struct {
 	mu       sync.Mutex
 	reqs     []request
 	calling  [maxWorkers]map[string]int // keys being called, per worker slot
-	convo    map[string]int             // ordered conversations being called (all slots)
+	convo    map[string][]string        // ordered conversations being called (all slots): the calls
 	overlaps []string
 }
 
@@ -117,16 +119,31 @@ func (rc *recorder) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 	at := time.Now()
 	key := r.Header.Get("Idempotency-Key")
+	// The call of an ordered conversation ends, for the API, when it
+	// answers or when it closes the connection without answering (the
+	// drop and hang faults): the handler may take a little longer to
+	// return, and by then a client may rightly have sent the event again.
+	ended := func() {}
 	if ck := fields.ConversationKey; ck != "" && strings.Contains(r.URL.Path, "/"+orderedTrigger+"/") {
 		rc.mu.Lock()
 		if rc.convo == nil {
-			rc.convo = map[string]int{}
+			rc.convo = map[string][]string{}
 		}
-		if rc.convo[ck]++; rc.convo[ck] > 1 {
-			rc.overlaps = append(rc.overlaps, fmt.Sprintf("%s (%s from worker %d at %s)", ck, fields.Input, slot, at.Format("15:04:05.000")))
+		call := fmt.Sprintf("%s from worker %d at %s", fields.Input, slot, at.Format("15:04:05.000"))
+		if others := rc.convo[ck]; len(others) > 0 {
+			rc.overlaps = append(rc.overlaps, fmt.Sprintf("%s (%s, while in the API: %s)", ck, call, strings.Join(others, "; ")))
 		}
+		rc.convo[ck] = append(rc.convo[ck], call)
 		rc.mu.Unlock()
-		defer func() { rc.mu.Lock(); rc.convo[ck]--; rc.mu.Unlock() }()
+		var once sync.Once
+		ended = func() {
+			once.Do(func() {
+				rc.mu.Lock()
+				rc.convo[ck] = slices.DeleteFunc(rc.convo[ck], func(c string) bool { return c == call })
+				rc.mu.Unlock()
+			})
+		}
+		defer ended()
 	}
 	if slot >= 0 {
 		rc.inFlight[slot].Add(1)
@@ -138,7 +155,7 @@ func (rc *recorder) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		rc.calling[slot][key]++
 		rc.mu.Unlock()
 	}
-	sw := &statusWriter{ResponseWriter: w}
+	sw := &statusWriter{ResponseWriter: w, closed: func() { ended() }}
 	if rc.maxDelay > 0 && slot >= 0 {
 		sw.beforeAccepted = func() {
 			rc.holding[slot].Add(1)
@@ -245,6 +262,28 @@ type statusWriter struct {
 	http.ResponseWriter
 	status         int
 	beforeAccepted func()
+	closed         func() // the emulator closed the hijacked connection
+}
+
+// Hijack hands the emulator the connection, wrapped so that closing it
+// is seen.
+func (s *statusWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	conn, rw, err := http.NewResponseController(s.ResponseWriter).Hijack()
+	if err != nil {
+		return nil, nil, err
+	}
+	return &closeConn{Conn: conn, closed: s.closed}, rw, nil
+}
+
+type closeConn struct {
+	net.Conn
+	closed func()
+}
+
+func (c *closeConn) Close() error {
+	err := c.Conn.Close()
+	c.closed()
+	return err
 }
 
 func (s *statusWriter) WriteHeader(code int) {
