@@ -261,7 +261,7 @@ func (a *Agent) Trigger(ctx context.Context, ev Event) (int, error) {
 	h["Accept"] = headerJSON
 	h["User-Agent"] = a.c.userAgent
 	if ev.IdempotencyKey != "" {
-		h["Idempotency-Key"] = []string{ev.IdempotencyKey}
+		h[idempotencyKeyField] = []string{ev.IdempotencyKey}
 	}
 	injectTraceContext(ctx, h)
 
@@ -294,6 +294,21 @@ func injectTraceContext(ctx context.Context, h http.Header) {
 	}
 	propagation.TraceContext{}.Inject(ctx, propagation.HeaderCarrier(h))
 }
+
+// idempotencyKeyField is the Idempotency-Key header, spelled so that
+// net/http does not take the request for one it may send again on its own.
+// For a request with an "Idempotency-Key" entry in its header map,
+// http.Transport sends the POST a second time, at once, when a reused
+// connection breaks after the request was written (Request.isReplayable).
+// That call would be invisible to the worker's retry policy, breaker,
+// metrics and logs, and behind a proxy that reset the connection while the
+// API still works on the first one, it is a second call of the same event,
+// and of its conversation, at the same time. Header names are
+// case-insensitive (RFC 9110, 5.1; HTTP/2 sends them in lower case anyway),
+// so the API reads the same header. Retries the Transport makes when
+// nothing was written, and HTTP/2's when the server refused the stream,
+// stay: the API never saw those requests.
+const idempotencyKeyField = "idempotency-key"
 
 // headerJSON is the Content-Type and Accept value. Header value slices are
 // shared by every request: the transport only reads them.

@@ -212,6 +212,34 @@ func TestTimeoutNetworkAndCancelAreTheirOwnClasses(t *testing.T) {
 	}
 }
 
+// A connection closed after the request was sent, on a connection used
+// before, is an attempt that failed with no answer: the worker's own retry
+// policy decides what comes next (backoff, breaker, attempt count, logs).
+// net/http would otherwise send the POST again at once on its own, because
+// it carries an Idempotency-Key: a call nobody counts, and, behind a proxy
+// that reset the connection while the API still works on the first, a
+// second call of one event (one conversation) at the same time.
+func TestADroppedCallIsNotSentAgainBehindTheWorkersBack(t *testing.T) {
+	emu, a := emulated(t)
+	if status, err := a.Trigger(context.Background(), agentapi.Event{Input: "x", IdempotencyKey: "warm-1"}); err != nil || status != 202 {
+		t.Fatalf("first call: %d %v", status, err) // leaves an idle connection to reuse
+	}
+	emu.Script(emulator.Fault{Kind: emulator.FaultDropAfterAccept})
+	_, err := a.Trigger(context.Background(), agentapi.Event{Input: "x", IdempotencyKey: "drop-2"})
+	if c := agentapi.ClassOfError(err); c != agentapi.ClassNetwork {
+		t.Errorf("dropped on a reused connection: class %s (%v), want network", c, err)
+	}
+	n := 0
+	for _, r := range emu.Requests() {
+		if r.Header.Get("Idempotency-Key") == "drop-2" {
+			n++
+		}
+	}
+	if n != 1 {
+		t.Errorf("the API received the dropped call %d times, want 1", n)
+	}
+}
+
 func TestInvalidEventsAreRefusedWithoutARequest(t *testing.T) {
 	emu, a := emulated(t)
 	for _, ev := range []agentapi.Event{

@@ -1,7 +1,6 @@
 package faultsuite
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -119,11 +118,6 @@ func (rc *recorder) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 	at := time.Now()
 	key := r.Header.Get("Idempotency-Key")
-	// The call of an ordered conversation ends, for the API, when it
-	// answers or when it closes the connection without answering (the
-	// drop and hang faults): the handler may take a little longer to
-	// return, and by then a client may rightly have sent the event again.
-	ended := func() {}
 	if ck := fields.ConversationKey; ck != "" && strings.Contains(r.URL.Path, "/"+orderedTrigger+"/") {
 		rc.mu.Lock()
 		if rc.convo == nil {
@@ -135,15 +129,11 @@ func (rc *recorder) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		rc.convo[ck] = append(rc.convo[ck], call)
 		rc.mu.Unlock()
-		var once sync.Once
-		ended = func() {
-			once.Do(func() {
-				rc.mu.Lock()
-				rc.convo[ck] = slices.DeleteFunc(rc.convo[ck], func(c string) bool { return c == call })
-				rc.mu.Unlock()
-			})
-		}
-		defer ended()
+		defer func() {
+			rc.mu.Lock()
+			rc.convo[ck] = slices.DeleteFunc(rc.convo[ck], func(c string) bool { return c == call })
+			rc.mu.Unlock()
+		}()
 	}
 	if slot >= 0 {
 		rc.inFlight[slot].Add(1)
@@ -155,7 +145,7 @@ func (rc *recorder) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		rc.calling[slot][key]++
 		rc.mu.Unlock()
 	}
-	sw := &statusWriter{ResponseWriter: w, closed: func() { ended() }}
+	sw := &statusWriter{ResponseWriter: w}
 	if rc.maxDelay > 0 && slot >= 0 {
 		sw.beforeAccepted = func() {
 			rc.holding[slot].Add(1)
@@ -262,28 +252,6 @@ type statusWriter struct {
 	http.ResponseWriter
 	status         int
 	beforeAccepted func()
-	closed         func() // the emulator closed the hijacked connection
-}
-
-// Hijack hands the emulator the connection, wrapped so that closing it
-// is seen.
-func (s *statusWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
-	conn, rw, err := http.NewResponseController(s.ResponseWriter).Hijack()
-	if err != nil {
-		return nil, nil, err
-	}
-	return &closeConn{Conn: conn, closed: s.closed}, rw, nil
-}
-
-type closeConn struct {
-	net.Conn
-	closed func()
-}
-
-func (c *closeConn) Close() error {
-	err := c.Conn.Close()
-	c.closed()
-	return err
 }
 
 func (s *statusWriter) WriteHeader(code int) {
