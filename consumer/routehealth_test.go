@@ -8,6 +8,7 @@ import (
 	"github.com/agentrelay/agentrelay/agentapi/emulator"
 	"github.com/agentrelay/agentrelay/consumer"
 	"github.com/agentrelay/agentrelay/internal/testenv"
+	"github.com/agentrelay/agentrelay/internal/testenv/wait"
 )
 
 // Route health with the timings users get: the default retry policy,
@@ -97,15 +98,22 @@ func TestNotRunnableAgentStopsOnlyItsRoute(t *testing.T) {
 		h.publish("events.p.x", `{"input":"x"}`, nil, fmt.Sprintf("p-%d", i))
 		h.publish("events.q.x", `{"input":"x"}`, nil, fmt.Sprintf("q-%d", i))
 	}
+	wait.For(t, 10*time.Second, "route p stopped as not runnable", func() bool {
+		return metricValue(t, run, "agentrelay_route_health", "p", "not_runnable") == 1
+	})
+	// Calls already under way when the first 409 came back may still get
+	// theirs; from then on, only a probe, at most one per probe interval.
+	stopped, before := time.Now(), h.requestsFor("agtch_p")
 	h.waitSettled(10*time.Second, "q")
-	if got := metricValue(t, run, "agentrelay_route_health", "p", "not_runnable"); got != 1 {
-		t.Errorf("route p health not_runnable = %v, want 1", got)
-	}
 	if got := metricValue(t, run, "agentrelay_route_health", "q", "healthy"); got != 1 {
 		t.Errorf("route q health healthy = %v, want 1", got)
 	}
-	if calls := h.requestsFor("agtch_p"); calls > 6 {
-		t.Errorf("%d calls to the not-runnable agent, want a few probes", calls)
+	if got := metricValue(t, run, "agentrelay_route_health", "p", "not_runnable"); got != 1 {
+		t.Errorf("route p health not_runnable = %v, want 1 until the agent is runnable", got)
+	}
+	probes, most := h.requestsFor("agtch_p")-before, 1+int(time.Since(stopped)/consumer.DefaultProbeInterval)
+	if probes > most {
+		t.Errorf("%d calls to the not-runnable agent in %v while its route was stopped, want probes only (at most %d)", probes, time.Since(stopped).Round(time.Millisecond), most)
 	}
 	h.emu.SetRunnable("agtch_p", true)
 	h.waitSettled(15*time.Second, "p")
