@@ -250,7 +250,10 @@ func (a *Agent) Trigger(ctx context.Context, ev Event) (int, error) {
 	// read the body after RoundTrip returns (a server that answers before
 	// reading the whole request), so the buffer is not ours to reuse when
 	// Trigger returns.
-	body := ev.AppendBody(make([]byte, 0, 256))
+	body, err := ev.Body()
+	if err != nil {
+		return 0, &Error{TriggerID: a.id, Class: ClassBadRequest, Err: err}
+	}
 
 	callCtx, cancel := context.WithTimeout(ctx, a.c.timeout)
 	defer cancel()

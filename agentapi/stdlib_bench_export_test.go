@@ -19,7 +19,10 @@ func (a *Agent) TriggerViaClientDo(ctx context.Context, ev Event, templated bool
 	if err != nil {
 		return 0, &Error{TriggerID: a.id, Class: ClassUnauthorized, Err: err}
 	}
-	body := ev.AppendBody(make([]byte, 0, 256))
+	body, err := ev.Body()
+	if err != nil {
+		return 0, &Error{TriggerID: a.id, Class: ClassBadRequest, Err: err}
+	}
 	callCtx, cancel := context.WithTimeout(ctx, a.c.timeout)
 	defer cancel()
 	var req *http.Request
