@@ -89,12 +89,20 @@ func TestTriggerSendsTheRequestTheSpecDescribes(t *testing.T) {
 }
 
 func TestBodyOmitsEmptyConversationKeyAndEscapesLikeEncodingJSON(t *testing.T) {
-	got := string(agentapi.Event{Input: "a\"b\\c\n\t<x>&\u2028é\x01"}.AppendBody(nil))
+	body := func(ev agentapi.Event) string {
+		t.Helper()
+		b, err := ev.Body()
+		if err != nil {
+			t.Fatalf("Body(%+v): %v", ev, err)
+		}
+		return string(b)
+	}
+	got := body(agentapi.Event{Input: "a\"b\\c\n\t<x>&\u2028é\x01"})
 	want := `{"input":"a\"b\\c\n\t\u003cx\u003e\u0026\u2028é\u0001"}`
 	if got != want {
 		t.Errorf("body\n got %s\nwant %s", got, want)
 	}
-	got = string(agentapi.Event{Input: "x", ConversationKey: "k"}.AppendBody(nil))
+	got = body(agentapi.Event{Input: "x", ConversationKey: "k"})
 	if got != `{"input":"x","conversation_key":"k"}` {
 		t.Errorf("body with key: %s", got)
 	}

@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"net/http"
 	"net/textproto"
@@ -173,39 +172,6 @@ func FuzzValidateIdempotencyKey(f *testing.F) {
 		h, err := textproto.NewReader(bufio.NewReader(&buf)).ReadMIMEHeader()
 		if err != nil || len(h) != 1 || len(h["Idempotency-Key"]) != 1 || h.Get("Idempotency-Key") != k {
 			t.Errorf("key %q does not survive an HTTP header: %v %v", k, h, err)
-		}
-	})
-}
-
-// The request body is exactly what encoding/json makes of the event, for
-// valid UTF-8, and valid JSON that decodes back to the event for anything
-// else.
-func FuzzAppendBody(f *testing.F) {
-	for _, s := range [][2]string{
-		{"hello", ""}, {"hello", "thread-1"}, {`a"b\c`, ""}, {"<x>&amp;", "k"}, {"\u2028\u2029", ""},
-		{"\x00\x01\x1f\x7f", ""}, {"é😀日本", "é"}, {"caf\xe9", ""}, {"\xff\xfe", "\xc0"}, {"\ud7ff\ue000\uffff", ""},
-		{"line\nbreak\r\ttab", "c\u0085"}, {"", ""},
-	} {
-		f.Add(s[0], s[1])
-	}
-	f.Fuzz(func(t *testing.T, input, convKey string) {
-		got := agentapi.Event{Input: input, ConversationKey: convKey, IdempotencyKey: "ignored"}.AppendBody(nil)
-		if !json.Valid(got) {
-			t.Fatalf("AppendBody(%q, %q) = %s: not JSON", input, convKey, got)
-		}
-		want, err := json.Marshal(struct {
-			Input           string `json:"input"`
-			ConversationKey string `json:"conversation_key,omitempty"`
-		}{input, convKey})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if utf8.ValidString(input) && utf8.ValidString(convKey) && !bytes.Equal(got, want) {
-			t.Errorf("AppendBody(%q, %q)\n got %s\nwant %s (encoding/json)", input, convKey, got, want)
-		}
-		// Appending to a buffer keeps what was there.
-		if pre := (agentapi.Event{Input: input}).AppendBody([]byte("prefix")); !bytes.HasPrefix(pre, []byte("prefix")) {
-			t.Errorf("AppendBody overwrote its destination: %q", pre)
 		}
 	})
 }

@@ -1,6 +1,8 @@
 package consumer
 
 import (
+	"encoding/json"
+	"strings"
 	"testing"
 	"time"
 
@@ -73,6 +75,59 @@ func BenchmarkDecide(b *testing.B) {
 			b.ReportAllocs()
 			for b.Loop() {
 				_ = Decide(o, Attempts{Delivered: 3, Failed: 3}, p, 0.5)
+			}
+		})
+	}
+}
+
+// BenchmarkDecodeBody compares the hand-written fast path with what
+// encoding/json alone costs for the same bodies (the strict token walk plus
+// the lone-surrogate check, which is what Decode would do without
+// decodeFast): issue #13 asks whether the hand-written decoder earns its
+// place. The parts Decode does either way (utf8.Valid, the key check) are
+// left out.
+func BenchmarkDecodeBody(b *testing.B) {
+	long := `{"input":"` + strings.Repeat("The quarterly export times out after two minutes. ", 80) + `","conversation_key":"conv-711"}`
+	for _, bc := range []struct{ name, body string }{
+		{"plain", string(benchBody)},
+		{"escapes", `{"input":"Line one\nLine \"two\"\tcaf\u00e9 \\ end","conversation_key":"conv-711"}`},
+		{"4KiB", long},
+	} {
+		data := []byte(bc.body)
+		b.Run(bc.name+"/hand-written", func(b *testing.B) {
+			b.ReportAllocs()
+			b.SetBytes(int64(len(data)))
+			for b.Loop() {
+				if _, ok := decodeFast(data); !ok {
+					b.Fatal("fast path refused")
+				}
+			}
+		})
+		b.Run(bc.name+"/encoding-json", func(b *testing.B) {
+			b.ReportAllocs()
+			b.SetBytes(int64(len(data)))
+			for b.Loop() {
+				f, err := decodeStrict(data)
+				if err != nil || mangled(data, f.input, f.conversationKey) {
+					b.Fatal(err)
+				}
+			}
+		})
+		// The cheapest encoding/json can do, for scale: json.Unmarshal
+		// into a struct. It is not enough on its own (keys match without
+		// regard to case, the last of repeated keys wins), so it is not
+		// a candidate, only a lower bound for one.
+		b.Run(bc.name+"/json-unmarshal-lower-bound", func(b *testing.B) {
+			b.ReportAllocs()
+			b.SetBytes(int64(len(data)))
+			for b.Loop() {
+				var v struct {
+					Input           *string `json:"input"`
+					ConversationKey *string `json:"conversation_key"`
+				}
+				if err := json.Unmarshal(data, &v); err != nil {
+					b.Fatal(err)
+				}
 			}
 		})
 	}

@@ -285,6 +285,11 @@ type bodyFields struct{ input, conversationKey string }
 // escapes, control characters), and decodeStrict then decides: whenever
 // decodeFast says ok, it has the result decodeStrict would have. data must
 // be valid UTF-8.
+//
+// It earns its place: on the usual body it takes ~0.5 µs and 2 allocations
+// where decodeStrict takes ~8.5 µs and 32 (json.Unmarshal, which could not
+// enforce the key rules, ~4.9 µs and 9), so ~8 % of a message's ~100 µs of
+// worker CPU, and ~70 µs for a 4 KiB input (see BENCHMARKS.md, 2026-11-30).
 func decodeFast(data []byte) (f bodyFields, ok bool) {
 	var fail bodyFields
 	var seenInput, seenKey bool
