@@ -15,11 +15,12 @@ run:
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "$(LDFLAGS)" -o bin/agentrelay ./cmd/agentrelay
 
-## test: every test, with the race detector, against real nats-server and HTTP; the fault suite
+## test: every test, with the race detector, against real nats-server and HTTP (-parallel 8:
+##       most tests wait on servers and timers, not the CPU, and the default is GOMAXPROCS); the fault suite
 ##       on its own (its recovery targets are timings: it gets the machine to itself); then the
 ##       deploy files against the binary
 test:
-	$(GO) test -race -count=1 -timeout 20m -skip '^TestFaultSuite$$' ./...
+	$(GO) test -race -count=1 -parallel 8 -timeout 20m -skip '^TestFaultSuite$$' ./...
 	$(GO) test -race -count=1 -timeout 10m -run '^TestFaultSuite$$' ./internal/faultsuite/
 	$(MAKE) deploy-test
 

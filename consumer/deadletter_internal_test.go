@@ -3,11 +3,9 @@ package consumer
 import (
 	"context"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/agentrelay/agentrelay/internal/testenv"
@@ -20,8 +18,10 @@ func TestEnsureLooksUpTheStreamOnce(t *testing.T) {
 	n := testenv.StartNATS(t)
 	const name = "OPS_DLQ"
 	n.CreateStream(t, jetstream.StreamConfig{Name: name, Subjects: []string{"agentrelay.dlq.>"}, Storage: jetstream.MemoryStorage, Duplicates: time.Hour})
-	var infos atomic.Int32
-	sub, err := n.NC.Subscribe(jetstream.DefaultAPIPrefix+"STREAM.INFO."+name, func(*nats.Msg) { infos.Add(1) })
+	// A synchronous subscription: its queue holds what the server routed
+	// by the time a flush returns (an asynchronous handler may not have
+	// run by then).
+	sub, err := n.NC.SubscribeSync(jetstream.DefaultAPIPrefix + "STREAM.INFO." + name)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -44,7 +44,7 @@ func TestEnsureLooksUpTheStreamOnce(t *testing.T) {
 	if err := n.NC.Flush(); err != nil {
 		t.Fatal(err)
 	}
-	if got := infos.Load(); got != 1 {
-		t.Errorf("%d stream info requests, want 1", got)
+	if got, _, err := sub.Pending(); err != nil || got != 1 {
+		t.Errorf("%d stream info requests (%v), want 1", got, err)
 	}
 }

@@ -90,6 +90,7 @@ func (s *pullSetup) pullCount() int {
 // idle route asks again about every expiry — not only when the safety net
 // (expiry + 2 s without a status) would reset the count.
 func TestExpiredRequestsAreReleasedByTheirStatus(t *testing.T) {
+	t.Parallel()
 	s := startPullSetup(t, 8, 10*time.Second)
 	start := time.Now()
 	testenv.Eventually(t, 15*time.Second, "four requests", func() bool { return s.pullCount() >= 4 })
@@ -166,6 +167,7 @@ func TestRefusedRequestsBackOffAndTheConsumerIsRecreated(t *testing.T) {
 // so nothing answers the pull subject), the relay asks less and less often
 // instead of about ten times a second.
 func TestPersistentRefusalsBackOffExponentially(t *testing.T) {
+	t.Parallel()
 	s := startPullSetup(t, 4, 10*time.Second)
 	testenv.Eventually(t, 5*time.Second, "a request outstanding", func() bool { return s.pullCount() >= 1 })
 	if err := s.n.JS.DeleteStream(context.Background(), "P"); err != nil {
