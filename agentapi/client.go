@@ -243,35 +243,14 @@ func (a *Agent) URL() string { return a.url }
 // *Error of ClassBadRequest without sending anything; a token source that has
 // no token gives ClassUnauthorized, like a 401 would.
 func (a *Agent) Trigger(ctx context.Context, ev Event) (int, error) {
-	if err := ev.Validate(); err != nil {
-		return 0, &Error{TriggerID: a.id, Class: ClassBadRequest, Err: err}
-	}
-	tok, err := a.tokens.Token()
+	body, tok, err := a.prepare(ev)
 	if err != nil {
-		return 0, &Error{TriggerID: a.id, Class: ClassUnauthorized, Err: err}
+		return 0, err
 	}
-
-	// A fresh buffer every call, never pooled: the transport may still
-	// read the body after RoundTrip returns (a server that answers before
-	// reading the whole request), so the buffer is not ours to reuse when
-	// Trigger returns.
-	body, err := ev.Body()
-	if err != nil {
-		return 0, &Error{TriggerID: a.id, Class: ClassBadRequest, Err: err}
-	}
-
 	callCtx, cancel := context.WithTimeout(ctx, a.c.timeout)
 	defer cancel()
 	req := a.newRequest(callCtx, body)
-	h := req.Header
-	h["Authorization"] = a.authorization(tok.Reveal())
-	h["Content-Type"] = headerJSON
-	h["Accept"] = headerJSON
-	h["User-Agent"] = a.c.userAgent
-	if ev.IdempotencyKey != "" {
-		h[idempotencyKeyField] = []string{ev.IdempotencyKey}
-	}
-	injectTraceContext(ctx, h)
+	a.setHeaders(ctx, req.Header, tok, ev.IdempotencyKey)
 
 	resp, err := a.c.rt.RoundTrip(req)
 	if err != nil {
@@ -301,6 +280,40 @@ func injectTraceContext(ctx context.Context, h http.Header) {
 		return
 	}
 	propagation.TraceContext{}.Inject(ctx, propagation.HeaderCarrier(h))
+}
+
+// prepare checks ev, takes the token and encodes the body: what comes
+// before a call is made.
+func (a *Agent) prepare(ev Event) ([]byte, Secret, error) {
+	if err := ev.Validate(); err != nil {
+		return nil, Secret{}, &Error{TriggerID: a.id, Class: ClassBadRequest, Err: err}
+	}
+	tok, err := a.tokens.Token()
+	if err != nil {
+		return nil, Secret{}, &Error{TriggerID: a.id, Class: ClassUnauthorized, Err: err}
+	}
+	// A fresh buffer every call, never pooled: the transport may still
+	// read the body after RoundTrip returns (a server that answers before
+	// reading the whole request), so the buffer is not ours to reuse when
+	// Trigger returns.
+	body, err := ev.Body()
+	if err != nil {
+		return nil, Secret{}, &Error{TriggerID: a.id, Class: ClassBadRequest, Err: err}
+	}
+	return body, tok, nil
+}
+
+// setHeaders sets a trigger call's headers on h, and the trace context of
+// ctx's span if there is one.
+func (a *Agent) setHeaders(ctx context.Context, h http.Header, tok Secret, key string) {
+	h["Authorization"] = a.authorization(tok.Reveal())
+	h["Content-Type"] = headerJSON
+	h["Accept"] = headerJSON
+	h["User-Agent"] = a.c.userAgent
+	if key != "" {
+		h[idempotencyKeyField] = []string{key}
+	}
+	injectTraceContext(ctx, h)
 }
 
 // idempotencyKeyField is the Idempotency-Key header, spelled so that

@@ -12,30 +12,16 @@ import (
 // call, headers set on it, sent with http.Client.Do (whose CheckRedirect
 // refuses redirects). The answer is handled as Trigger handles it.
 func (a *Agent) TriggerViaClientDo(ctx context.Context, ev Event, templated bool) (int, error) {
-	if err := ev.Validate(); err != nil {
-		return 0, &Error{TriggerID: a.id, Class: ClassBadRequest, Err: err}
-	}
-	tok, err := a.tokens.Token()
+	body, tok, err := a.prepare(ev)
 	if err != nil {
-		return 0, &Error{TriggerID: a.id, Class: ClassUnauthorized, Err: err}
-	}
-	body, err := ev.Body()
-	if err != nil {
-		return 0, &Error{TriggerID: a.id, Class: ClassBadRequest, Err: err}
+		return 0, err
 	}
 	callCtx, cancel := context.WithTimeout(ctx, a.c.timeout)
 	defer cancel()
 	var req *http.Request
 	if templated {
 		req = a.newRequest(callCtx, body)
-		h := req.Header
-		h["Authorization"] = a.authorization(tok.Reveal())
-		h["Content-Type"] = headerJSON
-		h["Accept"] = headerJSON
-		h["User-Agent"] = a.c.userAgent
-		if ev.IdempotencyKey != "" {
-			h[idempotencyKeyField] = []string{ev.IdempotencyKey}
-		}
+		a.setHeaders(ctx, req.Header, tok, ev.IdempotencyKey)
 	} else {
 		req, err = http.NewRequestWithContext(callCtx, http.MethodPost, a.url, bytes.NewReader(body))
 		if err != nil {
@@ -49,8 +35,8 @@ func (a *Agent) TriggerViaClientDo(ctx context.Context, ev Event, templated bool
 		if ev.IdempotencyKey != "" {
 			h[idempotencyKeyField] = []string{ev.IdempotencyKey}
 		}
+		injectTraceContext(ctx, h)
 	}
-	injectTraceContext(ctx, req.Header)
 	resp, err := a.c.hc.Do(req)
 	if err != nil {
 		return 0, &Error{TriggerID: a.id, Class: transportClass(ctx, callCtx), Err: safeError(scrubURLError(err), tok)}
