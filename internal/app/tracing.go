@@ -12,7 +12,6 @@ import (
 	"sync"
 	"time"
 
-	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracegrpc"
 	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracehttp"
 	"go.opentelemetry.io/otel/exporters/stdout/stdouttrace"
@@ -160,12 +159,13 @@ func StartTracing(ctx context.Context, getenv func(string) string, stdout io.Wri
 		return &Tracer{Config: tc, Provider: noop.NewTracerProvider()}, nil
 	}
 	var opts []sdktrace.TracerProviderOption
+	errs := newExportErrors(log, getenv)
 	for _, name := range tc.Exporters {
 		exp, err := newExporter(ctx, name, tc.Protocol, stdout)
 		if err != nil {
 			return nil, fmt.Errorf("tracing: %s exporter: %w", name, err)
 		}
-		opts = append(opts, sdktrace.WithBatcher(exp))
+		opts = append(opts, sdktrace.WithBatcher(reportingExporter{exp, errs}))
 	}
 	res, err := resource.New(ctx,
 		resource.WithAttributes(semconv.ServiceName(DefaultServiceName), semconv.ServiceVersion(buildinfo.Get().Version)),
@@ -177,10 +177,6 @@ func StartTracing(ctx context.Context, getenv func(string) string, stdout io.Wri
 		log.Warn("tracing: resource attributes", "err", err)
 	}
 	opts = append(opts, sdktrace.WithResource(res))
-	// The SDK reports export failures only through this process-wide
-	// handler; the default prints every one of them to stderr.
-	errs := newExportErrors(log, getenv)
-	otel.SetErrorHandler(errs)
 	tp := sdktrace.NewTracerProvider(append(opts, extra...)...)
 	log.Info("tracing on", "exporters", strings.Join(tc.Exporters, ","), "protocol", tc.Protocol, "switched_on_by", tc.Why,
 		"sampler", orDefault(getenv("OTEL_TRACES_SAMPLER"), "parentbased_always_on"))
@@ -259,7 +255,21 @@ func newExportErrors(log *slog.Logger, getenv func(string) string) *exportErrors
 	return e
 }
 
-// Handle implements otel.ErrorHandler.
+// reportingExporter hands a failed export's error to errs and reports
+// success to the batch processor, which would otherwise pass the error to
+// OpenTelemetry's process-wide handler (by default, unscrubbed to stderr).
+// The spans of a failed export are dropped either way.
+type reportingExporter struct {
+	sdktrace.SpanExporter
+	errs *exportErrors
+}
+
+func (r reportingExporter) ExportSpans(ctx context.Context, spans []sdktrace.ReadOnlySpan) error {
+	r.errs.Handle(r.SpanExporter.ExportSpans(ctx, spans))
+	return nil
+}
+
+// Handle logs err (nil: nothing), scrubbed and rate-limited.
 func (e *exportErrors) Handle(err error) {
 	if err == nil {
 		return

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"testing"
 
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/trace"
 )
 
@@ -135,3 +136,25 @@ func TestExportErrorsAreScrubbedAndRateLimited(t *testing.T) {
 		t.Errorf("%d log lines for 3 errors within %v, want 1: %s", n, exportErrorEvery, s)
 	}
 }
+
+// A failed export is logged like any other export error and reported to
+// the batch processor as done, so nothing reaches OpenTelemetry's
+// process-wide error handler (which agentrelay leaves alone).
+func TestAFailedExportIsLoggedHereNotByTheGlobalHandler(t *testing.T) {
+	var logs bytes.Buffer
+	log := slog.New(slog.NewTextHandler(&logs, nil))
+	r := reportingExporter{failingExporter{errors.New("collector down: Bearer sekret-123")},
+		newExportErrors(log, envOf("OTEL_EXPORTER_OTLP_HEADERS", "Authorization=Bearer%20sekret-123"))}
+	if err := r.ExportSpans(context.Background(), nil); err != nil {
+		t.Errorf("ExportSpans = %v, want nil (the error is ours to report)", err)
+	}
+	s := logs.String()
+	if !strings.Contains(s, "exporting spans failed") || !strings.Contains(s, "collector down") || strings.Contains(s, "sekret-123") {
+		t.Errorf("log = %q, want the failure, scrubbed", s)
+	}
+}
+
+type failingExporter struct{ err error }
+
+func (f failingExporter) ExportSpans(context.Context, []sdktrace.ReadOnlySpan) error { return f.err }
+func (failingExporter) Shutdown(context.Context) error                               { return nil }
