@@ -83,6 +83,14 @@ func (r *run) chaos(published <-chan struct{}) <-chan struct{} {
 		close(stopKills)
 		<-killsDone
 		<-phasesDone
+		// The steady probabilistic faults (5xx, 429, hangs, drops) end
+		// with the rest: the drain target is judged after the last fault
+		// ends, and an API that keeps failing one call in eight is a fault
+		// that has not. (On an ordered route every failure also delays the
+		// later events of its conversation.)
+		calm := r.api.emu.Faults()
+		calm.ServerErrorRate, calm.RateLimitRate, calm.HangRate, calm.DropRate = 0, 0, 0, 0
+		r.api.emu.SetFaults(calm)
 		r.logf("faults over")
 	}()
 	return done
