@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -77,7 +76,7 @@ func (rn *runner) handle(msg inbound) {
 	d.md = md
 	d.attempts.Delivered = int(md.NumDelivered)
 	d.span = rn.tracing.start(rn.callCtx, msg, md)
-	ka := rn.keepAlive(msg)
+	ka := rn.alive.add(msg)
 	defer ka.stop()
 
 	h := msg.Headers()
@@ -445,42 +444,6 @@ func (rn *runner) logSettled(level slog.Level, logMsg string, d delivery, out Ou
 		attrs = append(attrs, slog.String("settle_err", settleErr.Error()))
 	}
 	rn.log.LogAttrs(context.Background(), level, logMsg, attrs...)
-}
-
-// keepAlive tells JetStream a message is still being worked on, every third
-// of AckWait, so a slow call, a held probe or a dead-letter publish does
-// not get it redelivered to another replica meanwhile. A third leaves room
-// for one lost keep-alive.
-type keepAlive struct {
-	mu      sync.Mutex
-	t       *time.Timer
-	stopped bool
-}
-
-func (rn *runner) keepAlive(msg inbound) *keepAlive {
-	every := rn.route.AckWait / 3
-	ka := &keepAlive{}
-	ka.mu.Lock()
-	defer ka.mu.Unlock()
-	ka.t = time.AfterFunc(every, func() {
-		ka.mu.Lock()
-		defer ka.mu.Unlock()
-		if ka.stopped {
-			return
-		}
-		if err := msg.InProgress(); err != nil {
-			rn.m.SettleFailed("in_progress")
-		}
-		ka.t.Reset(every)
-	})
-	return ka
-}
-
-func (ka *keepAlive) stop() {
-	ka.mu.Lock()
-	ka.stopped = true
-	ka.t.Stop()
-	ka.mu.Unlock()
 }
 
 func errString(err error) string {

@@ -106,7 +106,7 @@ func (o *ordered) deliver(msg *pulledMsg) {
 		o.rn.free()
 		return
 	}
-	o.alive[md.Sequence.Stream] = o.rn.keepAlive(msg)
+	o.alive[md.Sequence.Stream] = o.rn.alive.add(msg)
 	ready := o.readyLocked()
 	o.mu.Unlock()
 	o.start(ready)

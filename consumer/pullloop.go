@@ -126,7 +126,7 @@ func (rn *runner) delivered(msg *pulledMsg) {
 	if waits {
 		// Every slot is taken: it waits here, kept alive, for the next
 		// one to free (see done).
-		rn.ahead = append(rn.ahead, aheadMsg{msg, rn.keepAlive(msg)})
+		rn.ahead = append(rn.ahead, aheadMsg{msg, rn.alive.add(msg)})
 	}
 	rn.mu.Unlock()
 	if waits {

@@ -26,7 +26,8 @@ type runner struct {
 	relay   *Relay
 	route   Route
 	limit   int
-	lowMark int // a new pull waits for this many free slots while another is outstanding
+	alive   *keepAlives // the messages held, kept alive
+	lowMark int         // a new pull waits for this many free slots while another is outstanding
 	log     *slog.Logger
 	m       RouteObserver
 	health  *health
@@ -101,6 +102,7 @@ func newRunner(r *Relay, rt Route) *runner {
 		quit:         make(chan struct{}),
 	}
 	rn.acceptLog.rate = r.opts.LogAccepted
+	rn.alive = newKeepAlives(rt.AckWait/3, func() { rn.m.SettleFailed("in_progress") })
 	rn.tracing = newRouteTracing(r.opts.TracerProvider, rt)
 	if rt.MaxRate > 0 {
 		rn.rate = rate.NewLimiter(rate.Limit(rt.MaxRate), max(1, int(rt.MaxRate/10)))
