@@ -184,9 +184,18 @@ func (r *run) killSlot(slot int, down time.Duration, owner bool) bool {
 // planned after the faults that would excuse a slow takeover, so that the
 // takeover is judged.
 func (r *run) killOrderedOwner() {
+	// The route may not have called yet (stopped by route health through
+	// an outage and the 401 window, say): wait for its first call, while
+	// events are still published, so that conversations are outstanding
+	// when the owner dies.
+	deadline := r.publishStart.Add(r.p.publishFor)
 	slot := r.api.rec.lastCaller(triggerConvo)
+	for slot < 0 && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond) // polling the recorder
+		slot = r.api.rec.lastCaller(triggerConvo)
+	}
 	if slot < 0 {
-		r.fail(errors.New("the ordered route made no call yet: no owner to kill"))
+		r.fail(errors.New("the ordered route made no call while events were published: no owner to kill"))
 		return
 	}
 	r.logf("the ordered route's owner is worker %d", slot)
