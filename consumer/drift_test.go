@@ -31,6 +31,12 @@ func (l *logRecorder) Write(p []byte) (int, error) {
 	return l.buf.Write(p)
 }
 
+func (l *logRecorder) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.String()
+}
+
 func (l *logRecorder) logger() *slog.Logger { return slog.New(slog.NewJSONHandler(l, nil)) }
 
 // records are the logged records at level.

@@ -1,11 +1,9 @@
 package consumer_test
 
 import (
-	"bytes"
 	"encoding/json"
 	"log/slog"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -96,7 +94,7 @@ func TestReplaysCountedAndAcceptedLogged(t *testing.T) {
 		share  float64
 		logged int
 	}{{"all", 1, 4}, {"half", 0.5, 2}, {"none", 0, 0}} {
-		var logs syncBuf
+		var logs logRecorder
 		rt := h.route(tc.name, "events.log."+tc.name+".>", h.agent("agtch_log"))
 		r := h.startWith(func(o *consumer.Options) {
 			o.Logger = slog.New(slog.NewJSONHandler(&logs, &slog.HandlerOptions{Level: slog.LevelInfo}))
@@ -132,21 +130,4 @@ func TestReplaysCountedAndAcceptedLogged(t *testing.T) {
 			}
 		}
 	}
-}
-
-type syncBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (b *syncBuf) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-func (b *syncBuf) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
 }

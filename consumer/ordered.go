@@ -94,6 +94,7 @@ func (o *ordered) conversationKey(msg inbound) string {
 func (o *ordered) deliver(msg *pulledMsg) {
 	md, err := msg.Metadata()
 	if err != nil {
+		o.rn.m.InFlight(1) // handle's done counts it out
 		o.rn.dispatch(msg) // handle logs it and leaves it to JetStream
 		return
 	}

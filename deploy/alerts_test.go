@@ -40,6 +40,21 @@ func repeat(v string, n int) []string {
 // firesAt evaluates the rule the way Prometheus does, once per interval over
 // the timeline, and returns when it first fires (its for duration
 // included), or -1 if it never does.
+// wantFires checks that r fires on tl within the given time of its start,
+// or, for a negative within, never.
+func wantFires(t *testing.T, r monitoringv1.Rule, tl timeline, within time.Duration) {
+	t.Helper()
+	at := firesAt(t, r, tl)
+	switch {
+	case within < 0 && at >= 0:
+		t.Errorf("fires at %v", at)
+	case within >= 0 && at < 0:
+		t.Errorf("never fires, want within %v", within)
+	case within >= 0 && at > within:
+		t.Errorf("fires at %v, want within %v", at, within)
+	}
+}
+
 func firesAt(t *testing.T, r monitoringv1.Rule, tl timeline) time.Duration {
 	t.Helper()
 	var load strings.Builder
@@ -140,15 +155,7 @@ func TestReplicaWithAClosedConnectionTripsAnAlert(t *testing.T) {
 		{"closed once, restarted, recovered", restarted, -1},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			at := firesAt(t, r, c.tl)
-			switch {
-			case c.within < 0 && at >= 0:
-				t.Errorf("fires at %v", at)
-			case c.within >= 0 && at < 0:
-				t.Errorf("never fires, want within %v", c.within)
-			case c.within >= 0 && at > c.within:
-				t.Errorf("fires at %v, want within %v", at, c.within)
-			}
+			wantFires(t, r, c.tl, c.within)
 		})
 	}
 }
@@ -184,15 +191,7 @@ func TestDeadLettersAgingAlertsLongBeforeExpiry(t *testing.T) {
 		{"nothing waiting", timeline{metric: repeat("0", 120)}, -1},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			at := firesAt(t, r, c.tl)
-			switch {
-			case c.within < 0 && at >= 0:
-				t.Errorf("fires at %v", at)
-			case c.within >= 0 && at < 0:
-				t.Errorf("never fires, want within %v", c.within)
-			case c.within >= 0 && at > c.within:
-				t.Errorf("fires at %v, want within %v", at, c.within)
-			}
+			wantFires(t, r, c.tl, c.within)
 		})
 	}
 }
@@ -233,15 +232,7 @@ func TestOldestEventWaitingAlert(t *testing.T) {
 		{"nothing unacknowledged", timeline{metric: repeat("0", 120)}, -1},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			at := firesAt(t, r, c.tl)
-			switch {
-			case c.within < 0 && at >= 0:
-				t.Errorf("fires at %v", at)
-			case c.within >= 0 && at < 0:
-				t.Errorf("never fires, want within %v", c.within)
-			case c.within >= 0 && at > c.within:
-				t.Errorf("fires at %v, want within %v", at, c.within)
-			}
+			wantFires(t, r, c.tl, c.within)
 		})
 	}
 }
