@@ -5,6 +5,9 @@ import (
 	"fmt"
 	"math"
 	"time"
+
+	"github.com/agentrelay/agentrelay/internal/deadletter"
+	"github.com/agentrelay/agentrelay/internal/event"
 )
 
 // Problem is one thing wrong with the routes or options given to New, as
@@ -86,13 +89,13 @@ func checkOptions(o Options, add addFunc) {
 	}
 }
 
-func checkDeadLetter(c DeadLetterConfig, add addFunc) {
+func checkDeadLetter(c deadletter.Config, add addFunc) {
 	notNegative(add, "MaxAge", c.MaxAge)
 	notNegative(add, "DuplicateWindow", c.DuplicateWindow)
 	notNegative(add, "PublishTimeout", c.PublishTimeout)
 	notNegative(add, "Replicas", c.Replicas)
-	maxAge := or(c.MaxAge, DefaultDeadLetterMaxAge)
-	if w := or(c.DuplicateWindow, DefaultDuplicateWindow); w > maxAge {
+	maxAge := or(c.MaxAge, deadletter.DefaultMaxAge)
+	if w := or(c.DuplicateWindow, deadletter.DefaultDuplicateWindow); w > maxAge {
 		add("DuplicateWindow", "%v is longer than the maximum age %v", w, maxAge)
 	}
 }
@@ -112,8 +115,8 @@ func checkRoute(r Route, add addFunc) {
 	if d.Deliver != DeliverAll && d.Deliver != DeliverNew {
 		add("Deliver", "%q is not %q or %q", d.Deliver, DeliverAll, DeliverNew)
 	}
-	if d.Contract.Format != BodyJSON && d.Contract.Format != BodyText {
-		add("Contract.Format", "%q is not %q or %q", d.Contract.Format, BodyJSON, BodyText)
+	if d.Contract.Format != event.BodyJSON && d.Contract.Format != event.BodyText {
+		add("Contract.Format", "%q is not %q or %q", d.Contract.Format, event.BodyJSON, event.BodyText)
 	}
 	if d.Ordering != OrderNone && d.Ordering != OrderByConversationKey {
 		add("Ordering", "%q is not %q or %q", d.Ordering, OrderNone, OrderByConversationKey)

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/agentrelay/agentrelay/consumer"
+	"github.com/agentrelay/agentrelay/internal/deadletter"
 )
 
 // Check is the one place that decides what the relay accepts: zero means
@@ -39,7 +40,7 @@ func TestCheckRefusesWhatDefaultsWouldHaveToAdjust(t *testing.T) {
 		{name: "pull expiry too short for the heartbeat", opts: consumer.Options{PullExpiry: 2 * time.Second}, want: "PullExpiry"},
 		{name: "default pull expiry too short for a long heartbeat", opts: consumer.Options{PullHeartbeat: 3 * time.Second}, want: "PullExpiry"},
 		{name: "pull expiry just long enough", opts: consumer.Options{PullExpiry: 3 * time.Second, PullHeartbeat: time.Second}, want: ""},
-		{name: "duplicate window longer than max age", opts: consumer.Options{DeadLetter: consumer.DeadLetterConfig{MaxAge: 30 * time.Minute}}, want: "DeadLetter.DuplicateWindow"},
+		{name: "duplicate window longer than max age", opts: consumer.Options{DeadLetter: deadletter.Config{MaxAge: 30 * time.Minute}}, want: "DeadLetter.DuplicateWindow"},
 		{name: "negative drain grace", opts: consumer.Options{DrainGrace: -time.Second}, want: "DrainGrace"},
 		{name: "same name twice", route2: &consumer.Route{Name: "r", Stream: "T"}, want: "Name"},
 		{name: "same default durable on one stream", route2: &consumer.Route{Name: "q", Stream: "S", Durable: "agentrelay-r"}, want: "Durable"},

@@ -4,6 +4,8 @@ import (
 	"time"
 
 	"github.com/agentrelay/agentrelay/agentapi"
+	"github.com/agentrelay/agentrelay/internal/deadletter"
+	"github.com/agentrelay/agentrelay/internal/verdict"
 )
 
 // Classes an attempt can end in besides the API's response classes
@@ -16,58 +18,11 @@ const (
 	ClassGated agentapi.Class = "gated"
 )
 
-// Reason is the machine-readable reason a message was dead-lettered. It is
-// carried in the dead letter's Agentrelay-Reason header and as a metric
-// label, so the set is small and fixed.
-type Reason string
-
-// Dead-letter reasons.
-const (
-	// Poison messages, dead-lettered without calling the API.
-	ReasonInvalidJSON            Reason = "invalid_json"             // body is not the API's JSON object
-	ReasonMissingInput           Reason = "missing_input"            // input absent or empty
-	ReasonInputTooLarge          Reason = "input_too_large"          // input (or body) over the route's limit
-	ReasonInvalidUTF8            Reason = "invalid_utf8"             // body or text fields not valid UTF-8
-	ReasonInvalidIdempotencyKey  Reason = "invalid_idempotency_key"  // message id unusable as a header value
-	ReasonInvalidConversationKey Reason = "invalid_conversation_key" // conversation key too long or with control characters
-
-	// Permanent answers of the API.
-	ReasonBadRequest Reason = "bad_request" // 400
-	ReasonForbidden  Reason = "forbidden"   // 403
-	ReasonNotFound   Reason = "not_found"   // 404
-	ReasonRejected   Reason = "rejected"    // any other 4xx that retrying cannot fix (405, 413, 422, ...)
-
-	// ReasonMaxAttempts: a retryable failure on the last allowed attempt.
-	ReasonMaxAttempts Reason = "max_attempts"
-)
-
-// Verdict is what happens to a message.
-type Verdict uint8
-
-// Verdicts.
-const (
-	VerdictAck        Verdict = iota + 1 // the API accepted it: remove it from the stream
-	VerdictRetry                         // nak with Action.Delay: redeliver later with the same key
-	VerdictDeadLetter                    // copy to the dead-letter stream, then terminate
-)
-
-func (v Verdict) String() string {
-	switch v {
-	case VerdictAck:
-		return "ack"
-	case VerdictRetry:
-		return "retry"
-	case VerdictDeadLetter:
-		return "dead_letter"
-	}
-	return "unknown"
-}
-
 // Outcome is how one attempt at a message ended.
 type Outcome struct {
 	Class  agentapi.Class
-	Reason Reason // for ClassPoison: which rule the message broke
-	Status int    // HTTP status, 0 when there was no answer
+	Reason deadletter.Reason // for ClassPoison: which rule the message broke
+	Status int               // HTTP status, 0 when there was no answer
 	// RetryAfter is the API's Retry-After; for a route-wide outcome, the
 	// wait until the route's next probe.
 	RetryAfter time.Duration
@@ -92,9 +47,9 @@ type Attempts struct {
 
 // Action is the decision for a message.
 type Action struct {
-	Verdict Verdict
-	Delay   time.Duration // for Retry
-	Reason  Reason        // for DeadLetter
+	Verdict verdict.Verdict
+	Delay   time.Duration     // for Retry
+	Reason  deadletter.Reason // for DeadLetter
 }
 
 // RetryPolicy bounds retries of a route. The zero value of each field means
@@ -102,7 +57,7 @@ type Action struct {
 type RetryPolicy struct {
 	// MaxAttempts is the number of failures of a message's own (a 5xx,
 	// timeout or network error while its route is healthy) after which it
-	// is dead-lettered with ReasonMaxAttempts. Default 10. Whatever the
+	// is dead-lettered with deadletter.ReasonMaxAttempts. Default 10. Whatever the
 	// cause, a message delivered DeliveryCapFactor × MaxAttempts times is
 	// dead-lettered on its next failure of its own.
 	MaxAttempts int
@@ -165,41 +120,41 @@ func (p RetryPolicy) WithDefaults() RetryPolicy {
 func Decide(o Outcome, a Attempts, p RetryPolicy, jitter float64) Action {
 	switch o.Class {
 	case agentapi.ClassAccepted:
-		return Action{Verdict: VerdictAck}
+		return Action{Verdict: verdict.Ack}
 	case ClassPoison:
-		return Action{Verdict: VerdictDeadLetter, Reason: o.Reason}
+		return Action{Verdict: verdict.DeadLetter, Reason: o.Reason}
 	case agentapi.ClassBadRequest:
-		return Action{Verdict: VerdictDeadLetter, Reason: ReasonBadRequest}
+		return Action{Verdict: verdict.DeadLetter, Reason: deadletter.ReasonBadRequest}
 	case agentapi.ClassForbidden:
-		return Action{Verdict: VerdictDeadLetter, Reason: ReasonForbidden}
+		return Action{Verdict: verdict.DeadLetter, Reason: deadletter.ReasonForbidden}
 	case agentapi.ClassNotFound:
-		return Action{Verdict: VerdictDeadLetter, Reason: ReasonNotFound}
+		return Action{Verdict: verdict.DeadLetter, Reason: deadletter.ReasonNotFound}
 	case agentapi.ClassClientError:
-		return Action{Verdict: VerdictDeadLetter, Reason: ReasonRejected}
+		return Action{Verdict: verdict.DeadLetter, Reason: deadletter.ReasonRejected}
 	case agentapi.ClassCanceled:
 		// We are shutting down: hand the message back at once so another
 		// replica takes it.
-		return Action{Verdict: VerdictRetry}
+		return Action{Verdict: verdict.Retry}
 	}
 	if o.RouteWide || o.Class == ClassGated {
 		// Not the message's fault: wait for the route's next probe
 		// (spread a little so the backlog does not return as a herd),
 		// never longer for having waited before, never a dead letter.
 		wait := max(o.RetryAfter, 100*time.Millisecond)
-		return Action{Verdict: VerdictRetry, Delay: wait + time.Duration(jitter*float64(wait)/4)}
+		return Action{Verdict: verdict.Retry, Delay: wait + time.Duration(jitter*float64(wait)/4)}
 	}
 	if o.Class == agentapi.ClassRateLimited {
 		// The agent is busy, not the message bad: come back when the
 		// API says (AIMD meanwhile lowers the route's concurrency).
-		return Action{Verdict: VerdictRetry, Delay: Backoff(p, 1, o.RetryAfter, jitter)}
+		return Action{Verdict: verdict.Retry, Delay: Backoff(p, 1, o.RetryAfter, jitter)}
 	}
 	// Everything else may succeed later: 5xx, 408, timeouts, network
 	// errors, 1xx/3xx from something in the way, and 401 or 409 when
 	// route health is off.
 	if a.Failed >= p.MaxAttempts || a.Delivered >= DeliveryCapFactor*p.MaxAttempts {
-		return Action{Verdict: VerdictDeadLetter, Reason: ReasonMaxAttempts}
+		return Action{Verdict: verdict.DeadLetter, Reason: deadletter.ReasonMaxAttempts}
 	}
-	return Action{Verdict: VerdictRetry, Delay: Backoff(p, a.Failed, o.RetryAfter, jitter)}
+	return Action{Verdict: verdict.Retry, Delay: Backoff(p, a.Failed, o.RetryAfter, jitter)}
 }
 
 // Backoff is the delay before the next attempt after a message's

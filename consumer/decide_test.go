@@ -7,6 +7,8 @@ import (
 
 	"github.com/agentrelay/agentrelay/agentapi"
 	. "github.com/agentrelay/agentrelay/consumer"
+	"github.com/agentrelay/agentrelay/internal/deadletter"
+	"github.com/agentrelay/agentrelay/internal/verdict"
 )
 
 // The response-class table. Each row is a row of the README's table; the
@@ -19,7 +21,7 @@ func TestDecideTable(t *testing.T) {
 	t.Parallel()
 	p := RetryPolicy{}.WithDefaults()
 	const jitter = 1.0
-	poison := func(r Reason) Outcome { return Outcome{Class: ClassPoison, Reason: r} }
+	poison := func(r deadletter.Reason) Outcome { return Outcome{Class: ClassPoison, Reason: r} }
 	http := func(status int) Outcome { return Outcome{Class: agentapi.ClassOf(status), Status: status} }
 	retryAfter := func(o Outcome, d time.Duration) Outcome { o.RetryAfter = d; return o }
 	routeWide := func(o Outcome, nextProbe time.Duration) Outcome {
@@ -27,9 +29,9 @@ func TestDecideTable(t *testing.T) {
 		return o
 	}
 	of := func(c agentapi.Class) Outcome { return Outcome{Class: c} }
-	ack := Action{Verdict: VerdictAck}
-	dead := func(r Reason) Action { return Action{Verdict: VerdictDeadLetter, Reason: r} }
-	retry := func(d time.Duration) Action { return Action{Verdict: VerdictRetry, Delay: d} }
+	ack := Action{Verdict: verdict.Ack}
+	dead := func(r deadletter.Reason) Action { return Action{Verdict: verdict.DeadLetter, Reason: r} }
+	retry := func(d time.Duration) Action { return Action{Verdict: verdict.Retry, Delay: d} }
 	own := func(failures int) Attempts { return Attempts{Delivered: failures, Failed: failures} }
 	first := Attempts{Delivered: 1}
 
@@ -43,19 +45,19 @@ func TestDecideTable(t *testing.T) {
 		{"202 after many deliveries: ack", http(202), Attempts{Delivered: 60}, ack},
 		{"other 2xx (200, 204): retry, never ack (only 202 means queued)", http(200), own(1), retry(time.Second)},
 		{"204: retry, never ack", http(204), own(1), retry(time.Second)},
-		{"200 as the 10th failure: dead letter max_attempts", http(200), own(10), dead(ReasonMaxAttempts)},
+		{"200 as the 10th failure: dead letter max_attempts", http(200), own(10), dead(deadletter.ReasonMaxAttempts)},
 
-		{"poison invalid JSON: dead letter at once", poison(ReasonInvalidJSON), first, dead(ReasonInvalidJSON)},
-		{"poison missing input: dead letter at once", poison(ReasonMissingInput), first, dead(ReasonMissingInput)},
-		{"poison input too large: dead letter at once", poison(ReasonInputTooLarge), first, dead(ReasonInputTooLarge)},
-		{"poison invalid UTF-8: dead letter at once", poison(ReasonInvalidUTF8), first, dead(ReasonInvalidUTF8)},
-		{"poison bad idempotency key: dead letter at once", poison(ReasonInvalidIdempotencyKey), first, dead(ReasonInvalidIdempotencyKey)},
+		{"poison invalid JSON: dead letter at once", poison(deadletter.ReasonInvalidJSON), first, dead(deadletter.ReasonInvalidJSON)},
+		{"poison missing input: dead letter at once", poison(deadletter.ReasonMissingInput), first, dead(deadletter.ReasonMissingInput)},
+		{"poison input too large: dead letter at once", poison(deadletter.ReasonInputTooLarge), first, dead(deadletter.ReasonInputTooLarge)},
+		{"poison invalid UTF-8: dead letter at once", poison(deadletter.ReasonInvalidUTF8), first, dead(deadletter.ReasonInvalidUTF8)},
+		{"poison bad idempotency key: dead letter at once", poison(deadletter.ReasonInvalidIdempotencyKey), first, dead(deadletter.ReasonInvalidIdempotencyKey)},
 
-		{"400 Bad Request: dead letter at once", http(400), first, dead(ReasonBadRequest)},
-		{"403 Forbidden: dead letter at once", http(403), first, dead(ReasonForbidden)},
-		{"404 Not Found: dead letter at once", http(404), first, dead(ReasonNotFound)},
-		{"other 4xx (422): dead letter at once", http(422), first, dead(ReasonRejected)},
-		{"other 4xx (413): dead letter at once", http(413), first, dead(ReasonRejected)},
+		{"400 Bad Request: dead letter at once", http(400), first, dead(deadletter.ReasonBadRequest)},
+		{"403 Forbidden: dead letter at once", http(403), first, dead(deadletter.ReasonForbidden)},
+		{"404 Not Found: dead letter at once", http(404), first, dead(deadletter.ReasonNotFound)},
+		{"other 4xx (422): dead letter at once", http(422), first, dead(deadletter.ReasonRejected)},
+		{"other 4xx (413): dead letter at once", http(413), first, dead(deadletter.ReasonRejected)},
 
 		{"401 (route health stops the route): wait for the next probe", routeWide(http(401), time.Second), first, retry(1250 * time.Millisecond)},
 		{"409 (route health stops the route): wait for the next probe", routeWide(http(409), 2*time.Second), own(3), retry(2500 * time.Millisecond)},
@@ -78,9 +80,9 @@ func TestDecideTable(t *testing.T) {
 		{"3xx (not followed): retry", http(302), own(1), retry(time.Second)},
 		{"401 with route health off: retry with backoff", http(401), own(2), retry(2 * time.Second)},
 
-		{"503 as the 10th failure: dead letter max_attempts", http(503), own(10), dead(ReasonMaxAttempts)},
-		{"timeout as the 10th failure: dead letter max_attempts", of(agentapi.ClassTimeout), own(10), dead(ReasonMaxAttempts)},
-		{"own failure after 50 deliveries of any cause: dead letter max_attempts", http(500), Attempts{Delivered: 50, Failed: 1}, dead(ReasonMaxAttempts)},
+		{"503 as the 10th failure: dead letter max_attempts", http(503), own(10), dead(deadletter.ReasonMaxAttempts)},
+		{"timeout as the 10th failure: dead letter max_attempts", of(agentapi.ClassTimeout), own(10), dead(deadletter.ReasonMaxAttempts)},
+		{"own failure after 50 deliveries of any cause: dead letter max_attempts", http(500), Attempts{Delivered: 50, Failed: 1}, dead(deadletter.ReasonMaxAttempts)},
 
 		{"canceled by our shutdown: hand back at once", of(agentapi.ClassCanceled), own(3), retry(0)},
 		{"canceled on the last attempt: hand back, no dead letter", of(agentapi.ClassCanceled), own(10), retry(0)},
@@ -97,9 +99,9 @@ func TestDecideHonoursThePolicy(t *testing.T) {
 	p := RetryPolicy{MaxAttempts: 3, InitialBackoff: 100 * time.Millisecond, MaxBackoff: time.Second, Multiplier: 3, MaxRetryAfter: 2 * time.Second}
 	net := Outcome{Class: agentapi.ClassNetwork, Err: errors.New("reset")}
 	for attempt, want := range map[int]Action{
-		1: {Verdict: VerdictRetry, Delay: 100 * time.Millisecond},
-		2: {Verdict: VerdictRetry, Delay: 300 * time.Millisecond},
-		3: {Verdict: VerdictDeadLetter, Reason: ReasonMaxAttempts},
+		1: {Verdict: verdict.Retry, Delay: 100 * time.Millisecond},
+		2: {Verdict: verdict.Retry, Delay: 300 * time.Millisecond},
+		3: {Verdict: verdict.DeadLetter, Reason: deadletter.ReasonMaxAttempts},
 	} {
 		if got := Decide(net, Attempts{Delivered: attempt, Failed: attempt}, p, 1); got != want {
 			t.Errorf("attempt %d: got %+v, want %+v", attempt, got, want)

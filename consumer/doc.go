@@ -12,6 +12,6 @@
 // The choice is made by one pure function, Decide, from the Outcome of the
 // attempt, the delivery attempt number and the route's RetryPolicy. The rest
 // of the package is the I/O around it: pulling (Relay, sized to each route's
-// free in-flight slots), decoding the message contract (DecodeEvent,
-// IdempotencyKey), the circuit breaker per route, and DeadLetter.
+// free in-flight slots), route health, ordering, and settling. The message
+// contract is internal/event's, the dead-letter stream internal/deadletter's.
 package consumer

@@ -4,6 +4,7 @@ import (
 	"time"
 
 	"github.com/agentrelay/agentrelay/agentapi"
+	"github.com/agentrelay/agentrelay/internal/verdict"
 )
 
 // giveBack returns a message to the stream at once (a nak without delay),
@@ -67,7 +68,7 @@ func (rn *runner) handBackAhead() {
 	for _, a := range ahead {
 		a.ka.stop()
 		rn.m.Received()
-		rn.m.Finished(VerdictRetry, string(agentapi.ClassCanceled), 0, 0)
+		rn.m.Finished(verdict.Retry, string(agentapi.ClassCanceled), 0, 0)
 		rn.giveBack(a.msg)
 	}
 }

@@ -11,6 +11,8 @@ import (
 
 	"github.com/agentrelay/agentrelay/agentapi"
 	"github.com/agentrelay/agentrelay/internal/deadletter"
+	"github.com/agentrelay/agentrelay/internal/event"
+	"github.com/agentrelay/agentrelay/internal/verdict"
 )
 
 // delivery is one delivery of a message being handled.
@@ -80,7 +82,7 @@ func (rn *runner) handle(msg inbound) {
 	defer ka.stop()
 
 	h := msg.Headers()
-	key, keyErr := IdempotencyKey(h, md)
+	key, keyErr := event.IdempotencyKey(h, md)
 	d.key = key
 	ev, reason, decodeErr := rn.route.Contract.Decode(msg.Data(), h)
 	jitter := rn.relay.opts.Jitter()
@@ -88,7 +90,7 @@ func (rn *runner) handle(msg inbound) {
 		var out Outcome
 		switch {
 		case keyErr != nil:
-			out = Outcome{Class: ClassPoison, Reason: ReasonInvalidIdempotencyKey, Err: keyErr}
+			out = Outcome{Class: ClassPoison, Reason: deadletter.ReasonInvalidIdempotencyKey, Err: keyErr}
 		case reason != "":
 			out = Outcome{Class: ClassPoison, Reason: reason, Err: decodeErr}
 		default:
@@ -99,7 +101,7 @@ func (rn *runner) handle(msg inbound) {
 			d.attempts.Failed = rn.failed(md.Sequence.Stream)
 		}
 		act := Decide(out, d.attempts, rn.route.Retry, jitter)
-		if rn.order != nil && act.Verdict == VerdictRetry && act.Delay > 0 && rn.retryInPlace(act.Delay) {
+		if rn.order != nil && act.Verdict == verdict.Retry && act.Delay > 0 && rn.retryInPlace(act.Delay) {
 			// An ordered event is retried where it is: a nak would let
 			// the next event of its key overtake it.
 			rn.logSettled(slog.LevelInfo, "retrying in place (ordered)", d, out, act, nil)
@@ -107,10 +109,10 @@ func (rn *runner) handle(msg inbound) {
 			jitter = rn.relay.opts.Jitter()
 			continue
 		}
-		if rn.order != nil && act.Verdict == VerdictRetry {
+		if rn.order != nil && act.Verdict == verdict.Retry {
 			act.Delay = 0 // handed back (drain, or another replica owns the route now): at once, in order
 		}
-		if rn.order != nil && act.Verdict == VerdictDeadLetter && ev.ConversationKey != "" {
+		if rn.order != nil && act.Verdict == verdict.DeadLetter && ev.ConversationKey != "" {
 			d.ordered = ev.ConversationKey
 			d.next, d.hasNext = rn.order.next(ev.ConversationKey, md)
 		}
@@ -120,7 +122,7 @@ func (rn *runner) handle(msg inbound) {
 			// before it. Try again after a backoff, or hand it back if the
 			// relay drains or another replica owns the route now.
 			if !rn.retryInPlace(Backoff(rn.route.Retry, max(d.attempts.Failed, 1), 0, jitter)) {
-				act = Action{Verdict: VerdictRetry}
+				act = Action{Verdict: verdict.Retry}
 			}
 		}
 		if rn.order != nil {
@@ -337,13 +339,13 @@ func (rn *runner) settle(d delivery, out Outcome, act Action, jitter float64) (h
 	logMsg := "retrying"
 	var settleErr error
 	switch act.Verdict {
-	case VerdictAck:
+	case verdict.Ack:
 		level, logMsg = rn.accepted(d), "accepted"
 		rn.forget(d.md.Sequence.Stream)
 		if settleErr = msg.Ack(); settleErr != nil {
 			rn.m.SettleFailed("ack")
 		}
-	case VerdictRetry:
+	case verdict.Retry:
 		if out.RouteWide || out.Class == ClassGated || out.Class == agentapi.ClassCanceled {
 			level = slog.LevelDebug
 		}
@@ -354,23 +356,24 @@ func (rn *runner) settle(d delivery, out Outcome, act Action, jitter float64) (h
 		} else {
 			rn.giveBack(msg)
 		}
-	case VerdictDeadLetter:
-		ctx, cancel := context.WithTimeout(context.Background(), rn.relay.dl.cfg.PublishTimeout)
-		stored, err := rn.relay.dl.PublishLetter(ctx, msg, d.md, Letter{
-			Reason:    act.Reason,
-			Outcome:   out,
-			Route:     rn.route.Name,
-			TriggerID: rn.route.Agent.ID().String(),
-			Key:       d.key,
-			Attempts:  d.attempts.Delivered,
-			Ordered:   d.ordered,
-			Next:      d.next,
-			HasNext:   d.hasNext,
-		})
+	case verdict.DeadLetter:
+		ctx, cancel := context.WithTimeout(context.Background(), rn.relay.opts.DeadLetter.PublishTimeout)
+		f := deadletter.Facts{
+			Reason: string(act.Reason), Class: string(out.Class), Status: out.Status,
+			Route: rn.route.Name, TriggerID: rn.route.Agent.ID().String(),
+			Attempts: d.attempts.Delivered, IdempotencyKey: d.key, OrderedKey: d.ordered,
+		}
+		if out.Err != nil {
+			f.Error = out.Err.Error()
+		}
+		if d.hasNext {
+			f.NextSeq = d.next
+		}
+		stored, err := rn.relay.dl.Publish(ctx, msg, d.md, f)
 		cancel()
 		if err != nil {
 			rn.m.DeadLetterFailed()
-			act = Action{Verdict: VerdictRetry, Delay: Backoff(rn.route.Retry, d.attempts.Failed, 0, jitter), Reason: act.Reason}
+			act = Action{Verdict: verdict.Retry, Delay: Backoff(rn.route.Retry, d.attempts.Failed, 0, jitter), Reason: act.Reason}
 			level, logMsg = slog.LevelError, "dead-letter publish failed; keeping the message and retrying"
 			out.Err = fmt.Errorf("%w (dead-letter publish: %w)", out.Err, err)
 			if rn.order != nil {
@@ -432,9 +435,9 @@ func (rn *runner) logSettled(level slog.Level, logMsg string, d delivery, out Ou
 		attrs = append(attrs, slog.Int("status", out.Status))
 	}
 	switch act.Verdict {
-	case VerdictRetry:
+	case verdict.Retry:
 		attrs = append(attrs, slog.Duration("delay", act.Delay))
-	case VerdictDeadLetter:
+	case verdict.DeadLetter:
 		attrs = append(attrs, slog.String("reason", string(act.Reason)))
 	}
 	if out.Err != nil {

@@ -16,6 +16,8 @@ import (
 	"github.com/agentrelay/agentrelay/agentapi"
 	"github.com/agentrelay/agentrelay/agentapi/emulator"
 	"github.com/agentrelay/agentrelay/consumer"
+	"github.com/agentrelay/agentrelay/internal/deadletter"
+	"github.com/agentrelay/agentrelay/internal/event"
 	"github.com/agentrelay/agentrelay/internal/subject"
 	"github.com/agentrelay/agentrelay/internal/telemetry"
 	"github.com/agentrelay/agentrelay/internal/testenv"
@@ -24,7 +26,7 @@ import (
 const (
 	stream   = "EVENTS"
 	tok      = "tok-test-5b2e"
-	dlStream = consumer.DefaultDeadLetterStream
+	dlStream = deadletter.DefaultStream
 )
 
 // harness is a real nats-server, the emulator on loopback, and relays
@@ -272,7 +274,7 @@ func (h *harness) deadLetters() []*jetstream.RawStreamMsg {
 func (h *harness) deadLetterBy(key string) *jetstream.RawStreamMsg {
 	h.t.Helper()
 	for _, m := range h.deadLetters() {
-		if m.Header.Get(consumer.HeaderIdempotencyKey) == key {
+		if m.Header.Get(event.HeaderIdempotencyKey) == key {
 			return m
 		}
 	}

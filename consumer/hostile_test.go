@@ -17,6 +17,7 @@ import (
 	"github.com/agentrelay/agentrelay/agentapi/emulator"
 	"github.com/agentrelay/agentrelay/consumer"
 	"github.com/agentrelay/agentrelay/internal/deadletter"
+	"github.com/agentrelay/agentrelay/internal/event"
 	"github.com/agentrelay/agentrelay/internal/testenv"
 )
 
@@ -31,7 +32,7 @@ func TestMessageCannotRedirectTheRequest(t *testing.T) {
 	h := newHarness(t, emulator.WithTrigger("agtch_safe", true))
 	r := h.route("safe", "events.safe.>", h.agent("agtch_safe"))
 	text := h.route("safetext", "events.safetext.>", h.agent("agtch_safe"))
-	text.Contract.Format = consumer.BodyText
+	text.Contract.Format = event.BodyText
 	h.start(r, text)
 
 	hostileKeys := []string{
@@ -39,7 +40,7 @@ func TestMessageCannotRedirectTheRequest(t *testing.T) {
 		"a\r\nX-Injected: 1", "a\nb", "a\x00b", "ｅvil", "аpple" /* Cyrillic a */, "a b", "a?x=1", "a#f", "a\\b",
 		"\x1b[2J", "\u202eevil", strings.Repeat("k", 256), strings.Repeat("k", 10_000),
 	}
-	want := map[string]consumer.Reason{} // by subject
+	want := map[string]deadletter.Reason{} // by subject
 	for i, k := range hostileKeys {
 		for j, hdr := range []string{"Nats-Msg-Id", "Idempotency-Key"} {
 			subject := fmt.Sprintf("events.safe.hk-%d-%d", i, j)
@@ -49,7 +50,7 @@ func TestMessageCannotRedirectTheRequest(t *testing.T) {
 			}
 			ack := h.nats.Publish(t, &nats.Msg{Subject: subject, Data: []byte(fmt.Sprintf(`{"input":"key %d %d"}`, i, j)), Header: hd})
 			if !ack.Duplicate { // CR/LF reach NATS as spaces: "a\nb" is "a b" again
-				want[subject] = consumer.ReasonInvalidIdempotencyKey
+				want[subject] = deadletter.ReasonInvalidIdempotencyKey
 			}
 		}
 	}
@@ -58,7 +59,7 @@ func TestMessageCannotRedirectTheRequest(t *testing.T) {
 	for i, ck := range []string{"a\x00b", "\x1b[2J", "a\x7fb", "a\u0085b", strings.Repeat("c", 1025)} {
 		subject := fmt.Sprintf("events.safetext.ck-%d", i)
 		h.publish(subject, fmt.Sprintf("conversation key %d", i), nats.Header{"Conversation-Key": {ck}}, fmt.Sprintf("ck-%d", i))
-		want[subject] = consumer.ReasonInvalidConversationKey
+		want[subject] = deadletter.ReasonInvalidConversationKey
 	}
 	for i, ck := range []string{"a\r\nX-Injected: 1", "\x00", "\x1b]0;t\x07", strings.Repeat("c", 1025)} {
 		subject := fmt.Sprintf("events.safe.cj-%d", i)
@@ -67,7 +68,7 @@ func TestMessageCannotRedirectTheRequest(t *testing.T) {
 			t.Fatal(err)
 		}
 		h.publish(subject, string(body), nil, fmt.Sprintf("cj-%d", i))
-		want[subject] = consumer.ReasonInvalidConversationKey
+		want[subject] = deadletter.ReasonInvalidConversationKey
 	}
 	// Hostile text in the input and an odd but valid conversation key are
 	// data, not addressing: sent, escaped, to the right place.
@@ -93,10 +94,10 @@ func TestMessageCannotRedirectTheRequest(t *testing.T) {
 		t.Errorf("ledger %+v: the input and key were not carried as data", l)
 	}
 	dls := h.deadLetters()
-	got := map[string]consumer.Reason{}
+	got := map[string]deadletter.Reason{}
 	for _, m := range dls {
 		subject := m.Header.Get(deadletter.HeaderSubject)
-		got[subject] = consumer.Reason(m.Header.Get(deadletter.HeaderReason))
+		got[subject] = deadletter.Reason(m.Header.Get(deadletter.HeaderReason))
 		if e := m.Header.Get(deadletter.HeaderError); strings.ContainsAny(e, "\r\n\x00\x1b") || len(e) > 1024 {
 			t.Errorf("%s: error header unbounded or with control bytes: %q", subject, e)
 		}
@@ -118,7 +119,7 @@ func TestInvalidUTF8IsDeadLetteredUnmangled(t *testing.T) {
 	h := newHarness(t, emulator.WithTrigger("agtch_u", true))
 	j := h.route("uj", "events.uj.>", h.agent("agtch_u"))
 	tx := h.route("ut", "events.ut.>", h.agent("agtch_u"))
-	tx.Contract.Format = consumer.BodyText
+	tx.Contract.Format = event.BodyText
 	h.start(j, tx)
 	bodies := map[string][]byte{
 		"uj-1": []byte("{\"input\":\"caf\xe9\"}"),
@@ -138,7 +139,7 @@ func TestInvalidUTF8IsDeadLetteredUnmangled(t *testing.T) {
 			t.Errorf("%s: not dead-lettered", id)
 			continue
 		}
-		if dl.Header.Get(deadletter.HeaderReason) != string(consumer.ReasonInvalidUTF8) {
+		if dl.Header.Get(deadletter.HeaderReason) != string(deadletter.ReasonInvalidUTF8) {
 			t.Errorf("%s: reason %q", id, dl.Header.Get(deadletter.HeaderReason))
 		}
 		if !bytes.Equal(dl.Data, b) {
@@ -153,19 +154,19 @@ func TestInvalidUTF8IsDeadLetteredUnmangled(t *testing.T) {
 // Not parallel: it reads the process's allocation counter, which the
 // parallel tests would add to.
 func TestOversizedInputIsRefusedCheaply(t *testing.T) {
-	c := consumer.Contract{MaxInputBytes: 1024}.WithDefaults()
+	c := event.Contract{MaxInputBytes: 1024}.WithDefaults()
 	huge := []byte(`{"input":"` + strings.Repeat("x", 900<<10) + `"}`)
 	for name, tc := range map[string]struct {
-		c    consumer.Contract
+		c    event.Contract
 		body []byte
 		h    nats.Header
-		want consumer.Reason
+		want deadletter.Reason
 	}{
-		"JSON body":              {c, huge, nil, consumer.ReasonInputTooLarge},
-		"text body":              {consumer.Contract{Format: consumer.BodyText, MaxInputBytes: 1024}.WithDefaults(), huge, nil, consumer.ReasonInputTooLarge},
-		"conversation key":       {consumer.Contract{Format: consumer.BodyText}.WithDefaults(), []byte("x"), nats.Header{"Conversation-Key": {strings.Repeat("k", 900<<10)}}, consumer.ReasonInvalidConversationKey},
-		"JSON input over limit":  {c, []byte(`{"input":"` + strings.Repeat("x", 2048) + `"}`), nil, consumer.ReasonInputTooLarge},
-		"invalid UTF-8, too big": {c, append(bytes.Repeat([]byte{0xff}, 900<<10), '}'), nil, consumer.ReasonInputTooLarge},
+		"JSON body":              {c, huge, nil, deadletter.ReasonInputTooLarge},
+		"text body":              {event.Contract{Format: event.BodyText, MaxInputBytes: 1024}.WithDefaults(), huge, nil, deadletter.ReasonInputTooLarge},
+		"conversation key":       {event.Contract{Format: event.BodyText}.WithDefaults(), []byte("x"), nats.Header{"Conversation-Key": {strings.Repeat("k", 900<<10)}}, deadletter.ReasonInvalidConversationKey},
+		"JSON input over limit":  {c, []byte(`{"input":"` + strings.Repeat("x", 2048) + `"}`), nil, deadletter.ReasonInputTooLarge},
+		"invalid UTF-8, too big": {c, append(bytes.Repeat([]byte{0xff}, 900<<10), '}'), nil, deadletter.ReasonInputTooLarge},
 	} {
 		before := allocated()
 		_, reason, _ := tc.c.Decode(tc.body, tc.h)
@@ -180,7 +181,7 @@ func TestOversizedInputIsRefusedCheaply(t *testing.T) {
 	// A hostile key of any length is refused by its length first.
 	h := nats.Header{"Nats-Msg-Id": {strings.Repeat("k", 900<<10)}}
 	before := allocated()
-	if _, err := consumer.IdempotencyKey(h, md("S", 1, time.Unix(1, 0))); err == nil {
+	if _, err := event.IdempotencyKey(h, &jetstream.MsgMetadata{Stream: "S", Sequence: jetstream.SequencePair{Stream: 1}, Timestamp: time.Unix(1, 0)}); err == nil {
 		t.Error("a 900 KiB key accepted")
 	}
 	if grew := allocated() - before; grew > 64<<10 {
@@ -274,7 +275,7 @@ func TestAnEmptyMessageWithAStatusHeaderIsStillAMessage(t *testing.T) {
 	h.start(r)
 	h.publish("events.st.1", "", nats.Header{"Status": {"409"}, "Description": {"Leadership Change"}}, "status-1")
 	h.waitSettled(10*time.Second, "st")
-	if dl := h.deadLetterBy("status-1"); dl == nil || dl.Header.Get(deadletter.HeaderReason) != string(consumer.ReasonInvalidJSON) {
+	if dl := h.deadLetterBy("status-1"); dl == nil || dl.Header.Get(deadletter.HeaderReason) != string(deadletter.ReasonInvalidJSON) {
 		t.Errorf("dead letter: %v", dl)
 	}
 	if d := h.consumerInfo("agentrelay-st").Delivered.Consumer; d != 1 {
@@ -296,8 +297,8 @@ func TestUnusableKeyIsKeptApartInTheDeadLetter(t *testing.T) {
 		t.Fatalf("%d dead letters", len(dls))
 	}
 	hd := dls[0].Header
-	if hd.Get(deadletter.HeaderReason) != string(consumer.ReasonInvalidIdempotencyKey) ||
-		hd.Get(consumer.HeaderIdempotencyKey) != "" ||
+	if hd.Get(deadletter.HeaderReason) != string(deadletter.ReasonInvalidIdempotencyKey) ||
+		hd.Get(event.HeaderIdempotencyKey) != "" ||
 		hd.Get(deadletter.HeaderOriginalPrefix+"Idempotency-Key") != "bad/key" {
 		t.Errorf("headers %v", hd)
 	}

@@ -4,6 +4,7 @@ import (
 	"time"
 
 	"github.com/agentrelay/agentrelay/agentapi"
+	"github.com/agentrelay/agentrelay/internal/verdict"
 )
 
 func (rn *runner) signal() {
@@ -134,7 +135,7 @@ func (rn *runner) delivered(msg *pulledMsg) {
 	}
 	if draining {
 		rn.m.Received()
-		rn.m.Finished(VerdictRetry, string(agentapi.ClassCanceled), 0, 0)
+		rn.m.Finished(verdict.Retry, string(agentapi.ClassCanceled), 0, 0)
 		rn.giveBack(msg)
 		rn.signal()
 		return

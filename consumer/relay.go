@@ -17,6 +17,8 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/agentrelay/agentrelay/internal/backoff"
+	"github.com/agentrelay/agentrelay/internal/deadletter"
+	"github.com/agentrelay/agentrelay/internal/observe"
 )
 
 // Relay defaults.
@@ -37,9 +39,9 @@ type Options struct {
 	Logger *slog.Logger
 	// Observer is told what the relay does, for metrics. Default: nothing
 	// is observed.
-	Observer Observer
+	Observer observe.Observer
 	// DeadLetter describes the dead-letter stream.
-	DeadLetter DeadLetterConfig
+	DeadLetter deadletter.Config
 	// DrainGrace is how long in-flight calls may run after Run's context
 	// ends before they are canceled and their messages handed back.
 	// Default DefaultDrainGrace.
@@ -76,7 +78,7 @@ func (o Options) withDefaults() Options {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
 	if o.Observer == nil {
-		o.Observer = nopObserver{}
+		o.Observer = observe.Nop{}
 	}
 	if o.Jitter == nil {
 		o.Jitter = rand.Float64
@@ -114,7 +116,7 @@ type Relay struct {
 	js      jetstream.JetStream
 	opts    Options
 	log     *slog.Logger
-	dl      *DeadLetter
+	dl      *deadletter.Writer
 	runners []*runner
 
 	outages atomic.Int32 // routes of this replica in an outage (route health)
@@ -147,7 +149,7 @@ func New(js jetstream.JetStream, routes []Route, o Options) (*Relay, error) {
 		return nil, err
 	}
 	o = o.withDefaults()
-	r := &Relay{js: js, opts: o, log: o.Logger, dl: NewDeadLetter(js, o.DeadLetter)}
+	r := &Relay{js: js, opts: o, log: o.Logger, dl: deadletter.NewWriter(js, o.DeadLetter)}
 	for _, rt := range routes {
 		r.runners = append(r.runners, newRunner(r, rt.WithDefaults()))
 	}
@@ -185,8 +187,8 @@ func (r *Relay) setup(ctx context.Context) error {
 	if err := withRetry(ctx, r.dl.Ensure); err != nil {
 		errs = append(errs, err)
 	} else {
-		for _, w := range r.dl.weaknesses() {
-			r.log.Warn("dead-letter stream is less durable than it should be", "stream", r.dl.cfg.Stream, "problem", w)
+		for _, w := range r.dl.Weaknesses() {
+			r.log.Warn("dead-letter stream is less durable than it should be", "stream", r.opts.DeadLetter.Stream, "problem", w)
 		}
 	}
 	v := r.js.Conn().ConnectedServerVersion()

@@ -12,6 +12,7 @@ import (
 	"github.com/agentrelay/agentrelay/agentapi/emulator"
 	"github.com/agentrelay/agentrelay/consumer"
 	"github.com/agentrelay/agentrelay/internal/deadletter"
+	"github.com/agentrelay/agentrelay/internal/event"
 	"github.com/agentrelay/agentrelay/internal/testenv"
 )
 
@@ -39,7 +40,7 @@ func TestEndToEndDecisionTable(t *testing.T) {
 	ok := h.route("ok", "events.ok.>", agent("agtch_ok"))
 	ok.Contract.MaxInputBytes = 64
 	text := h.route("text", "events.text.>", agent("agtch_ok"))
-	text.Contract.Format = consumer.BodyText
+	text.Contract.Format = event.BodyText
 	paused := h.route("paused", "events.paused.>", agent("agtch_paused"))
 	paused.Retry.MaxAttempts = 100
 	flaky := h.route("flaky", "events.flaky.>", agent("agtch_flaky"))
@@ -130,18 +131,18 @@ func TestEndToEndDecisionTable(t *testing.T) {
 
 	// Dead letters, with reasons and statuses.
 	want := map[string]struct {
-		reason consumer.Reason
+		reason deadletter.Reason
 		status string
 	}{
-		"p-json":      {consumer.ReasonInvalidJSON, ""},
-		"p-missing":   {consumer.ReasonMissingInput, ""},
-		"p-large":     {consumer.ReasonInputTooLarge, ""},
-		"p-utf8":      {consumer.ReasonInvalidUTF8, ""},
-		"locked-1":    {consumer.ReasonForbidden, "403"},
-		"missing-1":   {consumer.ReasonNotFound, "404"},
-		"bad-1":       {consumer.ReasonBadRequest, "400"},
-		"broken-1":    {consumer.ReasonMaxAttempts, "503"},
-		"../../admin": {consumer.ReasonInvalidIdempotencyKey, ""},
+		"p-json":      {deadletter.ReasonInvalidJSON, ""},
+		"p-missing":   {deadletter.ReasonMissingInput, ""},
+		"p-large":     {deadletter.ReasonInputTooLarge, ""},
+		"p-utf8":      {deadletter.ReasonInvalidUTF8, ""},
+		"locked-1":    {deadletter.ReasonForbidden, "403"},
+		"missing-1":   {deadletter.ReasonNotFound, "404"},
+		"bad-1":       {deadletter.ReasonBadRequest, "400"},
+		"broken-1":    {deadletter.ReasonMaxAttempts, "503"},
+		"../../admin": {deadletter.ReasonInvalidIdempotencyKey, ""},
 	}
 	dls := h.deadLetters()
 	if len(dls) != len(want) {
@@ -154,7 +155,7 @@ func TestEndToEndDecisionTable(t *testing.T) {
 			t.Errorf("unexpected dead letter %s: %v", id, m.Header)
 			continue
 		}
-		if got := consumer.Reason(m.Header.Get(deadletter.HeaderReason)); got != w.reason {
+		if got := deadletter.Reason(m.Header.Get(deadletter.HeaderReason)); got != w.reason {
 			t.Errorf("%s: reason %q, want %q", id, got, w.reason)
 		}
 		if got := m.Header.Get(deadletter.HeaderStatus); got != w.status {
@@ -215,7 +216,7 @@ func TestDeadLetterContent(t *testing.T) {
 		deadletter.HeaderSequence:                                strconv.FormatUint(ack.Sequence, 10),
 		deadletter.HeaderSubject:                                 "events.gone.a.b",
 		deadletter.HeaderAttempts:                                "1",
-		consumer.HeaderIdempotencyKey:                            "evt-77",
+		event.HeaderIdempotencyKey:                               "evt-77",
 		deadletter.HeaderOriginalPrefix + "Nats-Msg-Id":          "evt-77",
 		deadletter.HeaderOriginalPrefix + "Nats-Expected-Stream": stream,
 	} {

@@ -8,6 +8,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/agentrelay/agentrelay/agentapi"
+	"github.com/agentrelay/agentrelay/internal/event"
 )
 
 // Agent is the trigger a route calls. *agentapi.Agent implements it.
@@ -80,7 +81,7 @@ type Route struct {
 	// Agent is the trigger called for each message.
 	Agent Agent
 	// Contract is the message contract.
-	Contract Contract
+	Contract event.Contract
 	// MaxInFlight is how many messages one replica processes at once.
 	// Default DefaultMaxInFlight.
 	MaxInFlight int

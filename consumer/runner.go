@@ -10,6 +10,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/agentrelay/agentrelay/internal/observe"
 	"github.com/nats-io/nats.go/jetstream"
 	"golang.org/x/time/rate"
 )
@@ -29,7 +30,7 @@ type runner struct {
 	alive   *keepAlives // the messages held, kept alive
 	lowMark int         // a new pull waits for this many free slots while another is outstanding
 	log     *slog.Logger
-	m       RouteObserver
+	m       observe.RouteObserver
 	health  *health
 	rate    *rate.Limiter // nil without MaxRate
 	fleet   *fleetGate

@@ -4,19 +4,18 @@ import (
 	"context"
 	"net/url"
 	"strconv"
-	"strings"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
-	"go.opentelemetry.io/otel/propagation"
 	semconv "go.opentelemetry.io/otel/semconv/v1.43.0"
 	"go.opentelemetry.io/otel/trace"
-	"go.opentelemetry.io/otel/trace/noop"
 
 	"github.com/agentrelay/agentrelay/agentapi"
 	"github.com/agentrelay/agentrelay/internal/deadletter"
+	"github.com/agentrelay/agentrelay/internal/event"
+	"github.com/agentrelay/agentrelay/internal/natstrace"
+	"github.com/agentrelay/agentrelay/internal/verdict"
 )
 
 // This file holds the relay's OpenTelemetry tracing: one span per delivery
@@ -30,90 +29,6 @@ import (
 // TracerName is the instrumentation scope of the relay's spans.
 const TracerName = "github.com/agentrelay/agentrelay/consumer"
 
-// Span attribute keys of agentrelay's own (the messaging and HTTP ones are
-// OpenTelemetry's semantic conventions).
-const (
-	AttrRoute          = attribute.Key("agentrelay.route")
-	AttrTriggerID      = attribute.Key("agentrelay.trigger_id")
-	AttrStream         = attribute.Key("agentrelay.stream")
-	AttrStreamSequence = attribute.Key("agentrelay.stream_sequence")
-	AttrAttempt        = attribute.Key("agentrelay.attempt") // the delivery count, 1 for the first delivery
-	AttrIdempotencyKey = attribute.Key("agentrelay.idempotency_key")
-	AttrClass          = attribute.Key("agentrelay.class")   // the outcome's class (agentapi.Class)
-	AttrOutcome        = attribute.Key("agentrelay.outcome") // acked, retried or dead_lettered
-	AttrReason         = attribute.Key("agentrelay.reason")  // the dead-letter reason
-	AttrRetryDelay     = attribute.Key("agentrelay.retry_delay_s")
-	AttrFailures       = attribute.Key("agentrelay.failures")   // the event's own failures seen by this replica
-	AttrRouteWide      = attribute.Key("agentrelay.route_wide") // the outcome is the route's condition, not the event's
-	AttrReplayOf       = attribute.Key("agentrelay.replay_of")  // the dead letter a replayed event came from
-)
-
-// Outcome values of AttrOutcome; the same words as the metrics use.
-const (
-	traceAcked        = "acked"
-	traceRetried      = "retried"
-	traceDeadLettered = "dead_lettered"
-)
-
-// Trace context header names, as W3C Trace Context spells them.
-const (
-	HeaderTraceparent = "traceparent"
-	HeaderTracestate  = "tracestate"
-)
-
-// TraceCarrier reads and writes W3C trace context in NATS message headers
-// for a propagation.TextMapPropagator. NATS headers are case-sensitive, and
-// producers write "traceparent" (the W3C spelling) or "Traceparent" (Go's
-// canonical form of an HTTP header): Get finds either, as lookupHeader does,
-// and Set replaces every case variant of the name.
-type TraceCarrier nats.Header
-
-var _ propagation.TextMapCarrier = TraceCarrier(nil)
-
-// Get returns the first value of key, matched exactly first, then without
-// regard to case.
-func (c TraceCarrier) Get(key string) string {
-	v, _ := lookupHeader(nats.Header(c), key)
-	return v
-}
-
-// Set sets key to value, dropping the key's case variants.
-func (c TraceCarrier) Set(key, value string) {
-	for k := range c {
-		if k != key && strings.EqualFold(k, key) {
-			delete(c, k)
-		}
-	}
-	c[key] = []string{value}
-}
-
-// Keys lists the header names.
-func (c TraceCarrier) Keys() []string {
-	keys := make([]string, 0, len(c))
-	for k := range c {
-		keys = append(keys, k)
-	}
-	return keys
-}
-
-// tracePropagator is how trace context crosses NATS and HTTP: W3C Trace
-// Context only. Baggage is not taken from the message: it would reach
-// nothing but the trigger API, a third party it is not meant for.
-var tracePropagator = propagation.TraceContext{}
-
-// TracingOn reports whether tp records anything: false for nil and for the
-// no-op provider, which the relay treats as tracing off.
-func TracingOn(tp trace.TracerProvider) bool {
-	if tp == nil {
-		return false
-	}
-	switch tp.(type) {
-	case noop.TracerProvider, *noop.TracerProvider:
-		return false
-	}
-	return true
-}
-
 // routeTracing is a route's tracer and the attributes every span of the
 // route has, built once. nil when tracing is off.
 type routeTracing struct {
@@ -125,7 +40,7 @@ type routeTracing struct {
 }
 
 func newRouteTracing(tp trace.TracerProvider, rt Route) *routeTracing {
-	if !TracingOn(tp) {
+	if !natstrace.TracingOn(tp) {
 		return nil
 	}
 	id := rt.Agent.ID().String()
@@ -141,11 +56,11 @@ func newRouteTracing(tp trace.TracerProvider, rt Route) *routeTracing {
 			semconv.MessagingOperationTypeProcess,
 			semconv.MessagingOperationName("process"),
 			semconv.MessagingConsumerGroupName(rt.Durable),
-			AttrRoute.String(rt.Name),
-			AttrTriggerID.String(id),
-			AttrStream.String(rt.Stream),
+			natstrace.AttrRoute.String(rt.Name),
+			natstrace.AttrTriggerID.String(id),
+			natstrace.AttrStream.String(rt.Stream),
 		},
-		callAttrs: []attribute.KeyValue{semconv.HTTPRequestMethodPost, AttrTriggerID.String(id)},
+		callAttrs: []attribute.KeyValue{semconv.HTTPRequestMethodPost, natstrace.AttrTriggerID.String(id)},
 	}
 	if u, ok := rt.Agent.(interface{ URL() string }); ok {
 		if p, err := url.Parse(u.URL()); err == nil {
@@ -176,20 +91,20 @@ func (t *routeTracing) start(parent context.Context, msg inbound, md *jetstream.
 		return nil
 	}
 	h := msg.Headers()
-	ctx := tracePropagator.Extract(parent, TraceCarrier(h))
+	ctx := natstrace.Propagator.Extract(parent, natstrace.TraceCarrier(h))
 	attrs := make([]attribute.KeyValue, 0, len(t.attrs)+6)
 	attrs = append(attrs, t.attrs...)
 	attrs = append(attrs,
 		semconv.MessagingDestinationName(msg.Subject()),
 		semconv.MessagingMessageBodySize(len(msg.Data())),
-		AttrStreamSequence.Int64(int64(md.Sequence.Stream)),
-		AttrAttempt.Int64(int64(md.NumDelivered)),
+		natstrace.AttrStreamSequence.Int64(int64(md.Sequence.Stream)),
+		natstrace.AttrAttempt.Int64(int64(md.NumDelivered)),
 	)
-	if id, _ := lookupHeader(h, jetstream.MsgIDHeader); id != "" {
+	if id, _ := event.LookupHeader(h, jetstream.MsgIDHeader); id != "" {
 		attrs = append(attrs, semconv.MessagingMessageID(id))
 	}
-	if of, _ := lookupHeader(h, deadletter.HeaderReplayOf); of != "" {
-		attrs = append(attrs, AttrReplayOf.String(of))
+	if of, _ := event.LookupHeader(h, deadletter.HeaderReplayOf); of != "" {
+		attrs = append(attrs, natstrace.AttrReplayOf.String(of))
 	}
 	ctx, span := t.tracer.Start(ctx, t.name, trace.WithSpanKind(trace.SpanKindConsumer), trace.WithAttributes(attrs...))
 	return &deliverySpan{ctx: ctx, span: span}
@@ -211,7 +126,7 @@ func (s *deliverySpan) event(name string, out Outcome) {
 	if s == nil {
 		return
 	}
-	attrs := []attribute.KeyValue{AttrClass.String(string(out.Class))}
+	attrs := []attribute.KeyValue{natstrace.AttrClass.String(string(out.Class))}
 	if out.Status != 0 {
 		attrs = append(attrs, semconv.HTTPResponseStatusCode(out.Status))
 	}
@@ -229,36 +144,30 @@ func (s *deliverySpan) settled(d delivery, out Outcome, act Action, settleErr er
 	if s == nil {
 		return
 	}
-	outcome := traceRetried
-	switch act.Verdict {
-	case VerdictAck:
-		outcome = traceAcked
-	case VerdictDeadLetter:
-		outcome = traceDeadLettered
-	}
+	outcome := act.Verdict.Outcome()
 	attrs := make([]attribute.KeyValue, 0, 8)
 	attrs = append(attrs,
-		AttrOutcome.String(outcome),
-		AttrClass.String(string(out.Class)),
-		AttrIdempotencyKey.String(d.key),
+		natstrace.AttrOutcome.String(outcome),
+		natstrace.AttrClass.String(string(out.Class)),
+		natstrace.AttrIdempotencyKey.String(d.key),
 	)
 	if out.Status != 0 {
 		attrs = append(attrs, semconv.HTTPResponseStatusCode(out.Status))
 	}
 	if d.attempts.Failed > 0 {
-		attrs = append(attrs, AttrFailures.Int(d.attempts.Failed))
+		attrs = append(attrs, natstrace.AttrFailures.Int(d.attempts.Failed))
 	}
 	if out.RouteWide {
-		attrs = append(attrs, AttrRouteWide.Bool(true))
+		attrs = append(attrs, natstrace.AttrRouteWide.Bool(true))
 	}
 	switch act.Verdict {
-	case VerdictRetry:
-		attrs = append(attrs, AttrRetryDelay.Float64(act.Delay.Seconds()))
-	case VerdictDeadLetter:
-		attrs = append(attrs, AttrReason.String(string(act.Reason)))
+	case verdict.Retry:
+		attrs = append(attrs, natstrace.AttrRetryDelay.Float64(act.Delay.Seconds()))
+	case verdict.DeadLetter:
+		attrs = append(attrs, natstrace.AttrReason.String(string(act.Reason)))
 	}
 	s.span.SetAttributes(attrs...)
-	if outcome != traceAcked && out.Class != agentapi.ClassCanceled {
+	if act.Verdict != verdict.Ack && out.Class != agentapi.ClassCanceled {
 		if out.Err != nil {
 			s.span.RecordError(out.Err)
 		}
@@ -287,7 +196,7 @@ func endCall(span trace.Span, status int, class agentapi.Class, err error) {
 	if status != 0 {
 		span.SetAttributes(semconv.HTTPResponseStatusCode(status))
 	}
-	span.SetAttributes(AttrClass.String(string(class)))
+	span.SetAttributes(natstrace.AttrClass.String(string(class)))
 	if class != agentapi.ClassAccepted {
 		if err != nil {
 			span.RecordError(err)

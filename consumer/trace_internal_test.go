@@ -11,6 +11,7 @@ import (
 	"go.opentelemetry.io/otel/trace/noop"
 
 	"github.com/agentrelay/agentrelay/agentapi"
+	"github.com/agentrelay/agentrelay/internal/verdict"
 )
 
 type tracingAgent struct{}
@@ -29,7 +30,7 @@ func tracedDelivery(rt *routeTracing, ctx context.Context, msg inbound, md *jets
 	cctx, span := rt.startCall(d.span.context(ctx))
 	_ = cctx
 	endCall(span, 202, agentapi.ClassAccepted, nil)
-	d.span.settled(d, Outcome{Class: agentapi.ClassAccepted, Status: 202}, Action{Verdict: VerdictAck}, nil)
+	d.span.settled(d, Outcome{Class: agentapi.ClassAccepted, Status: 202}, Action{Verdict: verdict.Ack}, nil)
 }
 
 func benchMsg() (inbound, *jetstream.MsgMetadata) {

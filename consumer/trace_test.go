@@ -17,7 +17,9 @@ import (
 
 	"github.com/agentrelay/agentrelay/agentapi/emulator"
 	"github.com/agentrelay/agentrelay/consumer"
+	"github.com/agentrelay/agentrelay/internal/deadletter"
 	"github.com/agentrelay/agentrelay/internal/dlq"
+	"github.com/agentrelay/agentrelay/internal/natstrace"
 	"github.com/agentrelay/agentrelay/internal/testenv"
 )
 
@@ -224,7 +226,7 @@ func TestTracingDeadLetterAndReplayStayInTheOriginalTrace(t *testing.T) {
 
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 			defer cancel()
-			store, err := dlq.Open(ctx, h.nats.JS, consumer.DeadLetterConfig{})
+			store, err := dlq.Open(ctx, h.nats.JS, deadletter.Config{})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -301,11 +303,11 @@ func TestTracingOffSendsNoTraceHeader(t *testing.T) {
 	}
 }
 
-// TraceCarrier finds the trace context however the producer spelt the
+// natstrace.TraceCarrier finds the trace context however the producer spelt the
 // header, and replaces every spelling when it writes.
 func TestTraceCarrierIgnoresCase(t *testing.T) {
 	h := nats.Header{"Traceparent": {"a"}}
-	c := consumer.TraceCarrier(h)
+	c := natstrace.TraceCarrier(h)
 	if got := c.Get("traceparent"); got != "a" {
 		t.Errorf("Get = %q, want a", got)
 	}

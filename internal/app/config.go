@@ -7,6 +7,8 @@ import (
 	"github.com/agentrelay/agentrelay/agentapi"
 	"github.com/agentrelay/agentrelay/config"
 	"github.com/agentrelay/agentrelay/consumer"
+	"github.com/agentrelay/agentrelay/internal/deadletter"
+	"github.com/agentrelay/agentrelay/internal/event"
 	"github.com/agentrelay/agentrelay/internal/subject"
 )
 
@@ -26,8 +28,8 @@ func Route(rc config.Route, agent consumer.Agent) consumer.Route {
 		Durable:  rc.Durable,
 		Deliver:  consumer.DeliverPolicy(rc.Deliver),
 		Agent:    agent,
-		Contract: consumer.Contract{
-			Format:                consumer.BodyFormat(rc.Body),
+		Contract: event.Contract{
+			Format:                event.BodyFormat(rc.Body),
 			ConversationKeyHeader: rc.ConversationKeyHeader,
 			MaxInputBytes:         rc.MaxInputBytes,
 		},
@@ -55,8 +57,8 @@ func Route(rc config.Route, agent consumer.Agent) consumer.Route {
 }
 
 // DeadLetter is the dead-letter section as the consumer package uses it.
-func DeadLetter(d config.DeadLetter) consumer.DeadLetterConfig {
-	return consumer.DeadLetterConfig{
+func DeadLetter(d config.DeadLetter) deadletter.Config {
+	return deadletter.Config{
 		Stream:          d.Stream,
 		SubjectPrefix:   d.SubjectPrefix,
 		MaxAge:          d.MaxAge.D(),
@@ -143,7 +145,7 @@ func CheckConfig(cfg *config.Config) []string {
 }
 
 // yamlPath is the configuration file's name for a field of consumer.Route,
-// consumer.Options or consumer.DeadLetterConfig, as consumer.Problem names
+// consumer.Options or deadletter.Config, as consumer.Problem names
 // it.
 func yamlPath(field string) string {
 	if p, ok := yamlPaths[field]; ok {

@@ -11,6 +11,8 @@ import (
 	"github.com/agentrelay/agentrelay/agentapi"
 	"github.com/agentrelay/agentrelay/config"
 	"github.com/agentrelay/agentrelay/consumer"
+	"github.com/agentrelay/agentrelay/internal/deadletter"
+	"github.com/agentrelay/agentrelay/internal/event"
 	"github.com/agentrelay/agentrelay/internal/testenv"
 )
 
@@ -42,7 +44,7 @@ func TestMinimalRouteRunsWithTheConsumerDefaults(t *testing.T) {
 		t.Errorf("the mapping resolved defaults itself: %+v", r)
 	}
 	r = r.WithDefaults()
-	if r.Durable != "agentrelay-complaints" || r.Deliver != consumer.DeliverAll || r.Contract.Format != consumer.BodyJSON ||
+	if r.Durable != "agentrelay-complaints" || r.Deliver != consumer.DeliverAll || r.Contract.Format != event.BodyJSON ||
 		r.MaxInFlight != 64 || r.MaxAckPending != 256 || r.AckWait != 4*time.Second ||
 		r.Retry.MaxAttempts != 10 || r.Retry.MaxBackoff != 4*time.Second || r.Breaker.MinCalls != 10 ||
 		r.Breaker.FailureRatio != 0.5 || r.Breaker.MaxProbeInterval != 3*time.Second || r.Breaker.Disabled || r.Ordering != consumer.OrderNone {
@@ -252,7 +254,7 @@ func TestExampleLoadsAndStatesTheDefaults(t *testing.T) {
 	if c.API.BaseURL != config.DefaultAPIBaseURL || c.API.Timeout.D() != agentapi.DefaultTimeout || c.API.MaxConns != 0 {
 		t.Errorf("example api section differs from the defaults: %+v", c.API)
 	}
-	if got, want := DeadLetter(c.DeadLetter), (consumer.DeadLetterConfig{}).WithDefaults(); got != want {
+	if got, want := DeadLetter(c.DeadLetter), (deadletter.Config{}).WithDefaults(); got != want {
 		t.Errorf("example dead_letter section differs from the defaults:\n got %+v\nwant %+v", got, want)
 	}
 	o := relayOptions(c)

@@ -28,7 +28,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/agentrelay/agentrelay/agentapi/emulator"
-	"github.com/agentrelay/agentrelay/consumer"
+	"github.com/agentrelay/agentrelay/internal/deadletter"
 	"github.com/agentrelay/agentrelay/internal/natsembed"
 )
 
@@ -290,7 +290,7 @@ func Run(ctx context.Context, o Options) ([]RunResult, error) {
 }
 
 func (e *env) resetStreams(ctx context.Context, soak bool, inFlight int) error {
-	for _, name := range []string{streamName, consumer.DefaultDeadLetterStream} {
+	for _, name := range []string{streamName, deadletter.DefaultStream} {
 		if err := e.js.DeleteStream(ctx, name); err != nil && !errors.Is(err, jetstream.ErrStreamNotFound) {
 			return err
 		}
@@ -301,7 +301,7 @@ func (e *env) resetStreams(ctx context.Context, soak bool, inFlight int) error {
 		// gets this far ahead of the worker.
 		cfg.MaxMsgs = int64(10 * inFlight)
 	}
-	for _, c := range []jetstream.StreamConfig{cfg, consumer.DeadLetterConfig{}.StreamConfig()} {
+	for _, c := range []jetstream.StreamConfig{cfg, deadletter.Config{}.StreamConfig()} {
 		// On a loaded machine the store of a stream just deleted may
 		// still be going away: try a few times.
 		var err error

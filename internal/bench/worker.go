@@ -455,7 +455,7 @@ func (r *refWorker) deadLetter(msg jetstream.Msg, reason string) {
 	if err != nil {
 		return
 	}
-	out := &nats.Msg{Subject: consumer.DefaultDeadLetterPrefix + "." + msg.Subject(), Data: msg.Data(), Header: nats.Header{}}
+	out := &nats.Msg{Subject: deadletter.DefaultSubjectPrefix + "." + msg.Subject(), Data: msg.Data(), Header: nats.Header{}}
 	out.Header.Set(deadletter.HeaderReason, reason)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()

@@ -16,10 +16,10 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/spf13/cobra"
 
-	"github.com/agentrelay/agentrelay/consumer"
 	"github.com/agentrelay/agentrelay/internal/app"
 	"github.com/agentrelay/agentrelay/internal/deadletter"
 	"github.com/agentrelay/agentrelay/internal/dlq"
+	"github.com/agentrelay/agentrelay/internal/event"
 )
 
 // `agentrelay events show` answers "what happened to event X?" from what
@@ -180,7 +180,7 @@ type eventTeller struct {
 	scan   int
 	routes []dlq.Route
 	dl     *dlq.Store // nil when there is no dead-letter stream yet
-	dlCfg  consumer.DeadLetterConfig
+	dlCfg  deadletter.Config
 }
 
 func newEventTeller(ctx context.Context, t *toolConn, scan int) (*eventTeller, error) {
@@ -291,7 +291,7 @@ func (x *eventTeller) search(ctx context.Context, id string) ([]ref, []string, e
 		err = scanStream(ctx, st, jetstream.OrderedConsumerConfig{HeadersOnly: true, DeliverPolicy: jetstream.DeliverByStartSequencePolicy, OptStartSeq: from}, x.scan,
 			func(m jetstream.Msg, md *jetstream.MsgMetadata) bool {
 				h := m.Headers()
-				key, _ := consumer.IdempotencyKey(h, md)
+				key, _ := event.IdempotencyKey(h, md)
 				if h.Get(jetstream.MsgIDHeader) == id || key == id {
 					// A replay's story is its event's: told from the
 					// message first published, which lists the replays.
@@ -407,11 +407,11 @@ func (x *eventTeller) story(ctx context.Context, r ref, withReplays bool) (event
 		s.Stored, s.Size = &stored, len(m.Data)
 		s.MsgID = h.Get(jetstream.MsgIDHeader)
 		md := &jetstream.MsgMetadata{Stream: stream, Sequence: jetstream.SequencePair{Stream: seq}, Timestamp: m.Time}
-		s.Key, err = consumer.IdempotencyKey(h, md)
+		s.Key, err = event.IdempotencyKey(h, md)
 		switch {
 		case err != nil:
 			s.KeyProblem = err.Error() + ": the worker dead-letters it as invalid_idempotency_key"
-		case h.Get(consumer.HeaderIdempotencyKey) != "":
+		case h.Get(event.HeaderIdempotencyKey) != "":
 			s.KeyFrom = "its Idempotency-Key header"
 		case s.MsgID != "":
 			s.KeyFrom = "its Nats-Msg-Id"
@@ -565,7 +565,7 @@ func (x *eventTeller) replays(ctx context.Context, st jetstream.Stream, s *event
 		}
 		o := h.Get(deadletter.HeaderReplayOrigin)
 		count, _ := strconv.Atoi(h.Get(deadletter.HeaderReplayCount))
-		key, _ := consumer.IdempotencyKey(h, md)
+		key, _ := event.IdempotencyKey(h, md)
 		if (o == origin && count > s.ReplayCount) || (o == "" && s.Key != "" && key == s.Key) {
 			found = append(found, ref{s.Stream, md.Sequence.Stream, m.Subject()})
 		}

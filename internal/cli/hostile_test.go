@@ -13,9 +13,9 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/agentrelay/agentrelay/consumer"
 	"github.com/agentrelay/agentrelay/internal/app"
 	"github.com/agentrelay/agentrelay/internal/deadletter"
+	"github.com/agentrelay/agentrelay/internal/event"
 )
 
 // Hostile input, round 2: what anyone able to publish a dead letter (or to
@@ -37,7 +37,7 @@ type forged struct {
 // ensureDLQ creates the dead-letter stream as the worker does.
 func (s *stack) ensureDLQ() {
 	s.t.Helper()
-	if err := consumer.NewDeadLetter(s.nats.JS, app.DeadLetter(s.cfg.DeadLetter)).Ensure(context.Background()); err != nil {
+	if err := deadletter.NewWriter(s.nats.JS, app.DeadLetter(s.cfg.DeadLetter)).Ensure(context.Background()); err != nil {
 		s.t.Fatal(err)
 	}
 }
@@ -59,7 +59,7 @@ func (s *stack) forge(f forged) uint64 {
 	h.Set(deadletter.HeaderSubject, f.subject)
 	h.Set(deadletter.HeaderAttempts, "1")
 	if f.key != "" {
-		h.Set(consumer.HeaderIdempotencyKey, f.key)
+		h.Set(event.HeaderIdempotencyKey, f.key)
 	}
 	for k, v := range f.extra {
 		h.Set(k, v)

@@ -19,8 +19,9 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/agentrelay/agentrelay/config"
-	"github.com/agentrelay/agentrelay/consumer"
+	"github.com/agentrelay/agentrelay/internal/event"
 	"github.com/agentrelay/agentrelay/internal/natsconn"
+	"github.com/agentrelay/agentrelay/internal/natstrace"
 	"github.com/agentrelay/agentrelay/internal/subject"
 )
 
@@ -106,7 +107,7 @@ func runPublish(ctx context.Context, e *env, g *globalFlags, f *publishFlags, su
 	var err error
 	hdr := nats.Header{}
 	if f.raw && f.conversationKey != "" {
-		hdr.Set(consumer.HeaderConversationKey, f.conversationKey)
+		hdr.Set(event.HeaderConversationKey, f.conversationKey)
 	}
 	for _, h := range f.headers {
 		k, v, ok := strings.Cut(h, ":")
@@ -182,7 +183,7 @@ func runPublish(ctx context.Context, e *env, g *globalFlags, f *publishFlags, su
 // message's headers.
 func startPublishSpan(ctx context.Context, tp trace.TracerProvider, msg *nats.Msg, msgID string) (context.Context, trace.Span) {
 	prop := propagation.TraceContext{}
-	parent := prop.Extract(ctx, consumer.TraceCarrier(msg.Header))
+	parent := prop.Extract(ctx, natstrace.TraceCarrier(msg.Header))
 	attrs := []attribute.KeyValue{
 		semconv.MessagingSystemKey.String("nats"),
 		semconv.MessagingOperationTypeSend,
@@ -195,13 +196,13 @@ func startPublishSpan(ctx context.Context, tp trace.TracerProvider, msg *nats.Ms
 	}
 	ctx, span := tp.Tracer("github.com/agentrelay/agentrelay/internal/cli").Start(parent, "send "+msg.Subject,
 		trace.WithSpanKind(trace.SpanKindProducer), trace.WithAttributes(attrs...))
-	prop.Inject(ctx, consumer.TraceCarrier(msg.Header))
+	prop.Inject(ctx, natstrace.TraceCarrier(msg.Header))
 	return ctx, span
 }
 
 func endPublishSpan(span trace.Span, ack *jetstream.PubAck, err error) {
 	if ack != nil {
-		span.SetAttributes(consumer.AttrStream.String(ack.Stream), consumer.AttrStreamSequence.Int64(int64(ack.Sequence)))
+		span.SetAttributes(natstrace.AttrStream.String(ack.Stream), natstrace.AttrStreamSequence.Int64(int64(ack.Sequence)))
 	}
 	if err != nil {
 		span.RecordError(err)

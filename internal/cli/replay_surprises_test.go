@@ -10,8 +10,8 @@ import (
 
 	"github.com/nats-io/nats.go"
 
-	"github.com/agentrelay/agentrelay/consumer"
 	"github.com/agentrelay/agentrelay/internal/deadletter"
+	"github.com/agentrelay/agentrelay/internal/event"
 )
 
 // Dead-letter replay surprises (issue 12): what a replay that fails again,
@@ -163,7 +163,7 @@ func TestLetterWithoutItsBodyIsNotReplayedEmpty(t *testing.T) {
 	for k, v := range map[string]string{
 		deadletter.HeaderReason: "max_attempts", deadletter.HeaderClass: "server_error", deadletter.HeaderRoute: "ok",
 		deadletter.HeaderTriggerID: okID, deadletter.HeaderStream: stream, deadletter.HeaderSequence: "1",
-		deadletter.HeaderSubject: "work.ok.big", deadletter.HeaderAttempts: "3", consumer.HeaderIdempotencyKey: "big-1",
+		deadletter.HeaderSubject: "work.ok.big", deadletter.HeaderAttempts: "3", event.HeaderIdempotencyKey: "big-1",
 		deadletter.HeaderBodyOmitted: deadletter.BodyOmittedTooLarge, deadletter.HeaderBodySize: "2000000",
 		deadletter.HeaderBodySHA256: "ab12", deadletter.HeaderLetterForm: string(deadletter.FormTrimmed),
 	} {

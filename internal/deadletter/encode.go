@@ -23,7 +23,7 @@ import (
 // where it came from and why. Encode writes them into a letter's headers
 // and Decode reads them back.
 type Facts struct {
-	Reason string // why it is a dead letter (consumer.Reason)
+	Reason string // why it is a dead letter (a Reason)
 	Class  string // the last attempt's class
 	Status int    // the last HTTP status; 0 when there was none
 	Error  string // what went wrong; "" when nothing did

@@ -28,7 +28,7 @@ import (
 // and the original's own headers they say what the message was, where it came
 // from and why it was given up on.
 const (
-	HeaderReason         = "Agentrelay-Reason"           // the reason (consumer.Reason)
+	HeaderReason         = "Agentrelay-Reason"           // the reason (deadletter.Reason)
 	HeaderClass          = "Agentrelay-Class"            // the last attempt's class
 	HeaderStatus         = "Agentrelay-Status"           // the last HTTP status; absent when there was none
 	HeaderError          = "Agentrelay-Error"            // what went wrong, one line, bounded
@@ -98,7 +98,7 @@ const ReplayBodyCorrected = "corrected"
 
 // HeaderIdempotencyKey is the message header that carries an event's
 // Idempotency-Key. A dead letter carries the key that was used under it, and
-// a replay sends it again. (consumer.HeaderIdempotencyKey is this header;
+// a replay sends it again. (event.HeaderIdempotencyKey is this header;
 // it is declared here because the format cannot import the consumer.)
 const HeaderIdempotencyKey = "Idempotency-Key"
 

@@ -7,9 +7,8 @@ import (
 	"slices"
 	"time"
 
+	"github.com/agentrelay/agentrelay/internal/deadletter"
 	"github.com/nats-io/nats.go/jetstream"
-
-	"github.com/agentrelay/agentrelay/consumer"
 )
 
 // OtherLabel stands in for a route or reason a metric label may not carry:
@@ -44,7 +43,7 @@ type Waiting struct {
 // headers. It is not safe for concurrent use.
 type Backlog struct {
 	js     jetstream.JetStream
-	cfg    consumer.DeadLetterConfig
+	cfg    deadletter.Config
 	routes []string
 	max    int
 
@@ -60,7 +59,7 @@ type waitingLetter struct {
 
 // NewBacklog follows the dead-letter stream cfg names, labelling letters of
 // routes other than routes as OtherLabel, and reading at most max letters.
-func NewBacklog(js jetstream.JetStream, cfg consumer.DeadLetterConfig, routes []string, max int) *Backlog {
+func NewBacklog(js jetstream.JetStream, cfg deadletter.Config, routes []string, max int) *Backlog {
 	return &Backlog{js: js, cfg: cfg.WithDefaults(), routes: routes, max: max, letters: map[uint64]waitingLetter{}, complete: true}
 }
 

@@ -7,7 +7,6 @@ import (
 
 	"github.com/nats-io/nats.go"
 
-	"github.com/agentrelay/agentrelay/consumer"
 	"github.com/agentrelay/agentrelay/internal/deadletter"
 	"github.com/agentrelay/agentrelay/internal/testenv"
 )
@@ -19,12 +18,12 @@ import (
 func TestBacklogFollowsTheStream(t *testing.T) {
 	n := testenv.StartNATS(t)
 	ctx := context.Background()
-	cfg := consumer.DeadLetterConfig{}.WithDefaults()
+	cfg := deadletter.Config{}.WithDefaults()
 	b := NewBacklog(n.JS, cfg, []string{"complaints", "refunds"}, 1000)
 	if w, err := b.Refresh(ctx); err != nil || len(w.Letters) != 0 || !w.Complete {
 		t.Fatalf("no stream yet: %+v %v", w, err)
 	}
-	if err := consumer.NewDeadLetter(n.JS, cfg).Ensure(ctx); err != nil {
+	if err := deadletter.NewWriter(n.JS, cfg).Ensure(ctx); err != nil {
 		t.Fatal(err)
 	}
 	put := func(route, reason string) uint64 {

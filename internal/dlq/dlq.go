@@ -33,7 +33,6 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/agentrelay/agentrelay/consumer"
 	"github.com/agentrelay/agentrelay/internal/deadletter"
 	"github.com/agentrelay/agentrelay/internal/subject"
 )
@@ -155,11 +154,11 @@ func (f Filter) Match(l Letter) bool {
 type Store struct {
 	js     jetstream.JetStream
 	stream jetstream.Stream
-	cfg    consumer.DeadLetterConfig
+	cfg    deadletter.Config
 }
 
 // Open looks up the dead-letter stream.
-func Open(ctx context.Context, js jetstream.JetStream, cfg consumer.DeadLetterConfig) (*Store, error) {
+func Open(ctx context.Context, js jetstream.JetStream, cfg deadletter.Config) (*Store, error) {
 	cfg = cfg.WithDefaults()
 	s, err := js.Stream(ctx, cfg.Stream)
 	if errors.Is(err, jetstream.ErrStreamNotFound) {
@@ -362,15 +361,15 @@ func (s *Store) Delete(ctx context.Context, seq uint64) error {
 // PoisonReasons are the reasons that blame the message itself: replaying
 // it unchanged only dead-letters it again.
 var PoisonReasons = []string{
-	string(consumer.ReasonInvalidJSON), string(consumer.ReasonMissingInput), string(consumer.ReasonInputTooLarge),
-	string(consumer.ReasonInvalidUTF8), string(consumer.ReasonInvalidIdempotencyKey), string(consumer.ReasonInvalidConversationKey),
+	string(deadletter.ReasonInvalidJSON), string(deadletter.ReasonMissingInput), string(deadletter.ReasonInputTooLarge),
+	string(deadletter.ReasonInvalidUTF8), string(deadletter.ReasonInvalidIdempotencyKey), string(deadletter.ReasonInvalidConversationKey),
 }
 
 // Reasons are the reasons this version of agentrelay dead-letters with.
 // Older or newer workers may write others.
 var Reasons = []string{
-	string(consumer.ReasonInvalidJSON), string(consumer.ReasonMissingInput), string(consumer.ReasonInputTooLarge),
-	string(consumer.ReasonInvalidUTF8), string(consumer.ReasonInvalidIdempotencyKey), string(consumer.ReasonInvalidConversationKey),
-	string(consumer.ReasonBadRequest), string(consumer.ReasonForbidden), string(consumer.ReasonNotFound), string(consumer.ReasonRejected),
-	string(consumer.ReasonMaxAttempts),
+	string(deadletter.ReasonInvalidJSON), string(deadletter.ReasonMissingInput), string(deadletter.ReasonInputTooLarge),
+	string(deadletter.ReasonInvalidUTF8), string(deadletter.ReasonInvalidIdempotencyKey), string(deadletter.ReasonInvalidConversationKey),
+	string(deadletter.ReasonBadRequest), string(deadletter.ReasonForbidden), string(deadletter.ReasonNotFound), string(deadletter.ReasonRejected),
+	string(deadletter.ReasonMaxAttempts),
 }

@@ -10,8 +10,8 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/agentrelay/agentrelay/agentapi"
-	"github.com/agentrelay/agentrelay/consumer"
 	"github.com/agentrelay/agentrelay/internal/deadletter"
+	"github.com/agentrelay/agentrelay/internal/event"
 )
 
 func letter() Letter {
@@ -23,7 +23,7 @@ func letter() Letter {
 	h.Set(deadletter.HeaderSubject, "agents.complaints.new")
 	h.Set(deadletter.HeaderSequence, "41")
 	h.Set(deadletter.HeaderAttempts, "1")
-	h.Set(consumer.HeaderIdempotencyKey, "evt-1")
+	h.Set(event.HeaderIdempotencyKey, "evt-1")
 	h.Set(deadletter.HeaderOriginalPrefix+"Nats-Msg-Id", "evt-1")
 	h.Set("Nats-Msg-Id", "agentrelay:complaints:S:41:1")
 	h.Set("Nats-Expected-Stream", "AGENTRELAY_DLQ")
@@ -76,7 +76,7 @@ func TestFilterMatch(t *testing.T) {
 // original Idempotency-Key, a pointer back to the dead letter, and nothing of
 // the dead-letter bookkeeping or JetStream's control headers.
 func TestReplayMsg(t *testing.T) {
-	s := &Store{cfg: consumer.DeadLetterConfig{}.WithDefaults()}
+	s := &Store{cfg: deadletter.Config{}.WithDefaults()}
 	m, err := s.ReplayMsg(letter(), false)
 	if err != nil {
 		t.Fatal(err)
@@ -86,7 +86,7 @@ func TestReplayMsg(t *testing.T) {
 	}
 	want := nats.Header{
 		"X-Trace":                       {"t-1"},
-		consumer.HeaderIdempotencyKey:   {"evt-1"},
+		event.HeaderIdempotencyKey:      {"evt-1"},
 		deadletter.HeaderReplayOf:       {"AGENTRELAY_DLQ:7:1795867200000000000"},
 		deadletter.HeaderReplayOrigin:   {"S:41"},
 		deadletter.HeaderReplayCount:    {"1"},
@@ -102,8 +102,8 @@ func TestReplayMsg(t *testing.T) {
 	}
 	m2, _ := s.ReplayMsg(letter(), true)
 	m3, _ := s.ReplayMsg(letter(), true)
-	if k := m2.Header.Get(consumer.HeaderIdempotencyKey); k == "evt-1" || k != m3.Header.Get(consumer.HeaderIdempotencyKey) {
-		t.Errorf("--new-key gave %q then %q: want a new key, the same on every replay", k, m3.Header.Get(consumer.HeaderIdempotencyKey))
+	if k := m2.Header.Get(event.HeaderIdempotencyKey); k == "evt-1" || k != m3.Header.Get(event.HeaderIdempotencyKey) {
+		t.Errorf("--new-key gave %q then %q: want a new key, the same on every replay", k, m3.Header.Get(event.HeaderIdempotencyKey))
 	}
 	bare := letter()
 	bare.OrigSubject = ""
@@ -116,22 +116,22 @@ func TestReplayMsg(t *testing.T) {
 // replayed without it: the worker then keys it by the replay's message id,
 // instead of dead-lettering it again for the same key.
 func TestReplayLeavesOutAKeyThatCannotBeUsed(t *testing.T) {
-	s := &Store{cfg: consumer.DeadLetterConfig{}.WithDefaults()}
+	s := &Store{cfg: deadletter.Config{}.WithDefaults()}
 	l := letter()
 	l.IdempotencyKey = "bad/key"
-	l.Header.Set(consumer.HeaderIdempotencyKey, "bad/key")
+	l.Header.Set(event.HeaderIdempotencyKey, "bad/key")
 	m, err := s.ReplayMsg(l, false)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if k := m.Header.Get(consumer.HeaderIdempotencyKey); k != "" {
+	if k := m.Header.Get(event.HeaderIdempotencyKey); k != "" {
 		t.Errorf("replay carries the unusable key %q", k)
 	}
 }
 
 // policy is the configuration letter() belongs to.
 func policy() Policy {
-	c := consumer.Contract{}.WithDefaults()
+	c := event.Contract{}.WithDefaults()
 	return Policy{Routes: []Route{
 		{Name: "complaints", Stream: "S", TriggerID: "agtch_c", Filters: []string{"agents.complaints.>"}, Contract: c},
 		{Name: "refunds", Stream: "S", TriggerID: "agtch_r", Filters: []string{"agents.refunds.*", "agents.refunds.urgent.>"}, Contract: c},
@@ -144,12 +144,12 @@ func policy() Policy {
 func forged(subject, route, trigger string) Letter {
 	l := letter()
 	l.OrigSubject, l.Route, l.TriggerID = subject, route, trigger
-	l.Subject = consumer.DeadLetterConfig{}.WithDefaults().Subject(subject)
+	l.Subject = deadletter.Config{}.WithDefaults().Subject(subject)
 	return l
 }
 
 func TestCheck(t *testing.T) {
-	s := &Store{cfg: consumer.DeadLetterConfig{}.WithDefaults()}
+	s := &Store{cfg: deadletter.Config{}.WithDefaults()}
 	for _, tc := range []struct {
 		name string
 		l    Letter
@@ -213,7 +213,7 @@ func TestCheck(t *testing.T) {
 // The dead-letter subject a letter must sit on is the one
 // DeadLetterConfig.Subject gives, whatever the configured prefix.
 func TestCheckUsesTheDeadLetterSubjectMapping(t *testing.T) {
-	cfg := consumer.DeadLetterConfig{SubjectPrefix: "ops.dead"}.WithDefaults()
+	cfg := deadletter.Config{SubjectPrefix: "ops.dead"}.WithDefaults()
 	s := &Store{cfg: cfg}
 	l := forged("agents.complaints.new", "complaints", "agtch_c")
 	l.Subject = cfg.Subject(l.OrigSubject)
@@ -230,7 +230,7 @@ func TestCheckUsesTheDeadLetterSubjectMapping(t *testing.T) {
 // replay's message id and --new-key's key tell the new letter 1 from the
 // old one, and stay the same for one letter.
 func TestReplayIdentityIncludesTheStoredTime(t *testing.T) {
-	s := &Store{cfg: consumer.DeadLetterConfig{}.WithDefaults()}
+	s := &Store{cfg: deadletter.Config{}.WithDefaults()}
 	old, renewed := letter(), letter()
 	renewed.Stored = old.Stored.Add(time.Hour)
 	if old.ID("D").ReplayMsgID() == renewed.ID("D").ReplayMsgID() {
@@ -244,7 +244,7 @@ func TestReplayIdentityIncludesTheStoredTime(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		return m.Header.Get(consumer.HeaderIdempotencyKey)
+		return m.Header.Get(event.HeaderIdempotencyKey)
 	}
 	if key(old) == key(renewed) {
 		t.Errorf("--new-key gives both letters %s", key(old))
@@ -270,7 +270,7 @@ func TestNewKeyIsAlwaysValid(t *testing.T) {
 // so far, every attempt, and where the event was first published, however
 // often it went round.
 func TestReplayHistoryAddsUp(t *testing.T) {
-	s := &Store{cfg: consumer.DeadLetterConfig{}.WithDefaults()}
+	s := &Store{cfg: deadletter.Config{}.WithDefaults()}
 	l := letter() // first dead letter: S seq 41, 1 attempt
 	for round := 1; round <= 3; round++ {
 		m, err := s.ReplayMsg(l, false)
@@ -301,7 +301,7 @@ func TestReplayHistoryAddsUp(t *testing.T) {
 // body only with a corrected one; and a corrected body must pass the
 // route's contract.
 func TestCheckPoisonAndOmittedBodies(t *testing.T) {
-	s := &Store{cfg: consumer.DeadLetterConfig{}.WithDefaults()}
+	s := &Store{cfg: deadletter.Config{}.WithDefaults()}
 	poison := func(reason string) Letter {
 		l := forged("agents.complaints.new", "complaints", "agtch_c")
 		l.Reason = reason
@@ -345,7 +345,7 @@ func TestCheckPoisonAndOmittedBodies(t *testing.T) {
 		t.Errorf("ReplayMsg built a replay of a letter without its body: %v", err)
 	}
 	m, err := s.ReplayMsg(omitted.WithBody([]byte(`{"input":"x"}`)), false)
-	if err != nil || string(m.Data) != `{"input":"x"}` || m.Header.Get(deadletter.HeaderReplayBody) != "corrected" || m.Header.Get(consumer.HeaderIdempotencyKey) != "evt-1" {
+	if err != nil || string(m.Data) != `{"input":"x"}` || m.Header.Get(deadletter.HeaderReplayBody) != "corrected" || m.Header.Get(event.HeaderIdempotencyKey) != "evt-1" {
 		t.Errorf("corrected replay: %v %+v", err, m)
 	}
 }
@@ -353,7 +353,7 @@ func TestCheckPoisonAndOmittedBodies(t *testing.T) {
 // The key a dry run prints is the one the worker will use: the letter's,
 // or the replay's message id when the letter has none usable.
 func TestReplayKeyIsTheWorkersKey(t *testing.T) {
-	s := &Store{cfg: consumer.DeadLetterConfig{}.WithDefaults()}
+	s := &Store{cfg: deadletter.Config{}.WithDefaults()}
 	l := letter()
 	m, _ := s.ReplayMsg(l, false)
 	if k, err := s.ReplayKey(l, m); err != nil || k != "evt-1" {
@@ -367,7 +367,7 @@ func TestReplayKeyIsTheWorkersKey(t *testing.T) {
 	// Whatever the dead-letter stream is called: a name a key may not
 	// hold must not make the worker dead-letter the replay for its key.
 	for _, name := range []string{"dead$letters", "dlq#1", "dlq-ü", strings.Repeat("N", 250)} {
-		odd := &Store{cfg: consumer.DeadLetterConfig{Stream: name}.WithDefaults()}
+		odd := &Store{cfg: deadletter.Config{Stream: name}.WithDefaults()}
 		m, _ := odd.ReplayMsg(l, false)
 		if k, err := odd.ReplayKey(l, m); err != nil || k != l.ID(name).ReplayMsgID() {
 			t.Errorf("stream %.20q: key %q, %v; want the replay's message id, valid", name, k, err)

@@ -14,8 +14,8 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/agentrelay/agentrelay/consumer"
 	"github.com/agentrelay/agentrelay/internal/deadletter"
+	"github.com/agentrelay/agentrelay/internal/event"
 	"github.com/agentrelay/agentrelay/internal/subject"
 )
 
@@ -29,7 +29,7 @@ type Route struct {
 	Filters []string
 	// Contract is its message contract, resolved (Contract.WithDefaults):
 	// a corrected body must pass it.
-	Contract consumer.Contract
+	Contract event.Contract
 }
 
 // Policy says where dead letters may be replayed.
@@ -191,9 +191,9 @@ func (s *Store) Check(p Policy, l Letter) (Route, error) {
 // NewKey is the Idempotency-Key `replay --new-key` gives a dead letter: new,
 // the same on every replay of that letter, different for a later letter
 // that reuses its sequence, and always a valid key whatever the stream is
-// called (consumer.DerivedKey encodes a name a key may not hold).
+// called (event.DerivedKey encodes a name a key may not hold).
 func NewKey(dlStream string, seq uint64, stored time.Time) string {
-	return consumer.DerivedKey("replay-"+dlStream, seq, stored.UnixNano())
+	return event.DerivedKey("replay-"+dlStream, seq, stored.UnixNano())
 }
 
 // ReplayMsg builds the message that replays l to its original subject: the
@@ -226,7 +226,7 @@ func (s *Store) ReplayMsg(l Letter, newKey bool) (*nats.Msg, error) {
 // ReplayKey is the Idempotency-Key the worker will use for m, the replay of
 // l: the key m carries, else (a letter whose key could not be used) the
 // replay's message id, computed as the worker computes it
-// (consumer.IdempotencyKey). An error means the worker would dead-letter
+// (event.IdempotencyKey). An error means the worker would dead-letter
 // the replay as invalid_idempotency_key.
 func (s *Store) ReplayKey(l Letter, m *nats.Msg) (string, error) {
 	h := make(nats.Header, len(m.Header)+1)
@@ -234,7 +234,7 @@ func (s *Store) ReplayKey(l Letter, m *nats.Msg) (string, error) {
 		h[k] = v
 	}
 	h.Set(jetstream.MsgIDHeader, l.ID(s.cfg.Stream).ReplayMsgID())
-	return consumer.IdempotencyKey(h, &jetstream.MsgMetadata{})
+	return event.IdempotencyKey(h, &jetstream.MsgMetadata{})
 }
 
 // Replay checks l against p (see Check), publishes its replay to its

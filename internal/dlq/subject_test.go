@@ -6,7 +6,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/agentrelay/agentrelay/consumer"
 	"github.com/agentrelay/agentrelay/internal/deadletter"
 	"github.com/agentrelay/agentrelay/internal/testenv"
 )
@@ -18,8 +17,8 @@ func TestScanBySubjectFindsShortenedSubjects(t *testing.T) {
 	n := testenv.StartNATS(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	cfg := consumer.DeadLetterConfig{}.WithDefaults()
-	if err := consumer.NewDeadLetter(n.JS, cfg).Ensure(ctx); err != nil {
+	cfg := deadletter.Config{}.WithDefaults()
+	if err := deadletter.NewWriter(n.JS, cfg).Ensure(ctx); err != nil {
 		t.Fatal(err)
 	}
 	long := "agents.complaints." + strings.Repeat("b", 2000)

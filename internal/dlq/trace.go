@@ -3,6 +3,7 @@ package dlq
 import (
 	"context"
 
+	"github.com/agentrelay/agentrelay/internal/natstrace"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"go.opentelemetry.io/otel/codes"
@@ -10,8 +11,6 @@ import (
 	semconv "go.opentelemetry.io/otel/semconv/v1.43.0"
 	"go.opentelemetry.io/otel/trace"
 	"go.opentelemetry.io/otel/trace/noop"
-
-	"github.com/agentrelay/agentrelay/consumer"
 )
 
 // A dead letter keeps the original message's traceparent and tracestate
@@ -31,10 +30,10 @@ const TracerName = "github.com/agentrelay/agentrelay/internal/dlq"
 // and a span that records nothing; the replay then keeps the letter's own
 // trace context.
 func (s *Store) TraceReplay(ctx context.Context, tp trace.TracerProvider, l Letter) (context.Context, trace.Span) {
-	if !consumer.TracingOn(tp) {
+	if !natstrace.TracingOn(tp) {
 		return ctx, noop.Span{}
 	}
-	parent := propagation.TraceContext{}.Extract(ctx, consumer.TraceCarrier(l.Header))
+	parent := propagation.TraceContext{}.Extract(ctx, natstrace.TraceCarrier(l.Header))
 	return tp.Tracer(TracerName).Start(parent, "replay "+l.Route,
 		trace.WithSpanKind(trace.SpanKindProducer),
 		trace.WithAttributes(
@@ -42,14 +41,14 @@ func (s *Store) TraceReplay(ctx context.Context, tp trace.TracerProvider, l Lett
 			semconv.MessagingOperationTypeSend,
 			semconv.MessagingOperationName("replay"),
 			semconv.MessagingDestinationName(l.OrigSubject),
-			consumer.AttrRoute.String(l.Route),
-			consumer.AttrTriggerID.String(l.TriggerID),
-			consumer.AttrReason.String(l.Reason),
-			consumer.AttrStream.String(l.Stream),
-			consumer.AttrStreamSequence.Int64(int64(l.StreamSeq)),
-			consumer.AttrIdempotencyKey.String(l.IdempotencyKey),
-			consumer.AttrAttempt.Int(l.TotalAttempts()),
-			consumer.AttrReplayOf.String(l.ID(s.cfg.Stream).String()),
+			natstrace.AttrRoute.String(l.Route),
+			natstrace.AttrTriggerID.String(l.TriggerID),
+			natstrace.AttrReason.String(l.Reason),
+			natstrace.AttrStream.String(l.Stream),
+			natstrace.AttrStreamSequence.Int64(int64(l.StreamSeq)),
+			natstrace.AttrIdempotencyKey.String(l.IdempotencyKey),
+			natstrace.AttrAttempt.Int(l.TotalAttempts()),
+			natstrace.AttrReplayOf.String(l.ID(s.cfg.Stream).String()),
 		))
 }
 
@@ -57,8 +56,8 @@ func (s *Store) TraceReplay(ctx context.Context, tp trace.TracerProvider, l Lett
 func EndReplay(span trace.Span, ack *jetstream.PubAck, err error) {
 	if ack != nil {
 		span.SetAttributes(
-			consumer.AttrStream.String(ack.Stream),
-			consumer.AttrStreamSequence.Int64(int64(ack.Sequence)))
+			natstrace.AttrStream.String(ack.Stream),
+			natstrace.AttrStreamSequence.Int64(int64(ack.Sequence)))
 	}
 	if err != nil {
 		span.RecordError(err)
@@ -73,5 +72,5 @@ func injectTrace(ctx context.Context, h nats.Header) {
 	if !trace.SpanContextFromContext(ctx).IsValid() {
 		return
 	}
-	propagation.TraceContext{}.Inject(ctx, consumer.TraceCarrier(h))
+	propagation.TraceContext{}.Inject(ctx, natstrace.TraceCarrier(h))
 }

@@ -9,9 +9,8 @@ import (
 	"slices"
 	"time"
 
+	"github.com/agentrelay/agentrelay/internal/deadletter"
 	"github.com/nats-io/nats.go/jetstream"
-
-	"github.com/agentrelay/agentrelay/consumer"
 )
 
 // chaos injects the faults while the events flow: a replica SIGKILLed
@@ -43,7 +42,7 @@ func (r *run) chaos(published <-chan struct{}) <-chan struct{} {
 	for i := range r.p.leaderKill {
 		stream := workStream
 		if i%2 == 1 {
-			stream = consumer.DefaultDeadLetterStream
+			stream = deadletter.DefaultStream
 		}
 		plan = append(plan, action{name: "leader-kill " + stream, do: func() { r.killLeader(stream) }})
 	}
@@ -251,7 +250,7 @@ func (r *run) restartNATS() {
 		return
 	}
 	r.count(func(f *figures) { f.restarts++ })
-	r.fail(r.waitWhole(true, workStream, consumer.DefaultDeadLetterStream))
+	r.fail(r.waitWhole(true, workStream, deadletter.DefaultStream))
 }
 
 // killLeader kills the node leading stream and restarts it after the
@@ -292,7 +291,7 @@ func (r *run) killLeader(stream string) {
 	}
 	r.logf("node %d restarted", leader)
 	r.count(func(f *figures) { f.leaderKills++ })
-	r.fail(r.waitWhole(true, workStream, consumer.DefaultDeadLetterStream))
+	r.fail(r.waitWhole(true, workStream, deadletter.DefaultStream))
 }
 
 // quiesce waits until every replica is relaying and then keeps replicas

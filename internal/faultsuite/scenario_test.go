@@ -17,8 +17,8 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/agentrelay/agentrelay/agentapi/emulator"
-	"github.com/agentrelay/agentrelay/consumer"
 	"github.com/agentrelay/agentrelay/internal/deadletter"
+	"github.com/agentrelay/agentrelay/internal/event"
 	"github.com/agentrelay/agentrelay/internal/natsembed"
 )
 
@@ -518,7 +518,7 @@ func owesNothing(states []ConsumerState) bool {
 func (r *run) deadLetterCount() int {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	s, err := r.js.Stream(ctx, consumer.DefaultDeadLetterStream)
+	s, err := r.js.Stream(ctx, deadletter.DefaultStream)
 	if err != nil {
 		return 0
 	}
@@ -601,7 +601,7 @@ func (r *run) deadLetters() ([]DeadLetter, string) {
 	t := r.t
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	s, err := r.js.Stream(ctx, consumer.DefaultDeadLetterStream)
+	s, err := r.js.Stream(ctx, deadletter.DefaultStream)
 	if err != nil {
 		t.Fatalf("dead-letter stream: %v", err)
 	}
@@ -621,7 +621,7 @@ func (r *run) deadLetters() ([]DeadLetter, string) {
 		}
 		out = append(out, DeadLetter{
 			OriginalMsgID: m.Header.Get(deadletter.HeaderOriginalPrefix + "Nats-Msg-Id"),
-			Key:           m.Header.Get(consumer.HeaderIdempotencyKey),
+			Key:           m.Header.Get(event.HeaderIdempotencyKey),
 			Reason:        m.Header.Get(deadletter.HeaderReason),
 		})
 		for k, vs := range m.Header {

@@ -17,8 +17,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
-	"github.com/agentrelay/agentrelay/consumer"
 	"github.com/agentrelay/agentrelay/internal/buildinfo"
+	"github.com/agentrelay/agentrelay/internal/observe"
+	"github.com/agentrelay/agentrelay/internal/verdict"
 )
 
 const namespace = "agentrelay"
@@ -28,7 +29,7 @@ const namespace = "agentrelay"
 var outcomes = [3]string{"acked", "retried", "dead_lettered"}
 
 // Metrics are the worker's metrics, registered once per process. They are
-// the relay's consumer.Observer.
+// the relay's observe.Observer.
 type Metrics struct {
 	received        *prometheus.CounterVec
 	finished        *prometheus.CounterVec
@@ -205,7 +206,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	return m
 }
 
-var _ consumer.Observer = (*Metrics)(nil)
+var _ observe.Observer = (*Metrics)(nil)
 
 // SetReady sets agentrelay_ready.
 func (m *Metrics) SetReady(ready bool) { m.ready.Set(b2f(ready)) }
@@ -224,7 +225,7 @@ func b2f(b bool) float64 {
 }
 
 // ObserveRoute is Route, for the relay.
-func (m *Metrics) ObserveRoute(name string) consumer.RouteObserver { return m.Route(name) }
+func (m *Metrics) ObserveRoute(name string) observe.RouteObserver { return m.Route(name) }
 
 // Route returns the metrics of one route with the route (and, for the
 // histograms, the outcome) bound once.
@@ -289,11 +290,11 @@ type RouteMetrics struct {
 	// code (BENCHMARKS.md, 2026-11-30).
 }
 
-func outcomeIndex(v consumer.Verdict) int {
+func outcomeIndex(v verdict.Verdict) int {
 	switch v {
-	case consumer.VerdictAck:
+	case verdict.Ack:
 		return 0
-	case consumer.VerdictRetry:
+	case verdict.Retry:
 		return 1
 	default:
 		return 2
@@ -348,14 +349,14 @@ func (r *RouteMetrics) Accepted(now float64, replay bool) {
 func (r *RouteMetrics) TokenReloaded() { r.tokenReloads.Inc() }
 
 // Finished records a message settled by verdict v.
-func (r *RouteMetrics) Finished(v consumer.Verdict, class string, attempt int, seconds float64) {
+func (r *RouteMetrics) Finished(v verdict.Verdict, class string, attempt int, seconds float64) {
 	i := outcomeIndex(v)
 	r.finished(v, class).Inc()
 	r.processSeconds[i].Observe(seconds)
 	r.attempts[i].Observe(float64(attempt))
 }
 
-func (r *RouteMetrics) finished(v consumer.Verdict, class string) prometheus.Counter {
+func (r *RouteMetrics) finished(v verdict.Verdict, class string) prometheus.Counter {
 	return r.m.finished.WithLabelValues(r.name, outcomes[outcomeIndex(v)], class)
 }
 
@@ -384,7 +385,7 @@ func (r *RouteMetrics) PullFailed() { r.pullErrors.Inc() }
 // increase() cannot see a series go from absent to 1: without this the
 // first dead letter of a reason (or the first breaker opening) would never
 // fire an alert built on increase() or rate().
-func (r *RouteMetrics) Prime(k consumer.KnownLabels) {
+func (r *RouteMetrics) Prime(k observe.KnownLabels) {
 	for _, f := range k.Finished {
 		r.finished(f.Verdict, f.Class)
 	}

@@ -3,13 +3,12 @@ package telemetry
 import (
 	"testing"
 
+	"github.com/agentrelay/agentrelay/internal/verdict"
 	"github.com/prometheus/client_golang/prometheus"
-
-	"github.com/agentrelay/agentrelay/consumer"
 )
 
 // The per-message metric calls of the relay: Received, Trigger, Finished,
-// made as the relay makes them, through consumer.RouteObserver.
+// made as the relay makes them, through observe.RouteObserver.
 // Run with go test -run '^$' -bench . -benchmem ./internal/telemetry/
 // (BENCHMARKS.md, 2026-11-30: a cache of the labelled children saved about
 // 0.2 µs of this and was removed.)
@@ -19,6 +18,6 @@ func BenchmarkRouteMetricsPerMessage(b *testing.B) {
 	for b.Loop() {
 		r.Received()
 		r.Trigger(202, "accepted", 0.05)
-		r.Finished(consumer.VerdictAck, "accepted", 1, 0.05)
+		r.Finished(verdict.Ack, "accepted", 1, 0.05)
 	}
 }

@@ -7,7 +7,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/agentrelay/agentrelay/consumer"
+	"github.com/agentrelay/agentrelay/internal/observe"
 	"github.com/agentrelay/agentrelay/internal/telemetry"
 )
 
@@ -17,7 +17,7 @@ import (
 func TestTriggerCallsKeepStatusCodesApartFromErrorKinds(t *testing.T) {
 	reg := prometheus.NewRegistry()
 	r := telemetry.NewMetrics(reg).Route("r")
-	r.Prime(consumer.KnownLabels{Codes: []string{"202"}, Errors: []string{"network"}})
+	r.Prime(observe.KnownLabels{Codes: []string{"202"}, Errors: []string{"network"}})
 	r.Trigger(202, "accepted", 0.01)
 	r.Trigger(503, "server_error", 0.01)
 	r.Trigger(0, "timeout", 10)

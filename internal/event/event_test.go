@@ -1,4 +1,4 @@
-package consumer_test
+package event_test
 
 import (
 	"errors"
@@ -10,7 +10,8 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/agentrelay/agentrelay/agentapi"
-	. "github.com/agentrelay/agentrelay/consumer"
+	"github.com/agentrelay/agentrelay/internal/deadletter"
+	. "github.com/agentrelay/agentrelay/internal/event"
 )
 
 func TestDecodeJSONContract(t *testing.T) {
@@ -19,26 +20,26 @@ func TestDecodeJSONContract(t *testing.T) {
 	rows := []struct {
 		name, body string
 		want       agentapi.Event
-		reason     Reason
+		reason     deadletter.Reason
 	}{
 		{"input only", `{"input":"hello"}`, agentapi.Event{Input: "hello"}, ""},
 		{"input and conversation key", `{"input":"hi","conversation_key":"thread-1"}`, agentapi.Event{Input: "hi", ConversationKey: "thread-1"}, ""},
 		{"null conversation key", `{"input":"hi","conversation_key":null}`, agentapi.Event{Input: "hi"}, ""},
 		{"surrounding whitespace", " \n{\"input\":\"hi\"}\n", agentapi.Event{Input: "hi"}, ""},
 		{"escaped unicode", `{"input":"caf\u00e9"}`, agentapi.Event{Input: "café"}, ""},
-		{"not JSON", `hello`, agentapi.Event{}, ReasonInvalidJSON},
-		{"JSON array", `["hello"]`, agentapi.Event{}, ReasonInvalidJSON},
-		{"truncated", `{"input":"hel`, agentapi.Event{}, ReasonInvalidJSON},
-		{"input not a string", `{"input":42}`, agentapi.Event{}, ReasonInvalidJSON},
-		{"unknown field (a misspelt key)", `{"input":"hi","conversationKey":"x"}`, agentapi.Event{}, ReasonInvalidJSON},
-		{"trailing data", `{"input":"hi"} {"input":"again"}`, agentapi.Event{}, ReasonInvalidJSON},
-		{"missing input", `{"conversation_key":"x"}`, agentapi.Event{}, ReasonMissingInput},
-		{"empty input", `{"input":""}`, agentapi.Event{}, ReasonMissingInput},
-		{"null input", `{"input":null}`, agentapi.Event{}, ReasonMissingInput},
-		{"empty body", ``, agentapi.Event{}, ReasonInvalidJSON},
-		{"input over the limit", `{"input":"0123456789abcdefX"}`, agentapi.Event{}, ReasonInputTooLarge},
-		{"invalid UTF-8", "{\"input\":\"caf\xe9\"}", agentapi.Event{}, ReasonInvalidUTF8},
-		{"control character in conversation key", `{"input":"hi","conversation_key":"a\u001bb"}`, agentapi.Event{}, ReasonInvalidConversationKey},
+		{"not JSON", `hello`, agentapi.Event{}, deadletter.ReasonInvalidJSON},
+		{"JSON array", `["hello"]`, agentapi.Event{}, deadletter.ReasonInvalidJSON},
+		{"truncated", `{"input":"hel`, agentapi.Event{}, deadletter.ReasonInvalidJSON},
+		{"input not a string", `{"input":42}`, agentapi.Event{}, deadletter.ReasonInvalidJSON},
+		{"unknown field (a misspelt key)", `{"input":"hi","conversationKey":"x"}`, agentapi.Event{}, deadletter.ReasonInvalidJSON},
+		{"trailing data", `{"input":"hi"} {"input":"again"}`, agentapi.Event{}, deadletter.ReasonInvalidJSON},
+		{"missing input", `{"conversation_key":"x"}`, agentapi.Event{}, deadletter.ReasonMissingInput},
+		{"empty input", `{"input":""}`, agentapi.Event{}, deadletter.ReasonMissingInput},
+		{"null input", `{"input":null}`, agentapi.Event{}, deadletter.ReasonMissingInput},
+		{"empty body", ``, agentapi.Event{}, deadletter.ReasonInvalidJSON},
+		{"input over the limit", `{"input":"0123456789abcdefX"}`, agentapi.Event{}, deadletter.ReasonInputTooLarge},
+		{"invalid UTF-8", "{\"input\":\"caf\xe9\"}", agentapi.Event{}, deadletter.ReasonInvalidUTF8},
+		{"control character in conversation key", `{"input":"hi","conversation_key":"a\u001bb"}`, agentapi.Event{}, deadletter.ReasonInvalidConversationKey},
 	}
 	for _, r := range rows {
 		ev, reason, err := c.Decode([]byte(r.body), nil)
@@ -56,7 +57,7 @@ func TestDecodeRefusesAHugeJSONBodyWithoutParsingIt(t *testing.T) {
 	c := Contract{MaxInputBytes: 10}.WithDefaults()
 	body := `{"input":"` + strings.Repeat("x", 200_000) + `"}`
 	_, reason, err := c.Decode([]byte(body), nil)
-	if reason != ReasonInputTooLarge || !strings.Contains(err.Error(), "body is") {
+	if reason != deadletter.ReasonInputTooLarge || !strings.Contains(err.Error(), "body is") {
 		t.Fatalf("got %q, %v", reason, err)
 	}
 }
@@ -69,7 +70,7 @@ func TestDecodeTextContract(t *testing.T) {
 	if reason != "" || ev.Input != `{"not":"json"` || ev.ConversationKey != "t-9" {
 		t.Errorf("text body: %+v %q %v", ev, reason, err)
 	}
-	for body, want := range map[string]Reason{"": ReasonMissingInput, "12345678901234": ReasonInputTooLarge, "\xff": ReasonInvalidUTF8} {
+	for body, want := range map[string]deadletter.Reason{"": deadletter.ReasonMissingInput, "12345678901234": deadletter.ReasonInputTooLarge, "\xff": deadletter.ReasonInvalidUTF8} {
 		if _, reason, _ := c.Decode([]byte(body), nil); reason != want {
 			t.Errorf("text body %q: reason %q, want %q", body, reason, want)
 		}
@@ -146,15 +147,15 @@ func TestHostileMessageIDsArePoisonNotRewritten(t *testing.T) {
 func TestLoneSurrogatesAreRefusedNotMangled(t *testing.T) {
 	t.Parallel()
 	c := Contract{}.WithDefaults()
-	for body, want := range map[string]Reason{
-		`{"input":"a\ud800b"}`:                         ReasonInvalidUTF8,
-		`{"input":"x","conversation_key":"\udc00"}`:    ReasonInvalidUTF8,
-		`{"input":"\ufffd and \ud800"}`:                ReasonInvalidUTF8,
+	for body, want := range map[string]deadletter.Reason{
+		`{"input":"a\ud800b"}`:                         deadletter.ReasonInvalidUTF8,
+		`{"input":"x","conversation_key":"\udc00"}`:    deadletter.ReasonInvalidUTF8,
+		`{"input":"\ufffd and \ud800"}`:                deadletter.ReasonInvalidUTF8,
 		"{\"input\":\"a real \uFFFD\"}":                "",
 		`{"input":"an escaped \uFFFD"}`:                "",
-		`{"input":"a pair \ud83d\ude00","extra":null}`: ReasonInvalidJSON,
+		`{"input":"a pair \ud83d\ude00","extra":null}`: deadletter.ReasonInvalidJSON,
 		`{"input":"a pair \ud83d\ude00"}`:              "",
-		`{"Input":"case-variant field, lone \ud800"}`:  ReasonInvalidJSON,
+		`{"Input":"case-variant field, lone \ud800"}`:  deadletter.ReasonInvalidJSON,
 	} {
 		_, reason, err := c.Decode([]byte(body), nil)
 		if reason != want {
@@ -185,7 +186,7 @@ func TestDecodeTakesExactKeysOnlyAndEachOnce(t *testing.T) {
 		{`{"input":"x","` + strings.Repeat("k", 5000) + `":1}`, `unknown key "kkkk`},
 	} {
 		ev, reason, err := c.Decode([]byte(r.body), nil)
-		if reason != ReasonInvalidJSON || ev != (agentapi.Event{}) {
+		if reason != deadletter.ReasonInvalidJSON || ev != (agentapi.Event{}) {
 			t.Errorf("Decode(%.80q) = %+v, %q (%v); want invalid_json", r.body, ev, reason, err)
 			continue
 		}
@@ -223,7 +224,7 @@ func TestConflictingKeyHeadersArePoison(t *testing.T) {
 		}
 	}
 	c := Contract{Format: BodyText}.WithDefaults()
-	if _, reason, _ := c.Decode([]byte("x"), nats.Header{"conversation-key": {"a"}, "CONVERSATION-KEY": {"b"}}); reason != ReasonInvalidConversationKey {
+	if _, reason, _ := c.Decode([]byte("x"), nats.Header{"conversation-key": {"a"}, "CONVERSATION-KEY": {"b"}}); reason != deadletter.ReasonInvalidConversationKey {
 		t.Errorf("conflicting conversation keys: %q", reason)
 	}
 }

@@ -1,4 +1,10 @@
-package consumer
+// Package observe is what the relay tells about its work, for metrics: the
+// Observer interfaces it calls and the closed sets of label values they
+// carry. internal/telemetry's Metrics implement them with Prometheus; Nop
+// observes nothing.
+package observe
+
+import "github.com/agentrelay/agentrelay/internal/verdict"
 
 // Observer is told what the relay does, for metrics. The relay calls it
 // from many goroutines at once. internal/telemetry's Metrics is the
@@ -35,7 +41,7 @@ type RouteObserver interface {
 	// Finished: a message was settled by verdict v after attempt
 	// deliveries, class being the class of its last attempt, seconds
 	// after it was received.
-	Finished(v Verdict, class string, attempt int, seconds float64)
+	Finished(v verdict.Verdict, class string, attempt int, seconds float64)
 	// RetryWaiting: delta more messages wait out a retry delay.
 	RetryWaiting(delta int)
 	// DeadLettered: a dead letter of reason was stored.
@@ -74,30 +80,30 @@ type KnownLabels struct {
 // Finish is one way a message can be settled: the verdict carried out and
 // the class of its last attempt.
 type Finish struct {
-	Verdict Verdict
+	Verdict verdict.Verdict
 	Class   string
 }
 
-// nopObserver observes nothing: the default Options.Observer.
-type nopObserver struct{}
+// Nop observes nothing.
+type Nop struct{}
 
-func (nopObserver) ObserveRoute(string) RouteObserver { return nopObserver{} }
-func (nopObserver) SetReady(bool)                     {}
+func (Nop) ObserveRoute(string) RouteObserver { return Nop{} }
+func (Nop) SetReady(bool)                     {}
 
-func (nopObserver) Prime(KnownLabels)                         {}
-func (nopObserver) Received()                                 {}
-func (nopObserver) InFlight(int)                              {}
-func (nopObserver) SetInFlightLimit(int)                      {}
-func (nopObserver) Trigger(int, string, float64)              {}
-func (nopObserver) Accepted(float64, bool)                    {}
-func (nopObserver) Finished(Verdict, string, int, float64)    {}
-func (nopObserver) RetryWaiting(int)                          {}
-func (nopObserver) DeadLettered(string)                       {}
-func (nopObserver) DeadLetterFailed()                         {}
-func (nopObserver) SettleFailed(string)                       {}
-func (nopObserver) PullFailed()                               {}
-func (nopObserver) SetHealth(string, []string)                {}
-func (nopObserver) HealthTransition(string, string)           {}
-func (nopObserver) ConsumerState(uint64, int, int, int, bool) {}
-func (nopObserver) SetOldestUnacked(float64)                  {}
-func (nopObserver) OrderedBlocked(int, float64)               {}
+func (Nop) Prime(KnownLabels)                              {}
+func (Nop) Received()                                      {}
+func (Nop) InFlight(int)                                   {}
+func (Nop) SetInFlightLimit(int)                           {}
+func (Nop) Trigger(int, string, float64)                   {}
+func (Nop) Accepted(float64, bool)                         {}
+func (Nop) Finished(verdict.Verdict, string, int, float64) {}
+func (Nop) RetryWaiting(int)                               {}
+func (Nop) DeadLettered(string)                            {}
+func (Nop) DeadLetterFailed()                              {}
+func (Nop) SettleFailed(string)                            {}
+func (Nop) PullFailed()                                    {}
+func (Nop) SetHealth(string, []string)                     {}
+func (Nop) HealthTransition(string, string)                {}
+func (Nop) ConsumerState(uint64, int, int, int, bool)      {}
+func (Nop) SetOldestUnacked(float64)                       {}
+func (Nop) OrderedBlocked(int, float64)                    {}

@@ -1,4 +1,4 @@
-package consumer_test
+package event_test
 
 import (
 	"bytes"
@@ -13,22 +13,23 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/agentrelay/agentrelay/agentapi"
-	"github.com/agentrelay/agentrelay/consumer"
+	"github.com/agentrelay/agentrelay/internal/deadletter"
+	"github.com/agentrelay/agentrelay/internal/event"
 )
 
 // The seed corpora run as ordinary tests in `make test`; run a fuzzer with
 // e.g. go test -run='^$' -fuzz=FuzzDecodeJSON -fuzztime=60s ./consumer
 
 // poisonReasons are the reasons Decode may give.
-var poisonReasons = map[consumer.Reason]bool{
-	consumer.ReasonInvalidJSON: true, consumer.ReasonMissingInput: true, consumer.ReasonInputTooLarge: true,
-	consumer.ReasonInvalidUTF8: true, consumer.ReasonInvalidConversationKey: true,
+var poisonReasons = map[deadletter.Reason]bool{
+	deadletter.ReasonInvalidJSON: true, deadletter.ReasonMissingInput: true, deadletter.ReasonInputTooLarge: true,
+	deadletter.ReasonInvalidUTF8: true, deadletter.ReasonInvalidConversationKey: true,
 }
 
 // checkDecoded holds what every decoded message must satisfy: an event the
 // client will send as it is (Validate passes, the input within the limit),
 // or a poison reason with an error that is safe to log and put in a header.
-func checkDecoded(t *testing.T, c consumer.Contract, data []byte, ev agentapi.Event, reason consumer.Reason, err error) bool {
+func checkDecoded(t *testing.T, c event.Contract, data []byte, ev agentapi.Event, reason deadletter.Reason, err error) bool {
 	t.Helper()
 	if (reason == "") != (err == nil) {
 		t.Fatalf("Decode(%q) = reason %q with error %v: a reason comes with an error, and only then", data, reason, err)
@@ -37,7 +38,7 @@ func checkDecoded(t *testing.T, c consumer.Contract, data []byte, ev agentapi.Ev
 		if !poisonReasons[reason] {
 			t.Errorf("Decode(%q): unknown reason %q", data, reason)
 		}
-		if ev != (agentapi.Event{}) && reason != consumer.ReasonInvalidConversationKey {
+		if ev != (agentapi.Event{}) && reason != deadletter.ReasonInvalidConversationKey {
 			t.Errorf("Decode(%q): refused (%s) but returned an event %+v", data, reason, ev)
 		}
 		if msg := err.Error(); !utf8.ValidString(msg) || strings.ContainsFunc(msg, func(r rune) bool { return r < 0x20 || r == 0x7f }) {
@@ -57,11 +58,11 @@ func checkDecoded(t *testing.T, c consumer.Contract, data []byte, ev agentapi.Ev
 // promptDecode decodes and fails the test if that takes more than five
 // seconds: a message that makes Decode spin would hold a worker slot (and
 // its keep-alive) forever.
-func promptDecode(t *testing.T, c consumer.Contract, data []byte, h nats.Header) (agentapi.Event, consumer.Reason, error) {
+func promptDecode(t *testing.T, c event.Contract, data []byte, h nats.Header) (agentapi.Event, deadletter.Reason, error) {
 	t.Helper()
 	type result struct {
 		ev     agentapi.Event
-		reason consumer.Reason
+		reason deadletter.Reason
 		err    error
 	}
 	done := make(chan result, 1)
@@ -101,7 +102,7 @@ func FuzzDecodeJSON(f *testing.F) {
 	} {
 		f.Add([]byte(s))
 	}
-	c := consumer.Contract{MaxInputBytes: 16}.WithDefaults()
+	c := event.Contract{MaxInputBytes: 16}.WithDefaults()
 	f.Fuzz(func(t *testing.T, data []byte) {
 		ev, reason, err := promptDecode(t, c, data, nil)
 		if !checkDecoded(t, c, data, ev, reason, err) {
@@ -179,7 +180,7 @@ func FuzzDecodeText(f *testing.F) {
 	} {
 		f.Add([]byte(s.body), s.name, s.value)
 	}
-	c := consumer.Contract{Format: consumer.BodyText, MaxInputBytes: 16}.WithDefaults()
+	c := event.Contract{Format: event.BodyText, MaxInputBytes: 16}.WithDefaults()
 	f.Fuzz(func(t *testing.T, body []byte, name, value string) {
 		h := nats.Header{}
 		if name != "" {
@@ -192,7 +193,7 @@ func FuzzDecodeText(f *testing.F) {
 		if ev.Input != string(body) {
 			t.Errorf("text body %q became input %q", body, ev.Input)
 		}
-		if strings.EqualFold(name, consumer.HeaderConversationKey) && ev.ConversationKey != value {
+		if strings.EqualFold(name, event.HeaderConversationKey) && ev.ConversationKey != value {
 			t.Errorf("conversation key header %q=%q became %q", name, value, ev.ConversationKey)
 		}
 	})
@@ -224,8 +225,8 @@ func FuzzIdempotencyKey(f *testing.F) {
 			h[jetstream.MsgIDHeader] = []string{msgID}
 		}
 		md := &jetstream.MsgMetadata{Stream: stream, Sequence: jetstream.SequencePair{Stream: seq}, Timestamp: time.Unix(0, ts)}
-		k, err := consumer.IdempotencyKey(h, md)
-		k2, err2 := consumer.IdempotencyKey(h, md)
+		k, err := event.IdempotencyKey(h, md)
+		k2, err2 := event.IdempotencyKey(h, md)
 		if k != k2 || (err == nil) != (err2 == nil) {
 			t.Fatalf("not stable across redeliveries: %q %v / %q %v", k, err, k2, err2)
 		}
@@ -240,7 +241,7 @@ func FuzzIdempotencyKey(f *testing.F) {
 			}
 		case given != "" && k != given:
 			t.Errorf("keys %q/%q: sent %q, not the producer's key", idem, msgID, k)
-		case given == "" && k != consumer.DerivedKey(stream, seq, ts):
+		case given == "" && k != event.DerivedKey(stream, seq, ts):
 			t.Errorf("no key given: sent %q, not the derived key", k)
 		case agentapi.ValidateIdempotencyKey(k) != nil:
 			t.Errorf("keys %q/%q, stream %q: sent the invalid key %q", idem, msgID, stream, k)
@@ -258,7 +259,7 @@ func FuzzDerivedKeyIsValidAndDistinct(f *testing.F) {
 	f.Add("S", uint64(1), int64(23), "S", uint64(12), int64(3))
 	f.Add("a:1", uint64(2), int64(3), "a", uint64(1), int64(2))
 	f.Fuzz(func(t *testing.T, s1 string, q1 uint64, t1 int64, s2 string, q2 uint64, t2 int64) {
-		k1, k2 := consumer.DerivedKey(s1, q1, t1), consumer.DerivedKey(s2, q2, t2)
+		k1, k2 := event.DerivedKey(s1, q1, t1), event.DerivedKey(s2, q2, t2)
 		for _, k := range []string{k1, k2} {
 			if err := agentapi.ValidateIdempotencyKey(k); err != nil {
 				t.Fatalf("derived key %q is invalid: %v", k, err)

@@ -1,4 +1,4 @@
-package consumer
+package deadletter
 
 import (
 	"context"
@@ -10,13 +10,12 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/agentrelay/agentrelay/internal/deadletter"
 	"github.com/agentrelay/agentrelay/internal/subject"
 )
 
-// DeadLetterConfig describes the dead-letter stream. The zero value of each
+// Config describes the dead-letter stream. The zero value of each
 // field means its default.
-type DeadLetterConfig struct {
+type Config struct {
 	// Stream name. Default "AGENTRELAY_DLQ".
 	Stream string
 	// SubjectPrefix: a dead letter of subject S is published to
@@ -40,27 +39,27 @@ type DeadLetterConfig struct {
 
 // Dead-letter defaults.
 const (
-	DefaultDeadLetterStream   = "AGENTRELAY_DLQ"
-	DefaultDeadLetterPrefix   = "agentrelay.dlq"
-	DefaultDeadLetterMaxAge   = 14 * 24 * time.Hour
-	DefaultDuplicateWindow    = time.Hour
-	DefaultDeadLetterTimeout  = 5 * time.Second
-	defaultDeadLetterReplicas = 1
+	DefaultStream          = "AGENTRELAY_DLQ"
+	DefaultSubjectPrefix   = "agentrelay.dlq"
+	DefaultMaxAge          = 14 * 24 * time.Hour
+	DefaultDuplicateWindow = time.Hour
+	DefaultPublishTimeout  = 5 * time.Second
+	defaultReplicas        = 1
 )
 
 // WithDefaults returns c with zero fields set to their defaults.
-func (c DeadLetterConfig) WithDefaults() DeadLetterConfig {
+func (c Config) WithDefaults() Config {
 	if c.Stream == "" {
-		c.Stream = DefaultDeadLetterStream
+		c.Stream = DefaultStream
 	}
 	if c.SubjectPrefix == "" {
-		c.SubjectPrefix = DefaultDeadLetterPrefix
+		c.SubjectPrefix = DefaultSubjectPrefix
 	}
 	if c.MaxAge <= 0 {
-		c.MaxAge = DefaultDeadLetterMaxAge
+		c.MaxAge = DefaultMaxAge
 	}
 	if c.Replicas <= 0 {
-		c.Replicas = defaultDeadLetterReplicas
+		c.Replicas = defaultReplicas
 	}
 	if c.DuplicateWindow <= 0 {
 		c.DuplicateWindow = DefaultDuplicateWindow
@@ -69,13 +68,13 @@ func (c DeadLetterConfig) WithDefaults() DeadLetterConfig {
 		c.DuplicateWindow = c.MaxAge
 	}
 	if c.PublishTimeout <= 0 {
-		c.PublishTimeout = DefaultDeadLetterTimeout
+		c.PublishTimeout = DefaultPublishTimeout
 	}
 	return c
 }
 
 // StreamConfig is the JetStream configuration of the dead-letter stream.
-func (c DeadLetterConfig) StreamConfig() jetstream.StreamConfig {
+func (c Config) StreamConfig() jetstream.StreamConfig {
 	c = c.WithDefaults()
 	maxBytes := c.MaxBytes
 	if maxBytes <= 0 {
@@ -97,51 +96,36 @@ func (c DeadLetterConfig) StreamConfig() jetstream.StreamConfig {
 }
 
 // Subject returns the dead-letter subject for an original subject (see
-// deadletter.Subject): "<SubjectPrefix>.<original>", shortened with a
+// Subject): "<SubjectPrefix>.<original>", shortened with a
 // digest when that is too long or the original is not a literal subject.
-// c is resolved (DeadLetterConfig.WithDefaults), as NewDeadLetter resolves
+// c is resolved (Config.WithDefaults), as NewWriter resolves
 // its own.
-func (c DeadLetterConfig) Subject(original string) string {
-	return deadletter.Subject(c.SubjectPrefix, original)
-}
-
-// Letter is what a dead letter says about why it is one.
-type Letter struct {
-	Reason    Reason
-	Outcome   Outcome
-	Route     string
-	TriggerID string
-	Key       string // the Idempotency-Key used (or that would have been)
-	Attempts  int
-	// Ordered is the conversation key of an event of an ordered route;
-	// Next the stream sequence of the key's next event, when HasNext.
-	Ordered string
-	Next    uint64
-	HasNext bool
+func (c Config) Subject(original string) string {
+	return Subject(c.SubjectPrefix, original)
 }
 
 // Stored is what Publish stored.
 type Stored struct {
 	Ack     *jetstream.PubAck
 	Subject string // the dead letter's subject, Subject(original)
-	Form    deadletter.Form
-	// BodyOmitted: the letter has no body (deadletter.HeaderBodyOmitted
+	Form    Form
+	// BodyOmitted: the letter has no body (HeaderBodyOmitted
 	// says why).
 	BodyOmitted bool
 	// DroppedHeaders counts the original's headers left out.
 	DroppedHeaders int
 	// TruncatedHeaders names agentrelay's headers whose values were cut
-	// to their bound (deadletter.HeaderTruncatedHeaders).
+	// to their bound (HeaderTruncatedHeaders).
 	TruncatedHeaders []string
 	// Refusal is why JetStream refused the letter as sized, when Form is
-	// deadletter.FormReduced.
+	// FormReduced.
 	Refusal error
 }
 
-// DeadLetter publishes dead letters to the dead-letter stream.
-type DeadLetter struct {
+// Writer stores dead letters in the dead-letter stream.
+type Writer struct {
 	js  jetstream.JetStream
-	cfg DeadLetterConfig
+	cfg Config
 	now func() time.Time
 	// streamMaxMsg is the dead-letter stream's MaxMsgSize as Ensure saw
 	// it; <= 0 when unlimited or not known.
@@ -151,14 +135,14 @@ type DeadLetter struct {
 	weak []string
 }
 
-// NewDeadLetter returns a DeadLetter publishing through js.
-func NewDeadLetter(js jetstream.JetStream, cfg DeadLetterConfig) *DeadLetter {
-	return &DeadLetter{js: js, cfg: cfg.WithDefaults(), now: time.Now}
+// NewWriter returns a DeadLetter publishing through js.
+func NewWriter(js jetstream.JetStream, cfg Config) *Writer {
+	return &Writer{js: js, cfg: cfg.WithDefaults(), now: time.Now}
 }
 
-// maxDeadLetterPrefixLen bounds SubjectPrefix, so that a shortened
+// maxPrefixLen bounds SubjectPrefix, so that a shortened
 // dead-letter subject still has room for leading tokens of the original.
-const maxDeadLetterPrefixLen = 256
+const maxPrefixLen = 256
 
 // Ensure creates the dead-letter stream if it does not exist. An existing
 // stream is left as it is (an operator may manage it), but one of its
@@ -166,9 +150,9 @@ const maxDeadLetterPrefixLen = 256
 // "agentrelay.>" or ">" do. It asks the server for the stream once, and
 // keeps what it learnt: the stream's message size limit, and its
 // weaknesses.
-func (d *DeadLetter) Ensure(ctx context.Context) error {
-	if len(d.cfg.SubjectPrefix) > maxDeadLetterPrefixLen {
-		return fmt.Errorf("dead-letter subject prefix is %d bytes, limit %d", len(d.cfg.SubjectPrefix), maxDeadLetterPrefixLen)
+func (d *Writer) Ensure(ctx context.Context) error {
+	if len(d.cfg.SubjectPrefix) > maxPrefixLen {
+		return fmt.Errorf("dead-letter subject prefix is %d bytes, limit %d", len(d.cfg.SubjectPrefix), maxPrefixLen)
 	}
 	want := d.cfg.StreamConfig()
 	s, err := d.js.Stream(ctx, d.cfg.Stream)
@@ -198,10 +182,10 @@ func (d *DeadLetter) Ensure(ctx context.Context) error {
 	return nil
 }
 
-// weaknesses returns what Ensure found that makes an existing dead-letter
+// Weaknesses returns what Ensure found that makes an existing dead-letter
 // stream less durable than the one agentrelay would create: an operator
 // may have reasons, so they are warnings, not errors.
-func (d *DeadLetter) weaknesses() []string { return d.weak }
+func (d *Writer) Weaknesses() []string { return d.weak }
 
 // weaknesses lists what makes a dead-letter stream of this configuration
 // less durable than the one agentrelay would create.
@@ -234,31 +218,27 @@ type Original interface {
 	Data() []byte
 }
 
-// Publish stores a dead-letter copy of msg and returns once JetStream has
-// acknowledged it. Only then may the caller terminate the original. It is
-// PublishLetter, returning only the publish ack.
-func (d *DeadLetter) Publish(ctx context.Context, msg Original, md *jetstream.MsgMetadata, l Letter) (*jetstream.PubAck, error) {
-	st, err := d.PublishLetter(ctx, msg, md, l)
-	return st.Ack, err
-}
-
-// PublishLetter stores a dead-letter copy of msg and returns once JetStream
-// has acknowledged it, with what was stored. Only then may the caller
-// terminate the original.
+// Publish stores a dead-letter copy of msg, with the facts f, and returns
+// once JetStream has acknowledged it, with what was stored. Only then may
+// the caller terminate the original. f's fields about the original
+// (Stream, StreamSeq, OrigSubject, OrigStored) and DeadLetteredAt are
+// filled in from msg and md.
 //
-// The letter (deadletter.Encode) is always storable: it is sized to the
+// The letter (Encode) is always storable: it is sized to the
 // connection's max_payload, the dead-letter stream's MaxMsgSize and
 // JetStream's header limit. Should JetStream still refuse it for good (any
 // JetStream error but a full stream), the reduced form
-// (deadletter.FormReduced) is published at once under the same Nats-Msg-Id,
+// (FormReduced) is published at once under the same Nats-Msg-Id,
 // so that a retry never stores two letters.
 //
 // An error means nothing new was stored: the dead-letter stream was
 // unavailable (timeout, no responders, connection closed, ctx done), full,
 // or refused even the reduced form. The caller keeps the original and
 // retries.
-func (d *DeadLetter) PublishLetter(ctx context.Context, msg Original, md *jetstream.MsgMetadata, l Letter) (Stored, error) {
-	e := deadletter.Encode(l.facts(msg.Subject(), md, d.now()), msg.Headers(), msg.Data(), deadletter.Target{
+func (d *Writer) Publish(ctx context.Context, msg Original, md *jetstream.MsgMetadata, f Facts) (Stored, error) {
+	f.Stream, f.StreamSeq, f.OrigSubject, f.OrigStored = md.Stream, md.Sequence.Stream, msg.Subject(), md.Timestamp
+	f.DeadLetteredAt = d.now()
+	e := Encode(f, msg.Headers(), msg.Data(), Target{
 		Stream: d.cfg.Stream, SubjectPrefix: d.cfg.SubjectPrefix, MaxPayload: d.maxPayload(),
 	})
 	ack, err := d.publish(ctx, e.Msg, e.MsgID)
@@ -278,38 +258,20 @@ func (d *DeadLetter) PublishLetter(ctx context.Context, msg Original, md *jetstr
 	return stored(ack, red, err), nil
 }
 
-func stored(ack *jetstream.PubAck, e deadletter.Encoded, refusal error) Stored {
+func stored(ack *jetstream.PubAck, e Encoded, refusal error) Stored {
 	return Stored{
 		Ack: ack, Subject: e.Msg.Subject, Form: e.Form, BodyOmitted: e.BodyOmitted,
 		DroppedHeaders: e.DroppedHeaders, TruncatedHeaders: e.TruncatedHeaders, Refusal: refusal,
 	}
 }
 
-// facts are what a dead letter of the message (subject, md) says of it.
-func (l Letter) facts(subject string, md *jetstream.MsgMetadata, now time.Time) deadletter.Facts {
-	f := deadletter.Facts{
-		Reason: string(l.Reason), Class: string(l.Outcome.Class), Status: l.Outcome.Status,
-		Route: l.Route, TriggerID: l.TriggerID,
-		Stream: md.Stream, StreamSeq: md.Sequence.Stream, OrigSubject: subject, OrigStored: md.Timestamp,
-		Attempts: l.Attempts, DeadLetteredAt: now,
-		IdempotencyKey: l.Key, OrderedKey: l.Ordered,
-	}
-	if l.Outcome.Err != nil {
-		f.Error = l.Outcome.Err.Error()
-	}
-	if l.HasNext {
-		f.NextSeq = l.Next
-	}
-	return f
-}
-
-func (d *DeadLetter) publish(ctx context.Context, m *nats.Msg, id string) (*jetstream.PubAck, error) {
+func (d *Writer) publish(ctx context.Context, m *nats.Msg, id string) (*jetstream.PubAck, error) {
 	return d.js.PublishMsg(ctx, m, jetstream.WithMsgID(id), jetstream.WithExpectStream(d.cfg.Stream))
 }
 
 // maxPayload is the largest message (headers and body) the dead-letter
 // stream takes through this connection.
-func (d *DeadLetter) maxPayload() int {
+func (d *Writer) maxPayload() int {
 	p := int64(defaultMaxPayload)
 	if nc := d.js.Conn(); nc != nil && nc.MaxPayload() > 0 {
 		p = nc.MaxPayload()
@@ -325,7 +287,7 @@ func (d *DeadLetter) maxPayload() int {
 // a full stream, or a message the client will not send. Anything else
 // (timeout, no responders, connection closed, ctx done) is unavailability
 // and a full stream is a full stream: the original is kept and retried, as
-// DeadLetterConfig.MaxBytes promises, rather than stored without its body.
+// Config.MaxBytes promises, rather than stored without its body.
 func refused(err error) bool {
 	if errors.Is(err, nats.ErrMaxPayload) || errors.Is(err, nats.ErrBadHeaderMsg) || errors.Is(err, nats.ErrBadSubject) {
 		return true

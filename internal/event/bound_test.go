@@ -1,4 +1,4 @@
-package consumer_test
+package event_test
 
 import (
 	"encoding/json"
@@ -6,7 +6,8 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/agentrelay/agentrelay/consumer"
+	"github.com/agentrelay/agentrelay/internal/deadletter"
+	"github.com/agentrelay/agentrelay/internal/event"
 )
 
 // A decoding error does not repeat what the producer wrote at length: an
@@ -15,8 +16,8 @@ import (
 func TestDecodeErrorIsBounded(t *testing.T) {
 	t.Parallel()
 	name := strings.Repeat("k", 1<<20)
-	_, reason, err := consumer.Contract{}.WithDefaults().Decode([]byte(`{"input":"x","`+name+`":"v"}`), nil)
-	if reason != consumer.ReasonInvalidJSON || err == nil {
+	_, reason, err := event.Contract{}.WithDefaults().Decode([]byte(`{"input":"x","`+name+`":"v"}`), nil)
+	if reason != deadletter.ReasonInvalidJSON || err == nil {
 		t.Fatalf("reason %q, err %v", reason, err)
 	}
 	if n := len(err.Error()); n > 512 {
@@ -27,7 +28,7 @@ func TestDecodeErrorIsBounded(t *testing.T) {
 	}
 	// A syntax error quoting the producer's text is cut too, and still
 	// unwraps to encoding/json's error.
-	_, _, err = consumer.Contract{}.WithDefaults().Decode([]byte(`{"input":"x",`+name+`}`), nil)
+	_, _, err = event.Contract{}.WithDefaults().Decode([]byte(`{"input":"x",`+name+`}`), nil)
 	var syntaxErr *json.SyntaxError
 	if !errors.As(err, &syntaxErr) || len(err.Error()) > 512 {
 		t.Errorf("error %.600q does not unwrap to encoding/json's, or is not bounded", err)

@@ -1,4 +1,4 @@
-package consumer
+package deadletter_test
 
 import (
 	"context"
@@ -8,6 +8,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/agentrelay/agentrelay/internal/deadletter"
 	"github.com/agentrelay/agentrelay/internal/testenv"
 )
 
@@ -31,11 +32,11 @@ func TestEnsureLooksUpTheStreamOnce(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	dl := NewDeadLetter(n.JS, DeadLetterConfig{Stream: name})
+	dl := deadletter.NewWriter(n.JS, deadletter.Config{Stream: name})
 	if err := dl.Ensure(ctx); err != nil {
 		t.Fatal(err)
 	}
-	weak := dl.weaknesses()
+	weak := dl.Weaknesses()
 	if len(weak) != 1 || !strings.HasPrefix(weak[0], "memory storage") {
 		t.Errorf("weaknesses %q, want memory storage", weak)
 	}

@@ -1,4 +1,8 @@
-package consumer
+// Package event is the producer-facing message contract: how a NATS
+// message is read as a trigger event (Contract.Decode), which
+// Idempotency-Key it is sent with (IdempotencyKey), and why a message that
+// breaks the contract is refused (a deadletter.Reason).
+package event
 
 import (
 	"bytes"
@@ -88,57 +92,57 @@ const (
 // wrong; such a message is dead-lettered without calling the API. The
 // returned event has no idempotency key; see IdempotencyKey. c is resolved
 // (Contract.WithDefaults): a route's is, from when the relay is built.
-func (c Contract) Decode(data []byte, h nats.Header) (agentapi.Event, Reason, error) {
+func (c Contract) Decode(data []byte, h nats.Header) (agentapi.Event, deadletter.Reason, error) {
 	var ev agentapi.Event
 	switch c.Format {
 	case BodyText:
 		if len(data) > c.MaxInputBytes {
-			return ev, ReasonInputTooLarge, fmt.Errorf("body is %d bytes, limit %d", len(data), c.MaxInputBytes)
+			return ev, deadletter.ReasonInputTooLarge, fmt.Errorf("body is %d bytes, limit %d", len(data), c.MaxInputBytes)
 		}
 		if !utf8.Valid(data) {
-			return ev, ReasonInvalidUTF8, errors.New("body is not valid UTF-8")
+			return ev, deadletter.ReasonInvalidUTF8, errors.New("body is not valid UTF-8")
 		}
 		if len(data) == 0 {
-			return ev, ReasonMissingInput, errors.New("body is empty")
+			return ev, deadletter.ReasonMissingInput, errors.New("body is empty")
 		}
 		ev.Input = string(data)
 		var conflict bool
-		ev.ConversationKey, conflict = lookupHeader(h, c.ConversationKeyHeader)
+		ev.ConversationKey, conflict = LookupHeader(h, c.ConversationKeyHeader)
 		if conflict {
-			return agentapi.Event{}, ReasonInvalidConversationKey, fmt.Errorf("%s headers in different cases carry different values", c.ConversationKeyHeader)
+			return agentapi.Event{}, deadletter.ReasonInvalidConversationKey, fmt.Errorf("%s headers in different cases carry different values", c.ConversationKeyHeader)
 		}
 	default:
 		if len(data) > c.maxJSONBody() {
-			return ev, ReasonInputTooLarge, fmt.Errorf("body is %d bytes, limit %d", len(data), c.maxJSONBody())
+			return ev, deadletter.ReasonInputTooLarge, fmt.Errorf("body is %d bytes, limit %d", len(data), c.maxJSONBody())
 		}
 		// encoding/json would silently replace invalid UTF-8 with U+FFFD:
 		// refuse it instead of sending a mangled input.
 		if !utf8.Valid(data) {
-			return ev, ReasonInvalidUTF8, errors.New("body is not valid UTF-8")
+			return ev, deadletter.ReasonInvalidUTF8, errors.New("body is not valid UTF-8")
 		}
 		f, ok := decodeFast(data)
 		if !ok {
 			var err error
 			if f, err = decodeStrict(data); err != nil {
-				return ev, ReasonInvalidJSON, err
+				return ev, deadletter.ReasonInvalidJSON, err
 			}
 			if mangled(data, f.input, f.conversationKey) {
 				// A lone surrogate escape (\ud800): encoding/json
 				// turns it into U+FFFD; refuse rather than send that.
-				return ev, ReasonInvalidUTF8, errors.New("body has an escape that is not a Unicode character (a lone surrogate)")
+				return ev, deadletter.ReasonInvalidUTF8, errors.New("body has an escape that is not a Unicode character (a lone surrogate)")
 			}
 		}
 		if f.input == "" {
-			return ev, ReasonMissingInput, errors.New(`"input" is missing or empty`)
+			return ev, deadletter.ReasonMissingInput, errors.New(`"input" is missing or empty`)
 		}
 		if len(f.input) > c.MaxInputBytes {
-			return ev, ReasonInputTooLarge, fmt.Errorf("input is %d bytes, limit %d", len(f.input), c.MaxInputBytes)
+			return ev, deadletter.ReasonInputTooLarge, fmt.Errorf("input is %d bytes, limit %d", len(f.input), c.MaxInputBytes)
 		}
 		ev.Input = f.input
 		ev.ConversationKey = f.conversationKey
 	}
 	if err := agentapi.ValidateConversationKey(ev.ConversationKey); err != nil {
-		return agentapi.Event{}, ReasonInvalidConversationKey, err
+		return agentapi.Event{}, deadletter.ReasonInvalidConversationKey, err
 	}
 	return ev, "", nil
 }
@@ -457,14 +461,14 @@ func hex4(b []byte) (rune, bool) {
 	return r, true
 }
 
-// lookupHeader returns the first value of header name, matching the name
+// LookupHeader returns the first value of header name, matching the name
 // exactly first and then without regard to case: NATS headers are
 // case-sensitive, but producers in other languages do not always keep the
 // canonical form. Among case variants it takes the first in sorted order, so
 // the answer is the same on every redelivery (map order is not). It also
 // reports whether case variants of the name carry different values: for a
 // key, that is a message that cannot say which key it means.
-func lookupHeader(h nats.Header, name string) (value string, conflict bool) {
+func LookupHeader(h nats.Header, name string) (value string, conflict bool) {
 	if v, ok := h[name]; ok && len(v) > 0 {
 		value = v[0]
 		for k, vv := range h {
@@ -504,7 +508,7 @@ func lookupHeader(h nats.Header, name string) (value string, conflict bool) {
 // would not match what the producer meant.
 func IdempotencyKey(h nats.Header, md *jetstream.MsgMetadata) (string, error) {
 	for _, name := range []string{HeaderIdempotencyKey, jetstream.MsgIDHeader} {
-		k, conflict := lookupHeader(h, name)
+		k, conflict := LookupHeader(h, name)
 		if conflict {
 			return "", fmt.Errorf("%w: %s headers in different cases carry different values", agentapi.ErrInvalidIdempotencyKey, name)
 		}
