@@ -26,8 +26,9 @@ const (
 	natsCLIDir     = "nats/cli"
 	dockerfilePath = "docker/Dockerfile"
 	dashboardPath  = "kubernetes/components/monitoring/dashboards/agentrelay.json"
-	readmeDeploy   = "README-deploying.md"
 	readmeRoot     = "../README.md"
+	deployingDoc   = "../docs/deploying.md"
+	runbookDoc     = "../docs/runbook.md"
 
 	// containerName is the worker container of the Deployment.
 	containerName = "agentrelay"
@@ -227,19 +228,12 @@ func parseDockerfile(t *testing.T) *dockerfile.File {
 	return f
 }
 
-// readReadmes returns the Deploying section and the README it is merged
-// into, whichever exist; at least one must.
-func readReadmes(t *testing.T) string {
+// readDoc returns a document of the repository (a path relative to deploy/).
+func readDoc(t *testing.T, path string) string {
 	t.Helper()
-	var all []string
-	for _, p := range []string{readmeDeploy, readmeRoot} {
-		b, err := os.ReadFile(p)
-		if err == nil {
-			all = append(all, string(b))
-		}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
 	}
-	if len(all) == 0 {
-		t.Fatalf("neither %s nor %s exists", readmeDeploy, readmeRoot)
-	}
-	return strings.Join(all, "\n")
+	return string(b)
 }

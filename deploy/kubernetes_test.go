@@ -141,11 +141,11 @@ func checkReferences(t *testing.T, d deployment) {
 	}
 
 	// The Secret with the agent tokens is created out of band, so the
-	// README must say how.
-	readme := readReadmes(t)
+	// deploy guide must say how.
+	guide := readDoc(t, deployingDoc)
 	for _, v := range d.pod.Volumes {
-		if v.Secret != nil && !strings.Contains(readme, v.Secret.SecretName) {
-			t.Errorf("volume %s mounts Secret %s, which the README does not tell how to create", v.Name, v.Secret.SecretName)
+		if v.Secret != nil && !strings.Contains(guide, v.Secret.SecretName) {
+			t.Errorf("volume %s mounts Secret %s, which %s does not tell how to create", v.Name, v.Secret.SecretName, deployingDoc)
 		}
 	}
 }

@@ -156,3 +156,38 @@ func TestLinkCheckerRefusesBrokenLinks(t *testing.T) {
 		t.Errorf("markdownLinks = %q, want %q", got, want)
 	}
 }
+
+// maxReadmeLines bounds the README: what agentrelay is, the two commands,
+// the contract, the response classes, configuration at a glance and links.
+// Everything else lives under docs/, where a reader finds it by its index.
+const maxReadmeLines = 350
+
+// The README stays short and leads to docs/, and the docs index links every
+// page under docs/, so no page is reachable only by knowing its name.
+func TestReadmeIsShortAndEveryDocIsIndexed(t *testing.T) {
+	readme := readDoc(t, readmeRoot)
+	if n := strings.Count(readme, "\n"); n > maxReadmeLines {
+		t.Errorf("%s has %d lines, want at most %d: move sections under docs/", readmeRoot, n, maxReadmeLines)
+	}
+	if !slices.Contains(markdownLinks(readme), "docs/README.md") {
+		t.Errorf("%s does not link the docs index docs/README.md", readmeRoot)
+	}
+	index := filepath.Join(docsDir, "README.md")
+	linked := map[string]bool{}
+	for _, l := range markdownLinks(readDoc(t, index)) {
+		target, _, _ := strings.Cut(l, "#")
+		linked[filepath.Clean(target)] = true
+	}
+	pages, err := filepath.Glob(filepath.Join(docsDir, "*.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(pages) < 2 {
+		t.Fatalf("%d pages under %s", len(pages), docsDir)
+	}
+	for _, p := range pages {
+		if name := filepath.Base(p); name != "README.md" && !linked[name] {
+			t.Errorf("%s is not linked from %s", p, index)
+		}
+	}
+}

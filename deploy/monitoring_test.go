@@ -50,10 +50,13 @@ func alertRules(t *testing.T, d deployment) []monitoringv1.Rule {
 // runbook is, and the required situations are all covered.
 func TestAlertRulesAreComplete(t *testing.T) {
 	d := renderExample(t)
-	readme := readReadmes(t)
-	// Runbook links point at sections of the README, wherever the
-	// overlay's runbookBaseURL says it is.
+	runbook := markdownAnchors(readDoc(t, runbookDoc))
+	// Runbook links point at sections of docs/runbook.md, wherever the
+	// overlay's runbookBaseURL says the repository is.
 	runbookBase := overlaySettings(t)["runbookBaseURL"] + "#"
+	if !strings.HasSuffix(runbookBase, "/docs/runbook.md#") {
+		t.Errorf("runbookBaseURL %q must name docs/runbook.md", strings.TrimSuffix(runbookBase, "#"))
+	}
 	seen := map[string]bool{}
 	for _, r := range alertRules(t, d) {
 		if seen[r.Alert] {
@@ -79,8 +82,8 @@ func TestAlertRulesAreComplete(t *testing.T) {
 			}
 		}
 		anchor, ok := strings.CutPrefix(r.Annotations["runbook_url"], runbookBase)
-		if !ok || !slices.Contains(markdownAnchors(readme), anchor) {
-			t.Errorf("alert %s: runbook_url %q must be %s<anchor of a README heading>", r.Alert, r.Annotations["runbook_url"], runbookBase)
+		if !ok || !slices.Contains(runbook, anchor) {
+			t.Errorf("alert %s: runbook_url %q must be %s<anchor of a heading of %s>", r.Alert, r.Annotations["runbook_url"], runbookBase, runbookDoc)
 		}
 		if metric, ok := requiredAlerts[r.Alert]; ok && !slices.Contains(metricNames(expr), metric) {
 			t.Errorf("alert %s must watch %s", r.Alert, metric)

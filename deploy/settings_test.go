@@ -126,8 +126,8 @@ func TestNATSAccountIsOneOverlaySetting(t *testing.T) {
 			t.Errorf("with natsAccount %s a trigger reads account %q", account, got)
 		}
 	}
-	if !strings.Contains(readReadmes(t), "natsAccount") {
-		t.Error("the README does not say where the NATS account KEDA reads is set (natsAccount)")
+	if !strings.Contains(readDoc(t, deployingDoc), "natsAccount") {
+		t.Errorf("%s does not say where the NATS account KEDA reads is set (natsAccount)", deployingDoc)
 	}
 }
 
@@ -152,7 +152,7 @@ func TestRunbookLinksFollowTheOverlaySetting(t *testing.T) {
 		check(t, renderExample(t), overlaySettings(t)["runbookBaseURL"])
 	})
 	t.Run("changed", func(t *testing.T) {
-		const base = "https://gitlab.internal.example/sre/agentrelay/-/blob/v1.2.0/README.md"
+		const base = "https://gitlab.internal.example/sre/agentrelay/-/blob/v1.2.0/docs/runbook.md"
 		d := copiedOverlay(t, map[string][2]string{"settings.yaml": settingEdit(t, "runbookBaseURL", base)})
 		check(t, d, base)
 	})

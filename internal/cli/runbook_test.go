@@ -13,29 +13,20 @@ import (
 )
 
 const (
-	readmePath = "../../README.md"
-	alertsPath = "../../deploy/kubernetes/components/monitoring/prometheusrule.yaml"
+	runbookPath = "../../docs/runbook.md"
+	alertsPath  = "../../deploy/kubernetes/components/monitoring/prometheusrule.yaml"
 )
 
-// runbookSections returns the README's Runbook section, by the anchor of
-// each "#### " heading in it.
+// runbookSections returns the sections of docs/runbook.md, by the anchor of
+// each "## " heading.
 func runbookSections(t *testing.T) map[string]string {
 	t.Helper()
-	b, err := os.ReadFile(readmePath)
+	b, err := os.ReadFile(runbookPath)
 	if err != nil {
 		t.Fatal(err)
 	}
-	doc := string(b)
-	start := strings.Index(doc, "\n### Runbook\n")
-	if start < 0 {
-		t.Fatal("the README has no ### Runbook section")
-	}
-	runbook := doc[start+1:]
-	if end := strings.Index(runbook, "\n## "); end >= 0 {
-		runbook = runbook[:end]
-	}
 	sections := map[string]string{}
-	parts := strings.Split(runbook, "\n#### ")
+	parts := strings.Split(string(b), "\n## ")
 	for _, p := range parts[1:] {
 		heading, body, _ := strings.Cut(p, "\n")
 		sections[anchor(heading)] = body
@@ -125,7 +116,7 @@ func checkCommand(root *cobra.Command, line string) string {
 	return ""
 }
 
-// The README's runbook walks each alert to its cause with agentrelay's own
+// The runbook (docs/runbook.md) walks each alert to its cause with agentrelay's own
 // commands: every alert of the PrometheusRule links a runbook section, the
 // section quotes at least one agentrelay command, and every command the
 // runbook quotes exists, with the flags it is given.
@@ -144,7 +135,7 @@ func TestRunbookWalksEveryAlertWithRealCommands(t *testing.T) {
 		name, anchor := a[1], anchors[i][1]
 		body, ok := sections[anchor]
 		if !ok {
-			t.Errorf("alert %s: runbook #%s is not a section of the README's Runbook", name, anchor)
+			t.Errorf("alert %s: runbook #%s is not a section of %s", name, anchor, runbookPath)
 			continue
 		}
 		if !strings.Contains(body, name) {
