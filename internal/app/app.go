@@ -86,7 +86,7 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger, o Options) e
 	defer client.CloseIdleConnections()
 	tp := o.TracerProvider
 	if tp == nil {
-		tr, err := StartTracing(ctx, os.Getenv, os.Stdout, log)
+		tr, err := StartTracing(ctx, WorkerServiceName, os.Getenv, os.Stdout, log)
 		if err != nil {
 			return err
 		}
