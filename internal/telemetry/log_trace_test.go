@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"strings"
 	"testing"
+	"time"
 
 	"go.opentelemetry.io/otel/trace"
 )
@@ -82,19 +83,30 @@ func TestLogLinesCarryARemoteParentsIDs(t *testing.T) {
 	}
 }
 
-// Without a span, the wrapper costs no allocation: a log line costs what it
-// cost before.
+// Without a span, the wrapper passes the record on at no cost: no
+// allocation. (Measured on the wrapper alone: the JSON handler's buffers
+// come from a sync.Pool, which the race detector empties at random.)
 func TestTraceIDsCostNothingWithoutASpan(t *testing.T) {
-	plain := slog.New(slog.NewJSONHandler(io.Discard, nil))
-	wrapped := slog.New(WithTraceIDs(slog.NewJSONHandler(io.Discard, nil)))
+	h := WithTraceIDs(acceptAll{})
 	ctx := context.WithValue(context.Background(), struct{}{}, "not a span")
-	logLine := func(l *slog.Logger) func() {
-		return func() { l.InfoContext(ctx, "accepted", "route", "complaints", "attempt", 1) }
+	r := slog.NewRecord(time.Now(), slog.LevelInfo, "accepted", 0)
+	r.AddAttrs(slog.String("route", "complaints"), slog.Int("attempt", 1))
+	if n := testing.AllocsPerRun(100, func() { _ = h.Handle(ctx, r) }); n != 0 {
+		t.Errorf("%v allocations per record without a span", n)
 	}
-	if p, w := testing.AllocsPerRun(100, logLine(plain)), testing.AllocsPerRun(100, logLine(wrapped)); w != p {
-		t.Errorf("%v allocations per line with the trace ids wrapper and no span, %v without the wrapper", w, p)
+	spanCtx, _ := spanContext(false)
+	if n := testing.AllocsPerRun(100, func() { _ = h.Handle(spanCtx, r) }); n == 0 {
+		t.Error("no allocation with a span: are the ids added at all?")
 	}
 }
+
+// acceptAll is a handler that takes every record and writes nothing.
+type acceptAll struct{}
+
+func (acceptAll) Enabled(context.Context, slog.Level) bool  { return true }
+func (acceptAll) Handle(context.Context, slog.Record) error { return nil }
+func (h acceptAll) WithAttrs([]slog.Attr) slog.Handler      { return h }
+func (h acceptAll) WithGroup(string) slog.Handler           { return h }
 
 // The cost of a log line with and without a span, through the worker's
 // JSON handler. Run with go test -run '^$' -bench Log -benchmem
