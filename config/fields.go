@@ -78,8 +78,9 @@ var yamlLine = regexp.MustCompile(`^line (\d+): `)
 type fieldWalker struct {
 	found []yamlProblem
 	seen  map[*yaml.Node]bool // nodes reported
-	// walked: a node is walked once per type, however many aliases and
-	// merges lead to it, so that the walk is as long as the document.
+	// walked: a mapping or a list is walked once per type, however many
+	// aliases and merges lead to it, so that the walk is as long as the
+	// document.
 	walked map[walkedKey]bool
 	fields map[reflect.Type]map[string]reflect.Type
 	// decoded: the library reported nothing, so only what it takes
@@ -101,11 +102,13 @@ func (w *fieldWalker) walk(n *yaml.Node, t reflect.Type, path string) {
 	for t.Kind() == reflect.Pointer {
 		t = t.Elem()
 	}
-	k := walkedKey{n, t}
-	if w.walked[k] {
-		return
+	if n.Kind == yaml.MappingNode || n.Kind == yaml.SequenceNode {
+		k := walkedKey{n, t}
+		if w.walked[k] {
+			return
+		}
+		w.walked[k] = true
 	}
-	w.walked[k] = true
 	switch {
 	case reflect.PointerTo(t).Implements(unmarshalerType):
 		w.decode(n, t, path)
@@ -128,46 +131,63 @@ func (w *fieldWalker) walkMapping(n *yaml.Node, t reflect.Type, path string) {
 		fields = yamlFields(t)
 		w.fields[t] = fields
 	}
-	keys := map[string]*yaml.Node{}
-	kept := make([]*yaml.Node, 0, len(n.Content))
+	var keys map[string]*yaml.Node // to find a key set twice, which the library reports
+	if !w.decoded {
+		keys = map[string]*yaml.Node{}
+	}
+	var kept []*yaml.Node // n.Content without what is taken out, once something is
 	for i := 0; i+1 < len(n.Content); i += 2 {
 		key, v := n.Content[i], n.Content[i+1]
-		k := key
-		for k.Kind == yaml.AliasNode && k.Alias != nil {
-			k = k.Alias
+		if w.walkKey(key, v, t, fields, keys, path) {
+			if kept != nil {
+				kept = append(kept, key, v)
+			}
+		} else if kept == nil {
+			kept = append(make([]*yaml.Node, 0, len(n.Content)), n.Content[:i]...)
 		}
-		if k.Kind != yaml.ScalarNode {
-			w.add(k, nil, "%s: a key must be a name, not a list or a mapping, at line %d", where(path), k.Line)
-			continue
-		}
-		if k.Tag == "!!merge" || (k.Value == "<<" && k.Style == 0) {
-			w.walkMerge(v, t, path)
-			kept = append(kept, key, v)
-			continue
-		}
-		p := joinPath(path, k.Value)
-		if first, ok := keys[k.Value]; ok {
-			w.add(k, &p, "%s: set twice, at lines %d and %d", p, first.Line, k.Line)
-			continue
-		}
-		keys[k.Value] = k
-		ft, ok := fields[k.Value]
-		if ok {
-			w.walk(v, ft, p)
-			kept = append(kept, key, v)
-			continue
-		}
-		msg := p + ": unknown field"
-		var meant *string
-		if s := suggest(k.Value, fields); s != "" {
-			msg += " (did you mean " + s + "?)"
-			meant = ptr(joinPath(path, s))
-		}
-		// A key in a mapping merged into others ("<<: *a") is named where
-		// it is written, the first place found.
-		w.add(k, meant, "%s at line %d", msg, k.Line)
 	}
-	n.Content = kept
+	if kept != nil {
+		n.Content = kept
+	}
+}
+
+// walkKey walks the pair key: v of a mapping that sets the fields of t, and
+// reports whether it stays.
+func (w *fieldWalker) walkKey(key, v *yaml.Node, t reflect.Type, fields map[string]reflect.Type, keys map[string]*yaml.Node, path string) bool {
+	k := key
+	for k.Kind == yaml.AliasNode && k.Alias != nil {
+		k = k.Alias
+	}
+	if k.Kind != yaml.ScalarNode {
+		w.add(k, nil, "%s: a key must be a name, not a list or a mapping, at line %d", where(path), k.Line)
+		return false
+	}
+	if k.Tag == "!!merge" || (k.Value == "<<" && k.Style == 0) {
+		w.walkMerge(v, t, path)
+		return true
+	}
+	p := joinPath(path, k.Value)
+	if first, ok := keys[k.Value]; ok {
+		w.add(k, &p, "%s: set twice, at lines %d and %d", p, first.Line, k.Line)
+		return false
+	}
+	if keys != nil {
+		keys[k.Value] = k
+	}
+	if ft, ok := fields[k.Value]; ok {
+		w.walk(v, ft, p)
+		return true
+	}
+	msg := p + ": unknown field"
+	var meant *string
+	if s := suggest(k.Value, fields); s != "" {
+		msg += " (did you mean " + s + "?)"
+		meant = ptr(joinPath(path, s))
+	}
+	// A key in a mapping merged into others ("<<: *a") is named where it
+	// is written, the first place found.
+	w.add(k, meant, "%s at line %d", msg, k.Line)
+	return false
 }
 
 // decode decodes the value n of the field at path, of type t, as the YAML
