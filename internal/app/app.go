@@ -149,26 +149,25 @@ func newWorker(cfg *config.Config, log *slog.Logger, o Options) (*worker, error)
 // then flushes the drain's acks and closes; the trigger client's idle
 // connections close; the spans of the last events are flushed.
 func (w *worker) components() []component {
-	return []component{
-		w.listener(),
+	var cs []component
+	if w.cfg.Metrics.Listen != "off" {
+		cs = append(cs, w.listener())
+	}
+	return append(cs,
 		w.tracing(),
-		{name: "trigger API client", stop: w.client.CloseIdleConnections},
+		component{name: "trigger API client", stop: w.client.CloseIdleConnections},
 		w.natsConnection(),
-		{name: "streams and consumers", start: w.setUp},
+		component{name: "streams and consumers", start: w.setUp},
 		w.orderedStatus(),
 		w.deadLetterWatcher(),
 		w.relayLoop(),
-	}
+	)
 }
 
-// listener serves /metrics, /healthz and /readyz (see serveHTTP), unless
-// metrics.listen is off.
+// listener serves /metrics, /healthz and /readyz (see serveHTTP).
 func (w *worker) listener() component {
 	var srv *http.Server
 	c := component{name: "metrics listener"}
-	if w.cfg.Metrics.Listen == "off" {
-		return c
-	}
 	c.start = func(context.Context) error {
 		var ln net.Listener
 		var err error
