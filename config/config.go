@@ -4,13 +4,15 @@
 // key never silently falls back to a default), applies environment
 // overrides for deploy-time values, fills in the configuration's own
 // defaults, and validates the result, with the Rules of the components it
-// configures when the caller gives them (internal/app.CheckConfig). Validation reports every problem at once, each with the path of
-// the field it concerns ("routes[2].trigger_id: ..."). The annotated example
-// in config/example.yaml documents every field and its default.
+// configures when the caller gives them (internal/app.CheckConfig). It
+// reports every problem of the file at once, each with the path of the
+// field it concerns ("routes[2].trigger_id: ..."): the values that do not
+// decode (unknown fields, bad durations, values of the wrong kind, with
+// their line) and the problems of validation. The annotated example in
+// config/example.yaml documents every field and its default.
 package config
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -242,10 +244,12 @@ func read(r io.Reader, lookupEnv func(string) (string, bool), tokens bool, rules
 	if len(data) > MaxFileSize {
 		return nil, newError(tooLarge(r))
 	}
-	c, err := Parse(data)
+	c, decoding, err := parse(data)
 	if err != nil {
 		return nil, err
 	}
+	// Validation goes on after values that did not decode (they stay
+	// zero), so that one run lists everything wrong with the file.
 	c.ApplyEnv(lookupEnv)
 	c.ApplyDefaults()
 	var p problems
@@ -256,10 +260,34 @@ func read(r io.Reader, lookupEnv func(string) (string, bool), tokens bool, rules
 	if tokens {
 		c.checkTokens(&p, lookupEnv)
 	}
-	if err := p.err(); err != nil {
+	all := make(problems, 0, len(decoding)+len(p))
+	for _, d := range decoding {
+		all = append(all, d.msg)
+	}
+	for _, q := range p {
+		if !restated(q, decoding) {
+			all = append(all, q)
+		}
+	}
+	if err := all.err(); err != nil {
 		return nil, err
 	}
 	return c, nil
+}
+
+// restated reports whether the problem q only says again what one of the
+// decoding problems says (see yamlProblem.restates).
+func restated(q string, decoding []yamlProblem) bool {
+	for _, d := range decoding {
+		switch p := d.restates; {
+		case p == nil:
+		case *p == "":
+			return true
+		case strings.HasPrefix(q, *p) && len(q) > len(*p) && strings.ContainsRune(":.[", rune(q[len(*p)])):
+			return true
+		}
+	}
+	return false
 }
 
 // tooLarge says that the file r reads is over MaxFileSize, with its size
@@ -273,20 +301,57 @@ func tooLarge(r io.Reader) string {
 	return fmt.Sprintf("the file is over the limit of %d bytes (4 MiB)", MaxFileSize)
 }
 
-// Parse decodes YAML strictly, without defaults or validation. An unknown
-// field is reported with its path and the field it most resembles.
+// Parse decodes YAML strictly, without defaults or validation. Every value
+// that does not fit its field is reported, each with its path and line: an
+// unknown field with the field it most resembles, a value of the wrong
+// kind, a key set twice.
 func Parse(data []byte) (*Config, error) {
-	var c Config
-	dec := yaml.NewDecoder(bytes.NewReader(data))
-	dec.KnownFields(true)
-	if err := dec.Decode(&c); err != nil && !errors.Is(err, io.EOF) {
-		var te *yaml.TypeError
-		if errors.As(err, &te) {
-			return nil, newError(explainUnknownFields(data, te.Errors)...)
-		}
-		return nil, newError(err.Error())
+	c, decoding, err := parse(data)
+	if err != nil {
+		return nil, err
 	}
-	return &c, nil
+	if len(decoding) > 0 {
+		msgs := make([]string, len(decoding))
+		for i, d := range decoding {
+			msgs[i] = d.msg
+		}
+		return nil, newError(msgs...)
+	}
+	return c, nil
+}
+
+// parse is Parse that also returns what decoded when some values did not
+// (the rest stay zero), with the problems of those that did not. Only YAML
+// that cannot be read at all is an error.
+func parse(data []byte) (*Config, []yamlProblem, error) {
+	var root yaml.Node
+	if err := yaml.Unmarshal(data, &root); err != nil {
+		return nil, nil, newError(err.Error())
+	}
+	// Decoded from the parsed document, so that the file is parsed once,
+	// and without the library's check for unknown fields: the walker
+	// finds them and names them in the file's terms.
+	var c Config
+	var te yaml.TypeError
+	if err := root.Decode(&c); err != nil {
+		var e *yaml.TypeError
+		if !errors.As(err, &e) {
+			return nil, nil, newError(err.Error())
+		}
+		te = *e
+	}
+	problems := explainYAML(&root, te.Errors)
+	if len(problems) == 0 {
+		return &c, nil, nil
+	}
+	// The library drops a list's element that did not decode, so that
+	// validation's routes[2] could be the file's routes[3]. Decode again,
+	// from the document with what did not fit taken out.
+	var fitting Config
+	if err := root.Decode(&fitting); err != nil {
+		return &c, problems, nil
+	}
+	return &fitting, problems, nil
 }
 
 // ApplyEnv applies the environment overrides.

@@ -23,11 +23,11 @@ func (d Duration) String() string { return time.Duration(d).String() }
 // UnmarshalYAML implements yaml.Unmarshaler.
 func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
 	if n.Kind != yaml.ScalarNode {
-		return fmt.Errorf("line %d: want a duration such as 30s, 5m or 14d", n.Line)
+		return lineError(n, "want a duration such as 30s, 5m or 14d")
 	}
 	v, err := ParseDuration(n.Value)
 	if err != nil {
-		return fmt.Errorf("line %d: %w", n.Line, err)
+		return lineError(n, err.Error())
 	}
 	*d = Duration(v)
 	return nil
@@ -71,4 +71,11 @@ func ParseDuration(s string) (time.Duration, error) {
 		return bad()
 	}
 	return d, nil
+}
+
+// lineError is a value's decoding problem as the YAML library reports its
+// own: a *yaml.TypeError, after which it goes on decoding the rest of the
+// file (any other error stops it there), so that every problem is listed.
+func lineError(n *yaml.Node, msg string) error {
+	return &yaml.TypeError{Errors: []string{fmt.Sprintf("line %d: %s", n.Line, msg)}}
 }

@@ -17,11 +17,11 @@ type Share float64
 // UnmarshalYAML implements yaml.Unmarshaler.
 func (s *Share) UnmarshalYAML(n *yaml.Node) error {
 	if n.Kind != yaml.ScalarNode {
-		return fmt.Errorf("line %d: want true, false or a share from 0 to 1", n.Line)
+		return lineError(n, "want true, false or a share from 0 to 1")
 	}
 	v, err := ParseShare(n.Value)
 	if err != nil {
-		return fmt.Errorf("line %d: %w", n.Line, err)
+		return lineError(n, err.Error())
 	}
 	*s = Share(v)
 	return nil

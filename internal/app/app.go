@@ -12,15 +12,11 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"strings"
-	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/agentrelay/agentrelay/agentapi"
@@ -66,241 +62,271 @@ var (
 // last case /healthz fails and agentrelay_ready is 0 at once, the cause is
 // logged, and the relay drains what it still can before Run returns, so
 // that the process exits non-zero and is restarted.
+//
+// The worker's components start in the order of worker.components and
+// stop in the reverse order (see lifecycle).
 func Run(ctx context.Context, cfg *config.Config, log *slog.Logger, o Options) error {
-	reg := o.Registry
-	if reg == nil {
-		reg = prometheus.NewRegistry()
+	bi := buildinfo.Get()
+	log.Info("starting agentrelay", "version", bi.Version, "revision", bi.Revision, "routes", len(cfg.Routes))
+	w, err := newWorker(cfg, log, o)
+	if err != nil {
+		return err
 	}
-	metrics := telemetry.NewMetrics(reg)
+	// Everything runs under runCtx, which a fatal failure cancels.
+	runCtx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	w.state.stop = cancel
+	lc := &lifecycle{log: log}
+	startErr := lc.start(runCtx, w.components()...)
+	if startErr == nil {
+		if o.Started != nil {
+			o.Started(w.addr)
+		}
+		<-runCtx.Done()
+	}
+	lc.stop()
+	switch {
+	case w.state.err() != nil:
+		return w.state.err()
+	case startErr != nil && ctx.Err() != nil:
+		log.Info("stopped before the worker was running", "while_starting", lc.failed)
+		return nil
+	case startErr != nil:
+		return startErr
+	}
+	return w.relayErr
+}
+
+// worker is what Run starts, and what its components share.
+type worker struct {
+	cfg     *config.Config
+	log     *slog.Logger
+	opts    Options
+	reg     *prometheus.Registry
+	metrics *telemetry.Metrics
+	state   *health
+	client  *agentapi.Client
+	routes  []consumer.Route
+
+	// Set by the components as they start.
+	addr     string // the listener's; "" when metrics.listen is off
+	tp       trace.TracerProvider
+	nc       *nats.Conn
+	js       jetstream.JetStream
+	relay    *consumer.Relay
+	relayErr error // what the relay's Run returned, once it has stopped
+}
+
+// newWorker builds what the worker needs before anything starts: the
+// metrics, and the trigger client and routes (which reads every token, so
+// that a missing one is reported at once).
+func newWorker(cfg *config.Config, log *slog.Logger, o Options) (*worker, error) {
+	w := &worker{cfg: cfg, log: log, opts: o, reg: o.Registry}
+	if w.reg == nil {
+		w.reg = prometheus.NewRegistry()
+	}
+	w.metrics = telemetry.NewMetrics(w.reg)
 	// The dead-letter backlog's series exist from the start, at zero, for
 	// every route, before NATS is reached: alerts find them (see
 	// watchDeadLetters).
-	metrics.SetDeadLetterBacklog(routeNames(cfg), dlq.Reasons, nil, nil)
-	bi := buildinfo.Get()
-	log.Info("starting agentrelay", "version", bi.Version, "revision", bi.Revision, "routes", len(cfg.Routes))
-
-	client, routes, err := buildRoutes(cfg, log, metrics)
+	w.metrics.SetDeadLetterBacklog(routeNames(cfg), dlq.Reasons, nil, nil)
+	w.state = &health{log: log, metrics: w.metrics}
+	w.state.set("connecting to NATS") // what /readyz says until it is
+	var err error
+	w.client, w.routes, err = buildRoutes(cfg, log, w.metrics)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	defer client.CloseIdleConnections()
-	tp := o.TracerProvider
-	if tp == nil {
-		tr, err := StartTracing(ctx, os.Getenv, os.Stdout, log)
-		if err != nil {
-			return err
-		}
-		// Deferred first, so it runs last: after the drain, the spans of
-		// the last settled events are flushed too.
-		defer func() {
-			sctx, c := context.WithTimeout(context.Background(), TracingShutdownTimeout)
-			defer c()
-			if err := tr.Shutdown(sctx); err != nil {
-				log.Warn("tracing: flushing spans at exit", "err", tr.Scrubbed(err))
-			}
-		}()
-		tp = tr.Provider
-	}
-
-	// Everything below runs under runCtx, which a fatal failure cancels.
-	runCtx, cancel := context.WithCancelCause(ctx)
-	defer cancel(nil)
-	state := &health{log: log, metrics: metrics, stop: cancel}
-	state.set("connecting to NATS")
-	var addr string
-	if cfg.Metrics.Listen != "off" {
-		srv, ln, err := serveHTTP(cfg.Metrics.Listen, reg, state)
-		if err != nil {
-			return fmt.Errorf("metrics.listen %s: %w", cfg.Metrics.Listen, err)
-		}
-		addr = ln.Addr().String()
-		log.Info("serving /metrics, /healthz and /readyz", "addr", addr)
-		defer func() {
-			sctx, c := context.WithTimeout(context.Background(), 2*time.Second)
-			defer c()
-			state.stopping()
-			_ = srv.Shutdown(sctx)
-		}()
-	}
-
-	nc, err := natsconn.Connect(runCtx, cfg.NATS, log, natsconn.Hooks{
-		Connected:   metrics.SetNATSConnected,
-		Reconnected: metrics.NATSReconnected,
-		Closed:      state.natsClosed,
-	})
-	if err != nil {
-		if err := state.err(); err != nil {
-			return err
-		}
-		if ctx.Err() != nil {
-			log.Info("stopped before connecting to NATS")
-			return nil
-		}
-		return err
-	}
-	defer func() {
-		state.stopping()
-		nc.Close()
-	}()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		return err
-	}
-	ro := relayOptions(cfg)
-	ro.Logger, ro.Observer, ro.TracerProvider = log, metrics, tp
-	relay, err := consumer.New(js, routes, ro)
-	if err != nil {
-		return err
-	}
-	state.set("setting up streams and consumers")
-	if !setUp(runCtx, js, cfg, relay, log, state) {
-		if err := state.err(); err != nil {
-			return err
-		}
-		log.Info("stopped before set-up finished")
-		return nil
-	}
-	state.relay(nc, relay)
-	// The owners of ordered routes say which keys are blocked
-	// (agentrelay status); stopped before the connection closes.
-	defer serveOrderedStatus(nc, relay, routes, log)()
-	// Stopped before the connection closes (deferred later, run earlier).
-	defer watchDeadLetters(runCtx, js, cfg, metrics, log, cfg.Worker.LagInterval.D())()
-	if o.Started != nil {
-		o.Started(addr)
-	}
-
-	runErr := relay.Run(runCtx)
-	if runCtx.Err() == nil {
-		// Nothing asked the relay to stop: without it the process would
-		// live on doing nothing.
-		if runErr == nil {
-			runErr = ErrRelayStopped
-		}
-		state.fail(runErr)
-	}
-	// Flush acks, naks and terms and close the connection cleanly.
-	if err := nc.FlushTimeout(5 * time.Second); err != nil && !errors.Is(err, nats.ErrConnectionClosed) {
-		log.Warn("flushing NATS connection", "err", err)
-	}
-	if err := state.err(); err != nil {
-		return err
-	}
-	return runErr
+	return w, nil
 }
 
-// setUp ensures the managed streams and sets up the relay, retrying with
-// backoff until it works or ctx ends (false). Every failure is logged with
-// what is wrong, and /readyz says it too.
-func setUp(ctx context.Context, js jetstream.JetStream, cfg *config.Config, relay *consumer.Relay, log *slog.Logger, state *health) bool {
+// components are the worker's parts in the order they start; they stop in
+// the reverse order. The listener starts first, so that /healthz answers
+// while NATS is out of reach, and stops last, so that /metrics and the
+// probes answer during the drain. The relay starts last and stops first:
+// it drains while the dead-letter watcher, the ordered routes' status
+// service and the NATS connection it uses are still there. The connection
+// then flushes the drain's acks and closes; the trigger client's idle
+// connections close; the spans of the last events are flushed.
+func (w *worker) components() []component {
+	var cs []component
+	if w.cfg.Metrics.Listen != "off" {
+		cs = append(cs, w.listener())
+	}
+	return append(cs,
+		w.tracing(),
+		component{name: "trigger API client", stop: w.client.CloseIdleConnections},
+		w.natsConnection(),
+		component{name: "streams and consumers", start: w.setUp},
+		w.orderedStatus(),
+		w.deadLetterWatcher(),
+		w.relayLoop(),
+	)
+}
+
+// listener serves /metrics, /healthz and /readyz (see serveHTTP).
+func (w *worker) listener() component {
+	var srv *http.Server
+	c := component{name: "metrics listener"}
+	c.start = func(context.Context) error {
+		var ln net.Listener
+		var err error
+		if srv, ln, err = serveHTTP(w.cfg.Metrics.Listen, w.reg, w.state); err != nil {
+			return fmt.Errorf("metrics.listen %s: %w", w.cfg.Metrics.Listen, err)
+		}
+		w.addr = ln.Addr().String()
+		w.log.Info("serving /metrics, /healthz and /readyz", "addr", w.addr)
+		return nil
+	}
+	c.stop = func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		w.state.stopping()
+		_ = srv.Shutdown(ctx)
+	}
+	return c
+}
+
+// tracing is the tracer provider the OTEL_* environment asks for (see
+// StartTracing), or the one Options gives (its owner shuts it down).
+func (w *worker) tracing() component {
+	var tr *Tracer
+	start := func(ctx context.Context) error {
+		if w.tp = w.opts.TracerProvider; w.tp != nil {
+			return nil
+		}
+		var err error
+		if tr, err = StartTracing(ctx, WorkerServiceName, os.Getenv, os.Stdout, w.log); err != nil {
+			return err
+		}
+		w.tp = tr.Provider
+		return nil
+	}
+	stop := func() {
+		ctx, cancel := context.WithTimeout(context.Background(), TracingShutdownTimeout)
+		defer cancel()
+		if err := tr.Shutdown(ctx); err != nil {
+			w.log.Warn("tracing: flushing spans at exit", "err", tr.Scrubbed(err))
+		}
+	}
+	return component{name: "tracing", start: start, stop: stop}
+}
+
+// natsConnection connects to NATS, retrying until it is reachable. Stopping
+// flushes the acks, naks and terms still buffered, then closes.
+func (w *worker) natsConnection() component {
+	start := func(ctx context.Context) error {
+		w.state.set("connecting to NATS")
+		nc, err := natsconn.Connect(ctx, w.cfg.NATS, w.log, natsconn.Hooks{
+			Connected:   w.metrics.SetNATSConnected,
+			Reconnected: w.metrics.NATSReconnected,
+			Closed:      w.state.natsClosed,
+		})
+		if err != nil {
+			return err
+		}
+		w.nc = nc
+		w.js, err = jetstream.New(nc)
+		return err
+	}
+	stop := func() {
+		if err := w.nc.FlushTimeout(5 * time.Second); err != nil && !errors.Is(err, nats.ErrConnectionClosed) {
+			w.log.Warn("flushing NATS connection", "err", err)
+		}
+		w.state.stopping()
+		w.nc.Close()
+	}
+	return component{name: "NATS connection", start: start, stop: stop}
+}
+
+// orderedStatus serves the status of ordered routes: their owners say
+// which keys are blocked (agentrelay status).
+func (w *worker) orderedStatus() component {
+	var stop func()
+	return component{
+		name: "ordered routes' status service",
+		start: func(context.Context) error {
+			stop = serveOrderedStatus(w.nc, w.relay, w.routes, w.log)
+			return nil
+		},
+		stop: func() { stop() },
+	}
+}
+
+// deadLetterWatcher exports the dead-letter backlog (see watchDeadLetters).
+func (w *worker) deadLetterWatcher() component {
+	var stop func()
+	return component{
+		name: "dead-letter watcher",
+		start: func(ctx context.Context) error {
+			stop = watchDeadLetters(ctx, w.js, w.cfg, w.metrics, w.log, w.cfg.Worker.LagInterval.D())
+			return nil
+		},
+		stop: func() { stop() },
+	}
+}
+
+// relayLoop runs the relay. Stopping it drains: no more pulls, in-flight
+// calls finish within worker.drain_grace, the rest is handed back. A relay
+// that returns without being asked to is fatal (ErrRelayStopped): without
+// it the process would live on doing nothing.
+func (w *worker) relayLoop() component {
+	var cancel context.CancelFunc
+	done := make(chan struct{})
+	start := func(runCtx context.Context) error {
+		var ctx context.Context
+		ctx, cancel = context.WithCancel(runCtx)
+		go func() {
+			defer close(done)
+			err := w.relay.Run(ctx)
+			if ctx.Err() == nil {
+				if err == nil {
+					err = ErrRelayStopped
+				}
+				w.state.fail(err)
+			}
+			w.relayErr = err
+		}()
+		return nil
+	}
+	stop := func() {
+		cancel()
+		<-done
+	}
+	return component{name: "relay", start: start, stop: stop}
+}
+
+// setUp builds the relay, then ensures the managed streams and sets up the
+// relay, retrying with backoff until it works or ctx ends. Every failure is
+// logged with what is wrong, and /readyz says it too.
+func (w *worker) setUp(ctx context.Context) error {
+	ro := relayOptions(w.cfg)
+	ro.Logger, ro.Observer, ro.TracerProvider = w.log, w.metrics, w.tp
+	relay, err := consumer.New(w.js, w.routes, ro)
+	if err != nil {
+		return err
+	}
+	w.state.set("setting up streams and consumers")
 	// What is missing (a stream an operator creates) may take minutes to
 	// appear: every second at first, then every 30s.
-	err := backoff.Retry(ctx, backoff.Policy{Min: time.Second, Max: 30 * time.Second}, func(ctx context.Context) error {
+	err = backoff.Retry(ctx, backoff.Policy{Min: time.Second, Max: 30 * time.Second}, func(ctx context.Context) error {
 		sctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 		defer cancel()
-		if err := ensureStreams(sctx, js, cfg.Streams, log); err != nil {
+		if err := ensureStreams(sctx, w.js, w.cfg.Streams, w.log); err != nil {
 			return err
 		}
 		return relay.Setup(sctx)
 	}, func(err error, wait time.Duration) bool {
-		state.set("set-up failed, retrying: " + err.Error())
-		log.Error("set-up failed; retrying", "err", err, "retry_in", wait)
+		w.state.set("set-up failed, retrying: " + err.Error())
+		w.log.Error("set-up failed; retrying", "err", err, "retry_in", wait)
 		return true
 	})
-	return err == nil
-}
-
-// health is the one place that decides the worker is dead: alive as a
-// process but unable to work, with nothing in the process that would
-// recover it. That is a NATS connection nats.go closed for good without
-// Run asking, the listener for the probes failing, or the relay stopping on
-// its own. Then, at once: /healthz fails (the kubelet restarts the pod),
-// /readyz and agentrelay_ready say not ready (the alert sees it), the cause
-// is logged as an error, and Run's context is canceled so that the relay
-// drains what it can and Run returns the cause.
-//
-// It also holds what /readyz reports: a reason for not being ready until
-// the relay runs, then the connection's and the relay's own state.
-type health struct {
-	log     *slog.Logger
-	metrics *telemetry.Metrics
-	stop    context.CancelCauseFunc
-
-	// closing is set before Run closes the connection (or the listener)
-	// itself, which is then no failure.
-	closing atomic.Bool
-
-	mu     sync.Mutex
-	fatal  error
-	reason string
-	nc     *nats.Conn
-	r      *consumer.Relay
-}
-
-// fail records the first fatal failure and acts on it.
-func (s *health) fail(err error) {
-	s.mu.Lock()
-	first := s.fatal == nil
-	if first {
-		s.fatal = err
+	if err != nil {
+		return err
 	}
-	s.mu.Unlock()
-	if !first {
-		return
-	}
-	s.metrics.SetReady(false)
-	s.log.Error("agentrelay cannot go on; draining what it can and exiting so that it is restarted", "err", err)
-	s.stop(err)
-}
-
-// natsClosed is the connection's Closed hook.
-func (s *health) natsClosed(err error) {
-	if s.closing.Load() {
-		return
-	}
-	s.fail(err)
-}
-
-// stopping says that Run itself is closing the connection and listener.
-func (s *health) stopping() { s.closing.Store(true) }
-
-// err returns the fatal failure, or nil.
-func (s *health) err() error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.fatal
-}
-
-func (s *health) set(reason string) {
-	s.mu.Lock()
-	s.reason = reason
-	s.mu.Unlock()
-}
-
-func (s *health) relay(nc *nats.Conn, r *consumer.Relay) {
-	s.mu.Lock()
-	s.nc, s.r, s.reason = nc, r, ""
-	s.mu.Unlock()
-}
-
-// notReady returns why the worker is not ready, or "".
-func (s *health) notReady() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.fatal != nil {
-		return "dead: " + s.fatal.Error()
-	}
-	if s.r == nil {
-		return s.reason
-	}
-	var why []string
-	if !s.nc.IsConnected() {
-		why = append(why, "not connected to NATS")
-	}
-	if !s.r.Ready() {
-		why = append(why, "relay not running (starting or draining)")
-	}
-	return strings.Join(why, "; ")
+	w.relay = relay
+	w.state.relay(w.nc, relay)
+	return nil
 }
 
 // BuildRoutes builds the trigger client and the routes, reading every token
@@ -411,41 +437,6 @@ func ensureStreams(ctx context.Context, js jetstream.JetStream, streams []config
 		log.Debug("stream ready", "stream", s.Name)
 	}
 	return errors.Join(errs...)
-}
-
-// serveHTTP serves /metrics, /healthz (the process is alive and able to
-// work; otherwise 503 with the cause, see health) and /readyz (connected to
-// NATS, every route bound, not draining; otherwise 503 with the reason).
-// If serving stops before Run shuts the server down, that is fatal.
-func serveHTTP(addr string, reg *prometheus.Registry, state *health) (*http.Server, net.Listener, error) {
-	ln, err := net.Listen("tcp", addr)
-	if err != nil {
-		return nil, nil, err
-	}
-	mux := http.NewServeMux()
-	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
-	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
-		if err := state.err(); err != nil {
-			http.Error(w, "dead: "+err.Error(), http.StatusServiceUnavailable)
-			return
-		}
-		_, _ = w.Write([]byte("ok\n"))
-	})
-	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
-		if why := state.notReady(); why != "" {
-			http.Error(w, why, http.StatusServiceUnavailable)
-			return
-		}
-		_, _ = w.Write([]byte("ready\n"))
-	})
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
-	go func() {
-		err := srv.Serve(ln)
-		if !state.closing.Load() && !errors.Is(err, http.ErrServerClosed) {
-			state.fail(fmt.Errorf("%w: %v", ErrListenerStopped, err))
-		}
-	}()
-	return srv, ln, nil
 }
 
 func routeNames(cfg *config.Config) []string {

@@ -43,8 +43,8 @@ import (
 // environment: the endpoint, headers, TLS, compression and timeout of the
 // exporter (OTEL_EXPORTER_OTLP_*), the sampler (OTEL_TRACES_SAMPLER,
 // default parentbased_always_on), the batch span processor (OTEL_BSP_*),
-// and the resource (OTEL_SERVICE_NAME, default "agentrelay";
-// OTEL_RESOURCE_ATTRIBUTES).
+// and the resource (OTEL_SERVICE_NAME, default WorkerServiceName or
+// CLIServiceName; OTEL_RESOURCE_ATTRIBUTES).
 //
 // go.opentelemetry.io/contrib/exporters/autoexport implements the same
 // switch, but links the metric and log exporters and a Prometheus bridge
@@ -63,9 +63,14 @@ const (
 	ProtocolGRPC = "grpc"
 )
 
-// DefaultServiceName is service.name unless OTEL_SERVICE_NAME (or
-// OTEL_RESOURCE_ATTRIBUTES) says otherwise.
-const DefaultServiceName = "agentrelay"
+// Service names (service.name) of agentrelay's spans unless
+// OTEL_SERVICE_NAME (or OTEL_RESOURCE_ATTRIBUTES) says otherwise: the
+// worker's, and the one-shot commands' (publish --trace, dlq replay), so
+// that a trace view tells them apart.
+const (
+	WorkerServiceName = "agentrelay-worker"
+	CLIServiceName    = "agentrelay-cli"
+)
 
 // ErrTracingEnv is wrapped by errors in the OTEL_* environment.
 var ErrTracingEnv = errors.New("OpenTelemetry environment")
@@ -143,14 +148,15 @@ type Tracer struct {
 }
 
 // StartTracing builds the tracer provider the environment asks for (see
-// ParseTracingEnv); console spans go to stdout. Spans are exported in
-// batches, in the background: a slow or unreachable collector costs
-// dropped spans (OTEL_BSP_MAX_QUEUE_SIZE), never a delayed event. Export
-// errors go to log, rate-limited and with the OTLP header values scrubbed
-// (they may hold credentials). Shutdown flushes what is left. extra options
-// apply after the environment's (a command that must sample its span
-// whatever OTEL_TRACES_SAMPLER says).
-func StartTracing(ctx context.Context, getenv func(string) string, stdout io.Writer, log *slog.Logger, extra ...sdktrace.TracerProviderOption) (*Tracer, error) {
+// ParseTracingEnv), with service (WorkerServiceName, CLIServiceName) as
+// service.name unless the environment names one; console spans go to
+// stdout. Spans are exported in batches, in the background: a slow or
+// unreachable collector costs dropped spans (OTEL_BSP_MAX_QUEUE_SIZE),
+// never a delayed event. Export errors go to log, rate-limited and with
+// the OTLP header values scrubbed (they may hold credentials). Shutdown
+// flushes what is left. extra options apply after the environment's (a
+// command that must sample its span whatever OTEL_TRACES_SAMPLER says).
+func StartTracing(ctx context.Context, service string, getenv func(string) string, stdout io.Writer, log *slog.Logger, extra ...sdktrace.TracerProviderOption) (*Tracer, error) {
 	tc, err := ParseTracingEnv(getenv)
 	if err != nil {
 		return nil, err
@@ -168,7 +174,7 @@ func StartTracing(ctx context.Context, getenv func(string) string, stdout io.Wri
 		opts = append(opts, sdktrace.WithBatcher(reportingExporter{exp, errs}))
 	}
 	res, err := resource.New(ctx,
-		resource.WithAttributes(semconv.ServiceName(DefaultServiceName), semconv.ServiceVersion(buildinfo.Get().Version)),
+		resource.WithAttributes(semconv.ServiceName(service), semconv.ServiceVersion(buildinfo.Get().Version)),
 		resource.WithTelemetrySDK(),
 		resource.WithFromEnv(), // last: OTEL_SERVICE_NAME and OTEL_RESOURCE_ATTRIBUTES win
 	)

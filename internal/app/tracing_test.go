@@ -69,12 +69,12 @@ func TestParseTracingEnv(t *testing.T) {
 }
 
 // Off means a provider that records nothing; on, Shutdown exports the
-// spans still queued (the batch is flushed at exit), under service.name
-// agentrelay unless OTEL_SERVICE_NAME says otherwise.
+// spans still queued (the batch is flushed at exit), under the service.name
+// given unless OTEL_SERVICE_NAME says otherwise.
 func TestStartTracingFlushesAtShutdown(t *testing.T) {
 	ctx := context.Background()
 	log := slog.New(slog.DiscardHandler)
-	off, err := StartTracing(ctx, envOf(), &bytes.Buffer{}, log)
+	off, err := StartTracing(ctx, WorkerServiceName, envOf(), &bytes.Buffer{}, log)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -90,7 +90,7 @@ func TestStartTracingFlushesAtShutdown(t *testing.T) {
 			t.Setenv("OTEL_SERVICE_NAME", svc)
 		}
 		var out bytes.Buffer
-		on, err := StartTracing(ctx, envOf("OTEL_TRACES_EXPORTER", "console"), &out, log)
+		on, err := StartTracing(ctx, WorkerServiceName, envOf("OTEL_TRACES_EXPORTER", "console"), &out, log)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -102,7 +102,7 @@ func TestStartTracingFlushesAtShutdown(t *testing.T) {
 		if err := on.Shutdown(ctx); err != nil {
 			t.Fatal(err)
 		}
-		want := DefaultServiceName
+		want := WorkerServiceName
 		if svc != "" {
 			want = svc
 		}

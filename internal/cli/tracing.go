@@ -27,7 +27,7 @@ func toolTracer(ctx context.Context, e *env, g *globalFlags, always bool) (trace
 	if always {
 		extra = append(extra, sdktrace.WithSampler(sdktrace.AlwaysSample()))
 	}
-	tr, err := app.StartTracing(ctx, e.getenv, e.stderr, log, extra...)
+	tr, err := app.StartTracing(ctx, app.CLIServiceName, e.getenv, e.stderr, log, extra...)
 	if err != nil {
 		return nil, nil, usageError{err}
 	}

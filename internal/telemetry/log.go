@@ -1,6 +1,7 @@
 package telemetry
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"log/slog"
@@ -10,6 +11,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/lmittmann/tint"
+	"go.opentelemetry.io/otel/trace"
 	"golang.org/x/term"
 
 	"github.com/agentrelay/agentrelay/internal/redact"
@@ -41,6 +43,9 @@ func ParseLevel(s string) (slog.Level, error) {
 //
 // Text output escapes control characters in values (tint quotes them), so a
 // message cannot inject terminal escape sequences into an operator's screen.
+//
+// A line logged with a context that holds a span carries the span's
+// trace_id and span_id (see WithTraceIDs).
 func NewLogger(w io.Writer, level slog.Level, format string) (*slog.Logger, error) {
 	tty := isTerminal(w)
 	switch format {
@@ -55,14 +60,51 @@ func NewLogger(w io.Writer, level slog.Level, format string) (*slog.Logger, erro
 		return nil, fmt.Errorf("unknown log format %q (want auto, text or json)", format)
 	}
 	if format == "json" {
-		return slog.New(slog.NewJSONHandler(w, &slog.HandlerOptions{Level: level, ReplaceAttr: jsonValue})), nil
+		return slog.New(WithTraceIDs(slog.NewJSONHandler(w, &slog.HandlerOptions{Level: level, ReplaceAttr: jsonValue}))), nil
 	}
-	return slog.New(tint.NewHandler(w, &tint.Options{
+	return slog.New(WithTraceIDs(tint.NewHandler(w, &tint.Options{
 		Level:       level,
 		TimeFormat:  time.TimeOnly,
 		NoColor:     !tty,
 		ReplaceAttr: neutralise,
-	})), nil
+	}))), nil
+}
+
+// Keys of the trace context in a log line, as OpenTelemetry's log data
+// model names them: a log pipeline (Loki's derived fields, Elasticsearch,
+// Datadog) links a line holding them to its trace.
+const (
+	TraceIDKey = "trace_id"
+	SpanIDKey  = "span_id"
+)
+
+// WithTraceIDs wraps h so that a record logged with a context that holds a
+// valid span context (trace.SpanContextFromContext: a span started from
+// it, or a remote parent such as a producer's traceparent) carries the
+// span's ids as TraceIDKey and SpanIDKey, 32 and 16 lowercase hex digits.
+// Only the *Context methods and Log/LogAttrs pass a context: a record
+// logged with Info (context.Background) carries none. Without a span the
+// record goes to h unchanged, at no cost. The ids land in the logger's
+// open group, if any (agentrelay's loggers open none).
+func WithTraceIDs(h slog.Handler) slog.Handler { return traceHandler{h} }
+
+type traceHandler struct{ slog.Handler }
+
+func (h traceHandler) Handle(ctx context.Context, r slog.Record) error {
+	if ctx != nil {
+		if sc := trace.SpanContextFromContext(ctx); sc.IsValid() {
+			r.AddAttrs(slog.String(TraceIDKey, sc.TraceID().String()), slog.String(SpanIDKey, sc.SpanID().String()))
+		}
+	}
+	return h.Handler.Handle(ctx, r)
+}
+
+func (h traceHandler) WithAttrs(as []slog.Attr) slog.Handler {
+	return traceHandler{h.Handler.WithAttrs(as)}
+}
+
+func (h traceHandler) WithGroup(name string) slog.Handler {
+	return traceHandler{h.Handler.WithGroup(name)}
 }
 
 // jsonValue is the JSON handler's ReplaceAttr: readable durations, and
