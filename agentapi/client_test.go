@@ -15,6 +15,7 @@ import (
 
 	"github.com/agentrelay/agentrelay/agentapi"
 	"github.com/agentrelay/agentrelay/agentapi/emulator"
+	"github.com/agentrelay/agentrelay/internal/testenv/wait"
 )
 
 const (
@@ -418,17 +419,10 @@ func TestFileTokenRefreshesOnItsInterval(t *testing.T) {
 	if err := os.WriteFile(path, []byte("b"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(5 * time.Second)
-	for {
+	wait.For(t, 5*time.Second, "the rotated token picked up", func() bool {
 		s, _ := ft.Token()
-		if s.Reveal() == "b" {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("rotated token never picked up")
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+		return s.Reveal() == "b"
+	})
 }
 
 func TestTokenSourceErrors(t *testing.T) {

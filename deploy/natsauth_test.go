@@ -205,7 +205,7 @@ func TestNATSPermissionsExample(t *testing.T) {
 	for i := range wcfg.Routes {
 		wcfg.Routes[i].Token = config.Token{File: tokenFile}
 	}
-	var logs syncBuf
+	var logs testenv.LogBuffer
 	wctx, stop := context.WithCancel(ctx)
 	started, done := make(chan struct{}), make(chan error, 1)
 	go func() {
@@ -312,24 +312,6 @@ func TestNATSPermissionsExample(t *testing.T) {
 	run("dlq", "purge", "--yes")
 }
 
-// syncBuf is a bytes.Buffer safe for the worker's goroutines.
-type syncBuf struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuf) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuf) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 // inboxSpy records, as the stream manager (who may read everything), the
 // messages that travel under each inbox prefix: where the worker's
 // deliveries, the SRE's dead-letter reads and the status answers really go.
@@ -415,7 +397,7 @@ routes:
 	if err != nil {
 		t.Fatal(err)
 	}
-	var logs syncBuf
+	var logs testenv.LogBuffer
 	wctx, stop := context.WithCancel(ctx)
 	started, done := make(chan struct{}), make(chan error, 1)
 	go func() {
