@@ -205,6 +205,7 @@ type Agent struct {
 type authHeader struct {
 	token string
 	value []string
+	err   error // the token cannot be sent as a header value
 }
 
 // Agent binds the client to a trigger id and token source.
@@ -241,7 +242,8 @@ func (a *Agent) URL() string { return a.url }
 // there was no answer) and nil when the API accepted the event (202, and
 // only 202), or an *Error saying what kind of failure it was. Validation failures return an
 // *Error of ClassBadRequest without sending anything; a token source that has
-// no token gives ClassUnauthorized, like a 401 would.
+// no token, or one that cannot be sent as a header value, gives
+// ClassUnauthorized, like a 401 would, without sending anything.
 func (a *Agent) Trigger(ctx context.Context, ev Event) (int, error) {
 	body, tok, err := a.prepare(ev)
 	if err != nil {
@@ -292,6 +294,16 @@ func (a *Agent) prepare(ev Event) ([]byte, Secret, error) {
 	if err != nil {
 		return nil, Secret{}, &Error{TriggerID: a.id, Class: ClassUnauthorized, Err: err}
 	}
+	if _, err := a.authorization(tok.Reveal()); err != nil {
+		// net/http would refuse the header before sending anything, with
+		// an error like a network failure's; retrying cannot help and the
+		// route's calls all fail alike. It is a token problem, as a 401
+		// is: nothing is sent, and a source that can re-read does so.
+		if inv, ok := a.tokens.(Invalidator); ok {
+			inv.Invalidate()
+		}
+		return nil, Secret{}, &Error{TriggerID: a.id, Class: ClassUnauthorized, Err: fmt.Errorf("%w: the token cannot be sent: %w", ErrNoToken, err)}
+	}
 	// A fresh buffer every call, never pooled: the transport may still
 	// read the body after RoundTrip returns (a server that answers before
 	// reading the whole request), so the buffer is not ours to reuse when
@@ -306,7 +318,7 @@ func (a *Agent) prepare(ev Event) ([]byte, Secret, error) {
 // setHeaders sets a trigger call's headers on h, and the trace context of
 // ctx's span if there is one.
 func (a *Agent) setHeaders(ctx context.Context, h http.Header, tok Secret, key string) {
-	h["Authorization"] = a.authorization(tok.Reveal())
+	h["Authorization"], _ = a.authorization(tok.Reveal()) // prepare checked it
 	h["Content-Type"] = headerJSON
 	h["Accept"] = headerJSON
 	h["User-Agent"] = a.c.userAgent
@@ -350,14 +362,19 @@ func (a *Agent) newRequest(ctx context.Context, body []byte) *http.Request {
 	return req
 }
 
-// authorization returns the Authorization header value for token.
-func (a *Agent) authorization(token string) []string {
+// authorization returns the Authorization header value for token, or why
+// token cannot be sent in one (CheckHeaderValue). Both are kept for the
+// last token seen, so the check runs once per token, not once per call.
+func (a *Agent) authorization(token string) ([]string, error) {
 	if h := a.auth.Load(); h != nil && h.token == token {
-		return h.value
+		return h.value, h.err
 	}
-	h := &authHeader{token: token, value: []string{"Bearer " + token}}
+	h := &authHeader{token: token}
+	if h.err = CheckHeaderValue(token); h.err == nil {
+		h.value = []string{"Bearer " + token}
+	}
 	a.auth.Store(h)
-	return h.value
+	return h.value, h.err
 }
 
 // finish reads what is worth keeping of the answer and classifies it.

@@ -59,11 +59,11 @@ func rawServer(t *testing.T, serve func(net.Conn)) string {
 	return "http://" + ln.Addr().String()
 }
 
-func timedTrigger(t *testing.T, a *agentapi.Agent) (int, error, time.Duration) {
+func timedTrigger(t *testing.T, a *agentapi.Agent) (int, time.Duration, error) {
 	t.Helper()
 	start := time.Now()
 	status, err := a.Trigger(context.Background(), agentapi.Event{Input: "x", IdempotencyKey: "hostile-1"})
-	return status, err, time.Since(start)
+	return status, time.Since(start), err
 }
 
 // A redirect to another host is an answer, not an instruction: the other
@@ -106,7 +106,7 @@ func TestSlowLorisHeadersEndAtTheTimeout(t *testing.T) {
 		}
 	})
 	a := agent(t, url, agentapi.StaticToken(agentapi.NewSecret(token)), agentapi.ClientOptions{Timeout: 500 * time.Millisecond})
-	status, err, took := timedTrigger(t, a)
+	status, took, err := timedTrigger(t, a)
 	if status != 0 || agentapi.ClassOfError(err) != agentapi.ClassTimeout {
 		t.Errorf("got %d %v, want a timeout", status, err)
 	}
@@ -130,7 +130,7 @@ func TestEndlessSlowErrorBodyEndsAtTheTimeout(t *testing.T) {
 		}
 	})
 	a := agent(t, url, agentapi.StaticToken(agentapi.NewSecret(token)), agentapi.ClientOptions{Timeout: 500 * time.Millisecond})
-	status, err, took := timedTrigger(t, a)
+	status, took, err := timedTrigger(t, a)
 	var ae *agentapi.Error
 	if status != 503 || !errors.As(err, &ae) || ae.Class != agentapi.ClassServerError {
 		t.Errorf("got %d %v, want the 503 as a server error", status, err)
@@ -156,7 +156,7 @@ func TestEndlessBodyAfterAcceptIsAbandonedQuickly(t *testing.T) {
 	})
 	a := agent(t, url, agentapi.StaticToken(agentapi.NewSecret(token)), agentapi.ClientOptions{Timeout: 5 * time.Second})
 	before := totalAlloc()
-	status, err, took := timedTrigger(t, a)
+	status, took, err := timedTrigger(t, a)
 	if status != 202 || err != nil {
 		t.Errorf("got %d %v, want the acceptance", status, err)
 	}
@@ -181,7 +181,7 @@ func TestHugeErrorBodyIsNotBuffered(t *testing.T) {
 		}
 	})
 	before := totalAlloc()
-	_, err, _ := timedTrigger(t, a)
+	_, _, err := timedTrigger(t, a)
 	var ae *agentapi.Error
 	if !errors.As(err, &ae) || ae.StatusCode != 500 || len(ae.Body) > agentapi.MaxErrorBody {
 		t.Fatalf("got %v (body %d bytes)", err, len(ae.Body))
@@ -197,7 +197,7 @@ func TestHugeResponseHeadersAreRefused(t *testing.T) {
 		_, _ = io.WriteString(c, "HTTP/1.1 202 Accepted\r\nX-Big: "+strings.Repeat("b", 1<<20)+"\r\n\r\n")
 	})
 	a := agent(t, url, agentapi.StaticToken(agentapi.NewSecret(token)), agentapi.ClientOptions{Timeout: 5 * time.Second})
-	status, err, took := timedTrigger(t, a)
+	status, took, err := timedTrigger(t, a)
 	if status != 0 || agentapi.ClassOfError(err) != agentapi.ClassNetwork {
 		t.Errorf("got %d %v, want a refused answer (network class, retried)", status, err)
 	}
@@ -257,7 +257,7 @@ func TestOddStatusCodesAreNotAcceptance(t *testing.T) {
 			_, _ = fmt.Fprintf(c, "HTTP/1.1 %d Odd\r\nContent-Length: 0\r\n\r\n", code)
 		})
 		a := agent(t, url, agentapi.StaticToken(agentapi.NewSecret(token)), agentapi.ClientOptions{Timeout: time.Second})
-		status, err, _ := timedTrigger(t, a)
+		status, _, err := timedTrigger(t, a)
 		if err == nil {
 			t.Errorf("status %d: got %d %v", code, status, err)
 		}
@@ -527,7 +527,7 @@ func TestEchoedTokenIsScrubbedFromStatusAndTransportErrors(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			url := rawServer(t, func(c net.Conn) { _, _ = io.WriteString(c, answer) })
 			a := agent(t, url, agentapi.StaticToken(agentapi.NewSecret(token)), agentapi.ClientOptions{Timeout: time.Second})
-			_, err, _ := timedTrigger(t, a)
+			_, _, err := timedTrigger(t, a)
 			if err == nil {
 				t.Fatal("no error")
 			}
@@ -597,7 +597,7 @@ func TestAPITextInErrorsIsSanitisedAndBounded(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			url := rawServer(t, func(c net.Conn) { _, _ = io.WriteString(c, answer) })
 			a := agent(t, url, agentapi.StaticToken(agentapi.NewSecret(token)), agentapi.ClientOptions{Timeout: time.Second})
-			_, err, _ := timedTrigger(t, a)
+			_, _, err := timedTrigger(t, a)
 			if err == nil {
 				t.Fatal("no error")
 			}

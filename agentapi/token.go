@@ -31,13 +31,18 @@ type Invalidator interface {
 	Invalidate()
 }
 
-// StaticToken is a TokenSource that always returns the same token.
+// StaticToken is a TokenSource that always returns the same token. A token
+// that cannot be sent as a header (see CheckHeaderValue) is an error on
+// every call.
 type StaticToken Secret
 
 // Token implements TokenSource.
 func (s StaticToken) Token() (Secret, error) {
 	if Secret(s).IsZero() {
 		return Secret{}, ErrNoToken
+	}
+	if err := CheckHeaderValue(Secret(s).Reveal()); err != nil {
+		return Secret{}, fmt.Errorf("%w: static token: %w", ErrNoToken, err)
 	}
 	return Secret(s), nil
 }
@@ -50,8 +55,8 @@ func EnvToken(name string) (StaticToken, error) {
 	if v == "" {
 		return StaticToken{}, fmt.Errorf("%w: environment variable %s is empty or unset", ErrNoToken, name)
 	}
-	if strings.ContainsAny(v, "\r\n\x00") {
-		return StaticToken{}, fmt.Errorf("%w: environment variable %s holds more than one line", ErrNoToken, name)
+	if err := CheckHeaderValue(v); err != nil {
+		return StaticToken{}, fmt.Errorf("%w: environment variable %s: %w", ErrNoToken, name, err)
 	}
 	return StaticToken(NewSecret(v)), nil
 }
@@ -65,6 +70,11 @@ const DefaultTokenRefresh = time.Second
 // restart. The file is re-read at most once per refresh interval, and at once
 // after Invalidate. Surrounding whitespace, including the trailing newline
 // most tools write, is ignored.
+//
+// A re-read that fails (the file is gone, empty, or holds a byte a header
+// cannot carry) is an error from Token until a later re-read succeeds, as
+// at start-up: the value read is never returned, and the last good token
+// stays the reference for reporting a rotation.
 type FileToken struct {
 	path     string
 	interval time.Duration
@@ -145,10 +155,10 @@ func readTokenFile(path string) (Secret, error) {
 	if v == "" {
 		return Secret{}, fmt.Errorf("%w: %s is empty", ErrNoToken, path)
 	}
-	if strings.ContainsAny(v, "\r\n\x00") {
-		// A header value cannot carry these; refuse rather than send a
-		// request the server would misparse.
-		return Secret{}, fmt.Errorf("%w: %s holds more than one line", ErrNoToken, path)
+	if err := CheckHeaderValue(v); err != nil {
+		// net/http would refuse every request that carries it, and the
+		// failure would look like the network's.
+		return Secret{}, fmt.Errorf("%w: %s: %w", ErrNoToken, path, err)
 	}
 	return NewSecret(v), nil
 }

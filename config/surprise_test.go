@@ -184,7 +184,7 @@ func TestCheckRefusesTheTokensRunRefuses(t *testing.T) {
 	for _, w := range []string{
 		"routes[0].token.env: environment variable AGENTRELAY_TEST_UNSET is not set",
 		"routes[1].token.env: environment variable AGENTRELAY_TEST_EMPTY is empty",
-		"routes[2].token.env: environment variable AGENTRELAY_TEST_TWO_LINES holds more than one line",
+		"routes[2].token.env: environment variable AGENTRELAY_TEST_TWO_LINES: byte not allowed in an HTTP header field value: line feed (0x0a) at offset 8",
 		"routes[4].token.file: open " + filepath.Join(dir, "missing") + ": no such file or directory",
 		"routes[5].token.file: reading " + dir,
 		"routes[6].token.file: " + empty + " is empty",

@@ -12,9 +12,11 @@ import (
 // starts (internal/app.TokenSource: agentapi.NewFileToken for a file,
 // agentapi.EnvToken for an environment variable), so that `config check`
 // refuses what run refuses: an unset or empty variable, a missing,
-// unreadable, empty or oversized file, a token of more than one line. It
-// adds a problem for every route whose token cannot be had. Only the
-// problems are reported, never a token.
+// unreadable, empty or oversized file, a token with a byte an HTTP header
+// cannot carry (a line break, ESC, DEL or another control character;
+// agentapi.CheckHeaderValue). It adds a problem for every route whose token
+// cannot be had. Only the problems are reported, with the offending bytes
+// named by value and offset, never a token.
 //
 // Read does not do this, Check does: commands other than run (dlq, status,
 // pause) do not need the agent tokens and must work where they are absent.
@@ -44,8 +46,9 @@ func envToken(lookupEnv func(string) (string, bool), name string) error {
 		return fmt.Errorf("environment variable %s is not set", name)
 	case v == "":
 		return fmt.Errorf("environment variable %s is empty", name)
-	case strings.ContainsAny(v, "\r\n\x00"):
-		return fmt.Errorf("environment variable %s holds more than one line", name)
+	}
+	if err := agentapi.CheckHeaderValue(v); err != nil {
+		return fmt.Errorf("environment variable %s: %w", name, err)
 	}
 	return nil
 }

@@ -3,6 +3,7 @@ package deploy_test
 import (
 	"bytes"
 	"context"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -21,6 +22,7 @@ import (
 	"github.com/agentrelay/agentrelay/config"
 	"github.com/agentrelay/agentrelay/internal/app"
 	"github.com/agentrelay/agentrelay/internal/cli"
+	"github.com/agentrelay/agentrelay/internal/natsconn"
 	"github.com/agentrelay/agentrelay/internal/testenv"
 )
 
@@ -69,10 +71,20 @@ type natsUser struct {
 	denied chan string // the server's permission violations, as it words them
 }
 
+// inboxPrefixes are the example users' inbox prefixes: the worker's and the
+// SRE commands' are built in, a producer sets its own; nack, which manages
+// the streams, keeps nats.go's default.
+var inboxPrefixes = map[string]string{
+	"agentrelay": natsconn.WorkerInboxPrefix,
+	"sre":        natsconn.SREInboxPrefix,
+	"producer":   "_INBOX_producer",
+	"nack":       "_INBOX",
+}
+
 func connectAs(t *testing.T, url, user string) *natsUser {
 	t.Helper()
 	u := &natsUser{name: user, denied: make(chan string, 64)}
-	nc, err := nats.Connect(url, nats.UserInfo(user, "pw-"+user), nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
+	nc, err := nats.Connect(url, nats.UserInfo(user, "pw-"+user), nats.CustomInboxPrefix(inboxPrefixes[user]), nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
 		if errors.Is(err, nats.ErrPermissionViolation) {
 			u.denied <- err.Error()
 		}
@@ -104,6 +116,29 @@ func (u *natsUser) mayNotPublish(t *testing.T, subject string) {
 			}
 		case <-timeout:
 			t.Errorf("%s may publish to %s", u.name, subject)
+			return
+		}
+	}
+}
+
+// mayNotSubscribe subscribes to subject and fails unless the server refuses
+// it as a permissions violation.
+func (u *natsUser) mayNotSubscribe(t *testing.T, subject string) {
+	t.Helper()
+	sub, err := u.nc.SubscribeSync(subject)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = sub.Unsubscribe() }()
+	timeout := time.After(5 * time.Second)
+	for {
+		select {
+		case msg := <-u.denied:
+			if strings.Contains(msg, "Subscription") && strings.Contains(msg, `"`+subject+`"`) {
+				return
+			}
+		case <-timeout:
+			t.Errorf("%s may subscribe to %s", u.name, subject)
 			return
 		}
 	}
@@ -170,7 +205,7 @@ func TestNATSPermissionsExample(t *testing.T) {
 	for i := range wcfg.Routes {
 		wcfg.Routes[i].Token = config.Token{File: tokenFile}
 	}
-	var logs syncBuf
+	var logs testenv.LogBuffer
 	wctx, stop := context.WithCancel(ctx)
 	started, done := make(chan struct{}), make(chan error, 1)
 	go func() {
@@ -277,20 +312,184 @@ func TestNATSPermissionsExample(t *testing.T) {
 	run("dlq", "purge", "--yes")
 }
 
-// syncBuf is a bytes.Buffer safe for the worker's goroutines.
-type syncBuf struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
+// inboxSpy records, as the stream manager (who may read everything), the
+// messages that travel under each inbox prefix: where the worker's
+// deliveries, the SRE's dead-letter reads and the status answers really go.
+type inboxSpy struct {
+	mu   sync.Mutex
+	seen map[string][]string // prefix -> message bodies
 }
 
-func (b *syncBuf) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
+func spyOnInboxes(t *testing.T, nc *nats.Conn, prefixes ...string) *inboxSpy {
+	t.Helper()
+	s := &inboxSpy{seen: map[string][]string{}}
+	for _, p := range prefixes {
+		sub, err := nc.Subscribe(p+".>", func(m *nats.Msg) {
+			s.mu.Lock()
+			defer s.mu.Unlock()
+			s.seen[p] = append(s.seen[p], string(m.Data))
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = sub.Unsubscribe() })
+	}
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	return s
 }
 
-func (b *syncBuf) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
+// saw reports whether a message holding text travelled under prefix.
+func (s *inboxSpy) saw(prefix, text string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, body := range s.seen[prefix] {
+		if strings.Contains(body, text) {
+			return true
+		}
+	}
+	return false
+}
+
+// With the example permissions, every role reads only its own replies. The
+// worker's pull deliveries (the events), the SRE's dead-letter reads and the
+// status service's answers travel on the worker's and the SRE's own inbox
+// prefixes, which a producer may not subscribe to, nor to "_INBOX.>" or the
+// status service's subjects; and only the worker may serve status. The
+// worker relays, dead-letters and answers status, and the SRE commands read
+// dead letters and status, all under these permissions.
+func TestNATSPermissionsKeepEachRoleToItsOwnReplies(t *testing.T) {
+	url := startPermissionsExample(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	admin := connectAs(t, url, "nack")
+	if _, err := admin.js.CreateStream(ctx, jetstream.StreamConfig{Name: "AGENT_EVENTS", Subjects: []string{"agents.>"}}); err != nil {
+		t.Fatal(err)
+	}
+	spy := spyOnInboxes(t, admin.nc, "_INBOX", natsconn.WorkerInboxPrefix, natsconn.SREInboxPrefix, inboxPrefixes["producer"])
+
+	const apiToken = "tok-inbox-test"
+	emu := emulator.New(emulator.WithToken(apiToken, "agtch_plain", "agtch_ordered"),
+		emulator.WithTrigger("agtch_plain", true), emulator.WithTrigger("agtch_ordered", true), emulator.WithTrigger("agtch_denied", true))
+	api, err := emu.Listen("127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = api.Close() })
+	dir := t.TempDir()
+	write := func(name, content string) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(content), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	routes := fmt.Sprintf(`dead_letter: {stream: AGENTRELAY_DLQ}
+routes:
+  - {name: plain, stream: AGENT_EVENTS, subjects: ["agents.plain.>"], trigger_id: agtch_plain, token: {file: %[1]q}}
+  - {name: ordered, stream: AGENT_EVENTS, subjects: ["agents.ordered.>"], trigger_id: agtch_ordered, ordering: conversation_key, token: {file: %[1]q}}
+  - {name: denied, stream: AGENT_EVENTS, subjects: ["agents.denied.>"], trigger_id: agtch_denied, token: {file: %[1]q}}
+`, write("token", apiToken))
+	workerYAML := fmt.Sprintf("nats: {url: %q, user: agentrelay, password_file: %q}\napi: {base_url: %q}\nmetrics: {listen: \"127.0.0.1:0\"}\n%s",
+		url, write("worker-pw", "pw-agentrelay"), api.URL, routes)
+	wcfg, err := config.Parse([]byte(workerYAML))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var logs testenv.LogBuffer
+	wctx, stop := context.WithCancel(ctx)
+	started, done := make(chan struct{}), make(chan error, 1)
+	go func() {
+		done <- app.Run(wctx, wcfg, slog.New(slog.NewJSONHandler(&logs, nil)), app.Options{Started: func(string) { close(started) }})
+	}()
+	t.Cleanup(func() {
+		stop()
+		if err := <-done; err != nil {
+			t.Errorf("worker: %v", err)
+		}
+	})
+	select {
+	case <-started:
+	case err := <-done:
+		t.Fatalf("the worker did not start with its permissions: %v\n%s", err, logs.String())
+	case <-time.After(30 * time.Second):
+		t.Fatalf("the worker did not start with its permissions:\n%s", logs.String())
+	}
+
+	// A producer publishes, with JetStream's ack on its own prefix.
+	producer := connectAs(t, url, "producer")
+	for subject, body := range map[string]string{
+		"agents.plain.e":   `{"input":"BODY-OF-PLAIN"}`,
+		"agents.ordered.e": `{"input":"BODY-OF-ORDERED","conversation_key":"KEY-OF-ORDERED"}`,
+		"agents.denied.e":  `{"input":"BODY-OF-DENIED"}`,
+	} {
+		if _, err := producer.js.Publish(ctx, subject, []byte(body)); err != nil {
+			t.Fatalf("producer publishing to %s: %v", subject, err)
+		}
+	}
+	dlqCount := func() uint64 {
+		s, err := admin.js.Stream(ctx, "AGENTRELAY_DLQ")
+		if errors.Is(err, jetstream.ErrStreamNotFound) {
+			return 0
+		} else if err != nil {
+			t.Fatal(err)
+		}
+		return s.CachedInfo().State.Msgs
+	}
+	testenv.Eventually(t, 30*time.Second, "two events accepted, one dead-lettered", func() bool {
+		return emu.LedgerLen() == 2 && dlqCount() == 1
+	})
+
+	// The SRE commands: status asks the ordered route's owner, dlq show
+	// reads the dead letter.
+	sreConfig := write("sre.yaml", fmt.Sprintf("nats: {url: %q, user: sre, password_file: %q}\napi: {base_url: %q}\n%s",
+		url, write("sre-pw", "pw-sre"), api.URL, routes))
+	run := func(args ...string) string {
+		t.Helper()
+		var out, errOut bytes.Buffer
+		if code := cli.Main(ctx, append([]string{"--config", sreConfig}, args...), strings.NewReader(""), &out, &errOut); code != 0 {
+			t.Fatalf("agentrelay %s as sre: exit %d\n%s%s", strings.Join(args, " "), code, out.String(), errOut.String())
+		}
+		return out.String()
+	}
+	if out := run("status", "--json"); !strings.Contains(out, `"owner_holds"`) {
+		t.Errorf("status did not get the ordered route's owner's answer:\n%s", out)
+	}
+	if out := run("dlq", "show", "1"); !strings.Contains(out, "BODY-OF-DENIED") {
+		t.Errorf("dlq show:\n%s", out)
+	}
+
+	// Where it all went: the events to the worker's inbox, the dead letter
+	// and the status answer to the SRE's, nothing of it to "_INBOX".
+	for _, w := range []struct{ prefix, text, what string }{
+		{natsconn.WorkerInboxPrefix, "BODY-OF-PLAIN", "a pull delivery"},
+		{natsconn.SREInboxPrefix, base64.StdEncoding.EncodeToString([]byte(`{"input":"BODY-OF-DENIED"}`)), "a dead letter read"}, // a message get answers in JSON, base64
+		{natsconn.SREInboxPrefix, `"pin_id"`, "a status answer"},
+	} {
+		testenv.Eventually(t, 10*time.Second, w.what+" on "+w.prefix, func() bool { return spy.saw(w.prefix, w.text) })
+	}
+	for _, text := range []string{"BODY-OF", "KEY-OF-ORDERED", `"pin_id"`} {
+		if spy.saw("_INBOX", text) {
+			t.Errorf("%s travelled on _INBOX", text)
+		}
+	}
+
+	// And no role may listen where it does not belong.
+	statusSubjects := []string{"agentrelay.ordered.>", "agentrelay.status.>", "$SRV.>"}
+	for user, forbidden := range map[string][]string{
+		"producer":   append([]string{">", "_INBOX.>", natsconn.WorkerInboxPrefix + ".>", natsconn.SREInboxPrefix + ".>", "agentrelay.dlq.>", "agents.>", "$JS.API.>"}, statusSubjects...),
+		"sre":        append([]string{"_INBOX.>", natsconn.WorkerInboxPrefix + ".>", inboxPrefixes["producer"] + ".>"}, statusSubjects...),
+		"agentrelay": {"_INBOX.>", natsconn.SREInboxPrefix + ".>", inboxPrefixes["producer"] + ".>"},
+	} {
+		u := connectAs(t, url, user)
+		for _, subject := range forbidden {
+			u.mayNotSubscribe(t, subject)
+		}
+	}
+	// Nor ask the status service, nor answer in the worker's name.
+	p := connectAs(t, url, "producer")
+	for _, subject := range []string{"agentrelay.ordered.AGENT_EVENTS.agentrelay-ordered", "agentrelay.status.x", "$SRV.PING", natsconn.SREInboxPrefix + ".forged"} {
+		p.mayNotPublish(t, subject)
+	}
 }

@@ -1,7 +1,6 @@
 package app
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -13,7 +12,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -205,7 +203,7 @@ func TestConnectionClosedForGoodIsFatal(t *testing.T) {
 	if err := cfg.Validate(); err != nil {
 		t.Fatal(err)
 	}
-	var logs syncBuffer
+	var logs testenv.LogBuffer
 	reg := prometheus.NewRegistry()
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -316,30 +314,13 @@ func hasLog(logs, level, text string) bool {
 	return false
 }
 
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
-}
-
 // A listener that stops serving while the worker runs (not by Run's own
 // shutdown) is as fatal as a dead connection: the probes would fail with no
 // cause anywhere, so the worker says why and stops.
 func TestListenerStoppingIsFatal(t *testing.T) {
 	ctx, cancel := context.WithCancelCause(context.Background())
 	defer cancel(nil)
-	var logs syncBuffer
+	var logs testenv.LogBuffer
 	reg := prometheus.NewRegistry()
 	state := &health{log: slog.New(slog.NewJSONHandler(&logs, nil)), metrics: telemetry.NewMetrics(reg), stop: cancel}
 	srv, ln, err := serveHTTP("127.0.0.1:0", reg, state)

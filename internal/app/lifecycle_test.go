@@ -92,7 +92,7 @@ func TestWorkerStopsItsComponentsInReverse(t *testing.T) {
 	}
 	cfg := testConfig(t, ns.ClientURL(), "127.0.0.1:0")
 	cfg.Routes[0].Ordering = "conversation_key" // so that the status service runs
-	var logs syncBuffer
+	var logs testenv.LogBuffer
 	log := slog.New(slog.NewJSONHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	ctx, cancel := context.WithCancel(context.Background())
 	done, started := make(chan error, 1), make(chan struct{})

@@ -44,7 +44,7 @@ func TestTokenRotationIsCounted(t *testing.T) {
 	metrics := freePort(t)
 	cfg := testConfig(t, n.Server.ClientURL(), metrics)
 	cfg.API.BaseURL, cfg.API.AllowInsecureHTTP = apiURL, true
-	var logs syncBuffer
+	var logs testenv.LogBuffer
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	started := make(chan string, 1)

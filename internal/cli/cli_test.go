@@ -11,7 +11,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -22,6 +21,7 @@ import (
 	"github.com/agentrelay/agentrelay/config"
 	"github.com/agentrelay/agentrelay/internal/app"
 	"github.com/agentrelay/agentrelay/internal/testenv"
+	"github.com/agentrelay/agentrelay/internal/testenv/wait"
 )
 
 const (
@@ -40,7 +40,7 @@ type stack struct {
 	emu     *emulator.Emulator
 	cfgPath string
 	cfg     *config.Config
-	logs    *syncBuffer
+	logs    *testenv.LogBuffer
 	metrics string
 	stop    func()
 }
@@ -93,7 +93,7 @@ func emuURL(t *testing.T, emu *emulator.Emulator) string {
 // startWorker runs the worker in-process with JSON logs captured.
 func (s *stack) startWorker() {
 	s.t.Helper()
-	s.logs = &syncBuffer{}
+	s.logs = &testenv.LogBuffer{}
 	log := slog.New(slog.NewJSONHandler(s.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	ctx, cancel := context.WithCancel(context.Background())
 	started := make(chan string, 1)
@@ -168,23 +168,6 @@ func (s *stack) dlqCount() uint64 {
 		s.t.Fatal(err)
 	}
 	return info.State.Msgs
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
 }
 
 // The SRE's incident, every step through the commands: dead letters pile up
@@ -414,21 +397,19 @@ func TestMetricsAndLogsAfterAKnownRun(t *testing.T) {
 	// The lag gauges are refreshed every lag_interval: wait until a scrape
 	// shows the settled state, then report what is still missing.
 	var body string
-	missing := want
-	deadline := time.Now().Add(10 * time.Second)
-	for len(missing) > 0 && time.Now().Before(deadline) {
+	wait.ForNil(t, 10*time.Second, "/metrics showing every series", func() error {
 		body = scrape(t, "http://"+s.metrics+"/metrics")
-		missing = missing[:0:0]
+		var missing []string
 		for _, w := range want {
 			if !strings.Contains(body, w) {
 				missing = append(missing, w)
 			}
 		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	for _, w := range missing {
-		t.Errorf("/metrics lacks %s", w)
-	}
+		if len(missing) > 0 {
+			return fmt.Errorf("lacks %s", strings.Join(missing, ", "))
+		}
+		return nil
+	})
 	if strings.Contains(body, token) || strings.Contains(body, "m-1") || strings.Contains(body, "work.ok") {
 		t.Error("/metrics carries a token, a message id or a subject")
 	}

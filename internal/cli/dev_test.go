@@ -32,7 +32,7 @@ func TestDevModeShowsAckRetryAndDeadLetter(t *testing.T) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	logs := &syncBuffer{}
+	logs := &testenv.LogBuffer{}
 	var stdout bytes.Buffer
 	done := make(chan int, 1)
 	go func() {
@@ -127,10 +127,10 @@ func TestPublishWaitsForTheStreamAck(t *testing.T) {
 // startDev runs `agentrelay dev` with args and waits for its banner. It
 // returns the log and stop, which cancels dev and returns its exit code;
 // the test's cleanup stops it too.
-func startDev(t *testing.T, args ...string) (logs *syncBuffer, stop func() int) {
+func startDev(t *testing.T, args ...string) (logs *testenv.LogBuffer, stop func() int) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	logs = &syncBuffer{}
+	logs = &testenv.LogBuffer{}
 	var code int
 	exited := make(chan struct{})
 	go func() {

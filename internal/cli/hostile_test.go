@@ -161,7 +161,7 @@ func TestReplayRefusesForgedLetters(t *testing.T) {
 	}
 
 	code, out, errOut = s.cli("", "dlq", "replay")
-	if code != ExitError || !strings.Contains(out, fmt.Sprintf("replayed 1 dead letter")) || !strings.Contains(out, fmt.Sprintf("refused %d", len(refused))) {
+	if code != ExitError || !strings.Contains(out, "replayed 1 dead letter") || !strings.Contains(out, fmt.Sprintf("refused %d", len(refused))) {
 		t.Errorf("replay: %d\n%s%s", code, out, errOut)
 	}
 	assertTerminalSafe(t, "replay", out+errOut)

@@ -276,6 +276,6 @@ func connectForTool(ctx context.Context, e *env, g *globalFlags, server string) 
 	}
 	cctx, cancel := context.WithTimeout(ctx, nc.ConnectTimeout.D()+5*time.Second)
 	defer cancel()
-	conn, err := natsconn.Connect(cctx, nc, nil, natsconn.Hooks{})
+	conn, err := natsconn.Connect(cctx, nc, nil, natsconn.Hooks{}, nats.CustomInboxPrefix(natsconn.SREInboxPrefix))
 	return conn, cfg, err
 }

@@ -44,7 +44,7 @@ routes:
 		t.Fatal(err)
 	}
 
-	var stderr syncBuffer
+	var stderr testenv.LogBuffer
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	code := make(chan int, 1)

@@ -35,7 +35,7 @@ func connectTool(ctx context.Context, e *env, g *globalFlags) (*toolConn, error)
 	}
 	cctx, cancel := context.WithTimeout(ctx, cfg.NATS.ConnectTimeout.D()+5*time.Second)
 	defer cancel()
-	nc, err := natsconn.Connect(cctx, cfg.NATS, nil, natsconn.Hooks{})
+	nc, err := natsconn.Connect(cctx, cfg.NATS, nil, natsconn.Hooks{}, nats.CustomInboxPrefix(natsconn.SREInboxPrefix))
 	if err != nil {
 		return nil, err
 	}

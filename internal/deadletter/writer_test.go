@@ -172,15 +172,15 @@ func (e *dlEnv) stored(t *testing.T, m *nats.Msg) (jetstream.Msg, *jetstream.Msg
 	if err != nil {
 		t.Fatal(err)
 	}
-	for msg := range batch.Messages() {
-		md, err := msg.Metadata()
-		if err != nil {
-			t.Fatal(err)
-		}
-		return msg, md
+	msg, ok := <-batch.Messages()
+	if !ok {
+		t.Fatalf("message %d not delivered: %v", seq, batch.Error())
 	}
-	t.Fatalf("message %d not delivered: %v", seq, batch.Error())
-	return nil, nil
+	md, err := msg.Metadata()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return msg, md
 }
 
 // letter reads back the dead letter a publish stored.

@@ -1,7 +1,6 @@
 package faultsuite
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"net"
@@ -9,10 +8,11 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/agentrelay/agentrelay/internal/testenv"
 )
 
 // SIGTERM while the worker is still starting (here: waiting for NATS to come
@@ -40,7 +40,7 @@ func TestSIGTERMDuringStartUpExitsZero(t *testing.T) {
 	}
 	cmd := exec.Command(bin, "run", "--config", cfg)
 	cmd.Env = cleanEnv()
-	var out syncBuffer
+	var out testenv.LogBuffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -68,23 +68,4 @@ func TestSIGTERMDuringStartUpExitsZero(t *testing.T) {
 		_ = cmd.Process.Kill()
 		t.Fatal("the worker did not stop within 10s of SIGTERM")
 	}
-}
-
-// syncBuffer is a bytes.Buffer safe for the process's writes and the test's
-// reads.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }

@@ -50,7 +50,7 @@ func tlsAPI(t *testing.T) (*emulator.Emulator, string, string) {
 // triggerThrough builds the worker's routes from a configuration (as `run`
 // does) and sends one event through the route's agent. It returns the
 // error and the warnings logged while building.
-func triggerThrough(t *testing.T, baseURL string, tlsc config.TLS) (error, []string) {
+func triggerThrough(t *testing.T, baseURL string, tlsc config.TLS) ([]string, error) {
 	t.Helper()
 	tokenFile := filepath.Join(t.TempDir(), "token")
 	if err := os.WriteFile(tokenFile, []byte("tls-secret-token\n"), 0o600); err != nil {
@@ -80,7 +80,7 @@ func triggerThrough(t *testing.T, baseURL string, tlsc config.TLS) (error, []str
 			warnings = append(warnings, l)
 		}
 	}
-	return err, warnings
+	return warnings, err
 }
 
 func TestAPICertificatesAreVerifiedUnlessExplicitlyNot(t *testing.T) {
@@ -102,7 +102,7 @@ func TestAPICertificatesAreVerifiedUnlessExplicitlyNot(t *testing.T) {
 	for _, r := range rows {
 		t.Run(r.name, func(t *testing.T) {
 			before := emu.LedgerLen()
-			err, warnings := triggerThrough(t, url, r.tls)
+			warnings, err := triggerThrough(t, url, r.tls)
 			if (err == nil) != r.accepted {
 				t.Errorf("accepted=%v (err %v), want %v", err == nil, err, r.accepted)
 			}
@@ -121,7 +121,7 @@ func TestAPICertificatesAreVerifiedUnlessExplicitlyNot(t *testing.T) {
 			}
 		})
 	}
-	if err, _ := triggerThrough(t, url, config.TLS{CAFile: otherCA}); err == nil {
+	if _, err := triggerThrough(t, url, config.TLS{CAFile: otherCA}); err == nil {
 		t.Error("a certificate from another CA was accepted")
 	}
 }

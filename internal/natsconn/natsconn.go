@@ -28,6 +28,21 @@ import (
 // up with it relays nothing.
 var ErrClosed = errors.New("NATS connection closed for good")
 
+// The inbox prefixes of agentrelay's two roles. Replies come to a
+// connection on its inbox subjects: the worker's pull deliveries (event
+// bodies), JetStream API answers, and the SRE commands' dead-letter reads
+// and status answers. With nats.go's shared default "_INBOX." anyone
+// allowed to subscribe to "_INBOX.>" reads them all; with a prefix per
+// role, the NATS permissions (deploy/nats/auth) let each role subscribe to
+// its own replies only. Producers keep their own prefix (or the default).
+const (
+	// WorkerInboxPrefix is the worker's: Connect's default.
+	WorkerInboxPrefix = "_INBOX_agentrelay_worker"
+	// SREInboxPrefix is the SRE commands' (status, dlq, pause, resume,
+	// publish): they connect with nats.CustomInboxPrefix(SREInboxPrefix).
+	SREInboxPrefix = "_INBOX_agentrelay_sre"
+)
+
 // Hooks observe the connection's life; all are optional.
 type Hooks struct {
 	Connected    func(up bool)
@@ -43,13 +58,15 @@ type Hooks struct {
 
 // Options builds nats.go options from the configuration. Reconnection never
 // gives up: a worker that stops trying after a broker outage needs a human to
-// restart it, which is what this is meant to avoid.
+// restart it, which is what this is meant to avoid. Inboxes get the worker's
+// prefix, WorkerInboxPrefix.
 func Options(c config.NATS, log *slog.Logger, h Hooks) ([]nats.Option, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
 	opts := []nats.Option{
 		nats.Name(c.Name),
+		nats.CustomInboxPrefix(WorkerInboxPrefix),
 		nats.Timeout(c.ConnectTimeout.D()),
 		nats.MaxReconnects(-1),
 		nats.ReconnectWait(c.ReconnectWait.D()),
@@ -136,12 +153,15 @@ func Options(c config.NATS, log *slog.Logger, h Hooks) ([]nats.Option, error) {
 }
 
 // Connect connects to the configured servers, retrying the first connection
-// until ctx ends (NATS may start after us in a Kubernetes rollout).
-func Connect(ctx context.Context, c config.NATS, log *slog.Logger, h Hooks) (*nats.Conn, error) {
+// until ctx ends (NATS may start after us in a Kubernetes rollout). The
+// extra options are applied after Options' and so override them: the SRE
+// commands pass nats.CustomInboxPrefix(SREInboxPrefix).
+func Connect(ctx context.Context, c config.NATS, log *slog.Logger, h Hooks, extra ...nats.Option) (*nats.Conn, error) {
 	opts, err := Options(c, log, h)
 	if err != nil {
 		return nil, err
 	}
+	opts = append(opts, extra...)
 	var nc *nats.Conn
 	// NATS may take a while to start: every 250ms at first, then every 5s.
 	err = backoff.Retry(ctx, backoff.Policy{Min: 250 * time.Millisecond, Max: 5 * time.Second}, func(context.Context) (err error) {

@@ -12,6 +12,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
 	"github.com/agentrelay/agentrelay/config"
 	"github.com/agentrelay/agentrelay/internal/natsembed"
 )
@@ -179,5 +182,45 @@ func TestClosedErrorHidesUserinfo(t *testing.T) {
 	}
 	if !strings.Contains(err.Error(), "nats://REDACTED@nats.example:4222") || !strings.Contains(err.Error(), "tls://REDACTED@b:4443/x") {
 		t.Errorf("hosts lost: %q", err)
+	}
+}
+
+// The worker's connection makes its inboxes (pull deliveries, JetStream API
+// answers) under WorkerInboxPrefix, and a caller's extra option replaces it:
+// the SRE commands connect with SREInboxPrefix. The permissions example
+// lets each role read its own prefix only (deploy/natsauth_test.go).
+func TestEachRoleHasItsOwnInboxPrefix(t *testing.T) {
+	s, err := natsembed.Start(natsembed.Options{StoreDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(s.Shutdown)
+	cfg := config.NATS{URL: s.ClientURL(), Name: "test", ConnectTimeout: config.Duration(time.Second), ReconnectWait: config.Duration(50 * time.Millisecond)}
+	for _, c := range []struct {
+		extra []nats.Option
+		want  string
+	}{
+		{nil, WorkerInboxPrefix + "."},
+		{[]nats.Option{nats.CustomInboxPrefix(SREInboxPrefix)}, SREInboxPrefix + "."},
+	} {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		nc, err := Connect(ctx, cfg, nil, Hooks{}, c.extra...)
+		if err != nil {
+			cancel()
+			t.Fatal(err)
+		}
+		if got := nc.NewInbox(); !strings.HasPrefix(got, c.want) {
+			t.Errorf("inbox %s, want prefix %s", got, c.want)
+		}
+		// A JetStream API request gets its answer on that prefix.
+		js, err := jetstream.New(nc)
+		if err == nil {
+			_, err = js.AccountInfo(ctx)
+		}
+		if err != nil {
+			t.Errorf("%s: JetStream request: %v", c.want, err)
+		}
+		nc.Close()
+		cancel()
 	}
 }

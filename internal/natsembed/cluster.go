@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -15,8 +16,9 @@ import (
 )
 
 // clusterReadyTimeout bounds how long StartCluster waits for a JetStream
-// meta leader that knows all nodes.
-const clusterReadyTimeout = 20 * time.Second
+// meta leader that all nodes follow. It takes about a second on an idle
+// machine; the bound is generous for a loaded one.
+const clusterReadyTimeout = 60 * time.Second
 
 // ErrNoStreamLeader is returned by Cluster.StreamLeader when no running node
 // currently leads the stream (e.g. during an election, or if the stream does
@@ -31,8 +33,9 @@ type Cluster struct {
 
 // StartCluster starts n ≥ 2 routed JetStream servers on random client and
 // cluster ports, node i storing under filepath.Join(dir, "n<i>"), and waits
-// until a JetStream meta leader exists that sees all n nodes (so an R3 stream
-// can be created right away) and a client's account info request succeeds.
+// until every node follows one JetStream meta leader that sees all n nodes
+// current and online (so an R3 stream can be created right away) and a
+// client's account info request succeeds.
 //
 // Host, SyncAlways, Logger, MaxPayload and MaxControlLine of base apply to
 // every node; base.ServerName, if set, replaces the default node name prefix
@@ -130,7 +133,7 @@ func (c *Cluster) waitReady(timeout time.Duration) error {
 	for !c.metaReady() {
 		select {
 		case <-ctx.Done():
-			return errors.New("natsembed: cluster: no JetStream meta leader seeing all nodes")
+			return errors.New("natsembed: cluster: no JetStream meta leader followed by all nodes")
 		case <-tick.C:
 		}
 	}
@@ -158,14 +161,40 @@ func (c *Cluster) waitReady(timeout time.Duration) error {
 	}
 }
 
+// metaReady reports whether every node follows one meta leader, the
+// leader counts the other n-1 nodes as current and online peers, and every
+// follower is current. A leader that merely lists n peers is not enough: a
+// node that has not caught up can still start an election, and a stream
+// create sent meanwhile gets no answer until the client gives up; a peer
+// the leader does not yet see online cannot be given a replica.
 func (c *Cluster) metaReady() bool {
+	leader := ""
 	for _, s := range c.nodes {
 		ns := s.NATS()
-		if ns != nil && ns.JetStreamIsLeader() {
-			return len(ns.JetStreamClusterPeers()) == len(c.nodes)
+		if ns == nil || !ns.Running() {
+			return false
+		}
+		jsi, err := ns.Jsz(&server.JSzOptions{})
+		if err != nil || jsi.Meta == nil || jsi.Meta.Leader == "" || (leader != "" && jsi.Meta.Leader != leader) {
+			return false
+		}
+		leader = jsi.Meta.Leader
+		if !ns.JetStreamIsLeader() {
+			if !ns.JetStreamIsCurrent() {
+				return false
+			}
+			continue
+		}
+		if len(jsi.Meta.Replicas) != len(c.nodes)-1 {
+			return false
+		}
+		for _, p := range jsi.Meta.Replicas {
+			if !p.Current || p.Offline {
+				return false
+			}
 		}
 	}
-	return false
+	return true
 }
 
 // Len returns the number of nodes.
@@ -201,6 +230,60 @@ func (c *Cluster) StreamLeader(stream string) (int, error) {
 		}
 	}
 	return -1, fmt.Errorf("%w for %q", ErrNoStreamLeader, stream)
+}
+
+// Current returns nil when node i is a current replica of the stream and of
+// each of the named consumers of the default ($G) account, and otherwise an
+// error saying what is not yet current. It does not wait; poll it after a
+// restart.
+//
+// Wait for it before asking a restarted node's consumers anything. Until a
+// restarted member has set up its replica of a consumer, nats-server
+// answers that consumer's info request from it at once, with the
+// consumer's configuration and an empty state (ack floor 0, nothing
+// pending, no cluster info), and a client takes the first answer it gets,
+// which is usually that one rather than the leader's.
+func (c *Cluster) Current(i int, stream string, consumers ...string) error {
+	s := c.Node(i)
+	if s == nil {
+		return fmt.Errorf("natsembed: no node %d", i)
+	}
+	ns := s.NATS()
+	switch {
+	case ns == nil || !ns.Running():
+		return fmt.Errorf("natsembed: node %d is not running", i)
+	case !ns.JetStreamIsCurrent():
+		return fmt.Errorf("natsembed: node %d: JetStream meta group not current", i)
+	case !ns.JetStreamIsStreamCurrent(server.DEFAULT_GLOBAL_ACCOUNT, stream):
+		return fmt.Errorf("natsembed: node %d: stream %q not current", i, stream)
+	}
+	if len(consumers) == 0 {
+		return nil
+	}
+	acc, err := ns.JszAccount(&server.JSzOptions{Account: server.DEFAULT_GLOBAL_ACCOUNT, Streams: true, Consumer: true})
+	if err != nil {
+		return fmt.Errorf("natsembed: node %d: %w", i, err)
+	}
+	local := map[string]bool{}
+	for _, sd := range acc.Streams {
+		if sd.Name == stream {
+			for _, ci := range sd.Consumer {
+				local[ci.Name] = true
+			}
+		}
+	}
+	for _, name := range consumers {
+		if !local[name] {
+			return fmt.Errorf("natsembed: node %d: consumer %q of %q not set up", i, name, stream)
+		}
+		// Healthz checks the consumer's raft node: present, the one the
+		// consumer uses, its monitor running, healthy.
+		h := ns.Healthz(&server.HealthzOptions{Account: server.DEFAULT_GLOBAL_ACCOUNT, Stream: stream, Consumer: name})
+		if h.StatusCode != http.StatusOK {
+			return fmt.Errorf("natsembed: node %d: %s", i, h.Error)
+		}
+	}
+	return nil
 }
 
 // Shutdown shuts all nodes down gracefully, in parallel, and waits. It is

@@ -62,7 +62,7 @@ func NewLogger(w io.Writer, level slog.Level, format string) (*slog.Logger, erro
 	if format == "json" {
 		return slog.New(WithTraceIDs(slog.NewJSONHandler(w, &slog.HandlerOptions{Level: level, ReplaceAttr: jsonValue}))), nil
 	}
-	return slog.New(WithTraceIDs(tint.NewHandler(w, &tint.Options{
+	return slog.New(WithTraceIDs(tint.NewTextHandler(w, &tint.Options{
 		Level:       level,
 		TimeFormat:  time.TimeOnly,
 		NoColor:     !tty,

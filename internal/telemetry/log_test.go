@@ -17,7 +17,7 @@ import (
 // holds a real ESC or the four characters \x1b.
 func TestNeutraliseLeavesNoEscapeForColourOutput(t *testing.T) {
 	var buf bytes.Buffer
-	log := slog.New(tint.NewHandler(&buf, &tint.Options{NoColor: false, ReplaceAttr: neutralise}))
+	log := slog.New(tint.NewTextHandler(&buf, &tint.Options{NoColor: false, ReplaceAttr: neutralise}))
 	log.Info("m",
 		"raw", "a \x1b[2J b",
 		"text", `a \x1b[2J b`,

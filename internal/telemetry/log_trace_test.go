@@ -88,7 +88,8 @@ func TestLogLinesCarryARemoteParentsIDs(t *testing.T) {
 // come from a sync.Pool, which the race detector empties at random.)
 func TestTraceIDsCostNothingWithoutASpan(t *testing.T) {
 	h := WithTraceIDs(acceptAll{})
-	ctx := context.WithValue(context.Background(), struct{}{}, "not a span")
+	type otherKey struct{}
+	ctx := context.WithValue(context.Background(), otherKey{}, "not a span")
 	r := slog.NewRecord(time.Now(), slog.LevelInfo, "accepted", 0)
 	r.AddAttrs(slog.String("route", "complaints"), slog.Int("attempt", 1))
 	if n := testing.AllocsPerRun(100, func() { _ = h.Handle(ctx, r) }); n != 0 {

@@ -1,6 +1,8 @@
 // Package testenv starts the real parts tests run against: an embedded
 // nats-server with JetStream (random port, temporary file store) and the API
-// emulator on loopback. Everything started is stopped by t.Cleanup.
+// emulator on loopback. Everything started is stopped by t.Cleanup. It also
+// holds what tests share rather than copy: waiting for a condition
+// (Eventually, and package wait) and collecting logs (LogBuffer).
 package testenv
 
 import (
