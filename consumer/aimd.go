@@ -25,8 +25,13 @@ type aimd struct {
 	fresh      shareWindow
 }
 
+// rateLimitWindow is how far back the share of 429s looks: short, so that
+// the route slows within a fraction of a second of a rate limit most calls
+// meet.
+const rateLimitWindow = time.Second
+
 func newAIMD(max int, s BreakerSettings) aimd {
-	return aimd{max: max, minCalls: s.MinCalls, limit: float64(max), fresh: newShareWindow(s.Window)}
+	return aimd{max: max, minCalls: s.MinCalls, limit: float64(max), fresh: newShareWindow(rateLimitWindow)}
 }
 
 // record takes a call's outcome; maxHold caps how long a Retry-After holds
@@ -41,9 +46,11 @@ func (a *aimd) record(c callResult, now time.Time, maxHold time.Duration) {
 		if a.limit <= 1 {
 			a.streak++
 		}
-		calls, _ := a.fresh.counts(now)
-		if calls >= int(a.minCalls) && !a.widespread(now, a.minCalls) {
-			return // one message's limit among many calls that pass
+		if !a.widespread(now, a.minCalls) {
+			// One message's limit among calls that pass, or too few
+			// fresh calls of late to tell: its own (it counts towards
+			// its budget), not the route's.
+			return
 		}
 		if now.Sub(a.lastCut) >= minCutSpacing {
 			a.limit = max(1, a.limit/2)

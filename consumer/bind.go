@@ -18,6 +18,18 @@ type binding struct {
 	rebinding     atomic.Bool
 	ackFloor      atomic.Uint64 // the consumer's ack floor as last seen (stream sequence)
 	streamCreated atomic.Int64  // the stream's creation time at bind, to tell a re-created stream
+	clustered     atomic.Bool   // the stream lives on a JetStream cluster
+}
+
+// credible reports whether a consumer info answer can be believed. In a
+// cluster, a node that has just restarted and not yet set up its copy of
+// the consumer answers with the configuration and an empty state (ack
+// floor 0, nothing unsettled) and no cluster information; every answer of
+// a node that knows the consumer carries it. An empty state taken for the
+// truth would lift an ordered route's fence early, or re-create a deleted
+// consumer from the start of its stream.
+func (b *binding) credible(info *jetstream.ConsumerInfo) bool {
+	return info.Cluster != nil || !b.clustered.Load()
 }
 
 // bind creates or updates the route's durable consumer (ManageConsumers),
@@ -94,6 +106,7 @@ func (rn *runner) bind(ctx context.Context) error {
 		}
 	}
 	rn.bound.streamCreated.Store(created)
+	rn.bound.clustered.Store(st.CachedInfo().Cluster != nil || c.CachedInfo().Cluster != nil)
 	rn.bound.ackFloor.Store(c.CachedInfo().AckFloor.Stream)
 	rn.bound.cons.Store(&c)
 	return nil

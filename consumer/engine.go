@@ -192,7 +192,7 @@ func (e *engine) reserve(now time.Time) (n int, wait time.Duration) {
 // waits for a slot, or, during a drain, is held to be handed back.
 func (e *engine) delivered(msg *pulledMsg, pin string) {
 	e.mu.Lock()
-	req, filled := e.slots.fill()
+	req, filled := e.slots.fill(time.Now())
 	e.mu.Unlock()
 	if filled && pin != "" {
 		e.p.pins.delivered(pin, req.pin, req.sent)

@@ -3,6 +3,7 @@ package consumer
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"slices"
 	"sync"
 	"time"
@@ -178,6 +179,9 @@ func (f *fleetGate) sync() {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
 	defer cancel()
 	info, err := c.Info(ctx)
+	if err == nil && !f.rn.bound.credible(info) {
+		err = errors.New("a consumer info answer without cluster information")
+	}
 	if err != nil {
 		f.retry(err)
 		return

@@ -85,18 +85,19 @@ func (g *gate) quit(w *waiter) {
 }
 
 // chosen reports whether w is the message to probe with now, given the
-// route's state: the probe is due and not in flight, and w is the
-// longest-waiting fresh message, or, when none has come within grace of
-// the probe falling due, the longest-waiting one.
+// route's state: the longest-waiting fresh message whenever a fresh one may
+// probe (see HealthState.FreshMayProbe); otherwise, when a probe is due and
+// no fresh message has come within grace of it falling due, the
+// longest-waiting one that failed before.
 func (g *gate) chosen(w *waiter, hs HealthState, now time.Time, grace time.Duration) bool {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	if hs.Probing || now.Before(hs.NextProbe) || !hs.OperatorPause.IsZero() {
-		return false
-	}
 	if i := g.oldestLocked(true); i >= 0 {
 		g.dueSince = time.Time{}
-		return g.waiters[i] == w
+		return hs.FreshMayProbe && g.waiters[i] == w
+	}
+	if !hs.AnyMayProbe {
+		return false
 	}
 	if g.dueSince.IsZero() || g.dueSince.Before(hs.NextProbe) {
 		g.dueSince = now
@@ -118,6 +119,13 @@ func (g *gate) refresh(w *waiter, fresh bool) {
 	g.mu.Lock()
 	w.fresh = fresh
 	g.mu.Unlock()
+}
+
+// isFresh reads w's freshness under g's lock.
+func (w *waiter) isFresh(g *gate) bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return w.fresh
 }
 
 // hasFresh reports whether a fresh message waits.

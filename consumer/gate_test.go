@@ -10,7 +10,7 @@ import (
 // The gate, without NATS: which waiting message probes a stopped route.
 
 func due(now time.Time) HealthState {
-	return HealthState{Condition: ConditionOutage, NextProbe: now, Interval: time.Second}
+	return HealthState{Condition: ConditionOutage, NextProbe: now, Interval: time.Second, AnyMayProbe: true, FreshMayProbe: true}
 }
 
 func left(w *waiter) bool {
@@ -65,22 +65,21 @@ func TestGateFallsBackToAFailedMessageAfterAGrace(t *testing.T) {
 	}
 }
 
-func TestGateChoosesNobodyBeforeTheProbeIsDueOrWhileOneIsInFlight(t *testing.T) {
+func TestGateChoosesNobodyRouteHealthDoesNotLetProbe(t *testing.T) {
 	t.Parallel()
 	g := newGate(probeCandidates)
-	w := newWaiter("k", true, at(0))
-	g.join(w)
+	f, b := newWaiter("f", true, at(0)), newWaiter("b", false, at(0))
+	g.join(f)
+	g.join(b)
 	hs := due(at(time.Second))
-	if g.chosen(w, hs, at(500*time.Millisecond), time.Second) {
-		t.Error("chosen before the probe is due")
+	hs.FreshMayProbe = false // a fresh probe failed and the next is not due, or one is in flight
+	if g.chosen(f, hs, at(time.Second), time.Second) || g.chosen(b, hs, at(3*time.Second), time.Second) {
+		t.Error("chosen while no fresh message may probe, and one waits")
 	}
-	hs.Probing = true
-	if g.chosen(w, hs, at(time.Second), time.Second) {
-		t.Error("chosen while a probe is in flight")
-	}
-	hs.Probing, hs.OperatorPause = false, at(time.Hour)
-	if g.chosen(w, hs, at(time.Second), time.Second) {
-		t.Error("chosen while an operator pauses the route")
+	g.quit(f)
+	hs.AnyMayProbe = false
+	if g.chosen(b, hs, at(5*time.Second), time.Second) {
+		t.Error("a failed message chosen while no probe is due")
 	}
 }
 

@@ -153,9 +153,15 @@ type HealthState struct {
 	NextProbe time.Time     // when the next probe may go (zero when healthy)
 	Interval  time.Duration // the current probe interval
 	Probing   bool          // a probe is in flight
-	Limit     int           // concurrency allowed now (AIMD under 429)
-	RetryIn   time.Duration // when stopped: how long a handed-back message should wait
-	Cause     StopCause     // the call that tripped the condition, or its last failed probe
+	// AnyMayProbe: a probe is due and none is in flight: any message may
+	// probe (a fresh one first; see gate). FreshMayProbe: a fresh message
+	// may probe now, even beside a probe in flight or before the probe is
+	// due, when that probe is a message's that failed before, or such a
+	// message's probe was the last to fail: its failure proves nothing.
+	AnyMayProbe, FreshMayProbe bool
+	Limit                      int           // concurrency allowed now (AIMD under 429)
+	RetryIn                    time.Duration // when stopped: how long a handed-back message should wait
+	Cause                      StopCause     // the call that tripped the condition, or its last failed probe
 	// Throttled: a share of the fresh calls of late were answered 429, so
 	// a 429 now is the route's, not the message's.
 	Throttled bool
@@ -177,7 +183,9 @@ type health struct {
 	since     time.Time
 	interval  time.Duration
 	nextProbe time.Time
-	probing   bool
+	probes    int  // probes in flight: at most one, and one of a fresh message beside it
+	fresh     bool // a fresh message's probe is in flight
+	proven    bool // the condition's latest evidence is a fresh message's (or needs none)
 	cause     StopCause
 	paused    time.Time // an operator's pause, until then
 	detector  *gobreaker.TwoStepCircuitBreaker[struct{}]
@@ -223,8 +231,8 @@ func (h *health) newDetector() *gobreaker.TwoStepCircuitBreaker[struct{}] {
 	})
 }
 
-// admit decides whether a call may be made now.
-func (h *health) admit(now time.Time) Admission {
+// admit decides whether a call of a message (fresh or not) may be made now.
+func (h *health) admit(now time.Time, fresh bool) Admission {
 	if h.s.Disabled {
 		return Admit
 	}
@@ -235,11 +243,20 @@ func (h *health) admit(now time.Time) Admission {
 		return Gated
 	case h.cond == ConditionNone:
 		return Admit
-	case !h.probing && !now.Before(h.nextProbe):
-		h.probing = true
+	case fresh && h.freshMayProbeLocked(now), !fresh && h.anyMayProbeLocked(now):
+		h.probes++
+		h.fresh = h.fresh || fresh
 		return Probe
 	}
 	return Gated
+}
+
+func (h *health) anyMayProbeLocked(now time.Time) bool {
+	return h.cond != ConditionNone && !now.Before(h.paused) && h.probes == 0 && !now.Before(h.nextProbe)
+}
+
+func (h *health) freshMayProbeLocked(now time.Time) bool {
+	return h.cond != ConditionNone && !now.Before(h.paused) && !h.fresh && (!now.Before(h.nextProbe) || !h.proven)
 }
 
 // probeNow moves the next probe to now: another replica resumed the route,
@@ -253,10 +270,17 @@ func (h *health) probeNow(now time.Time) {
 }
 
 // cancelProbe returns an admitted probe that was not made.
-func (h *health) cancelProbe() {
+func (h *health) cancelProbe(fresh bool) {
 	h.mu.Lock()
-	h.probing = false
+	h.endProbeLocked(fresh)
 	h.mu.Unlock()
+}
+
+func (h *health) endProbeLocked(fresh bool) {
+	h.probes = max(h.probes-1, 0)
+	if fresh {
+		h.fresh = false
+	}
 }
 
 // operatorPause records an operator's pause of the consumer, until then
@@ -284,7 +308,7 @@ func (h *health) adopt(cond Condition, now time.Time) Transition {
 	if h.cond != ConditionNone {
 		return NoChange
 	}
-	h.cond, h.since, h.interval = cond, now, h.s.ProbeInterval
+	h.cond, h.since, h.interval, h.proven = cond, now, h.s.ProbeInterval, true
 	h.cause = StopCause{Error: "another replica stopped the route (the consumer is paused by route health)"}
 	h.nextProbe = now.Add(h.interval)
 	return Tripped
@@ -308,7 +332,7 @@ func condition(c agentapi.Class) Condition {
 func (h *health) record(c callResult, now time.Time) Transition {
 	if h.s.Disabled || c.class == agentapi.ClassCanceled {
 		if c.probe {
-			h.cancelProbe()
+			h.cancelProbe(c.fresh)
 		}
 		return NoChange
 	}
@@ -333,7 +357,7 @@ func (h *health) record(c callResult, now time.Time) Transition {
 	if cond == ConditionNone {
 		return NoChange
 	}
-	h.cond, h.since, h.interval = cond, now, h.s.ProbeInterval
+	h.cond, h.since, h.interval, h.proven = cond, now, h.s.ProbeInterval, true
 	h.cause = causeOf(c)
 	h.nextProbe = now.Add(max(h.interval, min(c.retryAfter, h.s.MaxProbeInterval)))
 	return Tripped
@@ -356,13 +380,16 @@ func (h *health) detects(c callResult) bool {
 	return h.tripped
 }
 
-// probed takes a probe's outcome.
+// probed takes a probe's outcome. A failed probe of a message that failed
+// before proves nothing new of an outage or a rate limit: a fresh message
+// may probe at once after it.
 func (h *health) probed(c callResult, now time.Time) Transition {
-	h.probing = false
+	h.endProbeLocked(c.fresh)
 	if h.cond == ConditionNone {
 		return NoChange
 	}
 	if h.cond.explains(c.class) {
+		h.proven = c.fresh || h.cond.anyMessageShows()
 		h.interval = min(2*h.interval, h.s.MaxProbeInterval)
 		h.nextProbe = now.Add(max(h.interval, min(c.retryAfter, h.s.MaxProbeInterval)))
 		h.cause = causeOf(c)
@@ -395,7 +422,8 @@ func (h *health) state(now time.Time) HealthState {
 	defer h.mu.Unlock()
 	st := HealthState{
 		Condition: h.cond, Since: h.since, NextProbe: h.nextProbe, Interval: h.interval,
-		Probing: h.probing, Limit: h.aimd.current(), Cause: h.cause, Was: h.was, WasSince: h.wasSince,
+		Probing: h.probes > 0, AnyMayProbe: h.anyMayProbeLocked(now), FreshMayProbe: h.freshMayProbeLocked(now),
+		Limit: h.aimd.current(), Cause: h.cause, Was: h.was, WasSince: h.wasSince,
 		Throttled: h.cond == ConditionRateLimited || h.aimd.widespread(now, h.s.MinCalls),
 	}
 	if now.Before(h.paused) {

@@ -131,12 +131,12 @@ func TestHealthCauseIsTheLatestEvidence(t *testing.T) {
 	if c := h.state(at(0)).Cause; c.Class != "conflict" || c.Status != 409 || c.Error != "agent is being published" {
 		t.Errorf("cause after the trip %+v", c)
 	}
-	h.admit(at(time.Second))
+	h.admit(at(time.Second), true)
 	h.record(probe(callResult{class: agentapi.ClassConflict, status: 409, err: errors.New("agent is paused")}), at(time.Second))
 	if c := h.state(at(time.Second)).Cause; c.Error != "agent is paused" {
 		t.Errorf("cause after a failed probe %+v", c)
 	}
-	h.admit(at(3 * time.Second))
+	h.admit(at(3*time.Second), true)
 	h.record(probe(fresh(agentapi.ClassAccepted)), at(3*time.Second))
 	if c := h.state(at(3 * time.Second)).Cause; c != (StopCause{}) {
 		t.Errorf("cause after resuming %+v, want none", c)
@@ -147,13 +147,13 @@ func TestHealthGateAdmitsOneProbeWhenDue(t *testing.T) {
 	t.Parallel()
 	h := newTestHealth()
 	h.record(fresh(agentapi.ClassConflict), at(0))
-	if got := h.admit(at(500 * time.Millisecond)); got != Gated {
+	if got := h.admit(at(500*time.Millisecond), true); got != Gated {
 		t.Fatalf("admit before the probe is due = %v, want Gated", got)
 	}
-	if got := h.admit(at(time.Second)); got != Probe {
+	if got := h.admit(at(time.Second), true); got != Probe {
 		t.Fatalf("admit when due = %v, want Probe", got)
 	}
-	if got := h.admit(at(time.Second)); got != Gated {
+	if got := h.admit(at(time.Second), true); got != Gated {
 		t.Errorf("a second call while the probe is in flight = %v, want Gated", got)
 	}
 	if st := h.state(at(time.Second)); !st.Probing || st.RetryIn != time.Second {
@@ -169,7 +169,7 @@ func TestHealthFailedProbesDoubleTheIntervalUpToTheCap(t *testing.T) {
 	var intervals []time.Duration
 	for range 5 {
 		now = h.state(now).NextProbe
-		if h.admit(now) != Probe {
+		if h.admit(now, true) != Probe {
 			t.Fatalf("no probe at %v", now)
 		}
 		if tr := h.record(probe(fresh(agentapi.ClassTimeout)), now); tr != ProbeFailed {
@@ -190,7 +190,7 @@ func TestHealthFirstSuccessfulProbeResumesAtFullSpeed(t *testing.T) {
 	t.Parallel()
 	h := newTestHealth()
 	calls(t, h, 10, fresh(agentapi.ClassServerError), at(0))
-	h.admit(at(time.Second))
+	h.admit(at(time.Second), true)
 	if tr := h.record(probe(fresh(agentapi.ClassAccepted)), at(time.Second)); tr != Resumed {
 		t.Fatalf("successful probe gave %v, want Resumed", tr)
 	}
@@ -198,13 +198,13 @@ func TestHealthFirstSuccessfulProbeResumesAtFullSpeed(t *testing.T) {
 	if st.Condition != ConditionNone || st.Limit != 64 || st.Was != ConditionOutage || st.WasSince != t0 {
 		t.Errorf("after resume: %+v", st)
 	}
-	if h.admit(at(time.Second)) != Admit {
+	if h.admit(at(time.Second), true) != Admit {
 		t.Error("resumed route does not admit calls")
 	}
 	// A probe that meets a 4xx of the message's own also shows the API is
 	// back.
 	h.record(fresh(agentapi.ClassUnauthorized), at(2*time.Second))
-	h.admit(at(3 * time.Second))
+	h.admit(at(3*time.Second), true)
 	if tr := h.record(probe(fresh(agentapi.ClassNotFound)), at(3*time.Second)); tr != Resumed {
 		t.Errorf("a 404 probe after a 401 condition gave %v, want Resumed", tr)
 	}
@@ -224,10 +224,10 @@ func TestHealthFlappingAPIStartsEachEpisodeAfresh(t *testing.T) {
 			t.Errorf("episode %d: first probe in %v, want 1s", episode, st.NextProbe.Sub(now))
 		}
 		now = now.Add(time.Second)
-		h.admit(now)
+		h.admit(now, true)
 		h.record(probe(fresh(agentapi.ClassTimeout)), now) // one failed probe
 		now = now.Add(2 * time.Second)
-		h.admit(now)
+		h.admit(now, true)
 		if h.record(probe(fresh(agentapi.ClassAccepted)), now) != Resumed {
 			t.Fatalf("episode %d: did not resume", episode)
 		}
@@ -263,15 +263,52 @@ func TestHealthOutageProbedOnlyByMessagesThatFailedBefore(t *testing.T) {
 	now := at(0)
 	for range 4 {
 		now = h.state(now).NextProbe
-		h.admit(now)
+		h.admit(now, true)
 		if tr := h.record(probe(retry(agentapi.ClassServerError)), now); tr != ProbeFailed {
 			t.Fatalf("a failed probe of a message that failed before gave %v", tr)
 		}
 	}
 	now = h.state(now).NextProbe
-	h.admit(now)
+	h.admit(now, true)
 	if h.record(probe(retry(agentapi.ClassAccepted)), now) != Resumed {
 		t.Error("a successful probe did not resume the route")
+	}
+}
+
+// A probe of a message that failed before proves nothing new of an
+// outage: a fresh message may probe at once after it, and even beside it
+// while it is in flight; only a fresh message's failed probe holds the
+// next one off for the interval.
+func TestHealthOnlyFreshProbesProveAnOutage(t *testing.T) {
+	t.Parallel()
+	h := newTestHealth()
+	calls(t, h, 10, fresh(agentapi.ClassServerError), at(0))
+	if h.admit(at(time.Second), false) != Probe {
+		t.Fatal("no probe when due")
+	}
+	if h.admit(at(time.Second), false) != Gated {
+		t.Error("a second probe of a failed message beside the first")
+	}
+	if h.admit(at(1100*time.Millisecond), true) != Probe {
+		t.Error("a fresh message may not probe beside a failed one's probe")
+	}
+	if h.admit(at(1200*time.Millisecond), true) != Gated {
+		t.Error("two fresh probes at once")
+	}
+	h.record(probe(retry(agentapi.ClassServerError)), at(1500*time.Millisecond))
+	if st := h.state(at(1500 * time.Millisecond)); !st.Probing || st.AnyMayProbe {
+		t.Errorf("while the fresh probe is in flight: %+v", st)
+	}
+	h.record(probe(fresh(agentapi.ClassServerError)), at(1600*time.Millisecond))
+	st := h.state(at(1600 * time.Millisecond))
+	if st.FreshMayProbe || st.AnyMayProbe {
+		t.Errorf("after a fresh probe failed: %+v; want no probe before the next is due", st)
+	}
+	now := st.NextProbe
+	h.admit(now, false)
+	h.record(probe(retry(agentapi.ClassServerError)), now)
+	if st := h.state(now); !st.FreshMayProbe || st.AnyMayProbe {
+		t.Errorf("after a failed message's probe failed: %+v, want a fresh message to probe at once, no other", st)
 	}
 }
 
@@ -284,9 +321,13 @@ func TestHealthRateLimitIsAIMDOnTheShareOfFreshMessages(t *testing.T) {
 	limited := func(ra time.Duration) callResult {
 		return callResult{class: agentapi.ClassRateLimited, fresh: true, retryAfter: ra}
 	}
+	calls(t, h, int(DefaultMinCalls)-1, limited(2*time.Second), at(0))
+	if got := h.state(at(0)).Limit; got != 64 {
+		t.Fatalf("limit after %d 429s = %d, want 64: too few fresh calls of late to tell the route's limit from a message's", DefaultMinCalls-1, got)
+	}
 	h.record(limited(2*time.Second), at(0))
 	if got := h.state(at(0)).Limit; got != 32 {
-		t.Fatalf("limit after a 429 on a quiet route = %d, want 32", got)
+		t.Fatalf("limit after min_calls fresh 429s = %d, want 32", got)
 	}
 	h.record(limited(0), at(10*time.Millisecond))
 	if got := h.state(at(0)).Limit; got != 32 {
@@ -367,7 +408,7 @@ func TestHealthDisabledAdmitsEverything(t *testing.T) {
 	h := newHealth(BreakerSettings{Disabled: true}, 8)
 	calls(t, h, 100, fresh(agentapi.ClassServerError), at(0))
 	h.record(fresh(agentapi.ClassUnauthorized), at(0))
-	if h.admit(at(0)) != Admit || h.state(at(0)).Condition != ConditionNone || h.state(at(0)).Limit != 8 {
+	if h.admit(at(0), true) != Admit || h.state(at(0)).Condition != ConditionNone || h.state(at(0)).Limit != 8 {
 		t.Errorf("disabled health gated: %+v", h.state(at(0)))
 	}
 }
@@ -378,12 +419,12 @@ func TestHealthOperatorPauseAdmitsNothingNotEvenProbes(t *testing.T) {
 	t.Parallel()
 	h := newTestHealth()
 	h.operatorPause(at(time.Hour), at(0))
-	if h.admit(at(time.Second)) != Gated {
+	if h.admit(at(time.Second), true) != Gated {
 		t.Error("a healthy route admitted a call while paused by an operator")
 	}
 	h.record(fresh(agentapi.ClassConflict), at(0))
 	for _, d := range []time.Duration{time.Second, 10 * time.Second, 59 * time.Minute} {
-		if h.admit(at(d)) != Gated {
+		if h.admit(at(d), true) != Gated {
 			t.Fatalf("a probe at %v while paused by an operator", d)
 		}
 	}
@@ -391,7 +432,7 @@ func TestHealthOperatorPauseAdmitsNothingNotEvenProbes(t *testing.T) {
 	if st := h.state(at(time.Hour)); !st.OperatorPause.IsZero() || st.NextProbe != at(time.Hour) {
 		t.Errorf("after the pause: %+v, want a probe at once", st)
 	}
-	if h.admit(at(time.Hour)) != Probe {
+	if h.admit(at(time.Hour), true) != Probe {
 		t.Error("no probe once the operator's pause ended")
 	}
 }

@@ -68,6 +68,8 @@ func (rn *runner) readLag(parent context.Context) {
 		if parent.Err() == nil {
 			rn.log.Debug("reading consumer info", "err", err)
 		}
+	case !rn.bound.credible(info):
+		rn.log.Debug("ignoring a consumer info answer without cluster information (a node that does not know the consumer yet)")
 	default:
 		rn.bound.ackFloor.Store(info.AckFloor.Stream)
 		rn.m.ConsumerState(info.NumPending, info.NumAckPending, info.NumRedelivered, info.NumWaiting, info.Paused)

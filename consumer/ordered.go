@@ -42,6 +42,7 @@ type ordered struct {
 	confirmedAt time.Time             // when the latest pull the server took with pin was sent
 	lostCh      chan struct{}         // closed when the pin is lost (replaced on gain)
 	window      int                   // how many it may hold: the consumer's MaxAckPending as last read
+	waiting     int                   // running events waiting out a retry in place
 }
 
 // orderedDeps is what an ordered policy needs of its route.
@@ -50,7 +51,8 @@ type orderedDeps struct {
 	decode   func(*pulledMsg) *decoded
 	limit    func() int                // calls route health allows now (AIMD)
 	consumer func() jetstream.Consumer // nil until bound
-	failures func(seq uint64) int      // a message's own failures, for status
+	credible func(*jetstream.ConsumerInfo) bool
+	failures func(seq uint64) int // a message's own failures, for status
 	nc       *nats.Conn
 	stopping <-chan struct{} // closed when the drain begins
 	log      *slog.Logger
@@ -192,9 +194,11 @@ func (o *ordered) deliver(m *pulledMsg) {
 }
 
 // readyLocked takes what may start now: at most max_in_flight run at once
-// (an ordered route holds more than it runs).
+// (an ordered route holds more than it runs), not counting those that wait
+// out a retry where they are: a key whose event keeps failing holds its
+// own key, never a slot of another's.
 func (o *ordered) readyLocked() []*pulledMsg {
-	return o.takeLocked(o.seq.ready(o.deps.route.MaxInFlight))
+	return o.takeLocked(o.seq.ready(o.deps.route.MaxInFlight + o.waiting))
 }
 
 // takeLocked turns the sequencer's items into messages leaving the hold:
@@ -249,10 +253,27 @@ func (o *ordered) onRetry(act Action) (bool, Action) {
 	if act.Verdict != verdict.Retry {
 		return false, act
 	}
-	if InPlace(act) && waitFor(act.Delay, o.deps.stopping, o.interrupted()) {
+	if InPlace(act) && o.waitInPlace(act.Delay) {
 		return true, act
 	}
 	return false, handBackAtOnce()
+}
+
+// waitInPlace waits d where the event is; meanwhile another event may
+// start in its place. It reports false when the wait ended for a drain or
+// a lost pin.
+func (o *ordered) waitInPlace(d time.Duration) bool {
+	o.mu.Lock()
+	o.waiting++
+	ready := o.readyLocked()
+	lost := o.lostCh
+	o.mu.Unlock()
+	o.start(ready)
+	ok := waitFor(d, o.deps.stopping, lost)
+	o.mu.Lock()
+	o.waiting--
+	o.mu.Unlock()
+	return ok
 }
 
 // letter adds the event's conversation key and the stream sequence of the
@@ -352,12 +373,16 @@ func (o *ordered) poll() {
 		o.deps.log.Debug("reading the unsettled count of an ordered route", "err", err)
 		return
 	}
+	if !o.deps.credible(info) {
+		return // an empty answer of a node that does not know the consumer yet
+	}
 	o.mu.Lock()
-	// Take over fenced only what can be held: a consumer whose window
-	// another replica made larger (a rolling change of max_in_flight) is
-	// adopted, or the fence could never lift.
+	// The fence lifts only once every unsettled message is held here: a
+	// window another replica made larger (a rolling change of
+	// max_in_flight), or more unsettled than this replica's own window,
+	// is adopted, or the fence could never lift.
 	own := o.deps.route.MaxAckPending
-	o.window = min(max(own, info.Config.MaxAckPending), maxAdoptedWindow*own)
+	o.window = min(max(own, info.Config.MaxAckPending, info.NumAckPending), maxAdoptedWindow*own)
 	o.seq.observe(info.NumAckPending, before)
 	ready := o.readyLocked()
 	o.mu.Unlock()

@@ -129,7 +129,7 @@ func (rn *runner) call(d *delivery) Outcome {
 		probe := false
 		if hs := rn.health.state(time.Now()); hs.stopped() {
 			if w == nil {
-				w = newWaiter(d.dec.key, rn.ledger.fresh(d.seq()), time.Now())
+				w = newWaiter(d.dec.key, rn.fresh(d), time.Now())
 				if !rn.gate.join(w) {
 					w = nil
 					return rn.wayBack(d, hs)
@@ -152,7 +152,7 @@ func (rn *runner) call(d *delivery) Outcome {
 			return out
 		}
 		if w != nil {
-			rn.gate.refresh(w, rn.ledger.fresh(d.seq()))
+			rn.gate.refresh(w, rn.fresh(d))
 		}
 	}
 }
@@ -179,7 +179,7 @@ func (rn *runner) awaitTurn(w *waiter) turn {
 			return turnResumed
 		case !hs.OperatorPause.IsZero():
 			return turnPaused
-		case rn.gate.chosen(w, hs, now, hs.Interval) && rn.health.admit(now) == Probe:
+		case rn.gate.chosen(w, hs, now, hs.Interval) && rn.health.admit(now, w.isFresh(rn.gate)) == Probe:
 			return turnProbe
 		}
 		wait := hs.NextProbe.Sub(now)
@@ -210,7 +210,7 @@ func (rn *runner) awaitTurn(w *waiter) turn {
 // the messages pulled to probe with are fresh ones.
 func (rn *runner) wayBack(d *delivery, hs HealthState) Outcome {
 	wait := hs.RetryIn
-	if !rn.ledger.fresh(d.seq()) {
+	if !rn.fresh(d) {
 		wait = max(wait, Backoff(rn.route.Retry, max(d.attempts.Failed, 1), 0, 1)) + rn.route.Breaker.MaxProbeInterval
 	}
 	return Outcome{Class: ClassGated, RouteWide: true, RetryAfter: wait}
@@ -220,11 +220,11 @@ func (rn *runner) wayBack(d *delivery, hs HealthState) Outcome {
 // ended. stopped reports that the route is stopped and the outcome is the
 // route's condition: the message waits at the gate.
 func (rn *runner) callOnce(d *delivery, probe bool) (out Outcome, stopped bool) {
-	fresh := rn.ledger.fresh(d.seq())
+	fresh := rn.fresh(d)
 	end, err := rn.policy.beforeCall(rn.life.callCtx)
 	if err != nil {
 		if probe {
-			rn.health.cancelProbe()
+			rn.health.cancelProbe(fresh)
 		}
 		return Outcome{Class: agentapi.ClassCanceled, Err: err}, false
 	}
@@ -245,6 +245,14 @@ func (rn *runner) callOnce(d *delivery, probe bool) (out Outcome, stopped bool) 
 		d.attempts.Failed, d.attempts.Timeouts = rn.ledger.failed(d.seq(), out.Class, ownFailure(out), d.attempts.Delivered)
 	}
 	return out, stopped
+}
+
+// fresh reports whether d's message has never failed, as far as anyone
+// can tell: no call of it failed here, and this is its first delivery (an
+// earlier one may have failed on another replica). Only fresh messages
+// prove a route-wide condition, and they probe first.
+func (rn *runner) fresh(d *delivery) bool {
+	return d.attempts.Delivered <= 1 && rn.ledger.fresh(d.seq())
 }
 
 // suspectClass reports whether a call that ended in class makes its

@@ -95,6 +95,7 @@ func newRunner(r *Relay, rt Route) *runner {
 			decode:   rn.decode,
 			limit:    func() int { return rn.health.state(time.Now()).Limit },
 			consumer: rn.bound.consumer,
+			credible: rn.bound.credible,
 			failures: func(seq uint64) int { f, _ := rn.ledger.counts(seq); return f },
 			nc:       r.js.Conn(),
 			stopping: rn.life.drainStarted,
@@ -132,11 +133,11 @@ func (rn *runner) plan(now time.Time) pullPlan {
 }
 
 func (rn *runner) probePlan(hs HealthState, now time.Time) pullPlan {
-	if !hs.OperatorPause.IsZero() || hs.Probing || rn.gate.hasFresh() {
+	if !hs.OperatorPause.IsZero() || rn.gate.hasFresh() || !hs.FreshMayProbe {
+		if wait := hs.NextProbe.Sub(now); wait > 0 && hs.OperatorPause.IsZero() {
+			return pullPlan{none: true, wait: wait}
+		}
 		return pullPlan{none: true}
-	}
-	if wait := hs.NextProbe.Sub(now); wait > 0 {
-		return pullPlan{none: true, wait: wait}
 	}
 	// A few, so that the next probes are fresh ones too and the pause
 	// they extend need not lapse again for a while.

@@ -106,12 +106,14 @@ func (s *slots) sent(n int, now time.Time, reconnects uint64, pin string) uint64
 // on the message's own subject, not the request's reply token, but the
 // server serves a client's pull requests first come, first served: the
 // delivery filled the oldest open request with room left. A request that is
-// full is closed (the server sends no status for it). ok is false when no
-// open request had room (one from before a reset).
-func (s *slots) fill() (req openPull, ok bool) {
+// full is closed (the server sends no status for it). A request past its
+// expiry is not one the server still serves, whether or not its status
+// has come. ok is false when no open request had room (one from before a
+// reset).
+func (s *slots) fill(now time.Time) (req openPull, ok bool) {
 	var token uint64
 	for t, r := range s.open {
-		if r.left > 0 && (!ok || r.sent.Before(req.sent) || r.sent.Equal(req.sent) && t < token) {
+		if r.left > 0 && now.Before(r.expires) && (!ok || r.sent.Before(req.sent) || r.sent.Equal(req.sent) && t < token) {
 			req, token, ok = r, t, true
 		}
 	}
