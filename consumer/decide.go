@@ -27,8 +27,8 @@ type Outcome struct {
 	// wait until the route's next probe.
 	RetryAfter time.Duration
 	// RouteWide says the failure is the route's, not the message's: a
-	// route-wide condition (outage, 401, 409, rate limit) holds. It never
-	// costs the message a dead letter.
+	// route-wide condition (outage, 401, 409, rate limit) holds, or many
+	// messages meet 429s. It never costs the message a dead letter.
 	RouteWide bool
 	Err       error // detail for logs and the dead letter's error header
 }
@@ -43,6 +43,9 @@ type Attempts struct {
 	// route was healthy), this one included, as far as this replica has
 	// seen them. Backoff and MaxAttempts go by it.
 	Failed int
+	// Timeouts counts those of them that timed out; MaxTimeouts goes by
+	// it.
+	Timeouts int
 }
 
 // Action is the decision for a message.
@@ -50,65 +53,6 @@ type Action struct {
 	Verdict verdict.Verdict
 	Delay   time.Duration     // for Retry
 	Reason  deadletter.Reason // for DeadLetter
-}
-
-// RetryPolicy bounds retries of a route. The zero value of each field means
-// its default, so RetryPolicy{} is a sensible policy.
-type RetryPolicy struct {
-	// MaxAttempts is the number of failures of a message's own (a 5xx,
-	// timeout or network error while its route is healthy) after which it
-	// is dead-lettered with deadletter.ReasonMaxAttempts. Default 10. Whatever the
-	// cause, a message delivered DeliveryCapFactor × MaxAttempts times is
-	// dead-lettered on its next failure of its own.
-	MaxAttempts int
-	// InitialBackoff is the delay before the second attempt. Default 1s.
-	InitialBackoff time.Duration
-	// MaxBackoff caps the exponential backoff. Default 4s: a failure of
-	// one message is retried soon, because route-wide trouble (outages,
-	// rate limits) is handled by route health, not by growing delays.
-	MaxBackoff time.Duration
-	// Multiplier grows the backoff per attempt. Default 2.
-	Multiplier float64
-	// MaxRetryAfter caps how long a Retry-After header can delay a retry:
-	// the header is the server's word, not ours to trust without bound.
-	// Default 15m.
-	MaxRetryAfter time.Duration
-}
-
-// Policy defaults.
-const (
-	DefaultMaxAttempts    = 10
-	DefaultInitialBackoff = time.Second
-	DefaultMaxBackoff     = 4 * time.Second
-	DefaultMultiplier     = 2.0
-	DefaultMaxRetryAfter  = 15 * time.Minute
-
-	// DeliveryCapFactor × MaxAttempts deliveries, whatever their cause,
-	// end a message on its next failure of its own: the local failure
-	// count restarts on every replica, this does not.
-	DeliveryCapFactor = 5
-)
-
-// WithDefaults returns p with zero fields set to their defaults. It adjusts
-// nothing else: Check refuses a MaxBackoff below the InitialBackoff, given
-// or defaulted.
-func (p RetryPolicy) WithDefaults() RetryPolicy {
-	if p.MaxAttempts <= 0 {
-		p.MaxAttempts = DefaultMaxAttempts
-	}
-	if p.InitialBackoff <= 0 {
-		p.InitialBackoff = DefaultInitialBackoff
-	}
-	if p.MaxBackoff <= 0 {
-		p.MaxBackoff = DefaultMaxBackoff
-	}
-	if p.Multiplier < 1 {
-		p.Multiplier = DefaultMultiplier
-	}
-	if p.MaxRetryAfter <= 0 {
-		p.MaxRetryAfter = DefaultMaxRetryAfter
-	}
-	return p
 }
 
 // Decide is the response-class table: from how an attempt ended, what the
@@ -137,25 +81,37 @@ func Decide(o Outcome, a Attempts, p RetryPolicy, jitter float64) Action {
 		return Action{Verdict: verdict.Retry}
 	}
 	if o.RouteWide || o.Class == ClassGated {
-		// Not the message's fault: wait for the route's next probe
-		// (spread a little so the backlog does not return as a herd),
-		// never longer for having waited before, never a dead letter.
-		wait := max(o.RetryAfter, 100*time.Millisecond)
+		// Not the message's fault: wait for the route's next probe (or,
+		// under a rate limit many messages meet, for the Retry-After),
+		// spread a little so the backlog does not return as a herd; never
+		// longer for having waited before, never a dead letter.
+		wait := max(min(o.RetryAfter, p.MaxRetryAfter), 100*time.Millisecond)
 		return Action{Verdict: verdict.Retry, Delay: wait + time.Duration(jitter*float64(wait)/4)}
 	}
-	if o.Class == agentapi.ClassRateLimited {
-		// The agent is busy, not the message bad: come back when the
-		// API says (AIMD meanwhile lowers the route's concurrency).
-		return Action{Verdict: verdict.Retry, Delay: Backoff(p, 1, o.RetryAfter, jitter)}
-	}
-	// Everything else may succeed later: 5xx, 408, timeouts, network
-	// errors, 1xx/3xx from something in the way, and 401 or 409 when
-	// route health is off.
-	if a.Failed >= p.MaxAttempts || a.Delivered >= DeliveryCapFactor*p.MaxAttempts {
+	// Everything else is a failure of the message's own, and may pass:
+	// 5xx, 408, timeouts, network errors, 1xx/3xx from something in the
+	// way, a 429 that other messages do not meet (a limit on one
+	// conversation), and 401 or 409 when route health is off.
+	if a.Failed >= p.MaxAttempts || a.Timeouts >= p.MaxTimeouts || a.Delivered >= DeliveryCapFactor*p.MaxAttempts {
 		return Action{Verdict: verdict.DeadLetter, Reason: deadletter.ReasonMaxAttempts}
 	}
 	return Action{Verdict: verdict.Retry, Delay: Backoff(p, a.Failed, o.RetryAfter, jitter)}
 }
+
+// AfterLetterRefused is what happens to a message whose dead letter could
+// not be stored (the dead-letter stream is unavailable or full): it stays
+// in the stream and the dead letter is tried again after a backoff. The
+// verdict stands; only carrying it out is retried.
+func AfterLetterRefused(a Attempts, p RetryPolicy, jitter float64) Action {
+	return Action{Verdict: verdict.Retry, Delay: Backoff(p, max(a.Failed, 1), 0, jitter)}
+}
+
+// InPlace reports whether a retry of an ordered event waits where it is
+// (held, kept alive) rather than going back to the stream: every retry
+// with a delay does, since a nak would let the next event of its key
+// overtake it. A retry without a delay is a hand-back (a drain, a lost
+// pin) and goes back at once.
+func InPlace(act Action) bool { return act.Verdict == verdict.Retry && act.Delay > 0 }
 
 // Backoff is the delay before the next attempt after a message's
 // failures-th failure (1-based): exponential from InitialBackoff by Multiplier,
@@ -178,13 +134,13 @@ func Backoff(p RetryPolicy, failures int, retryAfter time.Duration, jitter float
 }
 
 // ownFailure reports whether an outcome is a failure of the message's own:
-// retryable, and not explained by a route-wide condition. Only these count
-// towards RetryPolicy.MaxAttempts and grow its backoff.
+// retryable, and not explained by a route-wide condition (the caller marks
+// such outcomes RouteWide). Only these count towards RetryPolicy's budget
+// and grow its backoff.
 func ownFailure(o Outcome) bool {
 	switch o.Class {
 	case agentapi.ClassAccepted, ClassPoison, agentapi.ClassBadRequest, agentapi.ClassForbidden,
-		agentapi.ClassNotFound, agentapi.ClassClientError, agentapi.ClassCanceled, ClassGated,
-		agentapi.ClassRateLimited:
+		agentapi.ClassNotFound, agentapi.ClassClientError, agentapi.ClassCanceled, ClassGated:
 		return false
 	}
 	return !o.RouteWide

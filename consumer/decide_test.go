@@ -69,7 +69,8 @@ func TestDecideTable(t *testing.T) {
 		{"429: retry after the initial backoff", http(429), first, retry(time.Second)},
 		{"429 with Retry-After: wait as asked", retryAfter(http(429), 2*time.Second), first, retry(2 * time.Second)},
 		{"429 with Retry-After of a year: capped at 15m", retryAfter(http(429), 365*24*time.Hour), first, retry(15 * time.Minute)},
-		{"429 after 60 deliveries: retry, never dead letter", http(429), Attempts{Delivered: 60}, retry(time.Second)},
+		{"429 many messages meet (the route's): wait as asked, never dead letter", routeWide(retryAfter(http(429), 2*time.Second), 2*time.Second), Attempts{Delivered: 60}, retry(2500 * time.Millisecond)},
+		{"429 of this message only, as the 10th failure: dead letter max_attempts", http(429), own(10), dead(deadletter.ReasonMaxAttempts)},
 
 		{"500: retry with backoff", http(500), own(1), retry(time.Second)},
 		{"503 with Retry-After: wait as asked", retryAfter(http(503), 30*time.Second), own(1), retry(30 * time.Second)},
@@ -82,6 +83,8 @@ func TestDecideTable(t *testing.T) {
 
 		{"503 as the 10th failure: dead letter max_attempts", http(503), own(10), dead(deadletter.ReasonMaxAttempts)},
 		{"timeout as the 10th failure: dead letter max_attempts", of(agentapi.ClassTimeout), own(10), dead(deadletter.ReasonMaxAttempts)},
+		{"2nd own timeout: retry with backoff", of(agentapi.ClassTimeout), Attempts{Delivered: 2, Failed: 2, Timeouts: 2}, retry(2 * time.Second)},
+		{"3rd own timeout: dead letter max_attempts (a hang holds a slot for the whole timeout)", of(agentapi.ClassTimeout), Attempts{Delivered: 3, Failed: 3, Timeouts: 3}, dead(deadletter.ReasonMaxAttempts)},
 		{"own failure after 50 deliveries of any cause: dead letter max_attempts", http(500), Attempts{Delivered: 50, Failed: 1}, dead(deadletter.ReasonMaxAttempts)},
 
 		{"canceled by our shutdown: hand back at once", of(agentapi.ClassCanceled), own(3), retry(0)},
@@ -96,7 +99,7 @@ func TestDecideTable(t *testing.T) {
 
 func TestDecideHonoursThePolicy(t *testing.T) {
 	t.Parallel()
-	p := RetryPolicy{MaxAttempts: 3, InitialBackoff: 100 * time.Millisecond, MaxBackoff: time.Second, Multiplier: 3, MaxRetryAfter: 2 * time.Second}
+	p := RetryPolicy{MaxAttempts: 3, InitialBackoff: 100 * time.Millisecond, MaxBackoff: time.Second, Multiplier: 3, MaxRetryAfter: 2 * time.Second}.WithDefaults()
 	net := Outcome{Class: agentapi.ClassNetwork, Err: errors.New("reset")}
 	for attempt, want := range map[int]Action{
 		1: {Verdict: verdict.Retry, Delay: 100 * time.Millisecond},

@@ -82,8 +82,8 @@ func unusable(theirs jetstream.ConsumerConfig, r Route) []string {
 		if theirs.PriorityPolicy != jetstream.PriorityPolicyPinned || !slices.Contains(theirs.PriorityGroups, orderGroup) {
 			out = append(out, fmt.Sprintf("the route is ordered, which needs priority_policy pinned_client with the priority group %q", orderGroup))
 		}
-		if theirs.MaxAckPending <= 0 || theirs.MaxAckPending > r.MaxAckPending {
-			out = append(out, fmt.Sprintf("the route is ordered, which needs max_ack_pending at most %d (%d × max_in_flight) so that one replica can hold every unsettled message", r.MaxAckPending, OrderedHoldFactor))
+		if most := maxAdoptedWindow * r.MaxAckPending; theirs.MaxAckPending <= 0 || theirs.MaxAckPending > most {
+			out = append(out, fmt.Sprintf("the route is ordered, which needs max_ack_pending set and at most %d (%d × %d × max_in_flight) so that one replica can hold every unsettled message", most, maxAdoptedWindow, OrderedHoldFactor))
 		}
 	}
 	return out

@@ -99,7 +99,7 @@ func driftWarning(t *testing.T, rec *logRecorder) string {
 func TestConsumerDriftManageRestoresAndSaysSo(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t)
-	r := h.route("dm", "events.dm.>", h.agent("agtch_dm")) // max_ack_pending 4 × 8
+	r := h.route("dm", "events.dm.>", h.agent("agtch_dm")) // max_ack_pending 16 × 8
 	if err := setUpOnce(t, h, r, consumer.ManageConsumers, &logRecorder{}); err != nil {
 		t.Fatal(err)
 	}
@@ -110,12 +110,12 @@ func TestConsumerDriftManageRestoresAndSaysSo(t *testing.T) {
 		t.Fatal(err)
 	}
 	w := driftWarning(t, &rec)
-	for _, want := range []string{"rewriting", "ack_wait: 30s -> 5s", "max_ack_pending: 1000 -> 32"} {
+	for _, want := range []string{"rewriting", "ack_wait: 30s -> 5s", "max_ack_pending: 1000 -> 128"} {
 		if !strings.Contains(w, want) {
 			t.Errorf("warning %q does not say %q", w, want)
 		}
 	}
-	if c := h.consumerInfo("agentrelay-dm").Config; c.MaxAckPending != 32 || c.AckWait != 5*time.Second {
+	if c := h.consumerInfo("agentrelay-dm").Config; c.MaxAckPending != 128 || c.AckWait != 5*time.Second {
 		t.Errorf("consumer not restored: max_ack_pending %d, ack_wait %v", c.MaxAckPending, c.AckWait)
 	}
 }
@@ -136,7 +136,7 @@ func TestConsumerDriftObserveLeavesTheOperatorsConsumerAlone(t *testing.T) {
 	var rec logRecorder
 	h.startWith(func(o *consumer.Options) { o.Consumers, o.Logger = consumer.ObserveConsumers, rec.logger() }, r)
 	w := driftWarning(t, &rec)
-	for _, want := range []string{"using it as it is", "ack_wait: 30s -> 5s", "max_ack_pending: 1000 -> 32"} {
+	for _, want := range []string{"using it as it is", "ack_wait: 30s -> 5s", "max_ack_pending: 1000 -> 128"} {
 		if !strings.Contains(w, want) {
 			t.Errorf("warning %q does not say %q", w, want)
 		}
@@ -229,7 +229,7 @@ func TestConsumerDriftNamesEachFieldTheirsToOurs(t *testing.T) {
 	got := consumer.ConsumerDrift(theirs, ours)
 	want := []string{
 		"ack_wait: 1m0s -> 4s",
-		"max_ack_pending: 1000 -> 8",
+		"max_ack_pending: 1000 -> 64",
 		"max_deliver: 5 -> unlimited",
 		"filter_subjects: [a.>] -> [a.> b.>]",
 		"priority_policy: (none) -> pinned_client",

@@ -2,41 +2,63 @@ package consumer
 
 import (
 	"context"
+	"encoding/json"
+	"errors"
+	"slices"
 	"sync"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
 // fleetGate carries a route's health to every replica through the
 // consumer's pause (nats-server 2.11+): when this replica detects a
 // route-wide condition it pauses the consumer, so no replica takes new
-// deliveries, until a little after its next probe; a failed probe extends
-// the pause, and the probe that gets through resumes the consumer. A
-// replica that holds a probe of its own and sees the consumer resumed by
-// another probes at once, so the first success anywhere resumes the route
-// everywhere. Without pause support every replica gates itself.
+// deliveries, until a little after its next probe. A failed probe of a
+// fresh message extends the pause (for a refused token or an agent that is
+// not runnable, any failed probe does); otherwise the pause lapses, so that
+// a fresh message can be pulled to probe with: a route is never held
+// stopped by messages that fail on their own. The probe that gets through
+// resumes the consumer.
 //
-// The pause is short and extended by each probe, so a replica that dies
+// Every replica learns of a pause at once from the server's pause
+// advisory (and from its reads of the consumer): a healthy replica that
+// sees route health's pause stops too, under the condition the pause names
+// (see autoPauseUntil), and probes like the replica that paused. A replica
+// that is stopped and sees the consumer run again probes at once, so the
+// first success anywhere resumes the route everywhere. Without pause
+// support every replica gates itself.
+//
+// The pause is short and extended only by probes, so a replica that dies
 // while holding it stops the route for at most a few seconds. agentrelay
-// marks its own pauses by their sub-second part (autoPauseNanos) and only
-// ever resumes or extends those: an operator's pause (agentrelay pause,
-// nats consumer pause) is left alone.
+// marks its own pauses by their sub-second part and only ever resumes or
+// extends those: an operator's pause (agentrelay pause, nats consumer
+// pause) is left alone, and stops the route's calls and probes until it
+// ends.
 type fleetGate struct {
 	rn   *runner
 	kick chan struct{}
 
-	mu        sync.Mutex
+	mu        sync.Mutex // guards every field below
 	supported bool
 	want      time.Time // pause until this; zero: resume
 	pending   bool      // want has not been applied yet
 	seen      bool      // the consumer was seen paused since this replica was gated
 	warned    bool
+	by        string    // who holds the consumer paused, as last read
+	own       time.Time // the latest pause deadline this replica set
 }
 
 // autoPauseNanos is the sub-second part of every pause deadline agentrelay
-// sets, to tell its own pauses from an operator's.
-const autoPauseNanos = 424_242_424
+// sets, to tell its own pauses from an operator's; the last digit names
+// the condition (its index in Conditions). Earlier versions marked every
+// pause with legacyAutoPauseNanos: it still reads as route health's, an
+// outage.
+const (
+	autoPauseNanos       = 424_242_430
+	legacyAutoPauseNanos = 424_242_424
+)
 
 // minPauseServer is the first nats-server with consumer pause.
 const minPauseServer = "2.11.0"
@@ -47,16 +69,27 @@ func newFleetGate(rn *runner) *fleetGate {
 
 // isAutoPause reports whether a pause deadline is one agentrelay set.
 func isAutoPause(until time.Time) bool {
-	return until.Nanosecond() == autoPauseNanos
+	n := until.Nanosecond()
+	return n == legacyAutoPauseNanos || n >= autoPauseNanos && n < autoPauseNanos+len(Conditions())
+}
+
+// pauseCondition is the condition an agentrelay pause deadline names.
+func pauseCondition(until time.Time) Condition {
+	cs := Conditions()
+	if i := until.Nanosecond() - autoPauseNanos; i > 0 && i < len(cs) {
+		return cs[i]
+	}
+	return ConditionOutage
 }
 
 // IsRouteHealthPause reports whether a consumer's pause deadline is one a
 // replica set for route health (rather than an operator's pause).
 func IsRouteHealthPause(until time.Time) bool { return isAutoPause(until) }
 
-// autoPauseUntil marks t as agentrelay's own pause deadline.
-func autoPauseUntil(t time.Time) time.Time {
-	return t.Truncate(time.Second).Add(time.Second + autoPauseNanos)
+// autoPauseUntil marks t as agentrelay's own pause deadline for cond.
+func autoPauseUntil(t time.Time, cond Condition) time.Time {
+	i := slices.Index(Conditions(), cond)
+	return t.Truncate(time.Second).Add(time.Second + time.Duration(autoPauseNanos+max(i, 0)))
 }
 
 // pauseUntil is the consumer's pause deadline (zero when not paused).
@@ -75,19 +108,24 @@ func (f *fleetGate) enable(serverVersion string) {
 }
 
 // apply records what a health transition asks of the fleet; run carries it
-// out, so a handler never waits for the JetStream API.
-func (f *fleetGate) apply(tr Transition, hs HealthState) {
+// out, so a handler never waits for the JetStream API. A failed probe
+// extends the pause only when extend says it proved the condition again
+// (see runner.transition); otherwise the pause lapses when it was due to.
+func (f *fleetGate) apply(tr Transition, hs HealthState, extend bool) {
 	f.mu.Lock()
-	switch tr {
-	case Tripped, ProbeFailed:
+	switch {
+	case tr == ProbeFailed && !extend:
+		f.mu.Unlock()
+		return
+	case tr == Tripped, tr == ProbeFailed:
 		// Until a probe interval past the next probe: the probe itself
 		// (by this replica) is a held message, which needs no delivery;
 		// the margin lets the pause lapse soon if this replica dies.
-		f.want = autoPauseUntil(hs.NextProbe.Add(hs.Interval))
+		f.want = autoPauseUntil(hs.NextProbe.Add(hs.Interval), hs.Condition)
 		if tr == Tripped {
 			f.seen = false
 		}
-	case Resumed:
+	case tr == Resumed:
 		f.want = time.Time{}
 	default:
 		f.mu.Unlock()
@@ -104,6 +142,9 @@ func (f *fleetGate) apply(tr Transition, hs HealthState) {
 // run applies the wanted pause state, and while this replica is gated
 // watches whether another replica resumed the consumer.
 func (f *fleetGate) run(stop <-chan struct{}) {
+	if unsub := f.watchAdvisories(); unsub != nil {
+		defer unsub()
+	}
 	tick := time.NewTicker(500 * time.Millisecond)
 	defer tick.Stop()
 	for {
@@ -113,7 +154,7 @@ func (f *fleetGate) run(stop <-chan struct{}) {
 		case <-f.kick:
 			f.sync()
 		case <-tick.C:
-			if f.rn.health.state(time.Now()).Condition != ConditionNone {
+			if f.rn.health.state(time.Now()).stopped() {
 				f.sync()
 				f.rn.readLag(context.Background())
 			}
@@ -130,14 +171,17 @@ func (f *fleetGate) sync() {
 	if !pending || !supported {
 		return
 	}
-	cp := f.rn.cons.Load()
-	if cp == nil {
+	c := f.rn.bound.consumer()
+	if c == nil {
 		return
 	}
 	rt := f.rn.route
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
 	defer cancel()
-	info, err := (*cp).Info(ctx)
+	info, err := c.Info(ctx)
+	if err == nil && !f.rn.bound.credible(info) {
+		err = errors.New("a consumer info answer without cluster information")
+	}
 	if err != nil {
 		f.retry(err)
 		return
@@ -151,6 +195,9 @@ func (f *fleetGate) sync() {
 			_, err = js.ResumeConsumer(ctx, rt.Stream, rt.Durable)
 		}
 	case !info.Paused || pauseUntil(info).Before(want):
+		f.mu.Lock()
+		f.own = want
+		f.mu.Unlock()
 		_, err = js.PauseConsumer(ctx, rt.Stream, rt.Durable, want)
 		if err == nil {
 			f.mu.Lock()
@@ -182,20 +229,85 @@ func (f *fleetGate) warnOnce(msg string) {
 }
 
 // observe takes the consumer's pause state as read from the server. A
-// replica that is gated and sees the consumer run again (another replica's
-// probe got through, or the pause lapsed) probes at once.
+// replica that is stopped and sees the consumer run again (another
+// replica's probe got through, or the pause lapsed) probes at once. An
+// operator's pause stops the route's calls and probes until it ends.
 func (f *fleetGate) observe(paused bool, until time.Time) {
+	operator := paused && !isAutoPause(until)
 	f.mu.Lock()
-	if paused && isAutoPause(until) {
+	switch {
+	case operator:
+		f.by = PausedByOperator
+	case paused:
+		f.by = PausedByRouteHealth
+	default:
+		f.by = ""
+	}
+	if paused && !operator {
 		f.seen = true
+		// Another replica's pause stops this one too; not this replica's
+		// own, read back after its probe got through and before its
+		// resume reached the server.
+		adopt := !until.Equal(f.own) && !(f.pending && f.want.IsZero())
 		f.mu.Unlock()
+		f.rn.operatorPause(time.Time{})
+		if adopt {
+			f.rn.adopt(pauseCondition(until))
+		}
 		return
 	}
 	resumedElsewhere := f.seen && !paused
 	f.seen = false
 	f.mu.Unlock()
+	if operator {
+		f.rn.operatorPause(until)
+		return
+	}
+	f.rn.operatorPause(time.Time{})
 	if resumedElsewhere && f.rn.health.state(time.Now()).Condition != ConditionNone {
 		f.rn.health.probeNow(time.Now())
 		f.rn.notify()
 	}
+}
+
+// pausedBy says who holds the consumer paused, as last read.
+func (f *fleetGate) pausedBy() string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.by
+}
+
+// pauseAdvisory is the server's advisory of a consumer's pause or resume
+// (nats-server's JSConsumerPauseAdvisory), the fields read here.
+type pauseAdvisory struct {
+	Paused     bool      `json:"paused"`
+	PauseUntil time.Time `json:"pause_until"`
+}
+
+// watchAdvisories subscribes to the consumer's pause advisories, so that a
+// replica learns of a pause or a resume as it happens rather than at its
+// next read of the consumer. The worker needs to subscribe to
+// $JS.EVENT.ADVISORY.CONSUMER.PAUSE.> for it; without the permission the
+// reads of the consumer still carry the news, later. It returns the
+// function that unsubscribes, or nil.
+func (f *fleetGate) watchAdvisories() func() {
+	rt := f.rn.route
+	nc := f.rn.relay.js.Conn()
+	sub, err := nc.Subscribe("$JS.EVENT.ADVISORY.CONSUMER.PAUSE."+rt.Stream+"."+rt.Durable, func(m *nats.Msg) {
+		var a pauseAdvisory
+		if json.Unmarshal(m.Data, &a) != nil {
+			return
+		}
+		paused := a.Paused && time.Now().Before(a.PauseUntil)
+		until := time.Time{}
+		if paused {
+			until = a.PauseUntil
+		}
+		f.observe(paused, until)
+	})
+	if err != nil {
+		f.rn.log.Debug("cannot watch the consumer's pause advisories", "err", err)
+		return nil
+	}
+	return func() { _ = sub.Unsubscribe() }
 }

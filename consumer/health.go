@@ -8,17 +8,22 @@ import (
 	"github.com/sony/gobreaker/v2"
 
 	"github.com/agentrelay/agentrelay/agentapi"
+	"github.com/agentrelay/agentrelay/internal/deadletter"
 )
 
 // Route health tells route-wide conditions (the API is down, the token is
 // refused, the agent is not runnable, the agent is rate limited) from
-// failures of one message. While a route-wide condition holds, the route
-// takes no new deliveries; it probes with one real event at a time, on an
-// interval that starts short and grows while the condition lasts, and the
-// first probe that gets through resumes the route at full speed. Messages
-// in hand meanwhile are handed back to wait for the next probe: an outage
-// costs a message a bounded number of delivery attempts however long it
-// lasts, and never a dead letter.
+// failures of single messages, and acts only on the first.
+//
+// A route-wide condition must be shown by messages that have not failed
+// before ("fresh" ones, see ledger): a message's retries never count
+// towards an outage or a rate limit, so a few bad events cannot stop a
+// route however often they fail. While a condition holds the route takes no
+// new deliveries; it probes with one real event at a time, preferring a
+// fresh one (see gate), on an interval that starts short and grows while
+// the condition lasts, and the first probe that gets through resumes the
+// route at full speed. An outage costs a message a bounded number of
+// delivery attempts however long it lasts, and never a dead letter.
 //
 // The state machine here is pure apart from gobreaker's clock: the caller
 // passes now, and the runner turns its answers into pulls, hand-backs and
@@ -30,16 +35,21 @@ type Condition string
 // Conditions. The empty Condition is a healthy route.
 const (
 	ConditionNone         Condition = ""
-	ConditionOutage       Condition = "outage"       // 5xx, timeouts or network errors on a share of recent calls
-	ConditionUnauthorized Condition = "unauthorized" // 401: the token is refused
+	ConditionOutage       Condition = "outage"       // 5xx, timeouts or network errors on a share of fresh messages
+	ConditionUnauthorized Condition = "unauthorized" // 401, or a token the client cannot send: the token is refused
 	ConditionNotRunnable  Condition = "not_runnable" // 409: the agent or channel is not runnable
-	ConditionRateLimited  Condition = "rate_limited" // 429 on every call even at a concurrency of one
+	ConditionRateLimited  Condition = "rate_limited" // 429 on fresh messages in a row, even at a concurrency of one
 )
 
 const (
 	conditionHealthyLabel = "healthy" // how ConditionNone is shown in logs and metrics
-	rateLimitGateStreak   = 5         // 429s in a row at concurrency one that gate the route
+	rateLimitGateStreak   = 5         // fresh 429s in a row at concurrency one that stop the route
 	minCutSpacing         = 100 * time.Millisecond
+	// rateLimitShare of the fresh calls in the window answered 429 makes
+	// a 429 the route's (AIMD cuts its concurrency, and the 429 costs the
+	// message nothing); below it, a 429 is the message's own (a limit on
+	// one conversation, say) and counts towards its budget.
+	rateLimitShare = 0.1
 )
 
 // String names the condition for logs and metrics.
@@ -67,6 +77,14 @@ func (c Condition) explains(class agentapi.Class) bool {
 	return false
 }
 
+// anyMessageShows reports whether any message, fresh or not, proves c
+// again when its call meets it: a refused token or an agent that is not
+// runnable is the route's whoever calls. An outage or a rate limit is only
+// shown again by a fresh message.
+func (c Condition) anyMessageShows() bool {
+	return c == ConditionUnauthorized || c == ConditionNotRunnable
+}
+
 func conditionLabels() []string {
 	cs := Conditions()
 	out := make([]string, len(cs))
@@ -82,77 +100,14 @@ func Conditions() []Condition {
 	return []Condition{ConditionNone, ConditionOutage, ConditionUnauthorized, ConditionNotRunnable, ConditionRateLimited}
 }
 
-// BreakerSettings configure how a route detects an API outage and how it
-// probes while a route-wide condition holds. The zero value of each field
-// means its default, so BreakerSettings{} is sensible.
-type BreakerSettings struct {
-	// FailureRatio is the share of transient failures (5xx, timeouts,
-	// network errors) among the route's recent calls that declares an
-	// outage. Default 0.5.
-	FailureRatio float64
-	// MinCalls is how many calls the recent window must hold before the
-	// ratio counts, so that two failures out of three calls do not stop a
-	// route. MinCalls failures in a row also declare an outage, whatever
-	// came before them in the window: on a quiet route the ratio of a
-	// window full of earlier successes would take too long to tip, and a
-	// message's own retries would run out first. Default 10.
-	MinCalls uint32
-	// Window is how far back "recent" reaches (a rolling window of ten
-	// buckets). Default 5s.
-	Window time.Duration
-	// ProbeInterval is the wait before the first probe after a route-wide
-	// condition is detected. Default 1s.
-	ProbeInterval time.Duration
-	// MaxProbeInterval caps the probe interval, which doubles after every
-	// failed probe. It bounds how long a route stays stopped after the API
-	// has recovered. Default 3s.
-	MaxProbeInterval time.Duration
-	// Disabled turns route health off: no condition is ever detected, every
-	// failure is handled per message, and concurrency stays fixed.
-	Disabled bool
-}
-
-// Breaker defaults. They are chosen for recovery: a route stops within
-// about a second of an outage (ten calls, half failing), probes after one
-// second, and never waits more than three between probes, so the backlog
-// starts to drain within seconds of the API's recovery.
-const (
-	DefaultFailureRatio     = 0.5
-	DefaultMinCalls         = 10
-	DefaultBreakerWindow    = 5 * time.Second
-	DefaultProbeInterval    = time.Second
-	DefaultMaxProbeInterval = 3 * time.Second
-)
-
-// WithDefaults returns s with zero fields set to their defaults. Check
-// refuses a MaxProbeInterval below the ProbeInterval, given or defaulted.
-func (s BreakerSettings) WithDefaults() BreakerSettings {
-	if s.FailureRatio <= 0 || s.FailureRatio > 1 {
-		s.FailureRatio = DefaultFailureRatio
-	}
-	if s.MinCalls == 0 {
-		s.MinCalls = DefaultMinCalls
-	}
-	if s.Window <= 0 {
-		s.Window = DefaultBreakerWindow
-	}
-	if s.ProbeInterval <= 0 {
-		s.ProbeInterval = DefaultProbeInterval
-	}
-	if s.MaxProbeInterval <= 0 {
-		s.MaxProbeInterval = DefaultMaxProbeInterval
-	}
-	return s
-}
-
 // Admission is what the health model says about a call about to be made.
 type Admission uint8
 
 // Admissions.
 const (
 	Admit Admission = iota + 1 // healthy: call
-	Probe                      // gated, and this call is the probe: call, then report with probe=true
-	Gated                      // gated: do not call; hand the message back until the next probe
+	Probe                      // stopped, and this call is the probe: call, then report it as one
+	Gated                      // stopped: do not call; the message waits for the next probe or goes back
 )
 
 // Transition is what a recorded outcome changed.
@@ -178,6 +133,18 @@ func (t Transition) String() string {
 	return "none"
 }
 
+// callResult is what one call told route health.
+type callResult struct {
+	class      agentapi.Class
+	status     int
+	err        error
+	retryAfter time.Duration
+	// fresh: the message had not failed on this replica before this call.
+	fresh bool
+	// probe: the call was made after admit said Probe.
+	probe bool
+}
+
 // HealthState is a snapshot of a route's health, for the runner, metrics
 // and status output.
 type HealthState struct {
@@ -186,10 +153,23 @@ type HealthState struct {
 	NextProbe time.Time     // when the next probe may go (zero when healthy)
 	Interval  time.Duration // the current probe interval
 	Probing   bool          // a probe is in flight
-	Limit     int           // concurrency allowed now (AIMD under 429)
-	RetryIn   time.Duration // when gated: how long a handed-back message should wait
-	Was       Condition     // the last condition that ended
-	WasSince  time.Time     // when it began
+	// AnyMayProbe: a probe is due and none is in flight: any message may
+	// probe (a fresh one first; see gate). FreshMayProbe: a fresh message
+	// may probe now, even beside a probe in flight or before the probe is
+	// due, when that probe is a message's that failed before, or such a
+	// message's probe was the last to fail: its failure proves nothing.
+	AnyMayProbe, FreshMayProbe bool
+	Limit                      int           // concurrency allowed now (AIMD under 429)
+	RetryIn                    time.Duration // when stopped: how long a handed-back message should wait
+	Cause                      StopCause     // the call that tripped the condition, or its last failed probe
+	// Throttled: a share of the fresh calls of late were answered 429, so
+	// a 429 now is the route's, not the message's.
+	Throttled bool
+	// OperatorPause is when an operator's pause of the consumer ends (zero
+	// when there is none): no probes, no calls meanwhile.
+	OperatorPause time.Time
+	Was           Condition // the last condition that ended
+	WasSince      time.Time // when it began
 }
 
 // health is one route's health model on one replica. It is safe for
@@ -197,33 +177,28 @@ type HealthState struct {
 type health struct {
 	s        BreakerSettings
 	maxLimit int
-	// outageElsewhere reports whether another route of this replica is in
-	// an outage: the API is one service, so a transient failure then is
-	// the outage reaching this route too, not this message's own.
-	outageElsewhere func() bool
 
-	mu        sync.Mutex
+	mu        sync.Mutex // guards every field below
 	cond      Condition
 	since     time.Time
 	interval  time.Duration
 	nextProbe time.Time
-	probing   bool
-	cb        *gobreaker.TwoStepCircuitBreaker[struct{}]
-	tripped   bool // set by cb's OnStateChange, read under mu
+	probes    int  // probes in flight: at most one, and one of a fresh message beside it
+	fresh     bool // a fresh message's probe is in flight
+	proven    bool // the condition's latest evidence is a fresh message's (or needs none)
+	cause     StopCause
+	paused    time.Time // an operator's pause, until then
+	detector  *gobreaker.TwoStepCircuitBreaker[struct{}]
+	tripped   bool // set by the detector's OnStateChange
 	was       Condition
 	wasSince  time.Time
-
-	// AIMD concurrency under 429.
-	limit      float64
-	lastCut    time.Time
-	holdGrowth time.Time // no additive increase before this (Retry-After)
-	streak429  int
+	aimd      aimd
 }
 
 func newHealth(s BreakerSettings, maxLimit int) *health {
 	h := &health{s: s.WithDefaults(), maxLimit: max(maxLimit, 1)}
-	h.limit = float64(h.maxLimit)
-	h.cb = h.newDetector()
+	h.aimd = newAIMD(h.maxLimit, h.s)
+	h.detector = h.newDetector()
 	return h
 }
 
@@ -231,8 +206,10 @@ func newHealth(s BreakerSettings, maxLimit int) *health {
 var errTransient = errors.New("transient failure")
 
 // newDetector returns a fresh outage detector: a gobreaker that trips on the
-// failure ratio over a rolling window with a minimum number of calls. It is
-// only consulted while the route is healthy and replaced when the route
+// failure ratio over a rolling window with a minimum number of calls, or on
+// a run of failures. It is told every success and the transient failures of
+// fresh messages only, so a message's retries never tip it. It is only
+// consulted while the route is healthy and replaced when the route
 // resumes, so its own open and half-open states are never used: the health
 // model does the gating and probing, with a growing interval gobreaker
 // does not offer.
@@ -254,21 +231,32 @@ func (h *health) newDetector() *gobreaker.TwoStepCircuitBreaker[struct{}] {
 	})
 }
 
-// admit decides whether a call may be made now.
-func (h *health) admit(now time.Time) Admission {
+// admit decides whether a call of a message (fresh or not) may be made now.
+func (h *health) admit(now time.Time, fresh bool) Admission {
 	if h.s.Disabled {
 		return Admit
 	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	switch {
+	case now.Before(h.paused):
+		return Gated
 	case h.cond == ConditionNone:
 		return Admit
-	case !h.probing && !now.Before(h.nextProbe):
-		h.probing = true
+	case fresh && h.freshMayProbeLocked(now), !fresh && h.anyMayProbeLocked(now):
+		h.probes++
+		h.fresh = h.fresh || fresh
 		return Probe
 	}
 	return Gated
+}
+
+func (h *health) anyMayProbeLocked(now time.Time) bool {
+	return h.cond != ConditionNone && !now.Before(h.paused) && h.probes == 0 && !now.Before(h.nextProbe)
+}
+
+func (h *health) freshMayProbeLocked(now time.Time) bool {
+	return h.cond != ConditionNone && !now.Before(h.paused) && !h.fresh && (!now.Before(h.nextProbe) || !h.proven)
 }
 
 // probeNow moves the next probe to now: another replica resumed the route,
@@ -281,16 +269,54 @@ func (h *health) probeNow(now time.Time) {
 	h.mu.Unlock()
 }
 
-// cancelProbe returns an admitted probe that was not made (shutdown).
-func (h *health) cancelProbe() {
+// cancelProbe returns an admitted probe that was not made.
+func (h *health) cancelProbe(fresh bool) {
 	h.mu.Lock()
-	h.probing = false
+	h.endProbeLocked(fresh)
 	h.mu.Unlock()
+}
+
+func (h *health) endProbeLocked(fresh bool) {
+	h.probes = max(h.probes-1, 0)
+	if fresh {
+		h.fresh = false
+	}
+}
+
+// operatorPause records an operator's pause of the consumer, until then
+// (zero: none). While it holds nothing is admitted, probes included; when
+// it ends a stopped route probes at once.
+func (h *health) operatorPause(until, now time.Time) {
+	h.mu.Lock()
+	ended := !h.paused.IsZero() && until.IsZero()
+	h.paused = until
+	if ended && h.cond != ConditionNone {
+		h.nextProbe = now
+	}
+	h.mu.Unlock()
+}
+
+// adopt stops a healthy route for cond, which another replica found (its
+// pause of the consumer says so): this replica probes like that one, and
+// resumes with the first probe that gets through anywhere.
+func (h *health) adopt(cond Condition, now time.Time) Transition {
+	if h.s.Disabled || cond == ConditionNone {
+		return NoChange
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.cond != ConditionNone {
+		return NoChange
+	}
+	h.cond, h.since, h.interval, h.proven = cond, now, h.s.ProbeInterval, true
+	h.cause = StopCause{Error: "another replica stopped the route (the consumer is paused by route health)"}
+	h.nextProbe = now.Add(h.interval)
+	return Tripped
 }
 
 // condition maps an outcome to the route-wide condition it signals on its
 // own, if any. Outages are not in it: one 5xx says nothing about the route;
-// the failure ratio does.
+// the failures of fresh messages do.
 func condition(c agentapi.Class) Condition {
 	switch c {
 	case agentapi.ClassUnauthorized:
@@ -302,97 +328,92 @@ func condition(c agentapi.Class) Condition {
 }
 
 // record takes the outcome of a call made after admit said Admit (probe
-// false) or Probe (probe true). retryAfter is the API's Retry-After, if
-// any.
-func (h *health) record(class agentapi.Class, probe bool, retryAfter time.Duration, now time.Time) Transition {
-	if h.s.Disabled || class == agentapi.ClassCanceled {
-		if probe {
-			h.cancelProbe()
+// false) or Probe (probe true).
+func (h *health) record(c callResult, now time.Time) Transition {
+	if h.s.Disabled || c.class == agentapi.ClassCanceled {
+		if c.probe {
+			h.cancelProbe(c.fresh)
 		}
 		return NoChange
 	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	h.adapt(class, retryAfter, now)
-	if probe {
-		h.probing = false
-		if h.cond == ConditionNone {
-			return NoChange
-		}
-		if h.cond.explains(class) {
-			h.interval = min(2*h.interval, h.s.MaxProbeInterval)
-			h.nextProbe = now.Add(max(h.interval, min(retryAfter, h.s.MaxProbeInterval)))
-			return ProbeFailed
-		}
-		h.resume()
-		return Resumed
+	h.aimd.record(c, now, h.s.MaxProbeInterval)
+	if c.probe {
+		return h.probed(c, now)
 	}
 	if h.cond != ConditionNone {
-		// A call that was in flight when the route was gated: the
+		// A call that was in flight when the route stopped: the
 		// condition is already known, and only probes end it.
 		return NoChange
 	}
-	cond := condition(class)
-	if cond == ConditionNone && class == agentapi.ClassRateLimited && h.streak429 >= rateLimitGateStreak {
+	cond := condition(c.class)
+	if cond == ConditionNone && h.aimd.stopsRoute() {
 		cond = ConditionRateLimited
 	}
-	if cond == ConditionNone && class.Transient() && h.outageElsewhere != nil && h.outageElsewhere() {
+	if cond == ConditionNone && h.detects(c) {
 		cond = ConditionOutage
-	}
-	if cond == ConditionNone {
-		if done, err := h.cb.Allow(); err == nil {
-			var failure error
-			if class.Transient() {
-				failure = errTransient
-			}
-			done(failure)
-		}
-		if h.tripped {
-			cond = ConditionOutage
-		}
 	}
 	if cond == ConditionNone {
 		return NoChange
 	}
-	h.cond, h.since, h.interval = cond, now, h.s.ProbeInterval
-	h.nextProbe = now.Add(max(h.interval, min(retryAfter, h.s.MaxProbeInterval)))
+	h.cond, h.since, h.interval, h.proven = cond, now, h.s.ProbeInterval, true
+	h.cause = causeOf(c)
+	h.nextProbe = now.Add(max(h.interval, min(c.retryAfter, h.s.MaxProbeInterval)))
 	return Tripped
+}
+
+// detects tells the outage detector of a call, as far as it is evidence,
+// and reports whether it tripped.
+func (h *health) detects(c callResult) bool {
+	var failure error
+	switch {
+	case c.class == agentapi.ClassAccepted:
+	case c.class.Transient() && c.fresh:
+		failure = errTransient
+	default:
+		return false // a retry's failure, or an answer of the API
+	}
+	if done, err := h.detector.Allow(); err == nil {
+		done(failure)
+	}
+	return h.tripped
+}
+
+// probed takes a probe's outcome. A failed probe of a message that failed
+// before proves nothing new of an outage or a rate limit: a fresh message
+// may probe at once after it.
+func (h *health) probed(c callResult, now time.Time) Transition {
+	h.endProbeLocked(c.fresh)
+	if h.cond == ConditionNone {
+		return NoChange
+	}
+	if h.cond.explains(c.class) {
+		h.proven = c.fresh || h.cond.anyMessageShows()
+		h.interval = min(2*h.interval, h.s.MaxProbeInterval)
+		h.nextProbe = now.Add(max(h.interval, min(c.retryAfter, h.s.MaxProbeInterval)))
+		h.cause = causeOf(c)
+		return ProbeFailed
+	}
+	h.resume()
+	return Resumed
 }
 
 func (h *health) resume() {
 	h.was, h.wasSince = h.cond, h.since
 	h.cond, h.since, h.nextProbe, h.interval = ConditionNone, time.Time{}, time.Time{}, 0
+	h.cause = StopCause{}
 	h.tripped = false
-	h.cb = h.newDetector()
-	h.streak429 = 0
-	// A route that was rate limited comes back at half speed and grows;
-	// any other comes back at full speed.
-	if h.limit < 1 {
-		h.limit = 1
-	}
+	h.detector = h.newDetector()
+	h.aimd.resumed()
 }
 
-// adapt is the AIMD part: a 429 halves the concurrency (at most once per
-// minCutSpacing, so one burst of 429s from calls already in flight counts
-// once) and holds growth for its Retry-After; a success adds one call per
-// round of calls.
-func (h *health) adapt(class agentapi.Class, retryAfter time.Duration, now time.Time) {
-	switch {
-	case class == agentapi.ClassRateLimited:
-		if h.limit <= 1 {
-			h.streak429++
-		}
-		if now.Sub(h.lastCut) >= minCutSpacing {
-			h.limit = max(1, h.limit/2)
-			h.lastCut = now
-		}
-		h.holdGrowth = maxTime(h.holdGrowth, now.Add(min(retryAfter, h.s.MaxProbeInterval)))
-	case class == agentapi.ClassAccepted:
-		h.streak429 = 0
-		if now.After(h.holdGrowth) && h.limit < float64(h.maxLimit) {
-			h.limit = min(float64(h.maxLimit), h.limit+1/h.limit)
-		}
-	}
+// throttled reports whether a 429 now is the route's: the route is stopped
+// for it, or a share of its fresh calls of late met one.
+func (h *health) throttled(now time.Time) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.cond == ConditionRateLimited || h.aimd.widespread(now, h.s.MinCalls)
 }
 
 // state returns a snapshot.
@@ -401,7 +422,12 @@ func (h *health) state(now time.Time) HealthState {
 	defer h.mu.Unlock()
 	st := HealthState{
 		Condition: h.cond, Since: h.since, NextProbe: h.nextProbe, Interval: h.interval,
-		Probing: h.probing, Limit: int(h.limit), Was: h.was, WasSince: h.wasSince,
+		Probing: h.probes > 0, AnyMayProbe: h.anyMayProbeLocked(now), FreshMayProbe: h.freshMayProbeLocked(now),
+		Limit: h.aimd.current(), Cause: h.cause, Was: h.was, WasSince: h.wasSince,
+		Throttled: h.cond == ConditionRateLimited || h.aimd.widespread(now, h.s.MinCalls),
+	}
+	if now.Before(h.paused) {
+		st.OperatorPause = h.paused
 	}
 	if h.s.Disabled {
 		st.Limit = h.maxLimit
@@ -416,6 +442,18 @@ func (h *health) state(now time.Time) HealthState {
 	}
 	return st
 }
+
+// causeOf is the evidence a call gives of a condition.
+func causeOf(c callResult) StopCause {
+	sc := StopCause{Class: string(c.class), Status: c.status}
+	if c.err != nil {
+		sc.Error = deadletter.OneLine(c.err.Error(), maxCauseError)
+	}
+	return sc
+}
+
+// maxCauseError bounds the error text a StopCause keeps.
+const maxCauseError = 512
 
 func maxTime(a, b time.Time) time.Time {
 	if a.After(b) {

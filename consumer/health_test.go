@@ -1,6 +1,7 @@
 package consumer
 
 import (
+	"errors"
 	"testing"
 	"time"
 
@@ -17,54 +18,78 @@ func at(d time.Duration) time.Time { return t0.Add(d) }
 
 func newTestHealth() *health { return newHealth(BreakerSettings{}, 64) }
 
-// calls records n outcomes of class, all admitted as ordinary calls.
-func calls(t *testing.T, h *health, n int, class agentapi.Class, now time.Time) (tripped int) {
+// fresh and retry are calls of a message that had not failed before, and
+// of one that had.
+func fresh(class agentapi.Class) callResult { return callResult{class: class, fresh: true} }
+func retry(class agentapi.Class) callResult { return callResult{class: class} }
+func probe(c callResult) callResult         { c.probe = true; return c }
+
+// calls records n calls, all admitted as ordinary calls.
+func calls(t *testing.T, h *health, n int, c callResult, now time.Time) (tripped int) {
 	t.Helper()
 	for range n {
-		if h.record(class, false, 0, now) == Tripped {
+		if h.record(c, now) == Tripped {
 			tripped++
 		}
 	}
 	return tripped
 }
 
-func TestHealthOutageNeedsAShareOfAtLeastMinCalls(t *testing.T) {
+func TestHealthOutageNeedsAShareOfAtLeastMinCallsOfFreshMessages(t *testing.T) {
 	t.Parallel()
 	h := newTestHealth()
-	if calls(t, h, 9, agentapi.ClassServerError, at(0)) != 0 {
+	if calls(t, h, 9, fresh(agentapi.ClassServerError), at(0)) != 0 {
 		t.Fatal("tripped on 9 calls, under min_calls 10")
 	}
-	if h.record(agentapi.ClassServerError, false, 0, at(0)) != Tripped {
-		t.Fatal("10 failures of 10 calls did not trip")
+	if h.record(fresh(agentapi.ClassServerError), at(0)) != Tripped {
+		t.Fatal("10 failures of 10 fresh messages did not trip")
 	}
 	if st := h.state(at(0)); st.Condition != ConditionOutage || st.NextProbe != at(time.Second) {
 		t.Errorf("state %+v, want outage with a probe in 1s", st)
 	}
 
 	h = newTestHealth()
-	calls(t, h, 12, agentapi.ClassAccepted, at(0))
+	calls(t, h, 12, fresh(agentapi.ClassAccepted), at(0))
 	for range 5 { // interleaved: no run of failures as long as min_calls
-		calls(t, h, 2, agentapi.ClassTimeout, at(0))
-		calls(t, h, 1, agentapi.ClassAccepted, at(0))
+		calls(t, h, 2, fresh(agentapi.ClassTimeout), at(0))
+		calls(t, h, 1, retry(agentapi.ClassAccepted), at(0))
 	}
-	if calls(t, h, 6, agentapi.ClassTimeout, at(0)) != 0 {
+	if calls(t, h, 6, fresh(agentapi.ClassTimeout), at(0)) != 0 {
 		t.Error("tripped at 16 failures of 33 calls, under half")
 	}
-	if calls(t, h, 1, agentapi.ClassNetwork, at(0)) != 1 {
+	if calls(t, h, 1, fresh(agentapi.ClassNetwork), at(0)) != 1 {
 		t.Error("17 failures of 34 calls did not trip")
 	}
 }
 
-// On a quiet route the window is full of earlier successes: min_calls
-// failures in a row declare the outage all the same, before any message's
-// own retries run out.
-func TestHealthOutageAfterManySuccessesTripsOnARunOfFailures(t *testing.T) {
+// A few bad events fail as often as they are retried: their retries are
+// no evidence of an outage, however many there are, and the route stays
+// up (issue 17, finding 1).
+func TestHealthRetriesOfFailingMessagesNeverStopTheRoute(t *testing.T) {
+	t.Parallel()
 	h := newTestHealth()
-	calls(t, h, 200, agentapi.ClassAccepted, at(0))
-	if calls(t, h, 9, agentapi.ClassServerError, at(0)) != 0 {
+	calls(t, h, 9, fresh(agentapi.ClassServerError), at(0)) // nine bad events, once each
+	for i := range 200 {
+		now := at(time.Duration(i) * 100 * time.Millisecond)
+		if calls(t, h, 1, retry(agentapi.ClassServerError), now)+calls(t, h, 1, retry(agentapi.ClassTimeout), now) != 0 {
+			t.Fatalf("retries of failing messages tripped the route after %d rounds", i)
+		}
+	}
+	if h.state(at(time.Minute)).Condition != ConditionNone {
+		t.Error("the route stopped")
+	}
+}
+
+// On a quiet route the window is full of earlier successes: min_calls
+// failures of fresh messages in a row declare the outage all the same.
+func TestHealthOutageAfterManySuccessesTripsOnARunOfFreshFailures(t *testing.T) {
+	t.Parallel()
+	h := newTestHealth()
+	calls(t, h, 200, fresh(agentapi.ClassAccepted), at(0))
+	if calls(t, h, 9, fresh(agentapi.ClassServerError), at(0)) != 0 {
 		t.Fatal("tripped on 9 failures in a row, under min_calls 10")
 	}
-	if calls(t, h, 1, agentapi.ClassServerError, at(0)) != 1 {
+	if calls(t, h, 1, fresh(agentapi.ClassServerError), at(0)) != 1 {
 		t.Error("10 failures in a row after 200 successes did not trip")
 	}
 }
@@ -73,7 +98,7 @@ func TestHealthAnswersOfTheAPIAreNoOutage(t *testing.T) {
 	t.Parallel()
 	h := newTestHealth()
 	for _, c := range []agentapi.Class{agentapi.ClassForbidden, agentapi.ClassNotFound, agentapi.ClassBadRequest, agentapi.ClassClientError, agentapi.ClassCanceled} {
-		if calls(t, h, 50, c, at(0)) != 0 {
+		if calls(t, h, 50, fresh(c), at(0)) != 0 {
 			t.Errorf("%s tripped the route: it is the API answering (or our shutdown)", c)
 		}
 	}
@@ -85,27 +110,50 @@ func TestHealthTokenAndAgentConditionsTripAtOnce(t *testing.T) {
 		agentapi.ClassUnauthorized: ConditionUnauthorized,
 		agentapi.ClassConflict:     ConditionNotRunnable,
 	} {
-		h := newTestHealth()
-		if h.record(class, false, 0, at(0)) != Tripped {
-			t.Errorf("%s did not trip", class)
+		for _, c := range []callResult{fresh(class), retry(class)} {
+			h := newTestHealth()
+			if h.record(c, at(0)) != Tripped {
+				t.Errorf("%s (fresh %v) did not trip", class, c.fresh)
+			}
+			if got := h.state(at(0)).Condition; got != want {
+				t.Errorf("%s: condition %q, want %q", class, got, want)
+			}
 		}
-		if got := h.state(at(0)).Condition; got != want {
-			t.Errorf("%s: condition %q, want %q", class, got, want)
-		}
+	}
+}
+
+// The condition keeps its evidence: the call that tripped it, then each
+// failed probe; status shows it.
+func TestHealthCauseIsTheLatestEvidence(t *testing.T) {
+	t.Parallel()
+	h := newTestHealth()
+	h.record(callResult{class: agentapi.ClassConflict, status: 409, err: errors.New("agent is being published"), fresh: true}, at(0))
+	if c := h.state(at(0)).Cause; c.Class != "conflict" || c.Status != 409 || c.Error != "agent is being published" {
+		t.Errorf("cause after the trip %+v", c)
+	}
+	h.admit(at(time.Second), true)
+	h.record(probe(callResult{class: agentapi.ClassConflict, status: 409, err: errors.New("agent is paused")}), at(time.Second))
+	if c := h.state(at(time.Second)).Cause; c.Error != "agent is paused" {
+		t.Errorf("cause after a failed probe %+v", c)
+	}
+	h.admit(at(3*time.Second), true)
+	h.record(probe(fresh(agentapi.ClassAccepted)), at(3*time.Second))
+	if c := h.state(at(3 * time.Second)).Cause; c != (StopCause{}) {
+		t.Errorf("cause after resuming %+v, want none", c)
 	}
 }
 
 func TestHealthGateAdmitsOneProbeWhenDue(t *testing.T) {
 	t.Parallel()
 	h := newTestHealth()
-	h.record(agentapi.ClassConflict, false, 0, at(0))
-	if got := h.admit(at(500 * time.Millisecond)); got != Gated {
+	h.record(fresh(agentapi.ClassConflict), at(0))
+	if got := h.admit(at(500*time.Millisecond), true); got != Gated {
 		t.Fatalf("admit before the probe is due = %v, want Gated", got)
 	}
-	if got := h.admit(at(time.Second)); got != Probe {
+	if got := h.admit(at(time.Second), true); got != Probe {
 		t.Fatalf("admit when due = %v, want Probe", got)
 	}
-	if got := h.admit(at(time.Second)); got != Gated {
+	if got := h.admit(at(time.Second), true); got != Gated {
 		t.Errorf("a second call while the probe is in flight = %v, want Gated", got)
 	}
 	if st := h.state(at(time.Second)); !st.Probing || st.RetryIn != time.Second {
@@ -116,15 +164,15 @@ func TestHealthGateAdmitsOneProbeWhenDue(t *testing.T) {
 func TestHealthFailedProbesDoubleTheIntervalUpToTheCap(t *testing.T) {
 	t.Parallel()
 	h := newTestHealth()
-	calls(t, h, 10, agentapi.ClassServerError, at(0))
+	calls(t, h, 10, fresh(agentapi.ClassServerError), at(0))
 	now := at(0)
 	var intervals []time.Duration
 	for range 5 {
 		now = h.state(now).NextProbe
-		if h.admit(now) != Probe {
+		if h.admit(now, true) != Probe {
 			t.Fatalf("no probe at %v", now)
 		}
-		if tr := h.record(agentapi.ClassTimeout, true, 0, now); tr != ProbeFailed {
+		if tr := h.record(probe(fresh(agentapi.ClassTimeout)), now); tr != ProbeFailed {
 			t.Fatalf("failed probe gave %v", tr)
 		}
 		intervals = append(intervals, h.state(now).NextProbe.Sub(now))
@@ -141,23 +189,23 @@ func TestHealthFailedProbesDoubleTheIntervalUpToTheCap(t *testing.T) {
 func TestHealthFirstSuccessfulProbeResumesAtFullSpeed(t *testing.T) {
 	t.Parallel()
 	h := newTestHealth()
-	calls(t, h, 10, agentapi.ClassServerError, at(0))
-	h.admit(at(time.Second))
-	if tr := h.record(agentapi.ClassAccepted, true, 0, at(time.Second)); tr != Resumed {
+	calls(t, h, 10, fresh(agentapi.ClassServerError), at(0))
+	h.admit(at(time.Second), true)
+	if tr := h.record(probe(fresh(agentapi.ClassAccepted)), at(time.Second)); tr != Resumed {
 		t.Fatalf("successful probe gave %v, want Resumed", tr)
 	}
 	st := h.state(at(time.Second))
 	if st.Condition != ConditionNone || st.Limit != 64 || st.Was != ConditionOutage || st.WasSince != t0 {
 		t.Errorf("after resume: %+v", st)
 	}
-	if h.admit(at(time.Second)) != Admit {
+	if h.admit(at(time.Second), true) != Admit {
 		t.Error("resumed route does not admit calls")
 	}
 	// A probe that meets a 4xx of the message's own also shows the API is
 	// back.
-	h.record(agentapi.ClassUnauthorized, false, 0, at(2*time.Second))
-	h.admit(at(3 * time.Second))
-	if tr := h.record(agentapi.ClassNotFound, true, 0, at(3*time.Second)); tr != Resumed {
+	h.record(fresh(agentapi.ClassUnauthorized), at(2*time.Second))
+	h.admit(at(3*time.Second), true)
+	if tr := h.record(probe(fresh(agentapi.ClassNotFound)), at(3*time.Second)); tr != Resumed {
 		t.Errorf("a 404 probe after a 401 condition gave %v, want Resumed", tr)
 	}
 }
@@ -169,24 +217,24 @@ func TestHealthFlappingAPIStartsEachEpisodeAfresh(t *testing.T) {
 	h := newTestHealth()
 	now := at(0)
 	for episode := range 3 {
-		if calls(t, h, 10, agentapi.ClassServerError, now) != 1 {
+		if calls(t, h, 10, fresh(agentapi.ClassServerError), now) != 1 {
 			t.Fatalf("episode %d: did not trip", episode)
 		}
 		if st := h.state(now); st.NextProbe.Sub(now) != time.Second {
 			t.Errorf("episode %d: first probe in %v, want 1s", episode, st.NextProbe.Sub(now))
 		}
 		now = now.Add(time.Second)
-		h.admit(now)
-		h.record(agentapi.ClassTimeout, true, 0, now) // one failed probe
+		h.admit(now, true)
+		h.record(probe(fresh(agentapi.ClassTimeout)), now) // one failed probe
 		now = now.Add(2 * time.Second)
-		h.admit(now)
-		if h.record(agentapi.ClassAccepted, true, 0, now) != Resumed {
+		h.admit(now, true)
+		if h.record(probe(fresh(agentapi.ClassAccepted)), now) != Resumed {
 			t.Fatalf("episode %d: did not resume", episode)
 		}
-		if calls(t, h, 9, agentapi.ClassServerError, now) != 0 {
+		if calls(t, h, 9, fresh(agentapi.ClassServerError), now) != 0 {
 			t.Fatalf("episode %d: tripped on fewer than min_calls after resuming", episode)
 		}
-		calls(t, h, 9, agentapi.ClassAccepted, now)
+		calls(t, h, 9, fresh(agentapi.ClassAccepted), now)
 		now = now.Add(time.Second)
 	}
 }
@@ -196,8 +244,8 @@ func TestHealthFlappingAPIStartsEachEpisodeAfresh(t *testing.T) {
 func TestHealthCallsInFlightAtTheTripDoNotResume(t *testing.T) {
 	t.Parallel()
 	h := newTestHealth()
-	h.record(agentapi.ClassConflict, false, 0, at(0))
-	if tr := h.record(agentapi.ClassAccepted, false, 0, at(10*time.Millisecond)); tr != NoChange {
+	h.record(fresh(agentapi.ClassConflict), at(0))
+	if tr := h.record(fresh(agentapi.ClassAccepted), at(10*time.Millisecond)); tr != NoChange {
 		t.Errorf("an in-flight call's success gave %v", tr)
 	}
 	if h.state(at(10*time.Millisecond)).Condition != ConditionNotRunnable {
@@ -205,31 +253,118 @@ func TestHealthCallsInFlightAtTheTripDoNotResume(t *testing.T) {
 	}
 }
 
-func TestHealthRateLimitIsAIMD(t *testing.T) {
+// An outage during which the only messages held are ones that failed
+// before: their probes keep the route stopped (nothing says the API is
+// back), and the first success of any message resumes it.
+func TestHealthOutageProbedOnlyByMessagesThatFailedBefore(t *testing.T) {
 	t.Parallel()
 	h := newTestHealth()
-	h.record(agentapi.ClassRateLimited, false, 2*time.Second, at(0))
-	if got := h.state(at(0)).Limit; got != 32 {
-		t.Fatalf("limit after a 429 = %d, want 32", got)
+	calls(t, h, 10, fresh(agentapi.ClassServerError), at(0))
+	now := at(0)
+	for range 4 {
+		now = h.state(now).NextProbe
+		h.admit(now, true)
+		if tr := h.record(probe(retry(agentapi.ClassServerError)), now); tr != ProbeFailed {
+			t.Fatalf("a failed probe of a message that failed before gave %v", tr)
+		}
 	}
-	h.record(agentapi.ClassRateLimited, false, 0, at(10*time.Millisecond))
+	now = h.state(now).NextProbe
+	h.admit(now, true)
+	if h.record(probe(retry(agentapi.ClassAccepted)), now) != Resumed {
+		t.Error("a successful probe did not resume the route")
+	}
+}
+
+// A probe of a message that failed before proves nothing new of an
+// outage: a fresh message may probe at once after it, and even beside it
+// while it is in flight; only a fresh message's failed probe holds the
+// next one off for the interval.
+func TestHealthOnlyFreshProbesProveAnOutage(t *testing.T) {
+	t.Parallel()
+	h := newTestHealth()
+	calls(t, h, 10, fresh(agentapi.ClassServerError), at(0))
+	if h.admit(at(time.Second), false) != Probe {
+		t.Fatal("no probe when due")
+	}
+	if h.admit(at(time.Second), false) != Gated {
+		t.Error("a second probe of a failed message beside the first")
+	}
+	if h.admit(at(1100*time.Millisecond), true) != Probe {
+		t.Error("a fresh message may not probe beside a failed one's probe")
+	}
+	if h.admit(at(1200*time.Millisecond), true) != Gated {
+		t.Error("two fresh probes at once")
+	}
+	h.record(probe(retry(agentapi.ClassServerError)), at(1500*time.Millisecond))
+	if st := h.state(at(1500 * time.Millisecond)); !st.Probing || st.AnyMayProbe {
+		t.Errorf("while the fresh probe is in flight: %+v", st)
+	}
+	h.record(probe(fresh(agentapi.ClassServerError)), at(1600*time.Millisecond))
+	st := h.state(at(1600 * time.Millisecond))
+	if st.FreshMayProbe || st.AnyMayProbe {
+		t.Errorf("after a fresh probe failed: %+v; want no probe before the next is due", st)
+	}
+	now := st.NextProbe
+	h.admit(now, false)
+	h.record(probe(retry(agentapi.ClassServerError)), now)
+	if st := h.state(now); !st.FreshMayProbe || st.AnyMayProbe {
+		t.Errorf("after a failed message's probe failed: %+v, want a fresh message to probe at once, no other", st)
+	}
+}
+
+// AIMD reacts to the share of distinct (fresh) messages answered 429: a
+// limit most calls meet halves the concurrency, a limit on one message
+// retried over and over never does.
+func TestHealthRateLimitIsAIMDOnTheShareOfFreshMessages(t *testing.T) {
+	t.Parallel()
+	h := newTestHealth()
+	limited := func(ra time.Duration) callResult {
+		return callResult{class: agentapi.ClassRateLimited, fresh: true, retryAfter: ra}
+	}
+	calls(t, h, int(DefaultMinCalls)-1, limited(2*time.Second), at(0))
+	if got := h.state(at(0)).Limit; got != 64 {
+		t.Fatalf("limit after %d 429s = %d, want 64: too few fresh calls of late to tell the route's limit from a message's", DefaultMinCalls-1, got)
+	}
+	h.record(limited(2*time.Second), at(0))
+	if got := h.state(at(0)).Limit; got != 32 {
+		t.Fatalf("limit after min_calls fresh 429s = %d, want 32", got)
+	}
+	h.record(limited(0), at(10*time.Millisecond))
 	if got := h.state(at(0)).Limit; got != 32 {
 		t.Errorf("a second 429 of the same burst cut again: %d", got)
 	}
-	h.record(agentapi.ClassRateLimited, false, 0, at(200*time.Millisecond))
+	h.record(limited(0), at(200*time.Millisecond))
 	if got := h.state(at(0)).Limit; got != 16 {
 		t.Errorf("limit after a later 429 = %d, want 16", got)
 	}
-	calls(t, h, 100, agentapi.ClassAccepted, at(time.Second))
+	calls(t, h, 100, fresh(agentapi.ClassAccepted), at(time.Second))
 	if got := h.state(at(0)).Limit; got != 16 {
 		t.Errorf("limit grew to %d within Retry-After", got)
 	}
-	calls(t, h, 18, agentapi.ClassAccepted, at(3*time.Second))
+	calls(t, h, 18, fresh(agentapi.ClassAccepted), at(3*time.Second))
 	if got := h.state(at(0)).Limit; got != 17 {
 		t.Errorf("limit after a round of successes = %d, want 17 (about one more per round)", got)
 	}
-	if h.state(at(0)).Condition != ConditionNone {
+	if h.state(at(3*time.Second)).Condition != ConditionNone {
 		t.Error("429s with room to slow down stopped the route")
+	}
+
+	// One message among many that pass: its 429s, first or retried, cut
+	// nothing and are its own.
+	h = newTestHealth()
+	for i := range 20 {
+		now := at(time.Duration(i) * 250 * time.Millisecond)
+		calls(t, h, 49, fresh(agentapi.ClassAccepted), now)
+		h.record(limited(time.Second), now)
+		calls(t, h, 5, retry(agentapi.ClassRateLimited), now)
+		if st := h.state(now); st.Limit != 64 || st.Throttled {
+			t.Fatalf("round %d: limit %d, throttled %v: one message's 429s slowed the route", i, st.Limit, st.Throttled)
+		}
+	}
+	// Most fresh calls limited: the route's.
+	calls(t, h, 60, limited(0), at(10*time.Second))
+	if st := h.state(at(10 * time.Second)); st.Limit >= 64 || !st.Throttled {
+		t.Errorf("a limit most calls meet: limit %d, throttled %v", st.Limit, st.Throttled)
 	}
 }
 
@@ -237,7 +372,7 @@ func TestHealthRateLimitAtConcurrencyOneStopsTheRoute(t *testing.T) {
 	t.Parallel()
 	h := newHealth(BreakerSettings{}, 1)
 	n := 0
-	for h.record(agentapi.ClassRateLimited, false, 3*time.Second, at(0)) != Tripped {
+	for h.record(callResult{class: agentapi.ClassRateLimited, fresh: true, retryAfter: 3 * time.Second}, at(0)) != Tripped {
 		if n++; n > 100 {
 			t.Fatal("429 on every call at concurrency one never stopped the route")
 		}
@@ -254,40 +389,70 @@ func TestHealthRateLimitAtConcurrencyOneStopsTheRoute(t *testing.T) {
 	}
 }
 
+// At a concurrency of one, a single message answered 429 for ever (a
+// limit on its conversation) never stops the route: only fresh messages'
+// 429s in a row do (issue 17, finding 4).
+func TestHealthOneMessagesRateLimitNeverStopsTheRoute(t *testing.T) {
+	t.Parallel()
+	h := newHealth(BreakerSettings{}, 1)
+	h.record(callResult{class: agentapi.ClassRateLimited, fresh: true}, at(0))
+	for i := range 100 {
+		if h.record(retry(agentapi.ClassRateLimited), at(time.Duration(i)*time.Second)) == Tripped {
+			t.Fatalf("the retries of one message stopped the route after %d", i)
+		}
+	}
+}
+
 func TestHealthDisabledAdmitsEverything(t *testing.T) {
 	t.Parallel()
 	h := newHealth(BreakerSettings{Disabled: true}, 8)
-	calls(t, h, 100, agentapi.ClassServerError, at(0))
-	h.record(agentapi.ClassUnauthorized, false, 0, at(0))
-	if h.admit(at(0)) != Admit || h.state(at(0)).Condition != ConditionNone || h.state(at(0)).Limit != 8 {
+	calls(t, h, 100, fresh(agentapi.ClassServerError), at(0))
+	h.record(fresh(agentapi.ClassUnauthorized), at(0))
+	if h.admit(at(0), true) != Admit || h.state(at(0)).Condition != ConditionNone || h.state(at(0)).Limit != 8 {
 		t.Errorf("disabled health gated: %+v", h.state(at(0)))
 	}
 }
 
-func TestAutoPauseMark(t *testing.T) {
+// An operator's pause stops everything, probes included (issue 17,
+// finding 7); when it ends, a stopped route probes at once.
+func TestHealthOperatorPauseAdmitsNothingNotEvenProbes(t *testing.T) {
 	t.Parallel()
-	until := autoPauseUntil(time.Date(2026, 1, 1, 0, 0, 0, 999_000_000, time.UTC))
-	if !isAutoPause(until) || !until.After(time.Date(2026, 1, 1, 0, 0, 0, 999_000_000, time.UTC)) {
-		t.Errorf("autoPauseUntil = %v", until)
+	h := newTestHealth()
+	h.operatorPause(at(time.Hour), at(0))
+	if h.admit(at(time.Second), true) != Gated {
+		t.Error("a healthy route admitted a call while paused by an operator")
+	}
+	h.record(fresh(agentapi.ClassConflict), at(0))
+	for _, d := range []time.Duration{time.Second, 10 * time.Second, 59 * time.Minute} {
+		if h.admit(at(d), true) != Gated {
+			t.Fatalf("a probe at %v while paused by an operator", d)
+		}
+	}
+	h.operatorPause(time.Time{}, at(time.Hour))
+	if st := h.state(at(time.Hour)); !st.OperatorPause.IsZero() || st.NextProbe != at(time.Hour) {
+		t.Errorf("after the pause: %+v, want a probe at once", st)
+	}
+	if h.admit(at(time.Hour), true) != Probe {
+		t.Error("no probe once the operator's pause ended")
+	}
+}
+
+// Route health marks its pauses by their sub-second part, which also
+// names the condition, so that every replica can stop for the same reason.
+func TestAutoPauseMarkNamesTheCondition(t *testing.T) {
+	t.Parallel()
+	at := time.Date(2026, 1, 1, 0, 0, 0, 999_000_000, time.UTC)
+	for _, c := range Conditions()[1:] {
+		until := autoPauseUntil(at, c)
+		if !isAutoPause(until) || !until.After(at) || pauseCondition(until) != c {
+			t.Errorf("%s: autoPauseUntil = %v, auto %v, condition %q", c, until, isAutoPause(until), pauseCondition(until))
+		}
 	}
 	if isAutoPause(time.Date(2026, 1, 1, 0, 30, 0, 0, time.UTC)) {
 		t.Error("an operator's whole-second pause taken for agentrelay's")
 	}
-}
-
-// While another route of the replica is in an outage, the first transient
-// failure of this one is the outage too: quiet routes stop at once instead
-// of retrying each message until they have min_calls of their own.
-func TestHealthAnOutageElsewhereStopsTheRouteAtItsFirstFailure(t *testing.T) {
-	h := newTestHealth()
-	elsewhere := false
-	h.outageElsewhere = func() bool { return elsewhere }
-	if calls(t, h, 1, agentapi.ClassServerError, at(0)) != 0 {
-		t.Fatal("one failure tripped with no outage elsewhere")
-	}
-	elsewhere = true
-	calls(t, h, 1, agentapi.ClassAccepted, at(0))
-	if calls(t, h, 1, agentapi.ClassTimeout, at(0)) != 1 || h.state(at(0)).Condition != ConditionOutage {
-		t.Error("a failure during an outage elsewhere did not stop the route")
+	legacy := time.Date(2026, 1, 1, 0, 30, 0, legacyAutoPauseNanos, time.UTC)
+	if !isAutoPause(legacy) || pauseCondition(legacy) != ConditionOutage {
+		t.Error("an earlier version's pause is not read as route health's outage")
 	}
 }

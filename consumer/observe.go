@@ -17,9 +17,66 @@ import (
 	"github.com/agentrelay/agentrelay/internal/fold"
 )
 
-// This file holds what the relay observes about a route beyond the
-// consumer info: the oldest unacknowledged event, the messages waiting out
-// a retry delay, and accepted events (metrics and, when asked, a log line).
+// This file holds what the relay observes about a route: the consumer's
+// info (the lag loop), the oldest unacknowledged event, the messages
+// waiting out a retry delay, and accepted events (metrics and, when asked,
+// a log line).
+
+// watch is what the lag loop keeps between its reads.
+type watch struct {
+	mu            sync.Mutex       // serialises readLag: guards lagStream and oldestFailing
+	lagStream     jetstream.Stream // looked up on first use
+	oldestFailing bool             // the last read of the oldest unacknowledged event failed
+	retryWaits    retryWaits
+	acceptLog     acceptLog
+}
+
+// watchLag reads the consumer's info into metrics until stop is closed.
+func (rn *runner) watchLag(stop <-chan struct{}) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() { <-stop; cancel() }() // a drain does not wait for an info request
+	t := time.NewTicker(rn.relay.opts.LagInterval)
+	defer t.Stop()
+	for {
+		rn.readLag(ctx)
+		select {
+		case <-stop:
+			return
+		case <-t.C:
+		}
+	}
+}
+
+func (rn *runner) readLag(parent context.Context) {
+	// The lag loop and, while route health has the route stopped, the
+	// fleet gate both read the consumer: one at a time.
+	rn.watch.mu.Lock()
+	defer rn.watch.mu.Unlock()
+	rn.expireRetryWaits()
+	cp := rn.bound.cons.Load()
+	if cp == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(parent, 5*time.Second)
+	defer cancel()
+	info, err := (*cp).Info(ctx)
+	switch {
+	case errors.Is(err, jetstream.ErrConsumerNotFound):
+		rn.rebind()
+	case err != nil:
+		if parent.Err() == nil {
+			rn.log.Debug("reading consumer info", "err", err)
+		}
+	case !rn.bound.credible(info):
+		rn.log.Debug("ignoring a consumer info answer without cluster information (a node that does not know the consumer yet)")
+	default:
+		rn.bound.ackFloor.Store(info.AckFloor.Stream)
+		rn.m.ConsumerState(info.NumPending, info.NumAckPending, info.NumRedelivered, info.NumWaiting, info.Paused)
+		rn.fleet.observe(info.Paused, pauseUntil(info))
+		rn.readOldestUnacked(ctx, info)
+	}
+}
 
 // readOldestUnacked sets the age of the route's oldest unacknowledged
 // event: the first message the route's filter captures after the
@@ -34,13 +91,13 @@ func (rn *runner) readOldestUnacked(ctx context.Context, info *jetstream.Consume
 		rn.m.SetOldestUnacked(0)
 		return
 	}
-	if rn.lagStream == nil {
+	if rn.watch.lagStream == nil {
 		st, err := rn.relay.js.Stream(ctx, rn.route.Stream)
 		if err != nil {
 			rn.oldestFailed(ctx, err)
 			return
 		}
-		rn.lagStream = st
+		rn.watch.lagStream = st
 	}
 	filters := rn.route.Subjects
 	if len(filters) == 0 {
@@ -48,7 +105,7 @@ func (rn *runner) readOldestUnacked(ctx context.Context, info *jetstream.Consume
 	}
 	var oldest *jetstream.RawStreamMsg
 	for _, f := range filters {
-		m, err := rn.lagStream.GetMsg(ctx, info.AckFloor.Stream+1, jetstream.WithGetMsgSubject(f))
+		m, err := rn.watch.lagStream.GetMsg(ctx, info.AckFloor.Stream+1, jetstream.WithGetMsgSubject(f))
 		switch {
 		case errors.Is(err, jetstream.ErrMsgNotFound):
 			continue
@@ -62,8 +119,8 @@ func (rn *runner) readOldestUnacked(ctx context.Context, info *jetstream.Consume
 			oldest = m
 		}
 	}
-	if rn.oldestFailing {
-		rn.oldestFailing = false
+	if rn.watch.oldestFailing {
+		rn.watch.oldestFailing = false
 		rn.log.Info("reading the oldest unacknowledged event works again")
 	}
 	age := 0.0
@@ -77,10 +134,10 @@ func (rn *runner) readOldestUnacked(ctx context.Context, info *jetstream.Consume
 // that keeps its last value (0 at start) must not pass for a healthy one.
 // A missing permission to get messages of the stream is the usual cause.
 func (rn *runner) oldestFailed(ctx context.Context, err error) {
-	if ctx.Err() != nil || rn.oldestFailing {
+	if ctx.Err() != nil || rn.watch.oldestFailing {
 		return
 	}
-	rn.oldestFailing = true
+	rn.watch.oldestFailing = true
 	rn.log.Warn("cannot read the oldest unacknowledged event; agentrelay_oldest_unacked_age_seconds keeps its last value", "err", err)
 }
 
@@ -125,19 +182,9 @@ func (h *dueHeap) Pop() any {
 	return x
 }
 
-// nakDelayed hands msg back with a retry delay and counts it as waiting.
-func (rn *runner) nakDelayed(msg inbound, delay time.Duration) error {
-	if err := msg.NakWithDelay(delay); err != nil {
-		return err
-	}
-	rn.retryWaits.add(time.Now().Add(delay))
-	rn.m.RetryWaiting(1)
-	return nil
-}
-
 // expireRetryWaits stops counting the retry delays that ran out.
 func (rn *runner) expireRetryWaits() {
-	if n := rn.retryWaits.expire(time.Now()); n > 0 {
+	if n := rn.watch.retryWaits.expire(time.Now()); n > 0 {
 		rn.m.RetryWaiting(-n)
 	}
 }
@@ -164,9 +211,9 @@ func (a *acceptLog) sample() bool {
 
 // accepted records an event the API accepted and returns the level to log
 // it at.
-func (rn *runner) accepted(d delivery) slog.Level {
+func (rn *runner) accepted(d *delivery) slog.Level {
 	rn.m.Accepted(float64(time.Now().UnixNano())/1e9, isReplay(d.msg.Headers()))
-	if rn.acceptLog.sample() {
+	if rn.watch.acceptLog.sample() {
 		return slog.LevelInfo
 	}
 	return slog.LevelDebug

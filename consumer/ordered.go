@@ -2,120 +2,204 @@ package consumer
 
 import (
 	"context"
+	"errors"
+	"log/slog"
 	"sync"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/agentrelay/agentrelay/internal/deadletter"
+	"github.com/agentrelay/agentrelay/internal/observe"
+	"github.com/agentrelay/agentrelay/internal/verdict"
 )
 
-// ordered runs an ordered route's deliveries through the sequencer: each is
-// held (kept alive) until the sequencer lets it go, handled, and reported
-// back when settled so the next of its key may go.
+// ordered is an ordered route's policy: each delivery is held (kept alive)
+// in the sequencer until it may go, handled, and reported back when
+// settled so the next of its key may go. A retry waits where the event is
+// (a nak would let the next event of its key overtake it).
 //
 // The route's consumer has a pinned priority group, so one replica owns it
-// at a time; the puller tracks the pin. When this replica loses the pin it
-// hands back what it holds (running handlers hand theirs back instead of
-// retrying), and when it gains the pin the sequencer waits for whatever the
-// previous owner still held.
+// at a time (the puller tells the pin). The owner calls only while its pin
+// is fresh: the server took one of its pulls presenting the pin within the
+// pinned TTL, less a margin, by the monotonic clock. So a replica that
+// wakes from a stall longer than the TTL calls nothing before it learns
+// whether it still owns the route. When it loses the pin it hands back
+// what it holds; calls under way finish (the next owner's fence waits for
+// their messages) and are settled or handed back, never retried. When it
+// gains the pin the sequencer waits for whatever the previous owner still
+// had (the fence).
 type ordered struct {
-	rn *runner
+	eng   *engine
+	deps  orderedDeps
+	calls callSlots
 
-	mu    sync.Mutex
-	seq   sequencer
-	alive map[uint64]*keepAlive // held messages not yet running, kept alive
-	pin   string                // the pin id this replica holds, "" when none
-	// pinned is canceled when the pin is lost (replaced on gain): the
-	// calls of the route are its children.
-	pinned  context.Context
-	unpin   context.CancelFunc
-	polling bool
-
-	// Calls under way, bounded by route health's limit (AIMD under 429):
-	// an ordered event is retried in place, not naked, so the pull loop's
-	// in-flight limit does not bound its calls (see callSlot).
-	callMu    sync.Mutex
-	calls     int
-	callFreed chan struct{} // closed and replaced when a call ends
+	mu          sync.Mutex // guards every field below
+	seq         sequencer
+	alive       map[uint64]*keepAlive // held messages not yet running, kept alive
+	pin         string                // the pin id this replica holds, "" when none
+	confirmedAt time.Time             // when the latest pull the server took with pin was sent
+	lostCh      chan struct{}         // closed when the pin is lost (replaced on gain)
+	window      int                   // how many it may hold: the consumer's MaxAckPending as last read
+	waiting     int                   // running events waiting out a retry in place
 }
 
-func newOrdered(rn *runner) *ordered {
-	pinned, unpin := context.WithCancel(context.Background())
-	unpin() // no pin yet
-	return &ordered{rn: rn, seq: newSequencer(), alive: map[uint64]*keepAlive{}, pinned: pinned, unpin: unpin, callFreed: make(chan struct{})}
+// orderedDeps is what an ordered policy needs of its route.
+type orderedDeps struct {
+	route    Route
+	decode   func(*pulledMsg) *decoded
+	limit    func() int                // calls route health allows now (AIMD)
+	consumer func() jetstream.Consumer // nil until bound
+	credible func(*jetstream.ConsumerInfo) bool
+	failures func(seq uint64) int // a message's own failures, for status
+	nc       *nats.Conn
+	stopping <-chan struct{} // closed when the drain begins
+	log      *slog.Logger
+	m        observe.RouteObserver
 }
 
-// callSlot waits until a call may be made: until fewer calls than route
-// health allows (AIMD cuts the limit on a 429) are under way on this
-// replica. An unordered route gets there through its pulls: a 429 naks the
-// message and fewer are pulled. An ordered route holds every event it has
-// and retries each in place, so its calls are bounded here, each attempt
-// anew. It returns the function that ends the call, or ctx's error.
-func (o *ordered) callSlot(ctx context.Context) (end func(), err error) {
-	for {
-		limit := max(1, min(o.rn.limit, o.rn.health.state(time.Now()).Limit))
-		o.callMu.Lock()
-		if o.calls < limit {
-			o.calls++
-			o.callMu.Unlock()
-			return o.endCall, nil
-		}
-		// The limit only grows on a success, which ends a call: waiting
-		// for a call to end is enough.
-		freed := o.callFreed
-		o.callMu.Unlock()
-		select {
-		case <-freed:
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		}
-	}
+// pinMargin is how much earlier than the pinned TTL the owner stops
+// trusting its pin: the time a call takes to leave after the check, and
+// clock rate differences between this process and the server.
+const pinMargin = time.Second
+
+// maxAdoptedWindow bounds the window an ordered route adopts from its
+// consumer (written by another replica with other settings): a multiple of
+// what this replica would hold.
+const maxAdoptedWindow = 16
+
+var errPinStale = errors.New("this replica's pin on the ordered route is not confirmed within the pinned TTL")
+
+func newOrdered(eng *engine, deps orderedDeps) *ordered {
+	lost := make(chan struct{})
+	close(lost) // no pin yet
+	o := &ordered{eng: eng, deps: deps, seq: newSequencer(), alive: map[uint64]*keepAlive{}, lostCh: lost,
+		window: deps.route.MaxAckPending}
+	o.calls = callSlots{max: deps.route.MaxInFlight, limit: deps.limit, freed: make(chan struct{})}
+	return o
 }
 
-func (o *ordered) endCall() {
-	o.callMu.Lock()
-	o.calls--
-	close(o.callFreed)
-	o.callFreed = make(chan struct{})
-	o.callMu.Unlock()
-}
-
-// conversationKey is the key an ordered route orders msg by: "" for a
-// message without one, or that breaks the contract (it is dead-lettered
-// without a call, so it needs no place in a conversation).
-func (o *ordered) conversationKey(msg inbound) string {
-	ev, reason, _ := o.rn.route.Contract.Decode(msg.Data(), msg.Headers())
-	if reason != "" {
-		return ""
-	}
-	return ev.ConversationKey
-}
-
-// deliver takes a delivered message (its slot is already active).
-func (o *ordered) deliver(msg *pulledMsg) {
-	md, err := msg.Metadata()
-	if err != nil {
-		o.rn.m.InFlight(1) // handle's done counts it out
-		o.rn.dispatch(msg) // handle logs it and leaves it to JetStream
-		return
-	}
-	key := o.conversationKey(msg)
+// group is the priority group pulls come from, and the pin they present.
+func (o *ordered) group() (string, string) {
 	o.mu.Lock()
-	if o.seq.add(md.Sequence.Stream, key, msg, time.Now()) {
+	defer o.mu.Unlock()
+	return orderGroup, o.pin
+}
+
+// heartbeat: the server took a request sent at sent presenting pin, and
+// so reset the pin's timer when it arrived: the pin holds for the TTL after
+// sent, at least.
+func (o *ordered) heartbeat(pin string, sent time.Time) {
+	o.mu.Lock()
+	if pin != "" && pin == o.pin && sent.After(o.confirmedAt) {
+		o.confirmedAt = sent
+	}
+	o.mu.Unlock()
+}
+
+// delivered takes the pin id a delivery carried, and the request it
+// filled: sent at sent presenting pin (or none, when the server pinned this
+// replica with it). A new id means this replica owns the route now. The
+// server took that request presenting the pin, or pinned this replica with
+// it: the pin holds for the TTL after sent, at least.
+func (o *ordered) delivered(id, pin string, sent time.Time) {
+	o.mu.Lock()
+	if o.pin != "" && id != o.pin {
+		// Pinned anew under another id: whatever happened in between,
+		// start over as a replica that just took the route.
 		o.mu.Unlock()
-		// Held already (a redelivery after its ack wait ran out) or
-		// settled: the copy in hand settles it.
-		o.rn.free()
+		o.pinLost("the server pinned this replica under a new pin id")
+		o.mu.Lock()
+	}
+	gained := o.pin == ""
+	if gained {
+		o.pin, o.confirmedAt = id, time.Time{}
+		o.lostCh = make(chan struct{})
+	}
+	if (pin == id || pin == "") && sent.After(o.confirmedAt) {
+		o.confirmedAt = sent
+	}
+	o.mu.Unlock()
+	if gained {
+		o.deps.log.Info("this replica owns the ordered route now")
+		o.poll()
+	}
+}
+
+// fresh reports whether the pin was confirmed recently enough to call.
+func (o *ordered) fresh(now time.Time) bool {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.pin != "" && now.Before(o.confirmedAt.Add(OrderPinnedTTL-pinMargin))
+}
+
+// lost is told by the puller that another replica may hold the pin now:
+// hand back everything held that is not running; running handlers see
+// interrupted and hand theirs back instead of retrying.
+func (o *ordered) lost() { o.pinLost("") }
+
+func (o *ordered) pinLost(why string) {
+	o.mu.Lock()
+	if o.pin == "" {
+		o.mu.Unlock()
 		return
 	}
-	o.alive[md.Sequence.Stream] = o.rn.alive.add(msg)
+	o.pin = ""
+	close(o.lostCh)
+	msgs := o.takeLocked(o.seq.release())
+	o.mu.Unlock()
+	attrs := []any{"count", len(msgs)}
+	if why != "" {
+		attrs = append(attrs, "why", why)
+	}
+	o.deps.log.Warn("this replica may no longer own the ordered route; handing back the events held here", attrs...)
+	o.handBack(msgs)
+}
+
+func (o *ordered) interrupted() <-chan struct{} {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.lostCh
+}
+
+// deliver takes a delivered message (its slot is already taken).
+func (o *ordered) deliver(m *pulledMsg) {
+	md, err := m.Metadata()
+	if err != nil {
+		o.deps.m.InFlight(1) // the handler logs it and leaves it to JetStream
+		o.eng.dispatch(m)
+		return
+	}
+	key := ""
+	if d := o.deps.decode(m); d.reason == "" {
+		// A body that breaks the contract is dead-lettered without a
+		// call, so it needs no place in a conversation. (One with an
+		// unusable message id still names its conversation: it keeps its
+		// place, and its dead letter releases the next event.)
+		key = d.ev.ConversationKey
+	}
+	o.mu.Lock()
+	if o.seq.add(md.Sequence.Stream, key, m, time.Now()) {
+		o.mu.Unlock()
+		// Held already (a redelivery after its ack wait ran out): the
+		// copy in hand settles it.
+		o.eng.free()
+		return
+	}
+	o.alive[md.Sequence.Stream] = o.eng.alive.add(m)
 	ready := o.readyLocked()
 	o.mu.Unlock()
 	o.start(ready)
 }
 
 // readyLocked takes what may start now: at most max_in_flight run at once
-// (an ordered route holds more than it runs).
-func (o *ordered) readyLocked() []*pulledMsg { return o.takeLocked(o.seq.ready(o.rn.limit)) }
+// (an ordered route holds more than it runs), not counting those that wait
+// out a retry where they are: a key whose event keeps failing holds its
+// own key, never a slot of another's.
+func (o *ordered) readyLocked() []*pulledMsg {
+	return o.takeLocked(o.seq.ready(o.deps.route.MaxInFlight + o.waiting))
+}
 
 // takeLocked turns the sequencer's items into messages leaving the hold:
 // their keep-alives stop (a handler keeps them alive, or they go back).
@@ -123,164 +207,143 @@ func (o *ordered) takeLocked(items []any) []*pulledMsg {
 	out := make([]*pulledMsg, len(items))
 	for i, it := range items {
 		m := it.(*pulledMsg)
-		md, _ := m.Metadata()
-		if ka := o.alive[md.Sequence.Stream]; ka != nil {
+		if ka := o.alive[m.md.Sequence.Stream]; ka != nil {
 			ka.stop()
-			delete(o.alive, md.Sequence.Stream)
+			delete(o.alive, m.md.Sequence.Stream)
 		}
 		out[i] = m
 	}
 	return out
 }
 
-// start hands the messages the sequencer let go to handlers, unless the
-// connection is down: then this replica may no longer own the route, and
-// they go back instead.
+// start hands the messages the sequencer let go to handlers.
 func (o *ordered) start(msgs []*pulledMsg) {
-	if len(msgs) > 0 && !o.rn.p.nc.IsConnected() {
-		o.mu.Lock()
-		for _, m := range msgs {
-			md, _ := m.Metadata()
-			o.seq.settled(md.Sequence.Stream)
-		}
-		o.mu.Unlock()
-		o.handBack(msgs)
-		o.pinLost()
-		return
-	}
 	for _, m := range msgs {
-		o.rn.m.InFlight(1)
-		o.rn.dispatch(m)
+		o.deps.m.InFlight(1)
+		o.eng.dispatch(m)
 	}
 }
 
 // settled reports a handled message as done: acked, terminated or handed
 // back.
-func (o *ordered) settled(md *jetstream.MsgMetadata) {
+func (o *ordered) settled(m *pulledMsg) {
+	if m.md == nil {
+		return
+	}
 	o.mu.Lock()
-	o.seq.settled(md.Sequence.Stream)
+	o.seq.settled(m.md.Sequence.Stream)
 	ready := o.readyLocked()
 	o.mu.Unlock()
 	o.start(ready)
 }
 
-// next is the stream sequence of the next event of key after md, if this
-// replica holds it (for the dead letter of an ordered event).
-func (o *ordered) next(key string, md *jetstream.MsgMetadata) (uint64, bool) {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	return o.seq.next(key, md.Sequence.Stream)
+// beforeCall refuses when the pin is not fresh (the replica hands what it
+// holds back), and waits for a call slot.
+func (o *ordered) beforeCall(ctx context.Context) (func(), error) {
+	if !o.fresh(time.Now()) {
+		o.pinLost("no pull of this replica was confirmed within the pinned TTL")
+		return nil, errPinStale
+	}
+	return o.calls.take(ctx)
 }
 
-// pinLost is told by the puller that the server gave the route to another
-// replica: hand back everything held that is not running; running handlers
-// see lostPin and hand theirs back instead of retrying.
-func (o *ordered) pinLost() {
+// onRetry waits out a retry's delay where the event is; after a lost pin
+// or during a drain it hands the event back at once instead (in order).
+func (o *ordered) onRetry(act Action) (bool, Action) {
+	if act.Verdict != verdict.Retry {
+		return false, act
+	}
+	if InPlace(act) && o.waitInPlace(act.Delay) {
+		return true, act
+	}
+	return false, handBackAtOnce()
+}
+
+// waitInPlace waits d where the event is; meanwhile another event may
+// start in its place. It reports false when the wait ended for a drain or
+// a lost pin.
+func (o *ordered) waitInPlace(d time.Duration) bool {
 	o.mu.Lock()
-	if o.pin == "" {
-		o.mu.Unlock()
+	o.waiting++
+	ready := o.readyLocked()
+	lost := o.lostCh
+	o.mu.Unlock()
+	o.start(ready)
+	ok := waitFor(d, o.deps.stopping, lost)
+	o.mu.Lock()
+	o.waiting--
+	o.mu.Unlock()
+	return ok
+}
+
+// letter adds the event's conversation key and the stream sequence of the
+// key's next event, if this replica holds it.
+func (o *ordered) letter(m *pulledMsg, f *deadletter.Facts) {
+	d := o.deps.decode(m)
+	if d.ev.ConversationKey == "" || m.md == nil {
 		return
 	}
-	o.pin = ""
-	o.unpin()
-	msgs := o.releaseLocked()
-	o.mu.Unlock()
-	if len(msgs) > 0 {
-		o.rn.log.Warn("ordered route handed to another replica; handing back the events held here", "count", len(msgs))
-	}
-	o.handBack(msgs)
-}
-
-// pinSeen is told the pin id of a delivery. A new one means this replica
-// now owns the route.
-func (o *ordered) pinSeen(id string) {
-	o.mu.Lock()
-	if id == "" || id == o.pin {
-		o.mu.Unlock()
-		return
-	}
-	gained := o.pin == ""
-	o.pin = id
-	if gained {
-		o.pinned, o.unpin = context.WithCancel(context.Background())
-	}
-	o.mu.Unlock()
-	if gained {
-		o.rn.log.Info("this replica owns the ordered route now")
-	}
-	o.poll()
-}
-
-// callContext is ctx, also canceled when the pin is lost: the next owner
-// may be given this event once its ack wait runs out, and two replicas must
-// never call for one key at once.
-func (o *ordered) callContext(ctx context.Context) (context.Context, context.CancelFunc) {
-	o.mu.Lock()
-	pinned := o.pinned
-	o.mu.Unlock()
-	ctx, cancel := context.WithCancel(ctx)
-	stop := context.AfterFunc(pinned, cancel) // no goroutine per call
-	return ctx, func() { stop(); cancel() }
-}
-
-// lostPin returns a channel closed when the pin is lost.
-func (o *ordered) lostPin() <-chan struct{} {
+	f.OrderedKey = d.ev.ConversationKey
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	return o.pinned.Done()
+	if next, ok := o.seq.next(d.ev.ConversationKey, m.md.Sequence.Stream); ok {
+		f.NextSeq = next
+	}
 }
 
-// isFenced reports whether this replica waits to hold every unsettled
-// message before it starts any.
-func (o *ordered) isFenced() bool {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	return o.seq.fenced
-}
+func (o *ordered) gateBound() int { return 0 }
 
-// pinID is the pin to present in pull requests.
-func (o *ordered) pinID() string {
+// release hands back everything held that is not running.
+func (o *ordered) release() {
 	o.mu.Lock()
-	defer o.mu.Unlock()
-	return o.pin
-}
-
-// drain hands back everything held that is not running.
-func (o *ordered) drain() {
-	o.mu.Lock()
-	msgs := o.releaseLocked()
+	msgs := o.takeLocked(o.seq.release())
 	o.mu.Unlock()
 	o.handBack(msgs)
 }
-
-func (o *ordered) releaseLocked() []*pulledMsg { return o.takeLocked(o.seq.release()) }
 
 func (o *ordered) handBack(msgs []*pulledMsg) {
 	for _, m := range msgs {
-		o.rn.giveBack(m)
-		o.rn.free()
+		o.eng.giveBack(m)
+		o.eng.free()
 	}
+}
+
+// plan lets an ordered route hold up to its window (it holds messages that
+// make no call: waiting for their key, or for the fence), keeps its pin by
+// pulling, and pulls while fenced even when route health has it stopped: a
+// replica that took the route over must take in every unsettled message
+// (the consumer's pause holds new deliveries back meanwhile).
+func (o *ordered) plan(base pullPlan, stopped bool) pullPlan {
+	o.mu.Lock()
+	window, fenced := o.window, o.seq.fenced
+	o.mu.Unlock()
+	if !stopped || fenced {
+		base = pullPlan{limit: window, lowMark: max(1, window/4)}
+	}
+	base.lookahead = 0 // it holds what it gets anyway
+	base.keepPin = OrderPinnedTTL / 3
+	return base
 }
 
 // run reads the consumer's unsettled count while the sequencer is fenced
 // (this replica gained the route and may not hold every unsettled message),
-// until stop is closed.
+// and watches the connection, until stop is closed.
 func (o *ordered) run(stop <-chan struct{}) {
 	t := time.NewTicker(200 * time.Millisecond)
 	defer t.Stop()
-	reconnects := o.rn.p.nc.Stats().Reconnects
+	reconnects := o.deps.nc.Stats().Reconnects
 	for {
 		select {
 		case <-stop:
 			return
 		case <-t.C:
-			if n := o.rn.p.nc.Stats().Reconnects; n != reconnects || !o.rn.p.nc.IsConnected() {
+			if n := o.deps.nc.Stats().Reconnects; n != reconnects || !o.deps.nc.IsConnected() {
 				// Whoever holds the pin now, it may not be this replica
 				// when the connection is back (a broker restart, a leader
 				// change; keep-alives sent meanwhile may be lost): stop
 				// starting events, hand back what is held.
 				reconnects = n
-				o.pinLost()
+				o.pinLost("the connection to NATS dropped")
 			}
 			o.mu.Lock()
 			fenced := o.seq.fenced && o.pin != ""
@@ -293,10 +356,11 @@ func (o *ordered) run(stop <-chan struct{}) {
 	}
 }
 
-// poll reads the consumer's unsettled count and lets go what it frees.
+// poll reads the consumer's unsettled count and window, and lets go what
+// they free.
 func (o *ordered) poll() {
-	cp := o.rn.cons.Load()
-	if cp == nil {
+	c := o.deps.consumer()
+	if c == nil {
 		return
 	}
 	o.mu.Lock()
@@ -304,15 +368,25 @@ func (o *ordered) poll() {
 	o.mu.Unlock()
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
 	defer cancel()
-	info, err := (*cp).Info(ctx)
+	info, err := c.Info(ctx)
 	if err != nil {
-		o.rn.log.Debug("reading the unsettled count of an ordered route", "err", err)
+		o.deps.log.Debug("reading the unsettled count of an ordered route", "err", err)
 		return
 	}
+	if !o.deps.credible(info) {
+		return // an empty answer of a node that does not know the consumer yet
+	}
 	o.mu.Lock()
+	// The fence lifts only once every unsettled message is held here: a
+	// window another replica made larger (a rolling change of
+	// max_in_flight), or more unsettled than this replica's own window,
+	// is adopted, or the fence could never lift.
+	own := o.deps.route.MaxAckPending
+	o.window = min(max(own, info.Config.MaxAckPending, info.NumAckPending), maxAdoptedWindow*own)
 	o.seq.observe(info.NumAckPending, before)
 	ready := o.readyLocked()
 	o.mu.Unlock()
+	o.eng.signal()
 	o.start(ready)
 }
 
@@ -322,5 +396,48 @@ func (o *ordered) updateMetricsLocked() {
 	if !oldest.IsZero() {
 		age = time.Since(oldest).Seconds()
 	}
-	o.rn.m.OrderedBlocked(keys, age)
+	o.deps.m.OrderedBlocked(keys, age)
+}
+
+// callSlots bounds an ordered route's calls by what route health allows
+// (AIMD cuts the limit on a 429): an ordered event is retried in place,
+// not naked, so the pull loop's in-flight limit does not bound its calls.
+type callSlots struct {
+	max   int
+	limit func() int
+
+	mu    sync.Mutex    // guards n and freed
+	n     int           // calls under way
+	freed chan struct{} // closed and replaced when a call ends
+}
+
+// take waits until a call may be made; it returns the function that ends
+// the call, or ctx's error.
+func (c *callSlots) take(ctx context.Context) (func(), error) {
+	for {
+		limit := max(1, min(c.max, c.limit()))
+		c.mu.Lock()
+		if c.n < limit {
+			c.n++
+			c.mu.Unlock()
+			return c.end, nil
+		}
+		// The limit only grows on a success, which ends a call: waiting
+		// for a call to end is enough.
+		freed := c.freed
+		c.mu.Unlock()
+		select {
+		case <-freed:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+}
+
+func (c *callSlots) end() {
+	c.mu.Lock()
+	c.n--
+	close(c.freed)
+	c.freed = make(chan struct{})
+	c.mu.Unlock()
 }

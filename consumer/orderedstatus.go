@@ -59,16 +59,18 @@ const MaxOrderedStatusKeys = 100
 // It reports false for a route that is not ordered or not known.
 func (r *Relay) OrderedStatus(route string, maxKeys int) (OrderedStatus, bool) {
 	for _, rn := range r.runners {
-		if rn.route.Name == route && rn.order != nil {
-			return rn.order.status(min(max(maxKeys, 0), MaxOrderedStatusKeys)), true
+		if rn.route.Name == route {
+			if st := rn.policy.status(min(max(maxKeys, 0), MaxOrderedStatusKeys)); st != nil {
+				return *st, true
+			}
 		}
 	}
 	return OrderedStatus{}, false
 }
 
-func (o *ordered) status(maxKeys int) OrderedStatus {
+func (o *ordered) status(maxKeys int) *OrderedStatus {
 	o.mu.Lock()
-	st := OrderedStatus{Route: o.rn.route.Name, PinID: o.pin, Fenced: o.seq.fenced, Holding: len(o.seq.held), Running: o.seq.running}
+	st := OrderedStatus{Route: o.deps.route.Name, PinID: o.pin, Fenced: o.seq.fenced, Holding: len(o.seq.held), Running: o.seq.running}
 	st.Blocked = o.seq.blockedKeys()
 	o.mu.Unlock()
 	st.BlockedKeys = len(st.Blocked)
@@ -80,15 +82,13 @@ func (o *ordered) status(maxKeys int) OrderedStatus {
 	})
 	st.Blocked = st.Blocked[:min(len(st.Blocked), maxKeys)]
 	now := time.Now()
-	o.rn.failMu.Lock()
 	for i, b := range st.Blocked {
 		st.Blocked[i].WaitingSeconds = now.Sub(b.Since).Seconds()
 		if b.BehindSeq != 0 {
-			st.Blocked[i].BehindFailures = o.rn.failures[b.BehindSeq]
+			st.Blocked[i].BehindFailures = o.deps.failures(b.BehindSeq)
 		}
 	}
-	o.rn.failMu.Unlock()
-	return st
+	return &st
 }
 
 // blockedKeys lists the keys whose next message waits, as blocked counts

@@ -22,17 +22,45 @@ import (
 // outlives every request, so giving up on a request only means asking
 // again: nothing delivered is ever dropped.
 //
-// The puller does the I/O; the accounting is the runner's slots.
+// The puller does the I/O; the accounting is the engine's slots, and what
+// a pull says of an ordered route's pin goes to the pins it is given.
 type puller struct {
-	rn        *runner
+	e         *engine
 	nc        *nats.Conn
 	subject   string // the consumer's pull API subject
 	inbox     string // requests reply to inbox.<token>
 	expiry    time.Duration
 	heartbeat time.Duration
-	group     string // the priority group of an ordered route's consumer, else ""
+	pins      pins
 	sub       *nats.Subscription
 }
+
+// pins is what the puller tells of a priority group's pin, and asks of it:
+// an ordered route's consumer pins one replica (see ordered.go). An
+// unordered route's is noPins.
+type pins interface {
+	// group is the priority group to pull from and the pin id to present
+	// ("" for none).
+	group() (group, pin string)
+	// heartbeat: the server took a request sent at sent presenting pin
+	// (a heartbeat for it arrived).
+	heartbeat(pin string, sent time.Time)
+	// delivered: a delivery carried pin id id; it filled a request sent at
+	// sent presenting pin ("" when it presented none, and was pinned).
+	delivered(id, pin string, sent time.Time)
+	// lost: the server refused a request for the pin (423), or every
+	// request may be gone (a leadership change): another replica may hold
+	// the pin now.
+	lost()
+}
+
+// noPins is an unordered route's: no priority group.
+type noPins struct{}
+
+func (noPins) group() (string, string)             { return "", "" }
+func (noPins) heartbeat(string, time.Time)         {}
+func (noPins) delivered(string, string, time.Time) {}
+func (noPins) lost()                               {}
 
 // pullStatus is what a status message on the pull subscription means.
 type pullStatus uint8
@@ -81,23 +109,23 @@ func apiPrefix(js jetstream.JetStream) string {
 	return jetstream.DefaultAPIPrefix
 }
 
-func newPuller(rn *runner) *puller {
-	nc := rn.relay.js.Conn()
-	p := &puller{
-		rn:        rn,
+func newPuller(e *engine, js jetstream.JetStream, route Route, o Options, p pins) *puller {
+	nc := js.Conn()
+	pl := &puller{
+		e:         e,
 		nc:        nc,
-		subject:   apiPrefix(rn.relay.js) + "CONSUMER.MSG.NEXT." + rn.route.Stream + "." + rn.route.Durable,
+		subject:   apiPrefix(js) + "CONSUMER.MSG.NEXT." + route.Stream + "." + route.Durable,
 		inbox:     nc.NewInbox(),
-		expiry:    rn.relay.opts.PullExpiry,
-		heartbeat: rn.relay.opts.PullHeartbeat,
+		expiry:    o.PullExpiry,
+		heartbeat: o.PullHeartbeat,
+		pins:      p,
 	}
-	if rn.route.Ordering == OrderByConversationKey {
+	if g, _ := p.group(); g != "" {
 		// The owner of an ordered route keeps its pin by pulling: a pull
 		// must go out well within the pinned TTL, even when idle.
-		p.group = orderGroup
-		p.expiry = max(min(p.expiry, OrderPinnedTTL/2), 2*p.heartbeat+time.Second)
+		pl.expiry = max(min(pl.expiry, OrderPinnedTTL/2), 2*pl.heartbeat+time.Second)
 	}
-	return p
+	return pl
 }
 
 // start subscribes. Deliveries are bounded by the pull requests, so the
@@ -134,7 +162,8 @@ func (p *puller) stop(timeout time.Duration) {
 // request sends one pull request for n messages. The caller has booked n
 // as requested; on error it must release them.
 func (p *puller) request(n int) error {
-	token := p.rn.sent(n, p.nc.Stats().Reconnects)
+	group, pin := p.pins.group()
+	token := p.e.sent(n, p.nc.Stats().Reconnects, pin)
 	body := make([]byte, 0, 80)
 	body = append(body, `{"batch":`...)
 	body = strconv.AppendInt(body, int64(n), 10)
@@ -142,22 +171,22 @@ func (p *puller) request(n int) error {
 	body = strconv.AppendInt(body, p.expiry.Nanoseconds(), 10)
 	body = append(body, `,"idle_heartbeat":`...)
 	body = strconv.AppendInt(body, p.heartbeat.Nanoseconds(), 10)
-	if p.group != "" {
-		body = append(body, `,"group":"`+p.group+`"`...)
-		if pin := p.rn.order.pinID(); pin != "" {
+	if group != "" {
+		body = strconv.AppendQuote(append(body, `,"group":`...), group)
+		if pin != "" {
 			body = strconv.AppendQuote(append(body, `,"id":`...), pin)
 		}
 	}
 	body = append(body, '}')
 	err := p.nc.PublishRequest(p.subject, p.inbox+"."+strconv.FormatUint(token, 10), body)
 	if err != nil {
-		p.rn.unsent(token)
+		p.e.unsent(token)
 	}
 	return err
 }
 
 // onMsg handles everything the subscription receives, on its own
-// goroutine: deliveries go to handlers without blocking, statuses settle
+// goroutine: deliveries go to the engine without blocking, statuses settle
 // the accounting.
 //
 // A delivery is told from a status by its reply subject: every delivery
@@ -168,45 +197,50 @@ func (p *puller) request(n int) error {
 // redelivered every AckWait for ever.)
 func (p *puller) onMsg(m *nats.Msg) {
 	if strings.HasPrefix(m.Reply, "$JS.ACK.") {
-		if p.group != "" {
-			p.rn.order.pinSeen(m.Header.Get("Nats-Pin-Id"))
-		}
-		p.rn.delivered(newPulledMsg(m, p.nc))
+		p.e.delivered(newPulledMsg(m, p.nc), m.Header.Get("Nats-Pin-Id"))
 		return
 	}
 	if code := m.Header.Get("Status"); code != "" {
-		p.onStatus(m, code)
+		p.onStatus(m, replyToken(m.Subject), code) // a status comes on inbox.<token>
 		return
 	}
-	p.rn.log.Warn("ignored a message on the pull subscription that is neither a delivery nor a status", "subject", m.Subject)
+	p.e.log.Warn("ignored a message on the pull subscription that is neither a delivery nor a status", "subject", m.Subject)
+}
+
+// replyToken is the request token a status on inbox.<token> answers.
+func replyToken(subject string) uint64 {
+	token, _ := strconv.ParseUint(subject[strings.LastIndexByte(subject, '.')+1:], 10, 64)
+	return token
 }
 
 // onStatus handles a status message of a pull request.
-func (p *puller) onStatus(m *nats.Msg, code string) {
-	rn := p.rn
-	token, _ := strconv.ParseUint(m.Subject[strings.LastIndexByte(m.Subject, '.')+1:], 10, 64)
+func (p *puller) onStatus(m *nats.Msg, token uint64, code string) {
+	e := p.e
 	desc := m.Header.Get("Description")
 	st := statusOf(code, desc)
-	released, reset := rn.ended(token, st, pendingMessages(m))
+	if st == statusHeartbeat {
+		if req, ok := e.request(token); ok {
+			p.pins.heartbeat(req.pin, req.sent)
+		}
+	}
+	released, reset := e.ended(token, st, pendingMessages(m))
 
 	switch {
 	case st == statusHeartbeat, st == statusEnded:
 	case st == statusPinLost:
-		rn.order.pinLost()
+		p.pins.lost()
 	case reset:
-		rn.m.PullFailed()
-		rn.log.Debug("pull requests ended by the server; asking again", "status", code, "description", desc)
-		if rn.order != nil {
-			rn.order.pinLost() // a new consumer leader may pin another replica
-		}
+		e.m.PullFailed()
+		e.log.Debug("pull requests ended by the server; asking again", "status", code, "description", desc)
+		p.pins.lost() // a new consumer leader may pin another replica
 		if st == statusConsumerDeleted {
-			rn.rebind()
+			e.rebind()
 		}
 	default:
-		rn.m.PullFailed()
-		rn.log.Warn("pull request refused", "status", code, "description", desc, "released", released)
+		e.m.PullFailed()
+		e.log.Warn("pull request refused", "status", code, "description", desc, "released", released)
 		if st == statusNoResponders {
-			rn.rebind() // the consumer (or JetStream) is gone
+			e.rebind() // the consumer (or JetStream) is gone
 		}
 	}
 }
@@ -218,13 +252,4 @@ func pendingMessages(m *nats.Msg) int {
 		return 0
 	}
 	return n
-}
-
-// check resets the accounting when the outstanding requests may have been
-// lost.
-func (p *puller) check(now time.Time) {
-	if why := p.rn.check(now, p.nc.Stats().Reconnects); why != "" {
-		p.rn.m.PullFailed()
-		p.rn.log.Debug("pull requests may be lost; asking again", "why", why)
-	}
 }

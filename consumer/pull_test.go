@@ -116,7 +116,7 @@ func TestARequestGivenUpOnStillDelivers(t *testing.T) {
 	t.Parallel()
 	s := startPullSetup(t, 4, 30*time.Second)
 	testenv.Eventually(t, 5*time.Second, "a request outstanding", func() bool { return s.pullCount() >= 1 })
-	s.rn.p.check(time.Now().Add(time.Hour)) // believe every request lost
+	s.rn.eng.check(time.Now().Add(time.Hour)) // believe every request lost
 	testenv.Eventually(t, 5*time.Second, "asked again", func() bool { return s.pullCount() >= 2 })
 
 	start := time.Now()

@@ -46,6 +46,9 @@ type pulledMsg struct {
 	// the handler each need it.
 	md    *jetstream.MsgMetadata
 	mdErr error
+	// dec is the body read once (see runner.decode), by whoever needs it
+	// first: the ordered sequencer at delivery, else the handler.
+	dec *decoded
 }
 
 func newPulledMsg(msg *nats.Msg, nc *nats.Conn) *pulledMsg {

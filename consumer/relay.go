@@ -119,8 +119,6 @@ type Relay struct {
 	dl      *deadletter.Writer
 	runners []*runner
 
-	outages atomic.Int32 // routes of this replica in an outage (route health)
-
 	setupMu   sync.Mutex
 	setupDone bool
 	ready     atomic.Bool
@@ -235,9 +233,9 @@ func (r *Relay) Run(ctx context.Context) error {
 		return err
 	}
 	for i, rn := range r.runners {
-		if err := rn.p.start(); err != nil {
+		if err := rn.eng.p.start(); err != nil {
 			for _, started := range r.runners[:i] {
-				started.p.stop(time.Second)
+				started.eng.p.stop(time.Second)
 			}
 			return fmt.Errorf("route %q: subscribing for pulls: %w", rn.route.Name, err)
 		}
@@ -245,13 +243,9 @@ func (r *Relay) Run(ctx context.Context) error {
 	stop := make(chan struct{})
 	var loops sync.WaitGroup
 	for _, rn := range r.runners {
-		loops.Add(3)
-		go func() { defer loops.Done(); rn.pull(stop) }()
-		go func() { defer loops.Done(); rn.watchLag(stop) }()
-		go func() { defer loops.Done(); rn.fleet.run(stop) }()
-		if rn.order != nil {
+		for _, loop := range []func(<-chan struct{}){rn.eng.run, rn.watchLag, rn.fleet.run, rn.policy.run} {
 			loops.Add(1)
-			go func() { defer loops.Done(); rn.order.run(stop) }()
+			go func() { defer loops.Done(); loop(stop) }()
 		}
 	}
 	r.setReady(true)
@@ -262,12 +256,9 @@ func (r *Relay) Run(ctx context.Context) error {
 	start := time.Now()
 	r.log.Info("draining", "grace", r.opts.DrainGrace)
 	for _, rn := range r.runners {
-		rn.draining.Store(true)
-		close(rn.drainStarted)
-		rn.handBackAhead()
-		if rn.order != nil {
-			rn.order.drain()
-		}
+		close(rn.life.drainStarted)
+		rn.eng.startDrain()
+		rn.policy.release()
 	}
 	close(stop)
 	loops.Wait()
@@ -276,7 +267,7 @@ func (r *Relay) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
 	for _, rn := range r.runners {
 		wg.Add(1)
-		go func() { defer wg.Done(); rn.drain(deadline) }()
+		go func() { defer wg.Done(); rn.eng.drain(deadline, rn.life.cancelCalls) }()
 	}
 	wg.Wait()
 	// Acks and naks are fire-and-forget publishes: make sure they reached

@@ -54,15 +54,23 @@ const (
 	// with InProgress every third of it.
 	DefaultAckWait = 4 * time.Second
 	// DefaultAckPendingFactor × MaxInFlight is the default MaxAckPending:
-	// room for several replicas plus the messages a crashed one stranded
-	// until AckWait, and for messages waiting out a retry delay.
-	DefaultAckPendingFactor = 4
+	// room for several replicas, for the messages a crashed one stranded
+	// until AckWait, and for messages waiting out a retry delay. Those
+	// last are what a few events that keep failing leave in the window
+	// for their whole life: JetStream counts a message naked with a delay
+	// as unsettled. With too small a window they fill it, and the route
+	// stops taking good events (issue 17): sixteen times the calls in
+	// flight leaves room for hundreds of them. The window costs nothing
+	// while it is empty; pulls stay sized to free slots.
+	DefaultAckPendingFactor = 16
 	// OrderedHoldFactor × MaxInFlight is how many messages the owner of an
-	// ordered route holds (its MaxAckPending): events of a key wait behind
-	// the key's running one, and with only MaxInFlight held, about one in
-	// eight slots would wait so with 1,000 keys at 256 in flight. Twice as
-	// many keeps the calls at MaxInFlight.
-	OrderedHoldFactor = 2
+	// ordered route holds (its MaxAckPending). Events of a key wait behind
+	// the key's running one, and a key whose event keeps failing keeps its
+	// later events waiting in the window until that event is settled:
+	// the window must be wide enough for such a backlog and for the other
+	// keys to keep flowing beside it. The owner holds what is in the
+	// window in memory.
+	OrderedHoldFactor = 16
 )
 
 // Route connects a set of subjects of a stream to one agent trigger through

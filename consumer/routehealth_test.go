@@ -2,6 +2,7 @@ package consumer_test
 
 import (
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -148,13 +149,16 @@ func TestDrainWithNothingInFlightDoesNotWaitForPulls(t *testing.T) {
 	}
 }
 
-// Route health pauses and resumes only its own pauses: an operator who
-// paused the route meanwhile keeps the pause when a probe gets through.
-func TestRouteHealthLeavesAnOperatorsPauseAlone(t *testing.T) {
+// An operator's pause stops everything (issue 17, finding 7): route
+// health leaves the pause alone, no probe calls the API while it holds, the
+// message held to probe with goes back, and the log claims no resume.
+// When the operator resumes, the route probes and resumes.
+func TestOperatorPauseStopsProbesAndIsLeftAlone(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t, emulator.WithTrigger("agtch_w", false))
 	r := defaultTimings(h.route("w", "events.w.>", h.agent("agtch_w")))
-	run := h.start(r)
+	logs := &logRecorder{}
+	run := h.startWith(func(o *consumer.Options) { o.Logger = logs.logger() }, r)
 	h.publish("events.w.x", `{"input":"x"}`, nil, "w-1")
 	testenv.Eventually(t, 10*time.Second, "route stopped by route health", func() bool {
 		return metricValue(t, run, "agentrelay_route_health", "w", "not_runnable") == 1 && h.consumerInfo("agentrelay-w").Paused
@@ -163,16 +167,31 @@ func TestRouteHealthLeavesAnOperatorsPauseAlone(t *testing.T) {
 	if _, err := h.nats.JS.PauseConsumer(ctxTimeout(t, 5*time.Second), stream, "agentrelay-w", until); err != nil {
 		t.Fatal(err)
 	}
+	testenv.Eventually(t, 5*time.Second, "the replica saw the operator's pause and let go of what it held", func() bool {
+		st, _ := run.relay.RouteStatus("w", 0)
+		return st.PausedBy == consumer.PausedByOperator && st.InFlight == 0
+	})
 	h.emu.SetRunnable("agtch_w", true)
-	testenv.Eventually(t, 15*time.Second, "the held probe accepted", func() bool { return h.emu.Accepted("agtch_w", "w-1") == 1 })
+	before := h.requestsFor("agtch_w")
+	time.Sleep(4 * time.Second) // an observation window: more than a probe interval, nothing to wait for
+	if calls := h.requestsFor("agtch_w") - before; calls != 0 {
+		t.Errorf("%d calls while an operator paused the route, want none", calls)
+	}
+	if strings.Contains(logs.String(), "probe succeeded") {
+		t.Error("the log claims a resume while the operator's pause holds")
+	}
+	info := h.consumerInfo("agentrelay-w")
+	if !info.Paused || info.Config.PauseUntil == nil || !info.Config.PauseUntil.Equal(until) {
+		t.Fatalf("the operator's pause until %v became paused=%v until %v", until, info.Paused, info.Config.PauseUntil)
+	}
+
+	if _, err := h.nats.JS.ResumeConsumer(ctxTimeout(t, 5*time.Second), stream, "agentrelay-w"); err != nil {
+		t.Fatal(err)
+	}
+	testenv.Eventually(t, 15*time.Second, "accepted after the operator resumed", func() bool { return h.emu.Accepted("agtch_w", "w-1") == 1 })
 	testenv.Eventually(t, 5*time.Second, "route health resumed", func() bool {
 		return metricValue(t, run, "agentrelay_route_health", "w", "healthy") == 1
 	})
-	time.Sleep(time.Second) // room for a wrong resume to happen; nothing to wait for
-	info := h.consumerInfo("agentrelay-w")
-	if !info.Paused || info.Config.PauseUntil == nil || !info.Config.PauseUntil.Equal(until) {
-		t.Errorf("the operator's pause until %v became paused=%v until %v", until, info.Paused, info.Config.PauseUntil)
-	}
 }
 
 // max_rate caps a route's calls per second on a replica.

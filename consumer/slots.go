@@ -20,7 +20,7 @@ import "time"
 // flight than its limit; it never loses a message.
 //
 // slots does no I/O and reads no clock: the caller passes now and holds the
-// runner's lock.
+// engine's lock.
 type slots struct {
 	expiry    time.Duration // lifetime of one pull request
 	heartbeat time.Duration // idle heartbeat asked of the server
@@ -37,6 +37,7 @@ type slots struct {
 
 	next       uint64
 	open       map[uint64]openPull // by reply token: to attribute an ending or a refusal
+	lastSent   time.Time           // when the latest request went out
 	lastExpiry time.Time           // when the latest request expires at the server
 	lastSeen   time.Time           // the latest delivery or status
 	reconnects uint64              // the connection's reconnect count when the requests were made
@@ -46,7 +47,10 @@ type slots struct {
 
 type openPull struct {
 	n       int
+	left    int // messages it may still deliver
+	sent    time.Time
 	expires time.Time
+	pin     string // the pin id the request presented (an ordered route's)
 }
 
 func newSlots(expiry, heartbeat time.Duration) slots {
@@ -83,17 +87,53 @@ func (s *slots) book(n int) { s.requested += n }
 // release gives back n requested messages that will not arrive.
 func (s *slots) release(n int) { s.requested = max(s.requested-n, 0) }
 
-// sent records a pull request for n messages (already booked) and returns
-// its reply token. reconnects is the connection's reconnect count.
-func (s *slots) sent(n int, now time.Time, reconnects uint64) uint64 {
+// sent records a pull request for n messages (already booked), presenting
+// pin, and returns its reply token. reconnects is the connection's
+// reconnect count.
+func (s *slots) sent(n int, now time.Time, reconnects uint64, pin string) uint64 {
 	s.next++
 	if s.requested == n { // nothing else outstanding: the liveness clock starts now
 		s.lastSeen = now
 		s.reconnects = reconnects
 	}
-	s.open[s.next] = openPull{n: n, expires: now.Add(s.expiry)}
+	s.open[s.next] = openPull{n: n, left: n, sent: now, expires: now.Add(s.expiry), pin: pin}
+	s.lastSent = now
 	s.lastExpiry = now.Add(s.expiry)
 	return s.next
+}
+
+// fill attributes a delivery to the request it filled. A delivery arrives
+// on the message's own subject, not the request's reply token, but the
+// server serves a client's pull requests first come, first served: the
+// delivery filled the oldest open request with room left. A request that is
+// full is closed (the server sends no status for it). A request past its
+// expiry is not one the server still serves, whether or not its status
+// has come. ok is false when no open request had room (one from before a
+// reset).
+func (s *slots) fill(now time.Time) (req openPull, ok bool) {
+	var token uint64
+	for t, r := range s.open {
+		if r.left > 0 && now.Before(r.expires) && (!ok || r.sent.Before(req.sent) || r.sent.Equal(req.sent) && t < token) {
+			req, token, ok = r, t, true
+		}
+	}
+	if !ok {
+		return req, false
+	}
+	req.left--
+	if req.left == 0 {
+		delete(s.open, token)
+	} else {
+		s.open[token] = req
+	}
+	return req, true
+}
+
+// request returns what request token was sent with; ok is false for a
+// token it no longer knows (ended, or from before a reset).
+func (s *slots) request(token uint64) (req openPull, ok bool) {
+	req, ok = s.open[token]
+	return req, ok
 }
 
 // unsent forgets a request that could not be sent; the caller releases its

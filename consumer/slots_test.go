@@ -20,7 +20,7 @@ func TestSlotAccounting(t *testing.T) {
 		active    int
 	}
 	book := func(n int) func(*slots, time.Time) {
-		return func(s *slots, now time.Time) { s.book(n); s.sent(n, now, 0) }
+		return func(s *slots, now time.Time) { s.book(n); s.sent(n, now, 0, "") }
 	}
 	deliver := func(n int) func(*slots, time.Time) {
 		return func(s *slots, now time.Time) {
@@ -72,7 +72,7 @@ func TestSlotsRefusalsBackOffAndEvidenceResets(t *testing.T) {
 	var waits []time.Duration
 	for i := range 8 {
 		s.book(1)
-		tok := s.sent(1, now, 0)
+		tok := s.sent(1, now, 0, "")
 		s.ended(tok, statusRefused, 0, now)
 		_, w := s.free(now, 8, 2, 0)
 		waits = append(waits, w)
@@ -85,10 +85,10 @@ func TestSlotsRefusalsBackOffAndEvidenceResets(t *testing.T) {
 		t.Errorf("waits after refusals %v, want doubling from %v", waits, minRefusedWait)
 	}
 	s.book(1)
-	s.sent(1, now, 0)
+	s.sent(1, now, 0, "")
 	s.delivered(now, true) // a delivery is evidence that requests are served
 	s.book(1)
-	tok := s.sent(1, now, 0)
+	tok := s.sent(1, now, 0, "")
 	s.ended(tok, statusRefused, 0, now)
 	if _, w := s.free(now, 8, 2, 0); w != minRefusedWait {
 		t.Errorf("wait after a refusal following a delivery = %v, want %v", w, minRefusedWait)
@@ -109,7 +109,7 @@ func TestSlotsCheckResetsLostRequests(t *testing.T) {
 	} {
 		s := newSlots(5*time.Second, time.Second)
 		s.book(4)
-		s.sent(4, start, 0)
+		s.sent(4, start, 0, "")
 		if c.why == "requests expired without a status" {
 			// heartbeats keep coming, but no ending status
 			for d := time.Second; d < c.after; d += time.Second {
@@ -122,7 +122,7 @@ func TestSlotsCheckResetsLostRequests(t *testing.T) {
 	}
 	s := newSlots(5*time.Second, time.Second)
 	s.book(4)
-	s.sent(4, start, 0)
+	s.sent(4, start, 0, "")
 	if why := s.check(start.Add(1500*time.Millisecond), 0); why != "" || s.requested != 4 {
 		t.Errorf("a live request was reset: %q", why)
 	}
@@ -161,7 +161,7 @@ func TestSlotsLookAhead(t *testing.T) {
 		t.Fatalf("free with nothing in flight = %d, want limit 4 + look-ahead 2", n)
 	}
 	s.book(6)
-	s.sent(6, now, 0)
+	s.sent(6, now, 0, "")
 	var waiting int
 	for range 6 {
 		if s.delivered(now, true) {
@@ -199,7 +199,7 @@ func TestSlotsHoldAllLetsNothingWaitAhead(t *testing.T) {
 	s.holdAll = true
 	n, _ := s.free(now, 4, 1, 0)
 	s.book(n)
-	s.sent(n, now, 0)
+	s.sent(n, now, 0, "")
 	s.free(now, 1, 1, 0) // route health stops the route: a probe's limit
 	for range n {
 		if s.delivered(now, true) {

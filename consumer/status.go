@@ -58,20 +58,3 @@ func (r *Relay) RouteStatus(route string, maxKeys int) (RouteStatus, bool) {
 	}
 	return RouteStatus{}, false
 }
-
-func (rn *runner) status(maxKeys int) RouteStatus {
-	now := time.Now()
-	hs := rn.health.state(now)
-	st := RouteStatus{Route: rn.route.Name, Health: hs.Condition.String(), Limit: min(rn.limit, hs.Limit)}
-	if hs.Condition != ConditionNone {
-		st.Since, st.NextProbe = hs.Since, hs.NextProbe
-	}
-	rn.mu.Lock()
-	st.InFlight = rn.slots.active
-	rn.mu.Unlock()
-	if rn.order != nil {
-		os := rn.order.status(maxKeys)
-		st.Ordered = &os
-	}
-	return st
-}

@@ -140,7 +140,7 @@ func (s *deliverySpan) event(name string, out Outcome) {
 // marks every outcome but an acceptance and a hand-back at shutdown
 // (class canceled), which is no failure of the event's. Error texts are
 // those of the logs: the token is scrubbed from them (agentapi.Error).
-func (s *deliverySpan) settled(d delivery, out Outcome, act Action, settleErr error) {
+func (s *deliverySpan) settled(d *delivery, out Outcome, act Action, settleErr error) {
 	if s == nil {
 		return
 	}
@@ -149,7 +149,7 @@ func (s *deliverySpan) settled(d delivery, out Outcome, act Action, settleErr er
 	attrs = append(attrs,
 		natstrace.AttrOutcome.String(outcome),
 		natstrace.AttrClass.String(string(out.Class)),
-		natstrace.AttrIdempotencyKey.String(d.key),
+		natstrace.AttrIdempotencyKey.String(d.dec.key),
 	)
 	if out.Status != 0 {
 		attrs = append(attrs, semconv.HTTPResponseStatusCode(out.Status))

@@ -24,16 +24,17 @@ func (tracingAgent) Trigger(context.Context, agentapi.Event) (int, error) { retu
 
 // tracedDelivery runs the tracing steps handle and trigger take for one
 // message.
-func tracedDelivery(rt *routeTracing, ctx context.Context, msg inbound, md *jetstream.MsgMetadata) {
-	d := delivery{msg: msg, md: md, key: "k"}
+func tracedDelivery(rt *routeTracing, ctx context.Context, msg *pulledMsg, md *jetstream.MsgMetadata) {
+	dec := decoded{key: "k"}
+	d := delivery{msg: msg, md: md, dec: &dec}
 	d.span = rt.start(ctx, msg, md)
 	cctx, span := rt.startCall(d.span.context(ctx))
 	_ = cctx
 	endCall(span, 202, agentapi.ClassAccepted, nil)
-	d.span.settled(d, Outcome{Class: agentapi.ClassAccepted, Status: 202}, Action{Verdict: verdict.Ack}, nil)
+	d.span.settled(&d, Outcome{Class: agentapi.ClassAccepted, Status: 202}, Action{Verdict: verdict.Ack}, nil)
 }
 
-func benchMsg() (inbound, *jetstream.MsgMetadata) {
+func benchMsg() (*pulledMsg, *jetstream.MsgMetadata) {
 	msg := &pulledMsg{msg: &nats.Msg{Subject: "events.a", Data: []byte(`{"input":"hi"}`),
 		Header: nats.Header{"traceparent": {"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"}}}}
 	md := &jetstream.MsgMetadata{Sequence: jetstream.SequencePair{Stream: 7}, NumDelivered: 1, Stream: "EVENTS", Timestamp: time.Now()}

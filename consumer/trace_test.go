@@ -74,8 +74,8 @@ func wantAttrs(t *testing.T, s sdktrace.ReadOnlySpan, want map[string]string) {
 	t.Helper()
 	got := attrs(s)
 	for k, v := range want {
-		if g, ok := got[attribute.Key(k)]; !ok || g.Emit() != v {
-			t.Errorf("span %s: %s = %q (set: %v), want %q", s.Name(), k, g.Emit(), ok, v)
+		if g, ok := got[attribute.Key(k)]; !ok || g.String() != v {
+			t.Errorf("span %s: %s = %q (set: %v), want %q", s.Name(), k, g.String(), ok, v)
 		}
 	}
 }
@@ -190,13 +190,13 @@ func TestTracingRetriesAreSpansOfTheSameTrace(t *testing.T) {
 	}
 	for _, s := range exp.GetSpans().Snapshots() {
 		for _, kv := range s.Attributes() {
-			if strings.Contains(kv.Value.Emit(), tok) {
+			if strings.Contains(kv.Value.String(), tok) {
 				t.Errorf("span %s attribute %s holds the token", s.Name(), kv.Key)
 			}
 		}
 		for _, ev := range s.Events() {
 			for _, kv := range ev.Attributes {
-				if strings.Contains(kv.Value.Emit(), tok) {
+				if strings.Contains(kv.Value.String(), tok) {
 					t.Errorf("span %s event %s holds the token", s.Name(), ev.Name)
 				}
 			}
@@ -317,4 +317,4 @@ func TestTraceCarrierIgnoresCase(t *testing.T) {
 	}
 }
 
-func itoa(n uint64) string { return attribute.Int64Value(int64(n)).Emit() }
+func itoa(n uint64) string { return attribute.Int64Value(int64(n)).String() }

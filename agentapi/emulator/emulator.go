@@ -25,8 +25,9 @@
 //     it. The body is read into a buffer before this step, but it is judged
 //     only at step 7. Reading it early is what lets net/http notice that the
 //     client went away during the delay or a hang.
-//  3. Faults. The first scripted fault that matches the trigger id is used.
-//     If none matches, a probabilistic fault is drawn. server_error,
+//  3. Faults. A fault tied to the input (Faults.ByInput: the body holds its
+//     marker) comes first; then the first scripted fault that matches the
+//     trigger id; if none matches, a probabilistic fault is drawn. server_error,
 //     rate_limit and hang take effect here, before authentication.
 //     drop_after_accept is remembered until step 10. If the request is not
 //     accepted, it gets its normal answer and the fault is spent.

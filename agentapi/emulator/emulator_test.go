@@ -554,6 +554,36 @@ func TestScriptedFaultsApplyInOrder(t *testing.T) {
 	}
 }
 
+// A fault tied to an input meets that event every time (an API bug one
+// input triggers), before the script and the random draw, and only it.
+func TestInputFaultsMeetTheirEventEveryTime(t *testing.T) {
+	f := newFixture(t)
+	f.e.SetFaults(Faults{ByInput: []InputFault{
+		{Marker: "#bad-500", Fault: Fault{Kind: FaultServerError, Status: 500}},
+		{Marker: "#limited", Fault: Fault{Kind: FaultRateLimit, RetryAfter: "2"}},
+	}})
+	f.e.Script(Fault{Kind: FaultServerError, Status: 502})
+	for i := range 3 {
+		res := f.mustSend(t, f.request(t, trigA, tokA, fmt.Sprint("bad", i), `{"input":"x #bad-500 y"}`))
+		if res.status != 500 {
+			t.Errorf("bad event, call %d: %d, want 500 every time", i, res.status)
+		}
+		res = f.mustSend(t, f.request(t, trigA, tokA, fmt.Sprint("lim", i), `{"input":"#limited"}`))
+		if res.status != 429 || res.header.Get("Retry-After") != "2" {
+			t.Errorf("limited event, call %d: %d %q, want 429 with Retry-After 2", i, res.status, res.header.Get("Retry-After"))
+		}
+	}
+	if n := f.e.ScriptLen(); n != 1 {
+		t.Errorf("the input faults used the script: %d left, want 1", n)
+	}
+	if res := f.mustSend(t, f.request(t, trigA, tokA, "good", okBody)); res.status != 502 {
+		t.Errorf("a good event got %d, want the scripted 502", res.status)
+	}
+	if res := f.mustSend(t, f.request(t, trigA, tokA, "good2", okBody)); res.status != 202 {
+		t.Errorf("a good event got %d, want 202", res.status)
+	}
+}
+
 func TestScriptedFaultTriggerFilter(t *testing.T) {
 	f := newFixture(t)
 	f.e.Script(Fault{Kind: FaultServerError, TriggerID: trigB})

@@ -1,6 +1,7 @@
 package emulator
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -69,6 +70,18 @@ type Faults struct {
 
 	Seed    int64         // seeds the random source so runs repeat; 0 picks a random seed
 	HangFor time.Duration // upper bound of a hang (default DefaultHangFor)
+
+	// ByInput are faults tied to the event rather than to chance: a request
+	// whose body holds an InputFault's Marker meets its Fault every time,
+	// as an API bug triggered by one input would. They come before the
+	// script and the random draw.
+	ByInput []InputFault
+}
+
+// InputFault is a fault for every request whose body holds Marker.
+type InputFault struct {
+	Marker string
+	Fault  Fault
 }
 
 // Validate reports settings that SetFaults would have to clamp: a rate
@@ -134,9 +147,15 @@ func (e *Emulator) Script(faults ...Fault) {
 // ScriptLen returns the number of scripted faults not yet used.
 func (e *Emulator) ScriptLen() int { return int(e.scriptLen.Load()) }
 
-// nextFault returns the fault for a request to trigger id. Kind is
-// FaultNone when neither the script nor the random draw produced one.
-func (e *Emulator) nextFault(id string, fs *faultState) Fault {
+// nextFault returns the fault for a request to trigger id with body. Kind
+// is FaultNone when neither the input, the script nor the random draw
+// produced one.
+func (e *Emulator) nextFault(id string, body []byte, fs *faultState) Fault {
+	for _, f := range fs.ByInput {
+		if f.Marker != "" && bytes.Contains(body, []byte(f.Marker)) && (f.Fault.TriggerID == "" || f.Fault.TriggerID == id) {
+			return f.Fault
+		}
+	}
 	if e.scriptLen.Load() > 0 {
 		if f, ok := e.popScript(id); ok {
 			return f
@@ -195,6 +214,7 @@ func newFaultState(f Faults) *faultState {
 	if f.HangFor <= 0 {
 		f.HangFor = DefaultHangFor
 	}
+	f.ByInput = slices.Clone(f.ByInput)
 	seed := uint64(f.Seed)
 	if f.Seed == 0 {
 		seed = rand.Uint64()

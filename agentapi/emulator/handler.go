@@ -56,7 +56,7 @@ func (e *Emulator) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 
 	// 3. Faults. Outages come before authentication.
-	fault := e.nextFault(id, fs)
+	fault := e.nextFault(id, body.buf.Bytes(), fs)
 	switch fault.Kind {
 	case FaultNone, FaultDropAfterAccept:
 		// Drop takes effect at step 10, and only if the request is accepted.
