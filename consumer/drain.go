@@ -50,13 +50,6 @@ func (e *engine) startDrain() {
 	}
 }
 
-// isDraining reports whether the drain has begun.
-func (e *engine) isDraining() bool {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	return e.draining
-}
-
 // drain waits until no message is in flight, or until deadline; then it
 // cancels the calls still running (cancelCalls: they end as canceled and
 // their messages are handed back at once) and waits for that. Then it

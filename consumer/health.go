@@ -408,14 +408,6 @@ func (h *health) resume() {
 	h.aimd.resumed()
 }
 
-// throttled reports whether a 429 now is the route's: the route is stopped
-// for it, or a share of its fresh calls of late met one.
-func (h *health) throttled(now time.Time) bool {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	return h.cond == ConditionRateLimited || h.aimd.widespread(now, h.s.MinCalls)
-}
-
 // state returns a snapshot.
 func (h *health) state(now time.Time) HealthState {
 	h.mu.Lock()
