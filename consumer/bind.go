@@ -18,7 +18,7 @@ type binding struct {
 	rebinding     atomic.Bool
 	ackFloor      atomic.Uint64 // the consumer's ack floor as last seen (stream sequence)
 	streamCreated atomic.Int64  // the stream's creation time at bind, to tell a re-created stream
-	clustered     atomic.Bool   // the stream lives on a JetStream cluster
+	clustered     atomic.Bool   // the consumer lives on a JetStream cluster
 }
 
 // credible reports whether a consumer info answer can be believed. In a
@@ -106,7 +106,9 @@ func (rn *runner) bind(ctx context.Context) error {
 		}
 	}
 	rn.bound.streamCreated.Store(created)
-	rn.bound.clustered.Store(st.CachedInfo().Cluster != nil || c.CachedInfo().Cluster != nil)
+	// A consumer's info carries cluster information only when the consumer
+	// is replicated by a JetStream cluster (a stream's info always does).
+	rn.bound.clustered.Store(c.CachedInfo().Cluster != nil)
 	rn.bound.ackFloor.Store(c.CachedInfo().AckFloor.Stream)
 	rn.bound.cons.Store(&c)
 	return nil

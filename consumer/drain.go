@@ -70,7 +70,7 @@ func (e *engine) drain(deadline time.Time, cancelCalls func()) {
 	cancelCalls()
 	e.p.stop(2 * time.Second)
 	e.flushHandBack()
-	e.quitOnce.Do(func() { close(e.quit) })
+	e.handlers.quitOnce.Do(func() { close(e.handlers.quit) })
 }
 
 // flushHandBack naks the messages held back during a drain; later ones are

@@ -37,7 +37,12 @@ type engine struct {
 	handedBack bool       // the drain has flushed handBack
 	draining   bool
 
-	wake     chan struct{}   // a slot freed, health changed: plan again
+	wake     chan struct{} // a slot freed, health changed: plan again
+	handlers handlers
+}
+
+// handlers are an engine's reusable handler goroutines.
+type handlers struct {
 	idle     chan *pulledMsg // hands a message to a handler goroutine waiting for work
 	quit     chan struct{}   // closed when the drain is over: idle handlers exit
 	quitOnce sync.Once
@@ -82,7 +87,8 @@ const handlerIdle = time.Second
 func newEngine(owner engineOwner, m observe.RouteObserver, log *slog.Logger, o Options, ackWait time.Duration) *engine {
 	e := &engine{
 		owner: owner, m: m, log: log, tick: o.PullHeartbeat,
-		wake: make(chan struct{}, 1), idle: make(chan *pulledMsg), quit: make(chan struct{}),
+		wake:     make(chan struct{}, 1),
+		handlers: handlers{idle: make(chan *pulledMsg), quit: make(chan struct{})},
 	}
 	e.alive = newKeepAlives(ackWait/3, func() { m.SettleFailed("in_progress") })
 	return e
@@ -225,7 +231,7 @@ func (e *engine) delivered(msg *pulledMsg, pin string) {
 // two or three times on every message; a reused one has grown already.
 func (e *engine) dispatch(msg *pulledMsg) {
 	select {
-	case e.idle <- msg:
+	case e.handlers.idle <- msg:
 	default:
 		go e.handleLoop(msg)
 	}
@@ -241,10 +247,10 @@ func (e *engine) handleLoop(msg *pulledMsg) {
 		e.done()
 		t.Reset(handlerIdle)
 		select {
-		case msg = <-e.idle:
+		case msg = <-e.handlers.idle:
 		case <-t.C:
 			return
-		case <-e.quit:
+		case <-e.handlers.quit:
 			return
 		}
 	}

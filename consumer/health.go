@@ -29,110 +29,6 @@ import (
 // passes now, and the runner turns its answers into pulls, hand-backs and
 // consumer pauses.
 
-// Condition is a route-wide reason to stop calling the API.
-type Condition string
-
-// Conditions. The empty Condition is a healthy route.
-const (
-	ConditionNone         Condition = ""
-	ConditionOutage       Condition = "outage"       // 5xx, timeouts or network errors on a share of fresh messages
-	ConditionUnauthorized Condition = "unauthorized" // 401, or a token the client cannot send: the token is refused
-	ConditionNotRunnable  Condition = "not_runnable" // 409: the agent or channel is not runnable
-	ConditionRateLimited  Condition = "rate_limited" // 429 on fresh messages in a row, even at a concurrency of one
-)
-
-const (
-	conditionHealthyLabel = "healthy" // how ConditionNone is shown in logs and metrics
-	rateLimitGateStreak   = 5         // fresh 429s in a row at concurrency one that stop the route
-	minCutSpacing         = 100 * time.Millisecond
-	// rateLimitShare of the fresh calls in the window answered 429 makes
-	// a 429 the route's (AIMD cuts its concurrency, and the 429 costs the
-	// message nothing); below it, a 429 is the message's own (a limit on
-	// one conversation, say) and counts towards its budget.
-	rateLimitShare = 0.1
-)
-
-// String names the condition for logs and metrics.
-func (c Condition) String() string {
-	if c == ConditionNone {
-		return conditionHealthyLabel
-	}
-	return string(c)
-}
-
-// explains reports whether an outcome of class is what condition c makes
-// every call end in: while c holds, such an outcome is the route's, not the
-// message's.
-func (c Condition) explains(class agentapi.Class) bool {
-	switch c {
-	case ConditionOutage:
-		return class.Transient()
-	case ConditionUnauthorized:
-		return class == agentapi.ClassUnauthorized
-	case ConditionNotRunnable:
-		return class == agentapi.ClassConflict
-	case ConditionRateLimited:
-		return class == agentapi.ClassRateLimited
-	}
-	return false
-}
-
-// anyMessageShows reports whether any message, fresh or not, proves c
-// again when its call meets it: a refused token or an agent that is not
-// runnable is the route's whoever calls. An outage or a rate limit is only
-// shown again by a fresh message.
-func (c Condition) anyMessageShows() bool {
-	return c == ConditionUnauthorized || c == ConditionNotRunnable
-}
-
-func conditionLabels() []string {
-	cs := Conditions()
-	out := make([]string, len(cs))
-	for i, c := range cs {
-		out[i] = c.String()
-	}
-	return out
-}
-
-// Conditions lists every condition, healthy first, for metrics that export
-// one series per state.
-func Conditions() []Condition {
-	return []Condition{ConditionNone, ConditionOutage, ConditionUnauthorized, ConditionNotRunnable, ConditionRateLimited}
-}
-
-// Admission is what the health model says about a call about to be made.
-type Admission uint8
-
-// Admissions.
-const (
-	Admit Admission = iota + 1 // healthy: call
-	Probe                      // stopped, and this call is the probe: call, then report it as one
-	Gated                      // stopped: do not call; the message waits for the next probe or goes back
-)
-
-// Transition is what a recorded outcome changed.
-type Transition uint8
-
-// Transitions.
-const (
-	NoChange    Transition = iota
-	Tripped                // a route-wide condition began
-	ProbeFailed            // a probe met the condition again; the interval grew
-	Resumed                // a probe got through: the route is healthy
-)
-
-func (t Transition) String() string {
-	switch t {
-	case Tripped:
-		return "tripped"
-	case ProbeFailed:
-		return "probe_failed"
-	case Resumed:
-		return "resumed"
-	}
-	return "none"
-}
-
 // callResult is what one call told route health.
 type callResult struct {
 	class      agentapi.Class
@@ -178,7 +74,19 @@ type health struct {
 	s        BreakerSettings
 	maxLimit int
 
-	mu        sync.Mutex // guards every field below
+	mu       sync.Mutex // guards every field below
+	stop     stop       // the route-wide condition, while one holds
+	paused   time.Time  // an operator's pause, until then
+	detector *gobreaker.TwoStepCircuitBreaker[struct{}]
+	tripped  bool // set by the detector's OnStateChange
+	was      Condition
+	wasSince time.Time
+	aimd     aimd
+}
+
+// stop is a route-wide condition and its probing. It is part of health
+// and guarded by health's lock; the zero value is a healthy route.
+type stop struct {
 	cond      Condition
 	since     time.Time
 	interval  time.Duration
@@ -187,12 +95,6 @@ type health struct {
 	fresh     bool // a fresh message's probe is in flight
 	proven    bool // the condition's latest evidence is a fresh message's (or needs none)
 	cause     StopCause
-	paused    time.Time // an operator's pause, until then
-	detector  *gobreaker.TwoStepCircuitBreaker[struct{}]
-	tripped   bool // set by the detector's OnStateChange
-	was       Condition
-	wasSince  time.Time
-	aimd      aimd
 }
 
 func newHealth(s BreakerSettings, maxLimit int) *health {
@@ -241,30 +143,30 @@ func (h *health) admit(now time.Time, fresh bool) Admission {
 	switch {
 	case now.Before(h.paused):
 		return Gated
-	case h.cond == ConditionNone:
+	case h.stop.cond == ConditionNone:
 		return Admit
 	case fresh && h.freshMayProbeLocked(now), !fresh && h.anyMayProbeLocked(now):
-		h.probes++
-		h.fresh = h.fresh || fresh
+		h.stop.probes++
+		h.stop.fresh = h.stop.fresh || fresh
 		return Probe
 	}
 	return Gated
 }
 
 func (h *health) anyMayProbeLocked(now time.Time) bool {
-	return h.cond != ConditionNone && !now.Before(h.paused) && h.probes == 0 && !now.Before(h.nextProbe)
+	return h.stop.cond != ConditionNone && !now.Before(h.paused) && h.stop.probes == 0 && !now.Before(h.stop.nextProbe)
 }
 
 func (h *health) freshMayProbeLocked(now time.Time) bool {
-	return h.cond != ConditionNone && !now.Before(h.paused) && !h.fresh && (!now.Before(h.nextProbe) || !h.proven)
+	return h.stop.cond != ConditionNone && !now.Before(h.paused) && !h.stop.fresh && (!now.Before(h.stop.nextProbe) || !h.stop.proven)
 }
 
 // probeNow moves the next probe to now: another replica resumed the route,
 // or the consumer's pause ended, so the condition may be over.
 func (h *health) probeNow(now time.Time) {
 	h.mu.Lock()
-	if h.cond != ConditionNone && now.Before(h.nextProbe) {
-		h.nextProbe = now
+	if h.stop.cond != ConditionNone && now.Before(h.stop.nextProbe) {
+		h.stop.nextProbe = now
 	}
 	h.mu.Unlock()
 }
@@ -277,9 +179,9 @@ func (h *health) cancelProbe(fresh bool) {
 }
 
 func (h *health) endProbeLocked(fresh bool) {
-	h.probes = max(h.probes-1, 0)
+	h.stop.probes = max(h.stop.probes-1, 0)
 	if fresh {
-		h.fresh = false
+		h.stop.fresh = false
 	}
 }
 
@@ -290,8 +192,8 @@ func (h *health) operatorPause(until, now time.Time) {
 	h.mu.Lock()
 	ended := !h.paused.IsZero() && until.IsZero()
 	h.paused = until
-	if ended && h.cond != ConditionNone {
-		h.nextProbe = now
+	if ended && h.stop.cond != ConditionNone {
+		h.stop.nextProbe = now
 	}
 	h.mu.Unlock()
 }
@@ -305,12 +207,12 @@ func (h *health) adopt(cond Condition, now time.Time) Transition {
 	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	if h.cond != ConditionNone {
+	if h.stop.cond != ConditionNone {
 		return NoChange
 	}
-	h.cond, h.since, h.interval, h.proven = cond, now, h.s.ProbeInterval, true
-	h.cause = StopCause{Error: "another replica stopped the route (the consumer is paused by route health)"}
-	h.nextProbe = now.Add(h.interval)
+	h.stop.cond, h.stop.since, h.stop.interval, h.stop.proven = cond, now, h.s.ProbeInterval, true
+	h.stop.cause = StopCause{Error: "another replica stopped the route (the consumer is paused by route health)"}
+	h.stop.nextProbe = now.Add(h.stop.interval)
 	return Tripped
 }
 
@@ -342,7 +244,7 @@ func (h *health) record(c callResult, now time.Time) Transition {
 	if c.probe {
 		return h.probed(c, now)
 	}
-	if h.cond != ConditionNone {
+	if h.stop.cond != ConditionNone {
 		// A call that was in flight when the route stopped: the
 		// condition is already known, and only probes end it.
 		return NoChange
@@ -357,9 +259,9 @@ func (h *health) record(c callResult, now time.Time) Transition {
 	if cond == ConditionNone {
 		return NoChange
 	}
-	h.cond, h.since, h.interval, h.proven = cond, now, h.s.ProbeInterval, true
-	h.cause = causeOf(c)
-	h.nextProbe = now.Add(max(h.interval, min(c.retryAfter, h.s.MaxProbeInterval)))
+	h.stop.cond, h.stop.since, h.stop.interval, h.stop.proven = cond, now, h.s.ProbeInterval, true
+	h.stop.cause = causeOf(c)
+	h.stop.nextProbe = now.Add(max(h.stop.interval, min(c.retryAfter, h.s.MaxProbeInterval)))
 	return Tripped
 }
 
@@ -385,14 +287,14 @@ func (h *health) detects(c callResult) bool {
 // may probe at once after it.
 func (h *health) probed(c callResult, now time.Time) Transition {
 	h.endProbeLocked(c.fresh)
-	if h.cond == ConditionNone {
+	if h.stop.cond == ConditionNone {
 		return NoChange
 	}
-	if h.cond.explains(c.class) {
-		h.proven = c.fresh || h.cond.anyMessageShows()
-		h.interval = min(2*h.interval, h.s.MaxProbeInterval)
-		h.nextProbe = now.Add(max(h.interval, min(c.retryAfter, h.s.MaxProbeInterval)))
-		h.cause = causeOf(c)
+	if h.stop.cond.explains(c.class) {
+		h.stop.proven = c.fresh || h.stop.cond.anyMessageShows()
+		h.stop.interval = min(2*h.stop.interval, h.s.MaxProbeInterval)
+		h.stop.nextProbe = now.Add(max(h.stop.interval, min(c.retryAfter, h.s.MaxProbeInterval)))
+		h.stop.cause = causeOf(c)
 		return ProbeFailed
 	}
 	h.resume()
@@ -400,9 +302,10 @@ func (h *health) probed(c callResult, now time.Time) Transition {
 }
 
 func (h *health) resume() {
-	h.was, h.wasSince = h.cond, h.since
-	h.cond, h.since, h.nextProbe, h.interval = ConditionNone, time.Time{}, time.Time{}, 0
-	h.cause = StopCause{}
+	h.was, h.wasSince = h.stop.cond, h.stop.since
+	// A probe still in flight (a fresh one beside another) is accounted
+	// for when it ends.
+	h.stop = stop{probes: h.stop.probes, fresh: h.stop.fresh}
 	h.tripped = false
 	h.detector = h.newDetector()
 	h.aimd.resumed()
@@ -413,10 +316,10 @@ func (h *health) state(now time.Time) HealthState {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	st := HealthState{
-		Condition: h.cond, Since: h.since, NextProbe: h.nextProbe, Interval: h.interval,
-		Probing: h.probes > 0, AnyMayProbe: h.anyMayProbeLocked(now), FreshMayProbe: h.freshMayProbeLocked(now),
-		Limit: h.aimd.current(), Cause: h.cause, Was: h.was, WasSince: h.wasSince,
-		Throttled: h.cond == ConditionRateLimited || h.aimd.widespread(now, h.s.MinCalls),
+		Condition: h.stop.cond, Since: h.stop.since, NextProbe: h.stop.nextProbe, Interval: h.stop.interval,
+		Probing: h.stop.probes > 0, AnyMayProbe: h.anyMayProbeLocked(now), FreshMayProbe: h.freshMayProbeLocked(now),
+		Limit: h.aimd.current(), Cause: h.stop.cause, Was: h.was, WasSince: h.wasSince,
+		Throttled: h.stop.cond == ConditionRateLimited || h.aimd.widespread(now, h.s.MinCalls),
 	}
 	if now.Before(h.paused) {
 		st.OperatorPause = h.paused
@@ -424,12 +327,12 @@ func (h *health) state(now time.Time) HealthState {
 	if h.s.Disabled {
 		st.Limit = h.maxLimit
 	}
-	if h.cond != ConditionNone {
+	if h.stop.cond != ConditionNone {
 		// Until the next probe; while one is in flight, the next one
 		// comes an interval after it at the earliest.
-		st.RetryIn = h.nextProbe.Sub(now)
+		st.RetryIn = h.stop.nextProbe.Sub(now)
 		if st.RetryIn <= 0 {
-			st.RetryIn = h.interval
+			st.RetryIn = h.stop.interval
 		}
 	}
 	return st

@@ -314,3 +314,42 @@ func TestOrderedTakeoverAdoptsALargerWindow(t *testing.T) {
 		t.Errorf("%d accepted, want %d", h.emu.LedgerLen(), n)
 	}
 }
+
+// Finding 6: a token rotated to one the HTTP client cannot send (a control
+// character in it) is a token problem: the route stops as for a 401, no
+// event is sent or dead-lettered, and the route resumes once the token is
+// fixed.
+func TestAnUnsendableTokenStopsTheRouteAndDeadLettersNothing(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, emulator.WithTrigger("agtch_f6", true), emulator.WithRequestLog(1000))
+	path := t.TempDir() + "/token"
+	writeFile(t, path, tok)
+	ft, err := agentapi.NewFileToken(path, 50*time.Millisecond)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := defaultTimings(h.route("f6", "events.f6.>", h.agent("agtch_f6", ft)))
+	run := h.start(r)
+	h.publish("events.f6.x", `{"input":"before"}`, nil, "f6-0")
+	h.waitSettled(10*time.Second, "f6")
+	writeFile(t, path, "tok-\x1b[31m-test")
+	time.Sleep(200 * time.Millisecond) // the file token re-reads every 50ms
+	sent := h.emu.Stats().Requests
+	for i := 1; i <= 20; i++ {
+		h.publish("events.f6.x", `{"input":"during"}`, nil, fmt.Sprintf("f6-%d", i))
+	}
+	testenv.Eventually(t, 10*time.Second, "the route stopped for its token", func() bool {
+		return metricValue(t, run, "agentrelay_route_health", "f6", "unauthorized") == 1
+	})
+	if n := h.emu.Stats().Requests - sent; n != 0 {
+		t.Errorf("%d requests reached the API with a token the client cannot send", n)
+	}
+	writeFile(t, path, tok)
+	h.waitSettled(20*time.Second, "f6")
+	if got := len(h.deadLetters()); got != 0 {
+		t.Errorf("%d dead letters, want none", got)
+	}
+	if n := h.emu.LedgerLen(); n != 21 {
+		t.Errorf("%d accepted, want 21", n)
+	}
+}

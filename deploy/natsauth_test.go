@@ -492,4 +492,27 @@ routes:
 	for _, subject := range []string{"agentrelay.ordered.AGENT_EVENTS.agentrelay-ordered", "agentrelay.status.x", "$SRV.PING", natsconn.SREInboxPrefix + ".forged"} {
 		p.mayNotPublish(t, subject)
 	}
+
+	// The worker itself did everything it does with its own permissions:
+	// pulled, acked, watched the pause advisories and the dead-letter
+	// stream; paused and resumed a route for route health (a probe the API
+	// refuses with 409 stops the ordered route, a probe that gets through
+	// resumes it).
+	emu.SetRunnable("agtch_ordered", false)
+	if _, err := producer.js.Publish(ctx, "agents.ordered.e", []byte(`{"input":"BODY-OF-ORDERED-2","conversation_key":"KEY-OF-ORDERED"}`)); err != nil {
+		t.Fatal(err)
+	}
+	testenv.Eventually(t, 15*time.Second, "the route paused for route health", func() bool {
+		c, err := admin.js.Consumer(ctx, "AGENT_EVENTS", "agentrelay-ordered")
+		if err != nil {
+			return false
+		}
+		info, err := c.Info(ctx)
+		return err == nil && info.Paused
+	})
+	emu.SetRunnable("agtch_ordered", true)
+	testenv.Eventually(t, 15*time.Second, "resumed and accepted", func() bool { return emu.LedgerLen() == 3 })
+	if strings.Contains(logs.String(), "ermissions Violation") {
+		t.Errorf("the worker met a permission it lacks:\n%s", logs.String())
+	}
 }
