@@ -132,13 +132,13 @@ func TestLedgerCountsEarlierDeliveriesOfAMessageThatFailsOnItsOwn(t *testing.T) 
 	if !l.fresh(7) {
 		t.Fatal("an unknown message is not fresh")
 	}
-	if f, _ := l.failed(7, agentapi.ClassServerError, false, 1); f != 0 || l.fresh(7) {
+	if f, _ := l.failed(7, agentapi.ClassServerError, false, true, 1); f != 0 || l.fresh(7) {
 		t.Errorf("a route-wide failure: own %d, fresh %v; want 0 and not fresh", f, l.fresh(7))
 	}
-	if f, _ := l.failed(7, agentapi.ClassServerError, true, 5); f != 5 {
+	if f, _ := l.failed(7, agentapi.ClassServerError, true, true, 5); f != 5 {
 		t.Errorf("an own failure at the fifth delivery: own %d, want 5 (four elsewhere, this one)", f)
 	}
-	if f, to := l.failed(7, agentapi.ClassTimeout, true, 6); f != 6 || to != 1 {
+	if f, to := l.failed(7, agentapi.ClassTimeout, true, true, 6); f != 6 || to != 1 {
 		t.Errorf("own %d timeouts %d, want 6 and 1", f, to)
 	}
 	l.forget(7)

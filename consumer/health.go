@@ -61,6 +61,10 @@ type HealthState struct {
 	// Throttled: a share of the fresh calls of late were answered 429, so
 	// a 429 now is the route's, not the message's.
 	Throttled bool
+	// SlowAPI: a share of the fresh calls of late timed out, so a timeout
+	// now says little about the message: it counts towards its
+	// MaxAttempts, not its MaxTimeouts.
+	SlowAPI bool
 	// OperatorPause is when an operator's pause of the consumer ends (zero
 	// when there is none): no probes, no calls meanwhile.
 	OperatorPause time.Time
@@ -82,7 +86,13 @@ type health struct {
 	was      Condition
 	wasSince time.Time
 	aimd     aimd
+	timeouts shareWindow // fresh calls and those of them that timed out
 }
+
+// slowShare of the fresh calls of the last window timing out makes a
+// timeout the API's slowness rather than the message's (see
+// HealthState.SlowAPI).
+const slowShare = 0.05
 
 // stop is a route-wide condition and its probing. It is part of health
 // and guarded by health's lock; the zero value is a healthy route.
@@ -100,6 +110,7 @@ type stop struct {
 func newHealth(s BreakerSettings, maxLimit int) *health {
 	h := &health{s: s.WithDefaults(), maxLimit: max(maxLimit, 1)}
 	h.aimd = newAIMD(h.maxLimit, h.s)
+	h.timeouts = newShareWindow(h.s.Window)
 	h.detector = h.newDetector()
 	return h
 }
@@ -241,6 +252,9 @@ func (h *health) record(c callResult, now time.Time) Transition {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	h.aimd.record(c, now, h.s.MaxProbeInterval)
+	if c.fresh {
+		h.timeouts.add(now, c.class == agentapi.ClassTimeout)
+	}
 	if c.probe {
 		return h.probed(c, now)
 	}
@@ -320,6 +334,9 @@ func (h *health) state(now time.Time) HealthState {
 		Probing: h.stop.probes > 0, AnyMayProbe: h.anyMayProbeLocked(now), FreshMayProbe: h.freshMayProbeLocked(now),
 		Limit: h.aimd.current(), Cause: h.stop.cause, Was: h.was, WasSince: h.wasSince,
 		Throttled: h.stop.cond == ConditionRateLimited || h.aimd.widespread(now, h.s.MinCalls),
+	}
+	if calls, timedOut := h.timeouts.counts(now); calls >= int(h.s.MinCalls) && float64(timedOut) >= slowShare*float64(calls) {
+		st.SlowAPI = true
 	}
 	if now.Before(h.paused) {
 		st.OperatorPause = h.paused

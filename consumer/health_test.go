@@ -456,3 +456,23 @@ func TestAutoPauseMarkNamesTheCondition(t *testing.T) {
 		t.Error("an earlier version's pause is not read as route health's outage")
 	}
 }
+
+// When a share of the fresh calls time out, the API is slow, not the
+// message bad: a timeout then does not count towards MaxTimeouts.
+func TestHealthTellsASlowAPIFromAHangingMessage(t *testing.T) {
+	t.Parallel()
+	h := newTestHealth()
+	for range 99 {
+		h.record(fresh(agentapi.ClassAccepted), at(0))
+	}
+	h.record(fresh(agentapi.ClassTimeout), at(0))
+	if h.state(at(0)).SlowAPI {
+		t.Error("one timeout in a hundred calls taken for a slow API")
+	}
+	for range 10 {
+		h.record(fresh(agentapi.ClassTimeout), at(time.Second))
+	}
+	if !h.state(at(time.Second)).SlowAPI {
+		t.Error("a tenth of the calls timing out not taken for a slow API")
+	}
+}

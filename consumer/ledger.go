@@ -45,8 +45,9 @@ func (l *ledger) fresh(seq uint64) bool {
 
 // failed records a failed call of the message, in its delivered-th
 // delivery. own says whether the failure is the message's own (the route
-// was healthy); it returns the message's own failures and own timeouts so
-// far.
+// was healthy), ownTimeout whether a timeout is too (other messages' calls
+// do not time out as well); it returns the message's own failures and own
+// timeouts so far.
 //
 // A message's earlier deliveries may have failed on other replicas, which
 // this ledger never saw: JetStream's delivery count says how many there
@@ -57,7 +58,7 @@ func (l *ledger) fresh(seq uint64) bool {
 // was stopped, a replica's crash): it errs towards an earlier dead letter
 // for a message that fails on its own after an outage, never towards
 // retrying one for ever.
-func (l *ledger) failed(seq uint64, class agentapi.Class, own bool, delivered int) (failures, timeouts int) {
+func (l *ledger) failed(seq uint64, class agentapi.Class, own, ownTimeout bool, delivered int) (failures, timeouts int) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	r := l.entries[seq]
@@ -71,7 +72,7 @@ func (l *ledger) failed(seq uint64, class agentapi.Class, own bool, delivered in
 	r.failed, r.last = true, class
 	if own {
 		r.own = max(r.own+1, delivered)
-		if class == agentapi.ClassTimeout {
+		if class == agentapi.ClassTimeout && ownTimeout {
 			r.timeouts++
 		}
 	}

@@ -242,7 +242,7 @@ func (rn *runner) callOnce(d *delivery, probe bool) (out Outcome, stopped bool) 
 		out.RouteWide = true // many messages meet 429s: the route's, not this one's
 	}
 	if suspectClass(out.Class) {
-		d.attempts.Failed, d.attempts.Timeouts = rn.ledger.failed(d.seq(), out.Class, ownFailure(out), d.attempts.Delivered)
+		d.attempts.Failed, d.attempts.Timeouts = rn.ledger.failed(d.seq(), out.Class, ownFailure(out), !hs.SlowAPI, d.attempts.Delivered)
 	}
 	return out, stopped
 }

@@ -18,7 +18,9 @@ type RetryPolicy struct {
 	// MaxTimeouts is how many of those failures may be timeouts: a call
 	// that hangs holds a call slot for the whole client timeout, so a
 	// message whose calls keep hanging while others' do not is
-	// dead-lettered sooner. Default 3; never more than MaxAttempts.
+	// dead-lettered sooner. While a share of the route's calls time out
+	// (a slow API rather than a bad message), a timeout counts towards
+	// MaxAttempts only. Default 3; never more than MaxAttempts.
 	MaxTimeouts int
 	// InitialBackoff is the delay before the second attempt. Default 1s.
 	InitialBackoff time.Duration

@@ -89,6 +89,10 @@ type Event struct {
 	// WantReason is the Agentrelay-Reason its dead letter must carry
 	// (KindDeadLetter only).
 	WantReason string
+	// WantStatus and WantClass, when set, are the Agentrelay-Status and
+	// Agentrelay-Class its dead letter must carry: how its last call ended
+	// (an event the API always fails).
+	WantStatus, WantClass string
 }
 
 // Accepted is one entry of the API's ledger: an event it enqueued.
@@ -111,6 +115,8 @@ type DeadLetter struct {
 	OriginalMsgID string // Agentrelay-Original-Nats-Msg-Id
 	Key           string // Idempotency-Key header; "" when absent
 	Reason        string // Agentrelay-Reason
+	Status        string // Agentrelay-Status; "" when absent
+	Class         string // Agentrelay-Class
 }
 
 // ConsumerState is what a route's durable consumer still owes.
@@ -380,6 +386,8 @@ func Check(manifest []Event, obs Observed, opt Options) Report {
 				r.Lost = append(r.Lost, fmt.Sprintf("%s (must be dead-lettered as %s): not in the dead-letter stream", e.MsgID, e.WantReason))
 			case !onlyReason(dls, e.WantReason):
 				violate("%s: dead-lettered as %s, want %s", e.MsgID, reasons(dls), e.WantReason)
+			case e.WantStatus != "" && dls[0].Status != e.WantStatus, e.WantClass != "" && dls[0].Class != e.WantClass:
+				violate("%s: dead letter says status %q class %q, want status %q class %q (its last call)", e.MsgID, dls[0].Status, dls[0].Class, e.WantStatus, e.WantClass)
 			}
 		}
 	}

@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"path/filepath"
 	"slices"
+	"syscall"
 	"time"
 
 	"github.com/agentrelay/agentrelay/internal/deadletter"
@@ -59,12 +60,19 @@ func (r *run) chaos(published <-chan struct{}) <-chan struct{} {
 	for i := range plan {
 		plan[i].at = r.p.publishFor/10 + span*time.Duration(i)/time.Duration(max(len(plan), 1))
 	}
-	plan = append(plan, action{at: time.Duration(r.p.runnableAt * float64(r.p.publishFor)), name: "runnable", do: r.makeRunnable})
+	if r.p.paused > 0 {
+		plan = append(plan, action{at: time.Duration(r.p.runnableAt * float64(r.p.publishFor)), name: "runnable", do: r.makeRunnable})
+	}
 	if r.p.scaleUpAt > 0 {
 		plan = append(plan, action{at: time.Duration(r.p.scaleUpAt * float64(r.p.publishFor)), name: "scale-up", do: r.scaleUp})
 	}
 	if r.p.killOwnerAt > 0 {
 		plan = append(plan, action{at: time.Duration(r.p.killOwnerAt * float64(r.p.publishFor)), name: "kill-ordered-owner", do: r.killOrderedOwner})
+	}
+	for i := range r.p.stalls {
+		// Spread over the publishing period, the last well before its end.
+		at := r.p.publishFor / 10 * 8 * time.Duration(i) / time.Duration(r.p.stalls)
+		plan = append(plan, action{at: r.p.publishFor/20 + at, name: "stall-ordered-owner", do: r.stallOrderedOwner})
 	}
 	slices.SortStableFunc(plan, func(a, b action) int { return int(a.at - b.at) })
 
@@ -200,6 +208,34 @@ func (r *run) killOrderedOwner() {
 	r.logf("the ordered route's owner is worker %d", slot)
 	r.killSlot(slot, r.p.downFor[0], true)
 	r.count(func(f *figures) { f.ownerKills++ })
+}
+
+// stallOrderedOwner stops the replica that owns the ordered route (the one
+// that made its latest call) with SIGSTOP for the profile's stallFor, longer
+// than the pinned TTL, and lets it go on with SIGCONT, as a long GC pause or
+// a starved VM would: another replica takes the route over meanwhile, and
+// the stalled one must call nothing that overlaps the new owner's calls of
+// a key when it wakes (the recorder's overlap check).
+func (r *run) stallOrderedOwner() {
+	slot := r.api.rec.lastCaller(triggerConvo)
+	w := r.fleet.current(slot)
+	if slot < 0 || w == nil {
+		r.fail(errors.New("the ordered route has no owner to stall"))
+		return
+	}
+	from := time.Now()
+	if err := w.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
+		r.fail(fmt.Errorf("SIGSTOP worker %d: %w", slot, err))
+		return
+	}
+	r.logf("stalled worker %d, the ordered route's owner, for %v", slot, r.p.stallFor)
+	time.Sleep(r.p.stallFor) // the stall itself
+	if err := w.cmd.Process.Signal(syscall.SIGCONT); err != nil {
+		r.fail(fmt.Errorf("SIGCONT worker %d: %w", slot, err))
+		return
+	}
+	r.faultSpan("owner-stall", from, false)
+	r.count(func(f *figures) { f.stalls++ })
 }
 
 // scaleUp starts the replicas the profile held back, while the events

@@ -48,6 +48,15 @@ func shortProfiles() []profile {
 			rotations: 1, window401: 500 * time.Millisecond,
 			runnableAt: 0.75, drainTimeout: 45 * time.Second, targets: recoveryTargets,
 		},
+		poisonProfile("poison-mix", 1200, 10*time.Second, 300, 100),
+		{
+			// Issue 17: an owner stalled past the pinned TTL and resumed
+			// makes no call that overlaps the next owner's.
+			name: "ordered-owner-stall", events: 600, workers: 2, publishFor: 12 * time.Second,
+			apiFaults: emulator.Faults{Latency: 5 * time.Millisecond, LatencyJitter: 25 * time.Millisecond},
+			poison:    &poisonMix{convoKeys: 24}, stalls: 1, stallFor: 8 * time.Second,
+			drainTimeout: time.Minute,
+		},
 		{
 			name: "cluster-failover", events: 200, paused: 10, workers: 2, publishFor: 6 * time.Second, cluster: true,
 			apiFaults: apiFaults(0.5), replyDelay: 60 * time.Millisecond,
@@ -103,7 +112,34 @@ func longProfiles() []profile {
 	}
 	outage.targets.maxCalls = 3
 	outage.targets.catchUp = 5 * time.Second
-	return []profile{single, cluster, outage}
+	// Issue 17's runs: the poison mix at 250 events/s (split between the
+	// unordered and the ordered route) for 60 s, with 500 events behind
+	// the failing conversation; and the ordered route's owner stalled
+	// past the pinned TTL twenty times.
+	stall := profile{
+		name: "chaos-ordered-owner-stall", events: 6000, workers: 2, publishFor: 240 * time.Second,
+		apiFaults: emulator.Faults{Latency: 5 * time.Millisecond, LatencyJitter: 25 * time.Millisecond},
+		poison:    &poisonMix{convoKeys: 24}, stalls: 20, stallFor: 8 * time.Second,
+		drainTimeout: 2 * time.Minute,
+	}
+	return []profile{single, cluster, outage, poisonProfile("chaos-poison-mix", 15000, 60*time.Second, 2000, 500), stall}
+}
+
+// poisonProfile is issue 17's poison mix: two replicas with the default
+// configuration, events spread over the orders (unordered) and convo
+// (ordered) routes, 2 % answered 500 for ever, 1 % hanging past the timeout
+// for ever and 1 % answered 429 for ever, and one conversation whose first
+// event fails for ever with blocked events queued behind it.
+func poisonProfile(name string, events int, publishFor time.Duration, convoKeys, blocked int) profile {
+	return profile{
+		name: name, events: events, workers: 2, publishFor: publishFor,
+		apiFaults: emulator.Faults{Latency: 5 * time.Millisecond, LatencyJitter: 25 * time.Millisecond},
+		poison: &poisonMix{
+			bad500: 0.02, badHang: 0.01, bad429: 0.01, convoKeys: convoKeys, blocked: blocked,
+			targets: poisonTargets{validShare: 0.9, otherKeyWait: 5 * time.Second, neverStopped: true},
+		},
+		drainTimeout: 3 * time.Minute,
+	}
 }
 
 // baseSeed is AGENTRELAY_FAULT_SEED, or a fresh one. Each profile derives

@@ -61,6 +61,14 @@ type profile struct {
 	phases []apiPhase
 	calm   time.Duration
 
+	// poison, when set, replaces the manifest with the poison mix (see
+	// poison_test.go) and judges its targets.
+	poison *poisonMix
+	// stalls SIGSTOPs the ordered route's owner that many times, for
+	// stallFor each, then SIGCONTs it: a long GC pause or a starved VM.
+	stalls   int
+	stallFor time.Duration
+
 	inFlight, ackPending int // route settings; 0 for the defaults
 	drainTimeout         time.Duration
 	targets              targets
@@ -118,6 +126,7 @@ func (r *run) faultSpan(name string, from time.Time, excused bool) {
 type figures struct {
 	published, publishRetries, publishDuplicates int
 	kills, killsMidCall, killsHoldingAccepted    int
+	stalls                                       int
 	restarts, leaderKills, outages, rotations    int
 	scaleUps, ownerKills                         int
 	breakerOpens                                 int
@@ -171,7 +180,13 @@ func runProfile(t *testing.T, p profile, base uint64) {
 		t.Fatal(err)
 	}
 
-	r.events = makeManifest(r.rng, p.events, p.paused)
+	var pauses *pauseWatch
+	if p.poison != nil {
+		r.events = makePoisonManifest(r.rng, p.events, *p.poison)
+		pauses = r.watchPauses("orders", "convo")
+	} else {
+		r.events = makeManifest(r.rng, p.events, p.paused)
+	}
 	published := make(chan struct{})
 	r.publishStart = time.Now()
 	go func() { defer close(published); r.publish() }()
@@ -183,11 +198,22 @@ func runProfile(t *testing.T, p profile, base uint64) {
 	r.mu.Unlock()
 	r.waitSettled()
 	r.fig.settle = time.Since(r.faultsEnd)
+	var seenPauses []string
+	if pauses != nil {
+		seenPauses = pauses.end()
+	}
 
 	r.finish()
 	r.fig.total = time.Since(start)
 	r.fig.recovery = r.measureRecovery()
 	t.Logf("%s: figures\n%s%s", p.name, r.fig.String(p, base), r.fig.recovery.String())
+	if p.poison != nil {
+		pf := r.measurePoison(seenPauses)
+		t.Logf("%s: poison-mix figures\n%s", p.name, pf.String())
+		if missed := pf.check(p.poison.targets); len(missed) > 0 {
+			t.Errorf("poison-mix targets missed (AGENTRELAY_FAULT_SEED=%d):\n%s", base, strings.Join(missed, "\n"))
+		}
+	}
 	for _, err := range r.errs {
 		t.Error(err)
 	}
@@ -269,6 +295,7 @@ func (r *run) startAPI() {
 	f := r.p.apiFaults
 	f.Seed = int64(r.rng.Uint64() >> 1)
 	f.HangFor = 10 * time.Second
+	f.ByInput = poisonFaults() // only the poison mix's events carry the markers
 	tok := r.newToken()
 	emu := emulator.New(
 		emulator.WithToken(tok, grants...),
@@ -577,7 +604,7 @@ func (r *run) finish() {
 			continue
 		}
 		places[filepath.Base(path)] = string(b)
-		r.fig.breakerOpens += strings.Count(string(b), `"msg":"route stopped: route-wide condition`)
+		r.fig.breakerOpens += strings.Count(string(b), `"msg":"route stopped:`)
 		if strings.Contains(string(b), "WARNING: DATA RACE") {
 			r.fail(fmt.Errorf("data race in a worker, see %s:\n%s", path, tail(path, 60)))
 		}
@@ -623,6 +650,8 @@ func (r *run) deadLetters() ([]DeadLetter, string) {
 			OriginalMsgID: m.Header.Get(deadletter.HeaderOriginalPrefix + "Nats-Msg-Id"),
 			Key:           m.Header.Get(event.HeaderIdempotencyKey),
 			Reason:        m.Header.Get(deadletter.HeaderReason),
+			Status:        m.Header.Get(deadletter.HeaderStatus),
+			Class:         m.Header.Get(deadletter.HeaderClass),
 		})
 		for k, vs := range m.Header {
 			fmt.Fprintf(&all, "%s: %s\n", k, strings.Join(vs, ", "))
@@ -653,6 +682,7 @@ func (r *run) checkFaultsTookEffect() {
 	check(p.paused == 0 || f.report.RequestsByStatus[409] > 0, "no 409")
 	check(p.scaleUpAt == 0 || f.scaleUps == 1, "no scale-up")
 	check(p.killOwnerAt == 0 || f.ownerKills > 0, "the ordered route's owner was not killed")
+	check(f.stalls == p.stalls, fmt.Sprintf("%d of %d stalls of the ordered route's owner", f.stalls, p.stalls))
 	if len(missing) > 0 {
 		r.fail(fmt.Errorf("faults that did not take effect: %s", strings.Join(missing, "; ")))
 	}
@@ -668,8 +698,8 @@ func (f *figures) String(p profile, base uint64) string {
 	fmt.Fprintf(&b, "profile:           %s (%s, %d worker processes), AGENTRELAY_FAULT_SEED=%d\n", p.name, topology, p.workers, base)
 	b.WriteString(f.report.String())
 	fmt.Fprintf(&b, "published:         %d (stored %d; %d publish retries, %d deduplicated)\n", f.published, f.stored, f.publishRetries, f.publishDuplicates)
-	fmt.Fprintf(&b, "faults injected:   %d worker SIGKILLs (%d mid-call, %d with an accepted event's answer in flight), %d broker restarts, %d leader kills, %d API outages, %d token rotations, %d scale-ups\n",
-		f.kills, f.killsMidCall, f.killsHoldingAccepted, f.restarts, f.leaderKills, f.outages, f.rotations, f.scaleUps)
+	fmt.Fprintf(&b, "faults injected:   %d worker SIGKILLs (%d mid-call, %d with an accepted event's answer in flight), %d broker restarts, %d leader kills, %d API outages, %d token rotations, %d scale-ups, %d owner stalls\n",
+		f.kills, f.killsMidCall, f.killsHoldingAccepted, f.restarts, f.leaderKills, f.outages, f.rotations, f.scaleUps, f.stalls)
 	fmt.Fprintf(&b, "API faults:        %s; %d answers dropped after accept, %d hangs\n", countsString(toInts(f.emu.Faults)), f.emu.Dropped, f.emu.Hangs)
 	fmt.Fprintf(&b, "replays (202 for a key already accepted): %d\n", f.emu.Replays)
 	fmt.Fprintf(&b, "routes stopped:    %d (route-wide conditions detected, all replicas)\n", f.breakerOpens)
