@@ -10,6 +10,7 @@ import (
 	"regexp"
 
 	monitoringv1 "github.com/prometheus-operator/prometheus-operator/pkg/apis/monitoring/v1"
+	monitoringv1alpha1 "github.com/prometheus-operator/prometheus-operator/pkg/apis/monitoring/v1alpha1"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	policyv1 "k8s.io/api/policy/v1"
@@ -57,6 +58,8 @@ func typed(apiVersion, kind string) (any, bool) {
 		return &monitoringv1.ServiceMonitor{}, true
 	case "monitoring.coreos.com/v1/PrometheusRule":
 		return &monitoringv1.PrometheusRule{}, true
+	case "monitoring.coreos.com/v1alpha1/AlertmanagerConfig":
+		return &monitoringv1alpha1.AlertmanagerConfig{}, true
 	case "keda.sh/v1alpha1/ScaledObject":
 		return &ScaledObject{}, true
 	case "jetstream.nats.io/v1beta2/Stream":
