@@ -31,7 +31,7 @@ func TestExampleOverlayBuildsIntoTheWholeDeployment(t *testing.T) {
 	want := map[string]int{
 		"Namespace": 1, "ServiceAccount": 1, "Deployment": 1, "Service": 1,
 		"PodDisruptionBudget": 1, "ScaledObject": 1, "ServiceMonitor": 1,
-		"PrometheusRule": 1, "AlertmanagerConfig": 1,
+		"PrometheusRule": 1, "AlertmanagerConfig": 1, "NetworkPolicy": 1,
 		"ConfigMap": 2, // the configuration and the dashboard
 	}
 	got := map[string]int{}

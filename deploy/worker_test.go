@@ -227,16 +227,16 @@ func connectJetStream(t *testing.T, url string) jetstream.JetStream {
 
 // defineNATSResources applies deploy/nats/cli as `nats stream add` and
 // `nats consumer add` would, so that a definition the server refuses fails
-// here. The test server is a single node, so streams get one replica.
+// here. The test server is a single node: the streams are the single-node
+// ones, as they are.
 func defineNATSResources(t *testing.T, js jetstream.JetStream) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	n := loadNATSDefinitions(t)
-	for name, cfg := range n.cliStreams {
-		cfg.Replicas = 1
+	for name, cfg := range n.singleNodeStreams {
 		if _, err := js.CreateOrUpdateStream(ctx, cfg); err != nil {
-			t.Fatalf("%s: the server refuses stream %s: %v", n.cliFiles[name], name, err)
+			t.Fatalf("%s: the server refuses stream %s: %v", n.cliFiles["single-node/"+name], name, err)
 		}
 	}
 	for key, cfg := range n.cliConsumers {
