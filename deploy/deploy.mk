@@ -15,20 +15,21 @@ DIST      ?= dist
 # The commit's time, so that the same commit builds the same image digest.
 SOURCE_DATE_EPOCH ?= $(shell git log -1 --format=%ct 2>/dev/null || echo 0)
 
-.PHONY: image image-push image-docker manifests alerts deploy-test deploy-promtool deploy-lint
+.PHONY: image image-push image-docker manifests release-manifests alerts deploy-test deploy-promtool deploy-lint
 
 ## image: build the container image without Docker (static binary on a minimal base, no shell) as an OCI
 ##        layout in dist/image, with a CycloneDX SBOM in dist/agentrelay.cdx.json (see docs/releasing.md)
 image:
 	cd deploy && SOURCE_DATE_EPOCH=$(SOURCE_DATE_EPOCH) $(GO) run ./cmd/build-image \
 		-version $(VERSION) -revision $(REVISION) -platforms $(PLATFORMS) \
-		-out ../$(DIST)/image -sbom ../$(DIST)/agentrelay.cdx.json
+		-out ../$(DIST)/image -sbom ../$(DIST)/agentrelay.cdx.json -digest-file ../$(DIST)/image.digest
 
 ## image-push: build the image and push it to $(IMAGE):$(IMAGE_TAG) with the credentials of ~/.docker/config.json
 image-push:
 	cd deploy && SOURCE_DATE_EPOCH=$(SOURCE_DATE_EPOCH) $(GO) run ./cmd/build-image \
 		-version $(VERSION) -revision $(REVISION) -platforms $(PLATFORMS) \
-		-out ../$(DIST)/image -sbom ../$(DIST)/agentrelay.cdx.json -push $(IMAGE):$(IMAGE_TAG)
+		-out ../$(DIST)/image -sbom ../$(DIST)/agentrelay.cdx.json -digest-file ../$(DIST)/image.digest \
+		-push $(IMAGE):$(IMAGE_TAG)
 
 ## image-docker: the same image with a Docker engine, from deploy/docker/Dockerfile (not the supported build)
 image-docker:
@@ -39,6 +40,12 @@ image-docker:
 ## manifests: print the Kubernetes manifests of OVERLAY (make -s manifests | kubectl apply -f -)
 manifests:
 	@cd deploy && $(GO) run ./cmd/render-manifests $(OVERLAY)
+
+## release-manifests: OVERLAY's manifests with the image pinned to $(IMAGE):$(IMAGE_TAG)@<the digest make image-push
+##        wrote to dist/image.digest> (docs/releasing.md)
+release-manifests:
+	@cd deploy && $(GO) run ./cmd/render-manifests -image $(IMAGE) -tag $(IMAGE_TAG) \
+		-digest $$(cat ../$(DIST)/image.digest) $(OVERLAY)
 
 ## alerts: regenerate the PrometheusRule and AlertmanagerConfig from deploy/prometheus and deploy/alertmanager
 alerts:

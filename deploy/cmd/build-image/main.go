@@ -55,6 +55,7 @@ func run(ctx context.Context, args []string) error {
 	platforms := fs.String("platforms", "linux/amd64,linux/arm64", "comma-separated OS/ARCH[/VARIANT] to build for")
 	out := fs.String("out", "../dist/image", "the OCI image layout to write (replaced)")
 	sbomPath := fs.String("sbom", "../dist/agentrelay.cdx.json", "where to write the CycloneDX SBOM (empty: none)")
+	digestFile := fs.String("digest-file", "", "write the image index's digest (sha256:...) to this file")
 	push := fs.String("push", "", "push the image to this reference (REGISTRY/REPO:TAG), with the credentials of ~/.docker/config.json")
 	repoRoot := fs.String("repo", "..", "the directory of agentrelay's go.mod")
 	if err := fs.Parse(args); err != nil {
@@ -97,6 +98,11 @@ func run(ctx context.Context, args []string) error {
 		return err
 	}
 	fmt.Printf("image %s written to %s\n", digest, *out)
+	if *digestFile != "" {
+		if err := os.WriteFile(*digestFile, []byte(digest.String()+"\n"), 0o644); err != nil {
+			return err
+		}
+	}
 
 	if *sbomPath != "" {
 		b, err := sbom.FromBinary(targets[0].Binary, *version, meta.Created)
