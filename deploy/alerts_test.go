@@ -3,6 +3,8 @@ package deploy_test
 import (
 	"context"
 	"log/slog"
+	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -37,9 +39,6 @@ func repeat(v string, n int) []string {
 	return out
 }
 
-// firesAt evaluates the rule the way Prometheus does, once per interval over
-// the timeline, and returns when it first fires (its for duration
-// included), or -1 if it never does.
 // wantFires checks that r fires on tl within the given time of its start,
 // or, for a negative within, never.
 func wantFires(t *testing.T, r monitoringv1.Rule, tl timeline, within time.Duration) {
@@ -55,13 +54,28 @@ func wantFires(t *testing.T, r monitoringv1.Rule, tl timeline, within time.Durat
 	}
 }
 
+// firesAt returns when r first fires on tl (its for duration included), or
+// -1 if it never does.
 func firesAt(t *testing.T, r monitoringv1.Rule, tl timeline) time.Duration {
+	t.Helper()
+	for i, firing := range evaluate(t, r, tl) {
+		if len(firing) > 0 {
+			return time.Duration(i) * scrapeInterval
+		}
+	}
+	return -1
+}
+
+// evaluate evaluates the rule the way Prometheus does, once per scrape
+// interval over the timeline, and returns the alerts firing after each
+// evaluation, with their annotations expanded.
+func evaluate(t *testing.T, r monitoringv1.Rule, tl timeline) [][]*rules.Alert {
 	t.Helper()
 	var load strings.Builder
 	load.WriteString("load 30s\n")
 	steps := 0
 	for name, vals := range tl {
-		load.WriteString("  " + name + replica + " " + strings.Join(vals, " ") + "\n")
+		load.WriteString("  " + withReplica(name) + " " + strings.Join(vals, " ") + "\n")
 		steps = max(steps, len(vals))
 	}
 	storage := promqltest.LoadedStorage(t, load.String())
@@ -78,8 +92,9 @@ func firesAt(t *testing.T, r monitoringv1.Rule, tl timeline) time.Duration {
 		}
 		hold = time.Duration(d)
 	}
-	rule := rules.NewAlertingRule(r.Alert, expr, hold, 0, labels.EmptyLabels(), labels.EmptyLabels(), labels.EmptyLabels(), "", false, slog.New(slog.DiscardHandler))
+	rule := rules.NewAlertingRule(r.Alert, expr, hold, 0, labels.FromMap(r.Labels), labels.FromMap(r.Annotations), labels.EmptyLabels(), "", false, slog.New(slog.DiscardHandler))
 	query := rules.EngineQueryFunc(promqltest.NewTestEngine(t, false, 0, promqltest.DefaultMaxSamplesPerQuery), storage)
+	out := make([][]*rules.Alert, steps)
 	for i := range steps {
 		at := time.Duration(i) * scrapeInterval
 		if _, err := rule.Eval(context.Background(), 0, time.Unix(0, 0).Add(at), query, nil, 0); err != nil {
@@ -87,11 +102,20 @@ func firesAt(t *testing.T, r monitoringv1.Rule, tl timeline) time.Duration {
 		}
 		for _, a := range rule.ActiveAlerts() {
 			if a.State == rules.StateFiring {
-				return at
+				out[i] = append(out[i], a)
 			}
 		}
 	}
-	return -1
+	return out
+}
+
+// withReplica adds the replica's target labels to a series name, which may
+// carry labels of its own: `metric` or `metric{route="a"}`.
+func withReplica(series string) string {
+	if name, own, ok := strings.Cut(series, "{"); ok {
+		return name + strings.TrimSuffix(replica, "}") + ", " + own
+	}
+	return series + replica
 }
 
 func alertRule(t *testing.T, name string) monitoringv1.Rule {
@@ -234,5 +258,63 @@ func TestOldestEventWaitingAlert(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			wantFires(t, r, c.tl, c.within)
 		})
+	}
+}
+
+// decimal is a number with a fractional part, as increase() extrapolates
+// a count ("2.504 messages").
+var decimal = regexp.MustCompile(`\d\.\d`)
+
+// Two events dead-lettered half a minute apart, replayed five minutes later:
+// the alert counts 2 dead letters, a whole number (increase() over the
+// window would say 2.1 or so), and clears within a minute of the
+// dead-letter stream being emptied, not when the window has passed.
+func TestDeadLettersRisingCountsEventsAndClearsOnReplay(t *testing.T) {
+	r := alertRule(t, "AgentrelayDeadLettersRising")
+	const (
+		total   = `agentrelay_dead_letters_total{route="complaints", reason="forbidden"}`
+		waiting = `agentrelay_dead_letters_waiting{route="complaints", reason="forbidden"}`
+	)
+	// Scrapes 30 s apart: the letters arrive at scrapes 20 and 21 and are
+	// replayed at scrape 31.
+	tl := timeline{
+		total:   slices.Concat(repeat("0", 20), []string{"1"}, repeat("2", 39)),
+		waiting: slices.Concat(repeat("0", 20), []string{"1"}, repeat("2", 10), repeat("0", 29)),
+	}
+	steps := evaluate(t, r, tl)
+	if len(steps[19]) > 0 {
+		t.Errorf("fires before any dead letter")
+	}
+	firing := steps[25]
+	if len(firing) != 1 {
+		t.Fatalf("%d alerts firing at 12.5 minutes, want 1", len(firing))
+	}
+	for _, name := range []string{"summary", "description"} {
+		text := firing[0].Annotations.Get(name)
+		if decimal.MatchString(text) || !strings.Contains(text, "2 dead letters") {
+			t.Errorf("%s %q: want the count of events as a whole number, \"2 dead letters\"", name, text)
+		}
+	}
+	for i := 33; i < len(steps); i++ {
+		if len(steps[i]) > 0 {
+			t.Errorf("still firing %v after the dead-letter stream was emptied by replay", time.Duration(i-31)*scrapeInterval)
+			break
+		}
+	}
+}
+
+// Counts in every alert's annotations are whole numbers, whatever the
+// expression's value: no alert prints a count with humanize (which writes
+// 2.504) or an extrapolated increase().
+func TestAlertAnnotationsPrintNoFractionalCounts(t *testing.T) {
+	for _, r := range alertRules(t, renderExample(t)) {
+		for name, text := range r.Annotations {
+			if strings.Contains(text, "$value | humanize }}") || strings.Contains(text, "$value | humanize}}") {
+				t.Errorf("alert %s: annotation %s prints $value with humanize: print a count with printf \"%%.0f\"", r.Alert, name)
+			}
+			if strings.Contains(text, "increase(") || strings.Contains(text, "rate(") {
+				t.Errorf("alert %s: annotation %s queries a rate or an extrapolated increase", r.Alert, name)
+			}
+		}
 	}
 }

@@ -12,8 +12,10 @@ import (
 	"sigs.k8s.io/kustomize/api/types"
 
 	"github.com/agentrelay/agentrelay/config"
+	"github.com/agentrelay/agentrelay/deploy/internal/alertpack"
 	"github.com/agentrelay/agentrelay/deploy/internal/grafana"
 	"github.com/agentrelay/agentrelay/deploy/internal/kube"
+	"github.com/agentrelay/agentrelay/deploy/internal/strict"
 	"github.com/agentrelay/agentrelay/internal/app"
 )
 
@@ -65,6 +67,19 @@ func decodeDeployFile(t *testing.T, path string, data []byte) {
 		}
 	case dir == "dashboards":
 		if _, err := grafana.Parse(data); err != nil {
+			t.Fatal(err)
+		}
+	case base == "agentrelay.rules.yaml":
+		if _, err := alertpack.ParseRules(data); err != nil {
+			t.Fatal(err)
+		}
+	case base == "agentrelay.rules.test.yaml":
+		var tests promtoolTests
+		if err := strict.YAML(data, &tests); err != nil {
+			t.Fatal(err)
+		}
+	case dir == "alertmanager":
+		if _, err := alertpack.ParseInhibitRules(data); err != nil {
 			t.Fatal(err)
 		}
 	case strings.HasSuffix(base, ".stream.json"):

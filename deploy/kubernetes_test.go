@@ -19,6 +19,7 @@ import (
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/util/intstr"
 
+	"github.com/agentrelay/agentrelay/deploy/internal/image"
 	"github.com/agentrelay/agentrelay/deploy/internal/kube"
 	"github.com/agentrelay/agentrelay/internal/app"
 )
@@ -30,7 +31,8 @@ func TestExampleOverlayBuildsIntoTheWholeDeployment(t *testing.T) {
 	want := map[string]int{
 		"Namespace": 1, "ServiceAccount": 1, "Deployment": 1, "Service": 1,
 		"PodDisruptionBudget": 1, "ScaledObject": 1, "ServiceMonitor": 1,
-		"PrometheusRule": 1, "ConfigMap": 2, // the configuration and the dashboard
+		"PrometheusRule": 1, "AlertmanagerConfig": 1, "NetworkPolicy": 1,
+		"ConfigMap": 2, // the configuration and the dashboard
 	}
 	got := map[string]int{}
 	for _, o := range d.objs {
@@ -218,25 +220,9 @@ func TestPodIsLockedDown(t *testing.T) {
 	}
 }
 
-// imageUser is the numeric USER of the Dockerfile's final stage.
-func imageUser(t *testing.T) (uid, gid int64) {
-	t.Helper()
-	users := parseDockerfile(t).Final().Find("USER")
-	if len(users) == 0 {
-		t.Fatal("the Dockerfile's final stage sets no USER")
-	}
-	u, g, _ := strings.Cut(users[len(users)-1].Args, ":")
-	uid, err := strconv.ParseInt(u, 10, 64)
-	if err != nil {
-		t.Fatalf("Dockerfile USER %q is not numeric: Kubernetes can only verify runAsNonRoot for a numeric user", u)
-	}
-	gid = uid
-	if g != "" {
-		if gid, err = strconv.ParseInt(g, 10, 64); err != nil {
-			t.Fatalf("Dockerfile USER group %q is not numeric", g)
-		}
-	}
-	return uid, gid
+// imageUser is the numeric user of the image (deploy/internal/image).
+func imageUser(*testing.T) (uid, gid int64) {
+	return image.UID, image.GID
 }
 
 // Requests let the scheduler place the pods; limits bound a runaway; the Go

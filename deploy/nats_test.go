@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/agentrelay/agentrelay/agentapi"
@@ -33,6 +34,10 @@ type natsDefinitions struct {
 	cliStreams    map[string]jetstream.StreamConfig   // by stream name
 	cliConsumers  map[string]jetstream.ConsumerConfig // by stream/durable
 	cliFiles      map[string]string                   // key above → file
+	// singleNodeStreams are nats/cli/single-node: the streams for a single
+	// server (one replica), by name; their files are in cliFiles under
+	// "single-node/NAME".
+	singleNodeStreams map[string]jetstream.StreamConfig
 }
 
 func loadNATSDefinitions(t *testing.T) natsDefinitions {
@@ -40,7 +45,7 @@ func loadNATSDefinitions(t *testing.T) natsDefinitions {
 	n := natsDefinitions{
 		nackStreams: map[string]jetstream.StreamConfig{}, nackConsumers: map[string]jetstream.ConsumerConfig{},
 		cliStreams: map[string]jetstream.StreamConfig{}, cliConsumers: map[string]jetstream.ConsumerConfig{},
-		cliFiles: map[string]string{},
+		cliFiles: map[string]string{}, singleNodeStreams: map[string]jetstream.StreamConfig{},
 	}
 	objs, err := kube.RenderObjects(nackDir)
 	if err != nil {
@@ -90,6 +95,19 @@ func loadNATSDefinitions(t *testing.T) natsDefinitions {
 		default:
 			t.Errorf("%s: want STREAM.stream.json or STREAM.DURABLE.consumer.json", f)
 		}
+	}
+	single, err := filepath.Glob(filepath.Join(natsCLIDir, "single-node", "*.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range single {
+		var cfg jetstream.StreamConfig
+		decodeJSONFile(t, f, &cfg)
+		if want := cfg.Name + ".stream.json"; filepath.Base(f) != want {
+			t.Errorf("%s defines stream %s: name it %s", f, cfg.Name, want)
+		}
+		n.singleNodeStreams[cfg.Name] = cfg
+		n.cliFiles["single-node/"+cfg.Name] = f
 	}
 	return n
 }
@@ -210,7 +228,7 @@ func TestNATSDefinitionsMatchWhatAgentrelayCreates(t *testing.T) {
 
 	defined := slices.Concat(slices.Collect(maps.Keys(n.nackStreams)), slices.Collect(maps.Keys(n.nackConsumers)), slices.Collect(maps.Keys(n.cliFiles)))
 	for _, key := range defined {
-		if !expected[key] {
+		if !expected[strings.TrimPrefix(key, "single-node/")] {
 			t.Errorf("%s is defined in deploy/nats but the example configuration does not use it", key)
 		}
 	}
@@ -348,4 +366,56 @@ func duration(value string, into *time.Duration, prev error) error {
 	}
 	*into = d
 	return prev
+}
+
+// The streams come for a cluster (R3) and for a single server (R1), the
+// same but for their replicas: on a single nats-server the R3 definitions
+// are refused (so `nats stream add` fails and the consumer adds after it),
+// and the single-node ones, with the consumers after them, are accepted as
+// they are.
+func TestStreamDefinitionsForSingleNodeAndCluster(t *testing.T) {
+	n := loadNATSDefinitions(t)
+	if len(n.singleNodeStreams) != len(n.cliStreams) {
+		t.Fatalf("%d single-node streams for %d streams", len(n.singleNodeStreams), len(n.cliStreams))
+	}
+	for name, r3 := range n.cliStreams {
+		r1, ok := n.singleNodeStreams[name]
+		if !ok {
+			t.Errorf("stream %s has no single-node definition", name)
+			continue
+		}
+		if r3.Replicas != 3 || r1.Replicas != 1 {
+			t.Errorf("stream %s: %d replicas for a cluster, %d for a single server; want 3 and 1", name, r3.Replicas, r1.Replicas)
+		}
+		r1.Replicas = r3.Replicas
+		if !reflect.DeepEqual(r1, r3) {
+			t.Errorf("stream %s: the single-node definition differs from the cluster one in more than replicas:\n R1 %s\n R3 %s", name, toJSON(r1), toJSON(r3))
+		}
+	}
+
+	opts := &server.Options{Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: t.TempDir(), NoLog: true, NoSigs: true}
+	srv, err := server.NewServer(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.Start()
+	t.Cleanup(srv.Shutdown)
+	if !srv.ReadyForConnections(10 * time.Second) {
+		t.Fatal("nats-server not ready")
+	}
+	js := connectJetStream(t, srv.ClientURL())
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	for name, cfg := range n.cliStreams {
+		if _, err := js.CreateStream(ctx, cfg); err == nil {
+			t.Errorf("a single server accepted the R3 stream %s; the single-node set would not be needed", name)
+		}
+	}
+	defineNATSResources(t, js)
+	for key := range n.cliConsumers {
+		stream, durable, _ := strings.Cut(key, "/")
+		if _, err := js.Consumer(ctx, stream, durable); err != nil {
+			t.Errorf("consumer %s: %v", key, err)
+		}
+	}
 }

@@ -44,7 +44,9 @@ func TestAgainstARunningWorker(t *testing.T) {
 	d := renderExample(t)
 	bin := buildLikeTheImage(t, "v0.0.0-worker-test", "worker-test")
 
-	dev := startProcess(t, bin, []string{"dev", "--nats-port", "0", "--data-dir", t.TempDir(), "--log-format", "json"}, nil)
+	// Free ports only: a default port (9090) may be taken by another process
+	// on the machine, and a scrape must reach this worker.
+	dev := startProcess(t, bin, []string{"dev", "--nats-port", "0", "--metrics-port", "0", "--emulator-port", "0", "--data-dir", t.TempDir(), "--log-format", "json"}, nil)
 	natsURL := dev.logField(t, "connected to NATS", "server", 30*time.Second)
 	metricsAddr := dev.logField(t, "serving /metrics, /healthz and /readyz", "addr", 30*time.Second)
 	scope := promcheck.Scope{
@@ -227,16 +229,16 @@ func connectJetStream(t *testing.T, url string) jetstream.JetStream {
 
 // defineNATSResources applies deploy/nats/cli as `nats stream add` and
 // `nats consumer add` would, so that a definition the server refuses fails
-// here. The test server is a single node, so streams get one replica.
+// here. The test server is a single node: the streams are the single-node
+// ones, as they are.
 func defineNATSResources(t *testing.T, js jetstream.JetStream) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	n := loadNATSDefinitions(t)
-	for name, cfg := range n.cliStreams {
-		cfg.Replicas = 1
+	for name, cfg := range n.singleNodeStreams {
 		if _, err := js.CreateOrUpdateStream(ctx, cfg); err != nil {
-			t.Fatalf("%s: the server refuses stream %s: %v", n.cliFiles[name], name, err)
+			t.Fatalf("%s: the server refuses stream %s: %v", n.cliFiles["single-node/"+name], name, err)
 		}
 	}
 	for key, cfg := range n.cliConsumers {

@@ -10,8 +10,10 @@ import (
 	"regexp"
 
 	monitoringv1 "github.com/prometheus-operator/prometheus-operator/pkg/apis/monitoring/v1"
+	monitoringv1alpha1 "github.com/prometheus-operator/prometheus-operator/pkg/apis/monitoring/v1alpha1"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
 	policyv1 "k8s.io/api/policy/v1"
 	"sigs.k8s.io/kustomize/api/types"
 	"sigs.k8s.io/yaml"
@@ -51,12 +53,16 @@ func typed(apiVersion, kind string) (any, bool) {
 		return &corev1.Service{}, true
 	case "apps/v1/Deployment":
 		return &appsv1.Deployment{}, true
+	case "networking.k8s.io/v1/NetworkPolicy":
+		return &networkingv1.NetworkPolicy{}, true
 	case "policy/v1/PodDisruptionBudget":
 		return &policyv1.PodDisruptionBudget{}, true
 	case "monitoring.coreos.com/v1/ServiceMonitor":
 		return &monitoringv1.ServiceMonitor{}, true
 	case "monitoring.coreos.com/v1/PrometheusRule":
 		return &monitoringv1.PrometheusRule{}, true
+	case "monitoring.coreos.com/v1alpha1/AlertmanagerConfig":
+		return &monitoringv1alpha1.AlertmanagerConfig{}, true
 	case "keda.sh/v1alpha1/ScaledObject":
 		return &ScaledObject{}, true
 	case "jetstream.nats.io/v1beta2/Stream":
