@@ -23,6 +23,7 @@ type ledger struct {
 // record is one message's history on this replica.
 type record struct {
 	failed   bool // a call of it failed, whoever's failure it was
+	unstored bool // its dead letter could not be stored
 	own      int  // failures of its own: they count towards MaxAttempts
 	timeouts int  // of those, calls that timed out
 	last     agentapi.Class
@@ -87,6 +88,23 @@ func (l *ledger) counts(seq uint64) (failures, timeouts int) {
 		return r.own, r.timeouts
 	}
 	return 0, 0
+}
+
+// letterRefused records that the message's dead letter could not be
+// stored, and reports whether that is the first time.
+func (l *ledger) letterRefused(seq uint64) (first bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	r := l.entries[seq]
+	if r == nil {
+		if len(l.entries) >= maxLedger {
+			clear(l.entries)
+		}
+		r = &record{}
+		l.entries[seq] = r
+	}
+	first, r.unstored = !r.unstored, true
+	return first
 }
 
 // forget drops a settled message's record.

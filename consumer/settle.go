@@ -88,7 +88,7 @@ func (rn *runner) deadLetter(d *delivery, out Outcome, act Action) (Action, Outc
 			}
 			return act, out, slog.LevelWarn, "dead-lettered", settleErr
 		}
-		rn.m.DeadLetterFailed()
+		rn.m.DeadLetterFailed(rn.ledger.letterRefused(d.seq()))
 		out.Err = withLetterError(out.Err, err)
 		again, carried := rn.policy.onRetry(AfterLetterRefused(d.attempts, rn.route.Retry, rn.relay.opts.Jitter()))
 		if again {

@@ -46,8 +46,11 @@ type RouteObserver interface {
 	RetryWaiting(delta int)
 	// DeadLettered: a dead letter of reason was stored.
 	DeadLettered(reason string)
-	// DeadLetterFailed: a dead letter was not stored; the original is kept.
-	DeadLetterFailed()
+	// DeadLetterFailed: a dead letter was not stored; the original is kept
+	// and the letter tried again. first says it is the event's first such
+	// failure on this replica, so that events are counted apart from
+	// publish attempts.
+	DeadLetterFailed(first bool)
 	// SettleFailed: an ack, nak, term or in_progress (op) failed.
 	SettleFailed(op string)
 	// PullFailed: a pull request ended in an error.
@@ -99,7 +102,7 @@ func (Nop) Accepted(float64, bool)                         {}
 func (Nop) Finished(verdict.Verdict, string, int, float64) {}
 func (Nop) RetryWaiting(int)                               {}
 func (Nop) DeadLettered(string)                            {}
-func (Nop) DeadLetterFailed()                              {}
+func (Nop) DeadLetterFailed(bool)                          {}
 func (Nop) SettleFailed(string)                            {}
 func (Nop) PullFailed()                                    {}
 func (Nop) SetHealth(string, []string)                     {}

@@ -43,6 +43,7 @@ type Metrics struct {
 	healthChanges   *prometheus.CounterVec
 	deadLetters     *prometheus.CounterVec
 	deadLetterFails *prometheus.CounterVec
+	dlFailedEvents  *prometheus.CounterVec
 	settleFails     *prometheus.CounterVec
 	pending         *prometheus.GaugeVec
 	ackPending      *prometheus.GaugeVec
@@ -147,6 +148,10 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Namespace: namespace, Name: "dead_letter_publish_failures_total",
 			Help: "Dead-letter publishes JetStream did not acknowledge; the original was kept and retried.",
 		}, route),
+		dlFailedEvents: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: namespace, Name: "dead_letter_publish_failed_events_total",
+			Help: "Events whose dead letter JetStream did not acknowledge, each counted once per replica (however often its letter is tried again).",
+		}, route),
 		settleFails: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: namespace, Name: "settle_failures_total",
 			Help: "Failed ack, nak, term or in-progress signals, by operation.",
@@ -198,7 +203,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 
 	reg.MustRegister(m.received, m.finished, m.requests, m.triggerSeconds, m.processSeconds,
 		m.attempts, m.inFlight, m.inFlightLimit, m.health, m.healthChanges, m.orderedBlocked, m.orderedOldest,
-		m.deadLetters, m.deadLetterFails, m.settleFails, m.pending, m.ackPending,
+		m.deadLetters, m.deadLetterFails, m.dlFailedEvents, m.settleFails, m.pending, m.ackPending,
 		m.redelivered, m.waiting, m.paused, m.ready, m.natsConnected, m.natsReconnects,
 		m.pullErrors, m.dlBacklog, m.oldestUnacked, m.retryWaiting, m.lastAccepted, m.tokenReloads, m.replays, build,
 		collectors.NewGoCollector(),
@@ -238,6 +243,7 @@ func (m *Metrics) Route(name string) *RouteMetrics {
 		inFlight:       m.inFlight.WithLabelValues(name),
 		inFlightLimit:  m.inFlightLimit.WithLabelValues(name),
 		dlFails:        m.deadLetterFails.WithLabelValues(name),
+		dlFailedEvents: m.dlFailedEvents.WithLabelValues(name),
 		pending:        m.pending.WithLabelValues(name),
 		ackPending:     m.ackPending.WithLabelValues(name),
 		redelivered:    m.redelivered.WithLabelValues(name),
@@ -270,6 +276,7 @@ type RouteMetrics struct {
 	inFlight       prometheus.Gauge
 	inFlightLimit  prometheus.Gauge
 	dlFails        prometheus.Counter
+	dlFailedEvents prometheus.Counter
 	pending        prometheus.Gauge
 	ackPending     prometheus.Gauge
 	redelivered    prometheus.Gauge
@@ -367,8 +374,14 @@ func (r *RouteMetrics) deadLetters(reason string) prometheus.Counter {
 	return r.m.deadLetters.WithLabelValues(r.name, reason)
 }
 
-// DeadLetterFailed counts a dead-letter publish that was not acknowledged.
-func (r *RouteMetrics) DeadLetterFailed() { r.dlFails.Inc() }
+// DeadLetterFailed counts a dead-letter publish that was not acknowledged,
+// and the event too on its first.
+func (r *RouteMetrics) DeadLetterFailed(first bool) {
+	r.dlFails.Inc()
+	if first {
+		r.dlFailedEvents.Inc()
+	}
+}
 
 // SettleFailed counts a failed ack, nak, term or in_progress.
 func (r *RouteMetrics) SettleFailed(op string) { r.settleFails(op).Inc() }
