@@ -1,0 +1,258 @@
+package inspect
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/micro"
+
+	"github.com/agentrelay/agentrelay/consumer"
+	"github.com/agentrelay/agentrelay/internal/app"
+)
+
+// Every replica answers for its routes on app.StatusSubject (see
+// internal/app's status service). AskReplicas asks, for all routes at
+// once, and at the same time asks the service's INFO verb which replicas
+// serve which routes: once every replica that serves a route has answered
+// for it, it stops waiting. Every answer is checked (validate) before it
+// is believed: an answer is anyone's who may publish to the reply subject.
+
+// DefaultStatusWait bounds how long the replicas' answers are waited for.
+const DefaultStatusWait = 2 * time.Second
+
+// infoQuiet is how long after the last INFO answer (or the request, for
+// the first) the set of replicas is taken as known.
+const infoQuiet = 300 * time.Millisecond
+
+// Bounds of what is read of the answers.
+const (
+	maxAnswersPerRoute = 64
+	maxReplicasSeen    = 256
+	maxInfoBytes       = 64 * 1024
+)
+
+// AskOptions are how AskReplicas asks.
+type AskOptions struct {
+	// Wait bounds the wait (zero: DefaultStatusWait).
+	Wait time.Duration
+	// MaxKeys is how many blocked keys of an ordered route to ask for
+	// (zero: app.DefaultStatusKeys).
+	MaxKeys int
+}
+
+// ReplicaAnswer is one replica's answer for a route: its status, or why it
+// was refused (Refused: it broke a bound, and nothing of it but who sent it
+// is shown), or the error it answered.
+type ReplicaAnswer struct {
+	Replica app.Replica           `json:"replica"`
+	Status  *consumer.RouteStatus `json:"status,omitempty"`
+	Refused string                `json:"refused,omitempty"`
+	Error   string                `json:"error,omitempty"`
+}
+
+// Gathered is what the replicas answered.
+type Gathered struct {
+	// Answers holds each route's answers, by route name.
+	Answers map[string][]ReplicaAnswer `json:"answers"`
+	// Serving lists, by route name, the replicas (service instance ids)
+	// whose status service lists the route; Silent those of them that did
+	// not answer in time.
+	Serving map[string][]string `json:"serving"`
+	Silent  map[string][]string `json:"silent,omitempty"`
+	// Unserved lists the routes nothing answers for (no worker runs, the
+	// workers are older than this command, or NATS permissions).
+	Unserved []string      `json:"unserved,omitempty"`
+	Took     time.Duration `json:"took_ns"`
+}
+
+// asking is one AskReplicas under way.
+type asking struct {
+	routes   []consumer.Route
+	maxKeys  int
+	g        *Gathered
+	infoDone bool
+	lastInfo time.Time
+	noReply  map[string]bool // routes with no responders
+}
+
+// AskReplicas asks every replica about routes, and returns what they
+// answered within o.Wait. It does not fail: what could not be asked is
+// said in Unserved.
+func (s *Source) AskReplicas(ctx context.Context, routes []consumer.Route, o AskOptions) *Gathered {
+	if o.Wait <= 0 {
+		o.Wait = DefaultStatusWait
+	}
+	if o.MaxKeys <= 0 {
+		o.MaxKeys = app.DefaultStatusKeys
+	}
+	a := &asking{routes: routes, maxKeys: o.MaxKeys, noReply: map[string]bool{},
+		g: &Gathered{Answers: map[string][]ReplicaAnswer{}, Serving: map[string][]string{}, Silent: map[string][]string{}}}
+	start := time.Now()
+	defer func() { a.g.Took = time.Since(start) }()
+	ctx, cancel := context.WithTimeout(ctx, o.Wait)
+	defer cancel()
+	sub, inbox, err := a.send(s.NC)
+	if err != nil {
+		a.unservedAll()
+		return a.g
+	}
+	defer func() { _ = sub.Unsubscribe() }()
+	a.lastInfo = time.Now()
+	a.collect(ctx, sub, inbox)
+	a.finish()
+	return a.g
+}
+
+// send subscribes to the replies and sends the requests.
+func (a *asking) send(nc *nats.Conn) (*nats.Subscription, string, error) {
+	inbox := nc.NewInbox()
+	sub, err := nc.SubscribeSync(inbox + ".>")
+	if err != nil {
+		return nil, "", err
+	}
+	// Answers beyond these are dropped by the client library, not kept.
+	_ = sub.SetPendingLimits(4*maxAnswersPerRoute*max(len(a.routes), 1), 32<<20)
+	body, _ := json.Marshal(app.StatusRequest{MaxKeys: a.maxKeys})
+	info, _ := micro.ControlSubject(micro.InfoVerb, app.StatusServiceName, "")
+	err = nc.PublishRequest(info, inbox+".info", nil)
+	for i, r := range a.routes {
+		err = errors.Join(err, nc.PublishRequest(app.StatusSubject(r), inbox+"."+strconv.Itoa(i), body))
+	}
+	if err != nil {
+		_ = sub.Unsubscribe()
+		return nil, "", err
+	}
+	return sub, inbox, nil
+}
+
+// collect reads replies until every replica seen has answered for every
+// route, or ctx ends.
+func (a *asking) collect(ctx context.Context, sub *nats.Subscription, inbox string) {
+	for !a.done() {
+		wait := time.Until(a.lastInfo.Add(infoQuiet))
+		if a.infoDone {
+			wait = time.Hour // ctx bounds it
+		}
+		mctx, cancel := context.WithTimeout(ctx, max(wait, time.Millisecond))
+		m, err := sub.NextMsgWithContext(mctx)
+		cancel()
+		switch {
+		case ctx.Err() != nil:
+			return
+		case err != nil:
+			a.infoDone = true // quiet: every replica that serves has said so
+			continue
+		}
+		a.reply(strings.TrimPrefix(m.Subject, inbox+"."), m)
+	}
+}
+
+// reply files one reply: an INFO answer, or a route's.
+func (a *asking) reply(which string, m *nats.Msg) {
+	noResponders := m.Header.Get("Status") == "503" && len(m.Data) == 0
+	if which == "info" {
+		if noResponders {
+			a.infoDone = true
+			return
+		}
+		a.lastInfo = time.Now()
+		a.addInfo(m.Data)
+		return
+	}
+	i, err := strconv.Atoi(which)
+	if err != nil || i < 0 || i >= len(a.routes) {
+		return
+	}
+	r := a.routes[i]
+	switch {
+	case noResponders:
+		a.noReply[r.Name] = true
+	case len(a.g.Answers[r.Name]) < maxAnswersPerRoute:
+		a.g.Answers[r.Name] = append(a.g.Answers[r.Name], readAnswer(m, r.Name, a.maxKeys, time.Now()))
+	}
+}
+
+// addInfo files which routes one replica serves.
+func (a *asking) addInfo(data []byte) {
+	var info micro.Info
+	if len(data) > maxInfoBytes || json.Unmarshal(data, &info) != nil || info.ID == "" || len(info.ID) > maxIDLen {
+		return
+	}
+	for _, r := range a.routes {
+		subject := app.StatusSubject(r)
+		serving := a.g.Serving[r.Name]
+		if len(serving) >= maxReplicasSeen || slices.Contains(serving, info.ID) {
+			continue
+		}
+		if slices.ContainsFunc(info.Endpoints, func(e micro.EndpointInfo) bool { return e.Subject == subject }) {
+			a.g.Serving[r.Name] = append(serving, info.ID)
+		}
+	}
+}
+
+// done: the replicas are known, and each that serves a route answered.
+func (a *asking) done() bool {
+	if !a.infoDone {
+		return false
+	}
+	for _, r := range a.routes {
+		if !a.noReply[r.Name] && len(a.g.Answers[r.Name]) < len(a.g.Serving[r.Name]) {
+			return false
+		}
+	}
+	return true
+}
+
+// finish lists who did not answer, and the routes nothing answers for.
+func (a *asking) finish() {
+	for _, r := range a.routes {
+		answered := map[string]bool{}
+		for _, ans := range a.g.Answers[r.Name] {
+			answered[ans.Replica.ID] = true
+		}
+		for _, id := range a.g.Serving[r.Name] {
+			if !answered[id] {
+				a.g.Silent[r.Name] = append(a.g.Silent[r.Name], id)
+			}
+		}
+		if len(a.g.Answers[r.Name]) == 0 && len(a.g.Serving[r.Name]) == 0 {
+			a.g.Unserved = append(a.g.Unserved, r.Name)
+		}
+	}
+}
+
+func (a *asking) unservedAll() {
+	for _, r := range a.routes {
+		a.g.Unserved = append(a.g.Unserved, r.Name)
+	}
+}
+
+// readAnswer decodes and checks one route's answer.
+func readAnswer(m *nats.Msg, route string, maxKeys int, now time.Time) ReplicaAnswer {
+	if code := m.Header.Get(micro.ErrorCodeHeader); code != "" {
+		return ReplicaAnswer{Error: bounded(code+" "+m.Header.Get(micro.ErrorHeader), maxErrorLen)}
+	}
+	if len(m.Data) > maxAnswerBytes(maxKeys) {
+		return ReplicaAnswer{Refused: "the answer is " + strconv.Itoa(len(m.Data)) + " bytes, more than an answer listing " + strconv.Itoa(maxKeys) + " keys can be"}
+	}
+	var ans app.StatusAnswer
+	if err := json.Unmarshal(m.Data, &ans); err != nil {
+		return ReplicaAnswer{Refused: "not a status answer: " + bounded(err.Error(), maxErrorLen)}
+	}
+	out := ReplicaAnswer{Replica: ans.Replica}
+	if err := validReplica(&out.Replica); err != nil {
+		return ReplicaAnswer{Refused: err.Error()}
+	}
+	if err := validStatus(&ans.Status, route, maxKeys, now); err != nil {
+		out.Refused = err.Error()
+		return out
+	}
+	out.Status = &ans.Status
+	return out
+}
