@@ -104,9 +104,9 @@ func (x *teller) search(ctx context.Context, q EventQuery) (searchResult, error)
 		defer cancel()
 	}
 	var (
-		mu  sync.Mutex
-		res searchResult
-		wg  sync.WaitGroup
+		mu   sync.Mutex
+		res  searchResult
+		wg   sync.WaitGroup
 		errs []error
 	)
 	found := func(r ref) {
