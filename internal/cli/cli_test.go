@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -509,8 +510,14 @@ func TestStatusShowsARouteStoppedByRouteHealth(t *testing.T) {
 		return strings.Contains(out, "route health, probing")
 	})
 	code, out, _ := s.cli("", "status", "--json")
-	if code != 0 || !strings.Contains(out, `"paused_by": "route_health"`) {
-		t.Errorf("status --json does not say whose pause it is:\n%s", out)
+	if code != 0 || !strings.Contains(out, `"paused_by":"route_health"`) || !strings.Contains(out, `"health":"not_runnable"`) {
+		t.Errorf("status --json does not say whose pause it is, and the replica's condition:\n%s", out)
+	}
+	// Why, as the replica holding it stopped says: the condition, since
+	// when, the next probe, and which replica says so.
+	_, out, _ = s.cli("", "status")
+	if !strings.Contains(out, "not_runnable on 1 of 1") || !regexp.MustCompile(`not_runnable since \S+Z.*next probe \S+Z.* on replica \w+ \(host `).MatchString(out) {
+		t.Errorf("status does not say why the route is stopped, and on which replica:\n%s", out)
 	}
 	s.emu.SetRunnable(okID, true)
 	s.settled("ok")
@@ -550,7 +557,7 @@ func TestStatusShowsWhoOwnsAnOrderedRoute(t *testing.T) {
 		t.Errorf("status does not name the ordered route's owner:\n%s", out)
 	}
 	_, out, _ = s.cli("", "status", "--json")
-	if !strings.Contains(out, `"ordering": "conversation_key"`) || !strings.Contains(out, `"owner": "`) {
+	if !strings.Contains(out, `"ordering":"conversation_key"`) || !strings.Contains(out, `"owner":"`) {
 		t.Errorf("status --json lacks ordering and owner:\n%s", out)
 	}
 }

@@ -14,7 +14,6 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
 	"github.com/schollz/progressbar/v3"
 	"github.com/spf13/cobra"
 	"go.opentelemetry.io/otel/trace"
@@ -22,6 +21,7 @@ import (
 
 	"github.com/agentrelay/agentrelay/internal/app"
 	"github.com/agentrelay/agentrelay/internal/dlq"
+	"github.com/agentrelay/agentrelay/internal/telemetry"
 )
 
 // filterFlags are the dead-letter filters shared by list, replay and purge.
@@ -216,7 +216,7 @@ func newDLQListCmd(e *env, g *globalFlags) *cobra.Command {
 			err = s.Scan(cmd.Context(), filter, preview == 0 && !asJSON, func(l dlq.Letter) (bool, error) {
 				n++
 				if asJSON {
-					return true, writeJSON(e.stdout, toJSON(l, false), false)
+					return true, writeJSON(e.stdout, toJSON(l, false))
 				}
 				status := "-"
 				if l.Status != 0 {
@@ -264,7 +264,7 @@ terminal).`,
 			if err != nil || seq == 0 {
 				return usageError{fmt.Errorf("%q is not a sequence number (from 1)", args[0])}
 			}
-			if raw && isTerminal(e.stdout) {
+			if raw && telemetry.IsTerminal(e.stdout) {
 				// The exact bytes are for a file or a program; on a
 				// terminal they could carry escape sequences.
 				return usageError{errors.New("--raw writes the body's exact bytes: redirect it to a file or pipe it into a program, not a terminal")}
@@ -283,7 +283,7 @@ terminal).`,
 				_, err = e.stdout.Write(l.Data)
 				return err
 			case asJSON:
-				return writeJSON(e.stdout, toJSON(l, true), true)
+				return writeJSON(e.stdout, toJSON(l, true))
 			}
 			printLetter(e.stdout, l)
 			return nil
@@ -454,27 +454,10 @@ type replayOpts struct {
 	tracer         trace.TracerProvider // traces each replay (see dlq.Store.TraceReplay); nil: off
 }
 
-// replayPolicy is where the configuration lets replays go: each route, the
-// subjects its consumer captures (its stream's, when it filters none) and
-// the trigger it calls.
+// replayPolicy is where the configuration lets replays go (see
+// inspect.Source.ReplayPolicy).
 func replayPolicy(ctx context.Context, t *toolConn, allowTriggerChange bool) (dlq.Policy, error) {
-	p := dlq.Policy{AllowTriggerChange: allowTriggerChange}
-	for _, r := range t.cfg.Routes {
-		filters := r.Subjects
-		if len(filters) == 0 {
-			st, err := t.js.Stream(ctx, r.Stream)
-			switch {
-			case errors.Is(err, jetstream.ErrStreamNotFound):
-				// captures nothing: its letters are refused, saying why
-			case err != nil:
-				return p, fmt.Errorf("route %s: looking up stream %s: %w", r.Name, r.Stream, err)
-			default:
-				filters = st.CachedInfo().Config.Subjects
-			}
-		}
-		p.Routes = append(p.Routes, dlq.Route{Name: r.Name, Stream: r.Stream, TriggerID: r.TriggerID, Filters: filters, Contract: app.Route(r, nil).WithDefaults().Contract})
-	}
-	return p, nil
+	return t.source().ReplayPolicy(ctx, allowTriggerChange)
 }
 
 // refusalText is why a letter is refused, with what to do about a trigger
@@ -501,7 +484,7 @@ func replay(ctx context.Context, e *env, s *dlq.Store, policy dlq.Policy, filter
 		return nil
 	}
 	var bar *progressbar.ProgressBar
-	if !dryRun && isTerminal(e.stderr) {
+	if !dryRun && telemetry.IsTerminal(e.stderr) {
 		bar = progressbar.NewOptions(total,
 			progressbar.OptionSetWriter(e.stderr),
 			progressbar.OptionSetDescription("replaying"),

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/agentrelay/agentrelay/internal/inspect"
 	"github.com/agentrelay/agentrelay/internal/testenv"
 )
 
@@ -59,14 +60,14 @@ func TestEventsShowTellsTheStory(t *testing.T) {
 
 	code, out, _ := s.cli("", "events", "show", "ev-locked", "--json")
 	var got struct {
-		Events []eventStory `json:"events"`
+		Events []inspect.EventStory `json:"events"`
 	}
 	if err := json.Unmarshal([]byte(out), &got); code != 0 || err != nil || len(got.Events) != 1 {
 		t.Fatalf("--json: %d %v\n%s", code, err, out)
 	}
 	ev := got.Events[0]
-	if ev.Ref != "WORK:2" || ev.Key != "ev-locked" || ev.Routes[0].Route != "locked" || ev.Routes[0].State != stateReplayed ||
-		len(ev.Replays) != 2 || ev.Replays[0].Routes[0].State != stateReplayed || ev.Replays[1].Routes[0].State != stateAccepted ||
+	if ev.Ref != "WORK:2" || ev.Key != "ev-locked" || ev.Routes[0].Route != "locked" || ev.Routes[0].State != inspect.StateReplayed ||
+		len(ev.Replays) != 2 || ev.Replays[0].Routes[0].State != inspect.StateReplayed || ev.Replays[1].Routes[0].State != inspect.StateAccepted ||
 		ev.Replays[1].Key != "ev-locked" {
 		t.Errorf("--json story: %+v", ev)
 	}

@@ -20,7 +20,6 @@ import (
 
 	"github.com/agentrelay/agentrelay/config"
 	"github.com/agentrelay/agentrelay/internal/event"
-	"github.com/agentrelay/agentrelay/internal/natsconn"
 	"github.com/agentrelay/agentrelay/internal/natstrace"
 	"github.com/agentrelay/agentrelay/internal/subject"
 )
@@ -274,8 +273,6 @@ func connectForTool(ctx context.Context, e *env, g *globalFlags, server string) 
 			nc.URL = server
 		}
 	}
-	cctx, cancel := context.WithTimeout(ctx, nc.ConnectTimeout.D()+5*time.Second)
-	defer cancel()
-	conn, err := natsconn.Connect(cctx, nc, nil, natsconn.Hooks{}, nats.CustomInboxPrefix(natsconn.SREInboxPrefix))
+	conn, err := dialNATS(ctx, nc, g.connectTimeout)
 	return conn, cfg, err
 }

@@ -10,7 +10,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/agentrelay/agentrelay/consumer"
+	"github.com/agentrelay/agentrelay/internal/deadletter"
 	"github.com/agentrelay/agentrelay/internal/dlq"
 )
 
@@ -155,7 +155,7 @@ type teller struct {
 	q      EventQuery
 	routes []dlq.Route
 	dl     *dlq.Store // nil when there is no dead-letter stream yet
-	dlCfg  consumer.DeadLetterConfig
+	dlCfg  deadletter.Config
 	// seen is what the search read of each work stream: the ranges, and
 	// the replays in them, so that a story need not read them again.
 	seen map[string]*coverage

@@ -18,6 +18,7 @@ import (
 	"github.com/agentrelay/agentrelay/config"
 	"github.com/agentrelay/agentrelay/consumer"
 	"github.com/agentrelay/agentrelay/internal/app"
+	"github.com/agentrelay/agentrelay/internal/deadletter"
 	"github.com/agentrelay/agentrelay/internal/dlq"
 )
 
@@ -52,7 +53,7 @@ func (s *Source) Routes() []consumer.Route {
 }
 
 // DeadLetterConfig is the configuration's dead-letter section, resolved.
-func (s *Source) DeadLetterConfig() consumer.DeadLetterConfig {
+func (s *Source) DeadLetterConfig() deadletter.Config {
 	return app.DeadLetter(s.Config.DeadLetter).WithDefaults()
 }
 

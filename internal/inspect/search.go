@@ -11,9 +11,9 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/agentrelay/agentrelay/consumer"
 	"github.com/agentrelay/agentrelay/internal/deadletter"
 	"github.com/agentrelay/agentrelay/internal/dlq"
+	"github.com/agentrelay/agentrelay/internal/event"
 	"github.com/agentrelay/agentrelay/internal/streamscan"
 )
 
@@ -236,7 +236,7 @@ func (x *teller) searchStream(ctx context.Context, name string, cov *coverage, f
 // it is a replay.
 func (x *teller) matchWork(stream string, m jetstream.Msg, md *jetstream.MsgMetadata, cov *coverage, found func(ref)) bool {
 	h := m.Headers()
-	key, _ := consumer.IdempotencyKey(h, md)
+	key, _ := event.IdempotencyKey(h, md)
 	origin := h.Get(deadletter.HeaderReplayOrigin)
 	if h.Get(deadletter.HeaderReplayOf) != "" {
 		if len(cov.replays) < maxReplaysSeen {

@@ -12,6 +12,7 @@ import (
 	"github.com/agentrelay/agentrelay/consumer"
 	"github.com/agentrelay/agentrelay/internal/deadletter"
 	"github.com/agentrelay/agentrelay/internal/dlq"
+	"github.com/agentrelay/agentrelay/internal/event"
 	"github.com/agentrelay/agentrelay/internal/streamscan"
 )
 
@@ -74,11 +75,11 @@ func readMessage(s *EventStory, m *jetstream.RawStreamMsg) {
 	s.MsgID = h.Get(jetstream.MsgIDHeader)
 	md := &jetstream.MsgMetadata{Stream: s.Stream, Sequence: jetstream.SequencePair{Stream: s.Seq}, Timestamp: m.Time}
 	var err error
-	s.Key, err = consumer.IdempotencyKey(h, md)
+	s.Key, err = event.IdempotencyKey(h, md)
 	switch {
 	case err != nil:
 		s.KeyProblem = err.Error() + ": the worker dead-letters it as invalid_idempotency_key"
-	case h.Get(consumer.HeaderIdempotencyKey) != "":
+	case h.Get(event.HeaderIdempotencyKey) != "":
 		s.KeyFrom = "its Idempotency-Key header"
 	case s.MsgID != "":
 		s.KeyFrom = "its Nats-Msg-Id"
@@ -339,7 +340,7 @@ func scanRange(ctx context.Context, st jetstream.Stream, subject string, gap str
 				return true, nil
 			}
 			count, _ := strconv.Atoi(h.Get(deadletter.HeaderReplayCount))
-			key, _ := consumer.IdempotencyKey(h, md)
+			key, _ := event.IdempotencyKey(h, md)
 			fn(seenReplay{seq: md.Sequence.Stream, subject: m.Subject(), origin: h.Get(deadletter.HeaderReplayOrigin), key: key, count: count, replayOfHeader: true})
 			return true, nil
 		})

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"regexp"
 	"time"
+	"unicode/utf8"
 
 	"github.com/agentrelay/agentrelay/agentapi"
 	"github.com/agentrelay/agentrelay/consumer"
@@ -13,9 +14,12 @@ import (
 
 // An answer is believed only within these bounds: anything outside them is
 // a forgery or a bug, and the whole answer is refused (saying why) rather
-// than shown in part. Strings within their bounds are sanitised (control
-// characters, escape sequences and bidi controls escaped) before anything
-// else sees them.
+// than shown in part. Descriptive strings within their bounds (who the
+// replica is, an error) are sanitised (control characters, escape
+// sequences and bidi controls escaped) before anything else sees them;
+// keys are data a reader may need exactly (to find an event by its key),
+// so they are bounded and must be UTF-8, and are escaped where printed
+// (the CLI's one sanitiser, and JSON's \u escapes).
 const (
 	maxIDLen       = 128
 	maxNameLen     = 256
@@ -60,6 +64,17 @@ func text(field string, s *string, n int) error {
 	return nil
 }
 
+// exact checks that a key is within n bytes of UTF-8.
+func exact(field, s string, n int) error {
+	if len(s) > n {
+		return fmt.Errorf("%s is %d bytes, more than %d", field, len(s), n)
+	}
+	if !utf8.ValidString(s) {
+		return fmt.Errorf("%s is not UTF-8", field)
+	}
+	return nil
+}
+
 func count(field string, n, hi int) error {
 	if n < 0 || n > hi {
 		return fmt.Errorf("%s %d is not from 0 to %d", field, n, hi)
@@ -98,7 +113,7 @@ func validStatus(st *consumer.RouteStatus, route string, maxKeys int, now time.T
 		tokenField("paused_by", st.PausedBy, true),
 		instant("since", st.Since, now, maxClockSkew),
 		instant("next_probe", st.NextProbe, now, maxNextProbeIn),
-		text("probe_key", &st.ProbeKey, maxKeyLen),
+		exact("probe_key", st.ProbeKey, maxKeyLen),
 		count("in_flight", st.InFlight, maxCount),
 		count("limit", st.Limit, maxCount),
 	}
@@ -129,7 +144,7 @@ func validOrdered(o *consumer.OrderedStatus, route string, maxKeys int, now time
 		return fmt.Errorf("it lists %d blocked keys, and %d were asked for", len(o.Blocked), maxKeys)
 	}
 	errs := []error{
-		text("pin_id", &o.PinID, maxIDLen),
+		exact("pin_id", o.PinID, maxIDLen),
 		count("holding", o.Holding, maxCount),
 		count("running", o.Running, maxCount),
 		count("blocked_keys", o.BlockedKeys, maxCount),
@@ -145,7 +160,7 @@ func validOrdered(o *consumer.OrderedStatus, route string, maxKeys int, now time
 
 func validBlocked(b *consumer.BlockedKey, now time.Time) error {
 	errs := []error{
-		text("blocked key", &b.Key, maxKeyLen),
+		exact("blocked key", b.Key, maxKeyLen),
 		count("waiting", b.Waiting, maxCount),
 		count("behind_failures", b.BehindFailures, maxFailures),
 		instant("since", b.Since, now, maxClockSkew),
