@@ -26,8 +26,9 @@ import (
 // DefaultStatusWait bounds how long the replicas' answers are waited for.
 const DefaultStatusWait = 2 * time.Second
 
-// infoQuiet is how long after the last INFO answer (or the request, for
-// the first) the set of replicas is taken as known.
+// infoQuiet is how long after the last INFO answer the set of replicas is
+// taken as known. (With no replica at all, the server answers "no
+// responders" at once.)
 const infoQuiet = 300 * time.Millisecond
 
 // Bounds of what is read of the answers.
@@ -35,6 +36,7 @@ const (
 	maxAnswersPerRoute = 64
 	maxReplicasSeen    = 256
 	maxInfoBytes       = 64 * 1024
+	maxRepliesQueued   = 256
 )
 
 // AskOptions are how AskReplicas asks.
@@ -73,12 +75,15 @@ type Gathered struct {
 
 // asking is one AskReplicas under way.
 type asking struct {
-	routes   []consumer.Route
-	maxKeys  int
-	g        *Gathered
-	infoDone bool
-	lastInfo time.Time
-	noReply  map[string]bool // routes with no responders
+	routes  []consumer.Route
+	maxKeys int
+	inbox   string
+	g       *Gathered
+	// The replicas are known once INFO had no responders, or once
+	// infoQuiet passed after the last INFO answer.
+	infoSeen, infoDone bool
+	lastInfo           time.Time
+	noReply            map[string]bool // routes with no responders
 }
 
 // AskReplicas asks every replica about routes, and returns what they
@@ -97,27 +102,28 @@ func (s *Source) AskReplicas(ctx context.Context, routes []consumer.Route, o Ask
 	defer func() { a.g.Took = time.Since(start) }()
 	ctx, cancel := context.WithTimeout(ctx, o.Wait)
 	defer cancel()
-	sub, inbox, err := a.send(s.NC)
+	sub, replies, err := a.send(s.NC)
 	if err != nil {
 		a.unservedAll()
 		return a.g
 	}
 	defer func() { _ = sub.Unsubscribe() }()
-	a.lastInfo = time.Now()
-	a.collect(ctx, sub, inbox)
+	a.collect(ctx, replies)
 	a.finish()
 	return a.g
 }
 
-// send subscribes to the replies and sends the requests.
-func (a *asking) send(nc *nats.Conn) (*nats.Subscription, string, error) {
+// send subscribes to the replies and sends the requests. The replies
+// come on a channel (not a synchronous subscription, which turns a "no
+// responders" status into an error without its subject); a reply that
+// finds the channel full is dropped by the client library, not kept.
+func (a *asking) send(nc *nats.Conn) (*nats.Subscription, chan *nats.Msg, error) {
 	inbox := nc.NewInbox()
-	sub, err := nc.SubscribeSync(inbox + ".>")
+	replies := make(chan *nats.Msg, min(32+8*len(a.routes), maxRepliesQueued))
+	sub, err := nc.ChanSubscribe(inbox+".>", replies)
 	if err != nil {
-		return nil, "", err
+		return nil, nil, err
 	}
-	// Answers beyond these are dropped by the client library, not kept.
-	_ = sub.SetPendingLimits(4*maxAnswersPerRoute*max(len(a.routes), 1), 32<<20)
 	body, _ := json.Marshal(app.StatusRequest{MaxKeys: a.maxKeys})
 	info, _ := micro.ControlSubject(micro.InfoVerb, app.StatusServiceName, "")
 	err = nc.PublishRequest(info, inbox+".info", nil)
@@ -126,30 +132,29 @@ func (a *asking) send(nc *nats.Conn) (*nats.Subscription, string, error) {
 	}
 	if err != nil {
 		_ = sub.Unsubscribe()
-		return nil, "", err
+		return nil, nil, err
 	}
-	return sub, inbox, nil
+	a.inbox = inbox
+	return sub, replies, nil
 }
 
 // collect reads replies until every replica seen has answered for every
 // route, or ctx ends.
-func (a *asking) collect(ctx context.Context, sub *nats.Subscription, inbox string) {
+func (a *asking) collect(ctx context.Context, replies <-chan *nats.Msg) {
+	quiet := time.NewTimer(time.Hour)
+	defer quiet.Stop()
 	for !a.done() {
-		wait := time.Until(a.lastInfo.Add(infoQuiet))
-		if a.infoDone {
-			wait = time.Hour // ctx bounds it
+		if a.infoSeen && !a.infoDone {
+			quiet.Reset(max(time.Until(a.lastInfo.Add(infoQuiet)), 0))
 		}
-		mctx, cancel := context.WithTimeout(ctx, max(wait, time.Millisecond))
-		m, err := sub.NextMsgWithContext(mctx)
-		cancel()
-		switch {
-		case ctx.Err() != nil:
+		select {
+		case <-ctx.Done():
 			return
-		case err != nil:
+		case <-quiet.C:
 			a.infoDone = true // quiet: every replica that serves has said so
-			continue
+		case m := <-replies:
+			a.reply(strings.TrimPrefix(m.Subject, a.inbox+"."), m)
 		}
-		a.reply(strings.TrimPrefix(m.Subject, inbox+"."), m)
 	}
 }
 
@@ -161,7 +166,7 @@ func (a *asking) reply(which string, m *nats.Msg) {
 			a.infoDone = true
 			return
 		}
-		a.lastInfo = time.Now()
+		a.lastInfo, a.infoSeen = time.Now(), true
 		a.addInfo(m.Data)
 		return
 	}
@@ -239,7 +244,16 @@ func readAnswer(m *nats.Msg, route string, maxKeys int, now time.Time) ReplicaAn
 		return ReplicaAnswer{Error: bounded(code+" "+m.Header.Get(micro.ErrorHeader), maxErrorLen)}
 	}
 	if len(m.Data) > maxAnswerBytes(maxKeys) {
-		return ReplicaAnswer{Refused: "the answer is " + strconv.Itoa(len(m.Data)) + " bytes, more than an answer listing " + strconv.Itoa(maxKeys) + " keys can be"}
+		// Read no more of it than who sent it (the client library bounds
+		// a message to the server's max_payload, 1 MB by default).
+		var who struct {
+			Replica app.Replica `json:"replica"`
+		}
+		_ = json.Unmarshal(m.Data, &who)
+		if validReplica(&who.Replica) != nil {
+			who.Replica = app.Replica{}
+		}
+		return ReplicaAnswer{Replica: who.Replica, Refused: "the answer is " + strconv.Itoa(len(m.Data)) + " bytes, more than an answer listing " + strconv.Itoa(maxKeys) + " keys can be"}
 	}
 	var ans app.StatusAnswer
 	if err := json.Unmarshal(m.Data, &ans); err != nil {
