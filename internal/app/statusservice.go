@@ -31,7 +31,8 @@ import (
 // every answer's fields and bounds, and says whose answer it shows, but it
 // cannot tell a worker from an impostor the permissions let in.
 //
-// The service is bounded: a request over MaxStatusRequest bytes is
+// The service is bounded: it runs on its own NATS connection (a flood
+// costs at most that one); a request over MaxStatusRequest bytes is
 // answered with an error and never decoded; the endpoint's subscription
 // holds at most statusPendingMsgs requests (statusPendingBytes), so a flood
 // is dropped by the client library as it arrives rather than queued, and
@@ -121,10 +122,10 @@ func serveStatus(nc *nats.Conn, relay *consumer.Relay, routes []consumer.Route, 
 		return func() {}
 	}
 	warn := &warnLimiter{log: log, every: statusWarnEvery}
-	restore := quietServiceErrors(nc, warn)
-	svc, err := addStatusService(nc, warn)
+	snc, closeConn := statusConn(nc, warn, log)
+	svc, err := addStatusService(snc, warn)
 	if err != nil {
-		restore()
+		closeConn()
 		log.Warn("cannot serve the routes' status (agentrelay status will not show why a route is stopped)", "err", err)
 		return func() {}
 	}
@@ -139,8 +140,42 @@ func serveStatus(nc *nats.Conn, relay *consumer.Relay, routes []consumer.Route, 
 		if err := svc.Stop(); err != nil {
 			log.Debug("stopping the status service", "err", err)
 		}
-		restore()
+		closeConn()
 	}
+}
+
+// statusConn opens the service's own connection, with the worker's
+// options (servers, credentials, TLS) and its own handlers: a flood on the
+// status subjects then costs at most this connection (the server cuts a
+// slow consumer), never the one that carries deliveries and acks, and its
+// warnings are rate-limited. If it cannot connect, the service shares the
+// worker's connection, its errors quieted (quietServiceErrors).
+func statusConn(nc *nats.Conn, warn *warnLimiter, log *slog.Logger) (*nats.Conn, func()) {
+	o := nc.Opts
+	o.Name = strings.TrimSpace(o.Name + " status")
+	o.AsyncErrorCB = func(_ *nats.Conn, sub *nats.Subscription, err error) {
+		warn.warn("the status service dropped requests (a flood, or requests over its limits)", "subject", subjectOf(sub), "err", err)
+	}
+	o.DisconnectedErrCB = func(_ *nats.Conn, err error) {
+		if err != nil {
+			warn.warn("the status service's connection to NATS was cut; reconnecting", "err", err)
+		}
+	}
+	o.ConnectedCB, o.DisconnectedCB, o.ReconnectedCB, o.ClosedCB, o.DiscoveredServersCB, o.LameDuckModeHandler = nil, nil, nil, nil, nil, nil
+	o.ReconnectBufSize = statusPendingBytes
+	snc, err := o.Connect()
+	if err != nil {
+		log.Warn("the status service shares the worker's NATS connection (its own did not connect)", "err", err)
+		return nc, quietServiceErrors(nc, warn)
+	}
+	return snc, snc.Close
+}
+
+func subjectOf(sub *nats.Subscription) string {
+	if sub == nil {
+		return ""
+	}
+	return sub.Subject
 }
 
 func addStatusService(nc *nats.Conn, warn *warnLimiter) (micro.Service, error) {
@@ -255,7 +290,7 @@ func quietServiceErrors(nc *nats.Conn, warn *warnLimiter) (restore func()) {
 	prev := nc.ErrorHandler()
 	nc.SetErrorHandler(func(c *nats.Conn, sub *nats.Subscription, err error) {
 		if sub != nil && isServiceSubject(sub.Subject) {
-			warn.warn("the status service dropped requests (a flood, or requests over its limits)", "subject", sub.Subject, "err", err)
+			warn.warn("the status service dropped requests (a flood, or requests over its limits)", "subject", subjectOf(sub), "err", err)
 			return
 		}
 		if prev != nil {
