@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"regexp"
 	"time"
-	"unicode/utf8"
 
 	"github.com/agentrelay/agentrelay/agentapi"
 	"github.com/agentrelay/agentrelay/consumer"
@@ -18,7 +17,7 @@ import (
 // replica is, an error) are sanitised (control characters, escape
 // sequences and bidi controls escaped) before anything else sees them;
 // keys are data a reader may need exactly (to find an event by its key),
-// so they are bounded and must be UTF-8, and are escaped where printed
+// so they are only bounded, and are escaped where printed
 // (the CLI's one sanitiser, and JSON's \u escapes).
 const (
 	maxIDLen       = 128
@@ -64,13 +63,11 @@ func text(field string, s *string, n int) error {
 	return nil
 }
 
-// exact checks that a key is within n bytes of UTF-8.
+// exact checks that a key is within n bytes (JSON decoding has already
+// made it UTF-8).
 func exact(field, s string, n int) error {
 	if len(s) > n {
 		return fmt.Errorf("%s is %d bytes, more than %d", field, len(s), n)
-	}
-	if !utf8.ValidString(s) {
-		return fmt.Errorf("%s is not UTF-8", field)
 	}
 	return nil
 }
