@@ -31,8 +31,13 @@ type filterFlags struct {
 	seqs                                 []string
 }
 
-func (f *filterFlags) register(cmd *cobra.Command) {
+func (f *filterFlags) register(cmd *cobra.Command, e *env, g *globalFlags) {
 	fl := cmd.Flags()
+	defer func() {
+		_ = cmd.RegisterFlagCompletionFunc("route", completeRoutes(e, g, false))
+		_ = cmd.RegisterFlagCompletionFunc("reason", completeReasons)
+		_ = cmd.RegisterFlagCompletionFunc("seq", completeLetters(e, g, true))
+	}()
 	fl.StringVar(&f.route, "route", "", "only this route")
 	fl.StringVar(&f.reason, "reason", "", "only this reason (forbidden, max_attempts, invalid_json, ...)")
 	fl.IntVar(&f.status, "status", 0, "only this last HTTP status (100-599)")
@@ -233,7 +238,7 @@ func newDLQListCmd(e *env, g *globalFlags) *cobra.Command {
 			return err
 		},
 	}
-	f.register(cmd)
+	f.register(cmd, e, g)
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print one JSON object per line")
 	cmd.Flags().IntVar(&preview, "preview", 60, fmt.Sprintf("characters of the body to show, at most %d (0: none, and bodies are not fetched)", maxPreview))
 	return cmd
@@ -252,8 +257,9 @@ func bodyPreview(l dlq.Letter, n int) string {
 func newDLQShowCmd(e *env, g *globalFlags) *cobra.Command {
 	var raw, asJSON bool
 	cmd := &cobra.Command{
-		Use:   "show SEQ",
-		Short: "Show one dead letter: every header and the body",
+		Use:               "show SEQ",
+		ValidArgsFunction: completeLetters(e, g, false),
+		Short:             "Show one dead letter: every header and the body",
 		Long: `Show one dead letter: why it is one, where it came from, every header and the
 body. Control characters are escaped; --raw writes the body's exact bytes to
 stdout instead (for piping into a file or jq; refused when stdout is a
@@ -342,8 +348,9 @@ func newDLQReplayCmd(e *env, g *globalFlags) *cobra.Command {
 	var perSecond float64
 	var bodyFile string
 	cmd := &cobra.Command{
-		Use:   "replay [SEQ...]",
-		Short: "Republish dead letters to their original subjects, then delete them",
+		Use:               "replay [SEQ...]",
+		ValidArgsFunction: completeLetters(e, g, true),
+		Short:             "Republish dead letters to their original subjects, then delete them",
 		Long: `Republish the selected dead letters to their original subjects, with their
 original Idempotency-Key so that an event the API had in fact accepted is not
 run twice (--new-key gives each a new key instead, still the same on every
@@ -415,7 +422,7 @@ Fix the cause first (permissions, trigger id, the agent), then replay; use
 			return replay(cmd.Context(), e, s, policy, filter, o)
 		},
 	}
-	f.register(cmd)
+	f.register(cmd, e, g)
 	cmd.Flags().BoolVar(&dryRun, "dry-run", false, "show what would be replayed and what refused, and why; change nothing")
 	cmd.Flags().BoolVar(&newKey, "new-key", false, "give each replay a new Idempotency-Key (the API will run the event again even if it had accepted it)")
 	cmd.Flags().BoolVar(&allowTriggerChange, "allow-trigger-change", false, "replay letters to their route's current trigger even when it is not the one they were dead-lettered for (after fixing a route's trigger_id)")
@@ -639,7 +646,7 @@ func newDLQPurgeCmd(e *env, g *globalFlags) *cobra.Command {
 			return err
 		},
 	}
-	f.register(cmd)
+	f.register(cmd, e, g)
 	cmd.Flags().BoolVarP(&yes, "yes", "y", false, "do not ask for confirmation")
 	return cmd
 }

@@ -43,8 +43,9 @@ type eventsShowFlags struct {
 func newEventsShowCmd(e *env, g *globalFlags) *cobra.Command {
 	f := &eventsShowFlags{}
 	cmd := &cobra.Command{
-		Use:   "show MSG-ID | STREAM:SEQ",
-		Short: "Tell an event's story: route, key, pending, in flight, accepted, dead-lettered, replayed",
+		Use:               "show MSG-ID | STREAM:SEQ",
+		ValidArgsFunction: completeEventRef(e, g),
+		Short:             "Tell an event's story: route, key, pending, in flight, accepted, dead-lettered, replayed",
 		Long: `Tell what happened to one event, from what NATS holds: its stream and
 sequence, the route whose consumer captures its subject, the Idempotency-Key
 the worker uses for it, and its state on that route:

@@ -78,7 +78,7 @@ func dialNATS(ctx context.Context, c config.NATS, timeout time.Duration) (*nats.
 	if ctx.Err() != nil {
 		return nil, ctx.Err()
 	}
-	return nil, fmt.Errorf("%w at %s after %v: %s\nhint: is NATS running there, and reachable from here? The servers come from nats.url in the configuration or $%s; --connect-timeout waits longer",
+	return nil, fmt.Errorf("%w at %s after %v: %s\nhint: is NATS running there, and reachable from here? The servers come from nats.url in the configuration, $%s, or publish --server; --connect-timeout waits longer",
 		ErrNATSUnreachable, redact.URLs(c.URL), time.Since(start).Round(100*time.Millisecond), redact.URLs(err.Error()), config.EnvNATSURL)
 }
 
