@@ -22,7 +22,7 @@ func goodAnswer() app.StatusAnswer {
 		Replica: app.Replica{ID: "abc", Name: "agentrelay", Host: "pod-1", ClientID: 7, Version: "v1"},
 		Status: consumer.RouteStatus{
 			Route: "r", Health: "outage", Since: now.Add(-time.Minute), NextProbe: now.Add(5 * time.Second),
-			Cause: &consumer.StopCause{Class: "server_error", Status: 503, Error: "503 Service Unavailable"},
+			Cause:    &consumer.StopCause{Class: "server_error", Status: 503, Error: "503 Service Unavailable"},
 			ProbeKey: "key-1", PausedBy: consumer.PausedByRouteHealth, InFlight: 1, Limit: 64,
 			Ordered: &consumer.OrderedStatus{Route: "r", PinID: "pin", Holding: 3, Running: 1, BlockedKeys: 5, Blocked: []consumer.BlockedKey{
 				{Key: "k1", Waiting: 2, OldestSeq: 9, Since: now.Add(-time.Second), WaitingSeconds: 1, BehindSeq: 4, BehindFailures: 2},
