@@ -233,7 +233,7 @@ func newDLQListCmd(e *env, g *globalFlags) *cobra.Command {
 			})
 			if !asJSON {
 				_ = tw.Flush()
-				printf(e.stderr, "%d dead letters\n", n)
+				printf(e.stderr, "%s\n", plural(n, "dead letter", "dead letters"))
 			}
 			return err
 		},
@@ -342,11 +342,16 @@ func printLetter(w io.Writer, l dlq.Letter) {
 	printf(w, "\nbody (%d bytes):\n%s\n", len(l.Data), string(l.Data))
 }
 
+// replayFlags are dlq replay's flags.
+type replayFlags struct {
+	filterFlags
+	dryRun, newKey, allowTriggerChange, force bool
+	perSecond                                 float64
+	bodyFile                                  string
+}
+
 func newDLQReplayCmd(e *env, g *globalFlags) *cobra.Command {
-	f := &filterFlags{}
-	var dryRun, newKey, allowTriggerChange, force bool
-	var perSecond float64
-	var bodyFile string
+	f := &replayFlags{}
 	cmd := &cobra.Command{
 		Use:               "replay [SEQ...]",
 		ValidArgsFunction: completeLetters(e, g, true),
@@ -383,53 +388,56 @@ Fix the cause first (permissions, trigger id, the agent), then replay; use
   agentrelay dlq show 42 --raw > fixed.json   # edit it, then:
   agentrelay dlq replay 42 --body-file fixed.json`,
 		Args: cobra.ArbitraryArgs,
-		RunE: func(cmd *cobra.Command, args []string) error {
-			if err := checkFlags(append(f.check(), positiveUpTo("rate", perSecond, maxReplayRate))...); err != nil {
-				return err
-			}
-			f.seqs = append(f.seqs, args...)
-			var body []byte
-			if bodyFile != "" {
-				if len(f.seqs) != 1 || strings.Contains(f.seqs[0], ",") {
-					return usageError{errors.New("--body-file replays one dead letter: name exactly one (dlq replay SEQ --body-file FILE)")}
-				}
-				var err error
-				if body, err = readBodyFile(bodyFile); err != nil {
-					return err
-				}
-			}
-			filter, t, s, err := f.open(cmd.Context(), e, g)
-			if err != nil {
-				return err
-			}
-			defer t.Close()
-			policy, err := replayPolicy(cmd.Context(), t, allowTriggerChange)
-			if err != nil {
-				return err
-			}
-			policy.ForcePoison = force
-			o := replayOpts{dryRun: dryRun, newKey: newKey, perSecond: perSecond, body: body}
-			if !dryRun {
-				// Traced when the OTEL_* environment says so: each replay
-				// is then a span in the original event's trace.
-				tp, stop, err := toolTracer(cmd.Context(), e, g, false)
-				if err != nil {
-					return err
-				}
-				defer stop()
-				o.tracer = tp
-			}
-			return replay(cmd.Context(), e, s, policy, filter, o)
-		},
+		RunE: func(cmd *cobra.Command, args []string) error { return runReplay(cmd.Context(), e, g, f, args) },
 	}
 	f.register(cmd, e, g)
-	cmd.Flags().BoolVar(&dryRun, "dry-run", false, "show what would be replayed and what refused, and why; change nothing")
-	cmd.Flags().BoolVar(&newKey, "new-key", false, "give each replay a new Idempotency-Key (the API will run the event again even if it had accepted it)")
-	cmd.Flags().BoolVar(&allowTriggerChange, "allow-trigger-change", false, "replay letters to their route's current trigger even when it is not the one they were dead-lettered for (after fixing a route's trigger_id)")
-	cmd.Flags().Float64Var(&perSecond, "rate", 50, fmt.Sprintf("replays per second at most (up to %v)", maxReplayRate))
-	cmd.Flags().BoolVar(&force, "force", false, "replay letters whose reason blames the message itself (invalid_json, ...) unchanged")
-	cmd.Flags().StringVar(&bodyFile, "body-file", "", fmt.Sprintf("replay one dead letter with this corrected body (at most %d MiB), keeping its key", maxBodyFile>>20))
+	cmd.Flags().BoolVar(&f.dryRun, "dry-run", false, "show what would be replayed and what refused, and why; change nothing")
+	cmd.Flags().BoolVar(&f.newKey, "new-key", false, "give each replay a new Idempotency-Key (the API will run the event again even if it had accepted it)")
+	cmd.Flags().BoolVar(&f.allowTriggerChange, "allow-trigger-change", false, "replay letters to their route's current trigger even when it is not the one they were dead-lettered for (after fixing a route's trigger_id)")
+	cmd.Flags().Float64Var(&f.perSecond, "rate", 50, fmt.Sprintf("replays per second at most (up to %v)", maxReplayRate))
+	cmd.Flags().BoolVar(&f.force, "force", false, "replay letters whose reason blames the message itself (invalid_json, ...) unchanged")
+	cmd.Flags().StringVar(&f.bodyFile, "body-file", "", fmt.Sprintf("replay one dead letter with this corrected body (at most %d MiB), keeping its key", maxBodyFile>>20))
 	return cmd
+}
+
+// runReplay is dlq replay.
+func runReplay(ctx context.Context, e *env, g *globalFlags, f *replayFlags, args []string) error {
+	if err := checkFlags(append(f.check(), positiveUpTo("rate", f.perSecond, maxReplayRate))...); err != nil {
+		return err
+	}
+	f.seqs = append(f.seqs, args...)
+	var body []byte
+	if f.bodyFile != "" {
+		if len(f.seqs) != 1 || strings.Contains(f.seqs[0], ",") {
+			return usageError{errors.New("--body-file replays one dead letter: name exactly one (dlq replay SEQ --body-file FILE)")}
+		}
+		var err error
+		if body, err = readBodyFile(f.bodyFile); err != nil {
+			return err
+		}
+	}
+	filter, t, s, err := f.open(ctx, e, g)
+	if err != nil {
+		return err
+	}
+	defer t.Close()
+	policy, err := replayPolicy(ctx, t, f.allowTriggerChange)
+	if err != nil {
+		return err
+	}
+	policy.ForcePoison = f.force
+	o := replayOpts{dryRun: f.dryRun, newKey: f.newKey, perSecond: f.perSecond, body: body}
+	if !f.dryRun {
+		// Traced when the OTEL_* environment says so: each replay is
+		// then a span in the original event's trace.
+		tp, stop, err := toolTracer(ctx, e, g, false)
+		if err != nil {
+			return err
+		}
+		defer stop()
+		o.tracer = tp
+	}
+	return replay(ctx, e, s, policy, filter, o)
 }
 
 // maxBodyFile bounds --body-file: far above any server's max_payload, and
@@ -477,7 +485,6 @@ func refusalText(r *dlq.Refusal) string {
 }
 
 func replay(ctx context.Context, e *env, s *dlq.Store, policy dlq.Policy, filter dlq.Filter, o replayOpts) error {
-	dryRun, newKey, perSecond := o.dryRun, o.newKey, o.perSecond
 	filter, err := s.Bounded(ctx, filter)
 	if err != nil {
 		return err
@@ -490,9 +497,9 @@ func replay(ctx context.Context, e *env, s *dlq.Store, policy dlq.Policy, filter
 		printf(e.stdout, "no dead letters match\n")
 		return nil
 	}
-	var bar *progressbar.ProgressBar
-	if !dryRun && telemetry.IsTerminal(e.stderr) {
-		bar = progressbar.NewOptions(total,
+	r := &replayer{e: e, s: s, policy: policy, o: o, limiter: rate.NewLimiter(rate.Limit(o.perSecond), 1)}
+	if !o.dryRun && telemetry.IsTerminal(e.stderr) {
+		r.bar = progressbar.NewOptions(total,
 			progressbar.OptionSetWriter(e.stderr),
 			progressbar.OptionSetDescription("replaying"),
 			progressbar.OptionShowCount(),
@@ -501,95 +508,120 @@ func replay(ctx context.Context, e *env, s *dlq.Store, policy dlq.Policy, filter
 			progressbar.OptionThrottle(100*time.Millisecond),
 			progressbar.OptionClearOnFinish())
 	}
-	limiter := rate.NewLimiter(rate.Limit(perSecond), 1)
 	start := time.Now()
-	var replayed, dups, refused int
 	err = s.Scan(ctx, filter, false, func(l dlq.Letter) (bool, error) {
-		var r *dlq.Refusal
 		if o.body != nil {
 			l = l.WithBody(o.body)
 		}
-		if dryRun {
-			if _, err := s.Check(policy, l); errors.As(err, &r) {
-				refused++
-				printf(e.stdout, "refuse %d: %s\n", l.Seq, refusalText(r))
-				return true, nil
-			}
-			m, err := s.ReplayMsg(l, newKey)
-			if err != nil {
-				return false, err
-			}
-			// The key the worker will really use: the one the replay
-			// carries or, for a letter whose key could not be used, the
-			// replay's message id.
-			key, kerr := s.ReplayKey(l, m)
-			if kerr != nil {
-				key = "none usable (" + kerr.Error() + "): the worker would dead-letter it as invalid_idempotency_key"
-			} else if m.Header.Get("Idempotency-Key") == "" {
-				key += " (the replay's message id: the letter's own key could not be used)"
-			}
-			what := ""
-			if l.Corrected {
-				what = fmt.Sprintf(", with the corrected body (%d bytes)", len(l.Data))
-			}
-			printf(e.stdout, "would replay %d (%s, %s) to %s%s with Idempotency-Key %s\n",
-				l.Seq, safe(l.Route, 40), safe(l.Reason, 40), safe(m.Subject, 80), what, safe(key, 200))
-			replayed++
-			return true, nil
+		if o.dryRun {
+			return r.dryRun(l)
 		}
-		if bar != nil {
-			defer func() { _ = bar.Add(1) }()
-		}
-		// Refusals cost no publish, so they do not wait for the limiter.
-		if _, err := s.Check(policy, l); err == nil {
-			if err := limiter.Wait(ctx); err != nil {
-				return false, err
-			}
-		}
-		rctx, span := s.TraceReplay(ctx, o.tracer, l)
-		ack, err := s.Replay(rctx, policy, l, newKey)
-		dlq.EndReplay(span, ack, err)
-		if errors.As(err, &r) {
-			refused++
-			printf(e.stdout, "refused %d: %s\n", l.Seq, refusalText(r))
-			return true, nil
-		}
-		if err != nil {
+		return r.replay(ctx, l)
+	})
+	if r.bar != nil {
+		_ = r.bar.Finish()
+	}
+	return r.summary(err, total, time.Since(start).Round(time.Millisecond))
+}
+
+// replayer replays letters one by one, counting.
+type replayer struct {
+	e       *env
+	s       *dlq.Store
+	policy  dlq.Policy
+	o       replayOpts
+	limiter *rate.Limiter
+	bar     *progressbar.ProgressBar
+
+	replayed, dups, refused int
+}
+
+// dryRun says what replaying l would do.
+func (r *replayer) dryRun(l dlq.Letter) (bool, error) {
+	var ref *dlq.Refusal
+	if _, err := r.s.Check(r.policy, l); errors.As(err, &ref) {
+		r.refused++
+		printf(r.e.stdout, "refuse %d: %s\n", l.Seq, refusalText(ref))
+		return true, nil
+	}
+	m, err := r.s.ReplayMsg(l, r.o.newKey)
+	if err != nil {
+		return false, err
+	}
+	// The key the worker will really use: the one the replay carries or,
+	// for a letter whose key could not be used, the replay's message id.
+	key, kerr := r.s.ReplayKey(l, m)
+	if kerr != nil {
+		key = "none usable (" + kerr.Error() + "): the worker would dead-letter it as invalid_idempotency_key"
+	} else if m.Header.Get("Idempotency-Key") == "" {
+		key += " (the replay's message id: the letter's own key could not be used)"
+	}
+	what := ""
+	if l.Corrected {
+		what = fmt.Sprintf(", with the corrected body (%d bytes)", len(l.Data))
+	}
+	printf(r.e.stdout, "would replay %d (%s, %s) to %s%s with Idempotency-Key %s\n",
+		l.Seq, safe(l.Route, 40), safe(l.Reason, 40), safe(m.Subject, 80), what, safe(key, 200))
+	r.replayed++
+	return true, nil
+}
+
+// replay replays l, at the rate asked.
+func (r *replayer) replay(ctx context.Context, l dlq.Letter) (bool, error) {
+	if r.bar != nil {
+		defer func() { _ = r.bar.Add(1) }()
+	}
+	// Refusals cost no publish, so they do not wait for the limiter.
+	if _, err := r.s.Check(r.policy, l); err == nil {
+		if err := r.limiter.Wait(ctx); err != nil {
 			return false, err
 		}
-		replayed++
-		if ack.Duplicate {
-			dups++
-		}
-		return true, nil
-	})
-	if bar != nil {
-		_ = bar.Finish()
 	}
-	took := time.Since(start).Round(time.Millisecond)
+	rctx, span := r.s.TraceReplay(ctx, r.o.tracer, l)
+	ack, err := r.s.Replay(rctx, r.policy, l, r.o.newKey)
+	dlq.EndReplay(span, ack, err)
+	var ref *dlq.Refusal
+	if errors.As(err, &ref) {
+		r.refused++
+		printf(r.e.stdout, "refused %d: %s\n", l.Seq, refusalText(ref))
+		return true, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	r.replayed++
+	if ack.Duplicate {
+		r.dups++
+	}
+	return true, nil
+}
+
+// summary says what was done, and is replay's error.
+func (r *replayer) summary(err error, total int, took time.Duration) error {
+	w := r.e.stdout
 	left := ""
-	if refused > 0 {
-		left = fmt.Sprintf("; refused %d, left in place (dlq replay --dry-run says why)", refused)
+	if r.refused > 0 {
+		left = fmt.Sprintf("; refused %d, left in place (dlq replay --dry-run says why)", r.refused)
 	}
 	switch {
-	case dryRun:
-		printf(e.stdout, "dry run: %d would be replayed, %d refused\n", replayed, refused)
+	case r.o.dryRun:
+		printf(w, "dry run: %d would be replayed, %d refused\n", r.replayed, r.refused)
 	case err != nil:
-		printf(e.stdout, "replayed %d of %d dead letters in %s before stopping%s; run the same command again to continue (it is safe)\n", replayed, total, took.String(), left)
+		printf(w, "replayed %d of %s in %s before stopping%s; run the same command again to continue (it is safe)\n", r.replayed, plural(total, "dead letter", "dead letters"), took.String(), left)
 	default:
-		printf(e.stdout, "replayed %d dead letters in %s", replayed, took.String())
-		if dups > 0 {
-			printf(e.stdout, " (%d had already been replayed by an earlier, interrupted run)", dups)
+		printf(w, "replayed %s in %s", plural(r.replayed, "dead letter", "dead letters"), took.String())
+		if r.dups > 0 {
+			printf(w, " (%d had already been replayed by an earlier, interrupted run)", r.dups)
 		}
-		printf(e.stdout, "%s\n", left)
+		printf(w, "%s\n", left)
 	}
 	switch {
 	case errors.Is(err, context.Canceled):
 		return errors.New("interrupted")
 	case err != nil:
 		return err
-	case refused > 0 && !dryRun:
-		return fmt.Errorf("%d of %d dead letters refused", refused, total)
+	case r.refused > 0 && !r.o.dryRun:
+		return fmt.Errorf("%d of %s refused", r.refused, plural(total, "dead letter", "dead letters"))
 	}
 	return nil
 }
@@ -642,7 +674,7 @@ func newDLQPurgeCmd(e *env, g *globalFlags) *cobra.Command {
 				deleted++
 				return true, nil
 			})
-			printf(e.stdout, "deleted %d dead letters\n", deleted)
+			printf(e.stdout, "deleted %s\n", plural(deleted, "dead letter", "dead letters"))
 			return err
 		},
 	}
