@@ -239,7 +239,7 @@ func newDLQListCmd(e *env, g *globalFlags) *cobra.Command {
 		},
 	}
 	f.register(cmd, e, g)
-	cmd.Flags().BoolVar(&asJSON, "json", false, "print one JSON object per line")
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print one JSON object a dead letter, one a line (JSON Lines)")
 	cmd.Flags().IntVar(&preview, "preview", 60, fmt.Sprintf("characters of the body to show, at most %d (0: none, and bodies are not fetched)", maxPreview))
 	return cmd
 }
@@ -249,7 +249,7 @@ func bodyPreview(l dlq.Letter, n int) string {
 		return fmt.Sprintf("(body not stored: %s)", safe(l.BodyOmitted, 20))
 	}
 	if n == 0 || l.Data == nil {
-		return fmt.Sprintf("(%d bytes)", l.Size)
+		return "(" + plural(l.Size, "byte", "bytes") + ")"
 	}
 	return safe(string(l.Data), n)
 }
@@ -296,7 +296,7 @@ terminal).`,
 		},
 	}
 	cmd.Flags().BoolVar(&raw, "raw", false, "write only the body, unescaped")
-	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print the dead letter as one JSON object on one line")
 	return cmd
 }
 
@@ -318,14 +318,14 @@ func printLetter(w io.Writer, l dlq.Letter) {
 	row("from", fmt.Sprintf("%s seq %d, subject %s", l.Stream, l.StreamSeq, l.OrigSubject))
 	attempts := strconv.Itoa(l.Attempts)
 	if l.Replays > 0 {
-		attempts += fmt.Sprintf(" (%d over the event's %d replays)", l.TotalAttempts(), l.Replays)
+		attempts += fmt.Sprintf(" (%d over the event's %s)", l.TotalAttempts(), plural(l.Replays, "replay", "replays"))
 		st, seq := l.Origin()
 		row("replays", fmt.Sprintf("%d; this letter is of the replay of dead letter %s; first published as %s seq %d", l.Replays, l.ReplayOf, st, seq))
 	}
 	row("attempts", attempts)
 	row("idempotency key", l.IdempotencyKey)
 	if l.BodyOmitted != "" {
-		row("body", fmt.Sprintf("not stored (%s): %d bytes, sha256 %s", l.BodyOmitted, l.BodySize, l.BodySHA256))
+		row("body", fmt.Sprintf("not stored (%s): %s, sha256 %s", l.BodyOmitted, plural(l.BodySize, "byte", "bytes"), l.BodySHA256))
 	}
 	_ = tw.Flush()
 	printf(w, "\nheaders:\n")
@@ -339,7 +339,7 @@ func printLetter(w io.Writer, l dlq.Letter) {
 			printf(w, "  %s: %s\n", k, v)
 		}
 	}
-	printf(w, "\nbody (%d bytes):\n%s\n", len(l.Data), string(l.Data))
+	printf(w, "\nbody (%s):\n%s\n", plural(len(l.Data), "byte", "bytes"), string(l.Data))
 }
 
 // replayFlags are dlq replay's flags.
@@ -558,7 +558,7 @@ func (r *replayer) dryRun(l dlq.Letter) (bool, error) {
 	}
 	what := ""
 	if l.Corrected {
-		what = fmt.Sprintf(", with the corrected body (%d bytes)", len(l.Data))
+		what = fmt.Sprintf(", with the corrected body (%s)", plural(len(l.Data), "byte", "bytes"))
 	}
 	printf(r.e.stdout, "would replay %d (%s, %s) to %s%s with Idempotency-Key %s\n",
 		l.Seq, safe(l.Route, 40), safe(l.Reason, 40), safe(m.Subject, 80), what, safe(key, 200))

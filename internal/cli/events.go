@@ -220,8 +220,8 @@ func (p *progressPrinter) report(pr inspect.Progress) {
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	line := fmt.Sprintf("searching %s: %d of %d messages read (newest first), at %s, %v",
-		pr.Stream, pr.Read, pr.Total, pr.At.UTC().Format(time.RFC3339), pr.Elapsed.Round(100*time.Millisecond))
+	line := fmt.Sprintf("searching %s: %d of %s read (newest first), at %s, %v",
+		pr.Stream, pr.Read, plural(int(pr.Total), "message", "messages"), pr.At.UTC().Format(time.RFC3339), pr.Elapsed.Round(100*time.Millisecond))
 	if p.tty {
 		printf(p.w, "\r\033[K%s", line)
 		p.drawn = true

@@ -10,7 +10,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strings"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -89,14 +88,6 @@ func isNotFound(err error) bool {
 		(errors.As(err, &apiErr) && apiErr.ErrorCode == jetstream.JSErrCodeMessageNotFound)
 }
 
-// Plural is one or many by n: Plural(1, "dead letter", "dead letters").
-func Plural(n int, one, many string) string {
-	if n == 1 {
-		return one
-	}
-	return many
-}
-
 // Count is n and its noun, in the right number: "1 dead letter", "2 dead
 // letters".
 func Count[N ~int | ~int64 | ~uint64](n N, one, many string) string {
@@ -112,15 +103,4 @@ func orUnknown(subject string) string {
 		return "its subject (unknown)"
 	}
 	return subject
-}
-
-// joinNonEmpty joins the non-empty parts with sep.
-func joinNonEmpty(sep string, parts ...string) string {
-	var out []string
-	for _, p := range parts {
-		if p != "" {
-			out = append(out, p)
-		}
-	}
-	return strings.Join(out, sep)
 }

@@ -109,4 +109,3 @@ func scaleConfig(t *testing.T) *config.Config {
 	c.ApplyDefaults()
 	return c
 }
-

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -79,11 +80,10 @@ type coverage struct {
 }
 
 type seenReplay struct {
-	seq            uint64
-	subject        string
-	origin, key    string
-	count          int
-	replayOfHeader bool
+	seq         uint64
+	subject     string
+	origin, key string
+	count       int
 }
 
 type searchResult struct {
@@ -148,20 +148,10 @@ func (x *teller) search(ctx context.Context, q EventQuery) (searchResult, error)
 	if err := errors.Join(errs...); err != nil {
 		return res, err
 	}
-	slices.SortFunc(res.searched, func(a, b Searched) int { return cmpStrings(a.Stream, b.Stream) })
+	slices.SortFunc(res.searched, func(a, b Searched) int { return strings.Compare(a.Stream, b.Stream) })
 	res.notes = append(res.notes, searchedNotes(q, res)...)
 	sortRefs(res.refs)
 	return res, nil
-}
-
-func cmpStrings(a, b string) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }
 
 // bounds is the sequence range [lo, hi] of st that q's Since and Until
@@ -241,7 +231,7 @@ func (x *teller) matchWork(stream string, m jetstream.Msg, md *jetstream.MsgMeta
 	if h.Get(deadletter.HeaderReplayOf) != "" {
 		if len(cov.replays) < maxReplaysSeen {
 			count, _ := strconv.Atoi(h.Get(deadletter.HeaderReplayCount))
-			cov.replays = append(cov.replays, seenReplay{seq: md.Sequence.Stream, subject: m.Subject(), origin: origin, key: key, count: count, replayOfHeader: true})
+			cov.replays = append(cov.replays, seenReplay{seq: md.Sequence.Stream, subject: m.Subject(), origin: origin, key: key, count: count})
 		} else {
 			cov.overflow = true
 		}

@@ -150,7 +150,7 @@ func (x *teller) letters(ctx context.Context, s *EventStory) ([]dlq.Letter, erro
 		return n < x.q.Scan, nil
 	})
 	if n >= x.q.Scan {
-		s.CannotTell = append(s.CannotTell, fmt.Sprintf("whether a dead letter of it lies beyond the %d dead letters searched (--scan for more)", x.q.Scan))
+		s.CannotTell = append(s.CannotTell, fmt.Sprintf("whether a dead letter of it lies beyond the %s searched (--scan for more)", Count(x.q.Scan, "dead letter", "dead letters")))
 	}
 	for _, l := range out {
 		s.DeadLetters = append(s.DeadLetters, EventLetter{
@@ -310,7 +310,7 @@ func (x *teller) scanReplays(ctx context.Context, st jetstream.Stream, s *EventS
 	budget := x.q.Scan
 	for _, gap := range gaps(cov.ranges, s.Seq+1, last) {
 		if budget <= 0 {
-			s.CannotTell = append(s.CannotTell, fmt.Sprintf("whether it was replayed after the %d messages searched for replays (--scan for more)", x.q.Scan))
+			s.CannotTell = append(s.CannotTell, fmt.Sprintf("whether it was replayed after the %s searched for replays (--scan for more)", Count(x.q.Scan, "message", "messages")))
 			break
 		}
 		res, err := scanRange(ctx, st, s.Subject, gap, budget, func(r seenReplay) {
@@ -323,7 +323,7 @@ func (x *teller) scanReplays(ctx context.Context, st jetstream.Stream, s *EventS
 		}
 		budget -= res.Scanned
 		if !res.Complete && budget <= 0 {
-			s.CannotTell = append(s.CannotTell, fmt.Sprintf("whether it was replayed after the %d messages searched for replays (--scan for more)", x.q.Scan))
+			s.CannotTell = append(s.CannotTell, fmt.Sprintf("whether it was replayed after the %s searched for replays (--scan for more)", Count(x.q.Scan, "message", "messages")))
 			break
 		}
 	}
@@ -341,7 +341,7 @@ func scanRange(ctx context.Context, st jetstream.Stream, subject string, gap str
 			}
 			count, _ := strconv.Atoi(h.Get(deadletter.HeaderReplayCount))
 			key, _ := event.IdempotencyKey(h, md)
-			fn(seenReplay{seq: md.Sequence.Stream, subject: m.Subject(), origin: h.Get(deadletter.HeaderReplayOrigin), key: key, count: count, replayOfHeader: true})
+			fn(seenReplay{seq: md.Sequence.Stream, subject: m.Subject(), origin: h.Get(deadletter.HeaderReplayOrigin), key: key, count: count})
 			return true, nil
 		})
 }

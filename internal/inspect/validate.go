@@ -138,7 +138,7 @@ func validOrdered(o *consumer.OrderedStatus, route string, maxKeys int, now time
 		return fmt.Errorf("its ordered part is for route %q, not %q", bounded(o.Route, maxNameLen), route)
 	}
 	if len(o.Blocked) > maxKeys {
-		return fmt.Errorf("it lists %d blocked keys, and %d were asked for", len(o.Blocked), maxKeys)
+		return fmt.Errorf("it lists %s, and %d were asked for", Count(len(o.Blocked), "blocked key", "blocked keys"), maxKeys)
 	}
 	errs := []error{
 		exact("pin_id", o.PinID, maxIDLen),
@@ -147,7 +147,7 @@ func validOrdered(o *consumer.OrderedStatus, route string, maxKeys int, now time
 		count("blocked_keys", o.BlockedKeys, maxCount),
 	}
 	if o.BlockedKeys < len(o.Blocked) {
-		errs = append(errs, fmt.Errorf("blocked_keys %d is fewer than the %d keys listed", o.BlockedKeys, len(o.Blocked)))
+		errs = append(errs, fmt.Errorf("blocked_keys %d is fewer than the %s listed", o.BlockedKeys, Count(len(o.Blocked), "key", "keys")))
 	}
 	for i := range o.Blocked {
 		errs = append(errs, validBlocked(&o.Blocked[i], now))
