@@ -513,13 +513,13 @@ func TestStatusShowsARouteStoppedByRouteHealth(t *testing.T) {
 		_, out, _ := s.cli("", "status")
 		return strings.Contains(out, "route health, probing")
 	})
-	code, out, _ := s.cli("", "status", "--json")
+	code, out, _ := s.cli("", "status", "--json", "--wait", "10s") // room for a loaded machine; it stops once every replica answered
 	if code != 0 || !strings.Contains(out, `"paused_by":"route_health"`) || !strings.Contains(out, `"health":"not_runnable"`) {
 		t.Errorf("status --json does not say whose pause it is, and the replica's condition:\n%s", out)
 	}
 	// Why, as the replica holding it stopped says: the condition, since
 	// when, the next probe, and which replica says so.
-	_, out, _ = s.cli("", "status")
+	_, out, _ = s.cli("", "status", "--wait", "10s")
 	if !strings.Contains(out, "not_runnable on 1 of 1") || !regexp.MustCompile(`not_runnable since \S+Z.*next probe \S+Z.* on replica \w+ \(host `).MatchString(out) {
 		t.Errorf("status does not say why the route is stopped, and on which replica:\n%s", out)
 	}

@@ -20,7 +20,7 @@ import (
 // replica would, with what it likes: it subscribes to the subjects a
 // replica does (the ones NATS permissions must keep for the worker's role)
 // and lists itself in the service's INFO.
-func forger(t *testing.T, s *stack, pin string, answer func(subject string) []byte) {
+func forger(t *testing.T, s *stack, answers map[string][]byte) {
 	t.Helper()
 	nc, _ := s.nats.Connect(t)
 	route := consumer.Route{Name: "thread", Stream: stream, Durable: "agentrelay-thread"}
@@ -32,7 +32,7 @@ func forger(t *testing.T, s *stack, pin string, answer func(subject string) []by
 				_ = m.Respond(info)
 				return
 			}
-			_ = m.Respond(answer(m.Subject))
+			_ = m.Respond(answers[m.Subject])
 		})
 		if err != nil {
 			t.Fatal(err)
@@ -72,17 +72,16 @@ func TestStatusRefusesAForgedAnswer(t *testing.T) {
 		return pin != ""
 	})
 	s.stop() // the pin stays for its TTL: only the forger answers now
-	forger(t, s, pin, func(subject string) []byte {
-		o := forgedOrdered(pin)
-		if strings.HasPrefix(subject, "agentrelay.ordered.") {
-			b, _ := json.Marshal(o)
-			return b
-		}
-		b, _ := json.Marshal(app.StatusAnswer{Replica: app.Replica{ID: "forged1", Host: "evil"},
-			Status: consumer.RouteStatus{Route: "thread", Health: "healthy", InFlight: -3, Limit: 64, Ordered: &o}})
-		return b
-	})
-	code, out, errOut := s.cli("", "status", "--json", "--blocked-keys", "10")
+	// Made once, before: the forger answers at once (under the race
+	// detector, marshalling 5,000 keys takes a while).
+	o := forgedOrdered(pin)
+	old, _ := json.Marshal(o)
+	forged, _ := json.Marshal(app.StatusAnswer{Replica: app.Replica{ID: "forged1", Host: "evil"},
+		Status: consumer.RouteStatus{Route: "thread", Health: "healthy", InFlight: -3, Limit: 64, Ordered: &o}})
+	forger(t, s, map[string][]byte{"agentrelay.ordered.WORK.agentrelay-thread": old, "agentrelay.status.WORK.agentrelay-thread": forged})
+	// --wait: room for a loaded machine; status stops as soon as every
+	// replica the service's INFO lists (the forger) has answered.
+	code, out, errOut := s.cli("", "status", "--json", "--blocked-keys", "10", "--wait", "20s")
 	var rep statusReport
 	if err := json.Unmarshal([]byte(out), &rep); err != nil {
 		t.Fatalf("status --json: exit %d: %v\n%s%s", code, err, out, errOut)
@@ -106,7 +105,7 @@ func TestStatusRefusesAForgedAnswer(t *testing.T) {
 	if strings.Contains(out, `":-`) || strings.Contains(out, "forged-10") {
 		t.Errorf("status --json printed a negative count or more keys than asked for:\n%.2000s", out)
 	}
-	_, text, _ := s.cli("", "status")
+	_, text, _ := s.cli("", "status", "--wait", "20s")
 	if !strings.Contains(text, "answer refused, from replica forged1 (host evil)") || strings.Contains(text, "-5") {
 		t.Errorf("status does not say it refused the forged answer:\n%s", text)
 	}
