@@ -20,12 +20,12 @@ import (
 // statusWorker runs the worker with one route, r on stream S, ordered by
 // conversation key (so that it answers on the first version's subject
 // too), its logs in JSON to the buffer returned.
-func statusWorker(t *testing.T, n *testenv.NATS) *syncBuffer {
+func statusWorker(t *testing.T, n *testenv.NATS) *testenv.LogBuffer {
 	t.Helper()
 	n.CreateStream(t, jetstream.StreamConfig{Name: "S", Subjects: []string{"s.>"}})
 	cfg := testConfig(t, n.Server.ClientURL(), "127.0.0.1:0")
 	cfg.Routes[0].Stream, cfg.Routes[0].Ordering = "S", "conversation_key"
-	logs := &syncBuffer{}
+	logs := &testenv.LogBuffer{}
 	log := slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	ctx, cancel := context.WithCancel(context.Background())
 	started, done := make(chan string, 1), make(chan error, 1)

@@ -187,6 +187,9 @@ func ConditionText(st *consumer.RouteStatus) string {
 		return "unknown"
 	}
 	out := st.Health
+	if st.Health == healthyLabel && st.PausedBy != "" {
+		out = "" // the pause says it all
+	}
 	if !st.Since.IsZero() {
 		out += " since " + st.Since.UTC().Format(time.RFC3339)
 	}
@@ -206,14 +209,21 @@ func ConditionText(st *consumer.RouteStatus) string {
 	if !st.NextProbe.IsZero() {
 		out += ", next probe " + st.NextProbe.UTC().Format(time.RFC3339)
 	}
+	pause := ""
 	switch st.PausedBy {
 	case consumer.PausedByRouteHealth:
-		out += ", paused by route health"
+		pause = "paused by route health"
 	case consumer.PausedByOperator:
-		out += ", paused by an operator"
+		pause = "paused by an operator"
 	case "":
 	default:
-		out += ", paused by " + st.PausedBy
+		pause = "paused by " + st.PausedBy
+	}
+	if out == "" {
+		return pause
+	}
+	if pause != "" {
+		out += ", " + pause
 	}
 	return out
 }
