@@ -11,6 +11,8 @@ import (
 	"strings"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/agentrelay/agentrelay/internal/didyoumean"
 )
 
 // The YAML library reports what it cannot decode in Go terms ("line 9:
@@ -386,31 +388,10 @@ func suggest(key string, fields map[string]reflect.Type) string {
 	limit := min(1+len(k)/4, 3)
 	best, bestD := "", limit+1
 	for name := range fields {
-		d := editDistance(k, norm(name))
+		d := didyoumean.Distance(k, norm(name))
 		if d < bestD || (d == bestD && name < best) {
 			best, bestD = name, d
 		}
 	}
 	return best
-}
-
-// editDistance is the Levenshtein distance between a and b, in bytes.
-func editDistance(a, b string) int {
-	prev := make([]int, len(b)+1)
-	cur := make([]int, len(b)+1)
-	for j := range prev {
-		prev[j] = j
-	}
-	for i := 1; i <= len(a); i++ {
-		cur[0] = i
-		for j := 1; j <= len(b); j++ {
-			cost := 1
-			if a[i-1] == b[j-1] {
-				cost = 0
-			}
-			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
-		}
-		prev, cur = cur, prev
-	}
-	return prev[len(b)]
 }

@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	"github.com/agentrelay/agentrelay/agentapi"
+	"github.com/agentrelay/agentrelay/internal/natsheader"
 )
 
 // Limits that keep a typo from becoming an outage.
@@ -231,7 +232,7 @@ func (c *Config) validateRoutes(p *problems) {
 		case r.Token.File != "" && r.Token.Env != "":
 			p.add(path+".token", "set file or env, not both")
 		}
-		if r.ConversationKeyHeader != "" && !isHeaderName(r.ConversationKeyHeader) {
+		if r.ConversationKeyHeader != "" && !natsheader.ValidName(r.ConversationKeyHeader) {
 			p.add(path+".conversation_key_header", "%q is not a valid header name", r.ConversationKeyHeader)
 		}
 		if r.MaxInputBytes > maxInputBytes {
@@ -313,17 +314,4 @@ func checkSubject(s string, wildcards bool) error {
 		}
 	}
 	return nil
-}
-
-func isHeaderName(s string) bool {
-	if s == "" {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if c <= ' ' || c >= 0x7f || c == ':' {
-			return false
-		}
-	}
-	return true
 }

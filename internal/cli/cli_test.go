@@ -10,6 +10,8 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -333,6 +335,9 @@ func TestPauseAndResumeARoute(t *testing.T) {
 	if code, out, _ := s.cli("", "resume", "ok"); code != 0 || !strings.Contains(out, "resumed route ok") {
 		t.Fatalf("resume: %d %s", code, out)
 	}
+	if code, out, errOut := s.cli("", "resume", "ok"); code != 1 || strings.Contains(out, "resumed") || !strings.Contains(errOut, "route ok (consumer agentrelay-ok on WORK) is not paused: nothing to resume") {
+		t.Errorf("resume of a route that is not paused: %d\n%s%s", code, out, errOut)
+	}
 	s.settled("ok")
 	if s.emu.Accepted(okID, "paused-1") != 1 {
 		t.Error("not delivered after resume")
@@ -508,9 +513,15 @@ func TestStatusShowsARouteStoppedByRouteHealth(t *testing.T) {
 		_, out, _ := s.cli("", "status")
 		return strings.Contains(out, "route health, probing")
 	})
-	code, out, _ := s.cli("", "status", "--json")
-	if code != 0 || !strings.Contains(out, `"paused_by": "route_health"`) {
-		t.Errorf("status --json does not say whose pause it is:\n%s", out)
+	code, out, _ := s.cli("", "status", "--json", "--wait", "10s") // room for a loaded machine; it stops once every replica answered
+	if code != 0 || !strings.Contains(out, `"paused_by":"route_health"`) || !strings.Contains(out, `"health":"not_runnable"`) {
+		t.Errorf("status --json does not say whose pause it is, and the replica's condition:\n%s", out)
+	}
+	// Why, as the replica holding it stopped says: the condition, since
+	// when, the next probe, and which replica says so.
+	_, out, _ = s.cli("", "status", "--wait", "10s")
+	if !strings.Contains(out, "not_runnable on 1 of 1") || !regexp.MustCompile(`not_runnable since \S+Z.*next probe \S+Z.* on replica \w+ \(host `).MatchString(out) {
+		t.Errorf("status does not say why the route is stopped, and on which replica:\n%s", out)
 	}
 	s.emu.SetRunnable(okID, true)
 	s.settled("ok")
@@ -550,7 +561,81 @@ func TestStatusShowsWhoOwnsAnOrderedRoute(t *testing.T) {
 		t.Errorf("status does not name the ordered route's owner:\n%s", out)
 	}
 	_, out, _ = s.cli("", "status", "--json")
-	if !strings.Contains(out, `"ordering": "conversation_key"`) || !strings.Contains(out, `"owner": "`) {
+	if !strings.Contains(out, `"ordering":"conversation_key"`) || !strings.Contains(out, `"owner":"`) {
 		t.Errorf("status --json lacks ordering and owner:\n%s", out)
+	}
+}
+
+// Every command that talks to NATS gives up within --connect-timeout (2 s
+// by default) when NATS cannot be reached, naming the servers (with any
+// credentials redacted), and says what to check.
+func TestNATSFacingCommandsFailFastWhenNATSIsUnreachable(t *testing.T) {
+	s := newStack(t)
+	b, err := os.ReadFile(s.cfgPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dead := regexp.MustCompile(`nats: \{url: "[^"]*"\}`).ReplaceAllString(string(b), `nats: {url: "nats://127.0.0.1:1"}`)
+	if err := os.WriteFile(s.cfgPath, []byte(dead), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		args []string
+		max  time.Duration
+	}{
+		{[]string{"status"}, 4 * time.Second}, // the default, 2 s, with room for a loaded machine
+		{[]string{"--connect-timeout", "300ms", "dlq", "list"}, 2 * time.Second},
+		{[]string{"--connect-timeout", "300ms", "events", "show", "x"}, 2 * time.Second},
+		{[]string{"--connect-timeout", "300ms", "pause", "ok"}, 2 * time.Second},
+		{[]string{"--connect-timeout", "300ms", "resume", "ok"}, 2 * time.Second},
+		{[]string{"--connect-timeout", "300ms", "publish", "work.ok.x", "--input", "x"}, 2 * time.Second},
+		{[]string{"--connect-timeout", "300ms", "publish", "work.ok.x", "--input", "x", "--server", "nats://sre:s3cret-PW@127.0.0.1:1"}, 2 * time.Second},
+	} {
+		start := time.Now()
+		var code int
+		var out, errOut string
+		if slices.Contains(tc.args, "--server") {
+			code, out, errOut = runCLI(t, "", tc.args...) // no configuration: --server is used
+		} else {
+			code, out, errOut = s.cli("", tc.args...)
+		}
+		took := time.Since(start)
+		if code != 1 || took > tc.max || !regexp.MustCompile(`cannot reach NATS at nats://(REDACTED@)?127\.0\.0\.1:1 after `).MatchString(errOut) ||
+			!strings.Contains(errOut, "hint: is NATS running there") || strings.Contains(out+errOut, "s3cret-PW") {
+			t.Errorf("%v: exit %d after %v (at most %v)\n%s%s", tc.args, code, took, tc.max, out, errOut)
+		}
+	}
+	if code, _, errOut := s.cli("", "--connect-timeout", "0s", "status"); code != 2 || !strings.Contains(errOut, "--connect-timeout 0s: must be from 100ms to 5m0s") {
+		t.Errorf("--connect-timeout 0s: %d %s", code, errOut)
+	}
+}
+
+// Shell completion offers the configuration's routes, the dead-letter
+// reasons, the dead letters in NATS and the streams of STREAM:SEQ.
+func TestCompletionOffersRoutesReasonsLettersAndStreams(t *testing.T) {
+	s := newStack(t)
+	s.startWorker()
+	s.publish("work.locked.x", `{"input":"x"}`, "comp-1")
+	s.settled("locked")
+	for _, tc := range []struct {
+		args []string
+		want []string
+	}{
+		{[]string{"__complete", "pause", ""}, []string{"ok\tstream WORK", "locked\tstream WORK"}},
+		{[]string{"__complete", "resume", "lo"}, []string{"locked\t"}},
+		{[]string{"__complete", "dlq", "list", "--route", ""}, []string{"ok\t", "locked\t"}},
+		{[]string{"__complete", "dlq", "replay", "--reason", "for"}, []string{"forbidden\t"}},
+		{[]string{"__complete", "dlq", "show", ""}, []string{"1\tlocked forbidden "}},
+		{[]string{"__complete", "events", "show", ""}, []string{"WORK:"}},
+	} {
+		code, out, errOut := s.cli("", tc.args...)
+		for _, w := range tc.want {
+			if code != 0 || !strings.Contains(out, w) {
+				t.Errorf("%v: exit %d, want %q offered:\n%s%s", tc.args[1:], code, w, out, errOut)
+			}
+		}
+	}
+	if _, out, _ := s.cli("", "__complete", "pause", "ok", ""); strings.Contains(out, "locked") {
+		t.Errorf("pause takes one route, yet a second was offered:\n%s", out)
 	}
 }

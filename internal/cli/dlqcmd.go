@@ -14,7 +14,6 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
 	"github.com/schollz/progressbar/v3"
 	"github.com/spf13/cobra"
 	"go.opentelemetry.io/otel/trace"
@@ -22,6 +21,7 @@ import (
 
 	"github.com/agentrelay/agentrelay/internal/app"
 	"github.com/agentrelay/agentrelay/internal/dlq"
+	"github.com/agentrelay/agentrelay/internal/telemetry"
 )
 
 // filterFlags are the dead-letter filters shared by list, replay and purge.
@@ -31,8 +31,13 @@ type filterFlags struct {
 	seqs                                 []string
 }
 
-func (f *filterFlags) register(cmd *cobra.Command) {
+func (f *filterFlags) register(cmd *cobra.Command, e *env, g *globalFlags) {
 	fl := cmd.Flags()
+	defer func() {
+		_ = cmd.RegisterFlagCompletionFunc("route", completeRoutes(e, g, false))
+		_ = cmd.RegisterFlagCompletionFunc("reason", completeReasons)
+		_ = cmd.RegisterFlagCompletionFunc("seq", completeLetters(e, g, true))
+	}()
 	fl.StringVar(&f.route, "route", "", "only this route")
 	fl.StringVar(&f.reason, "reason", "", "only this reason (forbidden, max_attempts, invalid_json, ...)")
 	fl.IntVar(&f.status, "status", 0, "only this last HTTP status (100-599)")
@@ -216,7 +221,7 @@ func newDLQListCmd(e *env, g *globalFlags) *cobra.Command {
 			err = s.Scan(cmd.Context(), filter, preview == 0 && !asJSON, func(l dlq.Letter) (bool, error) {
 				n++
 				if asJSON {
-					return true, writeJSON(e.stdout, toJSON(l, false), false)
+					return true, writeJSON(e.stdout, toJSON(l, false))
 				}
 				status := "-"
 				if l.Status != 0 {
@@ -228,13 +233,13 @@ func newDLQListCmd(e *env, g *globalFlags) *cobra.Command {
 			})
 			if !asJSON {
 				_ = tw.Flush()
-				printf(e.stderr, "%d dead letters\n", n)
+				printf(e.stderr, "%s\n", plural(n, "dead letter", "dead letters"))
 			}
 			return err
 		},
 	}
-	f.register(cmd)
-	cmd.Flags().BoolVar(&asJSON, "json", false, "print one JSON object per line")
+	f.register(cmd, e, g)
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print one JSON object a dead letter, one a line (JSON Lines)")
 	cmd.Flags().IntVar(&preview, "preview", 60, fmt.Sprintf("characters of the body to show, at most %d (0: none, and bodies are not fetched)", maxPreview))
 	return cmd
 }
@@ -244,7 +249,7 @@ func bodyPreview(l dlq.Letter, n int) string {
 		return fmt.Sprintf("(body not stored: %s)", safe(l.BodyOmitted, 20))
 	}
 	if n == 0 || l.Data == nil {
-		return fmt.Sprintf("(%d bytes)", l.Size)
+		return "(" + plural(l.Size, "byte", "bytes") + ")"
 	}
 	return safe(string(l.Data), n)
 }
@@ -252,8 +257,9 @@ func bodyPreview(l dlq.Letter, n int) string {
 func newDLQShowCmd(e *env, g *globalFlags) *cobra.Command {
 	var raw, asJSON bool
 	cmd := &cobra.Command{
-		Use:   "show SEQ",
-		Short: "Show one dead letter: every header and the body",
+		Use:               "show SEQ",
+		ValidArgsFunction: completeLetters(e, g, false),
+		Short:             "Show one dead letter: every header and the body",
 		Long: `Show one dead letter: why it is one, where it came from, every header and the
 body. Control characters are escaped; --raw writes the body's exact bytes to
 stdout instead (for piping into a file or jq; refused when stdout is a
@@ -264,7 +270,7 @@ terminal).`,
 			if err != nil || seq == 0 {
 				return usageError{fmt.Errorf("%q is not a sequence number (from 1)", args[0])}
 			}
-			if raw && isTerminal(e.stdout) {
+			if raw && telemetry.IsTerminal(e.stdout) {
 				// The exact bytes are for a file or a program; on a
 				// terminal they could carry escape sequences.
 				return usageError{errors.New("--raw writes the body's exact bytes: redirect it to a file or pipe it into a program, not a terminal")}
@@ -283,14 +289,14 @@ terminal).`,
 				_, err = e.stdout.Write(l.Data)
 				return err
 			case asJSON:
-				return writeJSON(e.stdout, toJSON(l, true), true)
+				return writeJSON(e.stdout, toJSON(l, true))
 			}
 			printLetter(e.stdout, l)
 			return nil
 		},
 	}
 	cmd.Flags().BoolVar(&raw, "raw", false, "write only the body, unescaped")
-	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print the dead letter as one JSON object on one line")
 	return cmd
 }
 
@@ -312,14 +318,14 @@ func printLetter(w io.Writer, l dlq.Letter) {
 	row("from", fmt.Sprintf("%s seq %d, subject %s", l.Stream, l.StreamSeq, l.OrigSubject))
 	attempts := strconv.Itoa(l.Attempts)
 	if l.Replays > 0 {
-		attempts += fmt.Sprintf(" (%d over the event's %d replays)", l.TotalAttempts(), l.Replays)
+		attempts += fmt.Sprintf(" (%d over the event's %s)", l.TotalAttempts(), plural(l.Replays, "replay", "replays"))
 		st, seq := l.Origin()
 		row("replays", fmt.Sprintf("%d; this letter is of the replay of dead letter %s; first published as %s seq %d", l.Replays, l.ReplayOf, st, seq))
 	}
 	row("attempts", attempts)
 	row("idempotency key", l.IdempotencyKey)
 	if l.BodyOmitted != "" {
-		row("body", fmt.Sprintf("not stored (%s): %d bytes, sha256 %s", l.BodyOmitted, l.BodySize, l.BodySHA256))
+		row("body", fmt.Sprintf("not stored (%s): %s, sha256 %s", l.BodyOmitted, plural(l.BodySize, "byte", "bytes"), l.BodySHA256))
 	}
 	_ = tw.Flush()
 	printf(w, "\nheaders:\n")
@@ -333,17 +339,23 @@ func printLetter(w io.Writer, l dlq.Letter) {
 			printf(w, "  %s: %s\n", k, v)
 		}
 	}
-	printf(w, "\nbody (%d bytes):\n%s\n", len(l.Data), string(l.Data))
+	printf(w, "\nbody (%s):\n%s\n", plural(len(l.Data), "byte", "bytes"), string(l.Data))
+}
+
+// replayFlags are dlq replay's flags.
+type replayFlags struct {
+	filterFlags
+	dryRun, newKey, allowTriggerChange, force bool
+	perSecond                                 float64
+	bodyFile                                  string
 }
 
 func newDLQReplayCmd(e *env, g *globalFlags) *cobra.Command {
-	f := &filterFlags{}
-	var dryRun, newKey, allowTriggerChange, force bool
-	var perSecond float64
-	var bodyFile string
+	f := &replayFlags{}
 	cmd := &cobra.Command{
-		Use:   "replay [SEQ...]",
-		Short: "Republish dead letters to their original subjects, then delete them",
+		Use:               "replay [SEQ...]",
+		ValidArgsFunction: completeLetters(e, g, true),
+		Short:             "Republish dead letters to their original subjects, then delete them",
 		Long: `Republish the selected dead letters to their original subjects, with their
 original Idempotency-Key so that an event the API had in fact accepted is not
 run twice (--new-key gives each a new key instead, still the same on every
@@ -376,53 +388,56 @@ Fix the cause first (permissions, trigger id, the agent), then replay; use
   agentrelay dlq show 42 --raw > fixed.json   # edit it, then:
   agentrelay dlq replay 42 --body-file fixed.json`,
 		Args: cobra.ArbitraryArgs,
-		RunE: func(cmd *cobra.Command, args []string) error {
-			if err := checkFlags(append(f.check(), positiveUpTo("rate", perSecond, maxReplayRate))...); err != nil {
-				return err
-			}
-			f.seqs = append(f.seqs, args...)
-			var body []byte
-			if bodyFile != "" {
-				if len(f.seqs) != 1 || strings.Contains(f.seqs[0], ",") {
-					return usageError{errors.New("--body-file replays one dead letter: name exactly one (dlq replay SEQ --body-file FILE)")}
-				}
-				var err error
-				if body, err = readBodyFile(bodyFile); err != nil {
-					return err
-				}
-			}
-			filter, t, s, err := f.open(cmd.Context(), e, g)
-			if err != nil {
-				return err
-			}
-			defer t.Close()
-			policy, err := replayPolicy(cmd.Context(), t, allowTriggerChange)
-			if err != nil {
-				return err
-			}
-			policy.ForcePoison = force
-			o := replayOpts{dryRun: dryRun, newKey: newKey, perSecond: perSecond, body: body}
-			if !dryRun {
-				// Traced when the OTEL_* environment says so: each replay
-				// is then a span in the original event's trace.
-				tp, stop, err := toolTracer(cmd.Context(), e, g, false)
-				if err != nil {
-					return err
-				}
-				defer stop()
-				o.tracer = tp
-			}
-			return replay(cmd.Context(), e, s, policy, filter, o)
-		},
+		RunE: func(cmd *cobra.Command, args []string) error { return runReplay(cmd.Context(), e, g, f, args) },
 	}
-	f.register(cmd)
-	cmd.Flags().BoolVar(&dryRun, "dry-run", false, "show what would be replayed and what refused, and why; change nothing")
-	cmd.Flags().BoolVar(&newKey, "new-key", false, "give each replay a new Idempotency-Key (the API will run the event again even if it had accepted it)")
-	cmd.Flags().BoolVar(&allowTriggerChange, "allow-trigger-change", false, "replay letters to their route's current trigger even when it is not the one they were dead-lettered for (after fixing a route's trigger_id)")
-	cmd.Flags().Float64Var(&perSecond, "rate", 50, fmt.Sprintf("replays per second at most (up to %v)", maxReplayRate))
-	cmd.Flags().BoolVar(&force, "force", false, "replay letters whose reason blames the message itself (invalid_json, ...) unchanged")
-	cmd.Flags().StringVar(&bodyFile, "body-file", "", fmt.Sprintf("replay one dead letter with this corrected body (at most %d MiB), keeping its key", maxBodyFile>>20))
+	f.register(cmd, e, g)
+	cmd.Flags().BoolVar(&f.dryRun, "dry-run", false, "show what would be replayed and what refused, and why; change nothing")
+	cmd.Flags().BoolVar(&f.newKey, "new-key", false, "give each replay a new Idempotency-Key (the API will run the event again even if it had accepted it)")
+	cmd.Flags().BoolVar(&f.allowTriggerChange, "allow-trigger-change", false, "replay letters to their route's current trigger even when it is not the one they were dead-lettered for (after fixing a route's trigger_id)")
+	cmd.Flags().Float64Var(&f.perSecond, "rate", 50, fmt.Sprintf("replays per second at most (up to %v)", maxReplayRate))
+	cmd.Flags().BoolVar(&f.force, "force", false, "replay letters whose reason blames the message itself (invalid_json, ...) unchanged")
+	cmd.Flags().StringVar(&f.bodyFile, "body-file", "", fmt.Sprintf("replay one dead letter with this corrected body (at most %d MiB), keeping its key", maxBodyFile>>20))
 	return cmd
+}
+
+// runReplay is dlq replay.
+func runReplay(ctx context.Context, e *env, g *globalFlags, f *replayFlags, args []string) error {
+	if err := checkFlags(append(f.check(), positiveUpTo("rate", f.perSecond, maxReplayRate))...); err != nil {
+		return err
+	}
+	f.seqs = append(f.seqs, args...)
+	var body []byte
+	if f.bodyFile != "" {
+		if len(f.seqs) != 1 || strings.Contains(f.seqs[0], ",") {
+			return usageError{errors.New("--body-file replays one dead letter: name exactly one (dlq replay SEQ --body-file FILE)")}
+		}
+		var err error
+		if body, err = readBodyFile(f.bodyFile); err != nil {
+			return err
+		}
+	}
+	filter, t, s, err := f.open(ctx, e, g)
+	if err != nil {
+		return err
+	}
+	defer t.Close()
+	policy, err := replayPolicy(ctx, t, f.allowTriggerChange)
+	if err != nil {
+		return err
+	}
+	policy.ForcePoison = f.force
+	o := replayOpts{dryRun: f.dryRun, newKey: f.newKey, perSecond: f.perSecond, body: body}
+	if !f.dryRun {
+		// Traced when the OTEL_* environment says so: each replay is
+		// then a span in the original event's trace.
+		tp, stop, err := toolTracer(ctx, e, g, false)
+		if err != nil {
+			return err
+		}
+		defer stop()
+		o.tracer = tp
+	}
+	return replay(ctx, e, s, policy, filter, o)
 }
 
 // maxBodyFile bounds --body-file: far above any server's max_payload, and
@@ -454,27 +469,10 @@ type replayOpts struct {
 	tracer         trace.TracerProvider // traces each replay (see dlq.Store.TraceReplay); nil: off
 }
 
-// replayPolicy is where the configuration lets replays go: each route, the
-// subjects its consumer captures (its stream's, when it filters none) and
-// the trigger it calls.
+// replayPolicy is where the configuration lets replays go (see
+// inspect.Source.ReplayPolicy).
 func replayPolicy(ctx context.Context, t *toolConn, allowTriggerChange bool) (dlq.Policy, error) {
-	p := dlq.Policy{AllowTriggerChange: allowTriggerChange}
-	for _, r := range t.cfg.Routes {
-		filters := r.Subjects
-		if len(filters) == 0 {
-			st, err := t.js.Stream(ctx, r.Stream)
-			switch {
-			case errors.Is(err, jetstream.ErrStreamNotFound):
-				// captures nothing: its letters are refused, saying why
-			case err != nil:
-				return p, fmt.Errorf("route %s: looking up stream %s: %w", r.Name, r.Stream, err)
-			default:
-				filters = st.CachedInfo().Config.Subjects
-			}
-		}
-		p.Routes = append(p.Routes, dlq.Route{Name: r.Name, Stream: r.Stream, TriggerID: r.TriggerID, Filters: filters, Contract: app.Route(r, nil).WithDefaults().Contract})
-	}
-	return p, nil
+	return t.source().ReplayPolicy(ctx, allowTriggerChange)
 }
 
 // refusalText is why a letter is refused, with what to do about a trigger
@@ -487,7 +485,6 @@ func refusalText(r *dlq.Refusal) string {
 }
 
 func replay(ctx context.Context, e *env, s *dlq.Store, policy dlq.Policy, filter dlq.Filter, o replayOpts) error {
-	dryRun, newKey, perSecond := o.dryRun, o.newKey, o.perSecond
 	filter, err := s.Bounded(ctx, filter)
 	if err != nil {
 		return err
@@ -500,9 +497,9 @@ func replay(ctx context.Context, e *env, s *dlq.Store, policy dlq.Policy, filter
 		printf(e.stdout, "no dead letters match\n")
 		return nil
 	}
-	var bar *progressbar.ProgressBar
-	if !dryRun && isTerminal(e.stderr) {
-		bar = progressbar.NewOptions(total,
+	r := &replayer{e: e, s: s, policy: policy, o: o, limiter: rate.NewLimiter(rate.Limit(o.perSecond), 1)}
+	if !o.dryRun && telemetry.IsTerminal(e.stderr) {
+		r.bar = progressbar.NewOptions(total,
 			progressbar.OptionSetWriter(e.stderr),
 			progressbar.OptionSetDescription("replaying"),
 			progressbar.OptionShowCount(),
@@ -511,95 +508,120 @@ func replay(ctx context.Context, e *env, s *dlq.Store, policy dlq.Policy, filter
 			progressbar.OptionThrottle(100*time.Millisecond),
 			progressbar.OptionClearOnFinish())
 	}
-	limiter := rate.NewLimiter(rate.Limit(perSecond), 1)
 	start := time.Now()
-	var replayed, dups, refused int
 	err = s.Scan(ctx, filter, false, func(l dlq.Letter) (bool, error) {
-		var r *dlq.Refusal
 		if o.body != nil {
 			l = l.WithBody(o.body)
 		}
-		if dryRun {
-			if _, err := s.Check(policy, l); errors.As(err, &r) {
-				refused++
-				printf(e.stdout, "refuse %d: %s\n", l.Seq, refusalText(r))
-				return true, nil
-			}
-			m, err := s.ReplayMsg(l, newKey)
-			if err != nil {
-				return false, err
-			}
-			// The key the worker will really use: the one the replay
-			// carries or, for a letter whose key could not be used, the
-			// replay's message id.
-			key, kerr := s.ReplayKey(l, m)
-			if kerr != nil {
-				key = "none usable (" + kerr.Error() + "): the worker would dead-letter it as invalid_idempotency_key"
-			} else if m.Header.Get("Idempotency-Key") == "" {
-				key += " (the replay's message id: the letter's own key could not be used)"
-			}
-			what := ""
-			if l.Corrected {
-				what = fmt.Sprintf(", with the corrected body (%d bytes)", len(l.Data))
-			}
-			printf(e.stdout, "would replay %d (%s, %s) to %s%s with Idempotency-Key %s\n",
-				l.Seq, safe(l.Route, 40), safe(l.Reason, 40), safe(m.Subject, 80), what, safe(key, 200))
-			replayed++
-			return true, nil
+		if o.dryRun {
+			return r.dryRun(l)
 		}
-		if bar != nil {
-			defer func() { _ = bar.Add(1) }()
-		}
-		// Refusals cost no publish, so they do not wait for the limiter.
-		if _, err := s.Check(policy, l); err == nil {
-			if err := limiter.Wait(ctx); err != nil {
-				return false, err
-			}
-		}
-		rctx, span := s.TraceReplay(ctx, o.tracer, l)
-		ack, err := s.Replay(rctx, policy, l, newKey)
-		dlq.EndReplay(span, ack, err)
-		if errors.As(err, &r) {
-			refused++
-			printf(e.stdout, "refused %d: %s\n", l.Seq, refusalText(r))
-			return true, nil
-		}
-		if err != nil {
+		return r.replay(ctx, l)
+	})
+	if r.bar != nil {
+		_ = r.bar.Finish()
+	}
+	return r.summary(err, total, time.Since(start).Round(time.Millisecond))
+}
+
+// replayer replays letters one by one, counting.
+type replayer struct {
+	e       *env
+	s       *dlq.Store
+	policy  dlq.Policy
+	o       replayOpts
+	limiter *rate.Limiter
+	bar     *progressbar.ProgressBar
+
+	replayed, dups, refused int
+}
+
+// dryRun says what replaying l would do.
+func (r *replayer) dryRun(l dlq.Letter) (bool, error) {
+	var ref *dlq.Refusal
+	if _, err := r.s.Check(r.policy, l); errors.As(err, &ref) {
+		r.refused++
+		printf(r.e.stdout, "refuse %d: %s\n", l.Seq, refusalText(ref))
+		return true, nil
+	}
+	m, err := r.s.ReplayMsg(l, r.o.newKey)
+	if err != nil {
+		return false, err
+	}
+	// The key the worker will really use: the one the replay carries or,
+	// for a letter whose key could not be used, the replay's message id.
+	key, kerr := r.s.ReplayKey(l, m)
+	if kerr != nil {
+		key = "none usable (" + kerr.Error() + "): the worker would dead-letter it as invalid_idempotency_key"
+	} else if m.Header.Get("Idempotency-Key") == "" {
+		key += " (the replay's message id: the letter's own key could not be used)"
+	}
+	what := ""
+	if l.Corrected {
+		what = fmt.Sprintf(", with the corrected body (%s)", plural(len(l.Data), "byte", "bytes"))
+	}
+	printf(r.e.stdout, "would replay %d (%s, %s) to %s%s with Idempotency-Key %s\n",
+		l.Seq, safe(l.Route, 40), safe(l.Reason, 40), safe(m.Subject, 80), what, safe(key, 200))
+	r.replayed++
+	return true, nil
+}
+
+// replay replays l, at the rate asked.
+func (r *replayer) replay(ctx context.Context, l dlq.Letter) (bool, error) {
+	if r.bar != nil {
+		defer func() { _ = r.bar.Add(1) }()
+	}
+	// Refusals cost no publish, so they do not wait for the limiter.
+	if _, err := r.s.Check(r.policy, l); err == nil {
+		if err := r.limiter.Wait(ctx); err != nil {
 			return false, err
 		}
-		replayed++
-		if ack.Duplicate {
-			dups++
-		}
-		return true, nil
-	})
-	if bar != nil {
-		_ = bar.Finish()
 	}
-	took := time.Since(start).Round(time.Millisecond)
+	rctx, span := r.s.TraceReplay(ctx, r.o.tracer, l)
+	ack, err := r.s.Replay(rctx, r.policy, l, r.o.newKey)
+	dlq.EndReplay(span, ack, err)
+	var ref *dlq.Refusal
+	if errors.As(err, &ref) {
+		r.refused++
+		printf(r.e.stdout, "refused %d: %s\n", l.Seq, refusalText(ref))
+		return true, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	r.replayed++
+	if ack.Duplicate {
+		r.dups++
+	}
+	return true, nil
+}
+
+// summary says what was done, and is replay's error.
+func (r *replayer) summary(err error, total int, took time.Duration) error {
+	w := r.e.stdout
 	left := ""
-	if refused > 0 {
-		left = fmt.Sprintf("; refused %d, left in place (dlq replay --dry-run says why)", refused)
+	if r.refused > 0 {
+		left = fmt.Sprintf("; refused %d, left in place (dlq replay --dry-run says why)", r.refused)
 	}
 	switch {
-	case dryRun:
-		printf(e.stdout, "dry run: %d would be replayed, %d refused\n", replayed, refused)
+	case r.o.dryRun:
+		printf(w, "dry run: %d would be replayed, %d refused\n", r.replayed, r.refused)
 	case err != nil:
-		printf(e.stdout, "replayed %d of %d dead letters in %s before stopping%s; run the same command again to continue (it is safe)\n", replayed, total, took.String(), left)
+		printf(w, "replayed %d of %s in %s before stopping%s; run the same command again to continue (it is safe)\n", r.replayed, plural(total, "dead letter", "dead letters"), took.String(), left)
 	default:
-		printf(e.stdout, "replayed %d dead letters in %s", replayed, took.String())
-		if dups > 0 {
-			printf(e.stdout, " (%d had already been replayed by an earlier, interrupted run)", dups)
+		printf(w, "replayed %s in %s", plural(r.replayed, "dead letter", "dead letters"), took.String())
+		if r.dups > 0 {
+			printf(w, " (%d had already been replayed by an earlier, interrupted run)", r.dups)
 		}
-		printf(e.stdout, "%s\n", left)
+		printf(w, "%s\n", left)
 	}
 	switch {
 	case errors.Is(err, context.Canceled):
 		return errors.New("interrupted")
 	case err != nil:
 		return err
-	case refused > 0 && !dryRun:
-		return fmt.Errorf("%d of %d dead letters refused", refused, total)
+	case r.refused > 0 && !r.o.dryRun:
+		return fmt.Errorf("%d of %s refused", r.refused, plural(total, "dead letter", "dead letters"))
 	}
 	return nil
 }
@@ -652,11 +674,11 @@ func newDLQPurgeCmd(e *env, g *globalFlags) *cobra.Command {
 				deleted++
 				return true, nil
 			})
-			printf(e.stdout, "deleted %d dead letters\n", deleted)
+			printf(e.stdout, "deleted %s\n", plural(deleted, "dead letter", "dead letters"))
 			return err
 		},
 	}
-	f.register(cmd)
+	f.register(cmd, e, g)
 	cmd.Flags().BoolVarP(&yes, "yes", "y", false, "do not ask for confirmation")
 	return cmd
 }

@@ -9,6 +9,7 @@ import (
 
 	"github.com/agentrelay/agentrelay/internal/app"
 	"github.com/agentrelay/agentrelay/internal/dlq"
+	"github.com/agentrelay/agentrelay/internal/inspect"
 )
 
 func openStoreT(t *testing.T, tc *toolConn) *dlq.Store {
@@ -51,3 +52,6 @@ func mustTime(t *testing.T, s string) time.Time {
 	}
 	return v
 }
+
+// statusReport is what `status --json` prints.
+type statusReport = inspect.StatusReport

@@ -406,7 +406,7 @@ func TestUnknownFilterValuesSuggest(t *testing.T) {
 	// A route gone from the configuration, or a reason this version does
 	// not know, is still a filter when dead letters carry it.
 	for _, args := range [][]string{{"dlq", "list", "--route", "gone"}, {"dlq", "list", "--reason", "future_reason"}} {
-		if code, out, errOut := s.cli("", args...); code != 0 || !strings.Contains(errOut, "1 dead letters") {
+		if code, out, errOut := s.cli("", args...); code != 0 || !strings.Contains(errOut, "1 dead letter\n") {
 			t.Errorf("%v: %d\n%s%s", args, code, out, errOut)
 		}
 	}

@@ -9,6 +9,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/agentrelay/agentrelay/config"
+	"github.com/agentrelay/agentrelay/consumer"
 )
 
 // pausedForever is how far ahead "pause until resumed" sets the pause.
@@ -17,8 +18,9 @@ const pausedForever = 100 * 365 * 24 * time.Hour
 func newPauseCmd(e *env, g *globalFlags) *cobra.Command {
 	var until string
 	cmd := &cobra.Command{
-		Use:   "pause ROUTE",
-		Short: "Stop delivery for one route on every replica (JetStream consumer pause)",
+		Use:               "pause ROUTE",
+		ValidArgsFunction: completeRoutes(e, g, true),
+		Short:             "Stop delivery for one route on every replica (JetStream consumer pause)",
 		Long: `Pause the route's durable consumer on the server, so no replica receives its
 messages until --until or "agentrelay resume ROUTE". Messages wait in the
 stream; nothing is lost and no delivery attempt is spent. Needs nats-server
@@ -55,21 +57,43 @@ it the route stays paused until resumed.`,
 	return cmd
 }
 
+// ErrNotPaused: resume was asked for a route whose consumer is not paused.
+var ErrNotPaused = errors.New("not paused")
+
 func newResumeCmd(e *env, g *globalFlags) *cobra.Command {
 	return &cobra.Command{
-		Use:   "resume ROUTE",
-		Short: "Resume delivery for a paused route",
-		Args:  cobra.ExactArgs(1),
+		Use:               "resume ROUTE",
+		ValidArgsFunction: completeRoutes(e, g, true),
+		Short:             "Resume delivery for a paused route",
+		Long: `Resume the route's durable consumer on the server, so every replica receives
+its messages again. A route that is not paused is left alone, and resume
+exits 1 saying so. A route paused by route health (a replica stopped it for
+a route-wide condition, and probes) is resumed too, and route health pauses
+it again if the condition still holds: see agentrelay status for why it
+stopped.`,
+		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			t, r, err := connectForRoute(cmd.Context(), e, g, args[0])
 			if err != nil {
 				return err
 			}
 			defer t.Close()
+			c, err := t.js.Consumer(cmd.Context(), r.Stream, r.Durable)
+			if err != nil {
+				return consumerError(r.Name, r.Stream, r.Durable, "looking up", err)
+			}
+			info := c.CachedInfo()
+			if !info.Paused {
+				return fmt.Errorf("route %s (consumer %s on %s) is %w: nothing to resume", r.Name, r.Durable, r.Stream, ErrNotPaused)
+			}
+			byHealth := info.Config.PauseUntil != nil && consumer.IsRouteHealthPause(*info.Config.PauseUntil)
 			if _, err := t.js.ResumeConsumer(cmd.Context(), r.Stream, r.Durable); err != nil {
 				return consumerError(r.Name, r.Stream, r.Durable, "resuming", err)
 			}
 			printf(e.stdout, "resumed route %s (consumer %s on %s)\n", r.Name, r.Durable, r.Stream)
+			if byHealth {
+				printf(e.stdout, "it was paused by route health: a replica pauses it again if the route's condition still holds (agentrelay status says why it stopped)\n")
+			}
 			return nil
 		},
 	}

@@ -20,7 +20,6 @@ import (
 
 	"github.com/agentrelay/agentrelay/config"
 	"github.com/agentrelay/agentrelay/internal/event"
-	"github.com/agentrelay/agentrelay/internal/natsconn"
 	"github.com/agentrelay/agentrelay/internal/natstrace"
 	"github.com/agentrelay/agentrelay/internal/subject"
 )
@@ -88,11 +87,57 @@ func runPublish(ctx context.Context, e *env, g *globalFlags, f *publishFlags, su
 	); err != nil {
 		return err
 	}
+	body, hdr, err := f.message(e)
+	if err != nil {
+		return err
+	}
+	var tp trace.TracerProvider
+	if f.trace {
+		var stop func()
+		if tp, stop, err = toolTracer(ctx, e, g, true); err != nil {
+			return err
+		}
+		defer stop()
+	}
+	nc, cfg, err := connectForTool(ctx, e, g, f.server)
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return err
+	}
+	for i := 1; i <= f.count; i++ {
+		ack, traceID, err := f.publishOne(ctx, js, tp, &nats.Msg{Subject: subject, Data: body, Header: hdr}, i)
+		if err != nil {
+			return fmt.Errorf("publishing to %s: %w", subject, err)
+		}
+		dup := ""
+		if ack.Duplicate {
+			dup = " (duplicate: the stream already had this message id)"
+		}
+		traced := ""
+		if traceID != "" {
+			traced = ", trace " + traceID
+		}
+		printf(e.stdout, "published to %s: stream %s sequence %d%s%s\n", subject, ack.Stream, ack.Sequence, traced, dup)
+		if i == 1 && cfg != nil {
+			if w := uncapturedWarning(cfg, ack.Stream, subject); w != "" {
+				printf(e.stderr, "%s\n", w)
+			}
+		}
+	}
+	return nil
+}
+
+// message is the body and headers the flags ask for.
+func (f *publishFlags) message(e *env) ([]byte, nats.Header, error) {
 	input := f.input
 	if input == "-" {
 		b, err := io.ReadAll(io.LimitReader(e.stdin, 64<<20))
 		if err != nil {
-			return err
+			return nil, nil, err
 		}
 		input = string(b)
 	}
@@ -104,7 +149,6 @@ func runPublish(ctx context.Context, e *env, g *globalFlags, f *publishFlags, su
 		}
 		body, _ = json.Marshal(ev)
 	}
-	var err error
 	hdr := nats.Header{}
 	if f.raw && f.conversationKey != "" {
 		hdr.Set(event.HeaderConversationKey, f.conversationKey)
@@ -112,70 +156,38 @@ func runPublish(ctx context.Context, e *env, g *globalFlags, f *publishFlags, su
 	for _, h := range f.headers {
 		k, v, ok := strings.Cut(h, ":")
 		if !ok || strings.TrimSpace(k) == "" {
-			return usageError{fmt.Errorf("--header %q: want Name:Value", h)}
+			return nil, nil, usageError{fmt.Errorf("--header %q: want Name:Value", h)}
 		}
 		hdr.Add(strings.TrimSpace(k), strings.TrimSpace(v))
 	}
+	return body, hdr, nil
+}
 
-	var tp trace.TracerProvider
-	if f.trace {
-		var stop func()
-		if tp, stop, err = toolTracer(ctx, e, g, true); err != nil {
-			return err
+// publishOne publishes the i-th message, traced when tp is set, and
+// returns its ack and trace id.
+func (f *publishFlags) publishOne(ctx context.Context, js jetstream.JetStream, tp trace.TracerProvider, msg *nats.Msg, i int) (*jetstream.PubAck, string, error) {
+	var opts []jetstream.PublishOpt
+	id := ""
+	if f.msgID != "" {
+		id = f.msgID
+		if f.count > 1 {
+			id = fmt.Sprintf("%s-%d", f.msgID, i)
 		}
-		defer stop()
+		opts = append(opts, jetstream.WithMsgID(id))
 	}
-
-	nc, cfg, err := connectForTool(ctx, e, g, f.server)
-	if err != nil {
-		return err
+	pctx, cancel := context.WithTimeout(ctx, f.timeout)
+	defer cancel()
+	var span trace.Span
+	if tp != nil {
+		msg.Header = maps.Clone(msg.Header)
+		pctx, span = startPublishSpan(pctx, tp, msg, id)
 	}
-	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		return err
+	ack, err := js.PublishMsg(pctx, msg, opts...)
+	if span == nil {
+		return ack, "", err
 	}
-	for i := 1; i <= f.count; i++ {
-		msg := &nats.Msg{Subject: subject, Data: body, Header: hdr}
-		var opts []jetstream.PublishOpt
-		id := ""
-		if f.msgID != "" {
-			id = f.msgID
-			if f.count > 1 {
-				id = fmt.Sprintf("%s-%d", f.msgID, i)
-			}
-			opts = append(opts, jetstream.WithMsgID(id))
-		}
-		pctx, cancel := context.WithTimeout(ctx, f.timeout)
-		var span trace.Span
-		if tp != nil {
-			msg.Header = maps.Clone(hdr)
-			pctx, span = startPublishSpan(pctx, tp, msg, id)
-		}
-		ack, err := js.PublishMsg(pctx, msg, opts...)
-		cancel()
-		if span != nil {
-			endPublishSpan(span, ack, err)
-		}
-		if err != nil {
-			return fmt.Errorf("publishing to %s: %w", subject, err)
-		}
-		dup := ""
-		if ack.Duplicate {
-			dup = " (duplicate: the stream already had this message id)"
-		}
-		traced := ""
-		if span != nil {
-			traced = ", trace " + span.SpanContext().TraceID().String()
-		}
-		printf(e.stdout, "published to %s: stream %s sequence %d%s%s\n", subject, ack.Stream, ack.Sequence, traced, dup)
-		if i == 1 && cfg != nil {
-			if w := uncapturedWarning(cfg, ack.Stream, subject); w != "" {
-				printf(e.stderr, "%s\n", w)
-			}
-		}
-	}
-	return nil
+	endPublishSpan(span, ack, err)
+	return ack, span.SpanContext().TraceID().String(), err
 }
 
 // startPublishSpan starts the producer span of one publish (a child of a
@@ -274,8 +286,6 @@ func connectForTool(ctx context.Context, e *env, g *globalFlags, server string) 
 			nc.URL = server
 		}
 	}
-	cctx, cancel := context.WithTimeout(ctx, nc.ConnectTimeout.D()+5*time.Second)
-	defer cancel()
-	conn, err := natsconn.Connect(cctx, nc, nil, natsconn.Hooks{}, nats.CustomInboxPrefix(natsconn.SREInboxPrefix))
+	conn, err := dialNATS(ctx, nc, g.connectTimeout)
 	return conn, cfg, err
 }

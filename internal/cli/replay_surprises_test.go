@@ -131,7 +131,7 @@ func TestPoisonLettersNeedACorrectedBodyOrForce(t *testing.T) {
 	if code != 0 || !strings.Contains(out, "with the corrected body (47 bytes) with Idempotency-Key poison-1") {
 		t.Errorf("dry run with a corrected body: %d\n%s", code, out)
 	}
-	if code, out, errOut := s.cli("", "dlq", "replay", fixSeq, "--body-file", fixed); code != 0 || !strings.Contains(out, "replayed 1 dead letters") {
+	if code, out, errOut := s.cli("", "dlq", "replay", fixSeq, "--body-file", fixed); code != 0 || !strings.Contains(out, "replayed 1 dead letter in ") {
 		t.Fatalf("replay with a corrected body: %d\n%s%s", code, out, errOut)
 	}
 	s.settled("ok")

@@ -10,6 +10,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -38,7 +39,17 @@ type globalFlags struct {
 	configPath string
 	logLevel   string
 	logFormat  string
+	// connectTimeout bounds how long a one-shot command (status, dlq,
+	// events, pause, resume, publish) tries to reach NATS.
+	connectTimeout time.Duration
 }
+
+// defaultConnectTimeout is --connect-timeout's default: an SRE at a
+// terminal learns in 2 s that NATS is unreachable.
+const defaultConnectTimeout = 2 * time.Second
+
+// Bounds of --connect-timeout.
+const minConnectTimeout, maxConnectTimeout = 100 * time.Millisecond, 5 * time.Minute
 
 // Main runs the command line with args and returns the exit code.
 func Main(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
@@ -88,6 +99,11 @@ Start with "agentrelay dev" for a self-contained demo.`,
 	pf.StringVarP(&g.configPath, "config", "c", "", "configuration file (default $AGENTRELAY_CONFIG, else agentrelay.yaml)")
 	pf.StringVar(&g.logLevel, "log-level", "", "log level: debug, info, warn, error (overrides the file)")
 	pf.StringVar(&g.logFormat, "log-format", "", "log format: auto, text, json (overrides the file)")
+	pf.DurationVar(&g.connectTimeout, "connect-timeout", defaultConnectTimeout,
+		fmt.Sprintf("how long a one-shot command tries to reach NATS before it gives up, from %v to %v", minConnectTimeout, maxConnectTimeout))
+	root.PersistentPreRunE = func(*cobra.Command, []string) error {
+		return checkFlags(durationIn("connect-timeout", g.connectTimeout, minConnectTimeout, maxConnectTimeout, ""))
+	}
 
 	root.AddCommand(
 		newRunCmd(e, g),

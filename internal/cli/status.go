@@ -1,128 +1,66 @@
 package cli
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"io"
-	"os"
 	"sort"
 	"strings"
 	"text/tabwriter"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
 	"github.com/spf13/cobra"
-	"golang.org/x/term"
 
 	"github.com/agentrelay/agentrelay/consumer"
 	"github.com/agentrelay/agentrelay/internal/app"
-	"github.com/agentrelay/agentrelay/internal/dlq"
-	"github.com/agentrelay/agentrelay/internal/subject"
+	"github.com/agentrelay/agentrelay/internal/inspect"
+	"github.com/agentrelay/agentrelay/internal/telemetry"
 )
-
-// routeStatus is one row of `agentrelay status`.
-type routeStatus struct {
-	Route       string     `json:"route"`
-	Stream      string     `json:"stream"`
-	Consumer    string     `json:"consumer"`
-	Problem     string     `json:"problem,omitempty"`
-	Pending     uint64     `json:"pending"`
-	AckPending  int        `json:"ack_pending"`
-	Redelivered int        `json:"redelivered"`
-	Waiting     int        `json:"waiting_pulls"`
-	Paused      bool       `json:"paused"`
-	PauseUntil  *time.Time `json:"pause_until,omitempty"`
-	// PausedBy says whose pause it is: "route_health" (a replica stopped
-	// the route for a route-wide condition and is probing) or "operator".
-	PausedBy string `json:"paused_by,omitempty"`
-	// Ordering is "conversation_key" for an ordered route; Owner the id
-	// the server pinned the route to (the replica that owns it), "" when
-	// none is pinned.
-	Ordering string `json:"ordering,omitempty"`
-	Owner    string `json:"owner,omitempty"`
-	// OwnerHolds is what the owner answered it holds (see
-	// app.OrderedStatusSubject): its blocked keys, the longest waiting
-	// first. Nil when it did not answer; OwnerUnanswered says why.
-	OwnerHolds      *consumer.OrderedStatus `json:"owner_holds,omitempty"`
-	OwnerUnanswered string                  `json:"owner_unanswered,omitempty"`
-	DeadLetters     map[string]int          `json:"dead_letters"`
-}
-
-// uncapturedStream is a stream that routes read, with the subjects that
-// hold messages no route's filter captures: messages that will never
-// trigger an agent (a producer's typo, a route not deployed).
-type uncapturedStream struct {
-	Stream   string         `json:"stream"`
-	Subjects []subjectCount `json:"subjects"` // most messages first
-	Messages uint64         `json:"messages"` // on those subjects
-	// SubjectsInStream is how many subjects hold messages in the stream.
-	// Capped: more than status reads (maxStatusSubjects), so Subjects is
-	// empty and the stream was not checked.
-	SubjectsInStream uint64 `json:"subjects_in_stream"`
-	Capped           bool   `json:"capped,omitempty"`
-}
-
-type subjectCount struct {
-	Subject  string `json:"subject"`
-	Messages uint64 `json:"messages"`
-}
-
-// maxStatusSubjects bounds the per-subject counts status reads from one
-// stream to find subjects no route captures: the answer costs memory and
-// time in the server and here, at every --watch refresh. A stream with
-// more subjects is reported as not checked.
-const maxStatusSubjects = 10_000
 
 // maxUncapturedListed is how many uncaptured subjects of a stream the text
 // output lists; --json lists them all.
 const maxUncapturedListed = 20
 
-type statusReport struct {
-	Time   time.Time     `json:"time"`
-	Routes []routeStatus `json:"routes"`
-	// Uncaptured lists the streams with messages no route will deliver
-	// (empty when there are none).
-	Uncaptured []uncapturedStream `json:"uncaptured"`
-	DeadLetter struct {
-		Stream   string         `json:"stream"`
-		Exists   bool           `json:"exists"`
-		Messages uint64         `json:"messages"`
-		Bytes    uint64         `json:"bytes"`
-		Other    map[string]int `json:"other_routes,omitempty"` // dead letters of routes not in the configuration
-	} `json:"dead_letter_stream"`
-}
-
-// orderedStatusWait bounds how long status waits for the owner of an
-// ordered route to answer.
-const orderedStatusWait = 2 * time.Second
+// Bounds of --wait.
+const minStatusWait, maxStatusWait = 100 * time.Millisecond, time.Minute
 
 func newStatusCmd(e *env, g *globalFlags) *cobra.Command {
 	var asJSON, noDLQ bool
-	var watch time.Duration
+	var watch, wait time.Duration
 	var blockedKeys int
 	cmd := &cobra.Command{
 		Use:   "status",
-		Short: "Show each route's consumer: pending, ack pending, redelivered, paused, dead letters by reason",
+		Short: "Show each route: its consumer, its health on each replica and why, its dead letters by reason",
 		Long: fmt.Sprintf(`Show, for each route of the configuration, its stream and durable consumer:
 messages pending (not yet delivered), ack pending (in flight or waiting out a
 retry delay), redelivered, whether the consumer is paused, and its dead
 letters by reason. Exits 1 when a route's stream or consumer is missing.
 
+It asks every replica (the worker's status service, on
+agentrelay.status.<stream>.<consumer>) what it knows of each route, and shows
+its health there; for a route a replica holds stopped, why: the condition,
+its cause (class, last status or error), since when, the probe message's
+key, the next probe, and who paused it (route health or an operator). It
+waits up to --wait, and stops early once every replica that serves a route
+has answered. Every answer is checked before it is shown, and status says
+which replica sent it; an answer out of bounds is refused, saying why.
+
 It also lists, for each stream routes read, the subjects that hold messages
 no route's filter captures (as the consumer has it): events that will never
-trigger an agent. A stream with more than %d subjects is not checked, and
-status says so.
+trigger an agent. A stream with more than %d subjects is not checked.
 
 For an ordered route it names the replica that owns it (the consumer's
-pinned client) and asks that replica which conversation keys are blocked:
-whose next event waits behind one being retried (or behind the fence of a
-replica that just took the route over), the longest waiting first.
+pinned client) and shows which conversation keys it holds blocked: whose
+next event waits behind one being retried (or behind the fence of a replica
+that just took the route over), the longest waiting first.
 
---watch refreshes every interval (e.g. to watch a route drain after a replay).`, maxStatusSubjects),
+--watch refreshes every interval (e.g. to watch a route drain after a replay).
+--json prints the report as one JSON object on one line (one a refresh with
+--watch), each replica's answer included.`, inspect.MaxStatusSubjects),
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if err := checkFlags(durationIn("watch", watch, minWatch, maxWatch, "no refresh"),
+				durationIn("wait", wait, minStatusWait, maxStatusWait, ""),
 				intIn("blocked-keys", blockedKeys, 1, consumer.MaxOrderedStatusKeys, "")); err != nil {
 				return err
 			}
@@ -131,28 +69,22 @@ replica that just took the route over), the longest waiting first.
 				return err
 			}
 			defer t.Close()
+			o := inspect.StatusOptions{CountDeadLetters: !noDLQ, BlockedKeys: blockedKeys, Wait: wait}
 			for {
-				rep, err := collectStatus(cmd.Context(), t, !noDLQ, blockedKeys)
+				rep, err := t.source().Status(cmd.Context(), o)
 				if err != nil {
 					return err
 				}
-				if watch > 0 && isTerminal(e.stdout) {
+				if watch > 0 && !asJSON && telemetry.IsTerminal(e.stdout) {
 					fmt.Fprint(e.stdout, "\033[H\033[2J")
 				}
 				if asJSON {
-					if err := writeJSON(e.stdout, rep, watch == 0); err != nil {
-						return err
-					}
+					err = writeJSON(e.stdout, rep)
 				} else {
 					printStatus(e.stdout, rep, !noDLQ)
 				}
-				if watch == 0 {
-					for _, r := range rep.Routes {
-						if r.Problem != "" {
-							return errors.New("some routes are not set up: see the problem column")
-						}
-					}
-					return nil
+				if err != nil || watch == 0 {
+					return errors.Join(err, problems(rep))
 				}
 				select {
 				case <-cmd.Context().Done():
@@ -162,233 +94,174 @@ replica that just took the route over), the longest waiting first.
 			}
 		},
 	}
-	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print the report as one JSON object on one line")
 	cmd.Flags().BoolVar(&noDLQ, "no-dead-letters", false, "skip counting dead letters (a scan of the dead-letter stream's headers)")
-	cmd.Flags().IntVar(&blockedKeys, "blocked-keys", app.DefaultOrderedStatusKeys,
+	cmd.Flags().IntVar(&blockedKeys, "blocked-keys", app.DefaultStatusKeys,
 		fmt.Sprintf("how many blocked keys of an ordered route to list, 1 to %d", consumer.MaxOrderedStatusKeys))
 	cmd.Flags().DurationVarP(&watch, "watch", "w", 0, fmt.Sprintf("refresh every interval, from %v to %v", minWatch, maxWatch))
+	cmd.Flags().DurationVar(&wait, "wait", inspect.DefaultStatusWait, fmt.Sprintf("how long to wait for the replicas' answers, from %v to %v", minStatusWait, maxStatusWait))
 	return cmd
 }
 
-func collectStatus(ctx context.Context, t *toolConn, countDL bool, blockedKeys int) (*statusReport, error) {
-	rep := &statusReport{Time: time.Now().UTC()}
-	dlCfg := app.DeadLetter(t.cfg.DeadLetter).WithDefaults()
-	rep.DeadLetter.Stream = dlCfg.Stream
-	counts := dlq.Counts{}
-	store, err := dlq.Open(ctx, t.js, dlCfg)
-	switch {
-	case errors.Is(err, dlq.ErrNoStream):
-	case err != nil:
-		return nil, err
-	default:
-		rep.DeadLetter.Exists = true
-		info, err := store.Info(ctx)
-		if err != nil {
-			return nil, err
-		}
-		rep.DeadLetter.Messages, rep.DeadLetter.Bytes = info.State.Msgs, info.State.Bytes
-		if countDL && info.State.Msgs > 0 {
-			if counts, err = store.Count(ctx, dlq.Filter{}); err != nil {
-				return nil, err
-			}
-		}
-	}
-	known := map[string]bool{}
-	// Each stream's routes' filters, as their consumers have them when they
-	// exist (an operator may have changed them), else as configured; nil
-	// for a route that takes the whole stream.
-	var streams []string
-	filters := map[string][][]string{}
-	for _, rc := range t.cfg.Routes {
-		r := app.Route(rc, nil).WithDefaults()
-		known[r.Name] = true
-		if _, seen := filters[r.Stream]; !seen {
-			streams = append(streams, r.Stream)
-		}
-		filter := r.Subjects
-		rs := routeStatus{Route: r.Name, Stream: r.Stream, Consumer: r.Durable, DeadLetters: counts[r.Name]}
-		if r.Ordering == consumer.OrderByConversationKey {
-			rs.Ordering = string(r.Ordering)
-		}
-		if rs.DeadLetters == nil {
-			rs.DeadLetters = map[string]int{}
-		}
-		c, err := t.js.Consumer(ctx, r.Stream, r.Durable)
-		switch {
-		case errors.Is(err, jetstream.ErrStreamNotFound):
-			rs.Problem = "stream does not exist"
-		case errors.Is(err, jetstream.ErrConsumerNotFound):
-			rs.Problem = "consumer does not exist (the worker creates it at start-up)"
-		case err != nil:
-			return nil, fmt.Errorf("route %s: %w", r.Name, err)
-		default:
-			info := c.CachedInfo()
-			rs.Pending, rs.AckPending, rs.Redelivered, rs.Waiting = info.NumPending, info.NumAckPending, info.NumRedelivered, info.NumWaiting
-			rs.Paused = info.Paused
-			for _, g := range info.PriorityGroups {
-				rs.Owner = g.PinnedClientID
-			}
-			if rs.Ordering != "" && rs.Owner != "" {
-				actx, cancel := context.WithTimeout(ctx, orderedStatusWait)
-				rs.OwnerHolds, err = app.AskOrderedStatus(actx, t.nc, r, rs.Owner, blockedKeys)
-				cancel()
-				if err != nil {
-					rs.OwnerUnanswered = err.Error()
-				}
-			}
-			filter = info.Config.FilterSubjects
-			if info.Config.FilterSubject != "" {
-				filter = []string{info.Config.FilterSubject}
-			}
-			if info.Paused {
-				until := info.TimeStamp.Add(info.PauseRemaining).UTC()
-				rs.PauseUntil = &until
-				rs.PausedBy = "operator"
-				if info.Config.PauseUntil != nil && consumer.IsRouteHealthPause(*info.Config.PauseUntil) {
-					rs.PausedBy = "route_health"
-				}
-			}
-		}
-		filters[r.Stream] = append(filters[r.Stream], filter)
-		rep.Routes = append(rep.Routes, rs)
-	}
-	rep.Uncaptured = []uncapturedStream{}
-	for _, name := range streams {
-		u, err := uncaptured(ctx, t.js, name, filters[name], maxStatusSubjects)
-		if err != nil {
-			return nil, err
-		}
-		if u != nil {
-			rep.Uncaptured = append(rep.Uncaptured, *u)
-		}
-	}
-	for route, byReason := range counts {
-		if known[route] {
-			continue
-		}
-		if rep.DeadLetter.Other == nil {
-			rep.DeadLetter.Other = map[string]int{}
-		}
-		for _, n := range byReason {
-			rep.DeadLetter.Other[route] += n
-		}
-	}
-	return rep, nil
-}
-
-// uncaptured reads the per-subject message counts of stream and returns
-// the subjects that none of filters captures (a nil filter captures every
-// subject), or nil when there are none. A missing stream is nil too: the
-// routes' rows report it.
-func uncaptured(ctx context.Context, js jetstream.JetStream, stream string, filters [][]string, maxSubjects uint64) (*uncapturedStream, error) {
-	for _, f := range filters {
-		if len(f) == 0 {
-			return nil, nil
-		}
-	}
-	st, err := js.Stream(ctx, stream)
-	switch {
-	case errors.Is(err, jetstream.ErrStreamNotFound):
-		return nil, nil
-	case err != nil:
-		return nil, fmt.Errorf("stream %s: %w", stream, err)
-	}
-	n := st.CachedInfo().State.NumSubjects
-	if n == 0 {
-		return nil, nil
-	}
-	if n > maxSubjects {
-		return &uncapturedStream{Stream: stream, Subjects: []subjectCount{}, SubjectsInStream: n, Capped: true}, nil
-	}
-	info, err := st.Info(ctx, jetstream.WithSubjectFilter(">"))
-	if err != nil {
-		return nil, fmt.Errorf("stream %s: reading its subjects: %w", stream, err)
-	}
-	u := &uncapturedStream{Stream: stream, Subjects: []subjectCount{}, SubjectsInStream: info.State.NumSubjects}
-	for subj, msgs := range info.State.Subjects {
-		if !capturedByAny(filters, subj) {
-			u.Subjects = append(u.Subjects, subjectCount{Subject: subj, Messages: msgs})
-			u.Messages += msgs
-		}
-	}
-	if len(u.Subjects) == 0 {
-		return nil, nil
-	}
-	sort.Slice(u.Subjects, func(i, j int) bool {
-		a, b := u.Subjects[i], u.Subjects[j]
-		if a.Messages != b.Messages {
-			return a.Messages > b.Messages
-		}
-		return a.Subject < b.Subject
-	})
-	return u, nil
-}
-
-func capturedByAny(filters [][]string, subj string) bool {
-	for _, f := range filters {
-		for _, filter := range f {
-			if subject.Matches(filter, subj) {
-				return true
-			}
-		}
-	}
-	return false
-}
-
-func printStatus(w io.Writer, rep *statusReport, countDL bool) {
-	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	printf(tw, "ROUTE\tSTREAM\tCONSUMER\tPENDING\tACK PENDING\tREDELIVERED\tPAUSED\tDEAD LETTERS\n")
+// problems is the error status exits with: a route not set up.
+func problems(rep *inspect.StatusReport) error {
 	for _, r := range rep.Routes {
-		paused := "no"
-		switch {
-		case r.PausedBy == "route_health":
-			paused = "route health, probing (until " + r.PauseUntil.Format(time.RFC3339) + ")"
-		case r.Paused:
-			paused = "until " + r.PauseUntil.Format(time.RFC3339)
+		if r.Problem != "" {
+			return errors.New("some routes are not set up: see the problem column")
 		}
+	}
+	return nil
+}
+
+func printStatus(w io.Writer, rep *inspect.StatusReport, countDL bool) {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	printf(tw, "ROUTE\tSTREAM\tCONSUMER\tPENDING\tACK PENDING\tREDELIVERED\tPAUSED\tHEALTH\tDEAD LETTERS\n")
+	for _, r := range rep.Routes {
 		dl := reasonsText(r.DeadLetters)
 		if !countDL {
 			dl = "-"
 		}
 		if r.Problem != "" {
-			printf(tw, "%s\t%s\t%s\t-\t-\t-\t-\t%s\t(%s)\n", r.Route, r.Stream, r.Consumer, dl, r.Problem)
+			printf(tw, "%s\t%s\t%s\t-\t-\t-\t-\t-\t%s\t(%s)\n", r.Route, r.Stream, r.Consumer, dl, r.Problem)
 			continue
 		}
-		printf(tw, "%s\t%s\t%s\t%d\t%d\t%d\t%s\t%s\n", r.Route, r.Stream, r.Consumer, r.Pending, r.AckPending, r.Redelivered, paused, dl)
+		printf(tw, "%s\t%s\t%s\t%d\t%d\t%d\t%s\t%s\t%s\n", r.Route, r.Stream, r.Consumer, r.Pending, r.AckPending, r.Redelivered,
+			pausedText(r), healthText(r), dl)
 	}
 	_ = tw.Flush()
 	for _, r := range rep.Routes {
-		switch {
-		case r.Ordering == "":
-		case r.Owner != "":
-			printf(w, "\nroute %s is ordered by %s: one replica owns it (pinned client %s), the others stand by\n", r.Route, r.Ordering, r.Owner)
-			printOwnerHolds(w, r)
-		default:
-			printf(w, "\nroute %s is ordered by %s: no replica owns it now\n", r.Route, r.Ordering)
-		}
+		printReplicas(w, r)
+		printOrdered(w, r)
 	}
-	for _, u := range rep.Uncaptured {
-		if u.Capped {
-			printf(w, "\nstream %s: %d subjects hold messages, more than the %d status reads: not checked for subjects no route captures\n", u.Stream, u.SubjectsInStream, maxStatusSubjects)
+	printUncaptured(w, rep.Uncaptured)
+	printDeadLetterSummary(w, rep.DeadLetter)
+}
+
+func pausedText(r inspect.RouteStatus) string {
+	switch {
+	case r.PausedBy == consumer.PausedByRouteHealth:
+		return "route health, probing (until " + r.PauseUntil.Format(time.RFC3339) + ")"
+	case r.Paused:
+		return "by an operator, until " + r.PauseUntil.Format(time.RFC3339)
+	}
+	return "no"
+}
+
+// healthText sums up the replicas' answers: "healthy (2 replicas)",
+// "outage on 1 of 2 replicas", "unknown (no replica answered)".
+func healthText(r inspect.RouteStatus) string {
+	var answered, healthy int
+	conditions := map[string]int{}
+	for _, a := range r.Replicas {
+		if a.Status == nil {
 			continue
 		}
-		printf(w, "\nstream %s: %d messages on subjects no route captures (nothing will trigger an agent for them):\n", u.Stream, u.Messages)
+		answered++
+		if h := a.Status.Health; h == "healthy" {
+			healthy++
+		} else {
+			conditions[h]++
+		}
+	}
+	switch {
+	case answered == 0:
+		return "unknown (no replica answered)"
+	case healthy == answered:
+		return "healthy (" + plural(answered, "replica", "replicas") + ")"
+	}
+	names := make([]string, 0, len(conditions))
+	for c := range conditions {
+		names = append(names, c)
+	}
+	sort.Strings(names)
+	parts := make([]string, len(names))
+	for i, c := range names {
+		parts[i] = fmt.Sprintf("%s on %d of %d", c, conditions[c], answered)
+	}
+	return strings.Join(parts, ", ")
+}
+
+// printReplicas says, for a route, each replica that holds it stopped and
+// why, each answer refused or in error, and who did not answer.
+func printReplicas(w io.Writer, r inspect.RouteStatus) {
+	var lines []string
+	for _, a := range r.Replicas {
+		switch {
+		case a.Refused != "":
+			lines = append(lines, fmt.Sprintf("answer refused, from %s: %s", replicaText(a.Replica), a.Refused))
+		case a.Error != "":
+			lines = append(lines, fmt.Sprintf("%s answered an error: %s", replicaText(a.Replica), a.Error))
+		case a.Status != nil && (a.Status.Health != "healthy" || a.Status.PausedBy != ""):
+			lines = append(lines, fmt.Sprintf("%s on %s", inspect.ConditionText(a.Status), replicaText(a.Replica)))
+		}
+	}
+	if len(r.Silent) > 0 {
+		lines = append(lines, fmt.Sprintf("%s did not answer in time: %s", plural(len(r.Silent), "replica", "replicas"), strings.Join(r.Silent, ", ")))
+	}
+	if r.Unanswered != "" && r.Problem == "" {
+		lines = append(lines, r.Unanswered)
+	}
+	if len(lines) == 0 {
+		return
+	}
+	printf(w, "\nroute %s:\n", r.Route)
+	for _, l := range lines {
+		printf(w, "  %s\n", l)
+	}
+}
+
+// replicaText names a replica by what it says of itself.
+func replicaText(r app.Replica) string {
+	parts := []string{"replica " + r.ID}
+	if r.Host != "" {
+		parts = append(parts, "host "+r.Host)
+	}
+	if r.Name != "" {
+		parts = append(parts, "connection "+r.Name)
+	}
+	if r.ClientID != 0 {
+		parts = append(parts, fmt.Sprintf("client id %d", r.ClientID))
+	}
+	return parts[0] + " (" + strings.Join(parts[1:], ", ") + ")"
+}
+
+func printOrdered(w io.Writer, r inspect.RouteStatus) {
+	switch {
+	case r.Ordering == "":
+	case r.Owner != "":
+		printf(w, "\nroute %s is ordered by %s: one replica owns it (pinned client %s), the others stand by\n", r.Route, r.Ordering, r.Owner)
+		printOwnerHolds(w, r)
+	default:
+		printf(w, "\nroute %s is ordered by %s: no replica owns it now\n", r.Route, r.Ordering)
+	}
+}
+
+func printUncaptured(w io.Writer, streams []inspect.UncapturedStream) {
+	for _, u := range streams {
+		if u.Capped {
+			printf(w, "\nstream %s: %s hold messages, more than the %d status reads: not checked for subjects no route captures\n",
+				u.Stream, plural(int(u.SubjectsInStream), "subject", "subjects"), inspect.MaxStatusSubjects)
+			continue
+		}
+		printf(w, "\nstream %s: %s on subjects no route captures (nothing will trigger an agent for them):\n", u.Stream, plural(int(u.Messages), "message", "messages"))
 		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 		for i, sc := range u.Subjects {
 			if i == maxUncapturedListed {
-				printf(tw, "  ... and %d more subjects (see --json)\n", len(u.Subjects)-i)
+				printf(tw, "  ... and %s (see --json)\n", plural(len(u.Subjects)-i, "more subject", "more subjects"))
 				break
 			}
 			printf(tw, "  %s\t%d\n", sc.Subject, sc.Messages)
 		}
 		_ = tw.Flush()
 	}
-	d := rep.DeadLetter
+}
+
+func printDeadLetterSummary(w io.Writer, d inspect.DeadLetterSummary) {
 	if !d.Exists {
 		printf(w, "\ndead-letter stream %s: not created yet (nothing dead-lettered)\n", d.Stream)
 		return
 	}
-	printf(w, "\ndead-letter stream %s: %d messages, %d bytes", d.Stream, d.Messages, d.Bytes)
+	printf(w, "\ndead-letter stream %s: %s, %s", d.Stream, plural(int(d.Messages), "message", "messages"), plural(int(d.Bytes), "byte", "bytes"))
 	if len(d.Other) > 0 {
 		printf(w, "; from routes not in this configuration: %s", reasonsText(d.Other))
 	}
@@ -416,18 +289,13 @@ func reasonsText(m map[string]int) string {
 	return strings.Join(parts, " ")
 }
 
-func isTerminal(w io.Writer) bool {
-	f, ok := w.(*os.File)
-	return ok && term.IsTerminal(int(f.Fd()))
-}
-
 // maxKeyShown bounds a conversation key in the text output (--json has it
 // whole).
 const maxKeyShown = 64
 
 // printOwnerHolds prints what the owner of an ordered route holds: its
 // blocked keys, the longest waiting first.
-func printOwnerHolds(w io.Writer, r routeStatus) {
+func printOwnerHolds(w io.Writer, r inspect.RouteStatus) {
 	h := r.OwnerHolds
 	if h == nil {
 		printf(w, "  blocked keys unknown: %s\n", r.OwnerUnanswered)
@@ -436,7 +304,7 @@ func printOwnerHolds(w io.Writer, r routeStatus) {
 	if h.Fenced {
 		printf(w, "  fenced: it took the route over and waits for the previous owner's events to be settled or redelivered before it starts any\n")
 	}
-	printf(w, "  holding %d events, %d being handled; %d keys blocked\n", h.Holding, h.Running, h.BlockedKeys)
+	printf(w, "  holding %s, %d being handled; %s blocked\n", plural(h.Holding, "event", "events"), h.Running, plural(h.BlockedKeys, "key", "keys"))
 	if len(h.Blocked) == 0 {
 		return
 	}
@@ -452,6 +320,6 @@ func printOwnerHolds(w io.Writer, r routeStatus) {
 	}
 	_ = tw.Flush()
 	if more := h.BlockedKeys - len(h.Blocked); more > 0 {
-		printf(w, "  ... and %d more blocked keys (--blocked-keys lists up to %d)\n", more, consumer.MaxOrderedStatusKeys)
+		printf(w, "  ... and %s (--blocked-keys lists up to %d)\n", plural(more, "more blocked key", "more blocked keys"), consumer.MaxOrderedStatusKeys)
 	}
 }

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/agentrelay/agentrelay/config"
+	"github.com/agentrelay/agentrelay/internal/inspect"
 	"github.com/agentrelay/agentrelay/internal/testenv"
 )
 
@@ -78,14 +79,14 @@ func TestStatusShowsAnOrderedRoutesBlockedKeys(t *testing.T) {
 		s.publish("work.thread.x", fmt.Sprintf(`{"input":%q,"conversation_key":%q}`, ev.input, ev.key), fmt.Sprintf("thread-%d", i))
 	}
 	var rep statusReport
-	thread := func() routeStatus {
+	thread := func() inspect.RouteStatus {
 		for _, r := range rep.Routes {
 			if r.Route == "thread" {
 				return r
 			}
 		}
 		t.Fatalf("no route thread in status: %+v", rep)
-		return routeStatus{}
+		return inspect.RouteStatus{}
 	}
 	testenv.Eventually(t, 20*time.Second, "status shows both keys blocked behind a failed event", func() bool {
 		code, out, errOut := s.cli("", "status", "--json")
@@ -118,7 +119,7 @@ func TestStatusShowsAnOrderedRoutesBlockedKeys(t *testing.T) {
 	golden(t, "status_ordered_blocked", trimTrailing(strings.ReplaceAll(out, thread().Owner, "<PIN>")))
 
 	_, out, _ = s.cli("", "status", "--blocked-keys", "1")
-	if !strings.Contains(out, "... and 1 more blocked keys") || strings.Contains(out, `ab\u202ecd`) {
+	if !strings.Contains(out, "... and 1 more blocked key (") || strings.Contains(out, `ab\u202ecd`) {
 		t.Errorf("status --blocked-keys 1 does not stop at one key:\n%s", out)
 	}
 }
@@ -132,7 +133,7 @@ func TestStatusSaysWhenAnOrderedRoutesOwnerDoesNotAnswer(t *testing.T) {
 	s.publish("work.thread.x", `{"input":"s0","conversation_key":"stuck"}`, "gone-0")
 	testenv.Eventually(t, 10*time.Second, "the route pinned", func() bool {
 		_, out, _ := s.cli("", "status")
-		return strings.Contains(out, "holding 1 events")
+		return strings.Contains(out, "holding 1 event,")
 	})
 	s.stop()
 	start := time.Now()
@@ -140,7 +141,7 @@ func TestStatusSaysWhenAnOrderedRoutesOwnerDoesNotAnswer(t *testing.T) {
 	if code != 0 || time.Since(start) > 10*time.Second {
 		t.Fatalf("status: exit %d after %v\n%s%s", code, time.Since(start), out, errOut)
 	}
-	if !strings.Contains(out, "one replica owns it") || !strings.Contains(out, "blocked keys unknown: the owner did not answer: nothing serves agentrelay.ordered.WORK.agentrelay-thread") {
+	if !strings.Contains(out, "one replica owns it") || !strings.Contains(out, "blocked keys unknown: the owner did not answer: no replica answered on agentrelay.status.WORK.agentrelay-thread") {
 		t.Errorf("status with the owner gone:\n%s", out)
 	}
 }

@@ -63,18 +63,15 @@ func printError(w io.Writer, prefix string, err error) {
 	fmt.Fprintln(w, prefix+strings.Join(lines, "\n"))
 }
 
-// writeJSON writes v as one line of JSON (indented when indent), with
-// everything safe would escape written as a \u escape: the data decode
-// the same, and a terminal sees nothing it would act on. encoding/json
-// already escapes C0 controls, but not DEL, C1 controls or bidi controls.
-func writeJSON(w io.Writer, v any, indent bool) error {
-	var b []byte
-	var err error
-	if indent {
-		b, err = json.MarshalIndent(v, "", "  ")
-	} else {
-		b, err = json.Marshal(v)
-	}
+// writeJSON writes v as one line of JSON: every --json output is JSON
+// Lines (one object a line: one for a report, one an item for a list, one
+// a refresh for --watch), so that jq, a log shipper or a script reads any
+// command's output alike. Everything safe would escape is written as a \u
+// escape: the data decode the same, and a terminal sees nothing it would
+// act on. encoding/json already escapes C0 controls, but not DEL, C1
+// controls or bidi controls.
+func writeJSON(w io.Writer, v any) error {
+	b, err := json.Marshal(v)
 	if err != nil {
 		return err
 	}

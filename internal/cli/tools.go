@@ -2,6 +2,7 @@ package cli
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"time"
@@ -12,7 +13,9 @@ import (
 	"github.com/agentrelay/agentrelay/config"
 	"github.com/agentrelay/agentrelay/consumer"
 	"github.com/agentrelay/agentrelay/internal/app"
+	"github.com/agentrelay/agentrelay/internal/inspect"
 	"github.com/agentrelay/agentrelay/internal/natsconn"
+	"github.com/agentrelay/agentrelay/internal/redact"
 )
 
 // toolConn is what the SRE subcommands share: the worker's configuration
@@ -25,17 +28,18 @@ type toolConn struct {
 
 func (t *toolConn) Close() { t.nc.Close() }
 
+// source is what internal/inspect reads through this connection.
+func (t *toolConn) source() *inspect.Source {
+	return &inspect.Source{Config: t.cfg, NC: t.nc, JS: t.js}
+}
+
 // connectTool loads the configuration and connects like the worker does.
-// One-shot commands give up on the first connection after a short while
-// instead of retrying for minutes.
 func connectTool(ctx context.Context, e *env, g *globalFlags) (*toolConn, error) {
 	cfg, err := g.loadConfig(e)
 	if err != nil {
 		return nil, err
 	}
-	cctx, cancel := context.WithTimeout(ctx, cfg.NATS.ConnectTimeout.D()+5*time.Second)
-	defer cancel()
-	nc, err := natsconn.Connect(cctx, cfg.NATS, nil, natsconn.Hooks{}, nats.CustomInboxPrefix(natsconn.SREInboxPrefix))
+	nc, err := dialNATS(ctx, cfg.NATS, g.connectTimeout)
 	if err != nil {
 		return nil, err
 	}
@@ -45,6 +49,37 @@ func connectTool(ctx context.Context, e *env, g *globalFlags) (*toolConn, error)
 		return nil, err
 	}
 	return &toolConn{cfg: cfg, nc: nc, js: js}, nil
+}
+
+// ErrNATSUnreachable: a one-shot command could not connect to NATS within
+// --connect-timeout.
+var ErrNATSUnreachable = errors.New("cannot reach NATS")
+
+// dialNATS connects a one-shot command. Unlike the worker, which waits for
+// NATS as long as it takes, it gives up after timeout (the connection's own
+// connect timeout included), with the servers named (credentials
+// redacted) and what to check.
+func dialNATS(ctx context.Context, c config.NATS, timeout time.Duration) (*nats.Conn, error) {
+	if timeout <= 0 {
+		timeout = defaultConnectTimeout
+	}
+	if c.ConnectTimeout.D() <= 0 || c.ConnectTimeout.D() > timeout {
+		c.ConnectTimeout = config.Duration(timeout)
+	}
+	cctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	start := time.Now()
+	// The SRE role's own inbox prefix: the permissions let it read replies
+	// there only (deploy/nats/auth).
+	nc, err := natsconn.Connect(cctx, c, nil, natsconn.Hooks{}, nats.CustomInboxPrefix(natsconn.SREInboxPrefix))
+	if err == nil {
+		return nc, nil
+	}
+	if ctx.Err() != nil {
+		return nil, ctx.Err()
+	}
+	return nil, fmt.Errorf("%w at %s after %v: %s\nhint: is NATS running there, and reachable from here? The servers come from nats.url in the configuration, $%s, or publish --server; --connect-timeout waits longer",
+		ErrNATSUnreachable, redact.URLs(c.URL), time.Since(start).Round(100*time.Millisecond), redact.URLs(err.Error()), config.EnvNATSURL)
 }
 
 // connectForRoute connects and finds the named route, with its defaults.

@@ -12,6 +12,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/agentrelay/agentrelay/internal/inspect"
 	"github.com/agentrelay/agentrelay/internal/testenv"
 )
 
@@ -91,7 +92,7 @@ func TestStatusListsSubjectsNoRouteCaptures(t *testing.T) {
 	if err := json.Unmarshal([]byte(out), &rep); err != nil {
 		t.Fatalf("status --json: %v\n%s", err, out)
 	}
-	want := []uncapturedStream{{Stream: stream, Messages: 3, SubjectsInStream: 3, Subjects: []subjectCount{{"work.okk.x", 2}, {"work.other", 1}}}}
+	want := []inspect.UncapturedStream{{Stream: stream, Messages: 3, SubjectsInStream: 3, Subjects: []inspect.SubjectCount{{Subject: "work.okk.x", Messages: 2}, {Subject: "work.other", Messages: 1}}}}
 	if !reflect.DeepEqual(rep.Uncaptured, want) {
 		t.Errorf("uncaptured %+v, want %+v", rep.Uncaptured, want)
 	}
@@ -108,7 +109,7 @@ func TestStatusListsSubjectsNoRouteCaptures(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, out, _ = s.cli("", "status", "--no-dead-letters")
-	if !strings.Contains(out, "stream WORK: 1 messages on subjects no route captures") || strings.Contains(out, "work.okk.x") {
+	if !strings.Contains(out, "stream WORK: 1 message on subjects no route captures") || strings.Contains(out, "work.okk.x") {
 		t.Errorf("status ignores the consumer's own filter:\n%s", out)
 	}
 }
@@ -123,19 +124,19 @@ func TestStatusUncapturedIsBounded(t *testing.T) {
 		n.Publish(t, &nats.Msg{Subject: fmt.Sprintf("b.%d", i), Data: []byte("x")})
 	}
 	ctx := context.Background()
-	u, err := uncaptured(ctx, n.JS, "B", [][]string{{"b.0"}}, 4)
+	u, err := inspect.Uncaptured(ctx, n.JS, "B", [][]string{{"b.0"}}, 4)
 	if err != nil || u == nil || !u.Capped || u.SubjectsInStream != 5 || len(u.Subjects) != 0 {
 		t.Errorf("over the cap: %+v %v", u, err)
 	}
 	var text bytes.Buffer
-	printStatus(&text, &statusReport{Uncaptured: []uncapturedStream{*u}}, false)
+	printStatus(&text, &inspect.StatusReport{Uncaptured: []inspect.UncapturedStream{*u}}, false)
 	if !strings.Contains(text.String(), "stream B: 5 subjects hold messages, more than the 10000 status reads: not checked") {
 		t.Errorf("capped text:\n%s", text.String())
 	}
-	if u, err = uncaptured(ctx, n.JS, "B", [][]string{{"b.0"}}, 5); err != nil || u == nil || u.Capped || len(u.Subjects) != 4 {
+	if u, err = inspect.Uncaptured(ctx, n.JS, "B", [][]string{{"b.0"}}, 5); err != nil || u == nil || u.Capped || len(u.Subjects) != 4 {
 		t.Errorf("at the cap: %+v %v", u, err)
 	}
-	if u, err = uncaptured(ctx, n.JS, "B", [][]string{{"b.0"}, nil}, 0); err != nil || u != nil {
+	if u, err = inspect.Uncaptured(ctx, n.JS, "B", [][]string{{"b.0"}, nil}, 0); err != nil || u != nil {
 		t.Errorf("a route on the whole stream: %+v %v", u, err)
 	}
 }

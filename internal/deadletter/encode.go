@@ -17,6 +17,7 @@ import (
 
 	"github.com/agentrelay/agentrelay/agentapi"
 	"github.com/agentrelay/agentrelay/internal/fold"
+	"github.com/agentrelay/agentrelay/internal/natsheader"
 )
 
 // Facts are what the worker knows of a message it gives up on: what it was,
@@ -287,7 +288,7 @@ func originalHeaders(h nats.Header, keyUsed bool) (cands []header, unusable []st
 		if len(v) == 0 {
 			continue
 		}
-		if !isHeaderName(key) {
+		if !natsheader.ValidName(key) {
 			unusable = append(unusable, k)
 			continue
 		}
@@ -304,21 +305,6 @@ func originalHeaders(h nats.Header, keyUsed bool) (cands []header, unusable []st
 		return strings.Compare(a.key, b.key)
 	})
 	return cands, unusable
-}
-
-// isHeaderName reports whether nats.go sends a header of this name: printable
-// ASCII without the separators it forbids (it refuses the whole message
-// otherwise).
-func isHeaderName(k string) bool {
-	if k == "" {
-		return false
-	}
-	for i := 0; i < len(k); i++ {
-		if c := k[i]; c <= ' ' || c >= 0x7f || strings.IndexByte(`"()/,:;<=>?@[\]{}`, c) >= 0 {
-			return false
-		}
-	}
-	return true
 }
 
 // headerLineSize is the encoded size of one header value: "k: v\r\n".

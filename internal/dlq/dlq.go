@@ -34,6 +34,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/agentrelay/agentrelay/internal/deadletter"
+	"github.com/agentrelay/agentrelay/internal/streamscan"
 	"github.com/agentrelay/agentrelay/internal/subject"
 )
 
@@ -195,80 +196,28 @@ func (s *Store) Scan(ctx context.Context, f Filter, headersOnly bool, fn func(Le
 	if len(f.Seqs) > 0 {
 		return s.scanSeqs(ctx, f, fn)
 	}
-	cfg := jetstream.OrderedConsumerConfig{HeadersOnly: headersOnly, InactiveThreshold: time.Minute}
+	r := streamscan.Range{HeadersOnly: headersOnly, FromSeq: f.FromSeq, ToSeq: f.MaxSeq, ToTime: f.Until}
+	if f.FromSeq == 0 {
+		r.FromTime = f.Since
+	}
 	if f.Subject != "" {
 		// Broad enough for letters whose subject was shortened (see
 		// deadletter.SubjectFilter); Match then checks the original
 		// subject each letter names.
-		cfg.FilterSubjects = []string{deadletter.SubjectFilter(s.cfg.SubjectPrefix, f.Subject)}
-	}
-	switch {
-	case f.FromSeq > 0:
-		cfg.DeliverPolicy = jetstream.DeliverByStartSequencePolicy
-		cfg.OptStartSeq = f.FromSeq
-	case !f.Since.IsZero():
-		since := f.Since
-		cfg.DeliverPolicy = jetstream.DeliverByStartTimePolicy
-		cfg.OptStartTime = &since
-	}
-	c, err := s.stream.OrderedConsumer(ctx, cfg)
-	if err != nil {
-		return fmt.Errorf("reading %s: %w", s.cfg.Stream, err)
-	}
-	// The reading consumer goes when the scan is done, not an inactivity
-	// threshold later: a worker's backlog reader scans every lag_interval,
-	// and leftovers would pile up to the server's consumer limit.
-	defer func() {
-		if info := c.CachedInfo(); info != nil && info.Name != "" {
-			dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
-			_ = s.stream.DeleteConsumer(dctx, info.Name)
-			cancel()
-		}
-	}()
-	if c.CachedInfo().NumPending == 0 {
-		return nil
+		r.Subjects = []string{deadletter.SubjectFilter(s.cfg.SubjectPrefix, f.Subject)}
 	}
 	v := &visitor{f: f, fn: fn}
-	for {
-		batch, err := c.Fetch(256, jetstream.FetchMaxWait(2*time.Second))
-		if err != nil {
-			return fmt.Errorf("reading %s: %w", s.cfg.Stream, err)
+	_, err := streamscan.Scan(ctx, s.stream, r, func(m jetstream.Msg, md *jetstream.MsgMetadata) (bool, error) {
+		var data []byte
+		if !headersOnly {
+			data = m.Data()
 		}
-		got := 0
-		for m := range batch.Messages() {
-			got++
-			md, err := m.Metadata()
-			if err != nil {
-				return err
-			}
-			if !f.Until.IsZero() && !md.Timestamp.Before(f.Until) {
-				return nil
-			}
-			if f.MaxSeq > 0 && md.Sequence.Stream > f.MaxSeq {
-				return nil
-			}
-			var data []byte
-			if !headersOnly {
-				data = m.Data()
-			}
-			l := FromMsg(md.Sequence.Stream, m.Subject(), md.Timestamp, m.Headers(), data)
-			if more, err := v.offer(l); err != nil || !more {
-				return err
-			}
-			if md.NumPending == 0 {
-				return nil
-			}
-		}
-		if err := batch.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) {
-			return fmt.Errorf("reading %s: %w", s.cfg.Stream, err)
-		}
-		if got == 0 {
-			return nil
-		}
-		if err := ctx.Err(); err != nil {
-			return err
-		}
+		return v.offer(FromMsg(md.Sequence.Stream, m.Subject(), md.Timestamp, m.Headers(), data))
+	})
+	if err != nil && ctx.Err() == nil {
+		return fmt.Errorf("reading %s: %w", s.cfg.Stream, err)
 	}
+	return err
 }
 
 func (s *Store) scanSeqs(ctx context.Context, f Filter, fn func(Letter) (bool, error)) error {

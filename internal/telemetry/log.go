@@ -47,7 +47,7 @@ func ParseLevel(s string) (slog.Level, error) {
 // A line logged with a context that holds a span carries the span's
 // trace_id and span_id (see WithTraceIDs).
 func NewLogger(w io.Writer, level slog.Level, format string) (*slog.Logger, error) {
-	tty := isTerminal(w)
+	tty := IsTerminal(w)
 	switch format {
 	case "auto", "":
 		if tty {
@@ -210,7 +210,9 @@ func termText(s string) string {
 	return b.String()
 }
 
-func isTerminal(w io.Writer) bool {
+// IsTerminal reports whether w is a terminal: the one check agentrelay
+// makes before it colours logs, draws progress or clears a screen.
+func IsTerminal(w io.Writer) bool {
 	f, ok := w.(*os.File)
 	return ok && term.IsTerminal(int(f.Fd()))
 }
