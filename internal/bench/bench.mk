@@ -7,7 +7,7 @@ BENCH_BIN   := $(BENCH_OUT)/bin
 PARITY_FLAGS ?= -rounds 3 -events 20000
 BENCH_FLAGS ?= -reps 5 -scale 0.5 -soak 60s
 
-.PHONY: bench bench-bins bench-profile bench-suite bench-suite-profile bench-micro
+.PHONY: bench bench-bins bench-profile bench-suite bench-suite-profile bench-micro bench-first-run
 
 # Every program of the parity bench, each a process of its own: the release
 # build of agentrelay (as make build: stripped) and the same unstripped for
@@ -55,6 +55,11 @@ bench-suite:
 ## bench-micro: Go micro-benchmarks of the per-message hot path
 bench-micro:
 	$(GO) test -run '^$$' -bench . -benchmem ./consumer/ ./agentapi/ ./internal/telemetry/
+
+## bench-first-run: the first `make run` of a fresh machine, timed: empty module and
+##                  build caches (in temporary folders), to the first accepted event
+bench-first-run:
+	internal/bench/firstrun.sh $(MAKE)
 
 ## bench-suite-profile: CPU and allocation profiles of every worker of the suite (first repetition)
 bench-suite-profile:
