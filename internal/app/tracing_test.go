@@ -133,7 +133,7 @@ func TestOTLPExportsOverHTTPProtobuf(t *testing.T) {
 	}))
 	defer collector.Close()
 	ctx := context.Background()
-	tr, err := StartTracing(ctx, envOf("OTEL_EXPORTER_OTLP_ENDPOINT", collector.URL), io.Discard, slog.New(slog.DiscardHandler))
+	tr, err := StartTracing(ctx, WorkerServiceName, envOf("OTEL_EXPORTER_OTLP_ENDPOINT", collector.URL), io.Discard, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -157,7 +157,7 @@ func TestOTLPExportsOverHTTPProtobuf(t *testing.T) {
 
 // A malformed exporter setting stops start-up instead of being ignored.
 func TestBadOTLPSettingIsAStartUpError(t *testing.T) {
-	_, err := StartTracing(context.Background(), envOf("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4318", "OTEL_EXPORTER_OTLP_TIMEOUT", "soon"),
+	_, err := StartTracing(context.Background(), WorkerServiceName, envOf("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4318", "OTEL_EXPORTER_OTLP_TIMEOUT", "soon"),
 		io.Discard, slog.New(slog.DiscardHandler))
 	if err == nil || !strings.Contains(err.Error(), "OTEL_EXPORTER_OTLP_TIMEOUT") {
 		t.Fatalf("err = %v, want one naming OTEL_EXPORTER_OTLP_TIMEOUT", err)
@@ -170,7 +170,7 @@ func TestBadOTLPSettingIsAStartUpError(t *testing.T) {
 func TestGRPCProtocolIsAStartUpError(t *testing.T) {
 	for _, k := range []string{"OTEL_EXPORTER_OTLP_PROTOCOL", "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL"} {
 		t.Run(k, func(t *testing.T) {
-			_, err := StartTracing(context.Background(), envOf("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4317", k, "grpc"),
+			_, err := StartTracing(context.Background(), WorkerServiceName, envOf("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4317", k, "grpc"),
 				io.Discard, slog.New(slog.DiscardHandler))
 			if !errors.Is(err, ErrTracingEnv) {
 				t.Fatalf("err = %v, want ErrTracingEnv", err)
