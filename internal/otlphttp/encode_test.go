@@ -83,14 +83,13 @@ func stub(name string, res *resource.Resource, scope instrumentation.Scope) trac
 			SpanContext: trace.NewSpanContext(trace.SpanContextConfig{TraceID: tid, SpanID: lsid, Remote: true, TraceState: ts}),
 			Attributes:  []attribute.KeyValue{attribute.String("link", "x")},
 		}},
-		Status:                 sdktrace.Status{Code: codes.Error, Description: "409 not runnable"},
-		DroppedAttributes:      3,
-		DroppedEvents:          4,
-		DroppedLinks:           5,
-		Resource:               res,
-		InstrumentationScope:   scope,
-		ChildSpanCount:         0,
-		InstrumentationLibrary: scope, //nolint:staticcheck // the stub still has both
+		Status:               sdktrace.Status{Code: codes.Error, Description: "409 not runnable"},
+		DroppedAttributes:    3,
+		DroppedEvents:        4,
+		DroppedLinks:         5,
+		Resource:             res,
+		InstrumentationScope: scope,
+		ChildSpanCount:       0,
 	}
 }
 
