@@ -11,6 +11,12 @@ RELEASE_TAGS := release
 # The release binary's size limit (issue 21), in bytes.
 RELEASE_MAX_BYTES := 25000000
 ARGS ?=
+# DEV_GCFLAGS build bin/agentrelay-dev without optimisation or inlining: on a
+# fresh machine the first make run compiles the standard library and
+# nats-server, and this takes ~30 % of that CPU off (BENCHMARKS.md, first
+# make run). A demo needs no optimised code; make run DEV_GCFLAGS= builds
+# it optimised.
+DEV_GCFLAGS ?= all=-N -l
 
 .PHONY: run build release-check test lint tidy-check
 
@@ -19,7 +25,7 @@ ARGS ?=
 ##      flags through ARGS, e.g. make run ARGS='--nats-port 0'. The first run on a
 ##      fresh machine downloads and compiles for a minute or two (see BENCHMARKS.md)
 run:
-	$(GO) build -o bin/agentrelay-dev ./cmd/agentrelay
+	$(GO) build -gcflags '$(DEV_GCFLAGS)' -o bin/agentrelay-dev ./cmd/agentrelay
 	bin/agentrelay-dev dev $(ARGS)
 
 ## build: the release binary in bin/: static, stripped, version and revision stamped,
