@@ -3,17 +3,49 @@ GO       ?= go
 PKG      := github.com/agentrelay/agentrelay
 VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 REVISION ?= $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
-LDFLAGS  := -s -w -X $(PKG)/internal/buildinfo.version=$(VERSION) -X $(PKG)/internal/buildinfo.revision=$(REVISION)
+VERSION_LDFLAGS := -X $(PKG)/internal/buildinfo.version=$(VERSION) -X $(PKG)/internal/buildinfo.revision=$(REVISION)
+LDFLAGS  := -s -w $(VERSION_LDFLAGS)
+# RELEASE_TAGS leave `dev` and `emulator` out of the binary (internal/cli/dev.go):
+# no nats-server, no API emulator in the worker's process.
+RELEASE_TAGS := release
+# The release binary's size limit (issue 21), in bytes.
+RELEASE_MAX_BYTES := 25000000
+ARGS ?=
+# DEV_GCFLAGS build bin/agentrelay-dev without optimisation or inlining: on a
+# fresh machine the first make run compiles the standard library and
+# nats-server, and this takes ~30 % of that CPU off (BENCHMARKS.md, first
+# make run). A demo needs no optimised code; make run DEV_GCFLAGS= builds
+# it optimised.
+DEV_GCFLAGS ?= all=-N -l
 
-.PHONY: run build test lint tidy-check
+.PHONY: run build release-check test lint tidy-check
 
-## run: the embedded demo — NATS, the API emulator, the worker and a producer
+## run: the embedded demo — NATS, the API emulator, the worker and a producer — from
+##      bin/agentrelay-dev, the development build (release builds have no `dev`);
+##      flags through ARGS, e.g. make run ARGS='--nats-port 0'. The first run on a
+##      fresh machine downloads and compiles for a minute or two (see BENCHMARKS.md)
 run:
-	$(GO) run ./cmd/agentrelay dev
+	$(GO) build -gcflags '$(DEV_GCFLAGS)' -o bin/agentrelay-dev ./cmd/agentrelay
+	bin/agentrelay-dev dev $(ARGS)
 
-## build: a static binary in bin/, version and revision stamped
+## build: the release binary in bin/: static, stripped, version and revision stamped,
+##        without dev and the emulator (-tags release)
 build:
-	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "$(LDFLAGS)" -o bin/agentrelay ./cmd/agentrelay
+	CGO_ENABLED=0 $(GO) build -trimpath -tags $(RELEASE_TAGS) -ldflags "$(LDFLAGS)" -o bin/agentrelay ./cmd/agentrelay
+
+## release-check: the release binary is at most 25 MB, links neither nats-server nor
+##                the API emulator (by `go version -m`, and `go tool nm` on the same
+##                build unstripped), and its dev and emulator say where they went
+release-check: build
+	@size=$$(stat -c %s bin/agentrelay); echo "bin/agentrelay: $$size bytes (limit $(RELEASE_MAX_BYTES))"; \
+	  if [ $$size -gt $(RELEASE_MAX_BYTES) ]; then echo "release binary too large"; exit 1; fi
+	@if $(GO) version -m bin/agentrelay | grep -E 'nats-io/nats-server'; then echo "release binary links nats-server"; exit 1; fi
+	@tmp=$$(mktemp -d) && trap 'rm -rf $$tmp' EXIT && \
+	  CGO_ENABLED=0 $(GO) build -trimpath -tags $(RELEASE_TAGS) -ldflags "$(VERSION_LDFLAGS)" -o $$tmp/agentrelay ./cmd/agentrelay && \
+	  if $(GO) tool nm $$tmp/agentrelay | grep -E ' (github.com/nats-io/nats-server/v2|$(PKG)/agentapi/emulator|$(PKG)/internal/natsembed)[./]' | head -3 | grep .; then \
+	    echo "release binary links dev-only code"; exit 1; fi
+	$(GO) test -count=1 -tags $(RELEASE_TAGS) -run '^TestRelease' ./internal/cli/
+	@echo "release-check: ok"
 
 ## test: every test, with the race detector, against real nats-server and HTTP (-parallel 8:
 ##       most tests wait on servers and timers, not the CPU, and the default is GOMAXPROCS); the fault suite

@@ -12,8 +12,6 @@ import (
 	"sync"
 	"time"
 
-	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracegrpc"
-	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracehttp"
 	"go.opentelemetry.io/otel/exporters/stdout/stdouttrace"
 	"go.opentelemetry.io/otel/sdk/resource"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
@@ -22,6 +20,7 @@ import (
 	"go.opentelemetry.io/otel/trace/noop"
 
 	"github.com/agentrelay/agentrelay/internal/buildinfo"
+	"github.com/agentrelay/agentrelay/internal/otlphttp"
 )
 
 // Tracing is off unless the standard OpenTelemetry environment asks for
@@ -37,11 +36,19 @@ import (
 //     but a worker that starts exporting to localhost:4318 because nobody
 //     said otherwise would surprise its operators.)
 //
-// OTLP goes over OTEL_EXPORTER_OTLP_TRACES_PROTOCOL or
-// OTEL_EXPORTER_OTLP_PROTOCOL: "http/protobuf" (the default) or "grpc".
-// Everything else is the OpenTelemetry SDK's own reading of the
-// environment: the endpoint, headers, TLS, compression and timeout of the
-// exporter (OTEL_EXPORTER_OTLP_*), the sampler (OTEL_TRACES_SAMPLER,
+// OTLP goes over http/protobuf, the specification's default and what every
+// collector accepts (port 4318). OTEL_EXPORTER_OTLP_TRACES_PROTOCOL or
+// OTEL_EXPORTER_OTLP_PROTOCOL may say so; "grpc" (or anything else) is an
+// error at start-up, not a silent switch to HTTP: an endpoint written for
+// gRPC (port 4317) would otherwise fail every export. The exporter is
+// internal/otlphttp, not the OpenTelemetry project's exporters: those link
+// the gRPC stack and the protobuf registry, ~6 MB of binary and ~5 MiB of
+// resident memory in every worker, tracing on or off (BENCHMARKS.md).
+// The exporter reads its endpoint, headers, TLS, compression and timeout
+// from OTEL_EXPORTER_OTLP_* as the OpenTelemetry exporter does (see
+// package otlphttp), and a malformed value stops start-up. Everything
+// else is the OpenTelemetry SDK's own reading of the environment: the
+// sampler (OTEL_TRACES_SAMPLER,
 // default parentbased_always_on), the batch span processor (OTEL_BSP_*),
 // and the resource (OTEL_SERVICE_NAME, default WorkerServiceName or
 // CLIServiceName; OTEL_RESOURCE_ATTRIBUTES).
@@ -57,11 +64,13 @@ const (
 	ExporterNone    = "none"
 )
 
-// OTLP protocols of OTEL_EXPORTER_OTLP_(TRACES_)PROTOCOL.
-const (
-	ProtocolHTTP = "http/protobuf"
-	ProtocolGRPC = "grpc"
-)
+// ProtocolHTTP is the one OTLP protocol of OTEL_EXPORTER_OTLP_(TRACES_)PROTOCOL
+// agentrelay exports over.
+const ProtocolHTTP = "http/protobuf"
+
+// protocolGRPC is the specification's other protocol, named in the error
+// that refuses it.
+const protocolGRPC = "grpc"
 
 // Service names (service.name) of agentrelay's spans unless
 // OTEL_SERVICE_NAME (or OTEL_RESOURCE_ATTRIBUTES) says otherwise: the
@@ -79,7 +88,7 @@ var ErrTracingEnv = errors.New("OpenTelemetry environment")
 type TracingConfig struct {
 	On        bool
 	Exporters []string // ExporterOTLP, ExporterConsole
-	Protocol  string   // ProtocolHTTP or ProtocolGRPC, when Exporters has otlp
+	Protocol  string   // ProtocolHTTP when Exporters has otlp
 	Why       string   // which variable decided, for the log
 }
 
@@ -122,17 +131,21 @@ func ParseTracingEnv(getenv func(string) string) (TracingConfig, error) {
 	}
 	tc.On = true
 	if slices.Contains(tc.Exporters, ExporterOTLP) {
-		p := get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL")
+		k := "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL"
+		p := get(k)
 		if p == "" {
-			p = get("OTEL_EXPORTER_OTLP_PROTOCOL")
+			k = "OTEL_EXPORTER_OTLP_PROTOCOL"
+			p = get(k)
 		}
 		switch p {
 		case "", ProtocolHTTP:
 			tc.Protocol = ProtocolHTTP
-		case ProtocolGRPC:
-			tc.Protocol = ProtocolGRPC
+		case protocolGRPC:
+			return TracingConfig{}, fmt.Errorf("%w: %s=%s: agentrelay exports traces over OTLP %s only; "+
+				"set %s=%s (or unset it) and point the endpoint at the collector's OTLP/HTTP port (4318 by default)",
+				ErrTracingEnv, k, p, ProtocolHTTP, k, ProtocolHTTP)
 		default:
-			return TracingConfig{}, fmt.Errorf("%w: OTLP protocol %q: agentrelay exports over %s or %s", ErrTracingEnv, p, ProtocolHTTP, ProtocolGRPC)
+			return TracingConfig{}, fmt.Errorf("%w: %s=%q: agentrelay exports traces over OTLP %s only", ErrTracingEnv, k, p, ProtocolHTTP)
 		}
 	}
 	return tc, nil
@@ -167,7 +180,7 @@ func StartTracing(ctx context.Context, service string, getenv func(string) strin
 	var opts []sdktrace.TracerProviderOption
 	errs := newExportErrors(log, getenv)
 	for _, name := range tc.Exporters {
-		exp, err := newExporter(ctx, name, tc.Protocol, stdout)
+		exp, err := newExporter(name, getenv, stdout)
 		if err != nil {
 			return nil, fmt.Errorf("tracing: %s exporter: %w", name, err)
 		}
@@ -196,15 +209,12 @@ func orDefault(v, def string) string {
 	return v
 }
 
-func newExporter(ctx context.Context, name, protocol string, stdout io.Writer) (sdktrace.SpanExporter, error) {
-	switch {
-	case name == ExporterConsole:
+func newExporter(name string, getenv func(string) string, stdout io.Writer) (sdktrace.SpanExporter, error) {
+	if name == ExporterConsole {
 		return stdouttrace.New(stdouttrace.WithWriter(stdout))
-	case protocol == ProtocolGRPC:
-		return otlptracegrpc.New(ctx) // does not dial until the first export
-	default:
-		return otlptracehttp.New(ctx)
 	}
+	// It does not connect until the first export.
+	return otlphttp.New(getenv, otlphttp.Options{UserAgent: "agentrelay/" + buildinfo.Get().Version})
 }
 
 // Shutdown exports the spans still queued and stops the exporters, within
@@ -252,8 +262,11 @@ func newExportErrors(log *slog.Logger, getenv func(string) string) *exportErrors
 			_, v, ok := strings.Cut(kv, "=")
 			if v = strings.TrimSpace(v); ok && len(v) >= 4 {
 				e.secrets = append(e.secrets, v)
-				if u, err := url.QueryUnescape(v); err == nil && u != v {
-					e.secrets = append(e.secrets, u) // the exporter sends the unescaped value
+				// The exporter sends the unescaped value.
+				for _, unescape := range []func(string) (string, error){url.PathUnescape, url.QueryUnescape} {
+					if u, err := unescape(v); err == nil && u != v {
+						e.secrets = append(e.secrets, u)
+					}
 				}
 			}
 		}

@@ -4,7 +4,10 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"io"
 	"log/slog"
+	"net/http"
+	"net/http/httptest"
 	"slices"
 	"strings"
 	"testing"
@@ -36,7 +39,7 @@ func TestParseTracingEnv(t *testing.T) {
 		{name: "service name alone: off", env: []string{"OTEL_SERVICE_NAME", "x"}},
 		{name: "endpoint", env: []string{"OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4318"}, on: true, exporters: []string{"otlp"}, protocol: ProtocolHTTP},
 		{name: "traces endpoint", env: []string{"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "http://c:4318/v1/traces"}, on: true, exporters: []string{"otlp"}, protocol: ProtocolHTTP},
-		{name: "exporter otlp, grpc", env: []string{"OTEL_TRACES_EXPORTER", "otlp", "OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"}, on: true, exporters: []string{"otlp"}, protocol: ProtocolGRPC},
+		{name: "http/protobuf said", env: []string{"OTEL_TRACES_EXPORTER", "otlp", "OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"}, on: true, exporters: []string{"otlp"}, protocol: ProtocolHTTP},
 		{name: "traces protocol wins", env: []string{"OTEL_TRACES_EXPORTER", "otlp", "OTEL_EXPORTER_OTLP_PROTOCOL", "grpc", "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "http/protobuf"}, on: true, exporters: []string{"otlp"}, protocol: ProtocolHTTP},
 		{name: "console and otlp", env: []string{"OTEL_TRACES_EXPORTER", " Console , otlp,console"}, on: true, exporters: []string{"console", "otlp"}, protocol: ProtocolHTTP},
 		{name: "console only has no protocol", env: []string{"OTEL_TRACES_EXPORTER", "console", "OTEL_EXPORTER_OTLP_PROTOCOL", "http/json"}, on: true, exporters: []string{"console"}},
@@ -45,6 +48,8 @@ func TestParseTracingEnv(t *testing.T) {
 		{name: "disabled=false leaves it on", env: []string{"OTEL_SDK_DISABLED", "false", "OTEL_TRACES_EXPORTER", "otlp"}, on: true, exporters: []string{"otlp"}, protocol: ProtocolHTTP},
 		{name: "unknown exporter", env: []string{"OTEL_TRACES_EXPORTER", "jaeger"}, err: true},
 		{name: "none among others", env: []string{"OTEL_TRACES_EXPORTER", "otlp,none"}, err: true},
+		{name: "grpc", env: []string{"OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4317", "OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"}, err: true},
+		{name: "grpc for traces", env: []string{"OTEL_TRACES_EXPORTER", "otlp", "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "grpc"}, err: true},
 		{name: "http/json", env: []string{"OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4318", "OTEL_EXPORTER_OTLP_PROTOCOL", "http/json"}, err: true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -109,6 +114,73 @@ func TestStartTracingFlushesAtShutdown(t *testing.T) {
 		if s := out.String(); !strings.Contains(s, "flushed-span") || !strings.Contains(s, `"Value":"`+want+`"`) {
 			t.Errorf("after shutdown the console exporter wrote %q; want the span, service.name %s", s, want)
 		}
+	}
+}
+
+// OTLP goes over http/protobuf: with only an endpoint set, the spans reach
+// the collector as a protobuf POST to /v1/traces when the batch is flushed.
+func TestOTLPExportsOverHTTPProtobuf(t *testing.T) {
+	type post struct {
+		path, contentType string
+		body              []byte
+	}
+	got := make(chan post, 4)
+	collector := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		got <- post{r.URL.Path, r.Header.Get("Content-Type"), body}
+		w.Header().Set("Content-Type", "application/x-protobuf")
+		w.WriteHeader(http.StatusOK)
+	}))
+	defer collector.Close()
+	ctx := context.Background()
+	tr, err := StartTracing(ctx, WorkerServiceName, envOf("OTEL_EXPORTER_OTLP_ENDPOINT", collector.URL), io.Discard, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tr.Config.Protocol != ProtocolHTTP {
+		t.Errorf("protocol %q, want %s", tr.Config.Protocol, ProtocolHTTP)
+	}
+	_, span := tr.Provider.Tracer("t").Start(ctx, "exported-over-http")
+	span.End()
+	if err := tr.Shutdown(ctx); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case p := <-got:
+		if p.path != "/v1/traces" || p.contentType != "application/x-protobuf" || !bytes.Contains(p.body, []byte("exported-over-http")) {
+			t.Errorf("collector got POST %s (%s, %d bytes), want /v1/traces, application/x-protobuf, holding the span", p.path, p.contentType, len(p.body))
+		}
+	default:
+		t.Fatal("the collector got nothing by the end of Shutdown")
+	}
+}
+
+// A malformed exporter setting stops start-up instead of being ignored.
+func TestBadOTLPSettingIsAStartUpError(t *testing.T) {
+	_, err := StartTracing(context.Background(), WorkerServiceName, envOf("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4318", "OTEL_EXPORTER_OTLP_TIMEOUT", "soon"),
+		io.Discard, slog.New(slog.DiscardHandler))
+	if err == nil || !strings.Contains(err.Error(), "OTEL_EXPORTER_OTLP_TIMEOUT") {
+		t.Fatalf("err = %v, want one naming OTEL_EXPORTER_OTLP_TIMEOUT", err)
+	}
+}
+
+// gRPC is not linked: asking for it stops start-up with the variable that
+// asked and what to set instead, rather than exporting over HTTP to an
+// endpoint meant for gRPC.
+func TestGRPCProtocolIsAStartUpError(t *testing.T) {
+	for _, k := range []string{"OTEL_EXPORTER_OTLP_PROTOCOL", "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL"} {
+		t.Run(k, func(t *testing.T) {
+			_, err := StartTracing(context.Background(), WorkerServiceName, envOf("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4317", k, "grpc"),
+				io.Discard, slog.New(slog.DiscardHandler))
+			if !errors.Is(err, ErrTracingEnv) {
+				t.Fatalf("err = %v, want ErrTracingEnv", err)
+			}
+			for _, want := range []string{k + "=grpc", "http/protobuf", "4318"} {
+				if !strings.Contains(err.Error(), want) {
+					t.Errorf("error %q does not say %q", err, want)
+				}
+			}
+		})
 	}
 }
 

@@ -1,3 +1,10 @@
+//go:build !release
+
+// dev and emulator are left out of release builds (`make build`, the
+// image): they link nats-server and the API emulator, which a worker never
+// runs and which cost it ~16 MB of binary and a few MiB of memory
+// (BENCHMARKS.md). See dev_release.go for what a release build has instead.
+
 package cli
 
 import (
@@ -9,7 +16,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
-	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -41,6 +48,12 @@ const (
 	// runs with, for the SRE commands to use while it runs.
 	devConfigFile = "agentrelay.yaml"
 )
+
+// devCommands are the commands that need the embedded NATS server or the
+// emulator.
+func devCommands(e *env, g *globalFlags) []*cobra.Command {
+	return []*cobra.Command{newDevCmd(e, g), newEmulatorCmd(e, g)}
+}
 
 type devFlags struct {
 	dataDir      string
@@ -311,22 +324,48 @@ func devAddr(port int, asked bool) string {
 	return addr
 }
 
-// executable is the path of the running binary, for the banner's commands:
-// the built binary starts at once, where `go run` compiles for seconds.
+// goRunCommand is how the banner's commands call agentrelay when dev runs
+// from `go run`: the module path works from anywhere in the repository.
+const goRunCommand = "go run github.com/agentrelay/agentrelay/cmd/agentrelay"
+
+// executable is how the banner's commands call agentrelay: the path of the
+// running binary (bin/agentrelay-dev from make run: it starts at once,
+// where `go run` compiles for seconds), unless it is a build of `go run`,
+// whose path in the go command's cache changes with every build.
 func executable() string {
-	if p, err := os.Executable(); err == nil {
-		return p
+	p, err := os.Executable()
+	if err != nil {
+		return "agentrelay"
 	}
-	return "agentrelay"
+	if builtByGoRun(p) {
+		return goRunCommand
+	}
+	return p
 }
 
-// shellSafe matches words a POSIX shell takes as they are.
-var shellSafe = regexp.MustCompile(`^[A-Za-z0-9_@%+=:,./-]+$`)
+// builtByGoRun tells a binary `go run` built: in its temporary folder
+// (/tmp/go-build123/b001/exe/agentrelay) or in the go command's cache
+// (~/.cache/go-build/12/1234…-d/agentrelay). A test binary
+// (/tmp/go-build123/b001/cli.test) is not one.
+func builtByGoRun(path string) bool {
+	parts := strings.Split(filepath.ToSlash(path), "/")
+	for i, e := range parts {
+		if e == "go-build" || strings.HasPrefix(e, "go-build") && slices.Contains(parts[i+1:len(parts)-1], "exe") {
+			return true
+		}
+	}
+	return false
+}
+
+// shellSafe tells words a POSIX shell takes as they are.
+func shellSafe(s string) bool {
+	return s != "" && strings.Trim(s, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_@%+=:,./-") == ""
+}
 
 // shellQuote quotes s for a POSIX shell when it needs it, so that a
 // banner command can be pasted as it is.
 func shellQuote(s string) string {
-	if shellSafe.MatchString(s) {
+	if shellSafe(s) {
 		return s
 	}
 	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
@@ -340,6 +379,9 @@ type devBanner struct {
 
 func printDevBanner(e *env, b devBanner) {
 	bin, cfg := shellQuote(b.executable), shellQuote(b.configFile)
+	if b.executable == goRunCommand {
+		bin = goRunCommand // words the shell must split
+	}
 	printf(e.stderr, `
 agentrelay dev is running.
   NATS (JetStream)  %s   stream %s, subjects demo.>
@@ -358,10 +400,19 @@ Look at it with the SRE commands and dev's configuration:
   %s dlq list --config %s
   %s dlq replay --config %s --route support --dry-run
 Stop with Ctrl-C (the worker drains first).
-
+%s
 `, b.natsURL, devStream, b.apiURL, devToken, b.metricsAddr, b.configFile,
 		bin, b.natsURL, bin, b.natsURL, bin, b.natsURL,
-		bin, cfg, bin, cfg, bin, cfg)
+		bin, cfg, bin, cfg, bin, cfg, goRunNote(b.executable))
+}
+
+// goRunNote says, when dev runs from `go run`, how to get a binary whose
+// commands start at once.
+func goRunNote(executable string) string {
+	if executable != goRunCommand {
+		return ""
+	}
+	return "(`go run` compiles for a few seconds at every command: `make run` builds bin/agentrelay-dev\nand runs dev from it, and the commands above then name it.)\n"
 }
 
 // publishDemo publishes the sample events.

@@ -107,8 +107,6 @@ Start with "agentrelay dev" for a self-contained demo.`,
 
 	root.AddCommand(
 		newRunCmd(e, g),
-		newDevCmd(e, g),
-		newEmulatorCmd(e, g),
 		newPublishCmd(e, g),
 		newConfigCmd(e, g),
 		newStatusCmd(e, g),
@@ -118,6 +116,9 @@ Start with "agentrelay dev" for a self-contained demo.`,
 		newResumeCmd(e, g),
 		newVersionCmd(e),
 	)
+	// dev and emulator link nats-server and the emulator: release builds
+	// (-tags release) have stubs that point at `make run` instead.
+	root.AddCommand(devCommands(e, g)...)
 	_ = ctx
 	return root
 }

@@ -1,14 +1,20 @@
-// Command httpceiling measures how fast 256 concurrent callers complete
-// 50 ms calls against the API emulator over loopback HTTP, with no NATS at
-// all: the most any worker can reach in bench (b) on this machine (see
-// BENCHMARKS.md). It uses the figures of scenario (b) at -scale 0.5:
-// 15,360 calls, 256 at a time, 50 ms of API latency.
+// Command httpceiling measures how fast -c concurrent callers complete -n
+// calls over loopback HTTP with a plain http.Client, with no NATS at all:
+// the most any worker can reach against the same API on this machine (see
+// BENCHMARKS.md). `make bench` runs it against its API process (-url) in
+// the same rounds as the workers, and reports each worker as a share of
+// it. Without -url it serves the API emulator itself at -latency, as it
+// did for bench (b): 15,360 calls, 256 at a time, 50 ms.
+//
+// With -json it prints one line: {"calls":n,"seconds":s,"rate":r}.
 package main
 
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"net/http"
@@ -21,29 +27,33 @@ import (
 	"github.com/agentrelay/agentrelay/agentapi/emulator"
 )
 
-const (
-	calls    = 15360
-	inFlight = 256
-	latency  = 50 * time.Millisecond
-)
-
 func main() {
-	if err := run(); err != nil {
+	base := flag.String("url", "", "API base URL (default: serve the emulator here)")
+	calls := flag.Int("n", 15360, "calls")
+	inFlight := flag.Int("c", 256, "callers at once")
+	latency := flag.Duration("latency", 50*time.Millisecond, "the emulator's latency (without -url)")
+	asJSON := flag.Bool("json", false, "print the result as one JSON line")
+	flag.Parse()
+	if err := run(*base, *calls, *inFlight, *latency, *asJSON); err != nil {
 		fmt.Fprintln(os.Stderr, "httpceiling:", err)
 		os.Exit(1)
 	}
 }
 
-func run() error {
-	emu := emulator.New(emulator.WithToken("t", "agtch_x"), emulator.WithTrigger("agtch_x", true),
-		emulator.WithFaults(emulator.Faults{Latency: latency}))
-	srv, err := emu.Listen("127.0.0.1:0")
-	if err != nil {
-		return err
+func run(base string, calls, inFlight int, latency time.Duration, asJSON bool) error {
+	own := base == ""
+	if own {
+		emu := emulator.New(emulator.WithToken("t", "agtch_x"), emulator.WithTrigger("agtch_x", true),
+			emulator.WithFaults(emulator.Faults{Latency: latency}))
+		srv, err := emu.Listen("127.0.0.1:0")
+		if err != nil {
+			return err
+		}
+		defer srv.Close()
+		base = srv.URL
 	}
-	defer srv.Close()
 	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 2 * inFlight}}
-	url := srv.URL + "/v1/workspace_agents/agtch_x/trigger"
+	url := base + "/v1/workspace_agents/agtch_x/trigger"
 
 	ctx, cancel := context.WithCancelCause(context.Background())
 	defer cancel(nil)
@@ -54,7 +64,7 @@ func run() error {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			for i := next.Add(1); i <= calls && ctx.Err() == nil; i = next.Add(1) {
+			for i := next.Add(1); i <= int64(calls) && ctx.Err() == nil; i = next.Add(1) {
 				if err := call(ctx, client, url, strconv.FormatInt(i, 10)); err != nil {
 					cancel(err)
 				}
@@ -66,8 +76,15 @@ func run() error {
 		return err
 	}
 	d := time.Since(t0)
+	rate := float64(calls) / d.Seconds()
+	if asJSON {
+		return json.NewEncoder(os.Stdout).Encode(map[string]float64{"calls": float64(calls), "seconds": d.Seconds(), "rate": rate})
+	}
+	if !own || latency <= 0 {
+		fmt.Printf("%d calls, %d at a time, in %v: %.0f/s\n", calls, inFlight, d.Round(time.Millisecond), rate)
+		return nil
+	}
 	ideal := float64(inFlight) / latency.Seconds()
-	rate := calls / d.Seconds()
 	fmt.Printf("%d calls of %v, %d at a time, in %v: %.0f/s, %.1f %% of the ideal %.0f/s\n",
 		calls, latency, inFlight, d.Round(time.Millisecond), rate, 100*rate/ideal, ideal)
 	return nil
