@@ -126,6 +126,7 @@ type Metrics struct {
 // Retry is a retry policy; zero fields inherit.
 type Retry struct {
 	MaxAttempts    int      `yaml:"max_attempts"`    // default 10
+	MaxTimeouts    int      `yaml:"max_timeouts"`    // default 3 (at most max_attempts)
 	InitialBackoff Duration `yaml:"initial_backoff"` // default 1s
 	MaxBackoff     Duration `yaml:"max_backoff"`     // default 4s
 	Multiplier     float64  `yaml:"multiplier"`      // default 2
@@ -152,7 +153,7 @@ type Breaker struct {
 // RouteDefault holds values every route inherits unless it sets its own.
 type RouteDefault struct {
 	MaxInFlight   int      `yaml:"max_in_flight"`   // default 64
-	MaxAckPending int      `yaml:"max_ack_pending"` // default 4 × max_in_flight
+	MaxAckPending int      `yaml:"max_ack_pending"` // default 16 × max_in_flight
 	AckWait       Duration `yaml:"ack_wait"`        // default 4s
 	MaxRate       float64  `yaml:"max_rate"`        // calls per second per replica; 0 = no cap
 	MaxInputBytes int      `yaml:"max_input_bytes"` // default 256 KiB

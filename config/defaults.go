@@ -73,6 +73,7 @@ func (c *Config) ApplyDefaults() {
 		inherit(&r.MaxRate, d.MaxRate)
 		inherit(&r.AckWait, d.AckWait)
 		inherit(&r.Retry.MaxAttempts, d.Retry.MaxAttempts)
+		inherit(&r.Retry.MaxTimeouts, d.Retry.MaxTimeouts)
 		inherit(&r.Retry.InitialBackoff, d.Retry.InitialBackoff)
 		inherit(&r.Retry.MaxBackoff, d.Retry.MaxBackoff)
 		inherit(&r.Retry.Multiplier, d.Retry.Multiplier)

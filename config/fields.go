@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"math"
 	"reflect"
-	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -58,10 +57,7 @@ func explainYAML(root *yaml.Node, problems []string) []yamlProblem {
 	out := w.found
 	seen := map[string]bool{}
 	for _, p := range problems {
-		line := 0
-		if m := yamlLine.FindStringSubmatch(p); m != nil {
-			line, _ = strconv.Atoi(m[1])
-		}
+		line, _, _ := cutYAMLLine(p)
 		// A merged mapping's problem is reported once per merge.
 		if (line == 0 || !placed[line]) && !seen[p] {
 			seen[p] = true
@@ -72,7 +68,20 @@ func explainYAML(root *yaml.Node, problems []string) []yamlProblem {
 	return out
 }
 
-var yamlLine = regexp.MustCompile(`^line (\d+): `)
+// cutYAMLLine splits the YAML library's "line N: " prefix off a message.
+// (A function rather than a package-level regexp: nothing is compiled at
+// start-up for the rare bad file.)
+func cutYAMLLine(msg string) (line int, rest string, ok bool) {
+	num, rest, found := strings.Cut(strings.TrimPrefix(msg, "line "), ": ")
+	if !found || !strings.HasPrefix(msg, "line ") {
+		return 0, msg, false
+	}
+	line, err := strconv.Atoi(num)
+	if err != nil {
+		return 0, msg, false
+	}
+	return line, rest, true
+}
 
 // fieldWalker walks a YAML document along the Go type it decodes into and
 // notes every value that does not fit: a key that names no field (with the
@@ -210,7 +219,7 @@ func (w *fieldWalker) decode(n *yaml.Node, t reflect.Type, path string) {
 	case !errors.As(err, &te) || len(te.Errors) == 0:
 		msg = err.Error()
 	default:
-		msg = yamlLine.ReplaceAllString(te.Errors[0], "")
+		_, msg, _ = cutYAMLLine(te.Errors[0])
 		if strings.HasPrefix(msg, "cannot unmarshal ") {
 			msg = mismatch(n, t)
 		}

@@ -136,6 +136,7 @@ func checkRoute(r Route, add addFunc) {
 
 func checkRetry(p RetryPolicy, add addFunc) {
 	notNegative(add, "MaxAttempts", p.MaxAttempts)
+	notNegative(add, "MaxTimeouts", p.MaxTimeouts)
 	notNegative(add, "InitialBackoff", p.InitialBackoff)
 	notNegative(add, "MaxBackoff", p.MaxBackoff)
 	notNegative(add, "MaxRetryAfter", p.MaxRetryAfter)

@@ -239,6 +239,14 @@ func TestImageBuiltWithoutDocker(t *testing.T) {
 		if want := fmt.Sprintf("agentrelay %s\nrevision %s\n", ver, rev); !strings.HasPrefix(string(out), want) {
 			t.Errorf("`agentrelay version` printed\n%s\nwant it to start with\n%s", out, want)
 		}
+		// The release build: no embedded nats-server or API emulator.
+		mods, err := exec.Command("go", "version", "-m", extracted).CombinedOutput()
+		if err != nil {
+			t.Fatalf("go version -m: %v\n%s", err, mods)
+		}
+		if strings.Contains(string(mods), "github.com/nats-io/nats-server") || !strings.Contains(string(mods), "-tags=release") {
+			t.Errorf("the image's binary is not the release build (nats-server linked, or no release tag):\n%s", mods)
+		}
 	})
 
 	t.Run("reproducible", func(t *testing.T) {

@@ -302,7 +302,7 @@ func TestNATSPermissionsExample(t *testing.T) {
 	run("pause", routes[1].Name, "--until", "1h")
 	run("resume", routes[1].Name)
 	emu.AddToken(apiToken, routes[1].TriggerID) // the fix
-	if out := run("dlq", "replay"); !strings.Contains(out, "replayed 1 dead letters") {
+	if out := run("dlq", "replay"); !strings.Contains(out, "replayed 1 dead letter") {
 		t.Errorf("replay:\n%s", out)
 	}
 	testenv.Eventually(t, 30*time.Second, "the replayed event accepted", func() bool { return emu.Accepted(routes[1].TriggerID, "perm-1") == 1 })

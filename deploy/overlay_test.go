@@ -41,8 +41,6 @@ func TestKEDASettingsLiveInOnePlace(t *testing.T) {
 // The example runs with the defaults the docs' figures assume (a killed
 // replica's events go elsewhere within about ack_wait, 4 s; the drain
 // budget), so that what a platform engineer copies behaves as documented.
-// max_ack_pending differs on purpose: it is sized for KEDA's replica cap
-// (TestAutoscalingOnConsumerLag).
 func TestExampleKeepsTheDocumentedDefaults(t *testing.T) {
 	d := renderExample(t)
 	for i, rc := range d.config.Routes {
@@ -52,6 +50,11 @@ func TestExampleKeepsTheDocumentedDefaults(t *testing.T) {
 		}
 		if r.MaxInFlight != consumer.DefaultMaxInFlight {
 			t.Errorf("routes[%d] (%s): max_in_flight %d, want the default %d", i, r.Name, r.MaxInFlight, consumer.DefaultMaxInFlight)
+		}
+		// The default window leaves room for the events that wait out a
+		// retry delay beside KEDA's replica cap (TestAutoscalingOnConsumerLag).
+		if r.MaxAckPending != consumer.DefaultAckPendingFactor*r.MaxInFlight {
+			t.Errorf("routes[%d] (%s): max_ack_pending %d, want the default %d x max_in_flight", i, r.Name, r.MaxAckPending, consumer.DefaultAckPendingFactor)
 		}
 	}
 	w := d.config.Worker

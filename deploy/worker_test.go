@@ -43,10 +43,16 @@ func TestAgainstARunningWorker(t *testing.T) {
 	}
 	d := renderExample(t)
 	bin := buildLikeTheImage(t, "v0.0.0-worker-test", "worker-test")
+	// The traffic comes from `agentrelay dev`, which the release build the
+	// image carries leaves out: a development build of the same source.
+	devBin := filepath.Join(t.TempDir(), "agentrelay-dev")
+	if out, err := exec.Command(goTool(t), "build", "-C", repoRoot, "-o", devBin, "./cmd/agentrelay").CombinedOutput(); err != nil {
+		t.Fatalf("building agentrelay for dev: %v\n%s", err, out)
+	}
 
 	// Free ports only: a default port (9090) may be taken by another process
 	// on the machine, and a scrape must reach this worker.
-	dev := startProcess(t, bin, []string{"dev", "--nats-port", "0", "--metrics-port", "0", "--emulator-port", "0", "--data-dir", t.TempDir(), "--log-format", "json"}, nil)
+	dev := startProcess(t, devBin, []string{"dev", "--nats-port", "0", "--metrics-port", "0", "--emulator-port", "0", "--data-dir", t.TempDir(), "--log-format", "json"}, nil)
 	natsURL := dev.logField(t, "connected to NATS", "server", 30*time.Second)
 	metricsAddr := dev.logField(t, "serving /metrics, /healthz and /readyz", "addr", 30*time.Second)
 	scope := promcheck.Scope{

@@ -158,7 +158,7 @@ func (w *worker) components() []component {
 		component{name: "trigger API client", stop: w.client.CloseIdleConnections},
 		w.natsConnection(),
 		component{name: "streams and consumers", start: w.setUp},
-		w.orderedStatus(),
+		w.statusService(),
 		w.deadLetterWatcher(),
 		w.relayLoop(),
 	)
@@ -239,14 +239,14 @@ func (w *worker) natsConnection() component {
 	return component{name: "NATS connection", start: start, stop: stop}
 }
 
-// orderedStatus serves the status of ordered routes: their owners say
-// which keys are blocked (agentrelay status).
-func (w *worker) orderedStatus() component {
+// statusService serves every route's status on this replica: why it is
+// stopped, what it holds (agentrelay status).
+func (w *worker) statusService() component {
 	var stop func()
 	return component{
-		name: "ordered routes' status service",
+		name: "status service",
 		start: func(context.Context) error {
-			stop = serveOrderedStatus(w.nc, w.relay, w.routes, w.log)
+			stop = serveStatus(w.nc, w.relay, w.routes, w.log)
 			return nil
 		},
 		stop: func() { stop() },

@@ -40,6 +40,7 @@ func Route(rc config.Route, agent consumer.Agent) consumer.Route {
 		Ordering:      consumer.Ordering(rc.Ordering),
 		Retry: consumer.RetryPolicy{
 			MaxAttempts:    rc.Retry.MaxAttempts,
+			MaxTimeouts:    rc.Retry.MaxTimeouts,
 			InitialBackoff: rc.Retry.InitialBackoff.D(),
 			MaxBackoff:     rc.Retry.MaxBackoff.D(),
 			Multiplier:     rc.Retry.Multiplier,

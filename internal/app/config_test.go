@@ -45,7 +45,7 @@ func TestMinimalRouteRunsWithTheConsumerDefaults(t *testing.T) {
 	}
 	r = r.WithDefaults()
 	if r.Durable != "agentrelay-complaints" || r.Deliver != consumer.DeliverAll || r.Contract.Format != event.BodyJSON ||
-		r.MaxInFlight != 64 || r.MaxAckPending != 256 || r.AckWait != 4*time.Second ||
+		r.MaxInFlight != 64 || r.MaxAckPending != 1024 || r.AckWait != 4*time.Second ||
 		r.Retry.MaxAttempts != 10 || r.Retry.MaxBackoff != 4*time.Second || r.Breaker.MinCalls != 10 ||
 		r.Breaker.FailureRatio != 0.5 || r.Breaker.MaxProbeInterval != 3*time.Second || r.Breaker.Disabled || r.Ordering != consumer.OrderNone {
 		t.Errorf("route defaults not applied: %+v", r)
@@ -72,8 +72,8 @@ func TestDerivedDefaultsFollowTheFile(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if a, b := Route(c.Routes[0], nil).WithDefaults(), Route(c.Routes[1], nil).WithDefaults(); a.MaxAckPending != 40 || b.MaxAckPending != 28 {
-		t.Errorf("max_ack_pending %d and %d, want 4 × max_in_flight: 40 and 28", a.MaxAckPending, b.MaxAckPending)
+	if a, b := Route(c.Routes[0], nil).WithDefaults(), Route(c.Routes[1], nil).WithDefaults(); a.MaxAckPending != 160 || b.MaxAckPending != 112 {
+		t.Errorf("max_ack_pending %d and %d, want 16 × max_in_flight: 160 and 112", a.MaxAckPending, b.MaxAckPending)
 	}
 	if co := ClientOptions(c); co.MaxConns != 17 {
 		t.Errorf("api max_conns = %d, want the sum of max_in_flight 17", co.MaxConns)
@@ -267,7 +267,7 @@ func TestExampleLoadsAndStatesTheDefaults(t *testing.T) {
 	// section's values, which must be the consumer's defaults.
 	got := Route(c.Routes[0], nil)
 	want := consumer.Route{Name: got.Name, Stream: got.Stream, Subjects: got.Subjects}.WithDefaults()
-	want.MaxAckPending = 0 // the example leaves it to its fallback, 4 × max_in_flight
+	want.MaxAckPending = 0 // the example leaves it to its fallback, 16 × max_in_flight
 	want.Ordering = ""     // per route; the example route leaves it to its default, none
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("example route and defaults section differ from the consumer's defaults:\n got %+v\nwant %+v", got, want)

@@ -115,7 +115,7 @@ func TestWorkerStopsItsComponentsInReverse(t *testing.T) {
 	}
 
 	want := []string{"metrics listener", "tracing", "trigger API client", "NATS connection", "streams and consumers",
-		"ordered routes' status service", "dead-letter watcher", "relay"}
+		"status service", "dead-letter watcher", "relay"}
 	startedNames, stoppedNames := lifecycleLog(t, logs.String())
 	if !slices.Equal(startedNames, want) {
 		t.Errorf("started %q, want %q", startedNames, want)

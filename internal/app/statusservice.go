@@ -109,11 +109,6 @@ const (
 	StatusErrNoRoute    = "404"
 )
 
-// serveOrderedStatus is app.Run's name for serveStatus.
-func serveOrderedStatus(nc *nats.Conn, relay *consumer.Relay, routes []consumer.Route, log *slog.Logger) (stop func()) {
-	return serveStatus(nc, relay, routes, log)
-}
-
 // serveStatus starts the status service for routes. It returns the
 // function that stops it. A failure is logged, not fatal: the service
 // shows state, it does not relay.

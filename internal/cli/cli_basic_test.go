@@ -45,7 +45,7 @@ func TestRunRefusesBadConfigListingEveryProblem(t *testing.T) {
 		t.Fatal(err)
 	}
 	code, _, errOut := runCLI(t, "", "run", "--config", bad)
-	if code != ExitConfig || !strings.Contains(errOut, "4 problems") || !strings.Contains(errOut, "routes[0].ack_wait") ||
+	if code != ExitConfig || !strings.Contains(errOut, "6 problems") || !strings.Contains(errOut, "routes[0].ack_wait") ||
 		!strings.Contains(errOut, "routes[1].ack_wait") || !strings.Contains(errOut, `routes[1].name: "a" is also the name of route 0`) {
 		t.Errorf("run with bad config: %d %q", code, errOut)
 	}

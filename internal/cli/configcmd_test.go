@@ -82,3 +82,16 @@ func TestConfigCheckFindsTheFileAsEveryCommandDoes(t *testing.T) {
 		t.Errorf("two different files: exit %d %q", code, errOut)
 	}
 }
+
+// run and config check read a file through the same code: on the same bad
+// file they list the same problems, the agent tokens included.
+func TestRunAndConfigCheckListTheSameProblems(t *testing.T) {
+	bad := badConfig(t)
+	os.Unsetenv("AGENTRELAY_TEST_UNSET_TOKEN")
+	_, _, check := runCLI(t, "", "config", "check", bad)
+	code, _, run := runCLI(t, "", "run", "-c", bad)
+	wantProblems(t, "run", code, run, badConfigProblems)
+	if run != check {
+		t.Errorf("run says:\n%s\nconfig check says:\n%s", run, check)
+	}
+}

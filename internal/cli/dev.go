@@ -32,6 +32,9 @@ import (
 	"github.com/agentrelay/agentrelay/internal/natsembed"
 )
 
+// startHint ends the root command's help: where to start.
+const startHint = `Start with "agentrelay dev" for a self-contained demo.`
+
 // The dev set-up: one token, four agents, one stream, five routes (one of
 // them ordered by conversation key).
 const (

@@ -9,6 +9,10 @@ import (
 	"github.com/spf13/cobra"
 )
 
+// startHint ends the root command's help: where to start.
+const startHint = `Run "agentrelay config check -c FILE", then "agentrelay run -c FILE"; for a
+self-contained demo, run "make run" from a clone of the repository.`
+
 // ErrNotInRelease is returned by dev and emulator in a release build.
 var ErrNotInRelease = errors.New("not in release builds")
 

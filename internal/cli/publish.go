@@ -52,7 +52,7 @@ the id gets a -1..-N suffix.
 --trace starts a trace: each message gets a producer span and carries its
 W3C traceparent, so the worker's span of its delivery, the trigger call and
 the API join it; the trace id is printed. The span is exported when the
-OTEL_* environment configures an exporter (see the README's Tracing), and is
+OTEL_* environment configures an exporter (see docs/operating.md, Tracing), and is
 sampled whatever OTEL_TRACES_SAMPLER says. A traceparent given with --header
 becomes the span's parent.
 

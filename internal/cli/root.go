@@ -15,7 +15,6 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/agentrelay/agentrelay/config"
-	"github.com/agentrelay/agentrelay/internal/app"
 	"github.com/agentrelay/agentrelay/internal/telemetry"
 )
 
@@ -88,7 +87,7 @@ Workspace Agents trigger API for each, with the message id as Idempotency-Key:
 ack when accepted, retry with backoff on transient failures, dead-letter with a
 reason when the message or the API says it can never succeed.
 
-Start with "agentrelay dev" for a self-contained demo.`,
+` + startHint,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
@@ -134,22 +133,11 @@ func (g *globalFlags) path(e *env) string {
 	return "agentrelay.yaml"
 }
 
-// loadConfig loads the configuration file and applies the log flags.
+// loadConfig loads the configuration file for the commands that do not
+// call the agent (their agent tokens are not read) and applies the log
+// flags.
 func (g *globalFlags) loadConfig(e *env) (*config.Config, error) {
-	f, err := os.Open(g.path(e))
-	if err != nil {
-		if errors.Is(err, os.ErrNotExist) && g.configPath == "" && e.getenv("AGENTRELAY_CONFIG") == "" {
-			return nil, usageError{fmt.Errorf("no configuration: %s not found (pass --config FILE, or try `agentrelay dev`)", g.path(e))}
-		}
-		return nil, usageError{err}
-	}
-	defer f.Close()
-	c, err := config.Read(f, e.lookupEnv, app.CheckConfig)
-	if err != nil {
-		return nil, err
-	}
-	g.applyLogFlags(c)
-	return c, nil
+	return g.readConfig(e, g.path(e), false)
 }
 
 func (g *globalFlags) applyLogFlags(c *config.Config) {

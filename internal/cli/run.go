@@ -15,7 +15,8 @@ drain: stop pulling, let in-flight calls finish within worker.drain_grace,
 hand the rest back to JetStream for another replica, and exit 0.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			cfg, err := g.loadConfig(e)
+			// As config check reads it: the same problems, tokens included.
+			cfg, err := g.readConfig(e, g.path(e), true)
 			if err != nil {
 				return err
 			}

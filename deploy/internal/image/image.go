@@ -261,7 +261,9 @@ func (b GoBuild) Command(ctx context.Context, platform v1.Platform, out string) 
 		goCmd = "go"
 	}
 	ldflags := "-s -w -X " + buildinfoPkg + ".version=" + b.Version + " -X " + buildinfoPkg + ".revision=" + b.Revision
-	cmd := exec.CommandContext(ctx, goCmd, "build", "-trimpath", "-buildvcs=false", "-ldflags", ldflags, "-o", out, "./cmd/agentrelay")
+	// The release build: -tags release leaves the dev command's embedded
+	// nats-server and API emulator out of the image's binary.
+	cmd := exec.CommandContext(ctx, goCmd, "build", "-trimpath", "-buildvcs=false", "-tags", "release", "-ldflags", ldflags, "-o", out, "./cmd/agentrelay")
 	cmd.Dir = b.RepoRoot
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS="+platform.OS, "GOARCH="+platform.Architecture)
 	if platform.Architecture == "arm" && platform.Variant != "" {
