@@ -13,6 +13,7 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -45,6 +46,9 @@ type stack struct {
 	logs    *testenv.LogBuffer
 	metrics string
 	stop    func()
+
+	mu   sync.Mutex
+	last map[string]uint64 // route -> the highest stream sequence published to it
 }
 
 func newStack(t *testing.T) *stack {
@@ -140,9 +144,21 @@ func runCLI(t *testing.T, stdin string, args ...string) (int, string, string) {
 
 func (s *stack) publish(subject, body, id string) {
 	s.t.Helper()
-	s.nats.Publish(s.t, &nats.Msg{Subject: subject, Data: []byte(body)}, jetstream.WithMsgID(id))
+	ack := s.nats.Publish(s.t, &nats.Msg{Subject: subject, Data: []byte(body)}, jetstream.WithMsgID(id))
+	if route, ok := strings.CutPrefix(subject, "work."); ok {
+		route, _, _ = strings.Cut(route, ".")
+		s.mu.Lock()
+		if s.last == nil {
+			s.last = map[string]uint64{}
+		}
+		s.last[route] = max(s.last[route], ack.Sequence)
+		s.mu.Unlock()
+	}
 }
 
+// settled waits until the routes' consumers owe nothing and their ack
+// floors are past everything published to them. (The pending counts alone
+// can read 0 before they count a message just published.)
 func (s *stack) settled(routes ...string) {
 	s.t.Helper()
 	testenv.Eventually(s.t, 20*time.Second, "routes settled", func() bool {
@@ -152,7 +168,10 @@ func (s *stack) settled(routes ...string) {
 				return false
 			}
 			info, err := c.Info(context.Background())
-			if err != nil || info.NumPending != 0 || info.NumAckPending != 0 {
+			s.mu.Lock()
+			last := s.last[r]
+			s.mu.Unlock()
+			if err != nil || info.NumPending != 0 || info.NumAckPending != 0 || info.AckFloor.Stream < last {
 				return false
 			}
 		}

@@ -7,11 +7,13 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/nats-io/nats.go"
 
 	"github.com/agentrelay/agentrelay/internal/deadletter"
 	"github.com/agentrelay/agentrelay/internal/event"
+	"github.com/agentrelay/agentrelay/internal/testenv"
 )
 
 // Dead-letter replay surprises (issue 12): what a replay that fails again,
@@ -92,9 +94,13 @@ func TestReplayThatFailsAgainKeepsItsHistory(t *testing.T) {
 func TestPoisonLettersNeedACorrectedBodyOrForce(t *testing.T) {
 	s := newStack(t)
 	s.startWorker()
+	// One after the other, each until its letter is stored, so that the
+	// letters' order is known. (The consumer's counts alone can read
+	// settled before they count a message just published.)
 	s.publish("work.ok.x", `{"conversation_key":"c-1"}`, "poison-1")
-	s.settled("ok") // one after the other: the letters' order is known
+	testenv.Eventually(t, 20*time.Second, "the first letter stored", func() bool { return s.dlqCount() == 1 })
 	s.publish("work.ok.y", `not json`, "poison-2")
+	testenv.Eventually(t, 20*time.Second, "the second letter stored", func() bool { return s.dlqCount() == 2 })
 	s.settled("ok")
 	ls := s.lettersJSON()
 	if len(ls) != 2 || ls[0].Reason != "missing_input" || ls[1].Reason != "invalid_json" {

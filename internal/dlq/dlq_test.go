@@ -173,6 +173,7 @@ func TestCheck(t *testing.T) {
 		{"$O", forged("$O.b.C.x", "whole", "agtch_w"), "system subject"},
 		{"any $", forged("$G.x", "whole", "agtch_w"), "system subject"},
 		{"inbox", forged("_INBOX.abc.def", "whole", "agtch_w"), "system subject"},
+		{"a role's inbox", forged("_INBOX_agentrelay_worker.abc.def", "whole", "agtch_w"), "system subject"},
 		{"service reply", forged("_R_.abc.def", "whole", "agtch_w"), "system subject"},
 		{"wildcard *", forged("agents.complaints.*", "complaints", "agtch_c"), "wildcard"},
 		{"wildcard >", forged("agents.complaints.>", "complaints", "agtch_c"), "wildcard"},

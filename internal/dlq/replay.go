@@ -108,7 +108,9 @@ func subjectProblem(subject string) string {
 		return fmt.Sprintf("it has no %s header: nowhere to replay it", deadletter.HeaderSubject)
 	case strings.HasPrefix(subject, "$"):
 		return fmt.Sprintf("%q is a system subject ($JS, $SYS, $KV, $O, ... are the server's own)", subject)
-	case strings.HasPrefix(subject, "_INBOX.") || strings.HasPrefix(subject, "_R_."):
+	case strings.HasPrefix(subject, "_INBOX") || strings.HasPrefix(subject, "_R_."):
+		// Any inbox: nats.go's default _INBOX. and every role's own
+		// prefix (_INBOX_agentrelay_worker., _INBOX_agentrelay_sre., ...).
 		return fmt.Sprintf("%q is a system subject (a reply inbox)", subject)
 	case !utf8.ValidString(subject):
 		return fmt.Sprintf("%q is not valid UTF-8", subject)
