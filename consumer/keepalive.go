@@ -31,8 +31,8 @@ type keepAlives struct {
 	every  time.Duration
 	onFail func() // an InProgress could not be sent
 
-	mu    sync.Mutex
-	head  keepAlive // sentinel of a circular list
+	mu    sync.Mutex // guards head (and every entry's due, prev and next), timer and armed
+	head  keepAlive  // sentinel of a circular list
 	timer *time.Timer
 	armed bool
 }

@@ -146,7 +146,7 @@ func (rn *runner) oldestFailed(ctx context.Context, err error) {
 // flight. A min-heap of due times, emptied of what is due whenever the lag
 // loop reads the consumer: no timer or goroutine per message.
 type retryWaits struct {
-	mu  sync.Mutex
+	mu  sync.Mutex // guards due
 	due dueHeap
 }
 

@@ -119,7 +119,7 @@ type Relay struct {
 	dl      *deadletter.Writer
 	runners []*runner
 
-	setupMu   sync.Mutex
+	setupMu   sync.Mutex // serialises Setup; guards setupDone
 	setupDone bool
 	ready     atomic.Bool
 }
