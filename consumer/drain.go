@@ -44,10 +44,17 @@ func (e *engine) startDrain() {
 	e.mu.Unlock()
 	for _, a := range ahead {
 		a.ka.stop()
-		e.m.Received()
-		e.m.Finished(verdict.Retry, string(agentapi.ClassCanceled), 0, 0)
-		e.giveBack(a.msg)
+		e.handBackUnhandled(a.msg)
 	}
+}
+
+// handBackUnhandled gives back a message no handler took up (it waited for
+// a slot, or, on an ordered route, for its key), recorded as received and
+// finished like any other: every settled message is finished exactly once.
+func (e *engine) handBackUnhandled(msg inbound) {
+	e.m.Received()
+	e.m.Finished(verdict.Retry, string(agentapi.ClassCanceled), 0, 0)
+	e.giveBack(msg)
 }
 
 // drain waits until no message is in flight, or until deadline; then it

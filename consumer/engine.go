@@ -5,9 +5,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/agentrelay/agentrelay/agentapi"
 	"github.com/agentrelay/agentrelay/internal/observe"
-	"github.com/agentrelay/agentrelay/internal/verdict"
 )
 
 // engine keeps one route's in-flight slots filled, on one long-lived pull
@@ -215,9 +213,7 @@ func (e *engine) delivered(msg *pulledMsg, pin string) {
 	switch {
 	case waits:
 	case draining:
-		e.m.Received()
-		e.m.Finished(verdict.Retry, string(agentapi.ClassCanceled), 0, 0)
-		e.giveBack(msg)
+		e.handBackUnhandled(msg)
 		e.signal()
 	default:
 		e.owner.deliver(msg)

@@ -328,6 +328,36 @@ func writeFile(t *testing.T, path, content string) {
 	}
 }
 
+// metricSum adds up every series of a metric of a running relay whose
+// label values include labels.
+func metricSum(t *testing.T, r *running, name string, labels ...string) float64 {
+	t.Helper()
+	mfs, err := r.reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	sum := 0.0
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+	next:
+		for _, m := range mf.GetMetric() {
+			lv := map[string]bool{}
+			for _, l := range m.GetLabel() {
+				lv[l.GetValue()] = true
+			}
+			for _, want := range labels {
+				if !lv[want] {
+					continue next
+				}
+			}
+			sum += m.GetCounter().GetValue() + m.GetGauge().GetValue()
+		}
+	}
+	return sum
+}
+
 // metricValue reads a metric of a running relay by name and label values
 // (0 when absent).
 func metricValue(t *testing.T, r *running, name string, labels ...string) float64 {

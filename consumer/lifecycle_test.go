@@ -393,12 +393,14 @@ func TestCountersExistAtZeroBeforeTheFirstEvent(t *testing.T) {
 func TestDeletedConsumerIsRecreatedAfterItsAckFloor(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t, emulator.WithTrigger("agtch_del", true))
-	h.start(h.route("del", "events.del.>", h.agent("agtch_del")))
+	r := h.start(h.route("del", "events.del.>", h.agent("agtch_del")))
 	for i := range 5 {
 		h.publish("events.del.x", `{"input":"x"}`, nil, fmt.Sprintf("del-%d", i))
 	}
 	h.waitSettled(10*time.Second, "del")
-	time.Sleep(300 * time.Millisecond) // a lag read records the ack floor
+	testenv.Eventually(t, 10*time.Second, "the relay read the ack floor", func() bool {
+		return r.relay.AckFloorSeen("del") >= h.lastPublished("del")
+	})
 	if err := h.nats.JS.DeleteConsumer(context.Background(), stream, "agentrelay-del"); err != nil {
 		t.Fatal(err)
 	}

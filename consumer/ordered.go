@@ -301,9 +301,11 @@ func (o *ordered) release() {
 	o.handBack(msgs)
 }
 
+// handBack gives back messages held for their key (or the fence), which
+// no handler took up.
 func (o *ordered) handBack(msgs []*pulledMsg) {
 	for _, m := range msgs {
-		o.eng.giveBack(m)
+		o.eng.handBackUnhandled(m)
 		o.eng.free()
 	}
 }

@@ -49,8 +49,18 @@ func (w *keyWatch) Trigger(ctx context.Context, ev agentapi.Event) (int, error) 
 // publish order ("<key> <n>" inputs, n counting from 0) and each once.
 func checkOrder(t *testing.T, emu *emulator.Emulator, keys, perKey int) {
 	t.Helper()
+	checkOrderOf(t, emu, "", keys, perKey)
+}
+
+// checkOrderOf is checkOrder for the events accepted for one trigger id
+// ("" for every one).
+func checkOrderOf(t *testing.T, emu *emulator.Emulator, triggerID string, keys, perKey int) {
+	t.Helper()
 	next := map[string]int{}
 	for _, e := range emu.Ledger() {
+		if triggerID != "" && e.TriggerID != triggerID {
+			continue
+		}
 		key, n, _ := strings.Cut(e.Input, " ")
 		i, _ := strconv.Atoi(n)
 		if i != next[key] {
