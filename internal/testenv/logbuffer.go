@@ -1,7 +1,10 @@
 package testenv
 
 import (
+	"bufio"
 	"bytes"
+	"encoding/json"
+	"fmt"
 	"sync"
 )
 
@@ -25,4 +28,23 @@ func (l *LogBuffer) String() string {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.b.String()
+}
+
+// Records parses what a JSON slog handler wrote so far, one record per
+// line, and returns those of level ("" for every level). A line that is
+// not JSON is an error.
+func (l *LogBuffer) Records(level string) ([]map[string]any, error) {
+	sc := bufio.NewScanner(bytes.NewReader([]byte(l.String())))
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	var out []map[string]any
+	for sc.Scan() {
+		var rec map[string]any
+		if err := json.Unmarshal(sc.Bytes(), &rec); err != nil {
+			return nil, fmt.Errorf("log line %q: %w", sc.Text(), err)
+		}
+		if level == "" || rec["level"] == level {
+			out = append(out, rec)
+		}
+	}
+	return out, sc.Err()
 }
