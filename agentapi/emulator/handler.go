@@ -57,17 +57,7 @@ func (e *Emulator) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 	// 3. Faults. Outages come before authentication.
 	fault := e.nextFault(id, body.buf.Bytes(), fs)
-	switch fault.Kind {
-	case FaultNone, FaultDropAfterAccept:
-		// Drop takes effect at step 10, and only if the request is accepted.
-	case FaultRateLimit:
-		x.injectRateLimit(fault)
-		return
-	case FaultHang:
-		x.hang(r, fs.HangFor)
-		return
-	default:
-		x.injectServerError(fault)
+	if x.injectOutage(r, fault, fs.HangFor) {
 		return
 	}
 
@@ -89,11 +79,38 @@ func (e *Emulator) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 
 	// 8-10. Idempotency, runnable, accept.
-	drop := fault.Kind == FaultDropAfterAccept
-	switch e.enqueue(trig, r.Header.Get("Idempotency-Key"), tb, drop) {
+	x.accept(trig, r.Header.Get("Idempotency-Key"), tb, fault.Kind == FaultDropAfterAccept)
+}
+
+// injectOutage carries out step 3 for the faults that answer before
+// authentication (server_error, rate_limit, hang) and reports whether the
+// request has been answered. FaultNone and FaultDropAfterAccept let the
+// request go on: a drop takes effect at step 10, and only if the request is
+// accepted.
+func (x *exchange) injectOutage(r *http.Request, fault Fault, hangFor time.Duration) (answered bool) {
+	switch fault.Kind {
+	case FaultNone, FaultDropAfterAccept:
+		return false
+	case FaultRateLimit:
+		x.injectRateLimit(fault)
+	case FaultHang:
+		x.hang(r, hangFor)
+	default:
+		x.injectServerError(fault)
+	}
+	return true
+}
+
+// accept carries out steps 8-10 for an authorized request with a valid body:
+// a replay of an accepted (id, key) gets 202 again, a trigger that is not
+// runnable gets 409, and otherwise the event is enqueued and answered 202 -
+// or, under drop_after_accept, the connection is closed without an answer.
+func (x *exchange) accept(trig *trigger, idempotencyKey string, tb triggerBody, drop bool) {
+	e := x.e
+	switch e.enqueue(trig, idempotencyKey, tb, drop) {
 	case replayed:
 		e.stats.replays.Add(1)
-		rec.Replay = true
+		x.rec.Replay = true
 		x.replyAccepted()
 	case notRunnable:
 		x.replyError(http.StatusConflict, "the workspace agent trigger is not in a runnable state")
@@ -102,9 +119,9 @@ func (e *Emulator) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		if drop {
 			e.stats.dropped.Add(1)
 			e.stats.fault(FaultDropAfterAccept)
-			rec.Fault = FaultDropAfterAccept
+			x.rec.Fault = FaultDropAfterAccept
 			x.finish(0)
-			closeWithoutResponse(w)
+			closeWithoutResponse(x.w)
 			return
 		}
 		x.replyAccepted()
