@@ -449,6 +449,12 @@ func (h *workerHandle) next(typ string, timeout time.Duration) (map[string]json.
 	}
 }
 
+// runOnce measures one repetition of sc against sys. Its phases are the
+// functions below, in order: prepareRun (a clean emulator, streams and ack
+// monitor, and the backlog), startReplicas, driveLoad (start, publish, wait
+// for the last ack), collectWorkerResults and summarizeRun. The deferred
+// clean-ups run in reverse: publishing stops, then the workers, then the
+// monitor.
 func (e *env) runOnce(ctx context.Context, sc Scenario, sys System, rep int) (RunResult, error) {
 	e.runSeq++
 	run := e.runSeq
@@ -458,22 +464,53 @@ func (e *env) runOnce(ctx context.Context, sc Scenario, sys System, rep int) (Ru
 	}
 	res := RunResult{Scenario: sc.Name, System: sys, Rep: rep}
 
-	e.emu.Reset()
-	e.emu.SetFaults(emulator.Faults{Latency: sc.Latency, ServerErrorRate: sc.ServerErrorRate, Seed: int64(rep + 1)})
-	if err := e.resetStreams(ctx, sc.Soak, sc.InFlight); err != nil {
-		return res, err
-	}
-	mon, err := newAckMonitor(e.mon, streamName, n, !sc.Soak)
+	mon, err := e.prepareRun(ctx, sc, run, rep, n)
 	if err != nil {
 		return res, err
 	}
 	defer mon.stop()
+	hs, err := e.startReplicas(sc, sys, rep)
+	if err != nil {
+		return res, err
+	}
+	defer stopWorkers(hs)
+	t0, err := e.driveLoad(ctx, sc, run, n, mon, hs, &res)
+	if err != nil {
+		return res, err
+	}
+	if err := collectWorkerResults(hs, &res); err != nil {
+		return res, err
+	}
+	e.summarizeRun(&res, mon.stats(), sc, n, t0)
+	return res, nil
+}
+
+// prepareRun gives the run a clean emulator (its faults seeded by the
+// repetition, so repetitions differ but reruns repeat), fresh streams and an
+// ack monitor that expects n events. An unpaced, finite scenario has its
+// whole backlog published before the workers start. The caller stops the
+// monitor.
+func (e *env) prepareRun(ctx context.Context, sc Scenario, run, rep, n int) (*ackMonitor, error) {
+	e.emu.Reset()
+	e.emu.SetFaults(emulator.Faults{Latency: sc.Latency, ServerErrorRate: sc.ServerErrorRate, Seed: int64(rep + 1)})
+	if err := e.resetStreams(ctx, sc.Soak, sc.InFlight); err != nil {
+		return nil, err
+	}
+	mon, err := newAckMonitor(e.mon, streamName, n, !sc.Soak)
+	if err != nil {
+		return nil, err
+	}
 	if sc.Rate == 0 && !sc.Soak {
 		if err := e.publish(ctx, sc, run, 0, n); err != nil {
-			return res, err
+			mon.stop()
+			return nil, err
 		}
 	}
+	return mon, nil
+}
 
+// workerConfig is the configuration every replica of sys gets in scenario sc.
+func (e *env) workerConfig(sc Scenario, sys System) WorkerConfig {
 	callTimeout := 10 * time.Second
 	cfg := WorkerConfig{
 		System: sys, NATSURL: e.ns.ClientURL(), APIURL: e.api.URL,
@@ -494,13 +531,20 @@ func (e *env) runOnce(ctx context.Context, sc Scenario, sys System, rep int) (Ru
 	if sc.HTTPS {
 		cfg.APIURL, cfg.CAPEM = e.apiTLS.URL, e.apiTLS.CAPEM
 	}
-	var hs []*workerHandle
+	return cfg
+}
+
+// startReplicas starts sc.Replicas workers of sys and waits until each is
+// ready. Only the first replica of the first repetition is profiled: one
+// profile per scenario and system. If any worker fails to start or
+// get ready, those already started are stopped.
+func (e *env) startReplicas(sc Scenario, sys System, rep int) (hs []*workerHandle, err error) {
 	defer func() {
-		for _, h := range hs {
-			_ = h.in.Close()
-			_ = h.wait()
+		if err != nil {
+			stopWorkers(hs)
 		}
 	}()
+	cfg := e.workerConfig(sc, sys)
 	for i := range sc.Replicas {
 		c := cfg
 		if e.o.ProfileDir != "" && rep == 0 && i == 0 {
@@ -509,24 +553,39 @@ func (e *env) runOnce(ctx context.Context, sc Scenario, sys System, rep int) (Ru
 		}
 		h, err := e.startWorker(c)
 		if err != nil {
-			return res, err
+			return hs, err
 		}
 		hs = append(hs, h)
 	}
 	for _, h := range hs {
 		if _, err := h.next("ready", 30*time.Second); err != nil {
-			return res, err
+			return hs, err
 		}
 	}
+	return hs, nil
+}
 
+// stopWorkers closes each worker's input, which ends it, and waits for it.
+func stopWorkers(hs []*workerHandle) {
+	for _, h := range hs {
+		_ = h.in.Close()
+		_ = h.wait()
+	}
+}
+
+// driveLoad tells the workers to go and publishes what the scenario still
+// has to publish (paced, or topped up for a soak) until every event is acked,
+// the soak time is up, or the run times out (res.TimedOut). It records the
+// parent's CPU time in res.ParentCPU and returns when the load began.
+func (e *env) driveLoad(ctx context.Context, sc Scenario, run, n int, mon *ackMonitor, hs []*workerHandle, res *RunResult) (t0 time.Time, err error) {
 	pubCtx, stopPub := context.WithCancel(ctx)
 	defer stopPub()
 	pubDone := make(chan error, 1)
 	cpu0 := cpuSeconds()
-	t0 := time.Now()
+	t0 = time.Now()
 	for _, h := range hs {
 		if _, err := io.WriteString(h.in, "go\n"); err != nil {
-			return res, err
+			return t0, err
 		}
 	}
 	switch {
@@ -553,28 +612,34 @@ func (e *env) runOnce(ctx context.Context, sc Scenario, sys System, rep int) (Ru
 		case <-time.After(timeout):
 			res.TimedOut = true
 		case <-ctx.Done():
-			return res, ctx.Err()
+			return t0, ctx.Err()
 		}
 	}
 	stopPub()
 	if err := <-pubDone; err != nil && !errors.Is(err, context.Canceled) {
-		return res, err
+		return t0, err
 	}
 	res.ParentCPU = cpuSeconds() - cpu0
+	return t0, nil
+}
+
+// collectWorkerResults tells the workers to stop and adds up what each
+// reports: its results, CPU time, allocations and peak memory.
+func collectWorkerResults(hs []*workerHandle, res *RunResult) error {
 	for _, h := range hs {
 		_, _ = io.WriteString(h.in, "stop\n")
 	}
 	for _, h := range hs {
 		m, err := h.next("result", 60*time.Second)
 		if err != nil {
-			return res, err
+			return err
 		}
 		var wr WorkerResult
 		if err := json.Unmarshal(m["result"], &wr); err != nil {
-			return res, err
+			return err
 		}
 		if wr.Error != "" {
-			return res, errors.New(wr.Error)
+			return errors.New(wr.Error)
 		}
 		res.Workers = append(res.Workers, wr)
 		res.WorkerCPU += wr.CPUSeconds
@@ -583,8 +648,13 @@ func (e *env) runOnce(ctx context.Context, sc Scenario, sys System, rep int) (Ru
 		res.PeakRSS += wr.PeakRSS
 		res.PeakLive += wr.PeakLive
 	}
+	return nil
+}
 
-	st := mon.stats()
+// summarizeRun fills res with what the ack monitor saw of the run that
+// began at t0: events, elapsed time and rate, latencies, and the naks, terms,
+// duplicates and replays.
+func (e *env) summarizeRun(res *RunResult, st ackStats, sc Scenario, n int, t0 time.Time) {
 	res.Events = st.Final
 	start := t0
 	if !st.Last.IsZero() {
@@ -607,7 +677,6 @@ func (e *env) runOnce(ctx context.Context, sc Scenario, sys System, rep int) (Ru
 	res.MaxGap = st.MaxGap.Seconds()
 	res.Naks, res.Terms, res.Dups = st.Naks, st.Terms, st.Dups
 	res.Replays = e.emu.Stats().Replays
-	return res, nil
 }
 
 // paced publishes n events at sc.Rate per second from t0.

@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -85,6 +86,10 @@ func (e *parityEnv) profile(ctx context.Context, sc ParityScenario) ([]HeapRun, 
 	return out, nil
 }
 
+// profileOnce takes one heap profile of sys's profiling build in phase:
+// it starts the worker against a clean API and stream, waits for the phase's
+// moment, has the worker dump its heap (SIGUSR1), keeps the profile in dir
+// and attributes it to call sites and modules.
 func (e *parityEnv) profileOnce(ctx context.Context, sc ParityScenario, sys, phase, dir string) (HeapRun, error) {
 	h := HeapRun{System: sys, Phase: phase}
 	n := 0
@@ -121,55 +126,16 @@ func (e *parityEnv) profileOnce(ctx context.Context, sc ParityScenario, sys, pha
 		return h, err
 	}
 	defer func() { _ = stopProc(cmd) }()
-	if phase == "idle" {
-		select {
-		case <-time.After(e.o.IdleAfter):
-		case <-ctx.Done():
-			return h, ctx.Err()
-		}
-	} else if err := e.waitSettled(ctx, durable, uint64(n/3), 120*time.Second); err != nil {
+	if err := e.awaitProfilePoint(ctx, phase, durable, n); err != nil {
 		return h, err
 	}
 	if phase == "load" {
-		h.Slots = sc.InFlight
-		if s, err := e.apiStatsAll(api); err == nil {
-			h.InFlight = s["in_use"]
-		}
-		qctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-		if c, err := e.js.Consumer(qctx, parityStream, durable); err == nil {
-			h.AckPending = c.CachedInfo().NumAckPending
-		}
-		cancel()
+		e.recordHeld(ctx, &h, sc, api, durable)
 	}
-	if err := cmd.Process.Signal(syscall.SIGUSR1); err != nil {
+	if h.Fig, err = dumpHeap(cmd, pdir); err != nil {
 		return h, err
 	}
-	figPath := filepath.Join(pdir, "figures-1.json")
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		b, err := os.ReadFile(figPath)
-		if err == nil {
-			if err := json.Unmarshal(b, &h.Fig); err != nil {
-				return h, err
-			}
-			break
-		}
-		if time.Now().After(deadline) {
-			return h, errors.New("no heap profile within 30s of SIGUSR1")
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	keep := filepath.Join(dir, fmt.Sprintf("%s-%s.heap.txt", strings.ReplaceAll(sys, " ", ""), phase))
-	if err := os.Rename(filepath.Join(pdir, "heap-1.txt"), keep); err != nil {
-		return h, err
-	}
-	_ = os.Rename(filepath.Join(pdir, "goroutines-1.txt"), filepath.Join(dir, fmt.Sprintf("%s-%s.goroutines.txt", strings.ReplaceAll(sys, " ", ""), phase)))
-	f, err := os.Open(keep)
-	if err != nil {
-		return h, err
-	}
-	defer f.Close()
-	recs, err := ParseHeapProfile(f)
+	recs, err := keepHeapProfile(pdir, dir, sys, phase)
 	if err != nil {
 		return h, err
 	}
@@ -184,6 +150,73 @@ func (e *parityEnv) profileOnce(ctx context.Context, sc ParityScenario, sys, pha
 	h.ByModule = HeapByModule(recs, mods)
 	h.Sites = heapSites(recs)
 	return h, nil
+}
+
+// awaitProfilePoint waits for the moment the phase is profiled at: idle,
+// e.o.IdleAfter after the start; under load, when a third of the n events
+// are settled.
+func (e *parityEnv) awaitProfilePoint(ctx context.Context, phase, durable string, n int) error {
+	if phase == "idle" {
+		select {
+		case <-time.After(e.o.IdleAfter):
+			return nil
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	return e.waitSettled(ctx, durable, uint64(n/3), 120*time.Second)
+}
+
+// recordHeld notes in h what the worker held under load when the profile was
+// taken: its slots, the calls the API held and the consumer's unacked
+// messages. A figure that cannot be read stays zero; the profile still counts.
+func (e *parityEnv) recordHeld(ctx context.Context, h *HeapRun, sc ParityScenario, api, durable string) {
+	h.Slots = sc.InFlight
+	if s, err := e.apiStatsAll(api); err == nil {
+		h.InFlight = s["in_use"]
+	}
+	qctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	if c, err := e.js.Consumer(qctx, parityStream, durable); err == nil {
+		h.AckPending = c.CachedInfo().NumAckPending
+	}
+	cancel()
+}
+
+// dumpHeap asks the profiling build to write its heap profile (SIGUSR1) and
+// reads the figures it writes with it into pdir.
+func dumpHeap(cmd *exec.Cmd, pdir string) (heapdump.Figures, error) {
+	var fig heapdump.Figures
+	if err := cmd.Process.Signal(syscall.SIGUSR1); err != nil {
+		return fig, err
+	}
+	figPath := filepath.Join(pdir, "figures-1.json")
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		b, err := os.ReadFile(figPath)
+		if err == nil {
+			return fig, json.Unmarshal(b, &fig)
+		}
+		if time.Now().After(deadline) {
+			return fig, errors.New("no heap profile within 30s of SIGUSR1")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// keepHeapProfile moves the heap profile and goroutine dump from pdir into
+// dir, named by system and phase, and parses the heap profile.
+func keepHeapProfile(pdir, dir, sys, phase string) ([]HeapRecord, error) {
+	keep := filepath.Join(dir, fmt.Sprintf("%s-%s.heap.txt", strings.ReplaceAll(sys, " ", ""), phase))
+	if err := os.Rename(filepath.Join(pdir, "heap-1.txt"), keep); err != nil {
+		return nil, err
+	}
+	_ = os.Rename(filepath.Join(pdir, "goroutines-1.txt"), filepath.Join(dir, fmt.Sprintf("%s-%s.goroutines.txt", strings.ReplaceAll(sys, " ", ""), phase)))
+	f, err := os.Open(keep)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	return ParseHeapProfile(f)
 }
 
 // heapSites sums records by owner call site, biggest first.
@@ -241,23 +274,40 @@ func (e *parityEnv) apiStatsAll(api string) (map[string]int, error) {
 	return s, json.NewDecoder(resp.Body).Decode(&s)
 }
 
-// WriteHeaps writes the profiles' comparison in Markdown.
+// WriteHeaps writes the profiles' comparison in Markdown: a summary table,
+// then per system the sites that grow under load, the top idle sites and the
+// idle heap by module.
 func WriteHeaps(w io.Writer, hs []HeapRun) {
-	get := func(sys, phase string) (HeapRun, bool) {
-		for _, h := range hs {
-			if h.System == sys && h.Phase == phase {
-				return h, true
-			}
+	runs := heapRuns(hs)
+	writeHeapSummary(w, runs)
+	writeGrowthBySite(w, runs)
+	writeTopSites(w, runs)
+	writeIdleByModule(w, runs)
+}
+
+// heapRuns are the profiles WriteHeaps compares.
+type heapRuns []HeapRun
+
+// get returns the profile of sys in phase.
+func (hs heapRuns) get(sys, phase string) (HeapRun, bool) {
+	for _, h := range hs {
+		if h.System == sys && h.Phase == phase {
+			return h, true
 		}
-		return HeapRun{}, false
 	}
+	return HeapRun{}, false
+}
+
+// writeHeapSummary writes one row per system that has both profiles: the
+// live heap idle and under load, and the heap and stacks per in-flight slot.
+func writeHeapSummary(w io.Writer, runs heapRuns) {
 	fmt.Fprintln(w, "### Heap at idle and per message in flight (profiling builds, 50 ms scenario, 256 in flight, profile when a third of the events are settled)")
 	fmt.Fprintln(w)
 	fmt.Fprintln(w, "| system | live heap idle | live heap under load | calls at the API / unacked | heap per in-flight slot (load − idle) ÷ 256 | goroutines idle → load | stacks per slot |")
 	fmt.Fprintln(w, "|---|---:|---:|---:|---:|---:|---:|")
 	for _, sys := range []string{SysBare, SysRelay} {
-		idle, ok1 := get(sys, "idle")
-		load, ok2 := get(sys, "load")
+		idle, ok1 := runs.get(sys, "idle")
+		load, ok2 := runs.get(sys, "load")
 		if !ok1 || !ok2 {
 			continue
 		}
@@ -270,31 +320,18 @@ func WriteHeaps(w io.Writer, hs []HeapRun) {
 			mibf(idle.Fig.LiveHeap), mibf(load.Fig.LiveHeap), load.InFlight, load.AckPending, per/1024, idle.Fig.Goroutines, load.Fig.Goroutines, stk/1024)
 	}
 	fmt.Fprintln(w)
+}
+
+// writeGrowthBySite writes, per system, the 15 sites whose heap grows most
+// from idle to load, per in-flight slot.
+func writeGrowthBySite(w io.Writer, runs heapRuns) {
 	for _, sys := range []string{SysBare, SysRelay} {
-		idle, ok1 := get(sys, "idle")
-		load, ok2 := get(sys, "load")
+		idle, ok1 := runs.get(sys, "idle")
+		load, ok2 := runs.get(sys, "load")
 		if !ok1 || !ok2 || load.Slots == 0 {
 			continue
 		}
-		type key struct{ fn, alloc string }
-		before := map[key]HeapSite{}
-		for _, s := range idle.Sites {
-			k := key{s.Func + " " + s.Line, s.Alloc}
-			b := before[k]
-			b.Bytes += s.Bytes
-			b.Objects += s.Objects
-			before[k] = b
-		}
-		var grown []HeapSite
-		for _, s := range load.Sites {
-			b := before[key{s.Func + " " + s.Line, s.Alloc}]
-			if d := s.Bytes - b.Bytes; d > 0 {
-				g := s
-				g.Bytes, g.Objects = d, s.Objects-b.Objects
-				grown = append(grown, g)
-			}
-		}
-		slices.SortFunc(grown, func(a, b HeapSite) int { return int(b.Bytes - a.Bytes) })
+		grown := grownSites(idle.Sites, load.Sites)
 		fmt.Fprintf(w, "%s: heap held under load per in-flight slot ((load − idle) ÷ %d), top 15 sites\n\n", sys, load.Slots)
 		fmt.Fprintln(w, "| site | allocated by | bytes per message | objects per message |")
 		fmt.Fprintln(w, "|---|---|---:|---:|")
@@ -307,9 +344,38 @@ func WriteHeaps(w io.Writer, hs []HeapRun) {
 		}
 		fmt.Fprintln(w)
 	}
+}
+
+// grownSites returns the sites that hold more under load than at idle, by
+// how much, biggest first. Sites are matched by owner and allocator.
+func grownSites(idle, load []HeapSite) []HeapSite {
+	type key struct{ fn, alloc string }
+	before := map[key]HeapSite{}
+	for _, s := range idle {
+		k := key{s.Func + " " + s.Line, s.Alloc}
+		b := before[k]
+		b.Bytes += s.Bytes
+		b.Objects += s.Objects
+		before[k] = b
+	}
+	var grown []HeapSite
+	for _, s := range load {
+		b := before[key{s.Func + " " + s.Line, s.Alloc}]
+		if d := s.Bytes - b.Bytes; d > 0 {
+			g := s
+			g.Bytes, g.Objects = d, s.Objects-b.Objects
+			grown = append(grown, g)
+		}
+	}
+	slices.SortFunc(grown, func(a, b HeapSite) int { return int(b.Bytes - a.Bytes) })
+	return grown
+}
+
+// writeTopSites writes, per system, the 12 idle sites holding the most heap.
+func writeTopSites(w io.Writer, runs heapRuns) {
 	for _, phase := range []string{"idle"} {
 		for _, sys := range []string{SysBare, SysRelay} {
-			h, ok := get(sys, phase)
+			h, ok := runs.get(sys, phase)
 			if !ok {
 				continue
 			}
@@ -325,12 +391,17 @@ func WriteHeaps(w io.Writer, hs []HeapRun) {
 			fmt.Fprintln(w)
 		}
 	}
+}
+
+// writeIdleByModule writes the idle heap of both systems by the owner's
+// module, agentrelay's biggest first.
+func writeIdleByModule(w io.Writer, runs heapRuns) {
 	fmt.Fprintln(w, "Idle heap by module (owner's module):")
 	fmt.Fprintln(w)
 	fmt.Fprintln(w, "| module | bare loop | agentrelay |")
 	fmt.Fprintln(w, "|---|---:|---:|")
-	bi, _ := get(SysBare, "idle")
-	ri, _ := get(SysRelay, "idle")
+	bi, _ := runs.get(SysBare, "idle")
+	ri, _ := runs.get(SysRelay, "idle")
 	var mods []string
 	for m := range ri.ByModule {
 		mods = append(mods, m)

@@ -465,20 +465,62 @@ type Resident struct {
 // is an unstripped build of the same binary (same layout; see bench.mk).
 func ResidentByModule(ctx context.Context, goCmd string, pid int, syms string) (Resident, error) {
 	res := Resident{Code: map[string]int64{}, Data: map[string]int64{}}
-	mods, err := Modules(syms)
+	layout, err := readBinaryLayout(ctx, goCmd, syms)
 	if err != nil {
 		return res, err
 	}
+	maps, err := os.ReadFile(fmt.Sprintf("/proc/%d/maps", pid))
+	if err != nil {
+		return res, err
+	}
+	exe, err := os.Readlink(fmt.Sprintf("/proc/%d/exe", pid))
+	if err != nil {
+		return res, err
+	}
+	pm, err := os.Open(fmt.Sprintf("/proc/%d/pagemap", pid))
+	if err != nil {
+		return res, err
+	}
+	defer pm.Close()
+	for _, m := range exeMappings(string(maps), exe) {
+		n := (m.end - m.start) / pageSize
+		entries := make([]byte, 8*n)
+		if _, err := pm.ReadAt(entries, int64(m.start/pageSize*8)); err != nil {
+			return res, fmt.Errorf("pagemap: %w", err)
+		}
+		layout.chargeResident(&res, m.start, entries)
+	}
+	return res, nil
+}
+
+// pageSize is the page size /proc/PID/pagemap has one entry per.
+const pageSize = 4096
+
+// binaryLayout is where a binary's code symbols and data regions lie, from
+// its symbol table.
+type binaryLayout struct {
+	code  []codeSymbol      // by address
+	marks map[string]uint64 // the runtime's section boundary symbols
+}
+
+// codeSymbol is one function's code and the module it belongs to.
+type codeSymbol struct {
+	lo, hi uint64
+	mod    string
+}
+
+// readBinaryLayout lists the code symbols of the unstripped build syms, by
+// module, and the addresses of the section boundaries (go tool nm).
+func readBinaryLayout(ctx context.Context, goCmd, syms string) (binaryLayout, error) {
+	mods, err := Modules(syms)
+	if err != nil {
+		return binaryLayout{}, err
+	}
 	out, err := exec.CommandContext(ctx, goCmd, "tool", "nm", "-size", "-sort", "address", syms).Output()
 	if err != nil {
-		return res, fmt.Errorf("go tool nm: %w", err)
+		return binaryLayout{}, fmt.Errorf("go tool nm: %w", err)
 	}
-	type sym struct {
-		lo, hi uint64
-		mod    string
-	}
-	var code []sym
-	marks := map[string]uint64{}
+	l := binaryLayout{marks: map[string]uint64{}}
 	sc := bufio.NewScanner(bytes.NewReader(out))
 	sc.Buffer(make([]byte, 1<<20), 1<<24)
 	for sc.Scan() {
@@ -495,50 +537,46 @@ func ResidentByModule(ctx context.Context, goCmd string, pid int, syms string) (
 		switch name {
 		case "runtime.text", "runtime.etext", "runtime.types", "go:string.*", "go:funcdesc", "runtime.erodata",
 			"runtime.pclntab", "runtime.epclntab", "runtime.noptrdata", "runtime.edata", "runtime.rodata":
-			marks[name] = addr
+			l.marks[name] = addr
 		}
 		if (f[2] == "T" || f[2] == "t") && size > 0 {
 			m := ModTables
 			if p := symbolPackage(name); p != "" {
 				m = moduleOf(mods, p)
 			}
-			code = append(code, sym{addr, addr + size, m})
+			l.code = append(l.code, codeSymbol{addr, addr + size, m})
 		}
 	}
-	region := func(a uint64) string {
-		switch {
-		case a < marks["runtime.etext"]:
-			return "" // code
-		case a < marks["go:string.*"]:
-			return "type descriptors"
-		case a < marks["go:funcdesc"]:
-			return "strings"
-		case a < marks["runtime.pclntab"]:
-			return "other read-only data"
-		case a < marks["runtime.epclntab"]:
-			return "pclntab (function tables)"
-		case a < marks["runtime.noptrdata"]:
-			return "other read-only data"
-		default:
-			return "data"
-		}
-	}
+	return l, nil
+}
 
-	maps, err := os.ReadFile(fmt.Sprintf("/proc/%d/maps", pid))
-	if err != nil {
-		return res, err
+// region names the data region address a lies in, or "" for code.
+func (l binaryLayout) region(a uint64) string {
+	switch {
+	case a < l.marks["runtime.etext"]:
+		return "" // code
+	case a < l.marks["go:string.*"]:
+		return "type descriptors"
+	case a < l.marks["go:funcdesc"]:
+		return "strings"
+	case a < l.marks["runtime.pclntab"]:
+		return "other read-only data"
+	case a < l.marks["runtime.epclntab"]:
+		return "pclntab (function tables)"
+	case a < l.marks["runtime.noptrdata"]:
+		return "other read-only data"
+	default:
+		return "data"
 	}
-	exe, err := os.Readlink(fmt.Sprintf("/proc/%d/exe", pid))
-	if err != nil {
-		return res, err
-	}
-	pm, err := os.Open(fmt.Sprintf("/proc/%d/pagemap", pid))
-	if err != nil {
-		return res, err
-	}
-	defer pm.Close()
-	const page = 4096
-	for _, line := range strings.Split(string(maps), "\n") {
+}
+
+// addressRange is one mapping of a process's address space, [start, end).
+type addressRange struct{ start, end uint64 }
+
+// exeMappings returns the mappings of the file exe in /proc/PID/maps.
+func exeMappings(maps, exe string) []addressRange {
+	var out []addressRange
+	for _, line := range strings.Split(maps, "\n") {
 		f := strings.Fields(line)
 		if len(f) < 6 || f[5] != exe {
 			continue
@@ -549,34 +587,35 @@ func ResidentByModule(ctx context.Context, goCmd string, pid int, syms string) (
 		}
 		start, _ := strconv.ParseUint(lo, 16, 64)
 		end, _ := strconv.ParseUint(hi, 16, 64)
-		n := (end - start) / page
-		buf := make([]byte, 8*n)
-		if _, err := pm.ReadAt(buf, int64(start/page*8)); err != nil {
-			return res, fmt.Errorf("pagemap: %w", err)
-		}
-		ci := 0
-		for i := range n {
-			if buf[8*i+7]&0x80 == 0 { // bit 63: present
-				continue
-			}
-			pg := start + i*page
-			if r := region(pg); r != "" {
-				res.Data[r] += page
-				continue
-			}
-			// Charge the page to the symbols on it, by bytes; what no
-			// symbol covers (padding) to the runtime's tables.
-			for ci < len(code) && code[ci].hi <= pg {
-				ci++
-			}
-			covered := uint64(0)
-			for j := ci; j < len(code) && code[j].lo < pg+page; j++ {
-				b := min(code[j].hi, pg+page) - max(code[j].lo, pg)
-				res.Code[code[j].mod] += int64(b)
-				covered += b
-			}
-			res.Code[modPadding] += int64(page - covered)
-		}
+		out = append(out, addressRange{start, end})
 	}
-	return res, nil
+	return out
+}
+
+// chargeResident adds to res the resident pages among the pagemap entries
+// (8 bytes per page) of the mapping that starts at start.
+func (l binaryLayout) chargeResident(res *Resident, start uint64, entries []byte) {
+	ci := 0
+	for i := range uint64(len(entries) / 8) {
+		if entries[8*i+7]&0x80 == 0 { // bit 63: present
+			continue
+		}
+		pg := start + i*pageSize
+		if r := l.region(pg); r != "" {
+			res.Data[r] += pageSize
+			continue
+		}
+		// Charge the page to the symbols on it, by bytes; what no
+		// symbol covers (padding) to the runtime's tables.
+		for ci < len(l.code) && l.code[ci].hi <= pg {
+			ci++
+		}
+		covered := uint64(0)
+		for j := ci; j < len(l.code) && l.code[j].lo < pg+pageSize; j++ {
+			b := min(l.code[j].hi, pg+pageSize) - max(l.code[j].lo, pg)
+			res.Code[l.code[j].mod] += int64(b)
+			covered += b
+		}
+		res.Code[modPadding] += int64(pageSize - covered)
+	}
 }

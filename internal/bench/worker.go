@@ -16,7 +16,6 @@ import (
 	"runtime/pprof"
 	"strconv"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -130,37 +129,11 @@ func RunWorker(cfg WorkerConfig, in io.Reader, out io.Writer) error {
 		return err
 	}
 	res.GoroutinesBefore = runtime.NumGoroutine()
-	nc, err := nats.Connect(cfg.NATSURL, nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond))
+	nc, w, err := connectWorker(cfg)
 	if err != nil {
 		return fail(err)
 	}
-	js, err := jetstream.New(nc)
-	if err != nil {
-		nc.Close()
-		return fail(err)
-	}
-	var w worker
-	switch cfg.System {
-	case Reference:
-		w, err = newRefWorker(cfg, js)
-	case Relay:
-		w, err = newRelayWorker(cfg, js)
-	default:
-		err = fmt.Errorf("unknown system %q", cfg.System)
-	}
-	if err != nil {
-		nc.Close()
-		return fail(err)
-	}
-
-	lines := make(chan string)
-	go func() {
-		sc := bufio.NewScanner(in)
-		for sc.Scan() {
-			lines <- strings.TrimSpace(sc.Text())
-		}
-		close(lines)
-	}()
+	lines := readLines(in)
 
 	if !cfg.InProcess {
 		runtime.GC()
@@ -173,17 +146,10 @@ func RunWorker(cfg WorkerConfig, in io.Reader, out io.Writer) error {
 		return fail(errors.New("stopped before go"))
 	}
 
-	var cpuf *os.File
-	if cfg.CPUProfile != "" {
-		if cpuf, err = os.Create(cfg.CPUProfile); err == nil {
-			err = pprof.StartCPUProfile(cpuf)
-		}
-		if err != nil {
-			return fail(err)
-		}
-	}
-	if cfg.MemProfile != "" {
-		runtime.MemProfileRate = 64 << 10
+	// The measured window: from "go" to "stop".
+	cpuf, err := startProfiles(cfg)
+	if err != nil {
+		return fail(err)
 	}
 	t0 := time.Now()
 	cpu0 := cpuSeconds()
@@ -191,14 +157,120 @@ func RunWorker(cfg WorkerConfig, in io.Reader, out io.Writer) error {
 	if err := w.start(); err != nil {
 		return fail(err)
 	}
+	stopSampling := sampleWhileRunning(enc, w, t0, cfg.SampleEvery)
+	for l := range lines {
+		if l == "stop" {
+			break
+		}
+	}
+	res.Samples = stopSampling()
+	res.CPUSeconds = cpuSeconds() - cpu0
+	m1 := readCounters()
+	res.Allocs = m1.allocs - m0.allocs
+	res.AllocBytes = m1.allocBytes - m0.allocBytes
+	res.GCs = m1.gcs - m0.gcs
+	stopProfiles(cfg, cpuf)
+	for _, s := range res.Samples {
+		res.PeakLive = max(res.PeakLive, s.LiveHeap)
+		res.PeakInUse = max(res.PeakInUse, s.HeapInUse)
+		res.PeakGor = max(res.PeakGor, s.Goroutines)
+	}
 
-	var mu sync.Mutex
-	sampleStop := make(chan struct{})
-	sampleDone := make(chan struct{})
-	every := cfg.SampleEvery
+	w.stop()
+	nc.Close()
+	if !cfg.InProcess {
+		awaitGoroutines(res.GoroutinesBefore+1, 3*time.Second)
+	}
+	res.GoroutinesAfter = runtime.NumGoroutine()
+	res.PeakRSS = procStatus("VmHWM")
+	return enc.Encode(map[string]any{"type": "result", "result": res})
+}
+
+// connectWorker connects to NATS and sets up the system under test. On an
+// error nothing is left open.
+func connectWorker(cfg WorkerConfig) (*nats.Conn, worker, error) {
+	nc, err := nats.Connect(cfg.NATSURL, nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond))
+	if err != nil {
+		return nil, nil, err
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		nc.Close()
+		return nil, nil, err
+	}
+	var w worker
+	switch cfg.System {
+	case Reference:
+		w, err = newRefWorker(cfg, js)
+	case Relay:
+		w, err = newRelayWorker(cfg, js)
+	default:
+		err = fmt.Errorf("unknown system %q", cfg.System)
+	}
+	if err != nil {
+		nc.Close()
+		return nil, nil, err
+	}
+	return nc, w, nil
+}
+
+// readLines delivers the input's lines, trimmed, until the input ends; then
+// it closes the channel.
+func readLines(in io.Reader) <-chan string {
+	lines := make(chan string)
+	go func() {
+		sc := bufio.NewScanner(in)
+		for sc.Scan() {
+			lines <- strings.TrimSpace(sc.Text())
+		}
+		close(lines)
+	}()
+	return lines
+}
+
+// startProfiles starts the CPU profile and raises the memory profile rate
+// if the configuration asks for them. stopProfiles ends them.
+func startProfiles(cfg WorkerConfig) (cpuf *os.File, err error) {
+	if cfg.CPUProfile != "" {
+		if cpuf, err = os.Create(cfg.CPUProfile); err == nil {
+			err = pprof.StartCPUProfile(cpuf)
+		}
+		if err != nil {
+			return cpuf, err
+		}
+	}
+	if cfg.MemProfile != "" {
+		runtime.MemProfileRate = 64 << 10
+	}
+	return cpuf, nil
+}
+
+// stopProfiles stops the CPU profile (cpuf, if any) and writes the
+// allocation profile if the configuration asks for one. A profile that
+// cannot be written is skipped: it does not spoil the measurement.
+func stopProfiles(cfg WorkerConfig, cpuf *os.File) {
+	if cpuf != nil {
+		pprof.StopCPUProfile()
+		_ = cpuf.Close()
+	}
+	if cfg.MemProfile != "" {
+		if f, err := os.Create(cfg.MemProfile); err == nil {
+			_ = pprof.Lookup("allocs").WriteTo(f, 0)
+			_ = f.Close()
+		}
+	}
+}
+
+// sampleWhileRunning reads a Sample every period (250 ms if not positive),
+// timed from t0, and writes each as a "sample" line. The returned function
+// stops the sampling and returns the samples read.
+func sampleWhileRunning(enc *json.Encoder, w worker, t0 time.Time, every time.Duration) (stop func() []Sample) {
 	if every <= 0 {
 		every = 250 * time.Millisecond
 	}
+	var samples []Sample
+	sampleStop := make(chan struct{})
+	sampleDone := make(chan struct{})
 	go func() {
 		defer close(sampleDone)
 		t := time.NewTicker(every)
@@ -210,50 +282,24 @@ func RunWorker(cfg WorkerConfig, in io.Reader, out io.Writer) error {
 			case <-t.C:
 			}
 			s := readSample(time.Since(t0).Seconds(), w.inFlight())
-			mu.Lock()
-			res.Samples = append(res.Samples, s)
-			mu.Unlock()
+			samples = append(samples, s)
 			_ = enc.Encode(map[string]any{"type": "sample", "sample": s})
 		}
 	}()
+	return func() []Sample {
+		close(sampleStop)
+		<-sampleDone // samples is the goroutine's until it is done
+		return samples
+	}
+}
 
-	for l := range lines {
-		if l == "stop" {
-			break
-		}
-	}
-	close(sampleStop)
-	<-sampleDone
-	res.CPUSeconds = cpuSeconds() - cpu0
-	m1 := readCounters()
-	res.Allocs = m1.allocs - m0.allocs
-	res.AllocBytes = m1.allocBytes - m0.allocBytes
-	res.GCs = m1.gcs - m0.gcs
-	if cpuf != nil {
-		pprof.StopCPUProfile()
-		_ = cpuf.Close()
-	}
-	if cfg.MemProfile != "" {
-		if f, err := os.Create(cfg.MemProfile); err == nil {
-			_ = pprof.Lookup("allocs").WriteTo(f, 0)
-			_ = f.Close()
-		}
-	}
-	for _, s := range res.Samples {
-		res.PeakLive = max(res.PeakLive, s.LiveHeap)
-		res.PeakInUse = max(res.PeakInUse, s.HeapInUse)
-		res.PeakGor = max(res.PeakGor, s.Goroutines)
-	}
-	w.stop()
-	nc.Close()
-	// Let the connection's goroutines and idle HTTP connections go.
-	deadline := time.Now().Add(3 * time.Second)
-	for !cfg.InProcess && runtime.NumGoroutine() > res.GoroutinesBefore+1 && time.Now().Before(deadline) {
+// awaitGoroutines lets the closed connection's goroutines and idle HTTP
+// connections go: it waits, up to timeout, until at most n goroutines run.
+func awaitGoroutines(n int, timeout time.Duration) {
+	deadline := time.Now().Add(timeout)
+	for runtime.NumGoroutine() > n && time.Now().Before(deadline) {
 		time.Sleep(20 * time.Millisecond)
 	}
-	res.GoroutinesAfter = runtime.NumGoroutine()
-	res.PeakRSS = procStatus("VmHWM")
-	return enc.Encode(map[string]any{"type": "result", "result": res})
 }
 
 type counters struct{ allocs, allocBytes, gcs uint64 }
@@ -489,24 +535,64 @@ func newRelayWorker(cfg WorkerConfig, js jetstream.JetStream) (*relayWorker, err
 		return nil, err
 	}
 	reg := &capture{Registerer: prometheus.NewRegistry()}
+	client, agent, err := benchAgent(cfg)
+	if err != nil {
+		return nil, err
+	}
+	opts := consumer.Options{
+		Logger:     log,
+		Observer:   telemetry.NewMetrics(reg),
+		DrainGrace: 10 * time.Second,
+	}
+	if cfg.InProcess {
+		// A drain waits for outstanding pulls to expire: keep the
+		// smoke test short.
+		opts.PullHeartbeat, opts.PullExpiry = 500*time.Millisecond, 2*time.Second
+	}
+	relay, err := consumer.New(js, []consumer.Route{benchRoute(cfg, agent)}, opts)
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := relay.Setup(ctx); err != nil {
+		return nil, err
+	}
+	return &relayWorker{
+		relay:         relay,
+		client:        client,
+		inFlightGauge: reg.find("agentrelay_messages_in_flight"),
+	}, nil
+}
+
+// benchAgent is the API client, sized for cfg.InFlight calls, and the
+// trigger the relay calls through it.
+func benchAgent(cfg WorkerConfig) (*agentapi.Client, *agentapi.Agent, error) {
 	co := agentapi.ClientOptions{Timeout: cfg.CallTimeout, MaxConns: cfg.InFlight}
 	if cfg.CAPEM != "" {
+		var err error
 		if co.TLS, err = clientTLS(cfg.CAPEM); err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 	}
 	client, err := agentapi.NewClient(cfg.APIURL, co)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	tid, err := agentapi.ParseTriggerID(cfg.TriggerID)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	agent, err := client.Agent(tid, agentapi.StaticToken(agentapi.NewSecret(cfg.Token)))
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
+	return client, agent, nil
+}
+
+// benchRoute is the one route the relay runs: the benchmark's stream and
+// durable, with the configured limits, retries and breaker.
+func benchRoute(cfg WorkerConfig, agent *agentapi.Agent) consumer.Route {
 	route := consumer.Route{
 		Name:          "bench",
 		Stream:        cfg.Stream,
@@ -526,37 +612,7 @@ func newRelayWorker(cfg WorkerConfig, js jetstream.JetStream) (*relayWorker, err
 	if cfg.Ordered {
 		route.Ordering = consumer.OrderByConversationKey
 	}
-	opts := consumer.Options{
-		Logger:     log,
-		Observer:   telemetry.NewMetrics(reg),
-		DrainGrace: 10 * time.Second,
-	}
-	if cfg.InProcess {
-		// A drain waits for outstanding pulls to expire: keep the
-		// smoke test short.
-		opts.PullHeartbeat, opts.PullExpiry = 500*time.Millisecond, 2*time.Second
-	}
-	relay, err := consumer.New(js, []consumer.Route{route}, opts)
-	if err != nil {
-		return nil, err
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	if err := relay.Setup(ctx); err != nil {
-		return nil, err
-	}
-	rw := &relayWorker{relay: relay, client: client}
-	for _, c := range reg.cs {
-		descs := make(chan *prometheus.Desc, 64)
-		c.Describe(descs)
-		close(descs)
-		for d := range descs {
-			if strings.Contains(d.String(), `"agentrelay_messages_in_flight"`) {
-				rw.inFlightGauge = c
-			}
-		}
-	}
-	return rw, nil
+	return route
 }
 
 func (r *relayWorker) start() error {
@@ -603,4 +659,21 @@ type capture struct {
 func (c *capture) MustRegister(cs ...prometheus.Collector) {
 	c.cs = append(c.cs, cs...)
 	c.Registerer.MustRegister(cs...)
+}
+
+// find returns the last collector registered that describes the metric
+// name, or nil.
+func (c *capture) find(name string) prometheus.Collector {
+	var found prometheus.Collector
+	for _, col := range c.cs {
+		descs := make(chan *prometheus.Desc, 64)
+		col.Describe(descs)
+		close(descs)
+		for d := range descs {
+			if strings.Contains(d.String(), `"`+name+`"`) {
+				found = col
+			}
+		}
+	}
+	return found
 }
