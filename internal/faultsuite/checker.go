@@ -222,184 +222,256 @@ func (r *Report) String() string {
 // (retries reuse it); poison must never reach the API; and no consumer may
 // owe anything.
 func Check(manifest []Event, obs Observed, opt Options) Report {
-	r := Report{
-		Events:           len(manifest),
-		ByKind:           map[Kind]int{},
-		DeadLettered:     map[string]int{},
-		RequestsByStatus: map[int]int{},
-		Requests:         len(obs.Requests),
+	c := checker{
+		manifest: manifest,
+		opt:      opt,
+		r: Report{
+			Events:           len(manifest),
+			ByKind:           map[Kind]int{},
+			DeadLettered:     map[string]int{},
+			RequestsByStatus: map[int]int{},
+			Requests:         len(obs.Requests),
+		},
 	}
-	violate := func(format string, args ...any) {
-		r.Violations = append(r.Violations, fmt.Sprintf(format, args...))
-	}
-
-	byMsgID := make(map[string]*Event, len(manifest))
-	byInput := make(map[string]*Event, len(manifest))
-	type tk struct{ trigger, key string }
-	byKey := make(map[tk]*Event, len(manifest))
+	// The order of the checks is the order of the report's violations.
+	c.indexManifest()
+	c.checkOrder(obs.Ledger, obs.KeyOverlaps)
+	c.checkLedger(obs.Ledger)
+	c.checkRequests(obs.Requests)
+	c.checkDeadLetters(obs.DeadLetters)
 	for i := range manifest {
-		e := &manifest[i]
-		r.ByKind[e.Kind]++
-		if _, dup := byMsgID[e.MsgID]; dup {
-			violate("manifest: message id %q used twice", e.MsgID)
+		c.checkOutcome(&manifest[i])
+	}
+	c.checkConsumers(obs.Consumers)
+	sort.Strings(c.r.Lost)
+	sort.Strings(c.r.Duplicated)
+	return c.r
+}
+
+// checker is one run of Check: the report it fills, the manifest's indexes
+// and what each event got, gathered by one check and judged by the last.
+type checker struct {
+	manifest []Event
+	opt      Options
+	r        Report
+
+	byMsgID map[string]*Event
+	byInput map[string]*Event
+	byKey   map[triggerKey]*Event
+
+	acceptedByKey   map[*Event]int
+	acceptedByInput map[*Event]int
+	saw409          map[*Event]bool
+	dead            map[*Event][]DeadLetter
+}
+
+// triggerKey is what the API deduplicates on: a trigger id and an
+// Idempotency-Key.
+type triggerKey struct{ trigger, key string }
+
+func (c *checker) violate(format string, args ...any) {
+	c.r.Violations = append(c.r.Violations, fmt.Sprintf(format, args...))
+}
+
+// indexManifest counts the manifest by kind, indexes its events by message
+// id, input and key, and reports a manifest that cannot be judged: a message
+// id or input used twice, a dead letter with no reason, an unknown kind.
+func (c *checker) indexManifest() {
+	c.byMsgID = make(map[string]*Event, len(c.manifest))
+	c.byInput = make(map[string]*Event, len(c.manifest))
+	c.byKey = make(map[triggerKey]*Event, len(c.manifest))
+	for i := range c.manifest {
+		e := &c.manifest[i]
+		c.r.ByKind[e.Kind]++
+		if _, dup := c.byMsgID[e.MsgID]; dup {
+			c.violate("manifest: message id %q used twice", e.MsgID)
 		}
-		byMsgID[e.MsgID] = e
+		c.byMsgID[e.MsgID] = e
 		if e.Input != "" {
-			if _, dup := byInput[e.Input]; dup {
-				violate("manifest: input %q used twice", short(e.Input))
+			if _, dup := c.byInput[e.Input]; dup {
+				c.violate("manifest: input %q used twice", short(e.Input))
 			}
-			byInput[e.Input] = e
+			c.byInput[e.Input] = e
 		}
 		if e.Key != "" {
-			byKey[tk{e.TriggerID, e.Key}] = e
+			c.byKey[triggerKey{e.TriggerID, e.Key}] = e
 		}
 		switch e.Kind {
 		case KindAccept, KindNotRunnable:
 		case KindDeadLetter:
 			if e.WantReason == "" {
-				violate("manifest: %s must be dead-lettered but names no reason", e.MsgID)
+				c.violate("manifest: %s must be dead-lettered but names no reason", e.MsgID)
 			}
 		default:
-			violate("manifest: %s has unknown kind %q", e.MsgID, e.Kind)
+			c.violate("manifest: %s has unknown kind %q", e.MsgID, e.Kind)
 		}
 	}
+}
 
-	// Ordered routes: each conversation key's events accepted in manifest
-	// order (the first acceptance of each; a replay is answered from the
-	// idempotency record and adds nothing to the ledger).
-	index := make(map[string]int, len(manifest))
-	for i := range manifest {
-		if manifest[i].ConversationKey != "" && manifest[i].Input != "" {
-			index[manifest[i].Input] = i
+// checkOrder checks the ordered routes: each conversation key's events
+// accepted in manifest order (the first acceptance of each; a replay is
+// answered from the idempotency record and adds nothing to the ledger), and
+// never two calls at once for one key.
+func (c *checker) checkOrder(ledger []Accepted, keyOverlaps []string) {
+	index := make(map[string]int, len(c.manifest))
+	for i := range c.manifest {
+		if c.manifest[i].ConversationKey != "" && c.manifest[i].Input != "" {
+			index[c.manifest[i].Input] = i
 		}
 	}
 	lastOf := map[string]int{}
-	for _, a := range obs.Ledger {
+	for _, a := range ledger {
 		i, ok := index[a.Input]
 		if !ok {
 			continue
 		}
-		e := &manifest[i]
+		e := &c.manifest[i]
 		if last, seen := lastOf[e.ConversationKey]; seen && i < last {
-			violate("%s: conversation %s reordered: accepted after %s, which was published later", e.MsgID, e.ConversationKey, manifest[last].MsgID)
+			c.violate("%s: conversation %s reordered: accepted after %s, which was published later", e.MsgID, e.ConversationKey, c.manifest[last].MsgID)
 		}
 		lastOf[e.ConversationKey] = max(lastOf[e.ConversationKey], i)
-		r.Ordered++
+		c.r.Ordered++
 	}
-	for _, o := range obs.KeyOverlaps {
-		violate("two calls at once for one conversation of an ordered route: %s", o)
+	for _, o := range keyOverlaps {
+		c.violate("two calls at once for one conversation of an ordered route: %s", o)
 	}
+}
 
-	// What the API accepted, per event: by key, and by input (which
-	// catches an event accepted again under another key).
-	acceptedByKey := map[*Event]int{}
-	acceptedByInput := map[*Event]int{}
-	for _, a := range obs.Ledger {
-		e := byKey[tk{a.TriggerID, a.Key}]
+// checkLedger counts what the API accepted, per event: by key, and by input
+// (which catches an event accepted again under another key). An acceptance
+// of nothing published, or of one event's key with another's input, is a
+// violation.
+func (c *checker) checkLedger(ledger []Accepted) {
+	c.acceptedByKey = map[*Event]int{}
+	c.acceptedByInput = map[*Event]int{}
+	for _, a := range ledger {
+		e := c.byKey[triggerKey{a.TriggerID, a.Key}]
 		if e == nil {
-			violate("the API accepted an event that was never published: trigger %s, key %q, input %q", a.TriggerID, a.Key, short(a.Input))
+			c.violate("the API accepted an event that was never published: trigger %s, key %q, input %q", a.TriggerID, a.Key, short(a.Input))
 		} else {
-			acceptedByKey[e]++
+			c.acceptedByKey[e]++
 			if a.Input != e.Input {
-				violate("%s: accepted under its key with the input of another event (%q)", e.MsgID, short(a.Input))
+				c.violate("%s: accepted under its key with the input of another event (%q)", e.MsgID, short(a.Input))
 			}
 		}
-		if ie := byInput[a.Input]; ie != nil {
-			acceptedByInput[ie]++
+		if ie := c.byInput[a.Input]; ie != nil {
+			c.acceptedByInput[ie]++
 		}
 	}
+}
 
-	// What the API was asked.
-	saw409 := map[*Event]bool{}
-	for _, q := range obs.Requests {
-		r.RequestsByStatus[q.Status]++
-		e := byInput[q.Input]
+// checkRequests checks what the API was asked: no poison, and every request
+// for its event's trigger with its event's key. It counts the answers and
+// notes the events answered 409.
+func (c *checker) checkRequests(requests []Request) {
+	c.saw409 = map[*Event]bool{}
+	for _, q := range requests {
+		c.r.RequestsByStatus[q.Status]++
+		e := c.byInput[q.Input]
 		if e == nil {
-			violate("a request for no published event: trigger %s, key %q, input %q", q.TriggerID, q.Key, short(q.Input))
+			c.violate("a request for no published event: trigger %s, key %q, input %q", q.TriggerID, q.Key, short(q.Input))
 			continue
 		}
 		switch {
 		case e.Kind == KindDeadLetter && e.Key == "":
-			violate("%s: poison with an invalid idempotency key reached the API (sent with key %q)", e.MsgID, q.Key)
+			c.violate("%s: poison with an invalid idempotency key reached the API (sent with key %q)", e.MsgID, q.Key)
 		case e.Kind == KindDeadLetter && isPoisonReason(e.WantReason):
-			violate("%s: poison (%s) reached the API", e.MsgID, e.WantReason)
+			c.violate("%s: poison (%s) reached the API", e.MsgID, e.WantReason)
 		case q.Key != e.Key:
-			violate("%s: a request carried key %q instead of %q (retries must reuse the key)", e.MsgID, q.Key, e.Key)
+			c.violate("%s: a request carried key %q instead of %q (retries must reuse the key)", e.MsgID, q.Key, e.Key)
 		case q.TriggerID != e.TriggerID:
-			violate("%s: sent to trigger %s instead of %s", e.MsgID, q.TriggerID, e.TriggerID)
+			c.violate("%s: sent to trigger %s instead of %s", e.MsgID, q.TriggerID, e.TriggerID)
 		}
 		if q.Status == 409 {
-			saw409[e] = true
+			c.saw409[e] = true
 		}
 	}
+}
 
-	// The dead-letter stream.
-	dead := map[*Event][]DeadLetter{}
-	for _, d := range obs.DeadLetters {
-		r.DeadLettered[d.Reason]++
-		e := byMsgID[d.OriginalMsgID]
+// checkDeadLetters gathers the dead-letter stream by event: each dead letter
+// must be of a published event and keep its Idempotency-Key.
+func (c *checker) checkDeadLetters(dls []DeadLetter) {
+	c.dead = map[*Event][]DeadLetter{}
+	for _, d := range dls {
+		c.r.DeadLettered[d.Reason]++
+		e := c.byMsgID[d.OriginalMsgID]
 		if e == nil {
-			violate("a dead letter for no published event: original message id %q, reason %s", d.OriginalMsgID, d.Reason)
+			c.violate("a dead letter for no published event: original message id %q, reason %s", d.OriginalMsgID, d.Reason)
 			continue
 		}
-		dead[e] = append(dead[e], d)
+		c.dead[e] = append(c.dead[e], d)
 		if d.Key != e.Key {
-			violate("%s: dead letter carries Idempotency-Key %q, want %q (a replay must keep the key)", e.MsgID, d.Key, e.Key)
+			c.violate("%s: dead letter carries Idempotency-Key %q, want %q (a replay must keep the key)", e.MsgID, d.Key, e.Key)
 		}
 	}
+}
 
-	// Each event's outcome.
-	for i := range manifest {
-		e := &manifest[i]
-		n := max(acceptedByKey[e], acceptedByInput[e])
-		dls := dead[e]
-		if n > 1 {
-			r.Duplicated = append(r.Duplicated, fmt.Sprintf("%s (%d times)", e.MsgID, n))
-		}
-		if len(dls) > 1 {
-			violate("%s: dead-lettered %d times", e.MsgID, len(dls))
-		}
-		switch e.Kind {
-		case KindAccept, KindNotRunnable:
-			switch {
-			case n == 0 && len(dls) == 0:
-				r.Lost = append(r.Lost, fmt.Sprintf("%s (%s, trigger %s): neither accepted nor dead-lettered", e.MsgID, e.Kind, e.TriggerID))
-			case n == 0:
-				violate("%s: dead-lettered (%s) instead of accepted", e.MsgID, reasons(dls))
-			case len(dls) > 0:
-				if opt.AllowDeadLetterAfterAccept && n == 1 && onlyReason(dls, reasonMaxAttempts) {
-					r.AcceptedAndDeadLettered++
-				} else {
-					violate("%s: accepted and also dead-lettered (%s)", e.MsgID, reasons(dls))
-				}
-			case n == 1:
-				r.AcceptedOnce++
-			}
-			if e.Kind == KindNotRunnable && saw409[e] {
-				r.NotRunnableRetried++
-			}
-		case KindDeadLetter:
-			switch {
-			case n > 0:
-				violate("%s: accepted, but must be dead-lettered as %s", e.MsgID, e.WantReason)
-			case len(dls) == 0:
-				r.Lost = append(r.Lost, fmt.Sprintf("%s (must be dead-lettered as %s): not in the dead-letter stream", e.MsgID, e.WantReason))
-			case !onlyReason(dls, e.WantReason):
-				violate("%s: dead-lettered as %s, want %s", e.MsgID, reasons(dls), e.WantReason)
-			case e.WantStatus != "" && dls[0].Status != e.WantStatus, e.WantClass != "" && dls[0].Class != e.WantClass:
-				violate("%s: dead letter says status %q class %q, want status %q class %q (its last call)", e.MsgID, dls[0].Status, dls[0].Class, e.WantStatus, e.WantClass)
-			}
-		}
+// checkOutcome judges one event's outcome, from what the earlier checks
+// gathered: never accepted twice or dead-lettered twice, and the outcome its
+// kind demands.
+func (c *checker) checkOutcome(e *Event) {
+	n := max(c.acceptedByKey[e], c.acceptedByInput[e])
+	dls := c.dead[e]
+	if n > 1 {
+		c.r.Duplicated = append(c.r.Duplicated, fmt.Sprintf("%s (%d times)", e.MsgID, n))
 	}
+	if len(dls) > 1 {
+		c.violate("%s: dead-lettered %d times", e.MsgID, len(dls))
+	}
+	switch e.Kind {
+	case KindAccept, KindNotRunnable:
+		c.checkAcceptedOnce(e, n, dls)
+	case KindDeadLetter:
+		c.checkDeadLettered(e, n, dls)
+	}
+}
 
-	for _, c := range obs.Consumers {
-		if c.Pending != 0 || c.AckPending != 0 {
-			violate("consumer %s still owes %d pending and %d ack-pending messages", c.Name, c.Pending, c.AckPending)
+// checkAcceptedOnce judges an event that must be accepted, n times by the
+// ledger, with dead letters dls. A max_attempts dead letter besides one
+// acceptance passes only under Options.AllowDeadLetterAfterAccept.
+func (c *checker) checkAcceptedOnce(e *Event, n int, dls []DeadLetter) {
+	switch {
+	case n == 0 && len(dls) == 0:
+		c.r.Lost = append(c.r.Lost, fmt.Sprintf("%s (%s, trigger %s): neither accepted nor dead-lettered", e.MsgID, e.Kind, e.TriggerID))
+	case n == 0:
+		c.violate("%s: dead-lettered (%s) instead of accepted", e.MsgID, reasons(dls))
+	case len(dls) > 0:
+		if c.opt.AllowDeadLetterAfterAccept && n == 1 && onlyReason(dls, reasonMaxAttempts) {
+			c.r.AcceptedAndDeadLettered++
+		} else {
+			c.violate("%s: accepted and also dead-lettered (%s)", e.MsgID, reasons(dls))
+		}
+	case n == 1:
+		c.r.AcceptedOnce++
+	}
+	if e.Kind == KindNotRunnable && c.saw409[e] {
+		c.r.NotRunnableRetried++
+	}
+}
+
+// checkDeadLettered judges an event that must be dead-lettered: never
+// accepted, and dead-lettered with the reason (and, when the manifest names
+// them, the status and class) it wants.
+func (c *checker) checkDeadLettered(e *Event, n int, dls []DeadLetter) {
+	switch {
+	case n > 0:
+		c.violate("%s: accepted, but must be dead-lettered as %s", e.MsgID, e.WantReason)
+	case len(dls) == 0:
+		c.r.Lost = append(c.r.Lost, fmt.Sprintf("%s (must be dead-lettered as %s): not in the dead-letter stream", e.MsgID, e.WantReason))
+	case !onlyReason(dls, e.WantReason):
+		c.violate("%s: dead-lettered as %s, want %s", e.MsgID, reasons(dls), e.WantReason)
+	case e.WantStatus != "" && dls[0].Status != e.WantStatus, e.WantClass != "" && dls[0].Class != e.WantClass:
+		c.violate("%s: dead letter says status %q class %q, want status %q class %q (its last call)", e.MsgID, dls[0].Status, dls[0].Class, e.WantStatus, e.WantClass)
+	}
+}
+
+// checkConsumers checks that no route's consumer still owes a message.
+func (c *checker) checkConsumers(consumers []ConsumerState) {
+	for _, cs := range consumers {
+		if cs.Pending != 0 || cs.AckPending != 0 {
+			c.violate("consumer %s still owes %d pending and %d ack-pending messages", cs.Name, cs.Pending, cs.AckPending)
 		}
 	}
-	sort.Strings(r.Lost)
-	sort.Strings(r.Duplicated)
-	return r
 }
 
 // isPoisonReason reports whether a dead-letter reason is one given without
