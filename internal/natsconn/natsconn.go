@@ -75,6 +75,29 @@ func Options(c config.NATS, log *slog.Logger, h Hooks) ([]nats.Option, error) {
 		// Keep publishing (acks, naks, dead letters) into a buffer across
 		// a short disconnect; they are sent on reconnect.
 		nats.ReconnectBufSize(8 << 20),
+	}
+	opts = append(opts, lifecycleHandlers(log, h)...)
+	auth, err := authOption(c)
+	if err != nil {
+		return nil, err
+	}
+	if auth != nil {
+		opts = append(opts, auth)
+	}
+	if c.TLS.Enabled() {
+		tc, err := TLSConfig(c.TLS, log, "nats")
+		if err != nil {
+			return nil, fmt.Errorf("nats.tls: %w", err)
+		}
+		opts = append(opts, nats.Secure(tc))
+	}
+	return opts, nil
+}
+
+// lifecycleHandlers log the connection's disconnects, reconnects, close,
+// asynchronous errors and lame-duck notices, and pass them on to h.
+func lifecycleHandlers(log *slog.Logger, h Hooks) []nats.Option {
+	return []nats.Option{
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
 			if err != nil {
 				log.Warn("disconnected from NATS; reconnecting", "err", err)
@@ -118,38 +141,35 @@ func Options(c config.NATS, log *slog.Logger, h Hooks) ([]nats.Option, error) {
 			log.Info("NATS server entering lame duck mode; will move to another server", "server", nc.ConnectedUrlRedacted())
 		}),
 	}
+}
 
+// authOption is the option of the configured authentication (the first of
+// credentials file, nkey seed, user and password, token), or nil for none.
+// An error names the configuration key whose file cannot be used.
+func authOption(c config.NATS) (nats.Option, error) {
 	switch {
 	case c.CredentialsFile != "":
-		opts = append(opts, nats.UserCredentials(c.CredentialsFile))
+		return nats.UserCredentials(c.CredentialsFile), nil
 	case c.NKeySeedFile != "":
 		o, err := nats.NkeyOptionFromSeed(c.NKeySeedFile)
 		if err != nil {
 			return nil, fmt.Errorf("nats.nkey_seed_file: %w", err)
 		}
-		opts = append(opts, o)
+		return o, nil
 	case c.User != "":
 		pw, err := readSecretFile(c.PasswordFile)
 		if err != nil {
 			return nil, fmt.Errorf("nats.password_file: %w", err)
 		}
-		opts = append(opts, nats.UserInfo(c.User, pw))
+		return nats.UserInfo(c.User, pw), nil
 	case c.TokenFile != "":
 		tok, err := readSecretFile(c.TokenFile)
 		if err != nil {
 			return nil, fmt.Errorf("nats.token_file: %w", err)
 		}
-		opts = append(opts, nats.Token(tok))
+		return nats.Token(tok), nil
 	}
-
-	if c.TLS.Enabled() {
-		tc, err := TLSConfig(c.TLS, log, "nats")
-		if err != nil {
-			return nil, fmt.Errorf("nats.tls: %w", err)
-		}
-		opts = append(opts, nats.Secure(tc))
-	}
-	return opts, nil
+	return nil, nil
 }
 
 // Connect connects to the configured servers, retrying the first connection
