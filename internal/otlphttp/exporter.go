@@ -112,130 +112,22 @@ var _ sdktrace.SpanExporter = (*Exporter)(nil)
 // New reads the exporter's configuration from getenv (os.Getenv in
 // production) and returns the exporter. It does not connect.
 func New(getenv func(string) string, o Options) (*Exporter, error) {
-	get := func(name string) (string, string) {
-		for _, k := range []string{"OTEL_EXPORTER_OTLP_TRACES_" + name, "OTEL_EXPORTER_OTLP_" + name} {
-			if v := strings.TrimSpace(getenv(k)); v != "" {
-				return k, v
-			}
-		}
-		return "", ""
-	}
-	var errs []error
-	bad := func(k, v, why string) { errs = append(errs, fmt.Errorf("%w: %s=%q: %s", ErrConfig, k, v, why)) }
-
-	e := &Exporter{url: DefaultEndpoint, headers: http.Header{}, timeout: DefaultTimeout, sleep: o.sleep}
+	env := otlpEnv{getenv: getenv}
+	e := &Exporter{headers: http.Header{}, sleep: o.sleep}
 	if e.sleep == nil {
 		e.sleep = sleepCtx
 	}
-	var u *url.URL
-	if k, v := get("ENDPOINT"); v != "" {
-		var err error
-		u, err = url.Parse(v)
-		switch {
-		case err != nil:
-			bad(k, v, err.Error())
-		case u.Scheme != "http" && u.Scheme != "https", u.Host == "":
-			bad(k, v, "want http(s)://host[:port][/path]")
-			u = nil
-		case k == "OTEL_EXPORTER_OTLP_ENDPOINT":
-			u.Path = path.Join(u.Path, tracesPath)
-		case u.Path == "":
-			u.Path = "/"
-		}
-	}
-	if u == nil {
-		u, _ = url.Parse(DefaultEndpoint)
-	}
-	if k, v := get("INSECURE"); v != "" {
-		insecure, err := strconv.ParseBool(v)
-		if err != nil {
-			bad(k, v, "want true or false")
-		} else if insecure {
-			u.Scheme = "http"
-		}
-	}
-	e.url = u.String()
-
-	if k, v := get("HEADERS"); v != "" {
-		entries := strings.Split(v, ",")
-		for i, kv := range entries {
-			name, val, ok := strings.Cut(kv, "=")
-			name = strings.TrimSpace(name)
-			if !ok || name == "" || strings.ContainsAny(name, " \t\r\n:") {
-				// Values are often credentials: an entry that cannot be
-				// split is named by its place only.
-				bad(k, "…", fmt.Sprintf("entry %d of %d: want key=value", i+1, len(entries)))
-				continue
-			}
-			dec, err := url.PathUnescape(val)
-			if err != nil {
-				bad(k, "…", fmt.Sprintf("entry %q: value is not percent-encoded", name))
-				continue
-			}
-			e.headers.Set(name, strings.TrimSpace(dec))
-		}
-	}
-	if k, v := get("COMPRESSION"); v != "" {
-		switch v {
-		case "gzip":
-			e.gzip = true
-		case "none":
-		default:
-			bad(k, v, "want gzip or none")
-		}
-	}
-	if k, v := get("TIMEOUT"); v != "" {
-		ms, err := strconv.Atoi(v)
-		if err != nil || ms <= 0 {
-			bad(k, v, "want a positive number of milliseconds")
-		} else {
-			e.timeout = time.Duration(ms) * time.Millisecond
-		}
-	}
-
+	// Read in this order, so the errors are listed in it.
+	e.url = env.endpoint()
+	env.headers(e.headers)
+	e.gzip = env.gzip()
+	e.timeout = env.timeout()
 	rt := o.Transport
 	if rt == nil {
-		tlsConf := &tls.Config{MinVersion: tls.VersionTLS12}
-		if k, v := get("CERTIFICATE"); v != "" {
-			pem, err := os.ReadFile(v)
-			pool := x509.NewCertPool()
-			switch {
-			case err != nil:
-				bad(k, v, err.Error())
-			case !pool.AppendCertsFromPEM(pem):
-				bad(k, v, "no PEM certificate in it")
-			default:
-				tlsConf.RootCAs = pool
-			}
-		}
-		kc, cert := get("CLIENT_CERTIFICATE")
-		kk, key := get("CLIENT_KEY")
-		switch {
-		case cert != "" && key != "":
-			pair, err := tls.LoadX509KeyPair(cert, key)
-			if err != nil {
-				bad(kc, cert, "with "+kk+": "+err.Error())
-			} else {
-				tlsConf.Certificates = []tls.Certificate{pair}
-			}
-		case cert != "":
-			bad(kc, cert, "needs OTEL_EXPORTER_OTLP_CLIENT_KEY too")
-		case key != "":
-			bad(kk, key, "needs OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE too")
-		}
-		rt = &http.Transport{
-			Proxy:                 http.ProxyFromEnvironment,
-			DialContext:           (&net.Dialer{Timeout: 30 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
-			TLSClientConfig:       tlsConf,
-			ForceAttemptHTTP2:     true,
-			MaxIdleConns:          4,
-			IdleConnTimeout:       90 * time.Second,
-			TLSHandshakeTimeout:   10 * time.Second,
-			ExpectContinueTimeout: time.Second,
-		}
+		rt = newTransport(env.tlsConfig())
 	}
-	if len(errs) > 0 {
-		return nil, errors.Join(errs...)
+	if len(env.errs) > 0 {
+		return nil, errors.Join(env.errs...)
 	}
 	ua := o.UserAgent
 	if ua == "" {
@@ -248,6 +140,163 @@ func New(getenv func(string) string, o Options) (*Exporter, error) {
 	}
 	e.hc = &http.Client{Transport: rt}
 	return e, nil
+}
+
+// otlpEnv reads the OTEL_EXPORTER_OTLP_* variables and collects every
+// malformed one, so New reports them all at once.
+type otlpEnv struct {
+	getenv func(string) string
+	errs   []error
+}
+
+// get returns the first of OTEL_EXPORTER_OTLP_TRACES_<name> and
+// OTEL_EXPORTER_OTLP_<name> that is set, and its name.
+func (env *otlpEnv) get(name string) (key, value string) {
+	for _, k := range []string{"OTEL_EXPORTER_OTLP_TRACES_" + name, "OTEL_EXPORTER_OTLP_" + name} {
+		if v := strings.TrimSpace(env.getenv(k)); v != "" {
+			return k, v
+		}
+	}
+	return "", ""
+}
+
+// bad records that variable k's value v is malformed, and why.
+func (env *otlpEnv) bad(k, v, why string) {
+	env.errs = append(env.errs, fmt.Errorf("%w: %s=%q: %s", ErrConfig, k, v, why))
+}
+
+// endpoint is the URL to post spans to, from ENDPOINT and INSECURE.
+func (env *otlpEnv) endpoint() string {
+	var u *url.URL
+	if k, v := env.get("ENDPOINT"); v != "" {
+		var err error
+		u, err = url.Parse(v)
+		switch {
+		case err != nil:
+			env.bad(k, v, err.Error())
+		case u.Scheme != "http" && u.Scheme != "https", u.Host == "":
+			env.bad(k, v, "want http(s)://host[:port][/path]")
+			u = nil
+		case k == "OTEL_EXPORTER_OTLP_ENDPOINT":
+			u.Path = path.Join(u.Path, tracesPath)
+		case u.Path == "":
+			u.Path = "/"
+		}
+	}
+	if u == nil {
+		u, _ = url.Parse(DefaultEndpoint)
+	}
+	if k, v := env.get("INSECURE"); v != "" {
+		insecure, err := strconv.ParseBool(v)
+		if err != nil {
+			env.bad(k, v, "want true or false")
+		} else if insecure {
+			u.Scheme = "http"
+		}
+	}
+	return u.String()
+}
+
+// headers sets the HEADERS entries in h.
+func (env *otlpEnv) headers(h http.Header) {
+	k, v := env.get("HEADERS")
+	if v == "" {
+		return
+	}
+	entries := strings.Split(v, ",")
+	for i, kv := range entries {
+		name, val, ok := strings.Cut(kv, "=")
+		name = strings.TrimSpace(name)
+		if !ok || name == "" || strings.ContainsAny(name, " \t\r\n:") {
+			// Values are often credentials: an entry that cannot be
+			// split is named by its place only.
+			env.bad(k, "…", fmt.Sprintf("entry %d of %d: want key=value", i+1, len(entries)))
+			continue
+		}
+		dec, err := url.PathUnescape(val)
+		if err != nil {
+			env.bad(k, "…", fmt.Sprintf("entry %q: value is not percent-encoded", name))
+			continue
+		}
+		h.Set(name, strings.TrimSpace(dec))
+	}
+}
+
+// gzip reports whether COMPRESSION asks for gzip.
+func (env *otlpEnv) gzip() bool {
+	k, v := env.get("COMPRESSION")
+	switch v {
+	case "gzip":
+		return true
+	case "", "none":
+	default:
+		env.bad(k, v, "want gzip or none")
+	}
+	return false
+}
+
+// timeout is TIMEOUT, per export; DefaultTimeout if unset.
+func (env *otlpEnv) timeout() time.Duration {
+	k, v := env.get("TIMEOUT")
+	if v == "" {
+		return DefaultTimeout
+	}
+	ms, err := strconv.Atoi(v)
+	if err != nil || ms <= 0 {
+		env.bad(k, v, "want a positive number of milliseconds")
+		return DefaultTimeout
+	}
+	return time.Duration(ms) * time.Millisecond
+}
+
+// tlsConfig is the TLS configuration for an https endpoint: the CA of
+// CERTIFICATE, and the client certificate of CLIENT_CERTIFICATE and
+// CLIENT_KEY, which come together or not at all.
+func (env *otlpEnv) tlsConfig() *tls.Config {
+	tlsConf := &tls.Config{MinVersion: tls.VersionTLS12}
+	if k, v := env.get("CERTIFICATE"); v != "" {
+		pem, err := os.ReadFile(v)
+		pool := x509.NewCertPool()
+		switch {
+		case err != nil:
+			env.bad(k, v, err.Error())
+		case !pool.AppendCertsFromPEM(pem):
+			env.bad(k, v, "no PEM certificate in it")
+		default:
+			tlsConf.RootCAs = pool
+		}
+	}
+	kc, cert := env.get("CLIENT_CERTIFICATE")
+	kk, key := env.get("CLIENT_KEY")
+	switch {
+	case cert != "" && key != "":
+		pair, err := tls.LoadX509KeyPair(cert, key)
+		if err != nil {
+			env.bad(kc, cert, "with "+kk+": "+err.Error())
+		} else {
+			tlsConf.Certificates = []tls.Certificate{pair}
+		}
+	case cert != "":
+		env.bad(kc, cert, "needs OTEL_EXPORTER_OTLP_CLIENT_KEY too")
+	case key != "":
+		env.bad(kk, key, "needs OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE too")
+	}
+	return tlsConf
+}
+
+// newTransport is the exporter's own HTTP transport: a few connections to
+// one collector, with the environment's proxy and TLS settings.
+func newTransport(tlsConf *tls.Config) *http.Transport {
+	return &http.Transport{
+		Proxy:                 http.ProxyFromEnvironment,
+		DialContext:           (&net.Dialer{Timeout: 30 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+		TLSClientConfig:       tlsConf,
+		ForceAttemptHTTP2:     true,
+		MaxIdleConns:          4,
+		IdleConnTimeout:       90 * time.Second,
+		TLSHandshakeTimeout:   10 * time.Second,
+		ExpectContinueTimeout: time.Second,
+	}
 }
 
 // Endpoint is the URL spans are posted to.
