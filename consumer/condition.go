@@ -7,19 +7,19 @@ import (
 )
 
 // This file is route health's vocabulary: the conditions that stop a
-// route, what a call may do while one holds (Admission), and what a
-// recorded outcome changed (Transition).
+// route, what a call may do while one holds (admission), and what a
+// recorded outcome changed (transition).
 
-// Condition is a route-wide reason to stop calling the API.
-type Condition string
+// condition is a route-wide reason to stop calling the API.
+type condition string
 
-// Conditions. The empty Condition is a healthy route.
+// Conditions. The empty condition is a healthy route.
 const (
-	ConditionNone         Condition = ""
-	ConditionOutage       Condition = "outage"       // 5xx, timeouts or network errors on a share of fresh messages
-	ConditionUnauthorized Condition = "unauthorized" // 401, or a token the client cannot send: the token is refused
-	ConditionNotRunnable  Condition = "not_runnable" // 409: the agent or channel is not runnable
-	ConditionRateLimited  Condition = "rate_limited" // 429 on fresh messages in a row, even at a concurrency of one
+	conditionNone         condition = ""
+	conditionOutage       condition = "outage"       // 5xx, timeouts or network errors on a share of fresh messages
+	conditionUnauthorized condition = "unauthorized" // 401, or a token the client cannot send: the token is refused
+	conditionNotRunnable  condition = "not_runnable" // 409: the agent or channel is not runnable
+	conditionRateLimited  condition = "rate_limited" // 429 on fresh messages in a row, even at a concurrency of one
 )
 
 const (
@@ -34,8 +34,8 @@ const (
 )
 
 // String names the condition for logs and metrics.
-func (c Condition) String() string {
-	if c == ConditionNone {
+func (c condition) String() string {
+	if c == conditionNone {
 		return conditionHealthyLabel
 	}
 	return string(c)
@@ -44,15 +44,15 @@ func (c Condition) String() string {
 // explains reports whether an outcome of class is what condition c makes
 // every call end in: while c holds, such an outcome is the route's, not the
 // message's.
-func (c Condition) explains(class agentapi.Class) bool {
+func (c condition) explains(class agentapi.Class) bool {
 	switch c {
-	case ConditionOutage:
+	case conditionOutage:
 		return class.Transient()
-	case ConditionUnauthorized:
+	case conditionUnauthorized:
 		return class == agentapi.ClassUnauthorized
-	case ConditionNotRunnable:
+	case conditionNotRunnable:
 		return class == agentapi.ClassConflict
-	case ConditionRateLimited:
+	case conditionRateLimited:
 		return class == agentapi.ClassRateLimited
 	}
 	return false
@@ -62,12 +62,12 @@ func (c Condition) explains(class agentapi.Class) bool {
 // again when its call meets it: a refused token or an agent that is not
 // runnable is the route's whoever calls. An outage or a rate limit is only
 // shown again by a fresh message.
-func (c Condition) anyMessageShows() bool {
-	return c == ConditionUnauthorized || c == ConditionNotRunnable
+func (c condition) anyMessageShows() bool {
+	return c == conditionUnauthorized || c == conditionNotRunnable
 }
 
 func conditionLabels() []string {
-	cs := Conditions()
+	cs := conditions()
 	out := make([]string, len(cs))
 	for i, c := range cs {
 		out[i] = c.String()
@@ -75,40 +75,40 @@ func conditionLabels() []string {
 	return out
 }
 
-// Conditions lists every condition, healthy first, for metrics that export
+// conditions lists every condition, healthy first, for metrics that export
 // one series per state.
-func Conditions() []Condition {
-	return []Condition{ConditionNone, ConditionOutage, ConditionUnauthorized, ConditionNotRunnable, ConditionRateLimited}
+func conditions() []condition {
+	return []condition{conditionNone, conditionOutage, conditionUnauthorized, conditionNotRunnable, conditionRateLimited}
 }
 
-// Admission is what the health model says about a call about to be made.
-type Admission uint8
+// admission is what the health model says about a call about to be made.
+type admission uint8
 
 // Admissions.
 const (
-	Admit Admission = iota + 1 // healthy: call
-	Probe                      // stopped, and this call is the probe: call, then report it as one
-	Gated                      // stopped: do not call; the message waits for the next probe or goes back
+	admitCall  admission = iota + 1 // healthy: call
+	admitProbe                      // stopped, and this call is the probe: call, then report it as one
+	admitGated                      // stopped: do not call; the message waits for the next probe or goes back
 )
 
-// Transition is what a recorded outcome changed.
-type Transition uint8
+// transition is what a recorded outcome changed.
+type transition uint8
 
 // Transitions.
 const (
-	NoChange    Transition = iota
-	Tripped                // a route-wide condition began
-	ProbeFailed            // a probe met the condition again; the interval grew
-	Resumed                // a probe got through: the route is healthy
+	noChange      transition = iota
+	becameStopped            // a route-wide condition began
+	probeFailed              // a probe met the condition again; the interval grew
+	resumed                  // a probe got through: the route is healthy
 )
 
-func (t Transition) String() string {
+func (t transition) String() string {
 	switch t {
-	case Tripped:
+	case becameStopped:
 		return "tripped"
-	case ProbeFailed:
+	case probeFailed:
 		return "probe_failed"
-	case Resumed:
+	case resumed:
 		return "resumed"
 	}
 	return "none"

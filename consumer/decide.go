@@ -14,7 +14,7 @@ const (
 	// ClassPoison: the message breaks the producer contract; it was not sent.
 	ClassPoison agentapi.Class = "poison"
 	// ClassGated: the route is stopped by a route-wide condition (see
-	// Condition); the message was not sent.
+	// route-health.md); the message was not sent.
 	ClassGated agentapi.Class = "gated"
 )
 
@@ -98,20 +98,20 @@ func Decide(o Outcome, a Attempts, p RetryPolicy, jitter float64) Action {
 	return Action{Verdict: verdict.Retry, Delay: Backoff(p, a.Failed, o.RetryAfter, jitter)}
 }
 
-// AfterLetterRefused is what happens to a message whose dead letter could
+// afterLetterRefused is what happens to a message whose dead letter could
 // not be stored (the dead-letter stream is unavailable or full): it stays
 // in the stream and the dead letter is tried again after a backoff. The
 // verdict stands; only carrying it out is retried.
-func AfterLetterRefused(a Attempts, p RetryPolicy, jitter float64) Action {
+func afterLetterRefused(a Attempts, p RetryPolicy, jitter float64) Action {
 	return Action{Verdict: verdict.Retry, Delay: Backoff(p, max(a.Failed, 1), 0, jitter)}
 }
 
-// InPlace reports whether a retry of an ordered event waits where it is
+// inPlace reports whether a retry of an ordered event waits where it is
 // (held, kept alive) rather than going back to the stream: every retry
 // with a delay does, since a nak would let the next event of its key
 // overtake it. A retry without a delay is a hand-back (a drain, a lost
 // pin) and goes back at once.
-func InPlace(act Action) bool { return act.Verdict == verdict.Retry && act.Delay > 0 }
+func inPlace(act Action) bool { return act.Verdict == verdict.Retry && act.Delay > 0 }
 
 // Backoff is the delay before the next attempt after a message's
 // failures-th failure (1-based): exponential from InitialBackoff by Multiplier,

@@ -70,16 +70,16 @@ func newFleetGate(rn *runner) *fleetGate {
 // isAutoPause reports whether a pause deadline is one agentrelay set.
 func isAutoPause(until time.Time) bool {
 	n := until.Nanosecond()
-	return n == legacyAutoPauseNanos || n >= autoPauseNanos && n < autoPauseNanos+len(Conditions())
+	return n == legacyAutoPauseNanos || n >= autoPauseNanos && n < autoPauseNanos+len(conditions())
 }
 
 // pauseCondition is the condition an agentrelay pause deadline names.
-func pauseCondition(until time.Time) Condition {
-	cs := Conditions()
+func pauseCondition(until time.Time) condition {
+	cs := conditions()
 	if i := until.Nanosecond() - autoPauseNanos; i > 0 && i < len(cs) {
 		return cs[i]
 	}
-	return ConditionOutage
+	return conditionOutage
 }
 
 // IsRouteHealthPause reports whether a consumer's pause deadline is one a
@@ -87,8 +87,8 @@ func pauseCondition(until time.Time) Condition {
 func IsRouteHealthPause(until time.Time) bool { return isAutoPause(until) }
 
 // autoPauseUntil marks t as agentrelay's own pause deadline for cond.
-func autoPauseUntil(t time.Time, cond Condition) time.Time {
-	i := slices.Index(Conditions(), cond)
+func autoPauseUntil(t time.Time, cond condition) time.Time {
+	i := slices.Index(conditions(), cond)
 	return t.Truncate(time.Second).Add(time.Second + time.Duration(autoPauseNanos+max(i, 0)))
 }
 
@@ -111,21 +111,21 @@ func (f *fleetGate) enable(serverVersion string) {
 // out, so a handler never waits for the JetStream API. A failed probe
 // extends the pause only when extend says it proved the condition again
 // (see runner.transition); otherwise the pause lapses when it was due to.
-func (f *fleetGate) apply(tr Transition, hs HealthState, extend bool) {
+func (f *fleetGate) apply(tr transition, hs healthState, extend bool) {
 	f.mu.Lock()
 	switch {
-	case tr == ProbeFailed && !extend:
+	case tr == probeFailed && !extend:
 		f.mu.Unlock()
 		return
-	case tr == Tripped, tr == ProbeFailed:
+	case tr == becameStopped, tr == probeFailed:
 		// Until a probe interval past the next probe: the probe itself
 		// (by this replica) is a held message, which needs no delivery;
 		// the margin lets the pause lapse soon if this replica dies.
 		f.want = autoPauseUntil(hs.NextProbe.Add(hs.Interval), hs.Condition)
-		if tr == Tripped {
+		if tr == becameStopped {
 			f.seen = false
 		}
-	case tr == Resumed:
+	case tr == resumed:
 		f.want = time.Time{}
 	default:
 		f.mu.Unlock()
@@ -264,7 +264,7 @@ func (f *fleetGate) observe(paused bool, until time.Time) {
 		return
 	}
 	f.rn.operatorPause(time.Time{})
-	if resumedElsewhere && f.rn.health.state(time.Now()).Condition != ConditionNone {
+	if resumedElsewhere && f.rn.health.state(time.Now()).Condition != conditionNone {
 		f.rn.health.probeNow(time.Now())
 		f.rn.notify()
 	}

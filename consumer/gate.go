@@ -86,10 +86,10 @@ func (g *gate) quit(w *waiter) {
 
 // chosen reports whether w is the message to probe with now, given the
 // route's state: the longest-waiting fresh message whenever a fresh one may
-// probe (see HealthState.FreshMayProbe); otherwise, when a probe is due and
+// probe (see healthState.FreshMayProbe); otherwise, when a probe is due and
 // no fresh message has come within grace of it falling due, the
 // longest-waiting one that failed before.
-func (g *gate) chosen(w *waiter, hs HealthState, now time.Time, grace time.Duration) bool {
+func (g *gate) chosen(w *waiter, hs healthState, now time.Time, grace time.Duration) bool {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	if i := g.oldestLocked(true); i >= 0 {

@@ -9,8 +9,8 @@ import (
 
 // The gate, without NATS: which waiting message probes a stopped route.
 
-func due(now time.Time) HealthState {
-	return HealthState{Condition: ConditionOutage, NextProbe: now, Interval: time.Second, AnyMayProbe: true, FreshMayProbe: true}
+func due(now time.Time) healthState {
+	return healthState{Condition: conditionOutage, NextProbe: now, Interval: time.Second, AnyMayProbe: true, FreshMayProbe: true}
 }
 
 func left(w *waiter) bool {

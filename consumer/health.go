@@ -41,10 +41,10 @@ type callResult struct {
 	probe bool
 }
 
-// HealthState is a snapshot of a route's health, for the runner, metrics
+// healthState is a snapshot of a route's health, for the runner, metrics
 // and status output.
-type HealthState struct {
-	Condition Condition
+type healthState struct {
+	Condition condition
 	Since     time.Time     // when the condition began
 	NextProbe time.Time     // when the next probe may go (zero when healthy)
 	Interval  time.Duration // the current probe interval
@@ -68,7 +68,7 @@ type HealthState struct {
 	// OperatorPause is when an operator's pause of the consumer ends (zero
 	// when there is none): no probes, no calls meanwhile.
 	OperatorPause time.Time
-	Was           Condition // the last condition that ended
+	Was           condition // the last condition that ended
 	WasSince      time.Time // when it began
 }
 
@@ -83,7 +83,7 @@ type health struct {
 	paused   time.Time  // an operator's pause, until then
 	detector *gobreaker.TwoStepCircuitBreaker[struct{}]
 	tripped  bool // set by the detector's OnStateChange
-	was      Condition
+	was      condition
 	wasSince time.Time
 	aimd     aimd
 	timeouts shareWindow // fresh calls and those of them that timed out
@@ -91,13 +91,13 @@ type health struct {
 
 // slowShare of the fresh calls of the last window timing out makes a
 // timeout the API's slowness rather than the message's (see
-// HealthState.SlowAPI).
+// healthState.SlowAPI).
 const slowShare = 0.05
 
 // stop is a route-wide condition and its probing. It is part of health
 // and guarded by health's lock; the zero value is a healthy route.
 type stop struct {
-	cond      Condition
+	cond      condition
 	since     time.Time
 	interval  time.Duration
 	nextProbe time.Time
@@ -145,38 +145,38 @@ func (h *health) newDetector() *gobreaker.TwoStepCircuitBreaker[struct{}] {
 }
 
 // admit decides whether a call of a message (fresh or not) may be made now.
-func (h *health) admit(now time.Time, fresh bool) Admission {
+func (h *health) admit(now time.Time, fresh bool) admission {
 	if h.s.Disabled {
-		return Admit
+		return admitCall
 	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	switch {
 	case now.Before(h.paused):
-		return Gated
-	case h.stop.cond == ConditionNone:
-		return Admit
+		return admitGated
+	case h.stop.cond == conditionNone:
+		return admitCall
 	case fresh && h.freshMayProbeLocked(now), !fresh && h.anyMayProbeLocked(now):
 		h.stop.probes++
 		h.stop.fresh = h.stop.fresh || fresh
-		return Probe
+		return admitProbe
 	}
-	return Gated
+	return admitGated
 }
 
 func (h *health) anyMayProbeLocked(now time.Time) bool {
-	return h.stop.cond != ConditionNone && !now.Before(h.paused) && h.stop.probes == 0 && !now.Before(h.stop.nextProbe)
+	return h.stop.cond != conditionNone && !now.Before(h.paused) && h.stop.probes == 0 && !now.Before(h.stop.nextProbe)
 }
 
 func (h *health) freshMayProbeLocked(now time.Time) bool {
-	return h.stop.cond != ConditionNone && !now.Before(h.paused) && !h.stop.fresh && (!now.Before(h.stop.nextProbe) || !h.stop.proven)
+	return h.stop.cond != conditionNone && !now.Before(h.paused) && !h.stop.fresh && (!now.Before(h.stop.nextProbe) || !h.stop.proven)
 }
 
 // probeNow moves the next probe to now: another replica resumed the route,
 // or the consumer's pause ended, so the condition may be over.
 func (h *health) probeNow(now time.Time) {
 	h.mu.Lock()
-	if h.stop.cond != ConditionNone && now.Before(h.stop.nextProbe) {
+	if h.stop.cond != conditionNone && now.Before(h.stop.nextProbe) {
 		h.stop.nextProbe = now
 	}
 	h.mu.Unlock()
@@ -203,7 +203,7 @@ func (h *health) operatorPause(until, now time.Time) {
 	h.mu.Lock()
 	ended := !h.paused.IsZero() && until.IsZero()
 	h.paused = until
-	if ended && h.stop.cond != ConditionNone {
+	if ended && h.stop.cond != conditionNone {
 		h.stop.nextProbe = now
 	}
 	h.mu.Unlock()
@@ -212,42 +212,42 @@ func (h *health) operatorPause(until, now time.Time) {
 // adopt stops a healthy route for cond, which another replica found (its
 // pause of the consumer says so): this replica probes like that one, and
 // resumes with the first probe that gets through anywhere.
-func (h *health) adopt(cond Condition, now time.Time) Transition {
-	if h.s.Disabled || cond == ConditionNone {
-		return NoChange
+func (h *health) adopt(cond condition, now time.Time) transition {
+	if h.s.Disabled || cond == conditionNone {
+		return noChange
 	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	if h.stop.cond != ConditionNone {
-		return NoChange
+	if h.stop.cond != conditionNone {
+		return noChange
 	}
 	h.stop.cond, h.stop.since, h.stop.interval, h.stop.proven = cond, now, h.s.ProbeInterval, true
 	h.stop.cause = StopCause{Error: "another replica stopped the route (the consumer is paused by route health)"}
 	h.stop.nextProbe = now.Add(h.stop.interval)
-	return Tripped
+	return becameStopped
 }
 
-// condition maps an outcome to the route-wide condition it signals on its
+// conditionOf maps an outcome to the route-wide conditionOf it signals on its
 // own, if any. Outages are not in it: one 5xx says nothing about the route;
 // the failures of fresh messages do.
-func condition(c agentapi.Class) Condition {
+func conditionOf(c agentapi.Class) condition {
 	switch c {
 	case agentapi.ClassUnauthorized:
-		return ConditionUnauthorized
+		return conditionUnauthorized
 	case agentapi.ClassConflict:
-		return ConditionNotRunnable
+		return conditionNotRunnable
 	}
-	return ConditionNone
+	return conditionNone
 }
 
-// record takes the outcome of a call made after admit said Admit (probe
-// false) or Probe (probe true).
-func (h *health) record(c callResult, now time.Time) Transition {
+// record takes the outcome of a call made after admit said admitCall (probe
+// false) or admitProbe (probe true).
+func (h *health) record(c callResult, now time.Time) transition {
 	if h.s.Disabled || c.class == agentapi.ClassCanceled {
 		if c.probe {
 			h.cancelProbe(c.fresh)
 		}
-		return NoChange
+		return noChange
 	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
@@ -258,25 +258,25 @@ func (h *health) record(c callResult, now time.Time) Transition {
 	if c.probe {
 		return h.probed(c, now)
 	}
-	if h.stop.cond != ConditionNone {
+	if h.stop.cond != conditionNone {
 		// A call that was in flight when the route stopped: the
 		// condition is already known, and only probes end it.
-		return NoChange
+		return noChange
 	}
-	cond := condition(c.class)
-	if cond == ConditionNone && h.aimd.stopsRoute() {
-		cond = ConditionRateLimited
+	cond := conditionOf(c.class)
+	if cond == conditionNone && h.aimd.stopsRoute() {
+		cond = conditionRateLimited
 	}
-	if cond == ConditionNone && h.detects(c) {
-		cond = ConditionOutage
+	if cond == conditionNone && h.detects(c) {
+		cond = conditionOutage
 	}
-	if cond == ConditionNone {
-		return NoChange
+	if cond == conditionNone {
+		return noChange
 	}
 	h.stop.cond, h.stop.since, h.stop.interval, h.stop.proven = cond, now, h.s.ProbeInterval, true
 	h.stop.cause = causeOf(c)
 	h.stop.nextProbe = now.Add(max(h.stop.interval, min(c.retryAfter, h.s.MaxProbeInterval)))
-	return Tripped
+	return becameStopped
 }
 
 // detects tells the outage detector of a call, as far as it is evidence,
@@ -299,20 +299,20 @@ func (h *health) detects(c callResult) bool {
 // probed takes a probe's outcome. A failed probe of a message that failed
 // before proves nothing new of an outage or a rate limit: a fresh message
 // may probe at once after it.
-func (h *health) probed(c callResult, now time.Time) Transition {
+func (h *health) probed(c callResult, now time.Time) transition {
 	h.endProbeLocked(c.fresh)
-	if h.stop.cond == ConditionNone {
-		return NoChange
+	if h.stop.cond == conditionNone {
+		return noChange
 	}
 	if h.stop.cond.explains(c.class) {
 		h.stop.proven = c.fresh || h.stop.cond.anyMessageShows()
 		h.stop.interval = min(2*h.stop.interval, h.s.MaxProbeInterval)
 		h.stop.nextProbe = now.Add(max(h.stop.interval, min(c.retryAfter, h.s.MaxProbeInterval)))
 		h.stop.cause = causeOf(c)
-		return ProbeFailed
+		return probeFailed
 	}
 	h.resume()
-	return Resumed
+	return resumed
 }
 
 func (h *health) resume() {
@@ -326,14 +326,14 @@ func (h *health) resume() {
 }
 
 // state returns a snapshot.
-func (h *health) state(now time.Time) HealthState {
+func (h *health) state(now time.Time) healthState {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	st := HealthState{
+	st := healthState{
 		Condition: h.stop.cond, Since: h.stop.since, NextProbe: h.stop.nextProbe, Interval: h.stop.interval,
 		Probing: h.stop.probes > 0, AnyMayProbe: h.anyMayProbeLocked(now), FreshMayProbe: h.freshMayProbeLocked(now),
 		Limit: h.aimd.current(), Cause: h.stop.cause, Was: h.was, WasSince: h.wasSince,
-		Throttled: h.stop.cond == ConditionRateLimited || h.aimd.widespread(now, h.s.MinCalls),
+		Throttled: h.stop.cond == conditionRateLimited || h.aimd.widespread(now, h.s.MinCalls),
 	}
 	if calls, timedOut := h.timeouts.counts(now); calls >= int(h.s.MinCalls) && float64(timedOut) >= slowShare*float64(calls) {
 		st.SlowAPI = true
@@ -344,7 +344,7 @@ func (h *health) state(now time.Time) HealthState {
 	if h.s.Disabled {
 		st.Limit = h.maxLimit
 	}
-	if h.stop.cond != ConditionNone {
+	if h.stop.cond != conditionNone {
 		// Until the next probe; while one is in flight, the next one
 		// comes an interval after it at the earliest.
 		st.RetryIn = h.stop.nextProbe.Sub(now)

@@ -28,7 +28,7 @@ func probe(c callResult) callResult         { c.probe = true; return c }
 func calls(t *testing.T, h *health, n int, c callResult, now time.Time) (tripped int) {
 	t.Helper()
 	for range n {
-		if h.record(c, now) == Tripped {
+		if h.record(c, now) == becameStopped {
 			tripped++
 		}
 	}
@@ -41,10 +41,10 @@ func TestHealthOutageNeedsAShareOfAtLeastMinCallsOfFreshMessages(t *testing.T) {
 	if calls(t, h, 9, fresh(agentapi.ClassServerError), at(0)) != 0 {
 		t.Fatal("tripped on 9 calls, under min_calls 10")
 	}
-	if h.record(fresh(agentapi.ClassServerError), at(0)) != Tripped {
+	if h.record(fresh(agentapi.ClassServerError), at(0)) != becameStopped {
 		t.Fatal("10 failures of 10 fresh messages did not trip")
 	}
-	if st := h.state(at(0)); st.Condition != ConditionOutage || st.NextProbe != at(time.Second) {
+	if st := h.state(at(0)); st.Condition != conditionOutage || st.NextProbe != at(time.Second) {
 		t.Errorf("state %+v, want outage with a probe in 1s", st)
 	}
 
@@ -75,7 +75,7 @@ func TestHealthRetriesOfFailingMessagesNeverStopTheRoute(t *testing.T) {
 			t.Fatalf("retries of failing messages tripped the route after %d rounds", i)
 		}
 	}
-	if h.state(at(time.Minute)).Condition != ConditionNone {
+	if h.state(at(time.Minute)).Condition != conditionNone {
 		t.Error("the route stopped")
 	}
 }
@@ -106,13 +106,13 @@ func TestHealthAnswersOfTheAPIAreNoOutage(t *testing.T) {
 
 func TestHealthTokenAndAgentConditionsTripAtOnce(t *testing.T) {
 	t.Parallel()
-	for class, want := range map[agentapi.Class]Condition{
-		agentapi.ClassUnauthorized: ConditionUnauthorized,
-		agentapi.ClassConflict:     ConditionNotRunnable,
+	for class, want := range map[agentapi.Class]condition{
+		agentapi.ClassUnauthorized: conditionUnauthorized,
+		agentapi.ClassConflict:     conditionNotRunnable,
 	} {
 		for _, c := range []callResult{fresh(class), retry(class)} {
 			h := newTestHealth()
-			if h.record(c, at(0)) != Tripped {
+			if h.record(c, at(0)) != becameStopped {
 				t.Errorf("%s (fresh %v) did not trip", class, c.fresh)
 			}
 			if got := h.state(at(0)).Condition; got != want {
@@ -147,13 +147,13 @@ func TestHealthGateAdmitsOneProbeWhenDue(t *testing.T) {
 	t.Parallel()
 	h := newTestHealth()
 	h.record(fresh(agentapi.ClassConflict), at(0))
-	if got := h.admit(at(500*time.Millisecond), true); got != Gated {
+	if got := h.admit(at(500*time.Millisecond), true); got != admitGated {
 		t.Fatalf("admit before the probe is due = %v, want Gated", got)
 	}
-	if got := h.admit(at(time.Second), true); got != Probe {
+	if got := h.admit(at(time.Second), true); got != admitProbe {
 		t.Fatalf("admit when due = %v, want Probe", got)
 	}
-	if got := h.admit(at(time.Second), true); got != Gated {
+	if got := h.admit(at(time.Second), true); got != admitGated {
 		t.Errorf("a second call while the probe is in flight = %v, want Gated", got)
 	}
 	if st := h.state(at(time.Second)); !st.Probing || st.RetryIn != time.Second {
@@ -169,10 +169,10 @@ func TestHealthFailedProbesDoubleTheIntervalUpToTheCap(t *testing.T) {
 	var intervals []time.Duration
 	for range 5 {
 		now = h.state(now).NextProbe
-		if h.admit(now, true) != Probe {
+		if h.admit(now, true) != admitProbe {
 			t.Fatalf("no probe at %v", now)
 		}
-		if tr := h.record(probe(fresh(agentapi.ClassTimeout)), now); tr != ProbeFailed {
+		if tr := h.record(probe(fresh(agentapi.ClassTimeout)), now); tr != probeFailed {
 			t.Fatalf("failed probe gave %v", tr)
 		}
 		intervals = append(intervals, h.state(now).NextProbe.Sub(now))
@@ -191,21 +191,21 @@ func TestHealthFirstSuccessfulProbeResumesAtFullSpeed(t *testing.T) {
 	h := newTestHealth()
 	calls(t, h, 10, fresh(agentapi.ClassServerError), at(0))
 	h.admit(at(time.Second), true)
-	if tr := h.record(probe(fresh(agentapi.ClassAccepted)), at(time.Second)); tr != Resumed {
+	if tr := h.record(probe(fresh(agentapi.ClassAccepted)), at(time.Second)); tr != resumed {
 		t.Fatalf("successful probe gave %v, want Resumed", tr)
 	}
 	st := h.state(at(time.Second))
-	if st.Condition != ConditionNone || st.Limit != 64 || st.Was != ConditionOutage || st.WasSince != t0 {
+	if st.Condition != conditionNone || st.Limit != 64 || st.Was != conditionOutage || st.WasSince != t0 {
 		t.Errorf("after resume: %+v", st)
 	}
-	if h.admit(at(time.Second), true) != Admit {
+	if h.admit(at(time.Second), true) != admitCall {
 		t.Error("resumed route does not admit calls")
 	}
 	// A probe that meets a 4xx of the message's own also shows the API is
 	// back.
 	h.record(fresh(agentapi.ClassUnauthorized), at(2*time.Second))
 	h.admit(at(3*time.Second), true)
-	if tr := h.record(probe(fresh(agentapi.ClassNotFound)), at(3*time.Second)); tr != Resumed {
+	if tr := h.record(probe(fresh(agentapi.ClassNotFound)), at(3*time.Second)); tr != resumed {
 		t.Errorf("a 404 probe after a 401 condition gave %v, want Resumed", tr)
 	}
 }
@@ -228,7 +228,7 @@ func TestHealthFlappingAPIStartsEachEpisodeAfresh(t *testing.T) {
 		h.record(probe(fresh(agentapi.ClassTimeout)), now) // one failed probe
 		now = now.Add(2 * time.Second)
 		h.admit(now, true)
-		if h.record(probe(fresh(agentapi.ClassAccepted)), now) != Resumed {
+		if h.record(probe(fresh(agentapi.ClassAccepted)), now) != resumed {
 			t.Fatalf("episode %d: did not resume", episode)
 		}
 		if calls(t, h, 9, fresh(agentapi.ClassServerError), now) != 0 {
@@ -245,10 +245,10 @@ func TestHealthCallsInFlightAtTheTripDoNotResume(t *testing.T) {
 	t.Parallel()
 	h := newTestHealth()
 	h.record(fresh(agentapi.ClassConflict), at(0))
-	if tr := h.record(fresh(agentapi.ClassAccepted), at(10*time.Millisecond)); tr != NoChange {
+	if tr := h.record(fresh(agentapi.ClassAccepted), at(10*time.Millisecond)); tr != noChange {
 		t.Errorf("an in-flight call's success gave %v", tr)
 	}
-	if h.state(at(10*time.Millisecond)).Condition != ConditionNotRunnable {
+	if h.state(at(10*time.Millisecond)).Condition != conditionNotRunnable {
 		t.Error("condition ended without a probe")
 	}
 }
@@ -264,13 +264,13 @@ func TestHealthOutageProbedOnlyByMessagesThatFailedBefore(t *testing.T) {
 	for range 4 {
 		now = h.state(now).NextProbe
 		h.admit(now, true)
-		if tr := h.record(probe(retry(agentapi.ClassServerError)), now); tr != ProbeFailed {
+		if tr := h.record(probe(retry(agentapi.ClassServerError)), now); tr != probeFailed {
 			t.Fatalf("a failed probe of a message that failed before gave %v", tr)
 		}
 	}
 	now = h.state(now).NextProbe
 	h.admit(now, true)
-	if h.record(probe(retry(agentapi.ClassAccepted)), now) != Resumed {
+	if h.record(probe(retry(agentapi.ClassAccepted)), now) != resumed {
 		t.Error("a successful probe did not resume the route")
 	}
 }
@@ -283,16 +283,16 @@ func TestHealthOnlyFreshProbesProveAnOutage(t *testing.T) {
 	t.Parallel()
 	h := newTestHealth()
 	calls(t, h, 10, fresh(agentapi.ClassServerError), at(0))
-	if h.admit(at(time.Second), false) != Probe {
+	if h.admit(at(time.Second), false) != admitProbe {
 		t.Fatal("no probe when due")
 	}
-	if h.admit(at(time.Second), false) != Gated {
+	if h.admit(at(time.Second), false) != admitGated {
 		t.Error("a second probe of a failed message beside the first")
 	}
-	if h.admit(at(1100*time.Millisecond), true) != Probe {
+	if h.admit(at(1100*time.Millisecond), true) != admitProbe {
 		t.Error("a fresh message may not probe beside a failed one's probe")
 	}
-	if h.admit(at(1200*time.Millisecond), true) != Gated {
+	if h.admit(at(1200*time.Millisecond), true) != admitGated {
 		t.Error("two fresh probes at once")
 	}
 	h.record(probe(retry(agentapi.ClassServerError)), at(1500*time.Millisecond))
@@ -345,7 +345,7 @@ func TestHealthRateLimitIsAIMDOnTheShareOfFreshMessages(t *testing.T) {
 	if got := h.state(at(0)).Limit; got != 17 {
 		t.Errorf("limit after a round of successes = %d, want 17 (about one more per round)", got)
 	}
-	if h.state(at(3*time.Second)).Condition != ConditionNone {
+	if h.state(at(3*time.Second)).Condition != conditionNone {
 		t.Error("429s with room to slow down stopped the route")
 	}
 
@@ -372,7 +372,7 @@ func TestHealthRateLimitAtConcurrencyOneStopsTheRoute(t *testing.T) {
 	t.Parallel()
 	h := newHealth(BreakerSettings{}, 1)
 	n := 0
-	for h.record(callResult{class: agentapi.ClassRateLimited, fresh: true, retryAfter: 3 * time.Second}, at(0)) != Tripped {
+	for h.record(callResult{class: agentapi.ClassRateLimited, fresh: true, retryAfter: 3 * time.Second}, at(0)) != becameStopped {
 		if n++; n > 100 {
 			t.Fatal("429 on every call at concurrency one never stopped the route")
 		}
@@ -381,7 +381,7 @@ func TestHealthRateLimitAtConcurrencyOneStopsTheRoute(t *testing.T) {
 		t.Errorf("stopped after %d 429s, want %d", n+1, rateLimitGateStreak)
 	}
 	st := h.state(at(0))
-	if st.Condition != ConditionRateLimited {
+	if st.Condition != conditionRateLimited {
 		t.Fatalf("state %+v, want rate_limited", st)
 	}
 	if wait := st.NextProbe.Sub(at(0)); wait != 3*time.Second {
@@ -397,7 +397,7 @@ func TestHealthOneMessagesRateLimitNeverStopsTheRoute(t *testing.T) {
 	h := newHealth(BreakerSettings{}, 1)
 	h.record(callResult{class: agentapi.ClassRateLimited, fresh: true}, at(0))
 	for i := range 100 {
-		if h.record(retry(agentapi.ClassRateLimited), at(time.Duration(i)*time.Second)) == Tripped {
+		if h.record(retry(agentapi.ClassRateLimited), at(time.Duration(i)*time.Second)) == becameStopped {
 			t.Fatalf("the retries of one message stopped the route after %d", i)
 		}
 	}
@@ -408,7 +408,7 @@ func TestHealthDisabledAdmitsEverything(t *testing.T) {
 	h := newHealth(BreakerSettings{Disabled: true}, 8)
 	calls(t, h, 100, fresh(agentapi.ClassServerError), at(0))
 	h.record(fresh(agentapi.ClassUnauthorized), at(0))
-	if h.admit(at(0), true) != Admit || h.state(at(0)).Condition != ConditionNone || h.state(at(0)).Limit != 8 {
+	if h.admit(at(0), true) != admitCall || h.state(at(0)).Condition != conditionNone || h.state(at(0)).Limit != 8 {
 		t.Errorf("disabled health gated: %+v", h.state(at(0)))
 	}
 }
@@ -419,12 +419,12 @@ func TestHealthOperatorPauseAdmitsNothingNotEvenProbes(t *testing.T) {
 	t.Parallel()
 	h := newTestHealth()
 	h.operatorPause(at(time.Hour), at(0))
-	if h.admit(at(time.Second), true) != Gated {
+	if h.admit(at(time.Second), true) != admitGated {
 		t.Error("a healthy route admitted a call while paused by an operator")
 	}
 	h.record(fresh(agentapi.ClassConflict), at(0))
 	for _, d := range []time.Duration{time.Second, 10 * time.Second, 59 * time.Minute} {
-		if h.admit(at(d), true) != Gated {
+		if h.admit(at(d), true) != admitGated {
 			t.Fatalf("a probe at %v while paused by an operator", d)
 		}
 	}
@@ -432,7 +432,7 @@ func TestHealthOperatorPauseAdmitsNothingNotEvenProbes(t *testing.T) {
 	if st := h.state(at(time.Hour)); !st.OperatorPause.IsZero() || st.NextProbe != at(time.Hour) {
 		t.Errorf("after the pause: %+v, want a probe at once", st)
 	}
-	if h.admit(at(time.Hour), true) != Probe {
+	if h.admit(at(time.Hour), true) != admitProbe {
 		t.Error("no probe once the operator's pause ended")
 	}
 }
@@ -442,7 +442,7 @@ func TestHealthOperatorPauseAdmitsNothingNotEvenProbes(t *testing.T) {
 func TestAutoPauseMarkNamesTheCondition(t *testing.T) {
 	t.Parallel()
 	at := time.Date(2026, 1, 1, 0, 0, 0, 999_000_000, time.UTC)
-	for _, c := range Conditions()[1:] {
+	for _, c := range conditions()[1:] {
 		until := autoPauseUntil(at, c)
 		if !isAutoPause(until) || !until.After(at) || pauseCondition(until) != c {
 			t.Errorf("%s: autoPauseUntil = %v, auto %v, condition %q", c, until, isAutoPause(until), pauseCondition(until))
@@ -452,7 +452,7 @@ func TestAutoPauseMarkNamesTheCondition(t *testing.T) {
 		t.Error("an operator's whole-second pause taken for agentrelay's")
 	}
 	legacy := time.Date(2026, 1, 1, 0, 30, 0, legacyAutoPauseNanos, time.UTC)
-	if !isAutoPause(legacy) || pauseCondition(legacy) != ConditionOutage {
+	if !isAutoPause(legacy) || pauseCondition(legacy) != conditionOutage {
 		t.Error("an earlier version's pause is not read as route health's outage")
 	}
 }

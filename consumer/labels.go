@@ -26,10 +26,10 @@ func knownLabels() observe.KnownLabels {
 		Errors:    []string{string(agentapi.ClassTimeout), string(agentapi.ClassNetwork)},
 		SettleOps: []string{"ack", "nak", "term", "in_progress"},
 	}
-	for _, c := range Conditions() {
+	for _, c := range conditions() {
 		k.States = append(k.States, c.String())
-		if c != ConditionNone {
-			for _, t := range []Transition{Tripped, ProbeFailed, Resumed} {
+		if c != conditionNone {
+			for _, t := range []transition{becameStopped, probeFailed, resumed} {
 				k.Transitions = append(k.Transitions, [2]string{t.String(), c.String()})
 			}
 		}

@@ -131,7 +131,7 @@ func (o *ordered) delivered(id, pin string, sent time.Time) {
 func (o *ordered) fresh(now time.Time) bool {
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	return o.pin != "" && now.Before(o.confirmedAt.Add(OrderPinnedTTL-pinMargin))
+	return o.pin != "" && now.Before(o.confirmedAt.Add(orderPinnedTTL-pinMargin))
 }
 
 // lost is told by the puller that another replica may hold the pin now:
@@ -253,7 +253,7 @@ func (o *ordered) onRetry(act Action) (bool, Action) {
 	if act.Verdict != verdict.Retry {
 		return false, act
 	}
-	if InPlace(act) && o.waitInPlace(act.Delay) {
+	if inPlace(act) && o.waitInPlace(act.Delay) {
 		return true, act
 	}
 	return false, handBackAtOnce()
@@ -323,7 +323,7 @@ func (o *ordered) plan(base pullPlan, stopped bool) pullPlan {
 		base = pullPlan{limit: window, lowMark: max(1, window/4)}
 	}
 	base.lookahead = 0 // it holds what it gets anyway
-	base.keepPin = OrderPinnedTTL / 3
+	base.keepPin = orderPinnedTTL / 3
 	return base
 }
 

@@ -164,8 +164,8 @@ var (
 
 // stopped reports whether the route takes no calls but probes: a
 // route-wide condition holds, or an operator paused the consumer.
-func (hs HealthState) stopped() bool {
-	return hs.Condition != ConditionNone || !hs.OperatorPause.IsZero()
+func (hs healthState) stopped() bool {
+	return hs.Condition != conditionNone || !hs.OperatorPause.IsZero()
 }
 
 // awaitTurn waits at the gate until the route resumes, w is chosen to
@@ -179,7 +179,7 @@ func (rn *runner) awaitTurn(w *waiter) turn {
 			return turnResumed
 		case !hs.OperatorPause.IsZero():
 			return turnPaused
-		case rn.gate.chosen(w, hs, now, hs.Interval) && rn.health.admit(now, w.isFresh(rn.gate)) == Probe:
+		case rn.gate.chosen(w, hs, now, hs.Interval) && rn.health.admit(now, w.isFresh(rn.gate)) == admitProbe:
 			return turnProbe
 		}
 		wait := hs.NextProbe.Sub(now)
@@ -208,7 +208,7 @@ func (rn *runner) awaitTurn(w *waiter) turn {
 // the route is stopped: it waits there for the next probe, or, when it
 // failed here before, its own backoff and a probe interval more, so that
 // the messages pulled to probe with are fresh ones.
-func (rn *runner) wayBack(d *delivery, hs HealthState) Outcome {
+func (rn *runner) wayBack(d *delivery, hs healthState) Outcome {
 	wait := hs.RetryIn
 	if !rn.fresh(d) {
 		wait = max(wait, Backoff(rn.route.Retry, max(d.attempts.Failed, 1), 0, 1)) + rn.route.Breaker.MaxProbeInterval
@@ -236,7 +236,7 @@ func (rn *runner) callOnce(d *delivery, probe bool) (out Outcome, stopped bool) 
 	rn.transition(tr, out, fresh)
 	hs := rn.health.state(now)
 	switch {
-	case hs.Condition != ConditionNone && hs.Condition.explains(out.Class):
+	case hs.Condition != conditionNone && hs.Condition.explains(out.Class):
 		out.RouteWide, stopped = true, true
 	case out.Class == agentapi.ClassRateLimited && hs.Throttled:
 		out.RouteWide = true // many messages meet 429s: the route's, not this one's

@@ -123,7 +123,7 @@ func newPuller(e *engine, js jetstream.JetStream, route Route, o Options, p pins
 	if g, _ := p.group(); g != "" {
 		// The owner of an ordered route keeps its pin by pulling: a pull
 		// must go out well within the pinned TTL, even when idle.
-		pl.expiry = max(min(pl.expiry, OrderPinnedTTL/2), 2*pl.heartbeat+time.Second)
+		pl.expiry = max(min(pl.expiry, orderPinnedTTL/2), 2*pl.heartbeat+time.Second)
 	}
 	return pl
 }

@@ -29,9 +29,9 @@ const (
 	DefaultLagInterval   = 10 * time.Second
 )
 
-// MinServerVersion is the oldest nats-server the relay runs against:
+// minServerVersion is the oldest nats-server the relay runs against:
 // TermWithReason is ignored (the message is NOT terminated) before 2.10.4.
-const MinServerVersion = "2.10.4"
+const minServerVersion = "2.10.4"
 
 // Options configure a Relay. The zero value of each field means its default.
 type Options struct {
@@ -178,8 +178,8 @@ func (r *Relay) Setup(ctx context.Context) error {
 }
 
 func (r *Relay) setup(ctx context.Context) error {
-	if v := r.js.Conn().ConnectedServerVersion(); v != "" && !versionAtLeast(v, MinServerVersion) {
-		return fmt.Errorf("nats-server %s is too old: agentrelay needs %s or later (TermWithReason)", v, MinServerVersion)
+	if v := r.js.Conn().ConnectedServerVersion(); v != "" && !versionAtLeast(v, minServerVersion) {
+		return fmt.Errorf("nats-server %s is too old: agentrelay needs %s or later (TermWithReason)", v, minServerVersion)
 	}
 	var errs []error
 	if err := withRetry(ctx, r.dl.Ensure); err != nil {

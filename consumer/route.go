@@ -41,10 +41,10 @@ const (
 // hot standbys.
 const orderGroup = "agentrelay"
 
-// OrderPinnedTTL is how long an ordered route's owner may go without a pull
+// orderPinnedTTL is how long an ordered route's owner may go without a pull
 // before the server hands the route to another replica. It bounds how long a
 // crashed owner's keys wait, with AckWait for the messages it held.
-const OrderPinnedTTL = 5 * time.Second
+const orderPinnedTTL = 5 * time.Second
 
 // Route defaults.
 const (
@@ -175,7 +175,7 @@ func (r Route) ConsumerConfig() jetstream.ConsumerConfig {
 	if r.Ordering == OrderByConversationKey {
 		cfg.PriorityPolicy = jetstream.PriorityPolicyPinned
 		cfg.PriorityGroups = []string{orderGroup}
-		cfg.PinnedTTL = OrderPinnedTTL
+		cfg.PinnedTTL = orderPinnedTTL
 		cfg.Metadata["agentrelay_ordering"] = string(r.Ordering)
 	}
 	switch len(r.Subjects) {

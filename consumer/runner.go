@@ -132,7 +132,7 @@ func (rn *runner) plan(now time.Time) pullPlan {
 	return rn.policy.plan(pl, stopped)
 }
 
-func (rn *runner) probePlan(hs HealthState, now time.Time) pullPlan {
+func (rn *runner) probePlan(hs healthState, now time.Time) pullPlan {
 	if !hs.OperatorPause.IsZero() || rn.gate.hasFresh() || !hs.FreshMayProbe {
 		if wait := hs.NextProbe.Sub(now); wait > 0 && hs.OperatorPause.IsZero() {
 			return pullPlan{none: true, wait: wait}
@@ -146,14 +146,14 @@ func (rn *runner) probePlan(hs HealthState, now time.Time) pullPlan {
 
 // transition makes a health transition visible and acts on it fleet-wide.
 // fresh says whether the call behind it was a fresh message's.
-func (rn *runner) transition(tr Transition, out Outcome, fresh bool) {
-	if tr == NoChange {
+func (rn *runner) transition(tr transition, out Outcome, fresh bool) {
+	if tr == noChange {
 		return
 	}
 	now := time.Now()
 	hs := rn.health.state(now)
 	cond := hs.Condition
-	if tr == Resumed {
+	if tr == resumed {
 		cond = hs.Was
 	}
 	rn.m.SetHealth(hs.Condition.String(), conditionLabels())
@@ -163,29 +163,29 @@ func (rn *runner) transition(tr Transition, out Outcome, fresh bool) {
 		attrs = append(attrs, "status", out.Status)
 	}
 	switch tr {
-	case Tripped:
+	case becameStopped:
 		rn.log.Warn("route stopped: route-wide condition; probing with single events", append(attrs, "next_probe_in", hs.RetryIn)...)
-	case ProbeFailed:
+	case probeFailed:
 		rn.log.Info("probe failed; route stays stopped", append(attrs, "next_probe_in", hs.RetryIn, "probe_was_fresh", fresh,
 			"stopped_for", now.Sub(hs.Since).Round(time.Millisecond))...)
-	case Resumed:
+	case resumed:
 		rn.log.Info("probe succeeded: route resumed", append(attrs, "stopped_for", now.Sub(hs.WasSince).Round(time.Millisecond))...)
 	}
 	// A failed probe proves an outage or a rate limit again only when it
 	// was a fresh message's: the pause is extended then, and otherwise
 	// lapses, so that a fresh message can be pulled to probe with.
-	rn.fleet.apply(tr, hs, tr != ProbeFailed || fresh || hs.Condition.anyMessageShows())
+	rn.fleet.apply(tr, hs, tr != probeFailed || fresh || hs.Condition.anyMessageShows())
 	rn.notify()
 }
 
 // adopt stops the route for cond, found by another replica: without
 // pausing the consumer again (it is paused).
-func (rn *runner) adopt(cond Condition) {
-	if rn.health.adopt(cond, time.Now()) != Tripped {
+func (rn *runner) adopt(cond condition) {
+	if rn.health.adopt(cond, time.Now()) != becameStopped {
 		return
 	}
 	rn.m.SetHealth(cond.String(), conditionLabels())
-	rn.m.HealthTransition(Tripped.String(), cond.String())
+	rn.m.HealthTransition(becameStopped.String(), cond.String())
 	rn.log.Warn("route stopped: another replica found a route-wide condition; probing with single events", "condition", cond.String())
 	rn.notify()
 }
@@ -223,7 +223,7 @@ func (rn *runner) status(maxKeys int) RouteStatus {
 	hs := rn.health.state(now)
 	st := RouteStatus{Route: rn.route.Name, Health: hs.Condition.String(), Limit: min(rn.route.MaxInFlight, hs.Limit),
 		InFlight: rn.eng.active(), Ordered: rn.policy.status(maxKeys)}
-	if hs.Condition != ConditionNone {
+	if hs.Condition != conditionNone {
 		cause := hs.Cause
 		st.Cause, st.Since, st.NextProbe, st.ProbeKey = &cause, hs.Since, hs.NextProbe, rn.gate.probeKey()
 	}

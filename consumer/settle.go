@@ -90,7 +90,7 @@ func (rn *runner) deadLetter(d *delivery, out Outcome, act Action) (Action, Outc
 		}
 		rn.m.DeadLetterFailed(rn.ledger.letterRefused(d.seq()))
 		out.Err = withLetterError(out.Err, err)
-		again, carried := rn.policy.onRetry(AfterLetterRefused(d.attempts, rn.route.Retry, rn.relay.opts.Jitter()))
+		again, carried := rn.policy.onRetry(afterLetterRefused(d.attempts, rn.route.Retry, rn.relay.opts.Jitter()))
 		if again {
 			rn.logSettled(slog.LevelError, "dead-letter publish failed; holding the ordered event and retrying", d, out, act, nil)
 			d.span.event("dead-letter publish failed; holding the ordered event", out)

@@ -26,8 +26,8 @@ import (
 // routeTracing, and every helper here is a nil check and nothing more: no
 // header is read and nothing is allocated.
 
-// TracerName is the instrumentation scope of the relay's spans.
-const TracerName = "github.com/agentrelay/agentrelay/consumer"
+// tracerName is the instrumentation scope of the relay's spans.
+const tracerName = "github.com/agentrelay/agentrelay/consumer"
 
 // routeTracing is a route's tracer and the attributes every span of the
 // route has, built once. nil when tracing is off.
@@ -45,7 +45,7 @@ func newRouteTracing(tp trace.TracerProvider, rt Route) *routeTracing {
 	}
 	id := rt.Agent.ID().String()
 	t := &routeTracing{
-		tracer: tp.Tracer(TracerName),
+		tracer: tp.Tracer(tracerName),
 		// Messaging conventions: "{operation} {destination}". The route
 		// stands for the destination: a subject can hold ids, a route
 		// name cannot.
