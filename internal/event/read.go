@@ -122,7 +122,7 @@ func (c Contract) Read(ctx context.Context, m Message) Decoded {
 		d.Event.Input = text
 	}
 	if c.Mapping != nil {
-		ev := mapping.Event{Subject: m.Subject, Header: m.Header}
+		ev := mapping.Event{Subject: m.Subject, Header: m.Header, MaxInput: c.MaxInputBytes}
 		if ce != nil {
 			ev.CE = ce.Attributes
 		}
@@ -156,7 +156,10 @@ func (c Contract) Read(ctx context.Context, m Message) Decoded {
 			}
 			d.TriggerID = id
 		}
-		if err != nil {
+		switch {
+		case errors.Is(err, mapping.ErrInputTooLarge):
+			return d.poison(deadletter.ReasonInputTooLarge, err)
+		case err != nil:
 			return d.poison(deadletter.ReasonMappingFailed, err)
 		}
 		if r.HasInput {

@@ -168,6 +168,11 @@ func TestMappedInputOverTheLimitIsPoisonNotTruncated(t *testing.T) {
 	if d := read(c, event.Message{Data: []byte(`{"a":"` + strings.Repeat("x", 32) + `"}`)}); d.Reason != "" || len(d.Event.Input) != 64 {
 		t.Fatalf("64-byte input, limit 64: %+v", d)
 	}
+	// The whole event as the input, formatted as JSON: the same rule.
+	whole := event.Contract{MaxInputBytes: 64, Mapping: compile(t, mapping.Spec{Input: `data`})}
+	if d := read(whole, event.Message{Data: []byte(`{"a":"` + strings.Repeat("x", 80) + `"}`)}); d.Reason != deadletter.ReasonInputTooLarge || d.Event.Input != "" {
+		t.Fatalf("an 88-byte JSON input, limit 64: %+v", d)
+	}
 }
 
 func TestCloudEventMappedFromAttributesAndData(t *testing.T) {

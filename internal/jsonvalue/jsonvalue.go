@@ -14,6 +14,7 @@
 package jsonvalue
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"math"
@@ -69,8 +70,14 @@ func ParseObject(data []byte) ([]Member, error) {
 		return nil, fmt.Errorf("%w: not a JSON object", ErrSyntax)
 	}
 	var members []Member
-	err := p.object(0, func(key string, start int, v any) {
+	err := p.object(0, func(key string, start int, v any) bool {
+		for _, m := range members {
+			if m.Key == key {
+				return false
+			}
+		}
 		members = append(members, Member{Key: key, Value: v, Raw: data[start:p.i]})
+		return true
 	})
 	if err != nil {
 		return nil, err
@@ -109,7 +116,13 @@ func (p *parser) value(depth int) (any, error) {
 	switch c := p.data[p.i]; {
 	case c == '{':
 		m := map[string]any{}
-		err := p.object(depth, func(key string, _ int, v any) { m[key] = v })
+		err := p.object(depth, func(key string, _ int, v any) bool {
+			if _, dup := m[key]; dup {
+				return false
+			}
+			m[key] = v
+			return true
+		})
 		return m, err
 	case c == '[':
 		return p.array(depth)
@@ -137,8 +150,9 @@ func (p *parser) literal(word string) error {
 
 // object parses an object at p.i, calling add with each member's key, the
 // offset its value starts at and its value; p.i is then just after the
-// value.
-func (p *parser) object(depth int, add func(key string, start int, v any)) error {
+// value. add reports false for a key the object already has: the objects
+// being built are their own record of the keys seen.
+func (p *parser) object(depth int, add func(key string, start int, v any) bool) error {
 	if depth >= MaxDepth {
 		return p.fail(fmt.Sprintf("nested deeper than %d", MaxDepth))
 	}
@@ -148,7 +162,6 @@ func (p *parser) object(depth int, add func(key string, start int, v any)) error
 		p.i++
 		return nil
 	}
-	var seen map[string]struct{}
 	for {
 		if p.i >= len(p.data) || p.data[p.i] != '"' {
 			return p.fail("expected a string key")
@@ -158,14 +171,6 @@ func (p *parser) object(depth int, add func(key string, start int, v any)) error
 		if err != nil {
 			return err
 		}
-		if seen == nil {
-			seen = make(map[string]struct{}, 8)
-		}
-		if _, dup := seen[key]; dup {
-			p.i = keyAt
-			return p.fail(fmt.Sprintf("the key %s appears more than once", quoteShort(key)))
-		}
-		seen[key] = struct{}{}
 		p.skipWS()
 		if p.i >= len(p.data) || p.data[p.i] != ':' {
 			return p.fail("expected ':'")
@@ -177,7 +182,10 @@ func (p *parser) object(depth int, add func(key string, start int, v any)) error
 		if err != nil {
 			return err
 		}
-		add(key, start, v)
+		if !add(key, start, v) {
+			p.i = keyAt
+			return p.fail(fmt.Sprintf("the key %s appears more than once", quoteShort(key)))
+		}
 		p.skipWS()
 		if p.i >= len(p.data) {
 			return p.fail("unexpected end in an object")
@@ -234,6 +242,11 @@ func (p *parser) array(depth int) (any, error) {
 func (p *parser) str() (string, error) {
 	p.i++
 	start := p.i
+	// Eight bytes at a time to the first that is a quote, a backslash or a
+	// control character: most of a string's bytes are none of these.
+	for p.i+8 <= len(p.data) && !special(binary.LittleEndian.Uint64(p.data[p.i:])) {
+		p.i += 8
+	}
 	for p.i < len(p.data) {
 		switch c := p.data[p.i]; {
 		case c == '"':
@@ -248,6 +261,16 @@ func (p *parser) str() (string, error) {
 		p.i++
 	}
 	return "", p.fail("unterminated string")
+}
+
+// special reports whether any of the eight bytes in w is '"', '\\' or a
+// control character (below 0x20), with the classic bit tricks: a byte b is
+// below n when (b - n) borrows into its high bit while b's high bit is
+// clear; it equals c when b ^ c is below 1.
+func special(w uint64) bool {
+	const ones, highs = 0x0101010101010101, 0x8080808080808080
+	below := func(x uint64, n uint64) uint64 { return (x - ones*n) & ^x & highs }
+	return below(w, 0x20)|below(w^(ones*'"'), 1)|below(w^(ones*'\\'), 1) != 0
 }
 
 func (p *parser) unescape(start int) (string, error) {

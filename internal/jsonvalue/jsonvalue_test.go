@@ -163,3 +163,22 @@ func BenchmarkParse2KiB(b *testing.B) {
 		}
 	})
 }
+
+// special agrees with the byte-by-byte rule on every word tried: each byte
+// value in each position, among ordinary bytes.
+func TestSpecialFindsEveryQuoteBackslashAndControl(t *testing.T) {
+	for pos := 0; pos < 8; pos++ {
+		for c := 0; c < 256; c++ {
+			b := []byte("abcdefgh")
+			b[pos] = byte(c)
+			w := uint64(0)
+			for i := 7; i >= 0; i-- {
+				w = w<<8 | uint64(b[i])
+			}
+			want := c < 0x20 || c == '"' || c == '\\'
+			if got := special(w); got != want {
+				t.Fatalf("byte %#x at %d: special = %v", c, pos, got)
+			}
+		}
+	}
+}

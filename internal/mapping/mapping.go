@@ -39,6 +39,7 @@ import (
 	"strings"
 
 	"github.com/google/cel-go/cel"
+	celast "github.com/google/cel-go/common/ast"
 	"github.com/google/cel-go/common/types"
 	"github.com/google/cel-go/common/types/ref"
 	"github.com/google/cel-go/common/types/traits"
@@ -112,6 +113,7 @@ type uses struct{ data, subject, tokens, headers, ce bool }
 type program struct {
 	field string
 	prg   cel.Program
+	tmpl  *template // nil unless the expression is a template
 }
 
 // Compile parses and type-checks s. The error joins a *FieldError for every
@@ -181,7 +183,8 @@ func newEnv() (*cel.Env, error) {
 		// Templates want format, join, split, lowerAscii, trim and
 		// the like; the version is pinned so that an upgrade of
 		// cel-go cannot change what an expression means.
-		ext.Strings(ext.StringsVersion(4)),
+		// Version 5 is the first whose functions are charged by size.
+		ext.Strings(ext.StringsVersion(5)),
 		// data.?field.orValue("default") for optional fields.
 		cel.OptionalTypes(),
 		// 1 == 1.0, and comparisons of a JSON number whatever its type.
@@ -198,6 +201,9 @@ func compile(env *cel.Env, field, expr string, want func(*cel.Type) bool, what s
 	ast, iss := env.Compile(expr)
 	if iss.Err() != nil {
 		return nil, u, issuesError(iss)
+	}
+	if err := checkCalls(ast.NativeRep().Expr()); err != nil {
+		return nil, u, err
 	}
 	if t := ast.OutputType(); !want(t) {
 		return nil, u, fmt.Errorf("the expression gives %s; it must give %s", typeName(t), what)
@@ -218,13 +224,71 @@ func compile(env *cel.Env, field, expr string, want func(*cel.Type) bool, what s
 	}
 	prg, err := env.Program(ast,
 		cel.CostLimit(MaxCost),
+		cel.CostTracking(sizeCost{}),
 		cel.InterruptCheckFrequency(InterruptEvery),
 		cel.EvalOptions(cel.OptOptimize),
 	)
 	if err != nil {
 		return nil, u, err
 	}
-	return &program{field: field, prg: prg}, u, nil
+	return &program{field: field, prg: prg, tmpl: compileTemplate(ast.NativeRep().Expr())}, u, nil
+}
+
+// sizeCost charges a call that gives a string or bytes by the size of its
+// result, a tenth of its bytes (CEL's own rate for a + b), whatever the
+// operands' declared types. CEL charges by size only the calls it resolved
+// to one overload when it checked the expression: a + b on dyn operands,
+// which every field of an event is, cost 1, and a loop concatenating the
+// event's strings ran out of memory long before the cost limit.
+type sizeCost struct{}
+
+func (sizeCost) CallCost(_, _ string, _ []ref.Val, result ref.Val) *uint64 {
+	var n uint64
+	switch r := result.(type) {
+	case types.String:
+		n = uint64(len(r))
+	case types.Bytes:
+		n = uint64(len(r))
+	default:
+		return nil
+	}
+	n = 1 + n/10
+	return &n
+}
+
+// checkCalls refuses the calls whose single result could be far larger
+// than the event, allocated before any cost is counted: replace and format
+// (a replacement or a formatted list repeated for every match or element),
+// and join but on a list of the event's own (data.tags.join(", ")) with a
+// literal separator, whose result is then no larger than the event plus
+// the separators. Everything else either copies at most its input, or is
+// charged by the size of its result as it runs (see sizeCost).
+func checkCalls(e celast.Expr) error {
+	var err error
+	celast.PreOrderVisit(e, celast.NewExprVisitor(func(x celast.Expr) {
+		if err != nil || x.Kind() != celast.CallKind {
+			return
+		}
+		c := x.AsCall()
+		switch c.FunctionName() {
+		case "replace":
+			err = errors.New("replace() is not available: its result can grow as the square of the event's size")
+		case "format":
+			err = errors.New(`format() is not available: use + ("Ticket " + data.id)`)
+		case "join":
+			if !c.IsMemberFunction() {
+				return
+			}
+			if _, ok := selection(c.Target()); !ok {
+				err = errors.New("join() is only available on a list of the event's (data.tags.join(\", \")), not on a computed one")
+				return
+			}
+			if len(c.Args()) == 1 && c.Args()[0].Kind() != celast.LiteralKind {
+				err = errors.New("join()'s separator must be a literal string")
+			}
+		}
+	}))
+	return err
 }
 
 // issuesError is CEL's compile errors as one line each, with their line
@@ -276,7 +340,14 @@ type Event struct {
 	Header  nats.Header
 	// CE holds a CloudEvent's attributes, nil when there is none.
 	CE map[string]any
+	// MaxInput is the largest input the route takes, in bytes; 0 is no
+	// limit. A map or list is not formatted past it (ErrInputTooLarge).
+	MaxInput int
 }
+
+// ErrInputTooLarge is the error of Eval when the input would be longer than
+// Event.MaxInput: the event is refused whole, never cut to fit.
+var ErrInputTooLarge = errors.New("the input is longer than max_input_bytes")
 
 // Result is what a mapping gave for one event. A field's Has* is false when
 // the mapping does not set that field.
@@ -315,7 +386,7 @@ func (m *Mapping) Eval(ctx context.Context, ev *Event) (Result, error) {
 		if err != nil {
 			return r, err
 		}
-		s, err := inputText(v)
+		s, err := inputText(v, ev.MaxInput)
 		if err != nil {
 			return r, m.input.fail(err)
 		}
@@ -344,6 +415,11 @@ func (m *Mapping) Eval(ctx context.Context, ev *Event) (Result, error) {
 }
 
 func (p *program) eval(ctx context.Context, act *activation) (ref.Val, error) {
+	if p.tmpl != nil {
+		if s, ok := p.tmpl.eval(act.ev); ok {
+			return types.String(s), nil
+		}
+	}
 	v, _, err := p.prg.ContextEval(ctx, act)
 	if err != nil {
 		msg := err.Error()
@@ -391,8 +467,9 @@ func kind(v ref.Val) string {
 
 var jsonValueType = reflect.TypeOf(&structpb.Value{})
 
-// inputText formats an input expression's value.
-func inputText(v ref.Val) (string, error) {
+// inputText formats an input expression's value, at most max bytes of it
+// when max > 0.
+func inputText(v ref.Val, max int) (string, error) {
 	switch x := v.(type) {
 	case types.String:
 		return string(x), nil
@@ -407,6 +484,9 @@ func inputText(v ref.Val) (string, error) {
 	}
 	switch v.(type) {
 	case traits.Mapper, traits.Lister:
+		if max > 0 && jsonSize(v, max) > max {
+			return "", fmt.Errorf("%w (%d bytes) as JSON", ErrInputTooLarge, max)
+		}
 		native, err := v.ConvertToNative(jsonValueType)
 		if err != nil {
 			return "", fmt.Errorf("gives a %s that is not JSON: %w", kind(v), err)
@@ -417,9 +497,57 @@ func inputText(v ref.Val) (string, error) {
 		if err := enc.Encode(native.(*structpb.Value).AsInterface()); err != nil {
 			return "", err
 		}
-		return strings.TrimSuffix(b.String(), "\n"), nil
+		out := strings.TrimSuffix(b.String(), "\n")
+		if max > 0 && len(out) > max {
+			return "", fmt.Errorf("%w (%d bytes) as JSON", ErrInputTooLarge, max)
+		}
+		return out, nil
 	}
 	return "", fmt.Errorf("gives %s, not a string", kind(v))
+}
+
+// jsonSize is a lower bound of the size of v's JSON, counted only until it
+// passes limit: a list of the same long string a million times (a map()
+// over the event builds one cheaply) is refused without being written out.
+func jsonSize(v ref.Val, limit int) int {
+	n := 0
+	var walk func(v ref.Val)
+	walk = func(v ref.Val) {
+		if n > limit {
+			return
+		}
+		switch x := v.(type) {
+		case types.String:
+			n += len(x) + 2
+		case types.Bytes:
+			n += (len(x)+2)/3*4 + 2
+		case traits.Lister:
+			n += 2
+			it := x.Iterator()
+			for first := true; it.HasNext() == types.True && n <= limit; first = false {
+				if !first {
+					n++
+				}
+				walk(it.Next())
+			}
+		case traits.Mapper:
+			n += 2
+			it := x.Iterator()
+			for first := true; it.HasNext() == types.True && n <= limit; first = false {
+				if !first {
+					n++
+				}
+				k := it.Next()
+				n++
+				walk(k)
+				walk(x.Get(k))
+			}
+		default:
+			n++
+		}
+	}
+	walk(v)
+	return n
 }
 
 // activation resolves the variables from an Event, building each only when

@@ -61,7 +61,7 @@ func TestInputValues(t *testing.T) {
 		{`data.customer`, `{"id":"cus_9"}`},
 		{`{"who": headers["X-Tenant"], "what": ce.type, "n": 1}`, `{"n":1,"what":"ticket.created","who":"acme"}`},
 		{`"<b>" + subject + "</b>"`, "<b>agents.agtch_support_eu.events</b>"}, // not HTML-escaped
-		{`"Ticket %s (priority %.1f)".format([data.ticket.id, data.ticket.priority])`, "Ticket T-4711 (priority 2.5)"},
+		{`data.summary.lowerAscii().split(" ")[0] + "!"`, "export!"},
 		{`data.?missing.orValue("no summary")`, "no summary"},
 		{`has(data.summary) ? data.summary.upperAscii() : "none"`, "EXPORT TIMES OUT"},
 		{`data.ticket.tags.join(", ")`, "a, b"},
@@ -110,6 +110,11 @@ func TestCompileErrorsNameTheField(t *testing.T) {
 		{Spec{TriggerID: `tokens`}, FieldTriggerID, "gives list(string); it must give a string"},
 		{Spec{TriggerID: `tokens[1] + 1`}, FieldTriggerID, "no matching overload"},
 		{Spec{Input: strings.Repeat("a", MaxExpressionLen+1)}, FieldInput, "longer than"},
+		// Calls whose one result can be far larger than the event.
+		{Spec{Input: `data.s.replace("a", data.s)`}, FieldInput, "replace() is not available"},
+		{Spec{Input: `"%s".format([data.s])`}, FieldInput, "format() is not available"},
+		{Spec{Input: `data.l.map(x, data.s).join("")`}, FieldInput, "join() is only available on a list of the event's"},
+		{Spec{Input: `data.tags.join(data.s)`}, FieldInput, "separator must be a literal"},
 	} {
 		_, err := Compile(tc.spec)
 		var fe *FieldError
@@ -173,10 +178,16 @@ func TestCostLimitStopsASlowExpression(t *testing.T) {
 	if !errors.Is(err, ErrEval) || !strings.Contains(err.Error(), "exceeded its cost limit") {
 		t.Fatalf("over 1000 items (10^9 iterations): %v, want the cost limit", err)
 	}
-	// Growing a string is costed too.
-	grow := mustCompile(t, Spec{Input: `data.map(x, data.map(y, x + y + x + y).join("")).join("")`})
-	if _, err := grow.Eval(context.Background(), &Event{Data: list(2000)}); !errors.Is(err, ErrEval) || !strings.Contains(err.Error(), "cost limit") {
-		t.Fatalf("building a huge string: %v, want the cost limit", err)
+	// Concatenating the event's strings in a loop is charged by size:
+	// CEL alone charges 1 for a + b on dyn operands, and this one would
+	// allocate 300 × 300 strings of 4 KB (360 MB) well within its limit.
+	long := make([]any, 300)
+	for i := range long {
+		long[i] = strings.Repeat("y", 1000)
+	}
+	grow := mustCompile(t, Spec{Input: `string(data.map(x, data.map(y, x + y + x + y)).size())`})
+	if _, err := grow.Eval(context.Background(), &Event{Data: long}); !errors.Is(err, ErrEval) || !strings.Contains(err.Error(), "cost limit") {
+		t.Fatalf("concatenating in a loop: %v, want the cost limit", err)
 	}
 }
 
@@ -199,5 +210,24 @@ func TestNilMappingMapsNothing(t *testing.T) {
 	var m *Mapping
 	if r, err := m.Eval(context.Background(), &Event{}); err != nil || r != (Result{}) || m.MapsInput() || m.MapsTriggerID() || m.UsesData() {
 		t.Fatalf("nil mapping: %+v, %v", r, err)
+	}
+}
+
+// A map or list input is formatted only within the route's limit: one
+// that would be longer is refused before it is written out, even when a
+// loop made it cheaply out of one long string.
+func TestInputAsJSONWithinTheLimit(t *testing.T) {
+	m := mustCompile(t, Spec{Input: `data`})
+	if r, err := m.Eval(context.Background(), &Event{Data: map[string]any{"a": "b"}, MaxInput: 9}); err != nil || r.Input != `{"a":"b"}` {
+		t.Fatalf("9 bytes, limit 9: %q %v", r.Input, err)
+	}
+	if _, err := m.Eval(context.Background(), &Event{Data: map[string]any{"a": "bc"}, MaxInput: 9}); !errors.Is(err, ErrInputTooLarge) {
+		t.Fatalf("10 bytes, limit 9: %v", err)
+	}
+	bomb := mustCompile(t, Spec{Input: `data.l.map(x, data.s)`})
+	l := make([]any, 5000)
+	ev := &Event{Data: map[string]any{"l": l, "s": strings.Repeat("z", 100_000)}, MaxInput: 256 << 10}
+	if _, err := bomb.Eval(context.Background(), ev); !errors.Is(err, ErrInputTooLarge) {
+		t.Fatalf("5000 × 100 KB as JSON: %v, want ErrInputTooLarge", err)
 	}
 }
