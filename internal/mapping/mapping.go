@@ -15,9 +15,13 @@
 // CEL is typed, has no side effects and no I/O, and its cost is measured as
 // it runs (Kubernetes and Envoy use it for exactly this). Compile parses and
 // type-checks the expressions, so that `config check` and start-up name the
-// field of every mistake; Eval runs them under a cost limit and a time
-// limit, so an expression written (or fed) to be slow ends in an error, not
-// in a stuck route.
+// field of every mistake; Eval runs them under a cost limit (MaxCost, with
+// what they build charged by its size) and checks its context in loops, so
+// an expression written (or fed) to be slow or large ends in an error, not
+// in a stuck route or an exhausted memory. The standard library and the
+// strings extension are available, less the calls whose one result can be
+// far larger than the event (see checkCalls); templates (literals and
+// fields joined with +) skip the interpreter (see template).
 //
 // What each expression must give:
 //
@@ -180,9 +184,9 @@ func newEnv() (*cel.Env, error) {
 		cel.Variable("tokens", cel.ListType(cel.StringType)),
 		cel.Variable("headers", cel.MapType(cel.StringType, cel.StringType)),
 		cel.Variable("ce", cel.MapType(cel.StringType, cel.DynType)),
-		// Templates want format, join, split, lowerAscii, trim and
-		// the like; the version is pinned so that an upgrade of
-		// cel-go cannot change what an expression means.
+		// Templates want join, split, lowerAscii, trim and the
+		// like; the version is pinned so that an upgrade of cel-go
+		// cannot change what an expression means.
 		// Version 5 is the first whose functions are charged by size.
 		ext.Strings(ext.StringsVersion(5)),
 		// data.?field.orValue("default") for optional fields.
