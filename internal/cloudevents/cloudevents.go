@@ -10,9 +10,12 @@
 //
 // A message is structured when its Content-Type is application/cloudevents
 // (with any suffix or parameters, matched without regard to case), binary
-// when it has another Content-Type or any ce- header, and structured when it
-// has neither: what a producer sends that predates NATS headers (the
-// binding's rule for servers before 2.2) or does not set them.
+// when it has any ce- header, and structured when it has neither: what a
+// producer sends that sets no headers, or predates them (the binding's rule
+// for servers before 2.2), or sets only a Content-Type of application/json
+// (as some wrap their events). A binary-mode event without a single ce-
+// header could never be valid, so this only accepts events the binding's
+// strict reading would refuse.
 //
 // Read refuses what the specification does not allow (a missing or empty
 // id, source, specversion or type; a specversion other than 1.0; an
@@ -165,9 +168,8 @@ func (e *Event) Text() (string, error) {
 // IsStructured reports whether a message with header h is in structured
 // mode (see the package comment).
 func IsStructured(h nats.Header) bool {
-	ct, ok := header(h, "Content-Type")
-	if ok {
-		return isCloudEventsType(ct)
+	if ct, ok := header(h, "Content-Type"); ok && isCloudEventsType(ct) {
+		return true
 	}
 	for k := range h {
 		if hasCEPrefix(k) {
@@ -200,10 +202,17 @@ func hasCEPrefix(name string) bool {
 // Read reads the CloudEvent of a message with body and header h.
 func Read(body []byte, h nats.Header) (*Event, error) {
 	if IsStructured(h) {
-		if ct, _ := header(h, "Content-Type"); !isJSONFormat(ct) {
+		ct, _ := header(h, "Content-Type")
+		if isCloudEventsType(ct) && !isJSONFormat(ct) {
 			return nil, fmt.Errorf("%w: structured mode with Content-Type %s: only single events in the JSON event format are supported", ErrInvalid, quoteShort(ct))
 		}
-		return readStructured(body)
+		e, err := readStructured(body)
+		if err != nil && !isCloudEventsType(ct) {
+			// Say why it was read so: the producer may have meant
+			// binary mode and sent no ce- header.
+			err = fmt.Errorf("%w (read as structured mode: no ce- header)", err)
+		}
+		return e, err
 	}
 	return readBinary(body, h)
 }

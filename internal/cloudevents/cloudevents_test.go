@@ -54,15 +54,18 @@ func TestStructuredModeWithInlineJSONData(t *testing.T) {
 	}
 }
 
-// A message with no Content-Type and no ce- header is structured: what a
-// producer that sets no headers sends.
-func TestNoHeadersMeansStructured(t *testing.T) {
-	e, err := Read([]byte(`{"specversion":"1.0","type":"t","source":"s","id":"1","data":"plain text"}`), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if text, _ := e.Text(); e.Mode != Structured || text != "plain text" {
-		t.Fatalf("mode %s, text %q", e.Mode, text)
+// A message with no ce- header and no CloudEvents Content-Type is
+// structured: what a producer that sets no headers, or only
+// application/json, sends.
+func TestNoCEHeadersMeansStructured(t *testing.T) {
+	for _, h := range []nats.Header{nil, {"Content-Type": {"application/json"}}} {
+		e, err := Read([]byte(`{"specversion":"1.0","type":"t","source":"s","id":"1","data":"plain text"}`), h)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if text, _ := e.Text(); e.Mode != Structured || text != "plain text" {
+			t.Fatalf("headers %v: mode %s, text %q", h, e.Mode, text)
+		}
 	}
 }
 
@@ -163,7 +166,7 @@ func TestMalformedEventsNameTheAttribute(t *testing.T) {
 		{"repeated attribute", `{"specversion":"1.0","type":"t","source":"s","id":"1","id":"2"}`, ce, `"id" appears more than once`},
 		{"batch", `[]`, nats.Header{"Content-Type": {"application/cloudevents-batch+json"}}, `only single events`},
 		{"binary missing source", `{}`, nats.Header{"ce-specversion": {"1.0"}, "ce-type": {"t"}, "ce-id": {"1"}}, `"source" is missing (binary mode: no ce-source header)`},
-		{"binary with a JSON content type but no ce- headers", `{}`, nats.Header{"Content-Type": {"application/json"}}, `"id" is missing (binary mode: no ce-id header)`},
+		{"a JSON content type but no ce- headers", `{"summary":"s"}`, nats.Header{"Content-Type": {"application/json"}}, `"id" is missing (read as structured mode: no ce- header)`},
 		{"binary bad percent", ``, nats.Header{"ce-specversion": {"1.0"}, "ce-type": {"t"}, "ce-id": {"1%2"}, "ce-source": {"s"}}, `"ce-id": bad percent-encoding`},
 		{"binary overlong", ``, nats.Header{"ce-specversion": {"1.0"}, "ce-type": {"t"}, "ce-id": {"%C0%A0"}, "ce-source": {"s"}}, `not valid UTF-8`},
 		{"binary conflict", ``, nats.Header{"ce-specversion": {"1.0"}, "ce-type": {"t"}, "ce-id": {"1"}, "Ce-Id": {"2"}, "ce-source": {"s"}}, `"id" has two different values`},
@@ -197,7 +200,8 @@ func TestIsStructured(t *testing.T) {
 		{nil, true},
 		{nats.Header{"Content-Type": {"Application/CloudEvents+JSON"}}, true},
 		{nats.Header{"content-type": {"application/cloudevents"}}, true},
-		{nats.Header{"Content-Type": {"application/json"}}, false},
+		{nats.Header{"Content-Type": {"application/json"}}, true}, // no ce- header: it cannot be binary
+		{nats.Header{"Content-Type": {"application/json"}, "ce-id": {"1"}}, false},
 		{nats.Header{"ce-id": {"1"}}, false},
 		{nats.Header{"Nats-Msg-Id": {"1"}}, true},
 	} {
