@@ -144,3 +144,31 @@ routes:
 		t.Errorf("CloudEvents route: %+v", ce)
 	}
 }
+
+// The example's mapped routes are comments (the example is a one-route
+// file); uncommented, they pass config check.
+func TestExampleMappedRoutesAreValid(t *testing.T) {
+	b, err := os.ReadFile("../../config/example.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	text := string(b)
+	i := strings.Index(text, "  # - name: crm-tickets")
+	if i < 0 {
+		t.Fatal("the example's mapped routes are gone")
+	}
+	var out []string
+	for _, line := range strings.Split(text[i:], "\n") {
+		if rest, ok := strings.CutPrefix(line, "  # "); ok && (strings.HasPrefix(rest, "- ") || strings.HasPrefix(rest, "  ")) {
+			out = append(out, "  "+rest)
+		}
+	}
+	yaml := text[:i] + strings.Join(out, "\n") + "\n"
+	c, err := readChecked(t, yaml)
+	if err != nil {
+		t.Fatalf("the example with its mapped routes:\n%v", err)
+	}
+	if len(c.Routes) != 3 || !c.Routes[2].MapsTriggerID() || c.Routes[1].Body != "cloudevents" {
+		t.Fatalf("routes %+v", c.Routes)
+	}
+}
