@@ -96,7 +96,7 @@ func TestBuildRoutesWithMappingAndManyAgents(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(dir, "agtch_support_eu"), []byte("tok\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	c, err := readChecked(t, `
+	_, err := readChecked(t, `
 api: {base_url: "http://127.0.0.1:1"}
 routes:
   - name: agents
@@ -114,7 +114,7 @@ routes:
 	if err == nil || !strings.Contains(err.Error(), "routes[1].token.dir") {
 		t.Fatalf("a token directory on a one-agent route: %v", err)
 	}
-	c, err = readChecked(t, `
+	c, err := readChecked(t, `
 api: {base_url: "http://127.0.0.1:1"}
 routes:
   - name: agents

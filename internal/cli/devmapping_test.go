@@ -2,23 +2,34 @@ package cli
 
 import (
 	"context"
+	"fmt"
 	"strings"
 	"testing"
+	"time"
 
 	"go.yaml.in/yaml/v3"
 
+	"github.com/agentrelay/agentrelay/agentapi"
 	"github.com/agentrelay/agentrelay/config"
 	"github.com/agentrelay/agentrelay/internal/app"
 	"github.com/agentrelay/agentrelay/internal/event"
 	"github.com/agentrelay/agentrelay/internal/subject"
+	"github.com/agentrelay/agentrelay/internal/testenv"
 )
 
 // The demo's mapped routes pass config check, and each sample ends as its
-// description says, as far as the contract decides it: the call (to the
-// agent named) or the dead-letter reason.
+// description says: the contract decides the call (to the agent named) or
+// the dead-letter reason, and the demo's emulator accepts the call, or
+// answers 409 for the agent that is not runnable.
 func TestDemoMappedRoutesAndSamples(t *testing.T) {
+	emu, apiURL := testenv.Emulator(t, devMappingEmulator("dev-token")...)
+	client, err := agentapi.NewClient(apiURL, agentapi.ClientOptions{Timeout: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.CloseIdleConnections()
 	spec := &config.Config{
-		API:     config.API{BaseURL: "http://127.0.0.1:8089"},
+		API:     config.API{BaseURL: apiURL},
 		Streams: []config.Stream{{Name: "DEMO", Subjects: []string{"demo.>"}}},
 		Routes:  devMappingRoutes("DEMO", "/tmp/agent-token"),
 	}
@@ -61,6 +72,21 @@ func TestDemoMappedRoutesAndSamples(t *testing.T) {
 			t.Errorf("sample %d (%s): trigger %q input %q reason %q (%s)\nwant trigger %q input %q reason %q",
 				i, s.what, call.trigger, call.input, call.reason, call.errText, w.trigger, w.input, w.reason)
 		}
+		if call.reason != "" {
+			continue
+		}
+		id, _ := agentapi.ParseTriggerID(call.trigger)
+		agent, err := client.Agent(id, agentapi.StaticToken(agentapi.NewSecret("dev-token")))
+		if err != nil {
+			t.Fatal(err)
+		}
+		status, _ := agent.Trigger(context.Background(), agentapi.Event{Input: call.input, ConversationKey: call.convKey, IdempotencyKey: fmt.Sprintf("k-%d", i)})
+		if want := map[bool]int{true: 409, false: 202}[call.trigger == devLegalID]; status != want {
+			t.Errorf("sample %d (%s): the emulator answered %d, want %d", i, s.what, status, want)
+		}
+	}
+	if emu.Accepted(devSalesID, "k-3") != 1 {
+		t.Error("the sales agent did not accept its event")
 	}
 }
 
