@@ -175,8 +175,31 @@ type Stream struct {
 }
 
 // Token says where a route's agent access token comes from: exactly one of a
-// file (re-read when it changes) or an environment variable.
+// file (re-read when it changes), an environment variable, or (on a route
+// that maps its trigger id) a directory holding a file per trigger id,
+// named by the id.
 type Token struct {
+	File string `yaml:"file"`
+	Env  string `yaml:"env"`
+	Dir  string `yaml:"dir"`
+}
+
+// Map is a route's declarative mapping: CEL expressions over the event
+// (see internal/mapping for the variables and what each must give). An
+// empty field maps nothing.
+type Map struct {
+	Input           string `yaml:"input"`
+	ConversationKey string `yaml:"conversation_key"`
+	TriggerID       string `yaml:"trigger_id"`
+}
+
+// IsZero reports whether m maps nothing.
+func (m Map) IsZero() bool { return m == Map{} }
+
+// AgentToken gives the trigger ids its pattern matches a token: exactly
+// one of a file or an environment variable.
+type AgentToken struct {
+	IDs  string `yaml:"ids"` // a pattern, as in allowed_trigger_ids
 	File string `yaml:"file"`
 	Env  string `yaml:"env"`
 }
@@ -190,7 +213,7 @@ type Route struct {
 	Deliver               string   `yaml:"deliver"`  // all (default) or new; only when the consumer is created
 	TriggerID             string   `yaml:"trigger_id"`
 	Token                 Token    `yaml:"token"`
-	Body                  string   `yaml:"body"`                    // json (default) or text
+	Body                  string   `yaml:"body"`                    // json (default), text or cloudevents
 	ConversationKeyHeader string   `yaml:"conversation_key_header"` // text bodies; default Conversation-Key
 	MaxInputBytes         int      `yaml:"max_input_bytes"`
 	MaxInFlight           int      `yaml:"max_in_flight"`
@@ -200,7 +223,19 @@ type Route struct {
 	Ordering              string   `yaml:"ordering"` // none (default) or conversation_key
 	Retry                 Retry    `yaml:"retry"`
 	Breaker               Breaker  `yaml:"breaker"`
+	// Map maps the event to the call with CEL expressions.
+	Map Map `yaml:"map"`
+	// AllowedTriggerIDs are the patterns a mapped trigger id must match:
+	// required with map.trigger_id.
+	AllowedTriggerIDs []string `yaml:"allowed_trigger_ids"`
+	// AgentTokens choose the token of a mapped trigger id before token:
+	// the first whose ids match.
+	AgentTokens []AgentToken `yaml:"agent_tokens"`
 }
+
+// MapsTriggerID reports whether the route takes its trigger id from its
+// events: it serves many agents.
+func (r Route) MapsTriggerID() bool { return r.Map.TriggerID != "" }
 
 // MaxFileSize is the largest configuration file Read accepts. A larger file
 // is an error, never read in part: a route or a setting past the cut would

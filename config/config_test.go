@@ -133,7 +133,7 @@ routes:
 		"routes[1].breaker.open_timeout: no longer used",
 		"routes[1].breaker.half_open_probes: no longer used",
 		`routes[2].subjects[0]: "a.>.b": '>' must be the last token`,
-		"routes[2].token: set file or env, not both",
+		"routes[2].token: set one of file, env or dir",
 	}
 	if len(ce.Problems) != len(want) {
 		t.Errorf("got %d problems, want %d:\n%s", len(ce.Problems), len(want), err)

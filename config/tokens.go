@@ -3,6 +3,7 @@ package config
 import (
 	"errors"
 	"fmt"
+	"os"
 	"strings"
 
 	"github.com/agentrelay/agentrelay/agentapi"
@@ -24,16 +25,35 @@ func (c *Config) checkTokens(p *problems, lookupEnv func(string) (string, bool))
 	for i, r := range c.Routes {
 		path := fmt.Sprintf("routes[%d].token", i)
 		switch t := r.Token; {
-		case t.File != "" && t.Env == "":
+		case t.File != "" && t.Env == "" && t.Dir == "":
 			if _, err := agentapi.NewFileToken(t.File, 0); err != nil {
 				p.add(path+".file", "%s", tokenProblem(err))
 			}
-		case t.Env != "" && t.File == "":
+		case t.Env != "" && t.File == "" && t.Dir == "":
 			if err := envToken(lookupEnv, t.Env); err != nil {
 				p.add(path+".env", "%v", err)
 			}
+		case t.Dir != "" && t.File == "" && t.Env == "":
+			if fi, err := os.Stat(t.Dir); err != nil {
+				p.add(path+".dir", "%v", err)
+			} else if !fi.IsDir() {
+				p.add(path+".dir", "%s is not a directory", t.Dir)
+			}
 		}
-		// Neither or both: Validate reports that.
+		// None or several: Validate reports that.
+		for j, at := range r.AgentTokens {
+			ap := fmt.Sprintf("routes[%d].agent_tokens[%d]", i, j)
+			switch {
+			case at.File != "" && at.Env == "":
+				if _, err := agentapi.NewFileToken(at.File, 0); err != nil {
+					p.add(ap+".file", "%s", tokenProblem(err))
+				}
+			case at.Env != "" && at.File == "":
+				if err := envToken(lookupEnv, at.Env); err != nil {
+					p.add(ap+".env", "%v", err)
+				}
+			}
+		}
 	}
 }
 

@@ -10,6 +10,7 @@ import (
 
 	"github.com/agentrelay/agentrelay/agentapi"
 	"github.com/agentrelay/agentrelay/internal/natsheader"
+	"github.com/agentrelay/agentrelay/internal/triggerglob"
 )
 
 // Limits that keep a typo from becoming an outage.
@@ -223,15 +224,7 @@ func (c *Config) validateRoutes(p *problems) {
 				p.add(fmt.Sprintf("%s.subjects[%d]", path, j), "%v", err)
 			}
 		}
-		if err := agentapi.ValidateTriggerID(r.TriggerID); err != nil {
-			p.add(path+".trigger_id", "%v", strings.TrimPrefix(err.Error(), "agentapi: "))
-		}
-		switch {
-		case r.Token.File == "" && r.Token.Env == "":
-			p.add(path+".token", "set file (re-read when it changes) or env")
-		case r.Token.File != "" && r.Token.Env != "":
-			p.add(path+".token", "set file or env, not both")
-		}
+		validateAgents(p, path, r)
 		if r.ConversationKeyHeader != "" && !natsheader.ValidName(r.ConversationKeyHeader) {
 			p.add(path+".conversation_key_header", "%q is not a valid header name", r.ConversationKeyHeader)
 		}
@@ -242,6 +235,65 @@ func (c *Config) validateRoutes(p *problems) {
 			p.add(path+".max_in_flight", "must be between 1 and %d", maxInFlight)
 		}
 		validateRetired(p, path+".breaker", r.Breaker)
+	}
+}
+
+// validateAgents checks who a route calls: one trigger id with its token,
+// or (map.trigger_id) the ids its events name, limited by
+// allowed_trigger_ids, with their tokens.
+func validateAgents(p *problems, path string, r Route) {
+	sources := 0
+	for _, set := range []bool{r.Token.File != "", r.Token.Env != "", r.Token.Dir != ""} {
+		if set {
+			sources++
+		}
+	}
+	if sources > 1 {
+		p.add(path+".token", "set one of file, env or dir")
+	}
+	if !r.MapsTriggerID() {
+		if err := agentapi.ValidateTriggerID(r.TriggerID); err != nil {
+			p.add(path+".trigger_id", "%v (or take it from the events with map.trigger_id)", strings.TrimPrefix(err.Error(), "agentapi: "))
+		}
+		switch {
+		case sources == 0:
+			p.add(path+".token", "set file (re-read when it changes) or env")
+		case r.Token.Dir != "":
+			p.add(path+".token.dir", "a token per trigger id is for a route that takes its trigger id from its events (map.trigger_id); set file or env")
+		}
+		if len(r.AllowedTriggerIDs) > 0 {
+			p.add(path+".allowed_trigger_ids", "only with map.trigger_id: this route calls %s", r.TriggerID)
+		}
+		if len(r.AgentTokens) > 0 {
+			p.add(path+".agent_tokens", "only with map.trigger_id: this route calls one agent; use token")
+		}
+		return
+	}
+	if r.TriggerID != "" {
+		p.add(path+".trigger_id", "set trigger_id or map.trigger_id, not both")
+	}
+	if len(r.AllowedTriggerIDs) == 0 {
+		p.add(path+".allowed_trigger_ids", "required with map.trigger_id: the patterns of the trigger ids the events may name (\"agtch_*\" allows every one)")
+	}
+	for i, pat := range r.AllowedTriggerIDs {
+		if err := triggerglob.Check(pat); err != nil {
+			p.add(fmt.Sprintf("%s.allowed_trigger_ids[%d]", path, i), "%s", strings.TrimPrefix(err.Error(), triggerglob.ErrPattern.Error()+" "))
+		}
+	}
+	if sources == 0 && len(r.AgentTokens) == 0 {
+		p.add(path+".token", "set file, env or dir (a file per trigger id), or agent_tokens")
+	}
+	for i, at := range r.AgentTokens {
+		ap := fmt.Sprintf("%s.agent_tokens[%d]", path, i)
+		if err := triggerglob.Check(at.IDs); err != nil {
+			p.add(ap+".ids", "%s", strings.TrimPrefix(err.Error(), triggerglob.ErrPattern.Error()+" "))
+		}
+		switch {
+		case at.File == "" && at.Env == "":
+			p.add(ap, "set file or env")
+		case at.File != "" && at.Env != "":
+			p.add(ap, "set file or env, not both")
+		}
 	}
 }
 

@@ -115,8 +115,8 @@ func checkRoute(r Route, add addFunc) {
 	if d.Deliver != DeliverAll && d.Deliver != DeliverNew {
 		add("Deliver", "%q is not %q or %q", d.Deliver, DeliverAll, DeliverNew)
 	}
-	if d.Contract.Format != event.BodyJSON && d.Contract.Format != event.BodyText {
-		add("Contract.Format", "%q is not %q or %q", d.Contract.Format, event.BodyJSON, event.BodyText)
+	if f := d.Contract.Format; f != event.BodyJSON && f != event.BodyText && f != event.BodyCloudEvents {
+		add("Contract.Format", "%q is not %q, %q or %q", f, event.BodyJSON, event.BodyText, event.BodyCloudEvents)
 	}
 	if d.Ordering != OrderNone && d.Ordering != OrderByConversationKey {
 		add("Ordering", "%q is not %q or %q", d.Ordering, OrderNone, OrderByConversationKey)

@@ -26,6 +26,9 @@ type decoded struct {
 	keyErr    error
 	reason    deadletter.Reason
 	decodeErr error
+	trigger   agentapi.TriggerID // the agent it is for; zero: the route's Agent
+	agent     Agent              // the agent it is for, resolved once
+	agentErr  error              // the route may not call it (trigger_not_allowed)
 }
 
 // delivery is one delivery of a message being handled.
@@ -45,12 +48,13 @@ func (rn *runner) decode(m *pulledMsg) *decoded {
 	if m.dec != nil {
 		return m.dec
 	}
-	d := &decoded{}
-	if m.md != nil {
-		d.key, d.keyErr = event.IdempotencyKey(m.Headers(), m.md)
+	// Not the calls' context: a mapping interrupted by the drain would
+	// dead-letter the message. Its cost limit bounds it instead.
+	r := rn.route.Contract.Read(context.Background(), event.Message{Subject: m.Subject(), Data: m.Data(), Header: m.Headers(), Meta: m.md})
+	d := &decoded{ev: r.Event, key: r.Event.IdempotencyKey, keyErr: r.KeyErr, reason: r.Reason, decodeErr: r.Err, trigger: r.TriggerID}
+	if d.reason == "" {
+		d.agent, d.agentErr = rn.route.agentFor(d.trigger)
 	}
-	d.ev, d.reason, d.decodeErr = rn.route.Contract.Decode(m.Data(), m.Headers())
-	d.ev.IdempotencyKey = d.key
 	m.dec = d
 	return d
 }
@@ -94,6 +98,8 @@ func (rn *runner) attempt(d *delivery) Outcome {
 		return Outcome{Class: ClassPoison, Reason: deadletter.ReasonInvalidIdempotencyKey, Err: d.dec.keyErr}
 	case d.dec.reason != "":
 		return Outcome{Class: ClassPoison, Reason: d.dec.reason, Err: d.dec.decodeErr}
+	case d.dec.agentErr != nil:
+		return Outcome{Class: ClassPoison, Reason: deadletter.ReasonTriggerNotAllowed, Err: d.dec.agentErr}
 	}
 	return rn.call(d)
 }
@@ -228,7 +234,7 @@ func (rn *runner) callOnce(d *delivery, probe bool) (out Outcome, stopped bool) 
 		}
 		return Outcome{Class: agentapi.ClassCanceled, Err: err}, false
 	}
-	out = rn.trigger(d.span.context(rn.life.callCtx), d.dec.ev)
+	out = rn.trigger(d.span.context(rn.life.callCtx), d.dec)
 	end()
 	now := time.Now()
 	tr := rn.health.record(callResult{class: out.Class, status: out.Status, err: out.Err,
@@ -263,12 +269,12 @@ func suspectClass(c agentapi.Class) bool {
 	return c.Transient() || c == agentapi.ClassUnexpected || c == agentapi.ClassRateLimited
 }
 
-// trigger calls the agent under ctx: the calls' context, or a delivery
-// span's context derived from it.
-func (rn *runner) trigger(ctx context.Context, ev agentapi.Event) Outcome {
+// trigger calls the agent dec is for under ctx: the calls' context, or a
+// delivery span's context derived from it.
+func (rn *runner) trigger(ctx context.Context, dec *decoded) Outcome {
 	ctx, span := rn.tracing.startCall(ctx)
 	t0 := time.Now()
-	status, err := rn.route.Agent.Trigger(ctx, ev)
+	status, err := dec.agent.Trigger(ctx, dec.ev)
 	class := agentapi.ClassOfError(err)
 	endCall(span, status, class, err)
 	rn.m.Trigger(status, string(class), time.Since(t0).Seconds())

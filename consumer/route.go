@@ -17,6 +17,15 @@ type Agent interface {
 	Trigger(ctx context.Context, ev agentapi.Event) (status int, err error)
 }
 
+// Agents are the triggers a route that serves many agents calls, chosen
+// per event by the trigger id its contract reads (event.Decoded.TriggerID).
+// Agent returns the agent for id, or an error when the route may not call
+// it (the event is then dead-lettered as trigger_not_allowed, without a
+// call). It is called for every event: implementations cache.
+type Agents interface {
+	Agent(id agentapi.TriggerID) (Agent, error)
+}
+
 // DeliverPolicy says where a newly created consumer starts in its stream.
 type DeliverPolicy string
 
@@ -86,8 +95,12 @@ type Route struct {
 	Durable string
 	// Deliver is where a new consumer starts. Default DeliverAll.
 	Deliver DeliverPolicy
-	// Agent is the trigger called for each message.
+	// Agent is the trigger called for each message that names none.
 	Agent Agent
+	// Agents, when set, are the triggers of messages whose contract
+	// reads a trigger id from them (event.Contract.Mapping); such a
+	// message is never sent to Agent.
+	Agents Agents
 	// Contract is the message contract.
 	Contract event.Contract
 	// MaxInFlight is how many messages one replica processes at once.
@@ -114,6 +127,18 @@ type Route struct {
 	Retry RetryPolicy
 	// Breaker configures the route's circuit breaker.
 	Breaker BreakerSettings
+}
+
+// agentFor returns the agent an event for trigger id is sent to: Agent
+// when id is zero, else Agents' agent for id.
+func (r Route) agentFor(id agentapi.TriggerID) (Agent, error) {
+	if id.IsZero() {
+		return r.Agent, nil
+	}
+	if r.Agents == nil {
+		return nil, fmt.Errorf("route %s calls one agent, and the event names trigger %s", r.Name, id)
+	}
+	return r.Agents.Agent(id)
 }
 
 // WithDefaults returns r with zero fields set to their defaults.

@@ -359,6 +359,26 @@ func buildRoutes(cfg *config.Config, log *slog.Logger, metrics *telemetry.Metric
 	routes := make([]consumer.Route, 0, len(cfg.Routes))
 	for i, rc := range cfg.Routes {
 		path := fmt.Sprintf("routes[%d] (%s)", i, rc.Name)
+		contract, err := Contract(rc)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s.map: %w", path, err))
+			continue
+		}
+		if rc.MapsTriggerID() {
+			rm, rlog := routeReloads(metrics, log, rc.Name)
+			agents, err := Agents(client, rc, func(file string) {
+				rm()
+				rlog.Info("token file changed: using the new token", "file", file)
+			})
+			if err != nil {
+				errs = append(errs, fmt.Errorf("%s: %w", path, err))
+				continue
+			}
+			route := Route(rc, nil)
+			route.Agents, route.Contract = agents, contract
+			routes = append(routes, route)
+			continue
+		}
 		tokens, err := TokenSource(rc.Token)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("%s.token: %w", path, err))
@@ -381,12 +401,24 @@ func buildRoutes(cfg *config.Config, log *slog.Logger, metrics *telemetry.Metric
 			errs = append(errs, fmt.Errorf("%s: %w", path, err))
 			continue
 		}
-		routes = append(routes, Route(rc, agent))
+		route := Route(rc, agent)
+		route.Contract = contract
+		routes = append(routes, route)
 	}
 	if err := errors.Join(errs...); err != nil {
 		return nil, nil, err
 	}
 	return client, routes, nil
+}
+
+// routeReloads counts a route's token reloads into metrics (when not nil)
+// and returns the logger to report them with.
+func routeReloads(metrics *telemetry.Metrics, log *slog.Logger, route string) (func(), *slog.Logger) {
+	count := func() {}
+	if metrics != nil {
+		count = metrics.Route(route).TokenReloaded
+	}
+	return count, log.With("route", route)
 }
 
 // TokenSource opens a route's token source.

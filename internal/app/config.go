@@ -1,6 +1,7 @@
 package app
 
 import (
+	"errors"
 	"fmt"
 	"strings"
 
@@ -9,7 +10,9 @@ import (
 	"github.com/agentrelay/agentrelay/consumer"
 	"github.com/agentrelay/agentrelay/internal/deadletter"
 	"github.com/agentrelay/agentrelay/internal/event"
+	"github.com/agentrelay/agentrelay/internal/mapping"
 	"github.com/agentrelay/agentrelay/internal/subject"
+	"github.com/agentrelay/agentrelay/internal/triggerglob"
 )
 
 // This file is the one place where the configuration file meets the
@@ -19,7 +22,8 @@ import (
 // the component is built (consumer.New, agentapi.NewClient).
 
 // Route is the configured route rc as the consumer package runs it, calling
-// agent (nil when the route is only checked or looked at).
+// agent (nil when the route is only checked or looked at). Its contract
+// has no mapping: Contract compiles it.
 func Route(rc config.Route, agent consumer.Agent) consumer.Route {
 	return consumer.Route{
 		Name:     rc.Name,
@@ -32,6 +36,8 @@ func Route(rc config.Route, agent consumer.Agent) consumer.Route {
 			Format:                event.BodyFormat(rc.Body),
 			ConversationKeyHeader: rc.ConversationKeyHeader,
 			MaxInputBytes:         rc.MaxInputBytes,
+			// Checked by config.Validate; invalid ones allow nothing.
+			AllowedTriggerIDs: triggerglob.MustCompile(rc.AllowedTriggerIDs...),
 		},
 		MaxInFlight:   rc.MaxInFlight,
 		MaxAckPending: rc.MaxAckPending,
@@ -55,6 +61,46 @@ func Route(rc config.Route, agent consumer.Agent) consumer.Route {
 			Disabled:         rc.Breaker.Disabled != nil && *rc.Breaker.Disabled,
 		},
 	}
+}
+
+// Contract is rc's message contract with its mapping compiled: what Route
+// gives, plus the expressions. The error joins a *mapping.FieldError per
+// expression that does not compile; CheckConfig reports them at their
+// paths.
+func Contract(rc config.Route) (event.Contract, error) {
+	c := Route(rc, nil).Contract
+	if rc.Map.IsZero() {
+		return c, nil
+	}
+	m, err := mapping.Compile(mapping.Spec{Input: rc.Map.Input, ConversationKey: rc.Map.ConversationKey, TriggerID: rc.Map.TriggerID})
+	if err != nil {
+		return c, err
+	}
+	c.Mapping = m
+	return c, nil
+}
+
+// mappingProblems are the compile errors of rc's mapping, at their paths
+// under path ("routes[2]").
+func mappingProblems(path string, rc config.Route) []string {
+	_, err := Contract(rc)
+	if err == nil {
+		return nil
+	}
+	var out []string
+	errs := []error{err}
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		errs = j.Unwrap()
+	}
+	for _, e := range errs {
+		var fe *mapping.FieldError
+		if errors.As(e, &fe) {
+			out = append(out, fmt.Sprintf("%s.map.%s: %v", path, fe.Field, fe.Err))
+		} else {
+			out = append(out, fmt.Sprintf("%s.map: %v", path, e))
+		}
+	}
+	return out
 }
 
 // DeadLetter is the dead-letter section as the consumer package uses it.
@@ -138,6 +184,7 @@ func CheckConfig(cfg *config.Config) []string {
 		}
 	}
 	for i, rc := range cfg.Routes {
+		out = append(out, mappingProblems(fmt.Sprintf("routes[%d]", i), rc)...)
 		if rc.Stream == dl.Stream {
 			out = append(out, fmt.Sprintf("routes[%d].stream: %q is the dead-letter stream; relaying from it would loop (replay dead letters with `agentrelay dlq replay`)", i, rc.Stream))
 		}

@@ -140,7 +140,7 @@ routes:
 		`routes[1].stream: "EV.ENTS": names cannot contain`,
 		"routes[1].trigger_id: invalid trigger id",
 		"routes[1].token: set file (re-read when it changes) or env",
-		`routes[1].body: "yaml" is not "json" or "text"`,
+		`routes[1].body: "yaml" is not "json", "text" or "cloudevents"`,
 		"routes[1].max_in_flight: must not be negative",
 		"routes[1].ack_wait: 10ms is under 1s",
 		"routes[1].breaker.consecutive_failures: no longer used",
@@ -149,7 +149,7 @@ routes:
 		"routes[1].retry.max_backoff: 1s is below the initial backoff 10s",
 		`routes[2].name: "dup" is also the name of route 1`,
 		`routes[2].stream: "AGENTRELAY_DLQ" is the dead-letter stream`,
-		"routes[2].token: set file or env, not both",
+		"routes[2].token: set one of file, env or dir",
 		"routes[2].max_ack_pending: 10 is below the maximum in flight 100",
 		`routes[2].subjects[0]: "a.>.b": '>' must be the last token`,
 	}

@@ -93,7 +93,11 @@ known is said under "cannot tell".`,
 			if err != nil {
 				return err
 			}
-			return printEvents(e.stdout, rep, f.asJSON)
+			if err := printEvents(e.stdout, rep, f.asJSON); err != nil || f.asJSON {
+				return err
+			}
+			printMapped(cmd.Context(), e.stdout, t, rep.Events)
+			return nil
 		},
 	}
 	fl := cmd.Flags()

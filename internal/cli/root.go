@@ -107,6 +107,7 @@ reason when the message or the API says it can never succeed.
 	root.AddCommand(
 		newRunCmd(e, g),
 		newPublishCmd(e, g),
+		newMapCmd(e, g),
 		newConfigCmd(e, g),
 		newStatusCmd(e, g),
 		newDLQCmd(e, g),

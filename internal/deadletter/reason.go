@@ -14,6 +14,9 @@ const (
 	ReasonInvalidUTF8            Reason = "invalid_utf8"             // body or text fields not valid UTF-8
 	ReasonInvalidIdempotencyKey  Reason = "invalid_idempotency_key"  // message id unusable as a header value
 	ReasonInvalidConversationKey Reason = "invalid_conversation_key" // conversation key too long or with control characters
+	ReasonInvalidCloudEvent      Reason = "invalid_cloudevent"       // a CloudEvents route's message is not a valid CloudEvent
+	ReasonMappingFailed          Reason = "mapping_failed"           // the route's mapping failed on the event, or mapped an empty input
+	ReasonTriggerNotAllowed      Reason = "trigger_not_allowed"      // the event names a trigger id outside the route's allowed_trigger_ids, or a malformed one
 
 	// Permanent answers of the API.
 	ReasonBadRequest Reason = "bad_request" // 400
@@ -32,6 +35,7 @@ func Reasons() []Reason {
 	return []Reason{
 		ReasonInvalidJSON, ReasonMissingInput, ReasonInputTooLarge, ReasonInvalidUTF8,
 		ReasonInvalidIdempotencyKey, ReasonInvalidConversationKey,
+		ReasonInvalidCloudEvent, ReasonMappingFailed, ReasonTriggerNotAllowed,
 		ReasonBadRequest, ReasonForbidden, ReasonNotFound, ReasonRejected, ReasonMaxAttempts,
 	}
 }

@@ -6,6 +6,7 @@ package event
 
 import (
 	"bytes"
+	"context"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -21,6 +22,8 @@ import (
 
 	"github.com/agentrelay/agentrelay/agentapi"
 	"github.com/agentrelay/agentrelay/internal/deadletter"
+	"github.com/agentrelay/agentrelay/internal/mapping"
+	"github.com/agentrelay/agentrelay/internal/triggerglob"
 )
 
 // BodyFormat says how a route reads a message body.
@@ -34,6 +37,10 @@ const (
 	// BodyText: the whole body is the input; the conversation key, if any,
 	// comes from a header.
 	BodyText BodyFormat = "text"
+	// BodyCloudEvents: the message is a CloudEvent in either content mode
+	// of the NATS protocol binding (see internal/cloudevents); the input is
+	// its data as text unless the route maps one.
+	BodyCloudEvents BodyFormat = "cloudevents"
 )
 
 // Message headers producers may set.
@@ -60,6 +67,14 @@ type Contract struct {
 	ConversationKeyHeader string
 	// MaxInputBytes limits the input. Default DefaultMaxInputBytes.
 	MaxInputBytes int
+	// Mapping, when not nil, maps the event to the call: each field it
+	// sets replaces what the body gives for it (see Read). nil maps
+	// nothing.
+	Mapping *mapping.Mapping
+	// AllowedTriggerIDs are the trigger ids a mapped trigger id may be.
+	// An event whose mapped id matches none is refused
+	// (deadletter.ReasonTriggerNotAllowed); the zero value allows none.
+	AllowedTriggerIDs triggerglob.Patterns
 }
 
 // WithDefaults returns c with zero fields set to their defaults.
@@ -87,12 +102,23 @@ const (
 	keyConversationKey = "conversation_key"
 )
 
-// Decode reads an event from a message body and headers. When the message
+// Decode reads an event from a message body and headers, as Read does for
+// a message with no subject and no JetStream metadata. When the message
 // breaks the contract it returns the Reason and an error saying what is
 // wrong; such a message is dead-lettered without calling the API. The
 // returned event has no idempotency key; see IdempotencyKey. c is resolved
 // (Contract.WithDefaults): a route's is, from when the relay is built.
 func (c Contract) Decode(data []byte, h nats.Header) (agentapi.Event, deadletter.Reason, error) {
+	if c.Format == BodyCloudEvents || c.Mapping != nil {
+		d := c.Read(context.Background(), Message{Data: data, Header: h})
+		d.Event.IdempotencyKey = ""
+		return d.Event, d.Reason, d.Err
+	}
+	return c.decodeBody(data, h)
+}
+
+// decodeBody reads the input and conversation key of a JSON or text body.
+func (c Contract) decodeBody(data []byte, h nats.Header) (agentapi.Event, deadletter.Reason, error) {
 	var ev agentapi.Event
 	switch c.Format {
 	case BodyText:
@@ -506,7 +532,21 @@ func LookupHeader(h nats.Header, name string) (value string, conflict bool) {
 // An explicit key or message id that is not a valid idempotency key is an
 // error (the message is poison): it is never rewritten, since a rewritten key
 // would not match what the producer meant.
+//
+// A CloudEvents route's key comes from the event itself between 2 and 3
+// (see Contract.Read and CloudEventKey): IdempotencyKey, which reads only
+// headers and metadata, gives the derived key for such a message.
 func IdempotencyKey(h nats.Header, md *jetstream.MsgMetadata) (string, error) {
+	k, err := headerKey(h)
+	if k != "" || err != nil {
+		return k, err
+	}
+	return DerivedKey(md.Stream, md.Sequence.Stream, md.Timestamp.UnixNano()), nil
+}
+
+// headerKey is the key a message's headers set: its Idempotency-Key, else
+// its Nats-Msg-Id, else "".
+func headerKey(h nats.Header) (string, error) {
 	for _, name := range []string{HeaderIdempotencyKey, jetstream.MsgIDHeader} {
 		k, conflict := LookupHeader(h, name)
 		if conflict {
@@ -520,7 +560,7 @@ func IdempotencyKey(h nats.Header, md *jetstream.MsgMetadata) (string, error) {
 		}
 		return k, nil
 	}
-	return DerivedKey(md.Stream, md.Sequence.Stream, md.Timestamp.UnixNano()), nil
+	return "", nil
 }
 
 // DerivedKey is the idempotency key of a message without a message id:
