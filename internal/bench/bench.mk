@@ -52,9 +52,10 @@ bench-suite:
 	$(GO) build -o $(BENCH_OUT)/relaybench ./internal/bench/cmd/relaybench
 	$(BENCH_OUT)/relaybench $(BENCH_FLAGS) -json $(BENCH_OUT)/runs.json
 
-## bench-micro: Go micro-benchmarks of the per-message hot path
+## bench-micro: Go micro-benchmarks of the per-message hot path (reading and mapping
+##              an event included: BENCHMARKS.md says what each measures)
 bench-micro:
-	$(GO) test -run '^$$' -bench . -benchmem ./consumer/ ./agentapi/ ./internal/telemetry/
+	$(GO) test -run '^$$' -bench . -benchmem ./consumer/ ./agentapi/ ./internal/telemetry/ ./internal/event/ ./internal/mapping/ ./internal/jsonvalue/
 
 ## bench-first-run: the first `make run` of a fresh machine, timed: empty module and
 ##                  build caches (in temporary folders), to the first accepted event
