@@ -129,7 +129,7 @@ func newWorker(cfg *config.Config, log *slog.Logger, o Options) (*worker, error)
 	// The dead-letter backlog's series exist from the start, at zero, for
 	// every route, before NATS is reached: alerts find them (see
 	// watchDeadLetters).
-	w.metrics.SetDeadLetterBacklog(routeNames(cfg), dlq.Reasons, nil, nil)
+	w.metrics.SetDeadLetterBacklog(routeNames(cfg), dlq.Reasons(), nil, nil)
 	w.state = &health{log: log, metrics: w.metrics}
 	w.state.set("connecting to NATS") // what /readyz says until it is
 	var err error

@@ -24,7 +24,7 @@ const maxBacklogLetters = 100_000
 // every interval, until the returned stop is called. A stream that did not
 // change costs one stream info request (see dlq.Backlog).
 func watchDeadLetters(ctx context.Context, js jetstream.JetStream, cfg *config.Config, m *telemetry.Metrics, log *slog.Logger, interval time.Duration) (stop func()) {
-	routes := routeNames(cfg)
+	routes, reasons := routeNames(cfg), dlq.Reasons()
 	if interval <= 0 {
 		// worker.lag_interval left out: the relay's default, as the
 		// relay resolves it (a zero interval would panic the ticker).
@@ -62,7 +62,7 @@ func watchDeadLetters(ctx context.Context, js jetstream.JetStream, cfg *config.C
 				for k, n := range w.Letters {
 					waiting[telemetry.DeadLetterKey{Route: k.Route, Reason: k.Reason}] = n
 				}
-				m.SetDeadLetterBacklog(routes, dlq.Reasons, waiting, w.Oldest)
+				m.SetDeadLetterBacklog(routes, reasons, waiting, w.Oldest)
 			}
 			select {
 			case <-ctx.Done():

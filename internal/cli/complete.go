@@ -53,7 +53,7 @@ func completeRoutes(e *env, g *globalFlags, args bool) cobra.CompletionFunc {
 // completeReasons offers the reasons this version dead-letters with.
 func completeReasons(_ *cobra.Command, _ []string, prefix string) ([]cobra.Completion, cobra.ShellCompDirective) {
 	var out []cobra.Completion
-	for _, r := range dlq.Reasons {
+	for _, r := range dlq.Reasons() {
 		if strings.HasPrefix(r, prefix) {
 			desc := "the API or the worker refused it"
 			if slices.Contains(dlq.PoisonReasons, r) {

@@ -109,7 +109,7 @@ func (f *filterFlags) known(ctx context.Context, t *toolConn, s *dlq.Store) erro
 		filter            dlq.Filter
 	}{
 		{"route", f.route, "route", routes, dlq.Filter{Route: f.route, Limit: 1}},
-		{"reason", f.reason, "reason", dlq.Reasons, dlq.Filter{Reason: f.reason, Limit: 1}},
+		{"reason", f.reason, "reason", dlq.Reasons(), dlq.Filter{Reason: f.reason, Limit: 1}},
 	} {
 		if c.value == "" || slices.Contains(c.known, c.value) {
 			continue

@@ -45,6 +45,7 @@ type Backlog struct {
 	js     jetstream.JetStream
 	cfg    deadletter.Config
 	routes []string
+	known  []string // Reasons: the reasons a label may name
 	max    int
 
 	letters           map[uint64]waitingLetter
@@ -60,7 +61,7 @@ type waitingLetter struct {
 // NewBacklog follows the dead-letter stream cfg names, labelling letters of
 // routes other than routes as OtherLabel, and reading at most max letters.
 func NewBacklog(js jetstream.JetStream, cfg deadletter.Config, routes []string, max int) *Backlog {
-	return &Backlog{js: js, cfg: cfg.WithDefaults(), routes: routes, max: max, letters: map[uint64]waitingLetter{}, complete: true}
+	return &Backlog{js: js, cfg: cfg.WithDefaults(), routes: routes, known: Reasons(), max: max, letters: map[uint64]waitingLetter{}, complete: true}
 }
 
 // Refresh brings the backlog up to date and returns it. A stream that does
@@ -138,7 +139,7 @@ func (b *Backlog) labels(l Letter) RouteReason {
 	if !slices.Contains(b.routes, k.Route) {
 		k.Route = OtherLabel
 	}
-	if !slices.Contains(Reasons, k.Reason) {
+	if !slices.Contains(b.known, k.Reason) {
 		k.Reason = OtherLabel
 	}
 	return k

@@ -308,17 +308,24 @@ func (s *Store) Delete(ctx context.Context, seq uint64) error {
 }
 
 // PoisonReasons are the reasons that blame the message itself: replaying
-// it unchanged only dead-letters it again.
+// it unchanged only dead-letters it again. mapping_failed and
+// trigger_not_allowed are not among them: a corrected mapping or
+// allowed_trigger_ids can make the same event pass, so replaying those
+// after the fix is what an operator should do.
 var PoisonReasons = []string{
 	string(deadletter.ReasonInvalidJSON), string(deadletter.ReasonMissingInput), string(deadletter.ReasonInputTooLarge),
 	string(deadletter.ReasonInvalidUTF8), string(deadletter.ReasonInvalidIdempotencyKey), string(deadletter.ReasonInvalidConversationKey),
+	string(deadletter.ReasonInvalidCloudEvent),
 }
 
-// Reasons are the reasons this version of agentrelay dead-letters with.
-// Older or newer workers may write others.
-var Reasons = []string{
-	string(deadletter.ReasonInvalidJSON), string(deadletter.ReasonMissingInput), string(deadletter.ReasonInputTooLarge),
-	string(deadletter.ReasonInvalidUTF8), string(deadletter.ReasonInvalidIdempotencyKey), string(deadletter.ReasonInvalidConversationKey),
-	string(deadletter.ReasonBadRequest), string(deadletter.ReasonForbidden), string(deadletter.ReasonNotFound), string(deadletter.ReasonRejected),
-	string(deadletter.ReasonMaxAttempts),
+// Reasons are the reasons this version of agentrelay dead-letters with
+// (deadletter.Reasons), as the letters' headers spell them. Older or newer
+// workers may write others.
+func Reasons() []string {
+	rs := deadletter.Reasons()
+	out := make([]string, len(rs))
+	for i, r := range rs {
+		out[i] = string(r)
+	}
+	return out
 }

@@ -478,7 +478,8 @@ func (c *checker) checkConsumers(consumers []ConsumerState) {
 // calling the API.
 func isPoisonReason(reason string) bool {
 	switch reason {
-	case "invalid_json", "missing_input", "input_too_large", "invalid_utf8", "invalid_idempotency_key", "invalid_conversation_key":
+	case "invalid_json", "missing_input", "input_too_large", "invalid_utf8", "invalid_idempotency_key", "invalid_conversation_key",
+		"invalid_cloudevent", "mapping_failed", "trigger_not_allowed":
 		return true
 	}
 	return false
