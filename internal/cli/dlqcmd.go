@@ -369,17 +369,23 @@ replayed only to a subject its own route (Agentrelay-Route) consumes, for the
 trigger that route calls, from the dead-letter subject that subject maps to,
 and never to a system subject ($JS.*, $SYS.*, $KV.*, any "$" subject,
 _INBOX.*, _R_.*) or one with wildcards, empty tokens, spaces or control
-characters. Anything else is refused and left in place: --dry-run lists each
-refusal with its reason, and a replay counts them (and exits 1).
+characters. On a route that serves many agents (map.trigger_id), the letter's
+trigger must be in the route's allowed_trigger_ids, and the route's mapping
+must still send the event to it (--dry-run names the trigger each replay goes
+to). Anything else is refused and left in place: --dry-run lists each refusal
+with its reason, and a replay counts them (and exits 1).
 
 A letter whose reason blames the message itself (invalid_json, missing_input,
 input_too_large, invalid_utf8, invalid_idempotency_key,
-invalid_conversation_key) would only be dead-lettered again: it is refused
-unless --force, or replayed with a corrected body (--body-file, one letter at
-a time, keeping its Idempotency-Key; a body the route would refuse again is
-refused). A letter stored without its body (too large) is replayed only with
---body-file. A replay that fails again keeps its history: its new dead letter
-counts the replays and every attempt ("dlq list" shows both).
+invalid_conversation_key, invalid_cloudevent) would only be dead-lettered
+again: it is refused unless --force, or replayed with a corrected body
+(--body-file, one letter at a time, keeping its Idempotency-Key; a body the
+route would refuse again is refused). mapping_failed and trigger_not_allowed
+are fixed in the configuration (the mapping, allowed_trigger_ids): replay
+them once the worker runs the fix. A letter stored without its body (too
+large) is replayed only with --body-file. A replay that fails again keeps its
+history: its new dead letter counts the replays and every attempt ("dlq list"
+shows both).
 
 Fix the cause first (permissions, trigger id, the agent), then replay; use
 "agentrelay status --watch 2s" to watch the route drain.`,
@@ -393,7 +399,7 @@ Fix the cause first (permissions, trigger id, the agent), then replay; use
 	f.register(cmd, e, g)
 	cmd.Flags().BoolVar(&f.dryRun, "dry-run", false, "show what would be replayed and what refused, and why; change nothing")
 	cmd.Flags().BoolVar(&f.newKey, "new-key", false, "give each replay a new Idempotency-Key (the API will run the event again even if it had accepted it)")
-	cmd.Flags().BoolVar(&f.allowTriggerChange, "allow-trigger-change", false, "replay letters to their route's current trigger even when it is not the one they were dead-lettered for (after fixing a route's trigger_id)")
+	cmd.Flags().BoolVar(&f.allowTriggerChange, "allow-trigger-change", false, "replay letters to their route's current trigger even when it is not the one they were dead-lettered for (after fixing a route's trigger_id or mapping)")
 	cmd.Flags().Float64Var(&f.perSecond, "rate", 50, fmt.Sprintf("replays per second at most (up to %v)", maxReplayRate))
 	cmd.Flags().BoolVar(&f.force, "force", false, "replay letters whose reason blames the message itself (invalid_json, ...) unchanged")
 	cmd.Flags().StringVar(&f.bodyFile, "body-file", "", fmt.Sprintf("replay one dead letter with this corrected body (at most %d MiB), keeping its key", maxBodyFile>>20))
@@ -476,10 +482,13 @@ func replayPolicy(ctx context.Context, t *toolConn, allowTriggerChange bool) (dl
 }
 
 // refusalText is why a letter is refused, with what to do about a trigger
-// that changed.
+// that changed or that the route may not call.
 func refusalText(r *dlq.Refusal) string {
-	if errors.Is(r, dlq.ErrTriggerChanged) {
+	switch {
+	case errors.Is(r, dlq.ErrTriggerChanged):
 		return r.Reason + " (--allow-trigger-change to replay it to the route's trigger)"
+	case errors.Is(r, dlq.ErrTriggerNotAllowed):
+		return r.Reason + " (add the id to the route's allowed_trigger_ids, or correct its mapping, to replay it)"
 	}
 	return r.Reason
 }
@@ -514,7 +523,7 @@ func replay(ctx context.Context, e *env, s *dlq.Store, policy dlq.Policy, filter
 			l = l.WithBody(o.body)
 		}
 		if o.dryRun {
-			return r.dryRun(l)
+			return r.dryRun(ctx, l)
 		}
 		return r.replay(ctx, l)
 	})
@@ -537,12 +546,16 @@ type replayer struct {
 }
 
 // dryRun says what replaying l would do.
-func (r *replayer) dryRun(l dlq.Letter) (bool, error) {
+func (r *replayer) dryRun(ctx context.Context, l dlq.Letter) (bool, error) {
 	var ref *dlq.Refusal
-	if _, err := r.s.Check(r.policy, l); errors.As(err, &ref) {
+	target, err := r.s.Check(ctx, r.policy, l)
+	if errors.As(err, &ref) {
 		r.refused++
 		printf(r.e.stdout, "refuse %d: %s\n", l.Seq, refusalText(ref))
 		return true, nil
+	}
+	if err != nil {
+		return false, err
 	}
 	m, err := r.s.ReplayMsg(l, r.o.newKey)
 	if err != nil {
@@ -557,8 +570,11 @@ func (r *replayer) dryRun(l dlq.Letter) (bool, error) {
 		key += " (the replay's message id: the letter's own key could not be used)"
 	}
 	what := ""
+	if target.Route.ServesManyAgents() && target.TriggerID != "" {
+		what = " for trigger " + safe(target.TriggerID, 80)
+	}
 	if l.Corrected {
-		what = fmt.Sprintf(", with the corrected body (%s)", plural(len(l.Data), "byte", "bytes"))
+		what += fmt.Sprintf(", with the corrected body (%s)", plural(len(l.Data), "byte", "bytes"))
 	}
 	printf(r.e.stdout, "would replay %d (%s, %s) to %s%s with Idempotency-Key %s\n",
 		l.Seq, safe(l.Route, 40), safe(l.Reason, 40), safe(m.Subject, 80), what, safe(key, 200))
@@ -572,7 +588,7 @@ func (r *replayer) replay(ctx context.Context, l dlq.Letter) (bool, error) {
 		defer func() { _ = r.bar.Add(1) }()
 	}
 	// Refusals cost no publish, so they do not wait for the limiter.
-	if _, err := r.s.Check(r.policy, l); err == nil {
+	if _, err := r.s.Check(ctx, r.policy, l); err == nil {
 		if err := r.limiter.Wait(ctx); err != nil {
 			return false, err
 		}

@@ -3,6 +3,7 @@ package dlq
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -12,6 +13,8 @@ import (
 	"github.com/agentrelay/agentrelay/agentapi"
 	"github.com/agentrelay/agentrelay/internal/deadletter"
 	"github.com/agentrelay/agentrelay/internal/event"
+	"github.com/agentrelay/agentrelay/internal/mapping"
+	"github.com/agentrelay/agentrelay/internal/triggerglob"
 )
 
 func letter() Letter {
@@ -193,7 +196,7 @@ func TestCheck(t *testing.T) {
 			return l
 		}(), "moved or forged"},
 	} {
-		_, err := s.Check(policy(), tc.l)
+		_, err := s.Check(t.Context(), policy(), tc.l)
 		switch {
 		case tc.want == "" && err != nil:
 			t.Errorf("%s: refused: %v", tc.name, err)
@@ -203,10 +206,10 @@ func TestCheck(t *testing.T) {
 	}
 	p := policy()
 	p.AllowTriggerChange = true
-	if _, err := s.Check(p, forged("agents.complaints.new", "complaints", "agtch_old")); err != nil {
+	if _, err := s.Check(t.Context(), p, forged("agents.complaints.new", "complaints", "agtch_old")); err != nil {
 		t.Errorf("a corrected trigger id, allowed: %v", err)
 	}
-	if _, err := s.Check(policy(), forged("agents.complaints.new", "complaints", "agtch_old")); !errors.Is(err, ErrTriggerChanged) {
+	if _, err := s.Check(t.Context(), policy(), forged("agents.complaints.new", "complaints", "agtch_old")); !errors.Is(err, ErrTriggerChanged) {
 		t.Errorf("a corrected trigger id: %v, want ErrTriggerChanged", err)
 	}
 }
@@ -218,11 +221,11 @@ func TestCheckUsesTheDeadLetterSubjectMapping(t *testing.T) {
 	s := &Store{cfg: cfg}
 	l := forged("agents.complaints.new", "complaints", "agtch_c")
 	l.Subject = cfg.Subject(l.OrigSubject)
-	if _, err := s.Check(policy(), l); err != nil {
+	if _, err := s.Check(t.Context(), policy(), l); err != nil {
 		t.Errorf("a letter on its own subject: %v", err)
 	}
 	l.Subject = "agentrelay.dlq.agents.complaints.new"
-	if _, err := s.Check(policy(), l); !errors.Is(err, ErrRefused) {
+	if _, err := s.Check(t.Context(), policy(), l); !errors.Is(err, ErrRefused) {
 		t.Errorf("a letter on another prefix's subject: %v", err)
 	}
 }
@@ -326,6 +329,11 @@ func TestCheckPoisonAndOmittedBodies(t *testing.T) {
 		{"invalid_utf8", policy(), poison("invalid_utf8"), ErrPoison},
 		{"invalid_idempotency_key", policy(), poison("invalid_idempotency_key"), ErrPoison},
 		{"invalid_conversation_key", policy(), poison("invalid_conversation_key"), ErrPoison},
+		{"invalid_cloudevent", policy(), poison("invalid_cloudevent"), ErrPoison},
+		// A corrected mapping or allowed_trigger_ids makes these pass:
+		// replaying them after the fix is the point.
+		{"mapping_failed", policy(), poison("mapping_failed"), nil},
+		{"trigger_not_allowed", policy(), poison("trigger_not_allowed"), nil},
 		{"invalid_json, forced", forced, poison("invalid_json"), nil},
 		{"invalid_json, corrected", policy(), poison("invalid_json").WithBody([]byte(`{"input":"fixed"}`)), nil},
 		{"invalid_json, corrected but still bad", policy(), poison("invalid_json").WithBody([]byte(`{"inptu":"fixed"}`)), ErrPoison},
@@ -334,7 +342,7 @@ func TestCheckPoisonAndOmittedBodies(t *testing.T) {
 		{"body omitted, forced", forced, omitted, ErrBodyOmitted},
 		{"body omitted, corrected", policy(), omitted.WithBody([]byte(`{"input":"the big one"}`)), nil},
 	} {
-		_, err := s.Check(tc.p, tc.l)
+		_, err := s.Check(t.Context(), tc.p, tc.l)
 		switch {
 		case tc.cause == nil && err != nil:
 			t.Errorf("%s: refused: %v", tc.name, err)
@@ -348,6 +356,81 @@ func TestCheckPoisonAndOmittedBodies(t *testing.T) {
 	m, err := s.ReplayMsg(omitted.WithBody([]byte(`{"input":"x"}`)), false)
 	if err != nil || string(m.Data) != `{"input":"x"}` || m.Header.Get(deadletter.HeaderReplayBody) != "corrected" || m.Header.Get(event.HeaderIdempotencyKey) != "evt-1" {
 		t.Errorf("corrected replay: %v %+v", err, m)
+	}
+}
+
+// manyAgents is a policy with one route that serves many agents: the
+// trigger id is the subject's second token, among agtch_support_*.
+func manyAgents(t *testing.T) Policy {
+	t.Helper()
+	m, err := mapping.Compile(mapping.Spec{TriggerID: "tokens[1]"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := event.Contract{Mapping: m, AllowedTriggerIDs: triggerglob.MustCompile("agtch_support_*")}.WithDefaults()
+	return Policy{Routes: []Route{{Name: "agents", Stream: "S", Filters: []string{"agents.*.events"}, Contract: c}}}
+}
+
+// A route that serves many agents has no trigger of its own: a letter goes
+// back to the agent it was for, if the route may still call it and its
+// mapping still sends the event there. A letter refused before its trigger
+// was known goes where the mapping sends it now.
+func TestCheckOnARouteThatServesManyAgents(t *testing.T) {
+	s := &Store{cfg: deadletter.Config{}.WithDefaults()}
+	letterFor := func(id, subject, reason string) Letter {
+		l := forged(subject, "agents", id)
+		l.Reason = reason
+		return l
+	}
+	allowChange := manyAgents(t)
+	allowChange.AllowTriggerChange = true
+	for _, tc := range []struct {
+		name  string
+		p     Policy
+		l     Letter
+		to    string // the trigger the replay goes to, when it passes
+		cause error  // nil to pass
+	}{
+		{"its own agent", manyAgents(t), letterFor("agtch_support_eu", "agents.agtch_support_eu.events", "forbidden"), "agtch_support_eu", nil},
+		{"no trigger known yet", manyAgents(t), letterFor("", "agents.agtch_support_us.events", "mapping_failed"), "agtch_support_us", nil},
+		{"an id no longer allowed", manyAgents(t), letterFor("agtch_sales", "agents.agtch_sales.events", "forbidden"), "", ErrTriggerNotAllowed},
+		{"an id no longer allowed, trigger change allowed", allowChange, letterFor("agtch_sales", "agents.agtch_sales.events", "forbidden"), "", ErrTriggerNotAllowed},
+		{"mapped outside the allowed ids", manyAgents(t), letterFor("", "agents.agtch_sales.events", "trigger_not_allowed"), "", ErrTriggerNotAllowed},
+		{"mapped to another agent now", manyAgents(t), letterFor("agtch_support_eu", "agents.agtch_support_us.events", "forbidden"), "", ErrTriggerChanged},
+		{"mapped to another agent now, allowed", allowChange, letterFor("agtch_support_eu", "agents.agtch_support_us.events", "forbidden"), "agtch_support_us", nil},
+		{"corrected, still bad", manyAgents(t), letterFor("agtch_support_eu", "agents.agtch_support_eu.events", "invalid_json").WithBody([]byte(`{"inptu":"x"}`)), "", ErrPoison},
+		{"corrected", manyAgents(t), letterFor("agtch_support_eu", "agents.agtch_support_eu.events", "invalid_json").WithBody([]byte(`{"input":"x"}`)), "agtch_support_eu", nil},
+	} {
+		got, err := s.Check(t.Context(), tc.p, tc.l)
+		switch {
+		case tc.cause == nil && err != nil:
+			t.Errorf("%s: refused: %v", tc.name, err)
+		case tc.cause == nil && (got.TriggerID != tc.to || got.Route.Name != "agents"):
+			t.Errorf("%s: replayed to route %q trigger %q, want agents, %s", tc.name, got.Route.Name, got.TriggerID, tc.to)
+		case tc.cause != nil && (!errors.Is(err, ErrRefused) || !errors.Is(err, tc.cause)):
+			t.Errorf("%s: %v, want a refusal for %v", tc.name, err, tc.cause)
+		}
+	}
+	_, err := s.Check(t.Context(), manyAgents(t), letterFor("agtch_sales", "agents.agtch_sales.events", "forbidden"))
+	if err == nil || !strings.Contains(err.Error(), `it was for trigger "agtch_sales", which route agents's allowed_trigger_ids (agtch_support_*) do not allow`) {
+		t.Errorf("the refusal does not say why: %v", err)
+	}
+}
+
+// Only invalid_cloudevent of the mapping work's reasons blames the message
+// itself; every poison reason is one this version writes.
+func TestPoisonReasons(t *testing.T) {
+	for _, r := range PoisonReasons {
+		if !slices.Contains(Reasons(), r) {
+			t.Errorf("poison reason %s is not a reason", r)
+		}
+	}
+	for r, want := range map[deadletter.Reason]bool{
+		deadletter.ReasonInvalidCloudEvent: true, deadletter.ReasonMappingFailed: false, deadletter.ReasonTriggerNotAllowed: false,
+	} {
+		if got := slices.Contains(PoisonReasons, string(r)); got != want {
+			t.Errorf("%s poison: %v, want %v", r, got, want)
+		}
 	}
 }
 

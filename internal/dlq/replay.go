@@ -21,15 +21,35 @@ import (
 
 // Route is what replay needs to know of one configured route.
 type Route struct {
-	Name      string
-	Stream    string // the work stream its consumer reads
-	TriggerID string // the trigger it calls
+	Name   string
+	Stream string // the work stream its consumer reads
+	// TriggerID is the trigger it calls; "" for a route that serves many
+	// agents (ServesManyAgents).
+	TriggerID string
 	// Filters are the subjects its consumer captures: its filter subjects,
 	// or its stream's subjects when it has none.
 	Filters []string
-	// Contract is its message contract, resolved (Contract.WithDefaults):
-	// a corrected body must pass it.
+	// Contract is its message contract, resolved (Contract.WithDefaults)
+	// and with its mapping compiled: a corrected body must pass it, and a
+	// route that maps its trigger id sends each replay where the mapping
+	// says, among Contract.AllowedTriggerIDs.
 	Contract event.Contract
+}
+
+// ServesManyAgents reports whether the route takes each event's trigger id
+// from the event (its mapping's trigger_id) rather than calling one.
+func (r Route) ServesManyAgents() bool { return r.Contract.Mapping.MapsTriggerID() }
+
+// Target is where a replay goes: the route whose stream stores it, and the
+// trigger its event calls.
+type Target struct {
+	Route Route
+	// TriggerID is the trigger the route calls for the replay: its own,
+	// or, on a route that serves many agents, the one its mapping gives
+	// the event now; "" when that cannot be told before the worker reads
+	// the replay (the letter was read without its body, or the route's
+	// mapping fails on it).
+	TriggerID string
 }
 
 // Policy says where dead letters may be replayed.
@@ -37,8 +57,11 @@ type Policy struct {
 	Routes []Route
 	// AllowTriggerChange replays letters whose Agentrelay-Trigger-Id is
 	// not the trigger their route calls now (its trigger id was corrected
-	// after they were dead-lettered). Without it they are refused: a
-	// letter that names one agent must not trigger another unasked.
+	// after they were dead-lettered), or, on a route that serves many
+	// agents, not the one its mapping gives the event now. Without it they
+	// are refused: a letter that names one agent must not trigger another
+	// unasked. A trigger id outside a route's allowed_trigger_ids is
+	// refused even so (ErrTriggerNotAllowed).
 	AllowTriggerChange bool
 	// ForcePoison replays letters whose reason blames the message itself
 	// (PoisonReasons) as they are. Without it they are refused unless
@@ -68,6 +91,12 @@ var ErrRefused = errors.New("replay refused")
 // ErrTriggerChanged is wrapped by the refusal of a letter whose route now
 // calls another trigger (see Policy.AllowTriggerChange).
 var ErrTriggerChanged = errors.New("the route's trigger changed")
+
+// ErrTriggerNotAllowed is wrapped by the refusal of a letter, on a route
+// that serves many agents, for a trigger id outside the route's
+// allowed_trigger_ids (the list was narrowed since), or of one whose event
+// the route's mapping now gives such an id: the worker would never call it.
+var ErrTriggerNotAllowed = errors.New("the trigger id is not in the route's allowed_trigger_ids")
 
 // ErrPoison is wrapped by the refusal of a poison letter (see
 // Policy.ForcePoison) and of a corrected body the route would refuse too.
@@ -131,14 +160,18 @@ func subjectProblem(subject string) string {
 	return ""
 }
 
-// Check decides whether l may be replayed under p, and returns the route
-// it goes to. It refuses (with a *Refusal) a letter
+// Check decides whether l may be replayed under p, and returns where it
+// goes. It refuses (with a *Refusal) a letter
 //   - whose original subject is not a plain literal subject, or is a system
 //     subject;
 //   - that does not sit on the dead-letter subject its original subject maps
 //     to (DeadLetterConfig.Subject): it was moved or forged;
 //   - whose route is missing or not configured;
 //   - whose trigger is not the one its route calls (unless
+//     p.AllowTriggerChange); on a route that serves many agents, whose
+//     trigger is outside the route's allowed_trigger_ids, or whose event
+//     the route's mapping now gives an id outside them
+//     (ErrTriggerNotAllowed), or another id than the letter's (unless
 //     p.AllowTriggerChange);
 //   - whose original subject its route does not consume: replayed there it
 //     would reach another route's agent, or none;
@@ -148,11 +181,13 @@ func subjectProblem(subject string) string {
 //     a corrected body or p.ForcePoison;
 //   - whose corrected body its route's contract refuses.
 //
-// Check reads nothing from the server: a dry run shows exactly what a
-// replay would refuse before publishing.
-func (s *Store) Check(p Policy, l Letter) (Route, error) {
-	refuse := func(cause error, format string, a ...any) (Route, error) {
-		return Route{}, &Refusal{Seq: l.Seq, Reason: fmt.Sprintf(format, a...), Err: cause}
+// The event is read as the worker will read its replay (event.Contract.Read
+// on the replay's subject, body and headers): a mapping may read the
+// subject's tokens. Check reads nothing from the server: a dry run shows
+// exactly what a replay would refuse before publishing.
+func (s *Store) Check(ctx context.Context, p Policy, l Letter) (Target, error) {
+	refuse := func(cause error, format string, a ...any) (Target, error) {
+		return Target{}, &Refusal{Seq: l.Seq, Reason: fmt.Sprintf(format, a...), Err: cause}
 	}
 	if problem := subjectProblem(l.OrigSubject); problem != "" {
 		return refuse(nil, "%s", problem)
@@ -167,8 +202,17 @@ func (s *Store) Check(p Policy, l Letter) (Route, error) {
 	if !ok {
 		return refuse(nil, "no route %q in the configuration", l.Route)
 	}
-	if l.TriggerID != r.TriggerID && !p.AllowTriggerChange {
-		return refuse(ErrTriggerChanged, "it was for trigger %q, but route %s calls %q", l.TriggerID, r.Name, r.TriggerID)
+	allowed := r.Contract.AllowedTriggerIDs
+	switch {
+	case !r.ServesManyAgents():
+		if l.TriggerID != r.TriggerID && !p.AllowTriggerChange {
+			return refuse(ErrTriggerChanged, "it was for trigger %q, but route %s calls %q", l.TriggerID, r.Name, r.TriggerID)
+		}
+	case l.TriggerID != "" && !allowed.Match(l.TriggerID):
+		// A letter with no trigger id was refused before its id was
+		// known (an invalid CloudEvent, a failed mapping): its replay's
+		// id is checked below, from the event.
+		return refuse(ErrTriggerNotAllowed, "it was for trigger %q, which route %s's allowed_trigger_ids (%s) do not allow", l.TriggerID, r.Name, allowed)
 	}
 	if !r.Consumes(l.OrigSubject) {
 		if len(r.Filters) == 0 {
@@ -177,17 +221,49 @@ func (s *Store) Check(p Policy, l Letter) (Route, error) {
 		return refuse(nil, "route %s does not consume %q (it consumes %s)", r.Name, l.OrigSubject, strings.Join(r.Filters, ", "))
 	}
 	switch {
-	case l.Corrected:
-		if _, reason, err := r.Contract.Decode(l.Data, l.Header); reason != "" {
-			return refuse(ErrPoison, "the corrected body would be dead-lettered again by route %s: %s: %v", r.Name, reason, err)
-		}
-	case l.BodyOmitted != "":
+	case l.BodyOmitted != "" && !l.Corrected:
 		return refuse(ErrBodyOmitted, "it was stored without its body (%s: %s, %s bytes, sha256 %s); replayed it would be an empty event: give the body with --body-file",
 			deadletter.HeaderBodyOmitted, l.BodyOmitted, l.Header.Get(deadletter.HeaderBodySize), l.Header.Get(deadletter.HeaderBodySHA256))
-	case l.Poison() && !p.ForcePoison:
+	case l.Poison() && !l.Corrected && !p.ForcePoison:
 		return refuse(ErrPoison, "its reason %s blames the message itself, so unchanged it would be dead-lettered again: correct it with --body-file, or --force to replay it as it is", l.Reason)
 	}
-	return r, nil
+	target := Target{Route: r, TriggerID: r.TriggerID}
+	if l.Data == nil || (!l.Corrected && !r.ServesManyAgents()) {
+		// Read without its body, or nothing to learn from the body: an
+		// unchanged event goes to the one trigger its route calls.
+		return target, nil
+	}
+	d, err := s.readReplay(ctx, r, l)
+	if err != nil {
+		return Target{}, err
+	}
+	switch {
+	case l.Corrected && d.Reason != "":
+		return refuse(ErrPoison, "the corrected body would be dead-lettered again by route %s: %s: %v", r.Name, d.Reason, d.Err)
+	case d.Reason == deadletter.ReasonTriggerNotAllowed:
+		return refuse(ErrTriggerNotAllowed, "route %s would dead-letter it again: %v", r.Name, d.Err)
+	case !d.TriggerID.IsZero():
+		target.TriggerID = d.TriggerID.String()
+	}
+	if l.TriggerID != "" && target.TriggerID != "" && target.TriggerID != l.TriggerID && !p.AllowTriggerChange {
+		return refuse(ErrTriggerChanged, "it was for trigger %q, but route %s's mapping now gives it %q", l.TriggerID, r.Name, target.TriggerID)
+	}
+	return target, nil
+}
+
+// readReplay reads l's replay as route r's worker will: its subject, body
+// and headers through r's contract. The key it carries is beside the
+// point here; a letter without its original subject has no replay.
+func (s *Store) readReplay(ctx context.Context, r Route, l Letter) (event.Decoded, error) {
+	m, err := s.ReplayMsg(l, false)
+	if err != nil {
+		return event.Decoded{}, err
+	}
+	d := r.Contract.Read(ctx, event.Message{Subject: m.Subject, Data: m.Data, Header: m.Header})
+	if err := ctx.Err(); err != nil {
+		return event.Decoded{}, err
+	}
+	return d, nil
 }
 
 // NewKey is the Idempotency-Key `replay --new-key` gives a dead letter: new,
@@ -251,10 +327,11 @@ func (s *Store) ReplayKey(l Letter, m *nats.Msg) (string, error) {
 // interrupted run); a different message under the same id means the letter
 // never reached the API, so it stays.
 func (s *Store) Replay(ctx context.Context, p Policy, l Letter, newKey bool) (*jetstream.PubAck, error) {
-	r, err := s.Check(p, l)
+	target, err := s.Check(ctx, p, l)
 	if err != nil {
 		return nil, err
 	}
+	r := target.Route
 	m, err := s.ReplayMsg(l, newKey)
 	if err != nil {
 		return nil, err

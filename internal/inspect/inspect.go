@@ -57,8 +57,9 @@ func (s *Source) DeadLetterConfig() deadletter.Config {
 }
 
 // ReplayPolicy is where the configuration lets replays go: each route, the
-// subjects its consumer captures (its stream's, when it filters none) and
-// the trigger it calls.
+// subjects its consumer captures (its stream's, when it filters none), the
+// trigger it calls and its contract, mapping compiled (a route whose
+// mapping does not compile is an error: config check reports it).
 func (s *Source) ReplayPolicy(ctx context.Context, allowTriggerChange bool) (dlq.Policy, error) {
 	p := dlq.Policy{AllowTriggerChange: allowTriggerChange}
 	for _, r := range s.Config.Routes {
@@ -74,7 +75,13 @@ func (s *Source) ReplayPolicy(ctx context.Context, allowTriggerChange bool) (dlq
 				filters = st.CachedInfo().Config.Subjects
 			}
 		}
-		p.Routes = append(p.Routes, dlq.Route{Name: r.Name, Stream: r.Stream, TriggerID: r.TriggerID, Filters: filters, Contract: app.Route(r, nil).WithDefaults().Contract})
+		// The contract as the worker reads with it, mapping included: a
+		// replay's trigger id and key are what the mapping makes of it.
+		contract, err := app.Contract(r)
+		if err != nil {
+			return p, fmt.Errorf("route %s: %w", r.Name, err)
+		}
+		p.Routes = append(p.Routes, dlq.Route{Name: r.Name, Stream: r.Stream, TriggerID: r.TriggerID, Filters: filters, Contract: contract.WithDefaults()})
 	}
 	return p, nil
 }
