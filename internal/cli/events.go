@@ -180,6 +180,12 @@ func printStory(w io.Writer, s inspect.EventStory, indent string) {
 	}
 	for _, r := range s.Routes {
 		row("route "+r.Route, r.State+": "+r.Detail)
+		switch {
+		case r.KeyProblem != "":
+			row("  its key there", "none usable: "+r.KeyProblem)
+		case r.Key != "":
+			row("  its key there", r.Key+" ("+r.KeyFrom+")")
+		}
 	}
 	for _, l := range s.DeadLetters {
 		row("dead letter", fmt.Sprintf("%d: %s, %s; %s (dlq show %d)", l.Seq, l.Route, l.Stored.Format(time.RFC3339), l.Error, l.Seq))

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -184,5 +185,39 @@ func TestEventsShowPrintsTheMappedInput(t *testing.T) {
 	}
 	if !strings.Contains(out.String(), "mapped (EVENTS:2, route agents): dead-lettered as trigger_not_allowed") {
 		t.Errorf("events show EVENTS:2:\n%s", out.String())
+	}
+}
+
+// events show gives the Idempotency-Key the worker really sends: for a
+// CloudEvent without a message id, the event's source and id, on the
+// event's own line and when searched for by that key. A replay of it
+// carries the same key in its headers.
+func TestEventsShowGivesTheCloudEventKey(t *testing.T) {
+	n := testenv.StartNATS(t)
+	n.CreateStream(t, jetstream.StreamConfig{Name: "EVENTS", Subjects: []string{"crm.>", "agents.>", "ce.>"}})
+	cfg, _ := mapConfig(t, n.Server.ClientURL())
+	n.Publish(t, &nats.Msg{Subject: "ce.tickets", Header: nats.Header{"Content-Type": {"application/cloudevents+json"}},
+		Data: []byte(`{"specversion":"1.0","type":"t","source":"https://crm.example.com/x","id":"evt-9","data":{"summary":"s"}}`)})
+	n.Publish(t, &nats.Msg{Subject: "ce.tickets", Header: nats.Header{"ce-specversion": {"1.0"}, "ce-type": {"t"},
+		"ce-source": {"https://crm.example.com/y"}, "ce-id": {"evt-10"}}, Data: []byte(`{"summary":"s"}`)})
+	structured, binary := event.CloudEventKey("https://crm.example.com/x", "evt-9"), event.CloudEventKey("https://crm.example.com/y", "evt-10")
+	show := func(arg string) string {
+		t.Helper()
+		var out, errOut bytes.Buffer
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		if code := Main(ctx, []string{"events", "show", "-c", cfg, arg}, strings.NewReader(""), &out, &errOut); code != 0 {
+			t.Fatalf("events show %s: %d\n%s%s", arg, code, out.String(), errOut.String())
+		}
+		return out.String()
+	}
+	for _, tc := range []struct{ ref, key string }{{"EVENTS:1", structured}, {"EVENTS:2", binary}} {
+		want := regexp.MustCompile(`idempotency key +` + regexp.QuoteMeta(tc.key+" (its CloudEvent's source and id (no message id))"))
+		if out := show(tc.ref); !want.MatchString(out) {
+			t.Errorf("events show %s: want %s in\n%s", tc.ref, want, out)
+		}
+		if out := show(tc.key); !regexp.MustCompile(`event +` + tc.ref + "\n").MatchString(out) {
+			t.Errorf("events show %s (its key) did not find %s:\n%s", tc.key, tc.ref, out)
+		}
 	}
 }

@@ -35,7 +35,8 @@ type EventStory struct {
 	Stored   *time.Time `json:"stored,omitempty"`
 	MsgID    string     `json:"msg_id,omitempty"`
 	Size     int        `json:"size,omitempty"`
-	// Key is the Idempotency-Key as the worker computes it; KeyFrom says
+	// Key is the Idempotency-Key as the worker computes it (on the first
+	// route that consumes the event, see EventRoute.Key); KeyFrom says
 	// from what, KeyProblem why it has none usable.
 	Key        string `json:"idempotency_key,omitempty"`
 	KeyFrom    string `json:"key_from,omitempty"`
@@ -66,6 +67,13 @@ type EventRoute struct {
 	// the replicas answered of a route they hold stopped: the event waits
 	// behind that condition.
 	Stopped []ReplicaAnswer `json:"route_stopped,omitempty"`
+	// Key, KeyFrom and KeyProblem are the event's Idempotency-Key on this
+	// route when its contract keys it otherwise than the event's Key says
+	// (a CloudEvents route beside a JSON route on one subject); empty
+	// when it is the same.
+	Key        string `json:"idempotency_key,omitempty"`
+	KeyFrom    string `json:"key_from,omitempty"`
+	KeyProblem string `json:"key_problem,omitempty"`
 }
 
 // EventLetter is a dead letter of the event.

@@ -201,10 +201,13 @@ func (x *teller) searchStream(ctx context.Context, name string, cov *coverage, f
 	out := &Searched{Stream: name, RangeFrom: lo, RangeTo: hi}
 	prog := x.progress(name, hi+1-min(lo, hi+1))
 	hits := 0
+	// A CloudEvents route keys an event without a message id by the
+	// event's source and id, which structured mode keeps in the body.
+	bodies := x.readsCloudEvents(name)
 	low, err := streamscan.NewestFirst(ctx, lo, hi, firstSlice, func(ctx context.Context, sl streamscan.Slice) (bool, error) {
-		res, err := streamscan.Scan(ctx, st, streamscan.Range{HeadersOnly: true, FromSeq: sl.From, ToSeq: sl.To},
+		res, err := streamscan.Scan(ctx, st, streamscan.Range{HeadersOnly: !bodies, FromSeq: sl.From, ToSeq: sl.To},
 			func(m jetstream.Msg, md *jetstream.MsgMetadata) (bool, error) {
-				if x.matchWork(name, m, md, cov, found) {
+				if x.matchWork(ctx, name, m, md, bodies, cov, found) {
 					hits++
 				}
 				prog(md.Timestamp)
@@ -222,11 +225,28 @@ func (x *teller) searchStream(ctx context.Context, name string, cov *coverage, f
 	return out.finish(low, lo, hits, ctx, err)
 }
 
-// matchWork checks one work-stream message against the id, and keeps it if
-// it is a replay.
-func (x *teller) matchWork(stream string, m jetstream.Msg, md *jetstream.MsgMetadata, cov *coverage, found func(ref)) bool {
+// readsCloudEvents reports whether a route of stream reads CloudEvents.
+func (x *teller) readsCloudEvents(stream string) bool {
+	return slices.ContainsFunc(x.routes, func(r dlq.Route) bool {
+		return r.Stream == stream && r.Contract.Format == event.BodyCloudEvents
+	})
+}
+
+// matchWork checks one work-stream message against the id (its message id,
+// or its Idempotency-Key on any route that consumes it), and keeps it if it
+// is a replay. withBody says the message was read with its body.
+func (x *teller) matchWork(ctx context.Context, stream string, m jetstream.Msg, md *jetstream.MsgMetadata, withBody bool, cov *coverage, found func(ref)) bool {
 	h := m.Headers()
+	// A replay always carries its key (or its message id): its headers
+	// give it.
 	key, _ := event.IdempotencyKey(h, md)
+	matches := key == x.q.Arg
+	if withBody && !hasOwnKey(h) {
+		// Keyed by the contract of each route that consumes it.
+		for _, k := range keysOf(ctx, x.routes, stream, event.Message{Subject: m.Subject(), Data: m.Data(), Header: h, Meta: md}) {
+			matches = matches || k.key == x.q.Arg
+		}
+	}
 	origin := h.Get(deadletter.HeaderReplayOrigin)
 	if h.Get(deadletter.HeaderReplayOf) != "" {
 		if len(cov.replays) < maxReplaysSeen {
@@ -236,7 +256,7 @@ func (x *teller) matchWork(stream string, m jetstream.Msg, md *jetstream.MsgMeta
 			cov.overflow = true
 		}
 	}
-	if h.Get("Nats-Msg-Id") != x.q.Arg && key != x.q.Arg {
+	if h.Get("Nats-Msg-Id") != x.q.Arg && !matches {
 		return false
 	}
 	// A replay's story is its event's: told from the message first

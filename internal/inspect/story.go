@@ -33,9 +33,10 @@ func (x *teller) story(ctx context.Context, r ref, withReplays bool) (EventStory
 		return s, fmt.Errorf("%w: stream %s has no message %d yet (its last sequence is %d)", ErrNoMessage, stream, seq, info.State.LastSeq)
 	}
 	m, err := st.GetMsg(ctx, seq)
+	var keys []eventKey
 	switch {
 	case err == nil:
-		readMessage(&s, m)
+		keys = x.readMessage(ctx, &s, m)
 	case isNotFound(err):
 		s.CannotTell = append(s.CannotTell, goneText(info))
 	default:
@@ -56,7 +57,7 @@ func (x *teller) story(ctx context.Context, r ref, withReplays bool) (EventStory
 			return s, err
 		}
 	}
-	if err := x.routeStates(ctx, &s, letters); err != nil {
+	if err := x.routeStates(ctx, &s, letters, keys); err != nil {
 		return s, err
 	}
 	if withReplays && len(s.DeadLetters) == 0 {
@@ -66,29 +67,21 @@ func (x *teller) story(ctx context.Context, r ref, withReplays bool) (EventStory
 	return s, nil
 }
 
-// readMessage fills s from its message in the stream.
-func readMessage(s *EventStory, m *jetstream.RawStreamMsg) {
+// readMessage fills s from its message in the stream, and returns its key
+// on each route that consumes it (keysOf): s.Key is its key on the first.
+func (x *teller) readMessage(ctx context.Context, s *EventStory, m *jetstream.RawStreamMsg) []eventKey {
 	h := m.Header
 	s.InStream, s.Subject = true, m.Subject
 	stored := m.Time.UTC()
 	s.Stored, s.Size = &stored, len(m.Data)
 	s.MsgID = h.Get(jetstream.MsgIDHeader)
 	md := &jetstream.MsgMetadata{Stream: s.Stream, Sequence: jetstream.SequencePair{Stream: s.Seq}, Timestamp: m.Time}
-	var err error
-	s.Key, err = event.IdempotencyKey(h, md)
-	switch {
-	case err != nil:
-		s.KeyProblem = err.Error() + ": the worker dead-letters it as invalid_idempotency_key"
-	case h.Get(event.HeaderIdempotencyKey) != "":
-		s.KeyFrom = "its Idempotency-Key header"
-	case s.MsgID != "":
-		s.KeyFrom = "its Nats-Msg-Id"
-	default:
-		s.KeyFrom = "derived from stream, sequence and stored time (no message id)"
-	}
+	keys := keysOf(ctx, x.routes, s.Stream, event.Message{Subject: m.Subject, Data: m.Data, Header: h, Meta: md})
+	s.Key, s.KeyFrom, s.KeyProblem = keys[0].key, keys[0].from, keys[0].problem
 	s.ReplayOf = h.Get(deadletter.HeaderReplayOf)
 	s.Origin = h.Get(deadletter.HeaderReplayOrigin)
 	s.ReplayCount, _ = strconv.Atoi(h.Get(deadletter.HeaderReplayCount))
+	return keys
 }
 
 // fromLetter fills what the stream no longer holds from the event's first
@@ -161,8 +154,9 @@ func (x *teller) letters(ctx context.Context, s *EventStory) ([]dlq.Letter, erro
 	return out, err
 }
 
-// routeStates adds s's state on each route whose consumer captures it.
-func (x *teller) routeStates(ctx context.Context, s *EventStory, letters []dlq.Letter) error {
+// routeStates adds s's state on each route whose consumer captures it;
+// keys are its keys on them (keysOf), when its message was read.
+func (x *teller) routeStates(ctx context.Context, s *EventStory, letters []dlq.Letter, keys []eventKey) error {
 	for _, rt := range x.routes {
 		if rt.Stream != s.Stream || (s.Subject != "" && !rt.Consumes(s.Subject)) {
 			continue
@@ -170,6 +164,13 @@ func (x *teller) routeStates(ctx context.Context, s *EventStory, letters []dlq.L
 		er, err := x.routeState(ctx, rt, s, letters)
 		if err != nil {
 			return err
+		}
+		for _, k := range keys {
+			if k.route == rt.Name && (k.key != s.Key || k.problem != s.KeyProblem) {
+				// Another contract than the first route's: a
+				// CloudEvents route beside a JSON one, say.
+				er.Key, er.KeyFrom, er.KeyProblem = k.key, k.from, k.problem
+			}
 		}
 		s.Routes = append(s.Routes, er)
 	}
@@ -340,6 +341,9 @@ func scanRange(ctx context.Context, st jetstream.Stream, subject string, gap str
 				return true, nil
 			}
 			count, _ := strconv.Atoi(h.Get(deadletter.HeaderReplayCount))
+			// A replay carries its key, or its replay message id when
+			// its letter had none usable: its headers give the key
+			// the worker uses, whatever the route's contract.
 			key, _ := event.IdempotencyKey(h, md)
 			fn(seenReplay{seq: md.Sequence.Stream, subject: m.Subject(), origin: h.Get(deadletter.HeaderReplayOrigin), key: key, count: count})
 			return true, nil
