@@ -10,6 +10,8 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/agentrelay/agentrelay/internal/routestatus"
 )
 
 // fleetGate carries a route's health to every replica through the
@@ -50,16 +52,6 @@ type fleetGate struct {
 	own       time.Time // the latest pause deadline this replica set
 }
 
-// autoPauseNanos is the sub-second part of every pause deadline agentrelay
-// sets, to tell its own pauses from an operator's; the last digit names
-// the condition (its index in Conditions). Earlier versions marked every
-// pause with legacyAutoPauseNanos: it still reads as route health's, an
-// outage.
-const (
-	autoPauseNanos       = 424_242_430
-	legacyAutoPauseNanos = 424_242_424
-)
-
 // minPauseServer is the first nats-server with consumer pause.
 const minPauseServer = "2.11.0"
 
@@ -67,29 +59,24 @@ func newFleetGate(rn *runner) *fleetGate {
 	return &fleetGate{rn: rn, kick: make(chan struct{}, 1)}
 }
 
-// isAutoPause reports whether a pause deadline is one agentrelay set.
-func isAutoPause(until time.Time) bool {
-	n := until.Nanosecond()
-	return n == legacyAutoPauseNanos || n >= autoPauseNanos && n < autoPauseNanos+len(conditions())
-}
+// isAutoPause reports whether a pause deadline is one agentrelay set (see
+// routestatus.HealthPauseUntil).
+func isAutoPause(until time.Time) bool { return routestatus.IsHealthPause(until) }
 
-// pauseCondition is the condition an agentrelay pause deadline names.
+// pauseCondition is the condition an agentrelay pause deadline names: its
+// code is the condition's index in conditions; an earlier version's mark
+// names none, and reads as an outage.
 func pauseCondition(until time.Time) condition {
 	cs := conditions()
-	if i := until.Nanosecond() - autoPauseNanos; i > 0 && i < len(cs) {
+	if i, ok := routestatus.HealthPauseCode(until); ok && i > 0 && i < len(cs) {
 		return cs[i]
 	}
 	return conditionOutage
 }
 
-// IsRouteHealthPause reports whether a consumer's pause deadline is one a
-// replica set for route health (rather than an operator's pause).
-func IsRouteHealthPause(until time.Time) bool { return isAutoPause(until) }
-
 // autoPauseUntil marks t as agentrelay's own pause deadline for cond.
 func autoPauseUntil(t time.Time, cond condition) time.Time {
-	i := slices.Index(conditions(), cond)
-	return t.Truncate(time.Second).Add(time.Second + time.Duration(autoPauseNanos+max(i, 0)))
+	return routestatus.HealthPauseUntil(t, max(slices.Index(conditions(), cond), 0))
 }
 
 // pauseUntil is the consumer's pause deadline (zero when not paused).

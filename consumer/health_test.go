@@ -451,7 +451,7 @@ func TestAutoPauseMarkNamesTheCondition(t *testing.T) {
 	if isAutoPause(time.Date(2026, 1, 1, 0, 30, 0, 0, time.UTC)) {
 		t.Error("an operator's whole-second pause taken for agentrelay's")
 	}
-	legacy := time.Date(2026, 1, 1, 0, 30, 0, legacyAutoPauseNanos, time.UTC)
+	legacy := time.Date(2026, 1, 1, 0, 30, 0, 424_242_424, time.UTC) // every earlier version's mark (routestatus)
 	if !isAutoPause(legacy) || pauseCondition(legacy) != conditionOutage {
 		t.Error("an earlier version's pause is not read as route health's outage")
 	}

@@ -4,55 +4,20 @@ import (
 	"cmp"
 	"slices"
 	"time"
+
+	"github.com/agentrelay/agentrelay/internal/routestatus"
 )
 
-// OrderedStatus is what one replica holds of an ordered route: whether it
-// owns the route, and the conversation keys whose next event waits here.
-// Only the owner holds events, and only in its memory: this is how
-// `agentrelay status` learns which keys are blocked (see
-// internal/app's ordered status service).
-type OrderedStatus struct {
-	Route string `json:"route"`
-	// PinID is the pin this replica holds (the consumer's pinned client id
-	// as the server last gave it): "" when it stands by.
-	PinID string `json:"pin_id,omitempty"`
-	// Fenced: this replica took the route over and waits until every
-	// event the previous owner had is settled or redelivered here before
-	// it starts any (every held key counts as blocked meanwhile).
-	Fenced bool `json:"fenced"`
-	// Holding counts the events held, Running those being handled
-	// (called, or waiting out a retry in place).
-	Holding int `json:"holding"`
-	Running int `json:"running"`
-	// BlockedKeys counts the keys whose next event waits; Blocked lists
-	// the longest waiting of them, oldest first, at most as many as were
-	// asked for.
-	BlockedKeys int          `json:"blocked_keys"`
-	Blocked     []BlockedKey `json:"blocked"`
-}
+// OrderedStatus is what one replica holds of an ordered route
+// (routestatus.Ordered): `agentrelay status` learns from it which keys are
+// blocked.
+type OrderedStatus = routestatus.Ordered
 
 // BlockedKey is a conversation key whose next event waits.
-type BlockedKey struct {
-	Key string `json:"key"`
-	// Waiting counts the key's events that wait.
-	Waiting int `json:"waiting"`
-	// OldestSeq is the stream sequence of its oldest waiting event, and
-	// Since when that event arrived at this replica.
-	OldestSeq uint64    `json:"oldest_seq"`
-	Since     time.Time `json:"since"`
-	// WaitingSeconds is how long that event has waited, by the clock of
-	// the replica (the reader's clock may differ).
-	WaitingSeconds float64 `json:"waiting_seconds"`
-	// BehindSeq is the stream sequence of the key's event being handled,
-	// which the others wait behind (0 when none is: the route is fenced),
-	// and BehindFailures its failures on this replica so far (a retry in
-	// place).
-	BehindSeq      uint64 `json:"behind_seq,omitempty"`
-	BehindFailures int    `json:"behind_failures,omitempty"`
-}
+type BlockedKey = routestatus.BlockedKey
 
 // MaxOrderedStatusKeys bounds the keys one OrderedStatus lists.
-const MaxOrderedStatusKeys = 100
+const MaxOrderedStatusKeys = routestatus.MaxBlockedKeys
 
 // OrderedStatus returns what this replica holds of the ordered route named
 // route, listing up to maxKeys blocked keys (at most MaxOrderedStatusKeys).

@@ -9,6 +9,7 @@ import (
 
 	"github.com/agentrelay/agentrelay/agentapi"
 	"github.com/agentrelay/agentrelay/internal/event"
+	"github.com/agentrelay/agentrelay/internal/routestatus"
 )
 
 // Agent is the trigger a route calls. *agentapi.Agent implements it.
@@ -144,7 +145,7 @@ func (r Route) agentFor(id agentapi.TriggerID) (Agent, error) {
 // WithDefaults returns r with zero fields set to their defaults.
 func (r Route) WithDefaults() Route {
 	if r.Durable == "" {
-		r.Durable = "agentrelay-" + r.Name
+		r.Durable = routestatus.DefaultDurable(r.Name)
 	}
 	if r.Deliver == "" {
 		r.Deliver = DeliverAll

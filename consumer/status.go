@@ -1,50 +1,18 @@
 package consumer
 
-import "time"
+import "github.com/agentrelay/agentrelay/internal/routestatus"
 
-// RouteStatus is what one replica knows of one of its routes: its health
-// here, and when the route is stopped, why, since when and what it waits
-// for. `agentrelay status` asks every replica (see internal/app's status
-// service) and shows their answers side by side: route health is each
-// replica's own, so replicas may disagree for a moment.
-type RouteStatus struct {
-	Route string `json:"route"`
-	// Health is "healthy", or the condition that stops the route on this
-	// replica: "outage", "unauthorized", "not_runnable", "rate_limited".
-	Health string `json:"health"`
-	// Cause is what the condition was detected by (nil when healthy).
-	Cause *StopCause `json:"cause,omitempty"`
-	// Since is when the condition began; NextProbe when the next probe may
-	// go (zero when healthy).
-	Since     time.Time `json:"since,omitzero"`
-	NextProbe time.Time `json:"next_probe,omitzero"`
-	// ProbeKey is the Idempotency-Key of the message held to probe with,
-	// if one is held.
-	ProbeKey string `json:"probe_key,omitempty"`
-	// PausedBy says who holds the route's consumer paused, as this replica
-	// last saw it: "route_health", "operator", or "" when it runs.
-	PausedBy string `json:"paused_by,omitempty"`
-	// InFlight counts the messages this replica handles now; Limit is how
-	// many it may (the AIMD limit under 429, else max_in_flight).
-	InFlight int `json:"in_flight"`
-	Limit    int `json:"limit"`
-	// Ordered is set on an ordered route: what this replica holds of it.
-	Ordered *OrderedStatus `json:"ordered,omitempty"`
-}
+// RouteStatus is what one replica knows of one of its routes
+// (routestatus.Status: the vocabulary `agentrelay status` reads too).
+type RouteStatus = routestatus.Status
 
-// StopCause is the evidence behind a route-wide condition: the class of
-// the last call that met it, its HTTP status (0 when there was no answer)
-// and its error, one line, bounded.
-type StopCause struct {
-	Class  string `json:"class"`
-	Status int    `json:"status,omitempty"`
-	Error  string `json:"error,omitempty"`
-}
+// StopCause is the evidence behind a route-wide condition.
+type StopCause = routestatus.StopCause
 
 // Paused-by values of RouteStatus.
 const (
-	PausedByRouteHealth = "route_health"
-	PausedByOperator    = "operator"
+	PausedByRouteHealth = routestatus.PausedByRouteHealth
+	PausedByOperator    = routestatus.PausedByOperator
 )
 
 // RouteStatus returns what this replica knows of the route named route,

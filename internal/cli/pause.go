@@ -9,7 +9,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/agentrelay/agentrelay/config"
-	"github.com/agentrelay/agentrelay/consumer"
+	"github.com/agentrelay/agentrelay/internal/routestatus"
 )
 
 // pausedForever is how far ahead "pause until resumed" sets the pause.
@@ -86,7 +86,7 @@ stopped.`,
 			if !info.Paused {
 				return fmt.Errorf("route %s (consumer %s on %s) is %w: nothing to resume", r.Name, r.Durable, r.Stream, ErrNotPaused)
 			}
-			byHealth := info.Config.PauseUntil != nil && consumer.IsRouteHealthPause(*info.Config.PauseUntil)
+			byHealth := info.Config.PauseUntil != nil && routestatus.IsHealthPause(*info.Config.PauseUntil)
 			if _, err := t.js.ResumeConsumer(cmd.Context(), r.Stream, r.Durable); err != nil {
 				return consumerError(r.Name, r.Stream, r.Durable, "resuming", err)
 			}

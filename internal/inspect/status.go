@@ -12,6 +12,7 @@ import (
 	"github.com/agentrelay/agentrelay/consumer"
 	"github.com/agentrelay/agentrelay/internal/app"
 	"github.com/agentrelay/agentrelay/internal/dlq"
+	"github.com/agentrelay/agentrelay/internal/routestatus"
 	"github.com/agentrelay/agentrelay/internal/subject"
 )
 
@@ -206,7 +207,7 @@ func (s *Source) consumerStatus(ctx context.Context, r consumer.Route) (RouteSta
 		until := info.TimeStamp.Add(info.PauseRemaining).UTC()
 		rs.PauseUntil = &until
 		rs.PausedBy = consumer.PausedByOperator
-		if info.Config.PauseUntil != nil && consumer.IsRouteHealthPause(*info.Config.PauseUntil) {
+		if info.Config.PauseUntil != nil && routestatus.IsHealthPause(*info.Config.PauseUntil) {
 			rs.PausedBy = consumer.PausedByRouteHealth
 		}
 	}
