@@ -17,6 +17,7 @@ import (
 	"github.com/agentrelay/agentrelay/consumer"
 	"github.com/agentrelay/agentrelay/deploy/internal/kube"
 	"github.com/agentrelay/agentrelay/internal/app"
+	"github.com/agentrelay/agentrelay/internal/tracing"
 )
 
 // KEDA's settings that every trigger shares are set once, in settings.yaml:
@@ -81,7 +82,7 @@ func envOf(c corev1.Container) map[string]string {
 // OTEL_SDK_DISABLED to "false" is all it takes to export spans over OTLP.
 func TestTracingIsConfiguredAndOff(t *testing.T) {
 	env := envOf(renderExample(t).container)
-	tc, err := app.ParseTracingEnv(func(k string) string { return env[k] })
+	tc, err := tracing.ParseEnv(func(k string) string { return env[k] })
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -92,11 +93,11 @@ func TestTracingIsConfiguredAndOff(t *testing.T) {
 		t.Fatal("no OTEL_EXPORTER_OTLP_ENDPOINT: the settings to switch tracing on are missing")
 	}
 	env["OTEL_SDK_DISABLED"] = "false"
-	tc, err = app.ParseTracingEnv(func(k string) string { return env[k] })
+	tc, err = tracing.ParseEnv(func(k string) string { return env[k] })
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !tc.On || !slices.Equal(tc.Exporters, []string{app.ExporterOTLP}) {
+	if !tc.On || !slices.Equal(tc.Exporters, []string{tracing.ExporterOTLP}) {
 		t.Errorf("with OTEL_SDK_DISABLED=false: tracing %+v, want on, exporting over OTLP", tc)
 	}
 }

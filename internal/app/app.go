@@ -27,6 +27,7 @@ import (
 	"github.com/agentrelay/agentrelay/internal/dlq"
 	"github.com/agentrelay/agentrelay/internal/natsconn"
 	"github.com/agentrelay/agentrelay/internal/telemetry"
+	"github.com/agentrelay/agentrelay/internal/tracing"
 )
 
 // Options tune Run beyond the configuration file.
@@ -37,7 +38,7 @@ type Options struct {
 	// listener (if any) is serving, with the listener's address.
 	Started func(metricsAddr string)
 	// TracerProvider traces deliveries instead of the provider the OTEL_*
-	// environment asks for (see StartTracing); the caller shuts it down.
+	// environment asks for (see tracing.Start); the caller shuts it down.
 	TracerProvider trace.TracerProvider
 }
 
@@ -154,7 +155,7 @@ func (w *worker) components() []component {
 		cs = append(cs, w.listener())
 	}
 	return append(cs,
-		w.tracing(),
+		w.tracer(),
 		component{name: "trigger API client", stop: w.client.CloseIdleConnections},
 		w.natsConnection(),
 		component{name: "streams and consumers", start: w.setUp},
@@ -187,23 +188,23 @@ func (w *worker) listener() component {
 	return c
 }
 
-// tracing is the tracer provider the OTEL_* environment asks for (see
-// StartTracing), or the one Options gives (its owner shuts it down).
-func (w *worker) tracing() component {
-	var tr *Tracer
+// tracer is the tracer provider the OTEL_* environment asks for (see
+// tracing.Start), or the one Options gives (its owner shuts it down).
+func (w *worker) tracer() component {
+	var tr *tracing.Tracer
 	start := func(ctx context.Context) error {
 		if w.tp = w.opts.TracerProvider; w.tp != nil {
 			return nil
 		}
 		var err error
-		if tr, err = StartTracing(ctx, WorkerServiceName, os.Getenv, os.Stdout, w.log); err != nil {
+		if tr, err = tracing.Start(ctx, tracing.WorkerServiceName, os.Getenv, os.Stdout, w.log); err != nil {
 			return err
 		}
 		w.tp = tr.Provider
 		return nil
 	}
 	stop := func() {
-		ctx, cancel := context.WithTimeout(context.Background(), TracingShutdownTimeout)
+		ctx, cancel := context.WithTimeout(context.Background(), tracing.ShutdownTimeout)
 		defer cancel()
 		if err := tr.Shutdown(ctx); err != nil {
 			w.log.Warn("tracing: flushing spans at exit", "err", tr.Scrubbed(err))

@@ -7,11 +7,11 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/agentrelay/agentrelay/config"
-	"github.com/agentrelay/agentrelay/internal/app"
+	"github.com/agentrelay/agentrelay/internal/tracing"
 )
 
 // toolTracer is the tracer provider of a one-shot command: the one the
-// OTEL_* environment asks for (see app.StartTracing; console spans go to
+// OTEL_* environment asks for (see tracing.Start; console spans go to
 // stderr, beside the command's messages), or none. With always, the
 // command's spans are sampled whatever OTEL_TRACES_SAMPLER says, and when
 // the environment configures no exporter they still get ids, so that the
@@ -27,7 +27,7 @@ func toolTracer(ctx context.Context, e *env, g *globalFlags, always bool) (trace
 	if always {
 		extra = append(extra, sdktrace.WithSampler(sdktrace.AlwaysSample()))
 	}
-	tr, err := app.StartTracing(ctx, app.CLIServiceName, e.getenv, e.stderr, log, extra...)
+	tr, err := tracing.Start(ctx, tracing.CLIServiceName, e.getenv, e.stderr, log, extra...)
 	if err != nil {
 		return nil, nil, usageError{err}
 	}
@@ -36,7 +36,7 @@ func toolTracer(ctx context.Context, e *env, g *globalFlags, always bool) (trace
 		return tp, func() { _ = tp.Shutdown(context.Background()) }, nil
 	}
 	stop := func() {
-		sctx, cancel := context.WithTimeout(context.Background(), app.TracingShutdownTimeout)
+		sctx, cancel := context.WithTimeout(context.Background(), tracing.ShutdownTimeout)
 		defer cancel()
 		if err := tr.Shutdown(sctx); err != nil {
 			log.Warn("tracing: flushing spans", "err", tr.Scrubbed(err))

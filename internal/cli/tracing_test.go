@@ -7,7 +7,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/agentrelay/agentrelay/internal/app"
+	"github.com/agentrelay/agentrelay/internal/tracing"
 )
 
 // A command's spans carry its own service.name, agentrelay-cli, not the
@@ -26,7 +26,7 @@ func TestCommandSpansHaveTheirOwnServiceName(t *testing.T) {
 		_, span := tp.Tracer("t").Start(context.Background(), "replay complaints")
 		span.End()
 		stop()
-		want := app.CLIServiceName
+		want := tracing.CLIServiceName
 		if svc != "" {
 			want = svc
 		}
@@ -35,7 +35,7 @@ func TestCommandSpansHaveTheirOwnServiceName(t *testing.T) {
 			t.Errorf("OTEL_SERVICE_NAME=%q: want the span under service.name %s:\n%s", svc, want, out)
 		}
 	}
-	if app.CLIServiceName == app.WorkerServiceName {
+	if tracing.CLIServiceName == tracing.WorkerServiceName {
 		t.Error("the commands and the worker share a service name")
 	}
 }

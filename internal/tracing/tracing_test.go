@@ -1,4 +1,4 @@
-package app
+package tracing
 
 import (
 	"bytes"
@@ -53,10 +53,10 @@ func TestParseTracingEnv(t *testing.T) {
 		{name: "http/json", env: []string{"OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4318", "OTEL_EXPORTER_OTLP_PROTOCOL", "http/json"}, err: true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			got, err := ParseTracingEnv(envOf(tc.env...))
+			got, err := ParseEnv(envOf(tc.env...))
 			if tc.err {
-				if !errors.Is(err, ErrTracingEnv) {
-					t.Fatalf("err = %v, want ErrTracingEnv", err)
+				if !errors.Is(err, ErrEnv) {
+					t.Fatalf("err = %v, want ErrEnv", err)
 				}
 				return
 			}
@@ -79,7 +79,7 @@ func TestParseTracingEnv(t *testing.T) {
 func TestStartTracingFlushesAtShutdown(t *testing.T) {
 	ctx := context.Background()
 	log := slog.New(slog.DiscardHandler)
-	off, err := StartTracing(ctx, WorkerServiceName, envOf(), &bytes.Buffer{}, log)
+	off, err := Start(ctx, WorkerServiceName, envOf(), &bytes.Buffer{}, log)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -95,7 +95,7 @@ func TestStartTracingFlushesAtShutdown(t *testing.T) {
 			t.Setenv("OTEL_SERVICE_NAME", svc)
 		}
 		var out bytes.Buffer
-		on, err := StartTracing(ctx, WorkerServiceName, envOf("OTEL_TRACES_EXPORTER", "console"), &out, log)
+		on, err := Start(ctx, WorkerServiceName, envOf("OTEL_TRACES_EXPORTER", "console"), &out, log)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -133,7 +133,7 @@ func TestOTLPExportsOverHTTPProtobuf(t *testing.T) {
 	}))
 	defer collector.Close()
 	ctx := context.Background()
-	tr, err := StartTracing(ctx, WorkerServiceName, envOf("OTEL_EXPORTER_OTLP_ENDPOINT", collector.URL), io.Discard, slog.New(slog.DiscardHandler))
+	tr, err := Start(ctx, WorkerServiceName, envOf("OTEL_EXPORTER_OTLP_ENDPOINT", collector.URL), io.Discard, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -157,7 +157,7 @@ func TestOTLPExportsOverHTTPProtobuf(t *testing.T) {
 
 // A malformed exporter setting stops start-up instead of being ignored.
 func TestBadOTLPSettingIsAStartUpError(t *testing.T) {
-	_, err := StartTracing(context.Background(), WorkerServiceName, envOf("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4318", "OTEL_EXPORTER_OTLP_TIMEOUT", "soon"),
+	_, err := Start(context.Background(), WorkerServiceName, envOf("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4318", "OTEL_EXPORTER_OTLP_TIMEOUT", "soon"),
 		io.Discard, slog.New(slog.DiscardHandler))
 	if err == nil || !strings.Contains(err.Error(), "OTEL_EXPORTER_OTLP_TIMEOUT") {
 		t.Fatalf("err = %v, want one naming OTEL_EXPORTER_OTLP_TIMEOUT", err)
@@ -170,10 +170,10 @@ func TestBadOTLPSettingIsAStartUpError(t *testing.T) {
 func TestGRPCProtocolIsAStartUpError(t *testing.T) {
 	for _, k := range []string{"OTEL_EXPORTER_OTLP_PROTOCOL", "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL"} {
 		t.Run(k, func(t *testing.T) {
-			_, err := StartTracing(context.Background(), WorkerServiceName, envOf("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4317", k, "grpc"),
+			_, err := Start(context.Background(), WorkerServiceName, envOf("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4317", k, "grpc"),
 				io.Discard, slog.New(slog.DiscardHandler))
-			if !errors.Is(err, ErrTracingEnv) {
-				t.Fatalf("err = %v, want ErrTracingEnv", err)
+			if !errors.Is(err, ErrEnv) {
+				t.Fatalf("err = %v, want ErrEnv", err)
 			}
 			for _, want := range []string{k + "=grpc", "http/protobuf", "4318"} {
 				if !strings.Contains(err.Error(), want) {

@@ -1,4 +1,8 @@
-package app
+// Package tracing starts OpenTelemetry tracing as the OTEL_* environment
+// asks, for the worker and for the command line's SRE tools alike: which
+// exporter, how spans leave the process, and how export failures are
+// reported without leaking credentials.
+package tracing
 
 import (
 	"context"
@@ -81,40 +85,40 @@ const (
 	CLIServiceName    = "agentrelay-cli"
 )
 
-// ErrTracingEnv is wrapped by errors in the OTEL_* environment.
-var ErrTracingEnv = errors.New("OpenTelemetry environment")
+// ErrEnv is wrapped by errors in the OTEL_* environment.
+var ErrEnv = errors.New("OpenTelemetry environment")
 
-// TracingConfig is what the OTEL_* environment says about tracing.
-type TracingConfig struct {
+// Config is what the OTEL_* environment says about tracing.
+type Config struct {
 	On        bool
 	Exporters []string // ExporterOTLP, ExporterConsole
 	Protocol  string   // ProtocolHTTP when Exporters has otlp
 	Why       string   // which variable decided, for the log
 }
 
-// ParseTracingEnv reads the tracing switch from the environment (see the
+// ParseEnv reads the tracing switch from the environment (see the
 // comment above). It reads nothing but names; the SDK reads the rest.
-func ParseTracingEnv(getenv func(string) string) (TracingConfig, error) {
+func ParseEnv(getenv func(string) string) (Config, error) {
 	get := func(k string) string { return strings.TrimSpace(getenv(k)) }
 	if strings.EqualFold(get("OTEL_SDK_DISABLED"), "true") {
-		return TracingConfig{Why: "OTEL_SDK_DISABLED=true"}, nil
+		return Config{Why: "OTEL_SDK_DISABLED=true"}, nil
 	}
-	var tc TracingConfig
+	var tc Config
 	if v := get("OTEL_TRACES_EXPORTER"); v != "" {
 		for _, name := range strings.Split(v, ",") {
 			name = strings.ToLower(strings.TrimSpace(name))
 			switch name {
 			case ExporterNone:
 				if v != ExporterNone {
-					return TracingConfig{}, fmt.Errorf("%w: OTEL_TRACES_EXPORTER=%q: %q cannot be listed with other exporters", ErrTracingEnv, v, ExporterNone)
+					return Config{}, fmt.Errorf("%w: OTEL_TRACES_EXPORTER=%q: %q cannot be listed with other exporters", ErrEnv, v, ExporterNone)
 				}
-				return TracingConfig{Why: "OTEL_TRACES_EXPORTER=none"}, nil
+				return Config{Why: "OTEL_TRACES_EXPORTER=none"}, nil
 			case ExporterOTLP, ExporterConsole:
 				if !slices.Contains(tc.Exporters, name) {
 					tc.Exporters = append(tc.Exporters, name)
 				}
 			default:
-				return TracingConfig{}, fmt.Errorf("%w: OTEL_TRACES_EXPORTER=%q: unknown exporter %q (agentrelay has otlp, console and none)", ErrTracingEnv, v, name)
+				return Config{}, fmt.Errorf("%w: OTEL_TRACES_EXPORTER=%q: unknown exporter %q (agentrelay has otlp, console and none)", ErrEnv, v, name)
 			}
 		}
 		tc.Why = "OTEL_TRACES_EXPORTER"
@@ -126,7 +130,7 @@ func ParseTracingEnv(getenv func(string) string) (TracingConfig, error) {
 			}
 		}
 		if tc.Exporters == nil {
-			return TracingConfig{Why: "neither OTEL_TRACES_EXPORTER nor an OTLP endpoint is set"}, nil
+			return Config{Why: "neither OTEL_TRACES_EXPORTER nor an OTLP endpoint is set"}, nil
 		}
 	}
 	tc.On = true
@@ -141,11 +145,11 @@ func ParseTracingEnv(getenv func(string) string) (TracingConfig, error) {
 		case "", ProtocolHTTP:
 			tc.Protocol = ProtocolHTTP
 		case protocolGRPC:
-			return TracingConfig{}, fmt.Errorf("%w: %s=%s: agentrelay exports traces over OTLP %s only; "+
+			return Config{}, fmt.Errorf("%w: %s=%s: agentrelay exports traces over OTLP %s only; "+
 				"set %s=%s (or unset it) and point the endpoint at the collector's OTLP/HTTP port (4318 by default)",
-				ErrTracingEnv, k, p, ProtocolHTTP, k, ProtocolHTTP)
+				ErrEnv, k, p, ProtocolHTTP, k, ProtocolHTTP)
 		default:
-			return TracingConfig{}, fmt.Errorf("%w: %s=%q: agentrelay exports traces over OTLP %s only", ErrTracingEnv, k, p, ProtocolHTTP)
+			return Config{}, fmt.Errorf("%w: %s=%q: agentrelay exports traces over OTLP %s only", ErrEnv, k, p, ProtocolHTTP)
 		}
 	}
 	return tc, nil
@@ -154,14 +158,14 @@ func ParseTracingEnv(getenv func(string) string) (TracingConfig, error) {
 // Tracer is the process's tracer provider: the SDK's when tracing is on,
 // a no-op one otherwise.
 type Tracer struct {
-	Config   TracingConfig
+	Config   Config
 	Provider trace.TracerProvider
 	sdk      *sdktrace.TracerProvider // nil when off
 	errs     *exportErrors            // nil when off
 }
 
-// StartTracing builds the tracer provider the environment asks for (see
-// ParseTracingEnv), with service (WorkerServiceName, CLIServiceName) as
+// Start builds the tracer provider the environment asks for (see
+// ParseEnv), with service (WorkerServiceName, CLIServiceName) as
 // service.name unless the environment names one; console spans go to
 // stdout. Spans are exported in batches, in the background: a slow or
 // unreachable collector costs dropped spans (OTEL_BSP_MAX_QUEUE_SIZE),
@@ -169,8 +173,8 @@ type Tracer struct {
 // the OTLP header values scrubbed (they may hold credentials). Shutdown
 // flushes what is left. extra options apply after the environment's (a
 // command that must sample its span whatever OTEL_TRACES_SAMPLER says).
-func StartTracing(ctx context.Context, service string, getenv func(string) string, stdout io.Writer, log *slog.Logger, extra ...sdktrace.TracerProviderOption) (*Tracer, error) {
-	tc, err := ParseTracingEnv(getenv)
+func Start(ctx context.Context, service string, getenv func(string) string, stdout io.Writer, log *slog.Logger, extra ...sdktrace.TracerProviderOption) (*Tracer, error) {
+	tc, err := ParseEnv(getenv)
 	if err != nil {
 		return nil, err
 	}
@@ -234,9 +238,9 @@ func (t *Tracer) Scrubbed(err error) string {
 	return t.errs.scrub(err.Error())
 }
 
-// TracingShutdownTimeout bounds the final flush of spans at exit: an
+// ShutdownTimeout bounds the final flush of spans at exit: an
 // unreachable collector must not hold up a rolling update.
-const TracingShutdownTimeout = 5 * time.Second
+const ShutdownTimeout = 5 * time.Second
 
 // exportErrors logs the SDK's errors (failed exports, mostly) at warn: the
 // first at once, then at most one per exportErrorEvery with the count of
