@@ -22,6 +22,7 @@ import (
 	"github.com/agentrelay/agentrelay/deploy/internal/kube"
 	"github.com/agentrelay/agentrelay/deploy/internal/strict"
 	"github.com/agentrelay/agentrelay/internal/app"
+	"github.com/agentrelay/agentrelay/internal/appconfig"
 	"github.com/agentrelay/agentrelay/internal/subject"
 )
 
@@ -148,7 +149,7 @@ func wantConsumer(t *testing.T, r config.Route) jetstream.ConsumerConfig {
 // wantDeadLetterStream is the dead-letter stream agentrelay creates when it
 // is missing, from the configuration's dead_letter section.
 func wantDeadLetterStream(c *config.Config) jetstream.StreamConfig {
-	return app.DeadLetter(c.DeadLetter).StreamConfig()
+	return appconfig.DeadLetter(c.DeadLetter).StreamConfig()
 }
 
 // The NACK resources and the nats CLI files define exactly the consumers

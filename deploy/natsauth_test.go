@@ -21,6 +21,7 @@ import (
 	"github.com/agentrelay/agentrelay/agentapi/emulator"
 	"github.com/agentrelay/agentrelay/config"
 	"github.com/agentrelay/agentrelay/internal/app"
+	"github.com/agentrelay/agentrelay/internal/appconfig"
 	"github.com/agentrelay/agentrelay/internal/cli"
 	"github.com/agentrelay/agentrelay/internal/natsconn"
 	"github.com/agentrelay/agentrelay/internal/testenv"
@@ -237,7 +238,7 @@ func TestNATSPermissionsExample(t *testing.T) {
 			t.Fatalf("producer publishing to %s: %v", r.Subjects[0], err)
 		}
 	}
-	dlqName := app.DeadLetter(d.config.DeadLetter).WithDefaults().Stream
+	dlqName := appconfig.DeadLetter(d.config.DeadLetter).WithDefaults().Stream
 	dlqCount := func() uint64 {
 		s, err := admin.Stream(ctx, dlqName)
 		if err != nil {
@@ -256,7 +257,7 @@ func TestNATSPermissionsExample(t *testing.T) {
 	// Nobody but the worker writes a dead letter, and nobody here purges
 	// or deletes a stream.
 	workStream := routes[0].Stream
-	dlSubject := app.DeadLetter(d.config.DeadLetter).WithDefaults().Subject(subject(routes[0], "forged"))
+	dlSubject := appconfig.DeadLetter(d.config.DeadLetter).WithDefaults().Subject(subject(routes[0], "forged"))
 	for _, user := range []string{"agentrelay", "sre", "producer"} {
 		u := connectAs(t, url, user)
 		if user != "agentrelay" {

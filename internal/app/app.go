@@ -22,6 +22,7 @@ import (
 	"github.com/agentrelay/agentrelay/agentapi"
 	"github.com/agentrelay/agentrelay/config"
 	"github.com/agentrelay/agentrelay/consumer"
+	"github.com/agentrelay/agentrelay/internal/appconfig"
 	"github.com/agentrelay/agentrelay/internal/backoff"
 	"github.com/agentrelay/agentrelay/internal/buildinfo"
 	"github.com/agentrelay/agentrelay/internal/dlq"
@@ -360,7 +361,7 @@ func buildRoutes(cfg *config.Config, log *slog.Logger, metrics *telemetry.Metric
 	routes := make([]consumer.Route, 0, len(cfg.Routes))
 	for i, rc := range cfg.Routes {
 		path := fmt.Sprintf("routes[%d] (%s)", i, rc.Name)
-		contract, err := Contract(rc)
+		contract, err := appconfig.Contract(rc)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("%s.map: %w", path, err))
 			continue

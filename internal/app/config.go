@@ -1,44 +1,34 @@
 package app
 
 import (
-	"errors"
 	"fmt"
 	"strings"
 
 	"github.com/agentrelay/agentrelay/agentapi"
 	"github.com/agentrelay/agentrelay/config"
 	"github.com/agentrelay/agentrelay/consumer"
-	"github.com/agentrelay/agentrelay/internal/deadletter"
-	"github.com/agentrelay/agentrelay/internal/event"
-	"github.com/agentrelay/agentrelay/internal/mapping"
-	"github.com/agentrelay/agentrelay/internal/subject"
-	"github.com/agentrelay/agentrelay/internal/triggerglob"
+	"github.com/agentrelay/agentrelay/internal/appconfig"
 )
 
-// This file is the one place where the configuration file meets the
-// components it configures: it maps YAML values to their option types and
-// reports the components' own rules in the file's terms. A zero value in the
+// This file is where the configuration file meets the relay: it maps YAML
+// values to the relay's option types and reports the relay's own rules in
+// the file's terms (internal/appconfig does the same for what is not the
+// relay). A zero value in the
 // file stays zero here and means the component's default, resolved where
 // the component is built (consumer.New, agentapi.NewClient).
 
 // Route is the configured route rc as the consumer package runs it, calling
 // agent (nil when the route is only checked or looked at). Its contract
-// has no mapping: Contract compiles it.
+// has no mapping: appconfig.Contract compiles it.
 func Route(rc config.Route, agent consumer.Agent) consumer.Route {
 	return consumer.Route{
-		Name:     rc.Name,
-		Stream:   rc.Stream,
-		Subjects: rc.Subjects,
-		Durable:  rc.Durable,
-		Deliver:  consumer.DeliverPolicy(rc.Deliver),
-		Agent:    agent,
-		Contract: event.Contract{
-			Format:                event.BodyFormat(rc.Body),
-			ConversationKeyHeader: rc.ConversationKeyHeader,
-			MaxInputBytes:         rc.MaxInputBytes,
-			// Checked by config.Validate; invalid ones allow nothing.
-			AllowedTriggerIDs: triggerglob.MustCompile(rc.AllowedTriggerIDs...),
-		},
+		Name:          rc.Name,
+		Stream:        rc.Stream,
+		Subjects:      rc.Subjects,
+		Durable:       rc.Durable,
+		Deliver:       consumer.DeliverPolicy(rc.Deliver),
+		Agent:         agent,
+		Contract:      appconfig.BaseContract(rc),
 		MaxInFlight:   rc.MaxInFlight,
 		MaxAckPending: rc.MaxAckPending,
 		AckWait:       rc.AckWait.D(),
@@ -63,64 +53,11 @@ func Route(rc config.Route, agent consumer.Agent) consumer.Route {
 	}
 }
 
-// Contract is rc's message contract with its mapping compiled: what Route
-// gives, plus the expressions. The error joins a *mapping.FieldError per
-// expression that does not compile; CheckConfig reports them at their
-// paths.
-func Contract(rc config.Route) (event.Contract, error) {
-	c := Route(rc, nil).Contract
-	if rc.Map.IsZero() {
-		return c, nil
-	}
-	m, err := mapping.Compile(mapping.Spec{Input: rc.Map.Input, ConversationKey: rc.Map.ConversationKey, TriggerID: rc.Map.TriggerID})
-	if err != nil {
-		return c, err
-	}
-	c.Mapping = m
-	return c, nil
-}
-
-// mappingProblems are the compile errors of rc's mapping, at their paths
-// under path ("routes[2]").
-func mappingProblems(path string, rc config.Route) []string {
-	_, err := Contract(rc)
-	if err == nil {
-		return nil
-	}
-	var out []string
-	errs := []error{err}
-	if j, ok := err.(interface{ Unwrap() []error }); ok {
-		errs = j.Unwrap()
-	}
-	for _, e := range errs {
-		var fe *mapping.FieldError
-		if errors.As(e, &fe) {
-			out = append(out, fmt.Sprintf("%s.map.%s: %v", path, fe.Field, fe.Err))
-		} else {
-			out = append(out, fmt.Sprintf("%s.map: %v", path, e))
-		}
-	}
-	return out
-}
-
-// DeadLetter is the dead-letter section as the consumer package uses it.
-func DeadLetter(d config.DeadLetter) deadletter.Config {
-	return deadletter.Config{
-		Stream:          d.Stream,
-		SubjectPrefix:   d.SubjectPrefix,
-		MaxAge:          d.MaxAge.D(),
-		MaxBytes:        d.MaxBytes,
-		Replicas:        d.Replicas,
-		DuplicateWindow: d.DuplicateWindow.D(),
-		PublishTimeout:  d.PublishTimeout.D(),
-	}
-}
-
 // relayOptions are the relay's options from cfg, without the logger and
 // metrics, which Run adds.
 func relayOptions(cfg *config.Config) consumer.Options {
 	return consumer.Options{
-		DeadLetter:    DeadLetter(cfg.DeadLetter),
+		DeadLetter:    appconfig.DeadLetter(cfg.DeadLetter),
 		DrainGrace:    cfg.Worker.DrainGrace.D(),
 		PullExpiry:    cfg.Worker.PullExpiry.D(),
 		PullHeartbeat: cfg.Worker.PullHeartbeat.D(),
@@ -149,8 +86,8 @@ func ClientOptions(cfg *config.Config) agentapi.ClientOptions {
 
 // CheckConfig is the config.Rule of the components cfg configures: it
 // reports what consumer.Check refuses, under the path of the field that
-// set the value, and that no managed stream or route reads the dead-letter
-// stream or its subjects.
+// set the value, and what appconfig.Problems finds (the dead-letter stream
+// read by a stream or route, mappings that do not compile).
 func CheckConfig(cfg *config.Config) []string {
 	var out []string
 	routes := make([]consumer.Route, len(cfg.Routes))
@@ -171,25 +108,7 @@ func CheckConfig(cfg *config.Config) []string {
 		out = append(out, path+": "+p.Message)
 	}
 
-	dl := DeadLetter(cfg.DeadLetter).WithDefaults()
-	dlSubjects := dl.SubjectPrefix + ".>"
-	for i, s := range cfg.Streams {
-		if s.Name == dl.Stream {
-			out = append(out, fmt.Sprintf("streams[%d].name: %q is the dead-letter stream; configure it under dead_letter", i, s.Name))
-		}
-		for j, subj := range s.Subjects {
-			if subject.Overlap(subj, dlSubjects) {
-				out = append(out, fmt.Sprintf("streams[%d].subjects[%d]: %q overlaps the dead-letter subjects %s", i, j, subj, dlSubjects))
-			}
-		}
-	}
-	for i, rc := range cfg.Routes {
-		out = append(out, mappingProblems(fmt.Sprintf("routes[%d]", i), rc)...)
-		if rc.Stream == dl.Stream {
-			out = append(out, fmt.Sprintf("routes[%d].stream: %q is the dead-letter stream; relaying from it would loop (replay dead letters with `agentrelay dlq replay`)", i, rc.Stream))
-		}
-	}
-	return out
+	return append(out, appconfig.Problems(cfg)...)
 }
 
 // yamlPath is the configuration file's name for a field of consumer.Route,

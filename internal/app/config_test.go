@@ -11,6 +11,7 @@ import (
 	"github.com/agentrelay/agentrelay/agentapi"
 	"github.com/agentrelay/agentrelay/config"
 	"github.com/agentrelay/agentrelay/consumer"
+	"github.com/agentrelay/agentrelay/internal/appconfig"
 	"github.com/agentrelay/agentrelay/internal/deadletter"
 	"github.com/agentrelay/agentrelay/internal/event"
 	"github.com/agentrelay/agentrelay/internal/testenv"
@@ -50,7 +51,7 @@ func TestMinimalRouteRunsWithTheConsumerDefaults(t *testing.T) {
 		r.Breaker.FailureRatio != 0.5 || r.Breaker.MaxProbeInterval != 3*time.Second || r.Breaker.Disabled || r.Ordering != consumer.OrderNone {
 		t.Errorf("route defaults not applied: %+v", r)
 	}
-	if dl := DeadLetter(c.DeadLetter).WithDefaults(); dl.Stream != "AGENTRELAY_DLQ" || dl.SubjectPrefix != "agentrelay.dlq" {
+	if dl := appconfig.DeadLetter(c.DeadLetter).WithDefaults(); dl.Stream != "AGENTRELAY_DLQ" || dl.SubjectPrefix != "agentrelay.dlq" {
 		t.Errorf("dead-letter defaults not applied: %+v", dl)
 	}
 	if co := ClientOptions(c); co.MaxConns != 64 {
@@ -254,7 +255,7 @@ func TestExampleLoadsAndStatesTheDefaults(t *testing.T) {
 	if c.API.BaseURL != config.DefaultAPIBaseURL || c.API.Timeout.D() != agentapi.DefaultTimeout || c.API.MaxConns != 0 {
 		t.Errorf("example api section differs from the defaults: %+v", c.API)
 	}
-	if got, want := DeadLetter(c.DeadLetter), (deadletter.Config{}).WithDefaults(); got != want {
+	if got, want := appconfig.DeadLetter(c.DeadLetter), (deadletter.Config{}).WithDefaults(); got != want {
 		t.Errorf("example dead_letter section differs from the defaults:\n got %+v\nwant %+v", got, want)
 	}
 	o := relayOptions(c)

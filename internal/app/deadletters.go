@@ -9,6 +9,7 @@ import (
 
 	"github.com/agentrelay/agentrelay/config"
 	"github.com/agentrelay/agentrelay/consumer"
+	"github.com/agentrelay/agentrelay/internal/appconfig"
 	"github.com/agentrelay/agentrelay/internal/dlq"
 	"github.com/agentrelay/agentrelay/internal/telemetry"
 )
@@ -30,7 +31,7 @@ func watchDeadLetters(ctx context.Context, js jetstream.JetStream, cfg *config.C
 		// relay resolves it (a zero interval would panic the ticker).
 		interval = consumer.DefaultLagInterval
 	}
-	b := dlq.NewBacklog(js, DeadLetter(cfg.DeadLetter), routes, maxBacklogLetters)
+	b := dlq.NewBacklog(js, appconfig.DeadLetter(cfg.DeadLetter), routes, maxBacklogLetters)
 	ctx, cancel := context.WithCancel(ctx)
 	done := make(chan struct{})
 	go func() {

@@ -9,6 +9,7 @@ import (
 
 	"github.com/agentrelay/agentrelay/config"
 	"github.com/agentrelay/agentrelay/internal/app"
+	"github.com/agentrelay/agentrelay/internal/appconfig"
 )
 
 func newConfigCmd(e *env, g *globalFlags) *cobra.Command {
@@ -41,7 +42,7 @@ agentrelay.yaml. Exits 0 when valid, 2 when not.`,
 			if skipTokens {
 				tokens = "tokens not checked"
 			}
-			dl := app.DeadLetter(c.DeadLetter).WithDefaults()
+			dl := appconfig.DeadLetter(c.DeadLetter).WithDefaults()
 			printf(e.stdout, "%s: ok (%d routes, %d managed streams, dead letters to %s on %s.>, %s)\n",
 				path, len(c.Routes), len(c.Streams), dl.Stream, dl.SubjectPrefix, tokens)
 			return nil

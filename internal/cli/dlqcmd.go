@@ -19,7 +19,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 	"golang.org/x/time/rate"
 
-	"github.com/agentrelay/agentrelay/internal/app"
+	"github.com/agentrelay/agentrelay/internal/appconfig"
 	"github.com/agentrelay/agentrelay/internal/dlq"
 	"github.com/agentrelay/agentrelay/internal/telemetry"
 )
@@ -146,7 +146,7 @@ func openStore(ctx context.Context, e *env, g *globalFlags) (*toolConn, *dlq.Sto
 	if err != nil {
 		return nil, nil, err
 	}
-	s, err := dlq.Open(ctx, t.js, app.DeadLetter(t.cfg.DeadLetter))
+	s, err := dlq.Open(ctx, t.js, appconfig.DeadLetter(t.cfg.DeadLetter))
 	if err != nil {
 		t.Close()
 		return nil, nil, err

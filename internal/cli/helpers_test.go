@@ -7,14 +7,14 @@ import (
 	"testing"
 	"time"
 
-	"github.com/agentrelay/agentrelay/internal/app"
+	"github.com/agentrelay/agentrelay/internal/appconfig"
 	"github.com/agentrelay/agentrelay/internal/dlq"
 	"github.com/agentrelay/agentrelay/internal/inspect"
 )
 
 func openStoreT(t *testing.T, tc *toolConn) *dlq.Store {
 	t.Helper()
-	s, err := dlq.Open(context.Background(), tc.js, app.DeadLetter(tc.cfg.DeadLetter))
+	s, err := dlq.Open(context.Background(), tc.js, appconfig.DeadLetter(tc.cfg.DeadLetter))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -13,7 +13,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/agentrelay/agentrelay/internal/app"
+	"github.com/agentrelay/agentrelay/internal/appconfig"
 	"github.com/agentrelay/agentrelay/internal/deadletter"
 	"github.com/agentrelay/agentrelay/internal/event"
 )
@@ -37,7 +37,7 @@ type forged struct {
 // ensureDLQ creates the dead-letter stream as the worker does.
 func (s *stack) ensureDLQ() {
 	s.t.Helper()
-	if err := deadletter.NewWriter(s.nats.JS, app.DeadLetter(s.cfg.DeadLetter)).Ensure(context.Background()); err != nil {
+	if err := deadletter.NewWriter(s.nats.JS, appconfig.DeadLetter(s.cfg.DeadLetter)).Ensure(context.Background()); err != nil {
 		s.t.Fatal(err)
 	}
 }

@@ -15,6 +15,7 @@ import (
 	"github.com/agentrelay/agentrelay/agentapi"
 	"github.com/agentrelay/agentrelay/config"
 	"github.com/agentrelay/agentrelay/internal/app"
+	"github.com/agentrelay/agentrelay/internal/appconfig"
 	"github.com/agentrelay/agentrelay/internal/event"
 	"github.com/agentrelay/agentrelay/internal/inspect"
 	"github.com/agentrelay/agentrelay/internal/triggerglob"
@@ -168,7 +169,7 @@ type mappedCall struct {
 // worker would make, without making it.
 func mapEvent(ctx context.Context, cfg *config.Config, rc config.Route, m event.Message) (mappedCall, error) {
 	call := mappedCall{route: rc.Name}
-	contract, err := app.Contract(rc)
+	contract, err := appconfig.Contract(rc)
 	if err != nil {
 		return call, err
 	}

@@ -19,6 +19,7 @@ import (
 	"github.com/agentrelay/agentrelay/config"
 	"github.com/agentrelay/agentrelay/consumer"
 	"github.com/agentrelay/agentrelay/internal/app"
+	"github.com/agentrelay/agentrelay/internal/appconfig"
 	"github.com/agentrelay/agentrelay/internal/deadletter"
 	"github.com/agentrelay/agentrelay/internal/testenv"
 )
@@ -78,7 +79,7 @@ routes:
 	// Three events the agents refused (403), dead-lettered as the worker
 	// does: the facts name the event's own trigger id.
 	ctx := t.Context()
-	dl := deadletter.NewWriter(n.JS, app.DeadLetter(cfg.DeadLetter))
+	dl := deadletter.NewWriter(n.JS, appconfig.DeadLetter(cfg.DeadLetter))
 	if err := dl.Ensure(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -144,7 +145,7 @@ routes:
 		t.Fatal(err)
 	}
 	_, js := n.Connect(t)
-	relay, err := consumer.New(js, routes, consumer.Options{DeadLetter: app.DeadLetter(cfg.DeadLetter), PullExpiry: 3 * time.Second})
+	relay, err := consumer.New(js, routes, consumer.Options{DeadLetter: appconfig.DeadLetter(cfg.DeadLetter), PullExpiry: 3 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -17,6 +17,7 @@ import (
 	"github.com/agentrelay/agentrelay/config"
 	"github.com/agentrelay/agentrelay/consumer"
 	"github.com/agentrelay/agentrelay/internal/app"
+	"github.com/agentrelay/agentrelay/internal/appconfig"
 	"github.com/agentrelay/agentrelay/internal/deadletter"
 	"github.com/agentrelay/agentrelay/internal/dlq"
 )
@@ -53,7 +54,7 @@ func (s *Source) Routes() []consumer.Route {
 
 // DeadLetterConfig is the configuration's dead-letter section, resolved.
 func (s *Source) DeadLetterConfig() deadletter.Config {
-	return app.DeadLetter(s.Config.DeadLetter).WithDefaults()
+	return appconfig.DeadLetter(s.Config.DeadLetter).WithDefaults()
 }
 
 // ReplayPolicy is where the configuration lets replays go: each route, the
@@ -77,7 +78,7 @@ func (s *Source) ReplayPolicy(ctx context.Context, allowTriggerChange bool) (dlq
 		}
 		// The contract as the worker reads with it, mapping included: a
 		// replay's trigger id and key are what the mapping makes of it.
-		contract, err := app.Contract(r)
+		contract, err := appconfig.Contract(r)
 		if err != nil {
 			return p, fmt.Errorf("route %s: %w", r.Name, err)
 		}
