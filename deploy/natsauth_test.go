@@ -287,7 +287,7 @@ func TestNATSPermissionsExample(t *testing.T) {
 	run := func(args ...string) string {
 		t.Helper()
 		var out, errOut bytes.Buffer
-		if code := cli.Main(ctx, append([]string{"--config", sreConfig}, args...), strings.NewReader(""), &out, &errOut); code != 0 {
+		if code := cli.Main(ctx, app.Worker{}, append([]string{"--config", sreConfig}, args...), strings.NewReader(""), &out, &errOut); code != 0 {
 			t.Fatalf("agentrelay %s as sre: exit %d\n%s%s", strings.Join(args, " "), code, out.String(), errOut.String())
 		}
 		return out.String()
@@ -449,7 +449,7 @@ routes:
 	run := func(args ...string) string {
 		t.Helper()
 		var out, errOut bytes.Buffer
-		if code := cli.Main(ctx, append([]string{"--config", sreConfig}, args...), strings.NewReader(""), &out, &errOut); code != 0 {
+		if code := cli.Main(ctx, app.Worker{}, append([]string{"--config", sreConfig}, args...), strings.NewReader(""), &out, &errOut); code != 0 {
 			t.Fatalf("agentrelay %s as sre: exit %d\n%s%s", strings.Join(args, " "), code, out.String(), errOut.String())
 		}
 		return out.String()

@@ -1,5 +1,7 @@
 // Command agentrelay relays NATS JetStream messages to Workspace Agents
-// triggers. See `agentrelay --help` and the README.
+// triggers. See `agentrelay --help` and the README. It wires the worker
+// (internal/app) into the command line (internal/cli), which links none of
+// it.
 package main
 
 import (
@@ -8,6 +10,7 @@ import (
 	"os/signal"
 	"syscall"
 
+	"github.com/agentrelay/agentrelay/internal/app"
 	"github.com/agentrelay/agentrelay/internal/cli"
 )
 
@@ -19,5 +22,5 @@ func main() {
 		<-ctx.Done()
 		stop()
 	}()
-	os.Exit(cli.Main(ctx, os.Args[1:], os.Stdin, os.Stdout, os.Stderr))
+	os.Exit(cli.Main(ctx, app.Worker{}, os.Args[1:], os.Stdin, os.Stdout, os.Stderr))
 }

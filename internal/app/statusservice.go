@@ -3,6 +3,7 @@ package app
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"log/slog"
 	"os"
 	"strings"
@@ -14,16 +15,19 @@ import (
 
 	"github.com/agentrelay/agentrelay/consumer"
 	"github.com/agentrelay/agentrelay/internal/buildinfo"
+	"github.com/agentrelay/agentrelay/internal/routestatus"
 )
 
 // A route's health is each replica's own, and an ordered route's blocked
 // keys live in the memory of the replica that owns it: NATS knows neither.
 // So every replica runs a NATS service (nats.go micro: `nats micro ls`
 // lists the replicas, `nats micro info agentrelay` their endpoints) with
-// one endpoint per route on StatusSubject, without a queue group: every
-// replica hears a request and answers with what it knows of the route
-// (StatusAnswer: who it is, and consumer.RouteStatus). `agentrelay status`
-// gathers the answers and shows them side by side.
+// one endpoint per route on routestatus.Subject, without a queue group:
+// every replica hears a request and answers with what it knows of the route
+// (routestatus.Answer: who it is, and its routestatus.Status). `agentrelay
+// status` gathers the answers and shows them side by side. Package
+// routestatus holds the service's vocabulary, which the status command
+// shares without linking the worker.
 //
 // Who may answer: anyone who may subscribe to agentrelay.status.> (and
 // agentrelay.ordered.>) in the account. The NATS permissions must give that
@@ -32,22 +36,11 @@ import (
 // cannot tell a worker from an impostor the permissions let in.
 //
 // The service is bounded: it runs on its own NATS connection (a flood
-// costs at most that one); a request over MaxStatusRequest bytes is
+// costs at most that one); a request over routestatus.MaxRequest bytes is
 // answered with an error and never decoded; the endpoint's subscription
 // holds at most statusPendingMsgs requests (statusPendingBytes), so a flood
 // is dropped by the client library as it arrives rather than queued, and
 // the warnings about it are logged at most once a statusWarnEvery.
-
-// StatusServiceName is the name of the worker's NATS service.
-const StatusServiceName = "agentrelay"
-
-// DefaultStatusKeys is how many blocked keys of an ordered route an answer
-// lists when the request does not say.
-const DefaultStatusKeys = 10
-
-// MaxStatusRequest bounds a request's body: {"max_keys": n} needs a few
-// bytes.
-const MaxStatusRequest = 1024
 
 // Bounds of an endpoint's subscription: requests waiting to be answered.
 const (
@@ -58,56 +51,6 @@ const (
 // statusWarnEvery is how often the service may warn about requests it
 // dropped or refused.
 const statusWarnEvery = time.Minute
-
-// StatusSubject is the subject on which every replica running route r
-// answers: agentrelay.status.<stream>.<consumer>, a consumer's identity
-// (two deployments may share route names, not consumers).
-func StatusSubject(r consumer.Route) string {
-	r = r.WithDefaults()
-	return "agentrelay.status." + r.Stream + "." + r.Durable
-}
-
-// OrderedStatusSubject is the subject of the status service's first
-// version, kept for `agentrelay status` commands older than the workers:
-// only the owner of an ordered route answers on it, with
-// consumer.OrderedStatus.
-func OrderedStatusSubject(r consumer.Route) string {
-	r = r.WithDefaults()
-	return "agentrelay.ordered." + r.Stream + "." + r.Durable
-}
-
-// StatusRequest is the body of a request (optional: empty means the
-// defaults).
-type StatusRequest struct {
-	// MaxKeys is how many blocked keys of an ordered route to list, the
-	// longest waiting first (at most consumer.MaxOrderedStatusKeys).
-	// Default DefaultStatusKeys.
-	MaxKeys int `json:"max_keys,omitempty"`
-}
-
-// StatusAnswer is one replica's answer.
-type StatusAnswer struct {
-	Replica Replica              `json:"replica"`
-	Status  consumer.RouteStatus `json:"status"`
-}
-
-// Replica says who answers: its status service instance (micro's id, as
-// `nats micro ls` lists it), its NATS connection's name and client id, its
-// host name and its version. All of it is the replica's own word.
-type Replica struct {
-	ID       string `json:"id"`
-	Name     string `json:"name,omitempty"`
-	Host     string `json:"host,omitempty"`
-	ClientID uint64 `json:"client_id,omitempty"`
-	Version  string `json:"version,omitempty"`
-}
-
-// Status error codes, in micro's error header.
-const (
-	StatusErrBadRequest = "400"
-	StatusErrTooLarge   = "413"
-	StatusErrNoRoute    = "404"
-)
 
 // serveStatus starts the status service for routes. It returns the
 // function that stops it. A failure is logged, not fatal: the service
@@ -176,7 +119,7 @@ func subjectOf(sub *nats.Subscription) string {
 func addStatusService(nc *nats.Conn, warn *warnLimiter) (micro.Service, error) {
 	bi := buildinfo.Get()
 	cfg := micro.Config{
-		Name:        StatusServiceName,
+		Name:        routestatus.ServiceName,
 		Version:     strings.TrimPrefix(bi.Version, "v"),
 		Description: "agentrelay worker: every replica answers with what it knows of its routes (agentrelay status)",
 		Metadata:    map[string]string{"revision": bi.Revision},
@@ -206,34 +149,34 @@ func (s *statusServer) addRoute(r consumer.Route) error {
 	name := r.Name
 	limits := micro.WithEndpointPendingLimits(statusPendingMsgs, statusPendingBytes)
 	err := s.svc.AddEndpoint("status-"+name, micro.HandlerFunc(func(req micro.Request) { s.answer(req, name) }),
-		micro.WithEndpointSubject(StatusSubject(r)), micro.WithEndpointQueueGroupDisabled(), limits,
+		micro.WithEndpointSubject(routestatus.Subject(r.Stream, r.Durable)), micro.WithEndpointQueueGroupDisabled(), limits,
 		micro.WithEndpointMetadata(map[string]string{"route": name}))
 	if err != nil || r.Ordering != consumer.OrderByConversationKey {
 		return err
 	}
 	return s.svc.AddEndpoint("ordered-"+name, micro.HandlerFunc(func(req micro.Request) { s.answerOrdered(req, name) }),
-		micro.WithEndpointSubject(OrderedStatusSubject(r)), micro.WithEndpointQueueGroupDisabled(), limits,
-		micro.WithEndpointMetadata(map[string]string{"route": name, "deprecated": "use " + StatusSubject(r)}))
+		micro.WithEndpointSubject(routestatus.OrderedSubject(r.Stream, r.Durable)), micro.WithEndpointQueueGroupDisabled(), limits,
+		micro.WithEndpointMetadata(map[string]string{"route": name, "deprecated": "use " + routestatus.Subject(r.Stream, r.Durable)}))
 }
 
 // request reads a request's body, answering an error to one over
-// MaxStatusRequest bytes or not of StatusRequest's form.
-func (s *statusServer) request(req micro.Request) (StatusRequest, bool) {
-	var q StatusRequest
+// routestatus.MaxRequest bytes or not of routestatus.Request's form.
+func (s *statusServer) request(req micro.Request) (routestatus.Request, bool) {
+	var q routestatus.Request
 	switch data := req.Data(); {
-	case len(data) > MaxStatusRequest:
-		s.warn.warn("the status service refused requests over its size limit", "subject", req.Subject(), "bytes", len(data), "limit", MaxStatusRequest)
-		_ = req.Error(StatusErrTooLarge, "request body over 1024 bytes", nil)
+	case len(data) > routestatus.MaxRequest:
+		s.warn.warn("the status service refused requests over its size limit", "subject", req.Subject(), "bytes", len(data), "limit", routestatus.MaxRequest)
+		_ = req.Error(routestatus.ErrTooLarge, fmt.Sprintf("request body over %d bytes", routestatus.MaxRequest), nil)
 		return q, false
 	case len(data) == 0:
 	case json.Unmarshal(data, &q) != nil || q.MaxKeys < 0:
-		_ = req.Error(StatusErrBadRequest, `request body: want {"max_keys": n} or nothing`, nil)
+		_ = req.Error(routestatus.ErrBadRequest, `request body: want {"max_keys": n} or nothing`, nil)
 		return q, false
 	}
 	if q.MaxKeys == 0 {
-		q.MaxKeys = DefaultStatusKeys
+		q.MaxKeys = routestatus.DefaultKeys
 	}
-	q.MaxKeys = min(q.MaxKeys, consumer.MaxOrderedStatusKeys)
+	q.MaxKeys = min(q.MaxKeys, routestatus.MaxBlockedKeys)
 	return q, true
 }
 
@@ -244,10 +187,10 @@ func (s *statusServer) answer(req micro.Request, route string) {
 	}
 	st, ok := s.relay.RouteStatus(route, q.MaxKeys)
 	if !ok {
-		_ = req.Error(StatusErrNoRoute, "this replica does not run the route", nil)
+		_ = req.Error(routestatus.ErrNoRoute, "this replica does not run the route", nil)
 		return
 	}
-	_ = req.RespondJSON(StatusAnswer{Replica: s.replica(), Status: st})
+	_ = req.RespondJSON(routestatus.Answer{Replica: s.replica(), Status: st})
 }
 
 // answerOrdered answers on the first version's subject: the owner only,
@@ -264,8 +207,8 @@ func (s *statusServer) answerOrdered(req micro.Request, route string) {
 	_ = req.RespondJSON(st)
 }
 
-func (s *statusServer) replica() Replica {
-	return Replica{ID: s.svc.Info().ID, Name: s.nc.Opts.Name, Host: s.host, ClientID: clientID(s.nc), Version: buildinfo.Get().Version}
+func (s *statusServer) replica() routestatus.Replica {
+	return routestatus.Replica{ID: s.svc.Info().ID, Name: s.nc.Opts.Name, Host: s.host, ClientID: clientID(s.nc), Version: buildinfo.Get().Version}
 }
 
 func clientID(nc *nats.Conn) uint64 {

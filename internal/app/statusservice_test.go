@@ -14,6 +14,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nats.go/micro"
 
+	"github.com/agentrelay/agentrelay/internal/routestatus"
 	"github.com/agentrelay/agentrelay/internal/testenv"
 )
 
@@ -68,18 +69,18 @@ func TestStatusServiceAnswersForEveryRouteAndRefusesLargeRequests(t *testing.T) 
 			t.Logf("worker logs:\n%s", logs.String())
 		}
 	})
-	var ans StatusAnswer
+	var ans routestatus.Answer
 	m := statusOf(t, n.NC, []byte(`{"max_keys": 3}`))
 	if err := json.Unmarshal(m.Data, &ans); err != nil || ans.Status.Route != "r" || ans.Status.Health != "healthy" || ans.Replica.ID == "" || ans.Replica.ClientID == 0 {
 		t.Errorf("answer %s (%v), want route r healthy, with the replica's id and client id", m.Data, err)
 	}
-	m = statusOf(t, n.NC, []byte(`{"max_keys": 3, "pad": "`+strings.Repeat("x", MaxStatusRequest)+`"}`))
-	if m.Header.Get(micro.ErrorCodeHeader) != StatusErrTooLarge {
-		t.Errorf("a request over %d bytes got %q %s, want error %s", MaxStatusRequest, m.Header.Get(micro.ErrorCodeHeader), m.Data, StatusErrTooLarge)
+	m = statusOf(t, n.NC, []byte(`{"max_keys": 3, "pad": "`+strings.Repeat("x", routestatus.MaxRequest)+`"}`))
+	if m.Header.Get(micro.ErrorCodeHeader) != routestatus.ErrTooLarge {
+		t.Errorf("a request over %d bytes got %q %s, want error %s", routestatus.MaxRequest, m.Header.Get(micro.ErrorCodeHeader), m.Data, routestatus.ErrTooLarge)
 	}
 	m = statusOf(t, n.NC, []byte(`{"max_keys": -1}`))
-	if m.Header.Get(micro.ErrorCodeHeader) != StatusErrBadRequest {
-		t.Errorf("max_keys -1 got %q, want error %s", m.Header.Get(micro.ErrorCodeHeader), StatusErrBadRequest)
+	if m.Header.Get(micro.ErrorCodeHeader) != routestatus.ErrBadRequest {
+		t.Errorf("max_keys -1 got %q, want error %s", m.Header.Get(micro.ErrorCodeHeader), routestatus.ErrBadRequest)
 	}
 }
 

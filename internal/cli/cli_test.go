@@ -138,7 +138,7 @@ func runCLI(t *testing.T, stdin string, args ...string) (int, string, string) {
 	var out, errOut bytes.Buffer
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	code := Main(ctx, args, strings.NewReader(stdin), &out, &errOut)
+	code := Main(ctx, app.Worker{}, args, strings.NewReader(stdin), &out, &errOut)
 	return code, out.String(), errOut.String()
 }
 
@@ -281,7 +281,7 @@ func TestInterruptedReplayCanBeRerun(t *testing.T) {
 		cancel()
 	}()
 	var out, errOut bytes.Buffer
-	code := Main(ctx, []string{"--config", s.cfgPath, "dlq", "replay", "--rate", "10"}, strings.NewReader(""), &out, &errOut)
+	code := Main(ctx, app.Worker{}, []string{"--config", s.cfgPath, "dlq", "replay", "--rate", "10"}, strings.NewReader(""), &out, &errOut)
 	if code == 0 || !strings.Contains(out.String(), "run the same command again") {
 		t.Fatalf("interrupted replay: code %d\n%s%s", code, out.String(), errOut.String())
 	}

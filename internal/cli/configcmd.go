@@ -8,7 +8,6 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/agentrelay/agentrelay/config"
-	"github.com/agentrelay/agentrelay/internal/app"
 	"github.com/agentrelay/agentrelay/internal/appconfig"
 )
 
@@ -27,6 +26,9 @@ are not present). FILE defaults to --config, then $AGENTRELAY_CONFIG, then
 agentrelay.yaml. Exits 0 when valid, 2 when not.`,
 		Args: cobra.MaximumNArgs(1),
 		RunE: func(_ *cobra.Command, args []string) error {
+			if e.worker == nil {
+				return ErrNoWorker
+			}
 			path := g.path(e)
 			if len(args) == 1 {
 				if g.configPath != "" && g.configPath != args[0] {
@@ -55,7 +57,7 @@ agentrelay.yaml. Exits 0 when valid, 2 when not.`,
 
 // readConfig reads the configuration file at path and lists every problem
 // in it at once (a *config.Error): what does not decode, what does not
-// validate, what the components refuse (app.CheckConfig) and, with
+// validate, what the components refuse (Worker.CheckConfig) and, with
 // tokens, every route's agent token that cannot be read. It then applies
 // the log flags. run and config check read the file through it, so that
 // they refuse the same files with the same problems; the commands that do
@@ -73,7 +75,7 @@ func (g *globalFlags) readConfig(e *env, path string, tokens bool) (*config.Conf
 	if tokens {
 		read = config.Check
 	}
-	c, err := read(f, e.lookupEnv, app.CheckConfig)
+	c, err := read(f, e.lookupEnv, e.configRule())
 	if err != nil {
 		return nil, err
 	}

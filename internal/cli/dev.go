@@ -28,7 +28,6 @@ import (
 
 	"github.com/agentrelay/agentrelay/agentapi/emulator"
 	"github.com/agentrelay/agentrelay/config"
-	"github.com/agentrelay/agentrelay/internal/app"
 	"github.com/agentrelay/agentrelay/internal/natsembed"
 )
 
@@ -169,7 +168,7 @@ func runDev(ctx context.Context, e *env, g *globalFlags, f *devFlags) error {
 	started := make(chan string, 1)
 	runErr := make(chan error, 1)
 	go func() {
-		runErr <- app.Run(ctx, cfg, log, app.Options{Started: func(addr string) { started <- addr }})
+		runErr <- e.runWorker(ctx, cfg, log, func(addr string) { started <- addr })
 	}()
 	select {
 	case err := <-runErr:

@@ -20,6 +20,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/agentrelay/agentrelay/internal/app"
 	"github.com/agentrelay/agentrelay/internal/testenv"
 )
 
@@ -38,7 +39,7 @@ func TestDevModeShowsAckRetryAndDeadLetter(t *testing.T) {
 	var stdout bytes.Buffer
 	done := make(chan int, 1)
 	go func() {
-		done <- Main(ctx, []string{"dev", "--data-dir", t.TempDir(), "--nats-port", "0", "--log-format", "json"}, strings.NewReader(""), &stdout, logs)
+		done <- Main(ctx, app.Worker{}, []string{"dev", "--data-dir", t.TempDir(), "--nats-port", "0", "--log-format", "json"}, strings.NewReader(""), &stdout, logs)
 	}()
 	has := func(msg, key, value string) bool {
 		for _, line := range strings.Split(logs.String(), "\n") {
@@ -136,7 +137,7 @@ func startDev(t *testing.T, args ...string) (logs *testenv.LogBuffer, stop func(
 	var code int
 	exited := make(chan struct{})
 	go func() {
-		code = Main(ctx, append([]string{"dev", "--log-format", "json"}, args...), strings.NewReader(""), io.Discard, logs)
+		code = Main(ctx, app.Worker{}, append([]string{"dev", "--log-format", "json"}, args...), strings.NewReader(""), io.Discard, logs)
 		close(exited)
 	}()
 	stop = func() int {

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/agentrelay/agentrelay/internal/app"
 	"github.com/agentrelay/agentrelay/internal/appconfig"
 	"github.com/agentrelay/agentrelay/internal/dlq"
 	"github.com/agentrelay/agentrelay/internal/inspect"
@@ -36,7 +37,7 @@ func replayID(l dlq.Letter) string { return l.ID(dlqName).ReplayMsgID() }
 // toolConn connects as the commands do, with the stack's configuration.
 func (s *stack) toolConn() *toolConn {
 	s.t.Helper()
-	tc, err := connectTool(context.Background(), &env{stdout: io.Discard, stderr: io.Discard, getenv: os.Getenv, lookupEnv: os.LookupEnv}, &globalFlags{configPath: s.cfgPath})
+	tc, err := connectTool(context.Background(), &env{stdout: io.Discard, stderr: io.Discard, getenv: os.Getenv, lookupEnv: os.LookupEnv, worker: app.Worker{}}, &globalFlags{configPath: s.cfgPath})
 	if err != nil {
 		s.t.Fatal(err)
 	}

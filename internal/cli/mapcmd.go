@@ -14,7 +14,6 @@ import (
 
 	"github.com/agentrelay/agentrelay/agentapi"
 	"github.com/agentrelay/agentrelay/config"
-	"github.com/agentrelay/agentrelay/internal/app"
 	"github.com/agentrelay/agentrelay/internal/appconfig"
 	"github.com/agentrelay/agentrelay/internal/event"
 	"github.com/agentrelay/agentrelay/internal/inspect"
@@ -194,7 +193,8 @@ func mapEvent(ctx context.Context, cfg *config.Config, rc config.Route, m event.
 			return call, err
 		}
 	}
-	client, err := agentapi.NewClient(cfg.API.BaseURL, app.ClientOptions(cfg))
+	// The client only names the call's URL here: it never connects.
+	client, err := agentapi.NewClient(cfg.API.BaseURL, agentapi.ClientOptions{Timeout: cfg.API.Timeout.D(), AllowInsecureHTTP: cfg.API.AllowInsecureHTTP})
 	if err != nil {
 		return call, err
 	}

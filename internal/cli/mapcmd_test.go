@@ -14,6 +14,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/agentrelay/agentrelay/internal/app"
 	"github.com/agentrelay/agentrelay/internal/event"
 	"github.com/agentrelay/agentrelay/internal/testenv"
 )
@@ -65,7 +66,7 @@ func runMap(t *testing.T, stdin string, args ...string) (int, string, string) {
 	var out, errOut bytes.Buffer
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	code := Main(ctx, append([]string{"map"}, args...), strings.NewReader(stdin), &out, &errOut)
+	code := Main(ctx, app.Worker{}, append([]string{"map"}, args...), strings.NewReader(stdin), &out, &errOut)
 	return code, out.String(), errOut.String()
 }
 
@@ -173,14 +174,14 @@ func TestEventsShowPrintsTheMappedInput(t *testing.T) {
 	var out, errOut bytes.Buffer
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	if code := Main(ctx, []string{"events", "show", "-c", cfg, "EVENTS:1"}, strings.NewReader(""), &out, &errOut); code != 0 {
+	if code := Main(ctx, app.Worker{}, []string{"events", "show", "-c", cfg, "EVENTS:1"}, strings.NewReader(""), &out, &errOut); code != 0 {
 		t.Fatalf("events show: %d\n%s%s", code, out.String(), errOut.String())
 	}
 	if !strings.Contains(out.String(), `mapped (EVENTS:1, route crm): trigger agtch_support_123, input "Ticket T-4711: Export times out", conversation key "cus_9"`) {
 		t.Errorf("events show EVENTS:1:\n%s", out.String())
 	}
 	out.Reset()
-	if code := Main(ctx, []string{"events", "show", "-c", cfg, "EVENTS:2"}, strings.NewReader(""), &out, &errOut); code != 0 {
+	if code := Main(ctx, app.Worker{}, []string{"events", "show", "-c", cfg, "EVENTS:2"}, strings.NewReader(""), &out, &errOut); code != 0 {
 		t.Fatalf("events show: %d\n%s%s", code, out.String(), errOut.String())
 	}
 	if !strings.Contains(out.String(), "mapped (EVENTS:2, route agents): dead-lettered as trigger_not_allowed") {
@@ -206,7 +207,7 @@ func TestEventsShowGivesTheCloudEventKey(t *testing.T) {
 		var out, errOut bytes.Buffer
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
-		if code := Main(ctx, []string{"events", "show", "-c", cfg, arg}, strings.NewReader(""), &out, &errOut); code != 0 {
+		if code := Main(ctx, app.Worker{}, []string{"events", "show", "-c", cfg, arg}, strings.NewReader(""), &out, &errOut); code != 0 {
 			t.Fatalf("events show %s: %d\n%s%s", arg, code, out.String(), errOut.String())
 		}
 		return out.String()

@@ -1,6 +1,8 @@
 // Package cli is agentrelay's command line: the worker (run), the embedded
 // demo (dev), the API emulator, a producer helper (publish), configuration
-// checking, and version. cmd/agentrelay only calls Main.
+// checking, the SRE tools (status, dlq, events, pause, resume) and version.
+// It parses flags and prints; cmd/agentrelay calls Main with the worker
+// (see Worker).
 package cli
 
 import (
@@ -31,6 +33,9 @@ type env struct {
 	stdin          io.Reader
 	getenv         func(string) string
 	lookupEnv      func(string) (string, bool)
+	// worker is the relay (nil: run, dev and config check fail with
+	// ErrNoWorker, and files are checked without the relay's rules).
+	worker Worker
 }
 
 // globalFlags are shared by every subcommand.
@@ -50,9 +55,10 @@ const defaultConnectTimeout = 2 * time.Second
 // Bounds of --connect-timeout.
 const minConnectTimeout, maxConnectTimeout = 100 * time.Millisecond, 5 * time.Minute
 
-// Main runs the command line with args and returns the exit code.
-func Main(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
-	e := &env{stdout: stdout, stderr: stderr, stdin: stdin, getenv: os.Getenv, lookupEnv: os.LookupEnv}
+// Main runs the command line with args, w being the worker, and returns
+// the exit code.
+func Main(ctx context.Context, w Worker, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	e := &env{stdout: stdout, stderr: stderr, stdin: stdin, getenv: os.Getenv, lookupEnv: os.LookupEnv, worker: w}
 	root := newRoot(ctx, e)
 	root.SetArgs(args)
 	err := root.ExecuteContext(ctx)

@@ -2,8 +2,6 @@ package cli
 
 import (
 	"github.com/spf13/cobra"
-
-	"github.com/agentrelay/agentrelay/internal/app"
 )
 
 func newRunCmd(e *env, g *globalFlags) *cobra.Command {
@@ -24,7 +22,7 @@ hand the rest back to JetStream for another replica, and exit 0.`,
 			if err != nil {
 				return err
 			}
-			return app.Run(cmd.Context(), cfg, log, app.Options{})
+			return e.runWorker(cmd.Context(), cfg, log, nil)
 		},
 	}
 }

@@ -13,6 +13,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/agentrelay/agentrelay/agentapi/emulator"
+	"github.com/agentrelay/agentrelay/internal/app"
 	"github.com/agentrelay/agentrelay/internal/testenv"
 )
 
@@ -49,7 +50,7 @@ routes:
 	defer cancel()
 	code := make(chan int, 1)
 	go func() {
-		code <- Main(ctx, []string{"--config", cfgPath, "--log-format", "json", "run"}, strings.NewReader(""), &bytes.Buffer{}, &stderr)
+		code <- Main(ctx, app.Worker{}, []string{"--config", cfgPath, "--log-format", "json", "run"}, strings.NewReader(""), &bytes.Buffer{}, &stderr)
 	}()
 	testenv.Eventually(t, 30*time.Second, "the worker relays", func() bool { return strings.Contains(stderr.String(), `"msg":"relaying"`) })
 

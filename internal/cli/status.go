@@ -11,9 +11,8 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/agentrelay/agentrelay/consumer"
-	"github.com/agentrelay/agentrelay/internal/app"
 	"github.com/agentrelay/agentrelay/internal/inspect"
+	"github.com/agentrelay/agentrelay/internal/routestatus"
 	"github.com/agentrelay/agentrelay/internal/telemetry"
 )
 
@@ -61,7 +60,7 @@ that just took the route over), the longest waiting first.
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if err := checkFlags(durationIn("watch", watch, minWatch, maxWatch, "no refresh"),
 				durationIn("wait", wait, minStatusWait, maxStatusWait, ""),
-				intIn("blocked-keys", blockedKeys, 1, consumer.MaxOrderedStatusKeys, "")); err != nil {
+				intIn("blocked-keys", blockedKeys, 1, routestatus.MaxBlockedKeys, "")); err != nil {
 				return err
 			}
 			t, err := connectTool(cmd.Context(), e, g)
@@ -96,8 +95,8 @@ that just took the route over), the longest waiting first.
 	}
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print the report as one JSON object on one line")
 	cmd.Flags().BoolVar(&noDLQ, "no-dead-letters", false, "skip counting dead letters (a scan of the dead-letter stream's headers)")
-	cmd.Flags().IntVar(&blockedKeys, "blocked-keys", app.DefaultStatusKeys,
-		fmt.Sprintf("how many blocked keys of an ordered route to list, 1 to %d", consumer.MaxOrderedStatusKeys))
+	cmd.Flags().IntVar(&blockedKeys, "blocked-keys", routestatus.DefaultKeys,
+		fmt.Sprintf("how many blocked keys of an ordered route to list, 1 to %d", routestatus.MaxBlockedKeys))
 	cmd.Flags().DurationVarP(&watch, "watch", "w", 0, fmt.Sprintf("refresh every interval, from %v to %v", minWatch, maxWatch))
 	cmd.Flags().DurationVar(&wait, "wait", inspect.DefaultStatusWait, fmt.Sprintf("how long to wait for the replicas' answers, from %v to %v", minStatusWait, maxStatusWait))
 	return cmd
@@ -139,7 +138,7 @@ func printStatus(w io.Writer, rep *inspect.StatusReport, countDL bool) {
 
 func pausedText(r inspect.RouteStatus) string {
 	switch {
-	case r.PausedBy == consumer.PausedByRouteHealth:
+	case r.PausedBy == routestatus.PausedByRouteHealth:
 		return "route health, probing (until " + r.PauseUntil.Format(time.RFC3339) + ")"
 	case r.Paused:
 		return "by an operator, until " + r.PauseUntil.Format(time.RFC3339)
@@ -211,7 +210,7 @@ func printReplicas(w io.Writer, r inspect.RouteStatus) {
 }
 
 // replicaText names a replica by what it says of itself.
-func replicaText(r app.Replica) string {
+func replicaText(r routestatus.Replica) string {
 	parts := []string{"replica " + r.ID}
 	if r.Host != "" {
 		parts = append(parts, "host "+r.Host)
@@ -320,6 +319,6 @@ func printOwnerHolds(w io.Writer, r inspect.RouteStatus) {
 	}
 	_ = tw.Flush()
 	if more := h.BlockedKeys - len(h.Blocked); more > 0 {
-		printf(w, "  ... and %s (--blocked-keys lists up to %d)\n", plural(more, "more blocked key", "more blocked keys"), consumer.MaxOrderedStatusKeys)
+		printf(w, "  ... and %s (--blocked-keys lists up to %d)\n", plural(more, "more blocked key", "more blocked keys"), routestatus.MaxBlockedKeys)
 	}
 }

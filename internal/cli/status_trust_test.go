@@ -11,8 +11,8 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/micro"
 
-	"github.com/agentrelay/agentrelay/consumer"
-	"github.com/agentrelay/agentrelay/internal/app"
+	"github.com/agentrelay/agentrelay/internal/inspect"
+	"github.com/agentrelay/agentrelay/internal/routestatus"
 	"github.com/agentrelay/agentrelay/internal/testenv"
 )
 
@@ -23,10 +23,10 @@ import (
 func forger(t *testing.T, s *stack, answers map[string][]byte) {
 	t.Helper()
 	nc, _ := s.nats.Connect(t)
-	route := consumer.Route{Name: "thread", Stream: stream, Durable: "agentrelay-thread"}
-	info, _ := json.Marshal(micro.Info{ServiceIdentity: micro.ServiceIdentity{Name: app.StatusServiceName, ID: "forged1"},
-		Endpoints: []micro.EndpointInfo{{Name: "status-thread", Subject: app.StatusSubject(route)}}})
-	for _, subj := range []string{app.StatusSubject(route), app.OrderedStatusSubject(route), "$SRV.INFO.agentrelay"} {
+	route := inspect.Route{Name: "thread", Stream: stream, Durable: "agentrelay-thread"}
+	info, _ := json.Marshal(micro.Info{ServiceIdentity: micro.ServiceIdentity{Name: routestatus.ServiceName, ID: "forged1"},
+		Endpoints: []micro.EndpointInfo{{Name: "status-thread", Subject: routestatus.Subject(route.Stream, route.Durable)}}})
+	for _, subj := range []string{routestatus.Subject(route.Stream, route.Durable), routestatus.OrderedSubject(route.Stream, route.Durable), "$SRV.INFO.agentrelay"} {
 		_, err := nc.Subscribe(subj, func(m *nats.Msg) {
 			if m.Subject == "$SRV.INFO.agentrelay" {
 				_ = m.Respond(info)
@@ -44,10 +44,10 @@ func forger(t *testing.T, s *stack, answers map[string][]byte) {
 }
 
 // forgedOrdered is an owner's answer with negative counts and 5,000 keys.
-func forgedOrdered(pin string) consumer.OrderedStatus {
-	o := consumer.OrderedStatus{Route: "thread", PinID: pin, Holding: -5, Running: -1, BlockedKeys: 5000}
+func forgedOrdered(pin string) routestatus.Ordered {
+	o := routestatus.Ordered{Route: "thread", PinID: pin, Holding: -5, Running: -1, BlockedKeys: 5000}
 	for i := range 5000 {
-		o.Blocked = append(o.Blocked, consumer.BlockedKey{Key: fmt.Sprintf("forged-%d", i), Waiting: 1, OldestSeq: uint64(i + 1), Since: time.Now()})
+		o.Blocked = append(o.Blocked, routestatus.BlockedKey{Key: fmt.Sprintf("forged-%d", i), Waiting: 1, OldestSeq: uint64(i + 1), Since: time.Now()})
 	}
 	return o
 }
@@ -76,8 +76,8 @@ func TestStatusRefusesAForgedAnswer(t *testing.T) {
 	// detector, marshalling 5,000 keys takes a while).
 	o := forgedOrdered(pin)
 	old, _ := json.Marshal(o)
-	forged, _ := json.Marshal(app.StatusAnswer{Replica: app.Replica{ID: "forged1", Host: "evil"},
-		Status: consumer.RouteStatus{Route: "thread", Health: "healthy", InFlight: -3, Limit: 64, Ordered: &o}})
+	forged, _ := json.Marshal(routestatus.Answer{Replica: routestatus.Replica{ID: "forged1", Host: "evil"},
+		Status: routestatus.Status{Route: "thread", Health: "healthy", InFlight: -3, Limit: 64, Ordered: &o}})
 	forger(t, s, map[string][]byte{"agentrelay.ordered.WORK.agentrelay-thread": old, "agentrelay.status.WORK.agentrelay-thread": forged})
 	// --wait: room for a loaded machine; status stops as soon as every
 	// replica the service's INFO lists (the forger) has answered.

@@ -11,8 +11,6 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/agentrelay/agentrelay/config"
-	"github.com/agentrelay/agentrelay/consumer"
-	"github.com/agentrelay/agentrelay/internal/app"
 	"github.com/agentrelay/agentrelay/internal/inspect"
 	"github.com/agentrelay/agentrelay/internal/natsconn"
 	"github.com/agentrelay/agentrelay/internal/redact"
@@ -83,25 +81,25 @@ func dialNATS(ctx context.Context, c config.NATS, timeout time.Duration) (*nats.
 }
 
 // connectForRoute connects and finds the named route, with its defaults.
-func connectForRoute(ctx context.Context, e *env, g *globalFlags, name string) (*toolConn, consumer.Route, error) {
+func connectForRoute(ctx context.Context, e *env, g *globalFlags, name string) (*toolConn, inspect.Route, error) {
 	t, err := connectTool(ctx, e, g)
 	if err != nil {
-		return nil, consumer.Route{}, err
+		return nil, inspect.Route{}, err
 	}
 	r, err := t.route(name)
 	if err != nil {
 		t.Close()
-		return nil, consumer.Route{}, err
+		return nil, inspect.Route{}, err
 	}
 	return t, r, nil
 }
 
 // route finds a route of the configuration by name, with its defaults.
-func (t *toolConn) route(name string) (consumer.Route, error) {
+func (t *toolConn) route(name string) (inspect.Route, error) {
 	var names []string
 	for _, r := range t.cfg.Routes {
 		if r.Name == name {
-			return app.Route(r, nil).WithDefaults(), nil
+			return inspect.RouteOf(r), nil
 		}
 		names = append(names, r.Name)
 	}
@@ -109,7 +107,7 @@ func (t *toolConn) route(name string) (consumer.Route, error) {
 	if !strings.HasPrefix(hint, " (known") {
 		hint += " (routes: " + strings.Join(names, ", ") + ")"
 	}
-	return consumer.Route{}, usageError{fmt.Errorf("no route %q in the configuration%s", name, hint)}
+	return inspect.Route{}, usageError{fmt.Errorf("no route %q in the configuration%s", name, hint)}
 }
 
 // parseTime reads an absolute time (RFC 3339, or "2006-01-02 15:04:05" in

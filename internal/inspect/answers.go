@@ -12,11 +12,10 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/micro"
 
-	"github.com/agentrelay/agentrelay/consumer"
-	"github.com/agentrelay/agentrelay/internal/app"
+	"github.com/agentrelay/agentrelay/internal/routestatus"
 )
 
-// Every replica answers for its routes on app.StatusSubject (see
+// Every replica answers for its routes on routestatus.Subject (see
 // internal/app's status service). AskReplicas asks, for all routes at
 // once, and at the same time asks the service's INFO verb which replicas
 // serve which routes: once every replica that serves a route has answered
@@ -44,7 +43,7 @@ type AskOptions struct {
 	// Wait bounds the wait (zero: DefaultStatusWait).
 	Wait time.Duration
 	// MaxKeys is how many blocked keys of an ordered route to ask for
-	// (zero: app.DefaultStatusKeys).
+	// (zero: routestatus.DefaultKeys).
 	MaxKeys int
 }
 
@@ -52,10 +51,10 @@ type AskOptions struct {
 // was refused (Refused: it broke a bound, and nothing of it but who sent it
 // is shown), or the error it answered.
 type ReplicaAnswer struct {
-	Replica app.Replica           `json:"replica"`
-	Status  *consumer.RouteStatus `json:"status,omitempty"`
-	Refused string                `json:"refused,omitempty"`
-	Error   string                `json:"error,omitempty"`
+	Replica routestatus.Replica `json:"replica"`
+	Status  *routestatus.Status `json:"status,omitempty"`
+	Refused string              `json:"refused,omitempty"`
+	Error   string              `json:"error,omitempty"`
 }
 
 // Gathered is what the replicas answered.
@@ -75,7 +74,7 @@ type Gathered struct {
 
 // asking is one AskReplicas under way.
 type asking struct {
-	routes  []consumer.Route
+	routes  []Route
 	maxKeys int
 	inbox   string
 	g       *Gathered
@@ -89,12 +88,12 @@ type asking struct {
 // AskReplicas asks every replica about routes, and returns what they
 // answered within o.Wait. It does not fail: what could not be asked is
 // said in Unserved.
-func (s *Source) AskReplicas(ctx context.Context, routes []consumer.Route, o AskOptions) *Gathered {
+func (s *Source) AskReplicas(ctx context.Context, routes []Route, o AskOptions) *Gathered {
 	if o.Wait <= 0 {
 		o.Wait = DefaultStatusWait
 	}
 	if o.MaxKeys <= 0 {
-		o.MaxKeys = app.DefaultStatusKeys
+		o.MaxKeys = routestatus.DefaultKeys
 	}
 	a := &asking{routes: routes, maxKeys: o.MaxKeys, noReply: map[string]bool{},
 		g: &Gathered{Answers: map[string][]ReplicaAnswer{}, Serving: map[string][]string{}, Silent: map[string][]string{}}}
@@ -124,11 +123,11 @@ func (a *asking) send(nc *nats.Conn) (*nats.Subscription, chan *nats.Msg, error)
 	if err != nil {
 		return nil, nil, err
 	}
-	body, _ := json.Marshal(app.StatusRequest{MaxKeys: a.maxKeys})
-	info, _ := micro.ControlSubject(micro.InfoVerb, app.StatusServiceName, "")
+	body, _ := json.Marshal(routestatus.Request{MaxKeys: a.maxKeys})
+	info, _ := micro.ControlSubject(micro.InfoVerb, routestatus.ServiceName, "")
 	err = nc.PublishRequest(info, inbox+".info", nil)
 	for i, r := range a.routes {
-		err = errors.Join(err, nc.PublishRequest(app.StatusSubject(r), inbox+"."+strconv.Itoa(i), body))
+		err = errors.Join(err, nc.PublishRequest(routestatus.Subject(r.Stream, r.Durable), inbox+"."+strconv.Itoa(i), body))
 	}
 	if err != nil {
 		_ = sub.Unsubscribe()
@@ -190,7 +189,7 @@ func (a *asking) addInfo(data []byte) {
 		return
 	}
 	for _, r := range a.routes {
-		subject := app.StatusSubject(r)
+		subject := routestatus.Subject(r.Stream, r.Durable)
 		serving := a.g.Serving[r.Name]
 		if len(serving) >= maxReplicasSeen || slices.Contains(serving, info.ID) {
 			continue
@@ -247,15 +246,15 @@ func readAnswer(m *nats.Msg, route string, maxKeys int, now time.Time) ReplicaAn
 		// Read no more of it than who sent it (the client library bounds
 		// a message to the server's max_payload, 1 MB by default).
 		var who struct {
-			Replica app.Replica `json:"replica"`
+			Replica routestatus.Replica `json:"replica"`
 		}
 		_ = json.Unmarshal(m.Data, &who)
 		if validReplica(&who.Replica) != nil {
-			who.Replica = app.Replica{}
+			who.Replica = routestatus.Replica{}
 		}
 		return ReplicaAnswer{Replica: who.Replica, Refused: "the answer is " + strconv.Itoa(len(m.Data)) + " bytes, more than an answer listing " + strconv.Itoa(maxKeys) + " keys can be"}
 	}
-	var ans app.StatusAnswer
+	var ans routestatus.Answer
 	if err := json.Unmarshal(m.Data, &ans); err != nil {
 		return ReplicaAnswer{Refused: "not a status answer: " + bounded(err.Error(), maxErrorLen)}
 	}

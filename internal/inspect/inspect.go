@@ -15,11 +15,10 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/agentrelay/agentrelay/config"
-	"github.com/agentrelay/agentrelay/consumer"
-	"github.com/agentrelay/agentrelay/internal/app"
 	"github.com/agentrelay/agentrelay/internal/appconfig"
 	"github.com/agentrelay/agentrelay/internal/deadletter"
 	"github.com/agentrelay/agentrelay/internal/dlq"
+	"github.com/agentrelay/agentrelay/internal/routestatus"
 )
 
 // Source is what inspect reads: a configuration and a connection to its
@@ -33,21 +32,54 @@ type Source struct {
 // ErrNoRoute is returned for a route name the configuration does not have.
 var ErrNoRoute = errors.New("no such route in the configuration")
 
+// Route is a configured route as the tools see it: where its consumer
+// reads, named with the worker's defaults.
+type Route struct {
+	Name   string
+	Stream string
+	// Subjects are its consumer's filter subjects; none means every
+	// subject of the stream.
+	Subjects []string
+	// Durable is its consumer's name.
+	Durable string
+	// Ordering is "conversation_key" for a route that runs the events of
+	// one conversation key one at a time (OrderByConversationKey), else
+	// "none".
+	Ordering string
+}
+
+// OrderByConversationKey is the ordering of a route that runs the events
+// of one conversation key one at a time, as the configuration file and
+// status name it.
+const OrderByConversationKey = "conversation_key"
+
+// RouteOf is the configured route rc with the worker's defaults.
+func RouteOf(rc config.Route) Route {
+	r := Route{Name: rc.Name, Stream: rc.Stream, Subjects: rc.Subjects, Durable: rc.Durable, Ordering: rc.Ordering}
+	if r.Durable == "" {
+		r.Durable = routestatus.DefaultDurable(rc.Name)
+	}
+	if r.Ordering != OrderByConversationKey {
+		r.Ordering = "none"
+	}
+	return r
+}
+
 // Route returns the configuration's route called name, with its defaults.
-func (s *Source) Route(name string) (consumer.Route, error) {
+func (s *Source) Route(name string) (Route, error) {
 	for _, r := range s.Config.Routes {
 		if r.Name == name {
-			return app.Route(r, nil).WithDefaults(), nil
+			return RouteOf(r), nil
 		}
 	}
-	return consumer.Route{}, fmt.Errorf("%w: %q", ErrNoRoute, name)
+	return Route{}, fmt.Errorf("%w: %q", ErrNoRoute, name)
 }
 
 // Routes returns the configuration's routes with their defaults.
-func (s *Source) Routes() []consumer.Route {
-	out := make([]consumer.Route, 0, len(s.Config.Routes))
+func (s *Source) Routes() []Route {
+	out := make([]Route, 0, len(s.Config.Routes))
 	for _, r := range s.Config.Routes {
-		out = append(out, app.Route(r, nil).WithDefaults())
+		out = append(out, RouteOf(r))
 	}
 	return out
 }

@@ -9,8 +9,6 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/agentrelay/agentrelay/consumer"
-	"github.com/agentrelay/agentrelay/internal/app"
 	"github.com/agentrelay/agentrelay/internal/dlq"
 	"github.com/agentrelay/agentrelay/internal/routestatus"
 	"github.com/agentrelay/agentrelay/internal/subject"
@@ -41,8 +39,8 @@ type RouteStatus struct {
 	// OwnerHolds is what the owner answered it holds: its blocked keys,
 	// the longest waiting first. Nil when it did not answer; OwnerUnanswered
 	// says why.
-	OwnerHolds      *consumer.OrderedStatus `json:"owner_holds,omitempty"`
-	OwnerUnanswered string                  `json:"owner_unanswered,omitempty"`
+	OwnerHolds      *routestatus.Ordered `json:"owner_holds,omitempty"`
+	OwnerUnanswered string               `json:"owner_unanswered,omitempty"`
 	// Replicas are the replicas' answers (see AskReplicas); Silent the
 	// replicas that serve the route and did not answer in time;
 	// Unanswered says why there are no answers at all.
@@ -105,7 +103,7 @@ type StatusOptions struct {
 	// of the dead-letter stream's headers).
 	CountDeadLetters bool
 	// BlockedKeys is how many blocked keys of an ordered route to ask for
-	// (zero: app.DefaultStatusKeys).
+	// (zero: routestatus.DefaultKeys).
 	BlockedKeys int
 	// Wait bounds the wait for the replicas' answers (zero:
 	// DefaultStatusWait).
@@ -181,10 +179,10 @@ func (s *Source) deadLetterSummary(ctx context.Context, count bool, d *DeadLette
 
 // consumerStatus reads route r's consumer, and returns the subjects it
 // captures.
-func (s *Source) consumerStatus(ctx context.Context, r consumer.Route) (RouteStatus, []string, error) {
+func (s *Source) consumerStatus(ctx context.Context, r Route) (RouteStatus, []string, error) {
 	rs := RouteStatus{Route: r.Name, Stream: r.Stream, Consumer: r.Durable, Replicas: []ReplicaAnswer{}}
-	if r.Ordering == consumer.OrderByConversationKey {
-		rs.Ordering = string(r.Ordering)
+	if r.Ordering == OrderByConversationKey {
+		rs.Ordering = r.Ordering
 	}
 	c, err := s.JS.Consumer(ctx, r.Stream, r.Durable)
 	switch {
@@ -206,9 +204,9 @@ func (s *Source) consumerStatus(ctx context.Context, r consumer.Route) (RouteSta
 	if info.Paused {
 		until := info.TimeStamp.Add(info.PauseRemaining).UTC()
 		rs.PauseUntil = &until
-		rs.PausedBy = consumer.PausedByOperator
+		rs.PausedBy = routestatus.PausedByOperator
 		if info.Config.PauseUntil != nil && routestatus.IsHealthPause(*info.Config.PauseUntil) {
-			rs.PausedBy = consumer.PausedByRouteHealth
+			rs.PausedBy = routestatus.PausedByRouteHealth
 		}
 	}
 	filter := info.Config.FilterSubjects
@@ -242,10 +240,10 @@ func addAnswers(rs *RouteStatus, g *Gathered) {
 }
 
 func statusSubjectOf(rs *RouteStatus) string {
-	return app.StatusSubject(consumer.Route{Name: rs.Route, Stream: rs.Stream, Durable: rs.Consumer})
+	return routestatus.Subject(rs.Stream, rs.Consumer)
 }
 
-func otherRoutes(counts dlq.Counts, routes []consumer.Route) map[string]int {
+func otherRoutes(counts dlq.Counts, routes []Route) map[string]int {
 	known := map[string]bool{}
 	for _, r := range routes {
 		known[r.Name] = true

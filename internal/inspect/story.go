@@ -9,7 +9,6 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/agentrelay/agentrelay/consumer"
 	"github.com/agentrelay/agentrelay/internal/deadletter"
 	"github.com/agentrelay/agentrelay/internal/dlq"
 	"github.com/agentrelay/agentrelay/internal/event"
@@ -242,14 +241,14 @@ func (x *teller) stateOf(s *EventStory, ci *jetstream.ConsumerInfo, mine []dlq.L
 
 // addStopped asks the replicas about route (once per route) and, if any
 // holds it stopped, says that the event waits behind that condition.
-func (x *teller) addStopped(ctx context.Context, route consumer.Route, er *EventRoute) {
+func (x *teller) addStopped(ctx context.Context, route Route, er *EventRoute) {
 	answers, ok := x.status[route.Name]
 	if !ok {
 		wait := x.q.StatusWait
 		if wait <= 0 {
 			wait = DefaultStatusWait
 		}
-		g := x.src.AskReplicas(ctx, []consumer.Route{route}, AskOptions{Wait: wait})
+		g := x.src.AskReplicas(ctx, []Route{route}, AskOptions{Wait: wait})
 		answers = g.Answers[route.Name]
 		x.status[route.Name] = answers
 	}

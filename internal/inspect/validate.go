@@ -7,8 +7,7 @@ import (
 	"time"
 
 	"github.com/agentrelay/agentrelay/agentapi"
-	"github.com/agentrelay/agentrelay/consumer"
-	"github.com/agentrelay/agentrelay/internal/app"
+	"github.com/agentrelay/agentrelay/internal/routestatus"
 )
 
 // An answer is believed only within these bounds: anything outside them is
@@ -91,7 +90,7 @@ func instant(field string, t time.Time, now time.Time, latest time.Duration) err
 	return nil
 }
 
-func validReplica(r *app.Replica) error {
+func validReplica(r *routestatus.Replica) error {
 	if r.ID == "" {
 		return errors.New("the answer does not say which replica sent it")
 	}
@@ -101,7 +100,7 @@ func validReplica(r *app.Replica) error {
 
 // validStatus checks every field of a route's status, as answered for
 // route with at most maxKeys blocked keys.
-func validStatus(st *consumer.RouteStatus, route string, maxKeys int, now time.Time) error {
+func validStatus(st *routestatus.Status, route string, maxKeys int, now time.Time) error {
 	if st.Route != route {
 		return fmt.Errorf("the answer is for route %q, not %q", bounded(st.Route, maxNameLen), route)
 	}
@@ -133,7 +132,7 @@ func tokenField(field, v string, emptyOK bool) error {
 	return fmt.Errorf("%s %q is not a name this answer can hold", field, bounded(v, 64))
 }
 
-func validOrdered(o *consumer.OrderedStatus, route string, maxKeys int, now time.Time) error {
+func validOrdered(o *routestatus.Ordered, route string, maxKeys int, now time.Time) error {
 	if o.Route != route {
 		return fmt.Errorf("its ordered part is for route %q, not %q", bounded(o.Route, maxNameLen), route)
 	}
@@ -155,7 +154,7 @@ func validOrdered(o *consumer.OrderedStatus, route string, maxKeys int, now time
 	return errors.Join(errs...)
 }
 
-func validBlocked(b *consumer.BlockedKey, now time.Time) error {
+func validBlocked(b *routestatus.BlockedKey, now time.Time) error {
 	errs := []error{
 		exact("blocked key", b.Key, maxKeyLen),
 		count("waiting", b.Waiting, maxCount),
@@ -172,7 +171,7 @@ func validBlocked(b *consumer.BlockedKey, now time.Time) error {
 }
 
 // stopped reports whether a replica holds its route stopped.
-func stopped(st *consumer.RouteStatus) bool {
+func stopped(st *routestatus.Status) bool {
 	return (st.Health != "" && st.Health != healthyLabel) || st.PausedBy != ""
 }
 
@@ -182,7 +181,7 @@ const healthyLabel = "healthy"
 // ConditionText says a replica's condition of a route in one line:
 // "outage since 10:00:00Z (transient, 503: ...), probing with key K, next
 // probe 10:00:05Z, paused by route health".
-func ConditionText(st *consumer.RouteStatus) string {
+func ConditionText(st *routestatus.Status) string {
 	if st == nil {
 		return "unknown"
 	}
@@ -211,9 +210,9 @@ func ConditionText(st *consumer.RouteStatus) string {
 	}
 	pause := ""
 	switch st.PausedBy {
-	case consumer.PausedByRouteHealth:
+	case routestatus.PausedByRouteHealth:
 		pause = "paused by route health"
-	case consumer.PausedByOperator:
+	case routestatus.PausedByOperator:
 		pause = "paused by an operator"
 	case "":
 	default:

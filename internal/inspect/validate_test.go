@@ -9,22 +9,21 @@ import (
 
 	"github.com/nats-io/nats.go"
 
-	"github.com/agentrelay/agentrelay/consumer"
-	"github.com/agentrelay/agentrelay/internal/app"
+	"github.com/agentrelay/agentrelay/internal/routestatus"
 )
 
 var now = time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
 
 // goodAnswer is a replica's honest answer for an ordered route "r" stopped
 // by an outage, listing two blocked keys.
-func goodAnswer() app.StatusAnswer {
-	return app.StatusAnswer{
-		Replica: app.Replica{ID: "abc", Name: "agentrelay", Host: "pod-1", ClientID: 7, Version: "v1"},
-		Status: consumer.RouteStatus{
+func goodAnswer() routestatus.Answer {
+	return routestatus.Answer{
+		Replica: routestatus.Replica{ID: "abc", Name: "agentrelay", Host: "pod-1", ClientID: 7, Version: "v1"},
+		Status: routestatus.Status{
 			Route: "r", Health: "outage", Since: now.Add(-time.Minute), NextProbe: now.Add(5 * time.Second),
-			Cause:    &consumer.StopCause{Class: "server_error", Status: 503, Error: "503 Service Unavailable"},
-			ProbeKey: "key-1", PausedBy: consumer.PausedByRouteHealth, InFlight: 1, Limit: 64,
-			Ordered: &consumer.OrderedStatus{Route: "r", PinID: "pin", Holding: 3, Running: 1, BlockedKeys: 5, Blocked: []consumer.BlockedKey{
+			Cause:    &routestatus.StopCause{Class: "server_error", Status: 503, Error: "503 Service Unavailable"},
+			ProbeKey: "key-1", PausedBy: routestatus.PausedByRouteHealth, InFlight: 1, Limit: 64,
+			Ordered: &routestatus.Ordered{Route: "r", PinID: "pin", Holding: 3, Running: 1, BlockedKeys: 5, Blocked: []routestatus.BlockedKey{
 				{Key: "k1", Waiting: 2, OldestSeq: 9, Since: now.Add(-time.Second), WaitingSeconds: 1, BehindSeq: 4, BehindFailures: 2},
 				{Key: "k2", Waiting: 1, OldestSeq: 11, Since: now, WaitingSeconds: 0},
 			}},
@@ -54,28 +53,28 @@ func TestAnAnswerOutOfBoundsIsRefused(t *testing.T) {
 	long := strings.Repeat("x", 2000)
 	for _, tc := range []struct {
 		name   string
-		change func(*app.StatusAnswer)
+		change func(*routestatus.Answer)
 		want   string
 	}{
-		{"another route", func(a *app.StatusAnswer) { a.Status.Route = "other" }, `for route "other"`},
-		{"negative in flight", func(a *app.StatusAnswer) { a.Status.InFlight = -3 }, "in_flight -3"},
-		{"absurd limit", func(a *app.StatusAnswer) { a.Status.Limit = math.MaxInt32 }, "limit 2147483647"},
-		{"unknown health shape", func(a *app.StatusAnswer) { a.Status.Health = "\x1b[2Jout" }, "health"},
-		{"paused by whom", func(a *app.StatusAnswer) { a.Status.PausedBy = "Me!" }, "paused_by"},
-		{"since in the future", func(a *app.StatusAnswer) { a.Status.Since = now.Add(time.Hour) }, "since"},
-		{"next probe in a year", func(a *app.StatusAnswer) { a.Status.NextProbe = now.Add(365 * 24 * time.Hour) }, "next_probe"},
-		{"not an HTTP status", func(a *app.StatusAnswer) { a.Status.Cause.Status = 42 }, "cause status 42"},
-		{"a long error", func(a *app.StatusAnswer) { a.Status.Cause.Error = long }, "cause error is 2000 bytes"},
-		{"a long probe key", func(a *app.StatusAnswer) { a.Status.ProbeKey = long }, "probe_key is 2000 bytes"},
-		{"negative holding", func(a *app.StatusAnswer) { a.Status.Ordered.Holding = -5 }, "holding -5"},
-		{"negative running", func(a *app.StatusAnswer) { a.Status.Ordered.Running = -1 }, "running -1"},
-		{"fewer blocked than listed", func(a *app.StatusAnswer) { a.Status.Ordered.BlockedKeys = 1 }, "fewer than the 2 keys listed"},
-		{"more keys than asked", func(a *app.StatusAnswer) {
+		{"another route", func(a *routestatus.Answer) { a.Status.Route = "other" }, `for route "other"`},
+		{"negative in flight", func(a *routestatus.Answer) { a.Status.InFlight = -3 }, "in_flight -3"},
+		{"absurd limit", func(a *routestatus.Answer) { a.Status.Limit = math.MaxInt32 }, "limit 2147483647"},
+		{"unknown health shape", func(a *routestatus.Answer) { a.Status.Health = "\x1b[2Jout" }, "health"},
+		{"paused by whom", func(a *routestatus.Answer) { a.Status.PausedBy = "Me!" }, "paused_by"},
+		{"since in the future", func(a *routestatus.Answer) { a.Status.Since = now.Add(time.Hour) }, "since"},
+		{"next probe in a year", func(a *routestatus.Answer) { a.Status.NextProbe = now.Add(365 * 24 * time.Hour) }, "next_probe"},
+		{"not an HTTP status", func(a *routestatus.Answer) { a.Status.Cause.Status = 42 }, "cause status 42"},
+		{"a long error", func(a *routestatus.Answer) { a.Status.Cause.Error = long }, "cause error is 2000 bytes"},
+		{"a long probe key", func(a *routestatus.Answer) { a.Status.ProbeKey = long }, "probe_key is 2000 bytes"},
+		{"negative holding", func(a *routestatus.Answer) { a.Status.Ordered.Holding = -5 }, "holding -5"},
+		{"negative running", func(a *routestatus.Answer) { a.Status.Ordered.Running = -1 }, "running -1"},
+		{"fewer blocked than listed", func(a *routestatus.Answer) { a.Status.Ordered.BlockedKeys = 1 }, "fewer than the 2 keys listed"},
+		{"more keys than asked", func(a *routestatus.Answer) {
 			a.Status.Ordered.Blocked = append(a.Status.Ordered.Blocked, a.Status.Ordered.Blocked[0])
 		}, "lists 3 blocked keys, and 2 were asked for"},
-		{"a key with nothing waiting", func(a *app.StatusAnswer) { a.Status.Ordered.Blocked[0].Waiting = 0 }, "no waiting event"},
-		{"negative failures", func(a *app.StatusAnswer) { a.Status.Ordered.Blocked[0].BehindFailures = -1 }, "behind_failures -1"},
-		{"waiting for ever", func(a *app.StatusAnswer) { a.Status.Ordered.Blocked[0].WaitingSeconds = 1e300 }, "waiting_seconds"},
+		{"a key with nothing waiting", func(a *routestatus.Answer) { a.Status.Ordered.Blocked[0].Waiting = 0 }, "no waiting event"},
+		{"negative failures", func(a *routestatus.Answer) { a.Status.Ordered.Blocked[0].BehindFailures = -1 }, "behind_failures -1"},
+		{"waiting for ever", func(a *routestatus.Answer) { a.Status.Ordered.Blocked[0].WaitingSeconds = 1e300 }, "waiting_seconds"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			a := goodAnswer()
@@ -92,7 +91,7 @@ func TestAnAnswerTooLargeIsNotDecoded(t *testing.T) {
 	a := goodAnswer()
 	a.Status.Ordered.Blocked = nil
 	for i := range 5000 {
-		a.Status.Ordered.Blocked = append(a.Status.Ordered.Blocked, consumer.BlockedKey{Key: strings.Repeat("k", 100) + string(rune('a'+i%26)), Waiting: 1, OldestSeq: 1})
+		a.Status.Ordered.Blocked = append(a.Status.Ordered.Blocked, routestatus.BlockedKey{Key: strings.Repeat("k", 100) + string(rune('a'+i%26)), Waiting: 1, OldestSeq: 1})
 	}
 	got := readAnswer(answerMsg(t, a), "r", 10, now)
 	if got.Status != nil || !strings.Contains(got.Refused, "more than an answer listing 10 keys can be") || got.Replica.ID != "abc" {

@@ -11,6 +11,7 @@ import (
 	"os/signal"
 	"syscall"
 
+	"github.com/agentrelay/agentrelay/internal/app"
 	"github.com/agentrelay/agentrelay/internal/bench/heapdump"
 	"github.com/agentrelay/agentrelay/internal/cli"
 )
@@ -22,5 +23,5 @@ func main() {
 		<-ctx.Done()
 		stop()
 	}()
-	os.Exit(cli.Main(ctx, os.Args[1:], os.Stdin, os.Stdout, os.Stderr))
+	os.Exit(cli.Main(ctx, app.Worker{}, os.Args[1:], os.Stdin, os.Stdout, os.Stderr))
 }
