@@ -137,6 +137,7 @@ type figures struct {
 	restarts, leaderKills, outages, rotations    int
 	scaleUps, ownerKills                         int
 	breakerOpens                                 int
+	agentStops                                   int // agents stopped on a route that serves many, all replicas
 	falseSettles                                 int // polls where the consumers owed nothing but events had no outcome
 	stored                                       uint64
 	emu                                          emulator.Stats
@@ -648,6 +649,7 @@ func (r *run) finish() {
 		}
 		places[filepath.Base(path)] = string(b)
 		r.fig.breakerOpens += strings.Count(string(b), `"msg":"route stopped:`)
+		r.fig.agentStops += strings.Count(string(b), `"msg":"agent stopped:`)
 		if strings.Contains(string(b), "WARNING: DATA RACE") {
 			r.fail(fmt.Errorf("data race in a worker, see %s:\n%s", path, tail(path, 60)))
 		}
@@ -754,6 +756,9 @@ func (f *figures) String(p profile, base uint64) string {
 	fmt.Fprintf(&b, "API faults:        %s; %d answers dropped after accept, %d hangs\n", countsString(toInts(f.emu.Faults)), f.emu.Dropped, f.emu.Hangs)
 	fmt.Fprintf(&b, "replays (202 for a key already accepted): %d\n", f.emu.Replays)
 	fmt.Fprintf(&b, "routes stopped:    %d (route-wide conditions detected, all replicas)\n", f.breakerOpens)
+	if f.agentStops > 0 {
+		fmt.Fprintf(&b, "agents stopped:    %d (one agent's condition on a route that serves many, all replicas)\n", f.agentStops)
+	}
 	fmt.Fprintf(&b, "time to drain:     %v after the last fault (run %v)\n", f.settle.Round(time.Millisecond), f.total.Round(time.Millisecond))
 	if f.falseSettles > 0 {
 		fmt.Fprintf(&b, "consumers owed nothing while events still had no outcome: %d polls\n", f.falseSettles)
