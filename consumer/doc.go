@@ -33,7 +33,8 @@
 //     keepalive.go: InProgress for the messages held.
 //
 // Handling one message:
-//   - pipeline.go: decode once, call as route health allows, Decide.
+//   - pipeline.go: decode once, call, Decide; healthgate.go: calling as
+//     route health (and the event's agent's) allows, waiting at the gate.
 //   - decide.go: Decide, Backoff and the pure adjustments beside it.
 //   - settle.go: ack, retry, hand-back, dead letter plus term, and their
 //     bookkeeping, once per message.
@@ -48,7 +49,8 @@
 // Route health:
 //   - condition.go: the conditions and transitions; health.go the pure state
 //     machine; aimd.go concurrency under 429; gate.go which held message
-//     probes; fleet.go the consumer's pause, shared by every replica.
+//     probes; fleet.go the consumer's pause, shared by every replica;
+//     agents.go each agent's health on a route that serves many.
 //
 // Observing:
 //   - observe.go: the lag loop, the oldest unacknowledged event, retry

@@ -209,10 +209,11 @@ func (h *health) operatorPause(until, now time.Time) {
 	h.mu.Unlock()
 }
 
-// adopt stops a healthy route for cond, which another replica found (its
-// pause of the consumer says so): this replica probes like that one, and
-// resumes with the first probe that gets through anywhere.
-func (h *health) adopt(cond condition, now time.Time) transition {
+// adopt stops a healthy route for cond, found elsewhere: by another
+// replica (its pause of the consumer says so), or by several of the
+// route's agents. This replica probes like that one, and resumes with the
+// first probe that gets through anywhere. cause is the evidence.
+func (h *health) adopt(cond condition, cause StopCause, now time.Time) transition {
 	if h.s.Disabled || cond == conditionNone {
 		return noChange
 	}
@@ -222,12 +223,12 @@ func (h *health) adopt(cond condition, now time.Time) transition {
 		return noChange
 	}
 	h.stop.cond, h.stop.since, h.stop.interval, h.stop.proven = cond, now, h.s.ProbeInterval, true
-	h.stop.cause = StopCause{Error: "another replica stopped the route (the consumer is paused by route health)"}
+	h.stop.cause = cause
 	h.stop.nextProbe = now.Add(h.stop.interval)
 	return becameStopped
 }
 
-// conditionOf maps an outcome to the route-wide conditionOf it signals on its
+// conditionOf maps an outcome to the route-wide condition it signals on its
 // own, if any. Outages are not in it: one 5xx says nothing about the route;
 // the failures of fresh messages do.
 func conditionOf(c agentapi.Class) condition {

@@ -391,12 +391,3 @@ func (o *ordered) poll() {
 	o.eng.signal()
 	o.start(ready)
 }
-
-func (o *ordered) updateMetricsLocked() {
-	keys, oldest := o.seq.blocked()
-	age := 0.0
-	if !oldest.IsZero() {
-		age = time.Since(oldest).Seconds()
-	}
-	o.deps.m.OrderedBlocked(keys, age)
-}

@@ -79,3 +79,13 @@ func (s *sequencer) blockedKeys() []BlockedKey {
 	}
 	return out
 }
+
+// updateMetricsLocked tells metrics how many keys wait and for how long.
+func (o *ordered) updateMetricsLocked() {
+	keys, oldest := o.seq.blocked()
+	age := 0.0
+	if !oldest.IsZero() {
+		age = time.Since(oldest).Seconds()
+	}
+	o.deps.m.OrderedBlocked(keys, age)
+}

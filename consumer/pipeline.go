@@ -31,6 +31,18 @@ type decoded struct {
 	agentErr  error              // the route may not call it (trigger_not_allowed)
 }
 
+// triggerID is the trigger id the event is for: the one it names, else the
+// route's agent's ("" when the route has none).
+func (d *decoded) triggerID(rt Route) string {
+	switch {
+	case !d.trigger.IsZero():
+		return d.trigger.String()
+	case rt.Agent != nil:
+		return rt.Agent.ID().String()
+	}
+	return ""
+}
+
 // delivery is one delivery of a message being handled.
 type delivery struct {
 	msg      *pulledMsg
@@ -73,7 +85,7 @@ func (rn *runner) handle(m *pulledMsg) {
 	d := &delivery{msg: m, md: md, dec: rn.decode(m), start: time.Now()}
 	d.attempts.Delivered = int(md.NumDelivered)
 	d.attempts.Failed, d.attempts.Timeouts = rn.ledger.counts(d.seq())
-	d.span = rn.tracing.start(rn.life.callCtx, m, md)
+	d.span = rn.tracing.start(rn.life.callCtx, m, md, d.dec.triggerID(rn.route))
 	ka := rn.eng.alive.add(m)
 	defer ka.stop()
 	for {
@@ -104,155 +116,6 @@ func (rn *runner) attempt(d *delivery) Outcome {
 	return rn.call(d)
 }
 
-// turn is how a wait at the gate ended.
-type turn uint8
-
-const (
-	turnResumed turn = iota + 1 // the route runs again: call as usual
-	turnProbe                   // this message probes
-	turnLeave                   // it goes back to the stream until the next probe
-	turnPaused                  // an operator paused the route: it goes back at once
-	turnStop                    // the relay drains, or the pin is lost: back at once
-)
-
-// call triggers the message as route health allows. While the route is
-// stopped the message waits at the gate (or goes back to the stream when
-// the gate holds enough) until it is chosen to probe, the route resumes,
-// or it must go back.
-func (rn *runner) call(d *delivery) Outcome {
-	var w *waiter
-	defer func() {
-		if w != nil {
-			rn.gate.quit(w)
-		}
-	}()
-	for {
-		if rn.rate != nil {
-			if err := rn.rate.Wait(rn.life.callCtx); err != nil {
-				return Outcome{Class: agentapi.ClassCanceled, Err: err}
-			}
-		}
-		probe := false
-		if hs := rn.health.state(time.Now()); hs.stopped() {
-			if w == nil {
-				w = newWaiter(d.dec.key, rn.fresh(d), time.Now())
-				if !rn.gate.join(w) {
-					w = nil
-					return rn.wayBack(d, hs)
-				}
-			}
-			switch rn.awaitTurn(w) {
-			case turnProbe:
-				probe = true
-			case turnLeave:
-				w = nil
-				return rn.wayBack(d, rn.health.state(time.Now()))
-			case turnPaused:
-				return Outcome{Class: agentapi.ClassCanceled, Err: errOperatorPause}
-			case turnStop:
-				return Outcome{Class: agentapi.ClassCanceled, Err: errStopped}
-			}
-		}
-		out, stopped := rn.callOnce(d, probe)
-		if !stopped {
-			return out
-		}
-		if w != nil {
-			rn.gate.refresh(w, rn.fresh(d))
-		}
-	}
-}
-
-var (
-	errOperatorPause = errors.New("the route's consumer is paused by an operator")
-	errStopped       = errors.New("shutting down, or this replica may no longer own the ordered route, while waiting for a probe")
-)
-
-// stopped reports whether the route takes no calls but probes: a
-// route-wide condition holds, or an operator paused the consumer.
-func (hs healthState) stopped() bool {
-	return hs.Condition != conditionNone || !hs.OperatorPause.IsZero()
-}
-
-// awaitTurn waits at the gate until the route resumes, w is chosen to
-// probe (and admitted), or w must leave.
-func (rn *runner) awaitTurn(w *waiter) turn {
-	for {
-		now := time.Now()
-		hs := rn.health.state(now)
-		switch {
-		case !hs.stopped():
-			return turnResumed
-		case !hs.OperatorPause.IsZero():
-			return turnPaused
-		case rn.gate.chosen(w, hs, now, hs.Interval) && rn.health.admit(now, w.isFresh(rn.gate)) == admitProbe:
-			return turnProbe
-		}
-		wait := hs.NextProbe.Sub(now)
-		if wait <= 0 {
-			wait = 50 * time.Millisecond // a probe is in flight, or a fresh message is awaited
-		}
-		t := time.NewTimer(wait)
-		select {
-		case <-t.C:
-		case <-rn.life.changed.wait():
-		case <-w.leave:
-			t.Stop()
-			return turnLeave
-		case <-rn.life.drainStarted:
-			t.Stop()
-			return turnStop
-		case <-rn.policy.interrupted():
-			t.Stop()
-			return turnStop
-		}
-		t.Stop()
-	}
-}
-
-// wayBack is the outcome of a message that goes back to the stream while
-// the route is stopped: it waits there for the next probe, or, when it
-// failed here before, its own backoff and a probe interval more, so that
-// the messages pulled to probe with are fresh ones.
-func (rn *runner) wayBack(d *delivery, hs healthState) Outcome {
-	wait := hs.RetryIn
-	if !rn.fresh(d) {
-		wait = max(wait, Backoff(rn.route.Retry, max(d.attempts.Failed, 1), 0, 1)) + rn.route.Breaker.MaxProbeInterval
-	}
-	return Outcome{Class: ClassGated, RouteWide: true, RetryAfter: wait}
-}
-
-// callOnce makes one call and tells route health and the ledger how it
-// ended. stopped reports that the route is stopped and the outcome is the
-// route's condition: the message waits at the gate.
-func (rn *runner) callOnce(d *delivery, probe bool) (out Outcome, stopped bool) {
-	fresh := rn.fresh(d)
-	end, err := rn.policy.beforeCall(rn.life.callCtx)
-	if err != nil {
-		if probe {
-			rn.health.cancelProbe(fresh)
-		}
-		return Outcome{Class: agentapi.ClassCanceled, Err: err}, false
-	}
-	out = rn.trigger(d.span.context(rn.life.callCtx), d.dec)
-	end()
-	now := time.Now()
-	tr := rn.health.record(callResult{class: out.Class, status: out.Status, err: out.Err,
-		retryAfter: out.RetryAfter, fresh: fresh, probe: probe}, now)
-	rn.transition(tr, out, fresh)
-	hs := rn.health.state(now)
-	switch {
-	case hs.Condition != conditionNone && hs.Condition.explains(out.Class):
-		out.RouteWide, stopped = true, true
-	case out.Class == agentapi.ClassRateLimited && hs.Throttled:
-		out.RouteWide = true // many messages meet 429s: the route's, not this one's
-	}
-	if suspectClass(out.Class) {
-		d.attempts.Failed, d.attempts.Timeouts = rn.ledger.failed(d.seq(), out.Class, ownFailure(out), !hs.SlowAPI, d.attempts.Delivered)
-	}
-	return out, stopped
-}
-
 // fresh reports whether d's message has never failed, as far as anyone
 // can tell: no call of it failed here, and this is its first delivery (an
 // earlier one may have failed on another replica). Only fresh messages
@@ -272,12 +135,15 @@ func suspectClass(c agentapi.Class) bool {
 // trigger calls the agent dec is for under ctx: the calls' context, or a
 // delivery span's context derived from it.
 func (rn *runner) trigger(ctx context.Context, dec *decoded) Outcome {
-	ctx, span := rn.tracing.startCall(ctx)
+	ctx, span := rn.tracing.startCall(ctx, dec.triggerID(rn.route))
 	t0 := time.Now()
 	status, err := dec.agent.Trigger(ctx, dec.ev)
 	class := agentapi.ClassOfError(err)
 	endCall(span, status, class, err)
 	rn.m.Trigger(status, string(class), time.Since(t0).Seconds())
+	if rn.agents != nil {
+		rn.m.AgentTrigger(dec.triggerID(rn.route), status, string(class))
+	}
 	out := Outcome{Class: class, Status: status, Err: err}
 	var ae *agentapi.Error
 	if errors.As(err, &ae) {

@@ -136,7 +136,7 @@ func New(js jetstream.JetStream, routes []Route, o Options) (*Relay, error) {
 		}
 	}
 	for _, rt := range routes {
-		if rt.Agent == nil {
+		if rt.Agent == nil && rt.Agents == nil {
 			errs = append(errs, fmt.Errorf("%w %q: no agent", ErrInvalidRoute, rt.Name))
 		}
 	}

@@ -134,6 +134,9 @@ type Route struct {
 // when id is zero, else Agents' agent for id.
 func (r Route) agentFor(id agentapi.TriggerID) (Agent, error) {
 	if id.IsZero() {
+		if r.Agent == nil {
+			return nil, fmt.Errorf("route %s serves the agents its events name, and the event names none", r.Name)
+		}
 		return r.Agent, nil
 	}
 	if r.Agents == nil {

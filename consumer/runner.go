@@ -21,14 +21,14 @@ import (
 // ledger's (ledger.go); binding and observing the consumer are bind.go's
 // and observe.go's.
 type runner struct {
-	relay   *Relay
-	route   Route
-	log     *slog.Logger
-	m       observe.RouteObserver
-	eng     *engine
-	policy  policy
-	health  *health
-	gate    *gate
+	relay  *Relay
+	route  Route
+	log    *slog.Logger
+	m      observe.RouteObserver
+	eng    *engine
+	policy policy
+	healthScope
+	agents  *agentHealths // each agent's health, on a route that serves many; else nil
 	fleet   *fleetGate
 	ledger  *ledger
 	tracing *routeTracing // nil with tracing off
@@ -76,11 +76,11 @@ func newRunner(r *Relay, rt Route) *runner {
 	rn := &runner{
 		relay:  r,
 		route:  rt,
-		log:    r.log.With("route", rt.Name, "stream", rt.Stream, "trigger_id", rt.Agent.ID().String()),
+		log:    routeLogger(r.log, rt),
 		m:      r.opts.Observer.ObserveRoute(rt.Name),
-		health: newHealth(rt.Breaker, rt.MaxInFlight),
 		ledger: newLedger(),
 	}
+	rn.health = newHealth(rt.Breaker, rt.MaxInFlight)
 	rn.life.drainStarted = make(chan struct{})
 	rn.life.callCtx, rn.life.cancelCalls = context.WithCancel(context.Background())
 	rn.watch.acceptLog.rate = r.opts.LogAccepted
@@ -107,10 +107,23 @@ func newRunner(r *Relay, rt Route) *runner {
 	}
 	rn.eng.attach(newPuller(rn.eng, r.js, rt, r.opts, rn.policy), rt.Ordering == OrderByConversationKey)
 	rn.gate = newGate(rn.policy.gateBound())
+	if rt.Agents != nil {
+		rn.agents = newAgentHealths(rt)
+	}
 	rn.fleet = newFleetGate(rn)
 	rn.m.SetInFlightLimit(rt.MaxInFlight)
 	rn.m.Prime(knownLabels())
 	return rn
+}
+
+// routeLogger is the route's logger: a route that serves many agents names
+// each event's trigger id where it logs one.
+func routeLogger(log *slog.Logger, rt Route) *slog.Logger {
+	log = log.With("route", rt.Name, "stream", rt.Stream)
+	if rt.Agents == nil && rt.Agent != nil {
+		log = log.With("trigger_id", rt.Agent.ID().String())
+	}
+	return log
 }
 
 // deliver takes a message that took a slot (engineOwner).
@@ -181,12 +194,40 @@ func (rn *runner) transition(tr transition, out Outcome, fresh bool) {
 // adopt stops the route for cond, found by another replica: without
 // pausing the consumer again (it is paused).
 func (rn *runner) adopt(cond condition) {
-	if rn.health.adopt(cond, time.Now()) != becameStopped {
+	if rn.health.adopt(cond, StopCause{Error: "another replica stopped the route (the consumer is paused by route health)"}, time.Now()) != becameStopped {
 		return
 	}
 	rn.m.SetHealth(cond.String(), conditionLabels())
 	rn.m.HealthTransition(becameStopped.String(), cond.String())
 	rn.log.Warn("route stopped: another replica found a route-wide condition; probing with single events", "condition", cond.String())
+	rn.notify()
+}
+
+// agentTransition makes a transition of an agent's health visible (on a
+// route that serves many). It never touches the consumer's pause: the
+// route's other agents run on.
+func (rn *runner) agentTransition(ag *agentHealth, tr transition, out Outcome) {
+	if tr == noChange {
+		return
+	}
+	now := time.Now()
+	hs := ag.health.state(now)
+	attrs := []any{"trigger_id", ag.id.String(), "class", string(out.Class)}
+	if out.Status != 0 {
+		attrs = append(attrs, "status", out.Status)
+	}
+	switch tr {
+	case becameStopped:
+		rn.m.AgentHealth(ag.id.String(), conditionNone.String(), hs.Condition.String())
+		rn.log.Warn("agent stopped: a condition of its own; its events wait for its probes while the route's other agents run",
+			append(attrs, "condition", hs.Condition.String(), "next_probe_in", hs.RetryIn)...)
+	case probeFailed:
+		rn.log.Debug("agent probe failed; the agent stays stopped", append(attrs, "condition", hs.Condition.String(), "next_probe_in", hs.RetryIn)...)
+	case resumed:
+		rn.m.AgentHealth(ag.id.String(), hs.Was.String(), conditionNone.String())
+		rn.log.Info("agent probe succeeded: agent resumed", append(attrs, "condition", hs.Was.String(),
+			"stopped_for", now.Sub(hs.WasSince).Round(time.Millisecond))...)
+	}
 	rn.notify()
 }
 
@@ -228,6 +269,7 @@ func (rn *runner) status(maxKeys int) RouteStatus {
 		st.Cause, st.Since, st.NextProbe, st.ProbeKey = &cause, hs.Since, hs.NextProbe, rn.gate.probeKey()
 	}
 	st.PausedBy = rn.fleet.pausedBy()
+	st.Agents, st.AgentsStopped = rn.agents.stopped(now, MaxAgentsListed)
 	return st
 }
 

@@ -105,7 +105,7 @@ func (rn *runner) deadLetter(d *delivery, out Outcome, act Action) (Action, Outc
 func (rn *runner) storeLetter(d *delivery, out Outcome, act Action) (deadletter.Stored, error) {
 	f := deadletter.Facts{
 		Reason: string(act.Reason), Class: string(out.Class), Status: out.Status,
-		Route: rn.route.Name, TriggerID: rn.route.Agent.ID().String(),
+		Route: rn.route.Name, TriggerID: d.dec.triggerID(rn.route),
 		Attempts: d.attempts.Delivered, IdempotencyKey: d.dec.key,
 	}
 	if out.Err != nil {
@@ -133,6 +133,9 @@ func (rn *runner) logSettled(level slog.Level, logMsg string, d *delivery, out O
 		slog.String("class", string(out.Class)),
 		slog.Duration("latency", time.Since(d.start)),
 	)
+	if rn.agents != nil {
+		attrs = append(attrs, slog.String("trigger_id", d.dec.triggerID(rn.route)))
+	}
 	if d.attempts.Failed > 0 {
 		attrs = append(attrs, slog.Int("failures", d.attempts.Failed))
 	}

@@ -9,6 +9,13 @@ type RouteStatus = routestatus.Status
 // StopCause is the evidence behind a route-wide condition.
 type StopCause = routestatus.StopCause
 
+// AgentStatus is one agent of a route that serves many, stopped on this
+// replica by a condition of its own.
+type AgentStatus = routestatus.Agent
+
+// MaxAgentsListed bounds the stopped agents a RouteStatus lists.
+const MaxAgentsListed = routestatus.MaxAgentsListed
+
 // Paused-by values of RouteStatus.
 const (
 	PausedByRouteHealth = routestatus.PausedByRouteHealth

@@ -37,13 +37,13 @@ type routeTracing struct {
 	callName  string // the trigger call span's name
 	attrs     []attribute.KeyValue
 	callAttrs []attribute.KeyValue
+	perEvent  bool // the route serves many agents: the trigger id is each event's
 }
 
 func newRouteTracing(tp trace.TracerProvider, rt Route) *routeTracing {
 	if !natstrace.TracingOn(tp) {
 		return nil
 	}
-	id := rt.Agent.ID().String()
 	t := &routeTracing{
 		tracer: tp.Tracer(tracerName),
 		// Messaging conventions: "{operation} {destination}". The route
@@ -57,11 +57,18 @@ func newRouteTracing(tp trace.TracerProvider, rt Route) *routeTracing {
 			semconv.MessagingOperationName("process"),
 			semconv.MessagingConsumerGroupName(rt.Durable),
 			natstrace.AttrRoute.String(rt.Name),
-			natstrace.AttrTriggerID.String(id),
 			natstrace.AttrStream.String(rt.Stream),
 		},
-		callAttrs: []attribute.KeyValue{semconv.HTTPRequestMethodPost, natstrace.AttrTriggerID.String(id)},
+		callAttrs: []attribute.KeyValue{semconv.HTTPRequestMethodPost},
 	}
+	if rt.Agents != nil || rt.Agent == nil {
+		// Each event names its agent: startCall and start add its id.
+		t.perEvent = true
+		return t
+	}
+	id := natstrace.AttrTriggerID.String(rt.Agent.ID().String())
+	t.attrs = append(t.attrs, id)
+	t.callAttrs = append(t.callAttrs, id)
 	if u, ok := rt.Agent.(interface{ URL() string }); ok {
 		if p, err := url.Parse(u.URL()); err == nil {
 			t.callAttrs = append(t.callAttrs, semconv.URLFull(p.String()), semconv.ServerAddress(p.Hostname()))
@@ -86,14 +93,19 @@ type deliverySpan struct {
 // start begins the span of a delivery, as a child of the trace context the
 // message carries (or a new trace without one), under parent (the calls'
 // context, which the span's context derives from).
-func (t *routeTracing) start(parent context.Context, msg inbound, md *jetstream.MsgMetadata) *deliverySpan {
+//
+// triggerID is the event's trigger id, on a route that serves many agents.
+func (t *routeTracing) start(parent context.Context, msg inbound, md *jetstream.MsgMetadata, triggerID string) *deliverySpan {
 	if t == nil {
 		return nil
 	}
 	h := msg.Headers()
 	ctx := natstrace.Propagator.Extract(parent, natstrace.TraceCarrier(h))
-	attrs := make([]attribute.KeyValue, 0, len(t.attrs)+6)
+	attrs := make([]attribute.KeyValue, 0, len(t.attrs)+7)
 	attrs = append(attrs, t.attrs...)
+	if t.perEvent && triggerID != "" {
+		attrs = append(attrs, natstrace.AttrTriggerID.String(triggerID))
+	}
 	attrs = append(attrs,
 		semconv.MessagingDestinationName(msg.Subject()),
 		semconv.MessagingMessageBodySize(len(msg.Data())),
@@ -179,13 +191,18 @@ func (s *deliverySpan) settled(d *delivery, out Outcome, act Action, settleErr e
 	s.span.End()
 }
 
-// startCall begins the client span of one trigger call under ctx (a
-// delivery span's context); it returns ctx and nil when tracing is off.
-func (t *routeTracing) startCall(ctx context.Context) (context.Context, trace.Span) {
+// startCall begins the client span of one trigger call of triggerID under
+// ctx (a delivery span's context); it returns ctx and nil when tracing is
+// off.
+func (t *routeTracing) startCall(ctx context.Context, triggerID string) (context.Context, trace.Span) {
 	if t == nil {
 		return ctx, nil
 	}
-	return t.tracer.Start(ctx, t.callName, trace.WithSpanKind(trace.SpanKindClient), trace.WithAttributes(t.callAttrs...))
+	attrs := t.callAttrs
+	if t.perEvent && triggerID != "" {
+		attrs = append(attrs[:len(attrs):len(attrs)], natstrace.AttrTriggerID.String(triggerID))
+	}
+	return t.tracer.Start(ctx, t.callName, trace.WithSpanKind(trace.SpanKindClient), trace.WithAttributes(attrs...))
 }
 
 // endCall ends a trigger call's span.

@@ -27,8 +27,8 @@ func (tracingAgent) Trigger(context.Context, agentapi.Event) (int, error) { retu
 func tracedDelivery(rt *routeTracing, ctx context.Context, msg *pulledMsg, md *jetstream.MsgMetadata) {
 	dec := decoded{key: "k"}
 	d := delivery{msg: msg, md: md, dec: &dec}
-	d.span = rt.start(ctx, msg, md)
-	cctx, span := rt.startCall(d.span.context(ctx))
+	d.span = rt.start(ctx, msg, md, "")
+	cctx, span := rt.startCall(d.span.context(ctx), "")
 	_ = cctx
 	endCall(span, 202, agentapi.ClassAccepted, nil)
 	d.span.settled(&d, Outcome{Class: agentapi.ClassAccepted, Status: 202}, Action{Verdict: verdict.Ack}, nil)

@@ -24,14 +24,17 @@ bench-bins:
 	CGO_ENABLED=0 $(GO) build -trimpath -o $(BENCH_BIN)/nats-server github.com/nats-io/nats-server/v2
 	$(GO) build -o $(BENCH_BIN)/relaybench ./internal/bench/cmd/relaybench
 
-## bench: issue 21's side by side (~2 min on 2 cores after the build, ~1 min on a warm cache): agentrelay's
+## bench: issue 21's side by side (~3 min on 2 cores after the build, ~1 min on a warm cache): agentrelay's
 ##        release binary and a bare nats.go loop, each its own process, against
 ##        nats-server (file store) and an API process answering 202 after 50 ms
 ##        (256 in flight) and 0 ms (64 in flight); 20,000 events published
 ##        before each worker starts, timed to the consumer's last ack; the
 ##        plain-HTTP ceiling in the same 3 interleaved rounds; medians; peak
 ##        RSS, CPU per event, idle RSS, the release binary's size and weight by
-##        module, and the targets met or not. Raw runs in $(BENCH_OUT)/parity.json
+##        module, and the targets met or not. Then issue 20's many agents: the
+##        same 20,000 events over 1,000 trigger ids, one answering 409, against
+##        the same load on one healthy agent (PARITY_FLAGS='-parts agents' runs
+##        only that). Raw runs in $(BENCH_OUT)/parity.json
 bench: bench-bins
 	GO=$(GO) $(BENCH_BIN)/relaybench parity -bin $(BENCH_BIN) $(PARITY_FLAGS) -json $(BENCH_OUT)/parity.json
 

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -96,7 +95,7 @@ func (e *parityEnv) profileOnce(ctx context.Context, sc ParityScenario, sys, pha
 	if phase == "load" {
 		n = e.o.Events
 	}
-	api := e.apis[sc.Latency]
+	api := e.apis[apiKey(sc.Latency)]
 	if err := e.apiReset(api); err != nil {
 		return h, err
 	}
@@ -172,8 +171,8 @@ func (e *parityEnv) awaitProfilePoint(ctx context.Context, phase, durable string
 // messages. A figure that cannot be read stays zero; the profile still counts.
 func (e *parityEnv) recordHeld(ctx context.Context, h *HeapRun, sc ParityScenario, api, durable string) {
 	h.Slots = sc.InFlight
-	if s, err := e.apiStatsAll(api); err == nil {
-		h.InFlight = s["in_use"]
+	if s, err := e.apiStats(api); err == nil {
+		h.InFlight = s.InUse
 	}
 	qctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	if c, err := e.js.Consumer(qctx, parityStream, durable); err == nil {
@@ -262,16 +261,6 @@ func (e *parityEnv) waitSettled(ctx context.Context, durable string, n uint64, t
 		time.Sleep(10 * time.Millisecond)
 	}
 	return fmt.Errorf("consumer %s did not settle %d within %v", durable, n, timeout)
-}
-
-func (e *parityEnv) apiStatsAll(api string) (map[string]int, error) {
-	resp, err := http.Get(api + "/stats")
-	if err != nil {
-		return nil, err
-	}
-	defer resp.Body.Close()
-	var s map[string]int
-	return s, json.NewDecoder(resp.Body).Decode(&s)
 }
 
 // WriteHeaps writes the profiles' comparison in Markdown: a summary table,

@@ -32,6 +32,7 @@ type ackMonitor struct {
 	first     time.Time
 	last      time.Time
 	maxGap    time.Duration
+	reached   time.Time // when final reached want
 	done      chan struct{}
 	doneOnce  sync.Once
 	arrivals  []time.Time // optional: settle times, for the soak
@@ -115,7 +116,7 @@ func (m *ackMonitor) onAck(msg *nats.Msg) {
 		m.arrivals = append(m.arrivals, now)
 	}
 	if m.want > 0 && m.final >= m.want {
-		m.doneOnce.Do(func() { close(m.done) })
+		m.doneOnce.Do(func() { m.reached = now; close(m.done) })
 	}
 }
 
@@ -124,7 +125,10 @@ type ackStats struct {
 	First, Last                          time.Time
 	// At99 is when 99 % of the wanted messages were settled (zero when
 	// fewer were).
-	At99          time.Time
+	At99 time.Time
+	// Reached is when all the wanted messages were settled (zero when
+	// fewer were).
+	Reached       time.Time
 	MaxGap        time.Duration
 	P50, P99, Max float64
 }
@@ -133,7 +137,7 @@ func (m *ackMonitor) stats() ackStats {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	s := ackStats{Final: m.final, Acks: m.acks, Terms: m.terms, Naks: m.naks, WPIs: m.wpis, Dups: m.dups,
-		First: m.first, Last: m.last, MaxGap: m.maxGap}
+		First: m.first, Last: m.last, MaxGap: m.maxGap, Reached: m.reached}
 	if k := m.want * 99 / 100; k > 0 && len(m.arrivals) >= k {
 		s.At99 = m.arrivals[k-1]
 	}

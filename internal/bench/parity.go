@@ -70,6 +70,8 @@ type ParityOptions struct {
 	Profile bool
 	// ProfileDir receives the profiles (default BinDir/../profiles).
 	ProfileDir string
+	// Parts to run: PartSideBySide, PartIdle, PartAgents; empty means all.
+	Parts []string
 	// Log receives progress lines (nil: none).
 	Log io.Writer
 }
@@ -107,11 +109,24 @@ type IdleRun struct {
 	Resident *Resident `json:"resident,omitempty"`
 }
 
+// Parts of the parity bench, for ParityOptions.Parts.
+const (
+	PartSideBySide = "side-by-side" // issue 21's scenarios: ceiling, bare loop, agentrelay
+	PartIdle       = "idle"         // each worker's idle memory
+	PartAgents     = "agents"       // issue 20's many agents, one answering 409
+)
+
+// runs reports whether the options ask for part.
+func (o ParityOptions) runs(part string) bool {
+	return len(o.Parts) == 0 || slices.Contains(o.Parts, part)
+}
+
 // ParityResult is everything a parity bench run measured.
 type ParityResult struct {
-	Runs  []ParityRun `json:"runs"`
-	Idle  []IdleRun   `json:"idle"`
-	Heaps []HeapRun   `json:"heaps,omitempty"`
+	Runs   []ParityRun `json:"runs"`
+	Idle   []IdleRun   `json:"idle"`
+	Agents []AgentsRun `json:"agents,omitempty"`
+	Heaps  []HeapRun   `json:"heaps,omitempty"`
 }
 
 type parityEnv struct {
@@ -121,7 +136,8 @@ type parityEnv struct {
 	natsURL string
 	nc      *nats.Conn
 	js      jetstream.JetStream
-	apis    map[time.Duration]string // latency → base URL
+	mon     *nats.Conn        // the ack monitor's own connection
+	apis    map[string]string // apiKey → base URL
 	apiCmds []*exec.Cmd
 	seq     int
 }
@@ -146,16 +162,24 @@ func RunParity(ctx context.Context, o ParityOptions) (ParityResult, error) {
 		o.IdleAfter = 3 * time.Second
 	}
 	var res ParityResult
+	for _, p := range o.Parts {
+		if !slices.Contains([]string{PartSideBySide, PartIdle, PartAgents}, p) {
+			return res, fmt.Errorf("unknown part %q (want %s, %s or %s)", p, PartSideBySide, PartIdle, PartAgents)
+		}
+	}
 	dir, err := os.MkdirTemp("", "relaybench-parity-")
 	if err != nil {
 		return res, err
 	}
-	e := &parityEnv{o: o, dir: dir, apis: map[time.Duration]string{}}
+	e := &parityEnv{o: o, dir: dir, apis: map[string]string{}}
 	defer e.close()
 	if err := e.start(ctx); err != nil {
 		return res, err
 	}
 	scs := ParityScenarios()
+	if !o.runs(PartSideBySide) {
+		scs = nil
+	}
 	for round := range o.Rounds {
 		for _, sc := range scs {
 			// Interleaved: each round starts with a different system.
@@ -176,7 +200,15 @@ func RunParity(ctx context.Context, o ParityOptions) (ParityResult, error) {
 				res.Runs = append(res.Runs, r)
 			}
 		}
+		ars, err := e.agentsRound(ctx, round)
+		res.Agents = append(res.Agents, ars...)
+		if err != nil {
+			return res, err
+		}
 		for _, sys := range []string{SysBare, SysRelay} {
+			if !o.runs(PartIdle) {
+				break
+			}
 			ir, err := e.idle(ctx, sys, round)
 			if err != nil {
 				return res, fmt.Errorf("idle %s, round %d: %w", sys, round+1, err)
@@ -187,7 +219,7 @@ func RunParity(ctx context.Context, o ParityOptions) (ParityResult, error) {
 		}
 	}
 	if o.Profile {
-		hs, err := e.profile(ctx, scs[0])
+		hs, err := e.profile(ctx, ParityScenarios()[0])
 		if err != nil {
 			return res, fmt.Errorf("profiles: %w", err)
 		}
@@ -197,6 +229,9 @@ func RunParity(ctx context.Context, o ParityOptions) (ParityResult, error) {
 }
 
 func (e *parityEnv) close() {
+	if e.mon != nil {
+		e.mon.Close()
+	}
 	if e.nc != nil {
 		e.nc.Close()
 	}
@@ -268,26 +303,54 @@ func (e *parityEnv) start(ctx context.Context) error {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+	if e.mon, err = nats.Connect(e.natsURL); err != nil {
+		return err
+	}
 	for _, sc := range ParityScenarios() {
-		if _, ok := e.apis[sc.Latency]; ok {
-			continue
-		}
-		cmd := exec.Command(e.bin("benchapi"), "-latency", sc.Latency.String())
-		cmd.Stderr = os.Stderr
-		out, err := cmd.StdoutPipe()
-		if err != nil {
+		if err := e.startAPI(sc.Latency); err != nil {
 			return err
 		}
-		if err := cmd.Start(); err != nil {
-			return fmt.Errorf("benchapi: %w", err)
-		}
-		e.apiCmds = append(e.apiCmds, cmd)
-		line, err := bufio.NewReader(out).ReadString('\n')
-		if err != nil {
-			return fmt.Errorf("benchapi: no URL: %w", err)
-		}
-		e.apis[sc.Latency] = strings.TrimSpace(line)
 	}
+	for _, sc := range AgentsScenarios() {
+		if err := e.startAPI(sc.Latency, sc.Conflicting...); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// apiKey names the API process with this latency and these trigger ids
+// answered 409.
+func apiKey(latency time.Duration, conflicting ...string) string {
+	return latency.String() + " " + strings.Join(conflicting, ",")
+}
+
+// startAPI starts a benchapi process with this latency answering 409 for
+// the conflicting trigger ids, unless one runs already.
+func (e *parityEnv) startAPI(latency time.Duration, conflicting ...string) error {
+	key := apiKey(latency, conflicting...)
+	if _, ok := e.apis[key]; ok {
+		return nil
+	}
+	args := []string{"-latency", latency.String()}
+	if len(conflicting) > 0 {
+		args = append(args, "-conflict", strings.Join(conflicting, ","))
+	}
+	cmd := exec.Command(e.bin("benchapi"), args...)
+	cmd.Stderr = os.Stderr
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		return err
+	}
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("benchapi: %w", err)
+	}
+	e.apiCmds = append(e.apiCmds, cmd)
+	line, err := bufio.NewReader(out).ReadString('\n')
+	if err != nil {
+		return fmt.Errorf("benchapi: no URL: %w", err)
+	}
+	e.apis[key] = strings.TrimSpace(line)
 	return nil
 }
 
@@ -299,8 +362,14 @@ const (
 )
 
 // resetStream deletes and re-creates the stream (its consumers go with it)
-// and publishes n events.
+// and publishes n events on paritySubject.
 func (e *parityEnv) resetStream(ctx context.Context, n int) error {
+	return e.resetStreamOn(ctx, n, nil)
+}
+
+// resetStreamOn is resetStream with the i-th event published on
+// subject(i) (nil: paritySubject).
+func (e *parityEnv) resetStreamOn(ctx context.Context, n int, subject func(i int) string) error {
 	if err := e.js.DeleteStream(ctx, parityStream); err != nil && !errors.Is(err, jetstream.ErrStreamNotFound) {
 		return err
 	}
@@ -317,6 +386,9 @@ func (e *parityEnv) resetStream(ctx context.Context, n int) error {
 	e.seq++
 	for i := range n {
 		m := event(e.seq, i, false)
+		if subject != nil {
+			m.Subject = subject(i)
+		}
 		if err := e.publish(ctx, m); err != nil {
 			return err
 		}
@@ -361,23 +433,41 @@ func (e *parityEnv) apiReset(api string) error {
 	return resp.Body.Close()
 }
 
-func (e *parityEnv) apiStats(api string) (calls, keys int, err error) {
+// apiCounts is what benchapi's GET /stats reports (see its doc).
+type apiCounts struct {
+	Calls     int                       `json:"calls"` // answered 202
+	Keys      int                       `json:"keys"`  // distinct Idempotency-Keys of those
+	InUse     int                       `json:"in_use"`
+	Conflicts map[string]conflictCounts `json:"conflicts"`
+}
+
+// conflictCounts are the calls of one trigger id benchapi answers 409.
+type conflictCounts struct {
+	Calls             int       `json:"calls"`
+	Keys              int       `json:"keys"`
+	BeforeFirstAnswer int       `json:"before_first_answer"`
+	FirstCall         time.Time `json:"first_call"`
+	FirstAnswer       time.Time `json:"first_answer"`
+	LastCall          time.Time `json:"last_call"`
+}
+
+func (e *parityEnv) apiStats(api string) (apiCounts, error) {
+	var s apiCounts
 	resp, err := http.Get(api + "/stats")
 	if err != nil {
-		return 0, 0, err
+		return s, err
 	}
 	defer resp.Body.Close()
-	var s map[string]int
-	if err := json.NewDecoder(resp.Body).Decode(&s); err != nil {
-		return 0, 0, err
+	if resp.StatusCode != http.StatusOK {
+		return s, fmt.Errorf("benchapi /stats: %s", resp.Status)
 	}
-	return s["calls"], s["keys"], nil
+	return s, json.NewDecoder(resp.Body).Decode(&s)
 }
 
 // workerCmd is the command line of a worker system, its durable and its
 // environment.
 func (e *parityEnv) workerCmd(sys string, sc ParityScenario, profiling bool) (*exec.Cmd, string, error) {
-	api := e.apis[sc.Latency]
+	api := e.apis[apiKey(sc.Latency)]
 	switch sys {
 	case SysBare:
 		name := "bareloop"
@@ -448,7 +538,7 @@ func stopProc(cmd *exec.Cmd) error {
 // peak RSS, stop it.
 func (e *parityEnv) run(ctx context.Context, sc ParityScenario, sys string, round int) (ParityRun, error) {
 	r := ParityRun{Scenario: sc.Name, System: sys, Round: round, Events: e.o.Events}
-	api := e.apis[sc.Latency]
+	api := e.apis[apiKey(sc.Latency)]
 	if err := e.apiReset(api); err != nil {
 		return r, err
 	}
@@ -463,7 +553,8 @@ func (e *parityEnv) run(ctx context.Context, sc ParityScenario, sys string, roun
 			return r, fmt.Errorf("httpceiling: %w: %s", err, out)
 		}
 		r.Seconds, r.Rate = c.Seconds, c.Rate
-		r.Calls, r.Keys, _ = e.apiStats(api)
+		s, _ := e.apiStats(api)
+		r.Calls, r.Keys = s.Calls, s.Keys
 		return r, nil
 	}
 	if err := e.resetStream(ctx, e.o.Events); err != nil {
@@ -497,9 +588,11 @@ func (e *parityEnv) run(ctx context.Context, sc ParityScenario, sys string, roun
 	r.Seconds = t1.Sub(t0).Seconds()
 	r.Rate = float64(e.o.Events) / r.Seconds
 	r.CPU, r.PeakRSS = cpu, peak
-	if r.Calls, r.Keys, err = e.apiStats(api); err != nil {
+	s, err := e.apiStats(api)
+	if err != nil {
 		return r, err
 	}
+	r.Calls, r.Keys = s.Calls, s.Keys
 	if r.Keys != e.o.Events {
 		return r, fmt.Errorf("the API saw %d distinct events, want %d", r.Keys, e.o.Events)
 	}
@@ -761,10 +854,34 @@ func ParityTargets(sums []ParitySummary, idle []IdleRun, binarySize int64) []Tar
 	return ts
 }
 
-// WriteParity writes the parity bench's tables in Markdown.
+// WriteParity writes the parity bench's tables in Markdown: those of the
+// parts that ran.
 func WriteParity(w io.Writer, res ParityResult, binarySize int64) {
 	sums := SummarizeParity(res.Runs)
-	fmt.Fprintf(w, "### Side by side (medians of %d interleaved rounds)\n\n", countRounds(res.Runs))
+	if len(res.Runs) > 0 {
+		writeSideBySide(w, countRounds(res.Runs), sums)
+	}
+	if len(res.Idle) > 0 {
+		writeIdle(w, res.Idle)
+		writeResident(w, res.Idle)
+	}
+	if len(res.Runs) > 0 || len(res.Idle) > 0 {
+		fmt.Fprintln(w, "### Issue 21's targets")
+		fmt.Fprintln(w)
+		writeTargets(w, ParityTargets(sums, res.Idle, binarySize))
+		fmt.Fprintln(w, "| first `make run` on a fresh machine to the first accepted event | ≤ 90 s | not measured here: `make bench-first-run` | |")
+		fmt.Fprintln(w)
+	}
+	if len(res.Agents) > 0 {
+		WriteAgents(w, res.Agents)
+	}
+	if len(res.Heaps) > 0 {
+		WriteHeaps(w, res.Heaps)
+	}
+}
+
+func writeSideBySide(w io.Writer, rounds int, sums []ParitySummary) {
+	fmt.Fprintf(w, "### Side by side (medians of %d interleaved rounds)\n\n", rounds)
 	fmt.Fprintln(w, "| scenario | system | events/s | vs bare loop | share of the ceiling | CPU per event | vs bare loop | peak RSS | over bare loop | calls re-sent |")
 	fmt.Fprintln(w, "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
 	for _, s := range sums {
@@ -782,11 +899,14 @@ func WriteParity(w io.Writer, res ParityResult, binarySize int64) {
 			s.Scenario, s.System, s.Rate, vb, 100*s.VsCeiling, s.CPUPerEvent*1e6, cb, s.PeakRSS/(1<<20), ob, s.Resent)
 	}
 	fmt.Fprintln(w)
+}
+
+func writeIdle(w io.Writer, idle []IdleRun) {
 	fmt.Fprintln(w, "| idle, 3 s after start | RSS | anonymous | file-backed (binary) | start to consumer created |")
 	fmt.Fprintln(w, "|---|---:|---:|---:|---:|")
 	for _, sys := range []string{SysBare, SysRelay} {
 		var rss, anon, file, ready []float64
-		for _, ir := range res.Idle {
+		for _, ir := range idle {
 			if ir.System == sys {
 				rss, anon, file = append(rss, float64(ir.RSS)), append(anon, float64(ir.Anon)), append(file, float64(ir.File))
 				ready = append(ready, ir.Ready)
@@ -797,18 +917,14 @@ func WriteParity(w io.Writer, res ParityResult, binarySize int64) {
 		}
 	}
 	fmt.Fprintln(w)
-	writeResident(w, res.Idle)
-	fmt.Fprintln(w, "### Issue 21's targets")
-	fmt.Fprintln(w)
+}
+
+// writeTargets writes the head and the rows of a table of targets.
+func writeTargets(w io.Writer, ts []Target) {
 	fmt.Fprintln(w, "| target | wanted | this run | met |")
 	fmt.Fprintln(w, "|---|---|---|---|")
-	for _, t := range ParityTargets(sums, res.Idle, binarySize) {
+	for _, t := range ts {
 		fmt.Fprintf(w, "| %s | %s | %s | %s |\n", t.What, t.Want, t.Got, map[bool]string{true: "yes", false: "**no**"}[t.Met])
-	}
-	fmt.Fprintln(w, "| first `make run` on a fresh machine to the first accepted event | ≤ 90 s | not measured here: `make bench-first-run` | |")
-	fmt.Fprintln(w)
-	if len(res.Heaps) > 0 {
-		WriteHeaps(w, res.Heaps)
 	}
 }
 

@@ -121,46 +121,18 @@ func runDev(ctx context.Context, e *env, g *globalFlags, f *devFlags) error {
 	if err := os.MkdirAll(dataDir, 0o700); err != nil {
 		return err
 	}
-
-	// The server's own start-up banner is noise here; its warnings are not.
-	serverLog, err := logger(e, config.Log{Level: "warn", Format: lc.Format})
+	ns, err := startDevNATS(e, lc, f.natsPort, dataDir)
 	if err != nil {
 		return err
-	}
-	ns, err := natsembed.Start(natsembed.Options{
-		Port:     f.natsPort,
-		StoreDir: filepath.Join(dataDir, "nats"),
-		Logger:   serverLog.With("component", "nats-server"),
-	})
-	if err != nil {
-		return fmt.Errorf("starting the embedded NATS server (is port %d taken? try --nats-port 0): %w", f.natsPort, err)
 	}
 	defer ns.Shutdown()
-
-	emu := emulator.New(
-		emulator.WithToken(devToken, devSupportID, devPausedID),
-		emulator.WithTrigger(devSupportID, true),
-		emulator.WithTrigger(devPausedID, false),
-		emulator.WithTrigger(devLockedID, true),
-		emulator.WithFaults(emulator.Faults{Latency: 20 * time.Millisecond, LatencyJitter: 30 * time.Millisecond}),
-		emulator.WithLogger(log.With("component", "emulator")),
-	)
-	api, err := emu.Listen(devAddr(f.emulatorPort, f.emulatorPortSet))
+	emu, api, err := startDevEmulator(log, f)
 	if err != nil {
-		return fmt.Errorf("starting the API emulator (is port %d taken? try --emulator-port 0): %w", f.emulatorPort, err)
-	}
-	defer api.Close()
-
-	tokenFile := filepath.Join(dataDir, "agent-token")
-	if err := os.WriteFile(tokenFile, []byte(devToken+"\n"), 0o600); err != nil {
 		return err
 	}
+	defer api.Close()
 	cfgFile := filepath.Join(dataDir, devConfigFile)
-	spec := devConfig(ns.ClientURL(), api.URL, tokenFile, devAddr(f.metricsPort, f.metricsPortSet))
-	spec.Log.Level, spec.Log.Format = lc.Level, lc.Format
-	// dev runs with what it wrote, so the file the SRE commands read is
-	// the configuration in use, not a description of it.
-	cfg, err := writeDevConfig(cfgFile, spec)
+	cfg, err := writeDevFiles(dataDir, cfgFile, ns.ClientURL(), api.URL, lc, f)
 	if err != nil {
 		return err
 	}
@@ -177,21 +149,75 @@ func runDev(ctx context.Context, e *env, g *globalFlags, f *devFlags) error {
 		printDevBanner(e, devBanner{natsURL: ns.ClientURL(), apiURL: api.URL, metricsAddr: addr, configFile: cfgFile, executable: executable()})
 	}
 	if !f.noDemo {
-		go func() {
-			if err := publishDemo(ctx, ns.ClientURL(), log); err != nil && ctx.Err() == nil {
-				log.Error("demo producer", "err", err)
-			}
-		}()
-		go func() {
-			select {
-			case <-ctx.Done():
-			case <-time.After(devPausedFor):
-				emu.SetRunnable(devPausedID, true)
-				log.Info("emulator: agent is runnable now; its retried event will be accepted", "trigger_id", devPausedID)
-			}
-		}()
+		go runDemo(ctx, ns.ClientURL(), emu, log)
 	}
 	return <-runErr
+}
+
+// startDevNATS starts the embedded NATS server, its store under dataDir.
+func startDevNATS(e *env, lc config.Log, port int, dataDir string) (*natsembed.Server, error) {
+	// The server's own start-up banner is noise here; its warnings are not.
+	serverLog, err := logger(e, config.Log{Level: "warn", Format: lc.Format})
+	if err != nil {
+		return nil, err
+	}
+	ns, err := natsembed.Start(natsembed.Options{
+		Port:     port,
+		StoreDir: filepath.Join(dataDir, "nats"),
+		Logger:   serverLog.With("component", "nats-server"),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("starting the embedded NATS server (is port %d taken? try --nats-port 0): %w", port, err)
+	}
+	return ns, nil
+}
+
+// startDevEmulator starts the API emulator with the demo's agents.
+func startDevEmulator(log *slog.Logger, f *devFlags) (*emulator.Emulator, *emulator.Server, error) {
+	opts := append([]emulator.Option{
+		emulator.WithToken(devToken, devSupportID, devPausedID),
+		emulator.WithTrigger(devSupportID, true),
+		emulator.WithTrigger(devPausedID, false),
+		emulator.WithTrigger(devLockedID, true),
+		emulator.WithFaults(emulator.Faults{Latency: 20 * time.Millisecond, LatencyJitter: 30 * time.Millisecond}),
+		emulator.WithLogger(log.With("component", "emulator")),
+	}, devMappingEmulator(devToken)...)
+	emu := emulator.New(opts...)
+	api, err := emu.Listen(devAddr(f.emulatorPort, f.emulatorPortSet))
+	if err != nil {
+		return nil, nil, fmt.Errorf("starting the API emulator (is port %d taken? try --emulator-port 0): %w", f.emulatorPort, err)
+	}
+	return emu, api, nil
+}
+
+// writeDevFiles writes the agents' token file and the configuration dev
+// runs with, and returns that configuration as read back.
+func writeDevFiles(dataDir, cfgFile, natsURL, apiURL string, lc config.Log, f *devFlags) (*config.Config, error) {
+	tokenFile := filepath.Join(dataDir, "agent-token")
+	if err := os.WriteFile(tokenFile, []byte(devToken+"\n"), 0o600); err != nil {
+		return nil, err
+	}
+	spec := devConfig(natsURL, apiURL, tokenFile, devAddr(f.metricsPort, f.metricsPortSet))
+	spec.Log.Level, spec.Log.Format = lc.Level, lc.Format
+	// dev runs with what it wrote, so the file the SRE commands read is
+	// the configuration in use, not a description of it.
+	return writeDevConfig(cfgFile, spec)
+}
+
+// runDemo publishes the sample events, and makes the paused agent runnable
+// after devPausedFor.
+func runDemo(ctx context.Context, natsURL string, emu *emulator.Emulator, log *slog.Logger) {
+	go func() {
+		if err := publishDemo(ctx, natsURL, log); err != nil && ctx.Err() == nil {
+			log.Error("demo producer", "err", err)
+		}
+	}()
+	select {
+	case <-ctx.Done():
+	case <-time.After(devPausedFor):
+		emu.SetRunnable(devPausedID, true)
+		log.Info("emulator: agent is runnable now; its retried event will be accepted", "trigger_id", devPausedID)
+	}
 }
 
 // devConfig is the configuration dev mode runs with, before defaults.
@@ -223,13 +249,13 @@ func devConfig(natsURL, apiURL, tokenFile, metricsAddr string) *config.Config {
 			Name: devStream, Subjects: []string{"demo.>"},
 			MaxAge: config.Duration(24 * time.Hour), DuplicateWindow: config.Duration(2 * time.Minute),
 		}},
-		Routes: []config.Route{
+		Routes: append([]config.Route{
 			route("support", "demo.support.>", devSupportID),
 			notes,
 			route("paused", "demo.paused.>", devPausedID),
 			route("locked", "demo.locked.>", devLockedID),
 			thread,
-		},
+		}, devMappingRoutes(devStream, tokenFile)...),
 	}
 	return c
 }
@@ -429,10 +455,7 @@ func publishDemo(ctx context.Context, natsURL string, log *slog.Logger) error {
 		return err
 	}
 	run := strconv.FormatInt(time.Now().Unix(), 36)
-	samples := []struct {
-		what, subject, body string
-		header              nats.Header
-	}{
+	samples := []devSample{
 		{"accepted", "demo.support.new", `{"input":"Summarise the customer escalation in ticket 1042 and recommend a response.","conversation_key":"ticket-1042"}`, nil},
 		{"accepted", "demo.support.new", `{"input":"Draft a reply to ticket 1043."}`, nil},
 		{"accepted (text body, conversation key from a header)", "demo.notes.new", "Customer called back about ticket 1042; they are happy now.", nats.Header{"Conversation-Key": {"ticket-1042"}}},
@@ -443,11 +466,18 @@ func publishDemo(ctx context.Context, natsURL string, log *slog.Logger) error {
 		{"accepted second of conversation thread-7, never before the first", "demo.thread.new", `{"input":"2/3: the customer adds a screenshot.","conversation_key":"thread-7"}`, nil},
 		{"accepted third of conversation thread-7, never before the second", "demo.thread.new", `{"input":"3/3: the customer says it works again.","conversation_key":"thread-7"}`, nil},
 	}
+	samples = append(samples, devMappingSamples(run)...)
 	for i, s := range samples {
 		msg := &nats.Msg{Subject: s.subject, Data: []byte(s.body), Header: s.header}
-		id := fmt.Sprintf("demo-%s-%d", run, i+1)
+		var opts []jetstream.PublishOpt
+		id := ""
+		if !strings.HasPrefix(s.subject, "demo.ce.") {
+			// A CloudEvent's key is its source and id: no message id.
+			id = fmt.Sprintf("demo-%s-%d", run, i+1)
+			opts = append(opts, jetstream.WithMsgID(id))
+		}
 		pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		ack, err := js.PublishMsg(pctx, msg, jetstream.WithMsgID(id))
+		ack, err := js.PublishMsg(pctx, msg, opts...)
 		cancel()
 		if err != nil {
 			if errors.Is(err, context.Canceled) {

@@ -27,8 +27,9 @@ import (
 // The README's run command: dev mode starts on nothing but this binary,
 // and its log shows events accepted, a route stopped by a 409 and probing
 // until the agent becomes runnable, then its event accepted, and two
-// dead-lettered with reasons.
-// Ctrl-C drains and exits 0.
+// dead-lettered with reasons. Its mapped routes show a CloudEvent mapped
+// and accepted, a route serving several agents going on while one of them
+// is stopped, and the dead letters of both. Ctrl-C drains and exits 0.
 func TestDevModeShowsAckRetryAndDeadLetter(t *testing.T) {
 	if testing.Short() {
 		t.Skip("dev mode runs for about 15 s")
@@ -59,8 +60,17 @@ func TestDevModeShowsAckRetryAndDeadLetter(t *testing.T) {
 			has("route stopped: route-wide condition; probing with single events", "status", "409") &&
 			has("probe succeeded: route resumed", "condition", "not_runnable") &&
 			has("emulator request", "path", "/v1/workspace_agents/agtch_demo_paused/trigger") &&
-			acceptedPaused(logs.String())
+			accepted(logs.String(), devPausedID) &&
+			// The mapped routes: a CloudEvents route, and one serving
+			// several agents, one of them not runnable.
+			has("dead-lettered", "reason", "invalid_cloudevent") &&
+			has("dead-lettered", "reason", "trigger_not_allowed") &&
+			accepted(logs.String(), devTicketsID) && accepted(logs.String(), devSalesID) && accepted(logs.String(), devBillingID) &&
+			has("agent stopped: a condition of its own; its events wait for its probes while the route's other agents run", "trigger_id", devLegalID)
 	})
+	if has("route stopped: route-wide condition; probing with single events", "route", "teams") {
+		t.Error("one agent that is not runnable stopped the whole teams route")
+	}
 	if !strings.Contains(logs.String(), "agentrelay dev is running") || !strings.Contains(logs.String(), "publish -s nats://127.0.0.1:") {
 		t.Error("no banner telling how to publish more")
 	}
@@ -78,11 +88,11 @@ func TestDevModeShowsAckRetryAndDeadLetter(t *testing.T) {
 	}
 }
 
-// acceptedPaused reports whether the not-runnable agent's event was finally
-// accepted (a 202 for its path).
-func acceptedPaused(logs string) bool {
+// accepted reports whether the emulator accepted an event for trigger id
+// (a 202 for its path).
+func accepted(logs, id string) bool {
 	for _, line := range strings.Split(logs, "\n") {
-		if strings.Contains(line, `"path":"/v1/workspace_agents/agtch_demo_paused/trigger"`) && strings.Contains(line, `"status":202`) {
+		if strings.Contains(line, `"path":"/v1/workspace_agents/`+id+`/trigger"`) && strings.Contains(line, `"status":202`) {
 			return true
 		}
 	}
@@ -209,6 +219,7 @@ func TestSREToolsWorkAgainstDevWithItsConfigFile(t *testing.T) {
 
 	// status sees the demo's dead letters, through the file.
 	var rep statusReport
+	routes := len(devConfig("", "", "", "").Routes)
 	testenv.Eventually(t, 60*time.Second, "status --config shows the demo's dead letters", func() bool {
 		code, out, errOut := runCLI(t, "", "status", "--json", "--config", cfgFile)
 		switch code {
@@ -227,7 +238,7 @@ func TestSREToolsWorkAgainstDevWithItsConfigFile(t *testing.T) {
 		for _, r := range rep.Routes {
 			dl[r.Route] = r.DeadLetters
 		}
-		return len(rep.Routes) == 5 && dl["support"]["invalid_json"] > 0 && dl["locked"]["forbidden"] > 0
+		return len(rep.Routes) == routes && dl["support"]["invalid_json"] > 0 && dl["locked"]["forbidden"] > 0
 	})
 	code, out, errOut := runCLI(t, "", "dlq", "list", "--config", cfgFile)
 	if code != 0 || !strings.Contains(out, "forbidden") || !strings.Contains(out, "invalid_json") {

@@ -239,6 +239,20 @@ func (rc *recorder) countStatus(status, from int) int {
 	return n
 }
 
+// countTriggerStatus counts the answers with a status to calls of one
+// trigger id.
+func (rc *recorder) countTriggerStatus(trigger string, status int) int {
+	rc.mu.Lock()
+	defer rc.mu.Unlock()
+	n := 0
+	for _, q := range rc.reqs {
+		if q.TriggerID == trigger && q.Status == status {
+			n++
+		}
+	}
+	return n
+}
+
 func (rc *recorder) len() int {
 	rc.mu.Lock()
 	defer rc.mu.Unlock()

@@ -64,6 +64,16 @@ const (
 	// KindDeadLetter: the event must be dead-lettered with WantReason and
 	// never accepted (poison, a forbidden agent, an unknown agent).
 	KindDeadLetter Kind = "dead_letter"
+	// KindAcceptOrDeadLetter: either outcome is right, but exactly one of
+	// them: accepted exactly once and never dead-lettered, or dead-lettered
+	// once with WantReason (and WantStatus, WantClass when set) and never
+	// accepted. Never both, never neither. It is for an event whose outcome
+	// depends on timing the suite does not control: one for an agent whose
+	// calls hang for a while is accepted once the agent recovers, unless a
+	// replica that has not yet stopped the agent spends the event's own
+	// timeout budget first (agent health is per replica), which
+	// dead-letters it as max_attempts with class timeout.
+	KindAcceptOrDeadLetter Kind = "accept_or_dead_letter"
 )
 
 // Event is one published event of the producer's manifest.
@@ -87,7 +97,8 @@ type Event struct {
 	// Kind says what must become of the event.
 	Kind Kind
 	// WantReason is the Agentrelay-Reason its dead letter must carry
-	// (KindDeadLetter only).
+	// (KindDeadLetter, and KindAcceptOrDeadLetter when it is
+	// dead-lettered).
 	WantReason string
 	// WantStatus and WantClass, when set, are the Agentrelay-Status and
 	// Agentrelay-Class its dead letter must carry: how its last call ended
@@ -175,6 +186,9 @@ type Report struct {
 	// AcceptedAndDeadLettered counts events accepted once and also
 	// dead-lettered as max_attempts (see Options).
 	AcceptedAndDeadLettered int
+	// EitherAccepted and EitherDeadLettered count the
+	// KindAcceptOrDeadLetter events by the outcome they had.
+	EitherAccepted, EitherDeadLettered int
 
 	Lost       []string // events with no outcome at all
 	Duplicated []string // events accepted more than once
@@ -210,6 +224,9 @@ func (r *Report) String() string {
 	fmt.Fprintf(&b, "ordered, in order: %d accepted events of ordered conversations\n", r.Ordered)
 	if r.AcceptedAndDeadLettered > 0 {
 		fmt.Fprintf(&b, "accepted and dead-lettered (max_attempts): %d\n", r.AcceptedAndDeadLettered)
+	}
+	if n := r.ByKind[KindAcceptOrDeadLetter]; n > 0 {
+		fmt.Fprintf(&b, "either outcome:    %d events: %d accepted once, %d dead-lettered\n", n, r.EitherAccepted, r.EitherDeadLettered)
 	}
 	fmt.Fprintf(&b, "API requests:      %d (by status: %s)\n", r.Requests, countsString(r.RequestsByStatus))
 	fmt.Fprintf(&b, "violations:        %d\n", len(r.Violations))
@@ -298,9 +315,9 @@ func (c *checker) indexManifest() {
 		}
 		switch e.Kind {
 		case KindAccept, KindNotRunnable:
-		case KindDeadLetter:
+		case KindDeadLetter, KindAcceptOrDeadLetter:
 			if e.WantReason == "" {
-				c.violate("manifest: %s must be dead-lettered but names no reason", e.MsgID)
+				c.violate("manifest: %s (%s) names no reason for its dead letter", e.MsgID, e.Kind)
 			}
 		default:
 			c.violate("manifest: %s has unknown kind %q", e.MsgID, e.Kind)
@@ -423,6 +440,25 @@ func (c *checker) checkOutcome(e *Event) {
 		c.checkAcceptedOnce(e, n, dls)
 	case KindDeadLetter:
 		c.checkDeadLettered(e, n, dls)
+	case KindAcceptOrDeadLetter:
+		c.checkEitherOutcome(e, n, dls)
+	}
+}
+
+// checkEitherOutcome judges an event that may end either way, but one way
+// only: accepted once with no dead letter, or dead-lettered as it wants and
+// never accepted.
+func (c *checker) checkEitherOutcome(e *Event, n int, dls []DeadLetter) {
+	switch {
+	case n == 0 && len(dls) == 0:
+		c.r.Lost = append(c.r.Lost, fmt.Sprintf("%s (accepted or dead-lettered as %s, trigger %s): neither accepted nor dead-lettered", e.MsgID, e.WantReason, e.TriggerID))
+	case n > 0 && len(dls) > 0:
+		c.violate("%s: accepted and also dead-lettered (%s); it must be one or the other", e.MsgID, reasons(dls))
+	case n == 1:
+		c.r.EitherAccepted++
+	case n == 0:
+		c.checkDeadLettered(e, n, dls)
+		c.r.EitherDeadLettered++
 	}
 }
 

@@ -175,3 +175,55 @@ func TestCheckAllowsADeadLetterAfterAcceptOnlyWhenAskedAndOnlyOnce(t *testing.T)
 		t.Errorf("a double fire passed under the allowance: %v", r.Problems())
 	}
 }
+
+// An event that may end either way (accepted once, or dead-lettered with its
+// reason) passes with one outcome, is counted by the one it had, and fails
+// with both, with neither, twice, or with another reason or class.
+func TestCheckJudgesAnEventThatMayEndEitherWay(t *testing.T) {
+	either := Event{MsgID: "hang-1", Key: "hang-1", TriggerID: "agtch_hang", Input: "in hang-1", Kind: KindAcceptOrDeadLetter,
+		WantReason: "max_attempts", WantClass: "timeout"}
+	accepted := Accepted{TriggerID: "agtch_hang", Key: "hang-1", Input: "in hang-1"}
+	dead := DeadLetter{OriginalMsgID: "hang-1", Key: "hang-1", Reason: "max_attempts", Class: "timeout"}
+	run := func(ledger []Accepted, dls []DeadLetter) Report {
+		manifest, obs := cleanRun()
+		manifest = append(manifest, either)
+		obs.Ledger = append(obs.Ledger, ledger...)
+		obs.DeadLetters = append(obs.DeadLetters, dls...)
+		return Check(manifest, obs, Options{AllowDeadLetterAfterAccept: true})
+	}
+	if r := run([]Accepted{accepted}, nil); !r.OK() || r.EitherAccepted != 1 || r.EitherDeadLettered != 0 || !strings.Contains(r.String(), "1 accepted once, 0 dead-lettered") {
+		t.Errorf("accepted once: %v, counted %d accepted %d dead-lettered\n%s", r.Problems(), r.EitherAccepted, r.EitherDeadLettered, r.String())
+	}
+	if r := run(nil, []DeadLetter{dead}); !r.OK() || r.EitherAccepted != 0 || r.EitherDeadLettered != 1 {
+		t.Errorf("dead-lettered: %v, counted %d accepted %d dead-lettered", r.Problems(), r.EitherAccepted, r.EitherDeadLettered)
+	}
+	wrongClass := dead
+	wrongClass.Class = "server_error"
+	rows := []struct {
+		name   string
+		ledger []Accepted
+		dls    []DeadLetter
+		want   string
+	}{
+		{"neither", nil, nil, "lost: hang-1 (accepted or dead-lettered as max_attempts, trigger agtch_hang)"},
+		{"both, even under AllowDeadLetterAfterAccept", []Accepted{accepted}, []DeadLetter{dead}, "hang-1: accepted and also dead-lettered (max_attempts); it must be one or the other"},
+		{"accepted twice", []Accepted{accepted, accepted}, nil, "accepted more than once: hang-1 (2 times)"},
+		{"dead-lettered twice", nil, []DeadLetter{dead, dead}, "hang-1: dead-lettered 2 times"},
+		{"another reason", nil, []DeadLetter{{OriginalMsgID: "hang-1", Key: "hang-1", Reason: "forbidden"}}, "hang-1: dead-lettered as forbidden, want max_attempts"},
+		{"another class", nil, []DeadLetter{wrongClass}, `hang-1: dead letter says status "" class "server_error", want status "" class "timeout"`},
+	}
+	for _, row := range rows {
+		t.Run(row.name, func(t *testing.T) {
+			r := run(row.ledger, row.dls)
+			if r.OK() {
+				t.Fatalf("check passed; want a problem containing %q", row.want)
+			}
+			for _, p := range r.Problems() {
+				if strings.Contains(p, row.want) {
+					return
+				}
+			}
+			t.Errorf("no problem contains %q; got:\n%s", row.want, strings.Join(r.Problems(), "\n"))
+		})
+	}
+}

@@ -17,7 +17,8 @@ import (
 // chaos injects the faults while the events flow: a replica SIGKILLed
 // mid-call every so often (and restarted), and, one after another at
 // planned times, broker restarts or leader kills, API outages, token
-// rotations and the paused agent becoming runnable. The returned channel
+// rotations, the paused agent becoming runnable, and the agents route's
+// not-runnable agent becoming runnable and hanging agent recovering. The returned channel
 // is closed when every fault is over and every replica runs again.
 func (r *run) chaos(published <-chan struct{}) <-chan struct{} {
 	done := make(chan struct{})
@@ -62,6 +63,11 @@ func (r *run) chaos(published <-chan struct{}) <-chan struct{} {
 	}
 	if r.p.paused > 0 {
 		plan = append(plan, action{at: time.Duration(r.p.runnableAt * float64(r.p.publishFor)), name: "runnable", do: r.makeRunnable})
+	}
+	if am := r.p.agents; am != nil {
+		plan = append(plan,
+			action{at: time.Duration(am.runnableAt * float64(r.p.publishFor)), name: "agent runnable: " + agentNotRunnable, do: r.makeAgentRunnable},
+			action{at: time.Duration(am.recoverAt * float64(r.p.publishFor)), name: "agent recovers: " + agentHang, do: r.recoverHangingAgent})
 	}
 	if r.p.scaleUpAt > 0 {
 		plan = append(plan, action{at: time.Duration(r.p.scaleUpAt * float64(r.p.publishFor)), name: "scale-up", do: r.scaleUp})
@@ -470,7 +476,7 @@ func (r *run) rotateTokenWindow(window time.Duration) {
 		time.Sleep(5 * time.Millisecond)
 	}
 	time.Sleep(window) // the window itself
-	emu.AddToken(next, grants...)
+	emu.AddToken(next, grants()...)
 	for _, path := range r.tokenFiles {
 		if err := writeFileAtomic(path, next+"\n"); err != nil {
 			r.fail(err)

@@ -49,6 +49,7 @@ func shortProfiles() []profile {
 			runnableAt: 0.75, drainTimeout: 45 * time.Second, targets: recoveryTargets,
 		},
 		poisonProfile("poison-mix", 1200, 10*time.Second, 300, 100),
+		agentsProfile("many-agents", 1500, 12*time.Second),
 		{
 			// Issue 17: an owner stalled past the pinned TTL and resumed
 			// makes no call that overlaps the next owner's.
@@ -122,7 +123,10 @@ func longProfiles() []profile {
 		poison:    &poisonMix{convoKeys: 24}, stalls: 20, stallFor: 8 * time.Second,
 		drainTimeout: 2 * time.Minute,
 	}
-	return []profile{single, cluster, outage, poisonProfile("chaos-poison-mix", 15000, 60*time.Second, 2000, 500), stall}
+	// Issue 20's run: 50 agents on one route, three failing, at 150
+	// events/s for 80 s.
+	agents := agentsProfile("chaos-many-agents", 12000, 80*time.Second)
+	return []profile{single, cluster, outage, poisonProfile("chaos-poison-mix", 15000, 60*time.Second, 2000, 500), stall, agents}
 }
 
 // poisonProfile is issue 17's poison mix: two replicas with the default
@@ -139,6 +143,24 @@ func poisonProfile(name string, events int, publishFor time.Duration, convoKeys,
 			targets: poisonTargets{validShare: 0.9, otherKeyWait: 5 * time.Second, neverStopped: true},
 		},
 		drainTimeout: 3 * time.Minute,
+	}
+}
+
+// agentsProfile is issue 20's many agents: two replicas with the default
+// configuration, events spread evenly over the 50 agents of the agents
+// route. One agent is not runnable (409) until 40 % into the publishing,
+// the token may not call another (403), and a third one's calls hang past
+// the 2 s timeout until 60 % into it. No API faults otherwise, no kills:
+// what is judged is how the 47 healthy agents fare beside the three.
+func agentsProfile(name string, events int, publishFor time.Duration) profile {
+	return profile{
+		name: name, events: events, workers: 2, publishFor: publishFor,
+		apiFaults: emulator.Faults{Latency: 5 * time.Millisecond, LatencyJitter: 25 * time.Millisecond},
+		agents: &agentMix{
+			runnableAt: 0.4, recoverAt: 0.6,
+			targets: agentTargets{healthyWait: 5 * time.Second, isolated: true, probeBound: true},
+		},
+		drainTimeout: 2 * time.Minute,
 	}
 }
 

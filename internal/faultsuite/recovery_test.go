@@ -135,9 +135,9 @@ func (r *run) measureRecovery() recovery {
 		byCalls = append(byCalls, keyCalls{k.key, n})
 	}
 	slices.SortFunc(byCalls, func(a, b keyCalls) int { return b.calls - a.calls })
-	// Past the probing messages (one per route stop), the events called
-	// most: what cost them their calls.
-	skip := min(r.fig.breakerOpens, len(byCalls))
+	// Past the probing messages (one per route or agent stop), the events
+	// called most: what cost them their calls.
+	skip := min(r.fig.breakerOpens+r.fig.agentStops, len(byCalls))
 	for _, kc := range byCalls[skip:min(skip+3, len(byCalls))] {
 		rc.heavy = append(rc.heavy, fmt.Sprintf("%s: %s", kc.key, history(reqs, kc.key)))
 	}
@@ -170,9 +170,10 @@ func (r *run) measureRecovery() recovery {
 		rc.catchUp = append(rc.catchUp, catchUp{fault: f.name, took: max(took, 0)})
 	}
 	if len(rc.callsPerEvent) > 0 {
-		// Each time a replica stopped a route it held one message to
-		// probe with; those make many calls on one delivery by design.
-		probers := min(len(rc.callsPerEvent)-1, r.fig.breakerOpens)
+		// Each time a replica stopped a route (or one agent of a route
+		// that serves many) it held one message to probe with; those make
+		// many calls on one delivery by design.
+		probers := min(len(rc.callsPerEvent)-1, r.fig.breakerOpens+r.fig.agentStops)
 		rc.maxCallsRouted = rc.callsPerEvent[len(rc.callsPerEvent)-1-probers]
 	}
 	// A SIGKILL's effect ends when the killed replica's calls may be

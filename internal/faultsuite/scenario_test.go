@@ -64,6 +64,10 @@ type profile struct {
 	// poison, when set, replaces the manifest with the poison mix (see
 	// poison_test.go) and judges its targets.
 	poison *poisonMix
+	// agents, when set, replaces the manifest with events for the 50
+	// agents of the agents route, three of them failing (see
+	// agents_test.go), and judges its targets.
+	agents *agentMix
 	// stalls SIGSTOPs the ordered route's owner that many times, for
 	// stallFor each, then SIGCONTs it: a long GC pause or a starved VM.
 	stalls   int
@@ -113,6 +117,9 @@ type run struct {
 	kills        []killRecord
 	publishStart time.Time
 	faultsEnd    time.Time
+	// agentRunnable and agentRecovered are when the agents route's
+	// not-runnable agent became runnable and its hanging agent recovered.
+	agentRunnable, agentRecovered time.Time
 }
 
 // faultSpan records a fault's span of time.
@@ -130,6 +137,7 @@ type figures struct {
 	restarts, leaderKills, outages, rotations    int
 	scaleUps, ownerKills                         int
 	breakerOpens                                 int
+	agentStops                                   int // agents stopped on a route that serves many, all replicas
 	falseSettles                                 int // polls where the consumers owed nothing but events had no outcome
 	stored                                       uint64
 	emu                                          emulator.Stats
@@ -181,10 +189,14 @@ func runProfile(t *testing.T, p profile, base uint64) {
 	}
 
 	var pauses *pauseWatch
-	if p.poison != nil {
+	switch {
+	case p.poison != nil:
 		r.events = makePoisonManifest(r.rng, p.events, *p.poison)
 		pauses = r.watchPauses("orders", "convo")
-	} else {
+	case p.agents != nil:
+		r.events = makeAgentManifest(r.rng, p.events)
+		pauses = r.watchPauses("agents")
+	default:
 		r.events = makeManifest(r.rng, p.events, p.paused)
 	}
 	published := make(chan struct{})
@@ -212,6 +224,13 @@ func runProfile(t *testing.T, p profile, base uint64) {
 		t.Logf("%s: poison-mix figures\n%s", p.name, pf.String())
 		if missed := pf.check(p.poison.targets); len(missed) > 0 {
 			t.Errorf("poison-mix targets missed (AGENTRELAY_FAULT_SEED=%d):\n%s", base, strings.Join(missed, "\n"))
+		}
+	}
+	if p.agents != nil {
+		af := r.measureAgents(seenPauses)
+		t.Logf("%s: many-agents figures\n%s", p.name, af.String())
+		if missed := af.check(p.agents.targets); len(missed) > 0 {
+			t.Errorf("many-agents targets missed (AGENTRELAY_FAULT_SEED=%d):\n%s", base, strings.Join(missed, "\n"))
 		}
 	}
 	for _, err := range r.errs {
@@ -288,17 +307,28 @@ func (r *run) startNATS() {
 	}
 }
 
-// grants are the agents the token may call: all but agtch_locked.
-var grants = []string{triggerOrders, triggerNotes, triggerPaused, triggerGhost, triggerConvo}
+// grants are the agents the token may call: all but agtch_locked and the
+// agents route's agentForbidden.
+func grants() []string {
+	ids := []string{triggerOrders, triggerNotes, triggerPaused, triggerGhost, triggerConvo}
+	for _, id := range agentTriggers() {
+		if id != agentForbidden {
+			ids = append(ids, id)
+		}
+	}
+	return ids
+}
 
 func (r *run) startAPI() {
 	f := r.p.apiFaults
 	f.Seed = int64(r.rng.Uint64() >> 1)
 	f.HangFor = 10 * time.Second
-	f.ByInput = poisonFaults() // only the poison mix's events carry the markers
+	// Only the poison mix's and the hanging agent's events carry the
+	// markers.
+	f.ByInput = append(poisonFaults(), agentHangFault)
 	tok := r.newToken()
-	emu := emulator.New(
-		emulator.WithToken(tok, grants...),
+	opts := []emulator.Option{
+		emulator.WithToken(tok, grants()...),
 		emulator.WithTrigger(triggerOrders, true),
 		emulator.WithTrigger(triggerNotes, true),
 		emulator.WithTrigger(triggerPaused, false),
@@ -306,7 +336,11 @@ func (r *run) startAPI() {
 		emulator.WithTrigger(triggerLocked, true),
 		emulator.WithFaults(f),
 		emulator.WithRequestLog(0), // the recorder keeps what the suite needs
-	)
+	}
+	for _, id := range agentTriggers() {
+		opts = append(opts, emulator.WithTrigger(id, id != agentNotRunnable))
+	}
+	emu := emulator.New(opts...)
 	// Each kind of fault at least once, whatever the dice say: the first
 	// calls of the orders route hang, lose their answer after the accept,
 	// get a 503 with a Retry-After and a 429 with a bogus one.
@@ -331,6 +365,9 @@ func (r *run) newToken() string {
 func (r *run) writeConfig() string {
 	t := r.t
 	dir := t.TempDir()
+	// Each route takes events.<name>.>; the agents route, events for its
+	// agents on events.agents.<trigger id>, calls the agent its subject
+	// names, with the route's token.
 	routes := []struct {
 		name, trigger, extra string
 	}{
@@ -340,6 +377,7 @@ func (r *run) writeConfig() string {
 		{"locked", triggerLocked, ""},
 		{"ghost", triggerGhost, ""},
 		{"convo", triggerConvo, "ordering: conversation_key"},
+		{"agents", "", fmt.Sprintf("map: {trigger_id: 'tokens[2]'}\n    allowed_trigger_ids: [%q]", agentPattern)},
 	}
 	var b strings.Builder
 	replicas := 1
@@ -383,8 +421,11 @@ metrics:
 		path := filepath.Join(dir, rt.name+"-token")
 		writeAtomic(t, path, tok+"\n")
 		r.tokenFiles = append(r.tokenFiles, path)
-		fmt.Fprintf(&b, "  - name: %s\n    stream: %s\n    subjects: [\"events.%s.>\"]\n    trigger_id: %s\n    token: {file: %q}\n",
-			rt.name, workStream, rt.name, rt.trigger, path)
+		fmt.Fprintf(&b, "  - name: %s\n    stream: %s\n    subjects: [\"events.%s.>\"]\n    token: {file: %q}\n",
+			rt.name, workStream, rt.name, path)
+		if rt.trigger != "" {
+			fmt.Fprintf(&b, "    trigger_id: %s\n", rt.trigger)
+		}
 		if rt.extra != "" {
 			fmt.Fprintf(&b, "    %s\n", rt.extra)
 		}
@@ -452,7 +493,7 @@ func (r *run) publish() {
 
 // durables are the consumers of the routes.
 func durables() []string {
-	return []string{"agentrelay-orders", "agentrelay-notes", "agentrelay-paused", "agentrelay-locked", "agentrelay-ghost", "agentrelay-convo"}
+	return []string{"agentrelay-orders", "agentrelay-notes", "agentrelay-paused", "agentrelay-locked", "agentrelay-ghost", "agentrelay-convo", "agentrelay-agents"}
 }
 
 // consumerStates reads what each route's consumer still owes.
@@ -483,14 +524,17 @@ func (r *run) consumerStates() ([]ConsumerState, error) {
 // messages its stream copy has not got yet. On timeout the run goes on to
 // the checker, which names what is missing.
 func (r *run) waitSettled() {
-	var wantAccepted, wantDead int
+	var wantAccepted, wantDead, wantEither int
 	for i := range r.events {
 		if !r.events[i].stored {
 			continue
 		}
-		if r.events[i].Kind == KindDeadLetter {
+		switch r.events[i].Kind {
+		case KindDeadLetter:
 			wantDead++
-		} else {
+		case KindAcceptOrDeadLetter:
+			wantEither++
+		default:
 			wantAccepted++
 		}
 	}
@@ -507,8 +551,8 @@ func (r *run) waitSettled() {
 		}
 		streak++
 		switch accepted, dead, states, err := r.api.emu.LedgerLen(), r.deadLetterCount(), []ConsumerState(nil), error(nil); {
-		case accepted < wantAccepted || dead < wantDead:
-			why = fmt.Sprintf("%d of %d accepted, %d of %d dead-lettered", accepted, wantAccepted, dead, wantDead)
+		case accepted < wantAccepted || dead < wantDead || accepted+dead < wantAccepted+wantDead+wantEither:
+			why = fmt.Sprintf("%d of %d accepted, %d of %d dead-lettered, %d either way", accepted, wantAccepted, dead, wantDead, wantEither)
 			streak = 0
 			if states, err = r.consumerStates(); err == nil && owesNothing(states) && r.fleet.allRelaying() {
 				// Settled by the consumers' own account, yet events
@@ -605,6 +649,7 @@ func (r *run) finish() {
 		}
 		places[filepath.Base(path)] = string(b)
 		r.fig.breakerOpens += strings.Count(string(b), `"msg":"route stopped:`)
+		r.fig.agentStops += strings.Count(string(b), `"msg":"agent stopped:`)
 		if strings.Contains(string(b), "WARNING: DATA RACE") {
 			r.fail(fmt.Errorf("data race in a worker, see %s:\n%s", path, tail(path, 60)))
 		}
@@ -683,6 +728,14 @@ func (r *run) checkFaultsTookEffect() {
 	check(p.scaleUpAt == 0 || f.scaleUps == 1, "no scale-up")
 	check(p.killOwnerAt == 0 || f.ownerKills > 0, "the ordered route's owner was not killed")
 	check(f.stalls == p.stalls, fmt.Sprintf("%d of %d stalls of the ordered route's owner", f.stalls, p.stalls))
+	if p.agents != nil {
+		rec := r.api.rec
+		check(rec.countTriggerStatus(agentNotRunnable, 409) > 0, "the not-runnable agent answered no 409")
+		check(rec.countTriggerStatus(agentForbidden, 403) > 0, "the forbidden agent answered no 403")
+		check(rec.countTriggerStatus(agentHang, 0) > 0, "no call of the hanging agent hung")
+		check(!r.agentRunnable.IsZero(), "the not-runnable agent was not made runnable")
+		check(!r.agentRecovered.IsZero(), "the hanging agent did not recover")
+	}
 	if len(missing) > 0 {
 		r.fail(fmt.Errorf("faults that did not take effect: %s", strings.Join(missing, "; ")))
 	}
@@ -703,6 +756,9 @@ func (f *figures) String(p profile, base uint64) string {
 	fmt.Fprintf(&b, "API faults:        %s; %d answers dropped after accept, %d hangs\n", countsString(toInts(f.emu.Faults)), f.emu.Dropped, f.emu.Hangs)
 	fmt.Fprintf(&b, "replays (202 for a key already accepted): %d\n", f.emu.Replays)
 	fmt.Fprintf(&b, "routes stopped:    %d (route-wide conditions detected, all replicas)\n", f.breakerOpens)
+	if f.agentStops > 0 {
+		fmt.Fprintf(&b, "agents stopped:    %d (one agent's condition on a route that serves many, all replicas)\n", f.agentStops)
+	}
 	fmt.Fprintf(&b, "time to drain:     %v after the last fault (run %v)\n", f.settle.Round(time.Millisecond), f.total.Round(time.Millisecond))
 	if f.falseSettles > 0 {
 		fmt.Fprintf(&b, "consumers owed nothing while events still had no outcome: %d polls\n", f.falseSettles)

@@ -59,6 +59,14 @@ type RouteObserver interface {
 	SetHealth(state string, states []string)
 	// HealthTransition: the route's health changed.
 	HealthTransition(transition, condition string)
+	// AgentTrigger: on a route that serves many agents, one call of the
+	// agent triggerID ended with status, or with no answer (status 0) of
+	// the kind noAnswer. Implementations bound the trigger ids they label.
+	AgentTrigger(triggerID string, status int, noAnswer string)
+	// AgentHealth: on a route that serves many agents, the agent
+	// triggerID went from state from to state to (route health states:
+	// "healthy" or a condition).
+	AgentHealth(triggerID, from, to string)
 	// ConsumerState: the route's consumer as JetStream last reported it.
 	ConsumerState(pending uint64, ackPending, redelivered, waiting int, paused bool)
 	// SetOldestUnacked: the age of the route's oldest unacknowledged event.
@@ -107,6 +115,8 @@ func (Nop) SettleFailed(string)                            {}
 func (Nop) PullFailed()                                    {}
 func (Nop) SetHealth(string, []string)                     {}
 func (Nop) HealthTransition(string, string)                {}
+func (Nop) AgentTrigger(string, int, string)               {}
+func (Nop) AgentHealth(string, string, string)             {}
 func (Nop) ConsumerState(uint64, int, int, int, bool)      {}
 func (Nop) SetOldestUnacked(float64)                       {}
 func (Nop) OrderedBlocked(int, float64)                    {}

@@ -31,7 +31,27 @@ type Status struct {
 	Limit    int `json:"limit"`
 	// Ordered is set on an ordered route: what this replica holds of it.
 	Ordered *Ordered `json:"ordered,omitempty"`
+	// AgentsStopped counts, on a route that serves many agents, the agents
+	// stopped here by a condition of their own; Agents lists them, longest
+	// stopped first, at most MaxAgentsListed.
+	AgentsStopped int     `json:"agents_stopped,omitempty"`
+	Agents        []Agent `json:"agents,omitempty"`
 }
+
+// Agent is one agent of a route that serves many, stopped on this replica
+// by a condition of its own: its events wait for its probes while the
+// route's other agents run.
+type Agent struct {
+	TriggerID string     `json:"trigger_id"`
+	Health    string     `json:"health"` // "outage", "unauthorized" or "not_runnable"
+	Cause     *StopCause `json:"cause,omitempty"`
+	Since     time.Time  `json:"since,omitzero"`
+	NextProbe time.Time  `json:"next_probe,omitzero"`
+	ProbeKey  string     `json:"probe_key,omitempty"`
+}
+
+// MaxAgentsListed bounds the stopped agents a Status lists.
+const MaxAgentsListed = 20
 
 // StopCause is the evidence behind a route-wide condition: the class of
 // the last call that met it, its HTTP status (0 when there was no answer)

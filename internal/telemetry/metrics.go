@@ -62,6 +62,7 @@ type Metrics struct {
 	lastAccepted    *prometheus.GaugeVec
 	tokenReloads    *prometheus.CounterVec
 	replays         *prometheus.CounterVec
+	agents          agentMetrics
 }
 
 // NewMetrics creates the metrics and registers them, with the Go and process
@@ -193,6 +194,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help: "Pull requests that ended in an error (missing heartbeats, leadership changes, disconnects).",
 		}, route),
 		dlBacklog: newDeadLetterBacklog(),
+		agents:    newAgentMetrics(),
 	}
 	bi := buildinfo.Get()
 	build := prometheus.NewGaugeVec(prometheus.GaugeOpts{
@@ -208,6 +210,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		m.pullErrors, m.dlBacklog, m.oldestUnacked, m.retryWaiting, m.lastAccepted, m.tokenReloads, m.replays, build,
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	reg.MustRegister(m.agents.collectors()...)
 	return m
 }
 
@@ -290,6 +293,7 @@ type RouteMetrics struct {
 	lastAccepted   prometheus.Gauge
 	tokenReloads   prometheus.Counter
 	replays        prometheus.Counter
+	ids            triggerIDLabels // the trigger_id label values of the per-agent metrics
 	// The vectors with more labels than the route and the outcome
 	// (finished, requests, dead letters, settle failures) are looked up
 	// with WithLabelValues on every call. A cache of their children saved

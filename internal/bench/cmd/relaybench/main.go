@@ -1,8 +1,9 @@
 // Command relaybench measures agentrelay against a bare nats.go loop: see
 // package bench.
 //
-//	relaybench parity -bin DIR   the side-by-side of issue 21 (make bench):
-//	                             every part a process of its own
+//	relaybench parity -bin DIR   the side-by-side of issue 21 and the many
+//	                             agents of issue 20 (make bench): every
+//	                             part a process of its own
 //	relaybench weight BINARY     what each module costs a binary
 //	relaybench                   the scenario suite (make bench-suite)
 //	relaybench worker            the suite's child process for one worker
@@ -116,13 +117,18 @@ func parity(args []string) int {
 	profile := fs.Bool("profile", false, "also take heap profiles at idle and under load (needs relayprof and bareloop-prof)")
 	profileDir := fs.String("profile-dir", "", "where the profiles go (default: beside -bin)")
 	jsonOut := fs.String("json", "", "also write every run's raw result to this file")
+	parts := fs.String("parts", "", "comma-separated parts to run (default all: "+bench.PartSideBySide+","+bench.PartIdle+","+bench.PartAgents+")")
 	_ = fs.Parse(args)
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
 	defer stop()
 	start := time.Now()
 	load0 := loadAvg()
-	res, err := bench.RunParity(ctx, bench.ParityOptions{BinDir: *bin, Rounds: *rounds, Events: *events,
-		Profile: *profile, ProfileDir: *profileDir, Log: os.Stderr})
+	o := bench.ParityOptions{BinDir: *bin, Rounds: *rounds, Events: *events,
+		Profile: *profile, ProfileDir: *profileDir, Log: os.Stderr}
+	if *parts != "" {
+		o.Parts = strings.Split(*parts, ",")
+	}
+	res, err := bench.RunParity(ctx, o)
 	if *jsonOut != "" {
 		if b, e := json.MarshalIndent(res, "", " "); e == nil {
 			_ = os.WriteFile(*jsonOut, b, 0o644)
@@ -138,6 +144,9 @@ func parity(args []string) int {
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "relaybench parity:", err)
 		return 1
+	}
+	if len(res.Runs) == 0 {
+		return 0 // the weights go with the side by side
 	}
 	return weightSideBySide(ctx, *bin)
 }
