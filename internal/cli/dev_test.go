@@ -240,6 +240,31 @@ func TestSREToolsWorkAgainstDevWithItsConfigFile(t *testing.T) {
 		}
 		return len(rep.Routes) == routes && dl["support"]["invalid_json"] > 0 && dl["locked"]["forbidden"] > 0
 	})
+	// status names the teams route's stopped agent (the legal agent is not
+	// runnable), why and its next probe; the route itself runs.
+	testenv.Eventually(t, 60*time.Second, "status shows the legal agent stopped", func() bool {
+		code, out, _ := runCLI(t, "", "status", "--json", "--config", cfgFile)
+		rep = statusReport{}
+		if code != 0 || json.Unmarshal([]byte(out), &rep) != nil {
+			return false
+		}
+		for _, r := range rep.Routes {
+			for _, a := range r.Replicas {
+				if r.Route == "teams" && a.Status != nil && a.Status.AgentsStopped == 1 && len(a.Status.Agents) == 1 {
+					ag := a.Status.Agents[0]
+					return ag.TriggerID == devLegalID && ag.Health == "not_runnable" && ag.Cause != nil && ag.Cause.Status == 409 &&
+						a.Status.Health == "healthy"
+				}
+			}
+		}
+		return false
+	})
+	if code, out, errOut := runCLI(t, "", "status", "--config", cfgFile); code != 0 ||
+		!regexp.MustCompile(`(?m)^  stopped agents on replica .*: 1\n    `+devLegalID+`: not_runnable since \S+ \(conflict, 409: `).MatchString(out) ||
+		!regexp.MustCompile(`(?m)^teams .*healthy \(1 replica\); 1 agent stopped`).MatchString(out) {
+		t.Errorf("status --config: exit %d, no stopped legal agent under the teams route:\n%s%s", code, out, errOut)
+	}
+
 	code, out, errOut := runCLI(t, "", "dlq", "list", "--config", cfgFile)
 	if code != 0 || !strings.Contains(out, "forbidden") || !strings.Contains(out, "invalid_json") {
 		t.Errorf("dlq list --config %s: exit %d\n%s%s", cfgFile, code, out, errOut)

@@ -166,7 +166,7 @@ func healthText(r inspect.RouteStatus) string {
 	case answered == 0:
 		return "unknown (no replica answered)"
 	case healthy == answered:
-		return "healthy (" + plural(answered, "replica", "replicas") + ")"
+		return "healthy (" + plural(answered, "replica", "replicas") + ")" + agentsText(r)
 	}
 	names := make([]string, 0, len(conditions))
 	for c := range conditions {
@@ -177,7 +177,23 @@ func healthText(r inspect.RouteStatus) string {
 	for i, c := range names {
 		parts[i] = fmt.Sprintf("%s on %d of %d", c, conditions[c], answered)
 	}
-	return strings.Join(parts, ", ")
+	return strings.Join(parts, ", ") + agentsText(r)
+}
+
+// agentsText adds, for a route that serves many agents, how many of them
+// the replicas hold stopped (the most any one replica does: each replica
+// judges its agents on its own).
+func agentsText(r inspect.RouteStatus) string {
+	most := 0
+	for _, a := range r.Replicas {
+		if a.Status != nil {
+			most = max(most, a.Status.AgentsStopped)
+		}
+	}
+	if most == 0 {
+		return ""
+	}
+	return "; " + plural(most, "agent", "agents") + " stopped"
 }
 
 // printReplicas says, for a route, each replica that holds it stopped and
@@ -193,6 +209,7 @@ func printReplicas(w io.Writer, r inspect.RouteStatus) {
 		case a.Status != nil && (a.Status.Health != "healthy" || a.Status.PausedBy != ""):
 			lines = append(lines, fmt.Sprintf("%s on %s", inspect.ConditionText(a.Status), replicaText(a.Replica)))
 		}
+		lines = append(lines, stoppedAgentsLines(a)...)
 	}
 	if len(r.Silent) > 0 {
 		lines = append(lines, fmt.Sprintf("%s did not answer in time: %s", plural(len(r.Silent), "replica", "replicas"), strings.Join(r.Silent, ", ")))
@@ -207,6 +224,25 @@ func printReplicas(w io.Writer, r inspect.RouteStatus) {
 	for _, l := range lines {
 		printf(w, "  %s\n", l)
 	}
+}
+
+// stoppedAgentsLines lists the agents a replica holds stopped on a route
+// that serves many: each with its condition, the call that stopped it and
+// its next probe (the runbook's "Agent stopped" reads these).
+func stoppedAgentsLines(a inspect.ReplicaAnswer) []string {
+	if a.Status == nil || a.Status.AgentsStopped == 0 {
+		return nil
+	}
+	st := a.Status
+	lines := []string{fmt.Sprintf("stopped agents on %s: %d", replicaText(a.Replica), st.AgentsStopped)}
+	for i := range st.Agents {
+		lines = append(lines, "  "+inspect.AgentConditionText(&st.Agents[i]))
+	}
+	if more := st.AgentsStopped - len(st.Agents); more > 0 {
+		lines = append(lines, fmt.Sprintf("  ... and %s (a replica lists the %d stopped longest; agentrelay_agent_stopped names them all)",
+			plural(more, "more", "more"), routestatus.MaxAgentsListed))
+	}
+	return lines
 }
 
 // replicaText names a replica by what it says of itself.

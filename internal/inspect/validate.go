@@ -28,8 +28,10 @@ const (
 	maxClockSkew   = 5 * time.Minute
 	maxNextProbeIn = 30 * 24 * time.Hour
 	maxAge         = 10 * 365 * 24 * time.Hour
-	// answerOverhead is an answer's size without its blocked keys.
-	answerOverhead = 16 * 1024
+	// answerOverhead is an answer's size without its blocked keys: the
+	// route's own fields, and at most routestatus.MaxAgentsListed stopped
+	// agents (each a trigger id, a probe key and an error, JSON-escaped).
+	answerOverhead = 16*1024 + routestatus.MaxAgentsListed*(6*(maxIDLen+maxKeyLen+maxErrorLen)+256)
 	// keyAnswerBytes is the most one blocked key takes in an answer
 	// (a key of maxKeyLen bytes, JSON-escaped, and its numbers).
 	keyAnswerBytes = 6*maxKeyLen + 256
@@ -113,14 +115,46 @@ func validStatus(st *routestatus.Status, route string, maxKeys int, now time.Tim
 		count("in_flight", st.InFlight, maxCount),
 		count("limit", st.Limit, maxCount),
 	}
-	if c := st.Cause; c != nil {
-		errs = append(errs, tokenField("cause class", c.Class, false), text("cause error", &c.Error, maxErrorLen))
-		if c.Status != 0 && (c.Status < 100 || c.Status > 599) {
-			errs = append(errs, fmt.Errorf("cause status %d is not an HTTP status", c.Status))
-		}
-	}
+	errs = append(errs, validCause(st.Cause))
 	if st.Ordered != nil {
 		errs = append(errs, validOrdered(st.Ordered, route, maxKeys, now))
+	}
+	errs = append(errs, validAgents(st, now))
+	return errors.Join(errs...)
+}
+
+func validCause(c *routestatus.StopCause) error {
+	if c == nil {
+		return nil
+	}
+	errs := []error{tokenField("cause class", c.Class, false), text("cause error", &c.Error, maxErrorLen)}
+	if c.Status != 0 && (c.Status < 100 || c.Status > 599) {
+		errs = append(errs, fmt.Errorf("cause status %d is not an HTTP status", c.Status))
+	}
+	return errors.Join(errs...)
+}
+
+// validAgents checks the stopped agents of a route that serves many.
+func validAgents(st *routestatus.Status, now time.Time) error {
+	if len(st.Agents) > routestatus.MaxAgentsListed {
+		return fmt.Errorf("it lists %s, more than %d", Count(len(st.Agents), "stopped agent", "stopped agents"), routestatus.MaxAgentsListed)
+	}
+	errs := []error{count("agents_stopped", st.AgentsStopped, maxCount)}
+	if st.AgentsStopped < len(st.Agents) {
+		errs = append(errs, fmt.Errorf("agents_stopped %d is fewer than the %s listed", st.AgentsStopped, Count(len(st.Agents), "agent", "agents")))
+	}
+	for i := range st.Agents {
+		a := &st.Agents[i]
+		errs = append(errs,
+			text("agent trigger_id", &a.TriggerID, maxIDLen),
+			tokenField("agent health", a.Health, false),
+			validCause(a.Cause),
+			instant("agent since", a.Since, now, maxClockSkew),
+			instant("agent next_probe", a.NextProbe, now, maxNextProbeIn),
+			exact("agent probe_key", a.ProbeKey, maxKeyLen))
+		if a.TriggerID == "" {
+			errs = append(errs, errors.New("a stopped agent with no trigger_id"))
+		}
 	}
 	return errors.Join(errs...)
 }
@@ -177,6 +211,15 @@ func stopped(st *routestatus.Status) bool {
 
 // healthyLabel is RouteStatus.Health of a route without a condition.
 const healthyLabel = "healthy"
+
+// AgentConditionText says, in one line, why an agent is stopped on a
+// replica: "legal: not_runnable since 10:00:00Z (not_runnable, 409: ...),
+// probing with key K, next probe 10:00:05Z".
+func AgentConditionText(a *routestatus.Agent) string {
+	return a.TriggerID + ": " + ConditionText(&routestatus.Status{
+		Health: a.Health, Cause: a.Cause, Since: a.Since, NextProbe: a.NextProbe, ProbeKey: a.ProbeKey,
+	})
+}
 
 // ConditionText says a replica's condition of a route in one line:
 // "outage since 10:00:00Z (transient, 503: ...), probing with key K, next

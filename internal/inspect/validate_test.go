@@ -27,6 +27,10 @@ func goodAnswer() routestatus.Answer {
 				{Key: "k1", Waiting: 2, OldestSeq: 9, Since: now.Add(-time.Second), WaitingSeconds: 1, BehindSeq: 4, BehindFailures: 2},
 				{Key: "k2", Waiting: 1, OldestSeq: 11, Since: now, WaitingSeconds: 0},
 			}},
+			AgentsStopped: 3, Agents: []routestatus.Agent{
+				{TriggerID: "agtch_legal", Health: "not_runnable", Since: now.Add(-time.Minute), NextProbe: now.Add(2 * time.Second),
+					Cause: &routestatus.StopCause{Class: "not_runnable", Status: 409, Error: "409 Conflict"}, ProbeKey: "legal-1"},
+			},
 		},
 	}
 }
@@ -74,6 +78,21 @@ func TestAnAnswerOutOfBoundsIsRefused(t *testing.T) {
 		}, "lists 3 blocked keys, and 2 were asked for"},
 		{"a key with nothing waiting", func(a *routestatus.Answer) { a.Status.Ordered.Blocked[0].Waiting = 0 }, "no waiting event"},
 		{"negative failures", func(a *routestatus.Answer) { a.Status.Ordered.Blocked[0].BehindFailures = -1 }, "behind_failures -1"},
+		{"more agents stopped than listed", func(a *routestatus.Answer) { a.Status.AgentsStopped = 0 }, "agents_stopped 0 is fewer than the 1 agent listed"},
+		{"negative agents stopped", func(a *routestatus.Answer) { a.Status.AgentsStopped = -1 }, "agents_stopped -1"},
+		{"too many agents listed", func(a *routestatus.Answer) {
+			for range routestatus.MaxAgentsListed {
+				a.Status.Agents = append(a.Status.Agents, a.Status.Agents[0])
+			}
+			a.Status.AgentsStopped = 100
+		}, "lists 21 stopped agents, more than 20"},
+		{"an agent with no id", func(a *routestatus.Answer) { a.Status.Agents[0].TriggerID = "" }, "no trigger_id"},
+		{"a long agent id", func(a *routestatus.Answer) { a.Status.Agents[0].TriggerID = long }, "agent trigger_id is 2000 bytes"},
+		{"an agent's health shape", func(a *routestatus.Answer) { a.Status.Agents[0].Health = "Sick!" }, "agent health"},
+		{"an agent's cause status", func(a *routestatus.Answer) { a.Status.Agents[0].Cause.Status = 7 }, "cause status 7"},
+		{"an agent's long error", func(a *routestatus.Answer) { a.Status.Agents[0].Cause.Error = long }, "cause error is 2000 bytes"},
+		{"an agent stopped in the future", func(a *routestatus.Answer) { a.Status.Agents[0].Since = now.Add(time.Hour) }, "agent since"},
+		{"an agent's probe key", func(a *routestatus.Answer) { a.Status.Agents[0].ProbeKey = long }, "agent probe_key is 2000 bytes"},
 		{"waiting for ever", func(a *routestatus.Answer) { a.Status.Ordered.Blocked[0].WaitingSeconds = 1e300 }, "waiting_seconds"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -120,11 +139,46 @@ func TestAnErrorAnswerIsShownAsOne(t *testing.T) {
 	}
 }
 
+// An agent's id is printed: it is sanitised like everything else said.
+func TestAStoppedAgentsIDIsSanitised(t *testing.T) {
+	a := goodAnswer()
+	a.Status.Agents[0].TriggerID = "agtch_\x1b[31mred"
+	got := readAnswer(answerMsg(t, a), "r", 2, now)
+	if got.Status == nil || strings.ContainsRune(got.Status.Agents[0].TriggerID, 0x1b) {
+		t.Errorf("agent id %+v (refused %q) kept its escape", got.Status, got.Refused)
+	}
+}
+
+// The largest honest answer, with every stopped agent listed at its
+// bounds, is read, not refused for its size.
+func TestTheLargestHonestAnswerIsRead(t *testing.T) {
+	a := goodAnswer()
+	a.Status.Ordered.Blocked = nil
+	a.Status.Ordered.BlockedKeys = 0
+	a.Status.Agents = nil
+	for i := range routestatus.MaxAgentsListed {
+		a.Status.Agents = append(a.Status.Agents, routestatus.Agent{
+			TriggerID: strings.Repeat("\x01", maxIDLen/6) + string(rune('a'+i)), Health: "outage",
+			Cause:    &routestatus.StopCause{Class: "timeout", Error: strings.Repeat("\x01", maxErrorLen/6)},
+			ProbeKey: strings.Repeat("\x01", maxKeyLen/6),
+		})
+	}
+	a.Status.AgentsStopped = 10_000
+	if got := readAnswer(answerMsg(t, a), "r", 0, now); got.Status == nil {
+		t.Errorf("the largest honest answer was refused: %s", got.Refused)
+	}
+}
+
 func TestConditionTextSaysWhy(t *testing.T) {
 	a := goodAnswer()
 	got := ConditionText(&a.Status)
 	want := "outage since 2026-01-02T03:03:05Z (server_error, 503: 503 Service Unavailable), probing with key key-1, next probe 2026-01-02T03:04:10Z, paused by route health"
 	if got != want {
 		t.Errorf("ConditionText:\n got %s\nwant %s", got, want)
+	}
+	got = AgentConditionText(&a.Status.Agents[0])
+	want = "agtch_legal: not_runnable since 2026-01-02T03:03:05Z (not_runnable, 409: 409 Conflict), probing with key legal-1, next probe 2026-01-02T03:04:07Z"
+	if got != want {
+		t.Errorf("AgentConditionText:\n got %s\nwant %s", got, want)
 	}
 }
