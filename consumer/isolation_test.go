@@ -88,7 +88,7 @@ func fewBadEvents(t *testing.T, replicas int) {
 	if d := time.Since(published); d > 5*time.Second {
 		t.Errorf("the valid event was accepted %v after it was published, want within 5s", d.Round(time.Millisecond))
 	}
-	h.waitSettled(90*time.Second, "f1")
+	h.waitSettled(180*time.Second, "f1")
 	for i := range 10 {
 		// Its own ten failures, and the few calls of the "outage" they
 		// looked like: the one that stopped the route and a probe or two.
@@ -138,7 +138,7 @@ func TestOneEventsRateLimitNeitherSlowsNorStopsTheRoute(t *testing.T) {
 			time.Sleep(100 * time.Millisecond)
 		}
 	}
-	h.waitSettled(60*time.Second, "f5")
+	h.waitSettled(150*time.Second, "f5")
 	if lowest < float64(r.MaxInFlight) {
 		t.Errorf("the route's concurrency limit fell to %v of %d for one event's 429s", lowest, r.MaxInFlight)
 	}
@@ -170,7 +170,7 @@ func TestOrderedOneEventsRateLimitHoldsOnlyItsKey(t *testing.T) {
 	if h.emu.Accepted("agtch_f4", "f4-k-1") != 0 {
 		t.Fatal("the next event of the limited key ran before it")
 	}
-	h.waitSettled(60*time.Second, "f4")
+	h.waitSettled(150*time.Second, "f4")
 	checkDeadLettered(t, h, "f4-k-0", "rate_limited", 429, consumer.DefaultMaxAttempts)
 	if h.emu.Accepted("agtch_f4", "f4-k-1") != 1 {
 		t.Error("the dead letter did not release the next event of its key")
