@@ -66,10 +66,12 @@ func (a *aimd) record(c callResult, now time.Time, maxHold time.Duration) {
 }
 
 // widespread reports whether at least rateLimitShare of the fresh calls in
-// the window, and at least minCalls of them, met a 429.
+// the window, at least minCalls of them, met a 429, and more than one
+// message did: a message is fresh for its first call only, so one message's
+// 429 among exactly minCalls fresh calls (10 %) is still its own.
 func (a *aimd) widespread(now time.Time, minCalls uint32) bool {
 	calls, limited := a.fresh.counts(now)
-	return calls >= int(minCalls) && float64(limited) >= rateLimitShare*float64(calls)
+	return calls >= int(minCalls) && limited >= 2 && float64(limited) >= rateLimitShare*float64(calls)
 }
 
 // stopsRoute reports whether fresh messages met 429s in a row at a

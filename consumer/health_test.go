@@ -361,6 +361,14 @@ func TestHealthRateLimitIsAIMDOnTheShareOfFreshMessages(t *testing.T) {
 			t.Fatalf("round %d: limit %d, throttled %v: one message's 429s slowed the route", i, st.Limit, st.Throttled)
 		}
 	}
+	// One message's first 429 among exactly min_calls fresh calls (a
+	// slow second: 10 %) is still its own: a message is fresh only once.
+	h = newTestHealth()
+	calls(t, h, int(DefaultMinCalls)-1, fresh(agentapi.ClassAccepted), at(0))
+	h.record(limited(time.Second), at(0))
+	if st := h.state(at(0)); st.Limit != 64 || st.Throttled {
+		t.Errorf("one message's 429 among %d fresh calls: limit %d, throttled %v", DefaultMinCalls, st.Limit, st.Throttled)
+	}
 	// Most fresh calls limited: the route's.
 	calls(t, h, 60, limited(0), at(10*time.Second))
 	if st := h.state(at(10 * time.Second)); st.Limit >= 64 || !st.Throttled {
