@@ -3,6 +3,7 @@ package consumer
 import (
 	"errors"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/sony/gobreaker/v2"
@@ -87,7 +88,29 @@ type health struct {
 	wasSince time.Time
 	aimd     aimd
 	timeouts shareWindow // fresh calls and those of them that timed out
+	// freshRun counts the transient failures of fresh messages since the
+	// last accepted call, however sparse: the detector's window forgets
+	// them on a quiet route.
+	freshRun int
+
+	// outage mirrors stop.cond == conditionOutage for other routes to read
+	// without this lock (see outageElsewhere).
+	outage atomic.Bool
+	// outageElsewhere reports whether another route of this replica is
+	// stopped by an outage (nil: never). All routes call one API, so an
+	// outage they prove corroborates this route's own failures: a quiet
+	// route, whose few calls the detector's window never holds enough of,
+	// stops after corroborateCalls fresh failures in a row instead of
+	// spending its messages' budgets on the outage. It is set before the
+	// route runs.
+	outageElsewhere func() bool
 }
+
+// corroborateCalls is the run of fresh failures, with nothing accepted
+// between them, that stops a route for an outage another route of the
+// replica already proves. A route with a normal share of failures never
+// makes such a run; a route that calls a dead API makes it at once.
+const corroborateCalls = 3
 
 // slowShare of the fresh calls of the last window timing out makes a
 // timeout the API's slowness rather than the message's (see
@@ -225,6 +248,7 @@ func (h *health) adopt(cond condition, cause StopCause, now time.Time) transitio
 	h.stop.cond, h.stop.since, h.stop.interval, h.stop.proven = cond, now, h.s.ProbeInterval, true
 	h.stop.cause = cause
 	h.stop.nextProbe = now.Add(h.stop.interval)
+	h.outage.Store(cond == conditionOutage)
 	return becameStopped
 }
 
@@ -268,7 +292,7 @@ func (h *health) record(c callResult, now time.Time) transition {
 	if cond == conditionNone && h.aimd.stopsRoute() {
 		cond = conditionRateLimited
 	}
-	if cond == conditionNone && h.detects(c) {
+	if cond == conditionNone && (h.detects(c) || h.corroboratedLocked()) {
 		cond = conditionOutage
 	}
 	if cond == conditionNone {
@@ -277,7 +301,15 @@ func (h *health) record(c callResult, now time.Time) transition {
 	h.stop.cond, h.stop.since, h.stop.interval, h.stop.proven = cond, now, h.s.ProbeInterval, true
 	h.stop.cause = causeOf(c)
 	h.stop.nextProbe = now.Add(max(h.stop.interval, min(c.retryAfter, h.s.MaxProbeInterval)))
+	h.outage.Store(cond == conditionOutage)
 	return becameStopped
+}
+
+// corroboratedLocked reports whether this route's run of fresh failures,
+// short of what the detector needs, is an outage another route of the
+// replica proves.
+func (h *health) corroboratedLocked() bool {
+	return h.freshRun >= min(corroborateCalls, int(h.s.MinCalls)) && h.outageElsewhere != nil && h.outageElsewhere()
 }
 
 // detects tells the outage detector of a call, as far as it is evidence,
@@ -286,8 +318,10 @@ func (h *health) detects(c callResult) bool {
 	var failure error
 	switch {
 	case c.class == agentapi.ClassAccepted:
+		h.freshRun = 0
 	case c.class.Transient() && c.fresh:
 		failure = errTransient
+		h.freshRun++
 	default:
 		return false // a retry's failure, or an answer of the API
 	}
@@ -321,6 +355,8 @@ func (h *health) resume() {
 	// A probe still in flight (a fresh one beside another) is accounted
 	// for when it ends.
 	h.stop = stop{probes: h.stop.probes, fresh: h.stop.fresh}
+	h.outage.Store(false)
+	h.freshRun = 0
 	h.tripped = false
 	h.detector = h.newDetector()
 	h.aimd.resumed()

@@ -484,3 +484,57 @@ func TestHealthTellsASlowAPIFromAHangingMessage(t *testing.T) {
 		t.Error("a tenth of the calls timing out not taken for a slow API")
 	}
 }
+
+// A quiet route's failures are spread too thin for the detector's window:
+// on their own they never stop it, and each message spends its own budget.
+// While another route of the replica is stopped by an outage (every route
+// calls one API), a run of corroborateCalls fresh failures with nothing
+// accepted between them stops it too; a success breaks the run, and a
+// route without such a run (a normal share of failures) runs on.
+func TestHealthAQuietRouteStopsForAnOutageAnotherRouteProves(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name      string
+		elsewhere bool
+		pattern   []agentapi.Class
+		stops     bool
+	}{
+		{"alone", false, []agentapi.Class{agentapi.ClassServerError, agentapi.ClassServerError, agentapi.ClassServerError, agentapi.ClassServerError}, false},
+		{"corroborated", true, []agentapi.Class{agentapi.ClassServerError, agentapi.ClassTimeout, agentapi.ClassNetwork}, true},
+		{"a success between", true, []agentapi.Class{agentapi.ClassServerError, agentapi.ClassServerError, agentapi.ClassAccepted, agentapi.ClassServerError, agentapi.ClassServerError}, false},
+		{"answers are not failures", true, []agentapi.Class{agentapi.ClassForbidden, agentapi.ClassNotFound, agentapi.ClassServerError, agentapi.ClassServerError}, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := newTestHealth()
+			h.outageElsewhere = func() bool { return tc.elsewhere }
+			stopped := false
+			for i, class := range tc.pattern {
+				// A call every 4 s: the detector's 5 s window never
+				// holds min_calls of them.
+				stopped = stopped || h.record(fresh(class), at(time.Duration(i)*4*time.Second)) == becameStopped
+			}
+			if st := h.state(at(time.Minute)); stopped != tc.stops || (tc.stops && st.Condition != conditionOutage) {
+				t.Errorf("stopped %v (condition %v), want %v", stopped, st.Condition, tc.stops)
+			}
+			if h.outage.Load() != tc.stops {
+				t.Errorf("the outage mirror says %v", h.outage.Load())
+			}
+			// Retries of messages that failed before are no evidence.
+			h = newTestHealth()
+			h.outageElsewhere = func() bool { return true }
+			if calls(t, h, 10, retry(agentapi.ClassServerError), at(0)) != 0 {
+				t.Error("a message's retries stopped the route")
+			}
+		})
+	}
+	h := newTestHealth()
+	h.outageElsewhere = func() bool { return true }
+	calls(t, h, corroborateCalls, fresh(agentapi.ClassServerError), at(0))
+	h.resume()
+	if h.outage.Load() {
+		t.Error("the outage mirror outlived the outage")
+	}
+	if calls(t, h, corroborateCalls-1, fresh(agentapi.ClassServerError), at(time.Second)) != 0 {
+		t.Error("the run before the resume still counted")
+	}
+}

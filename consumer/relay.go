@@ -223,6 +223,18 @@ func noAnswer(err error) bool {
 		errors.Is(err, nats.ErrNoResponders)
 }
 
+// outageElsewhere reports whether a route of this replica other than rn is
+// stopped by an outage (health.outageElsewhere). It reads each route's
+// mirror, not its lock, so a route may ask while it holds its own.
+func (r *Relay) outageElsewhere(rn *runner) bool {
+	for _, other := range r.runners {
+		if other != rn && other.health.outage.Load() {
+			return true
+		}
+	}
+	return false
+}
+
 // Run sets up (if not done), then relays until ctx ends, then drains: it
 // stops pulling, lets in-flight calls finish within the drain grace period,
 // cancels the rest and hands their messages back with a nak without delay so

@@ -81,6 +81,7 @@ func newRunner(r *Relay, rt Route) *runner {
 		ledger: newLedger(),
 	}
 	rn.health = newHealth(rt.Breaker, rt.MaxInFlight)
+	rn.health.outageElsewhere = func() bool { return r.outageElsewhere(rn) }
 	rn.life.drainStarted = make(chan struct{})
 	rn.life.callCtx, rn.life.cancelCalls = context.WithCancel(context.Background())
 	rn.watch.acceptLog.rate = r.opts.LogAccepted
