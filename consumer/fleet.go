@@ -50,6 +50,10 @@ type fleetGate struct {
 	warned    bool
 	by        string    // who holds the consumer paused, as last read
 	own       time.Time // the latest pause deadline this replica set
+	// operator is an operator's pause deadline as last seen, until the
+	// pause ends or is resumed; restore is one to put back: route health's
+	// pause replaced it (see observe).
+	operator, restore time.Time
 }
 
 // minPauseServer is the first nats-server with consumer pause.
@@ -152,8 +156,8 @@ func (f *fleetGate) run(stop <-chan struct{}) {
 // sync carries out the latest wanted state, if any.
 func (f *fleetGate) sync() {
 	f.mu.Lock()
-	want, pending, supported := f.want, f.pending, f.supported
-	f.pending = false
+	want, pending, supported, restore := f.want, f.pending, f.supported, f.restore
+	f.pending, f.restore = false, time.Time{}
 	f.mu.Unlock()
 	if !pending || !supported {
 		return
@@ -165,6 +169,15 @@ func (f *fleetGate) sync() {
 	rt := f.rn.route
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
 	defer cancel()
+	if !restore.IsZero() {
+		if _, err := f.rn.relay.js.PauseConsumer(ctx, rt.Stream, rt.Durable, restore); err != nil {
+			f.mu.Lock()
+			f.restore = restore
+			f.mu.Unlock()
+			f.retry(err)
+		}
+		return
+	}
 	info, err := c.Info(ctx)
 	if err == nil && !f.rn.bound.credible(info) {
 		err = errors.New("a consumer info answer without cluster information")
@@ -219,16 +232,33 @@ func (f *fleetGate) warnOnce(msg string) {
 // replica that is stopped and sees the consumer run again (another
 // replica's probe got through, or the pause lapsed) probes at once. An
 // operator's pause stops the route's calls and probes until it ends.
+//
+// The server has no compare-and-set for a pause: this replica's extension
+// of its pause, decided on a read of the consumer just before an operator
+// paused it, lands after and replaces the operator's pause. Seen replacing
+// an operator's pause that neither ended nor was resumed, route health's
+// pause is undone: the operator's is put back.
 func (f *fleetGate) observe(paused bool, until time.Time) {
 	operator := paused && !isAutoPause(until)
+	now := time.Now()
 	f.mu.Lock()
 	switch {
 	case operator:
-		f.by = PausedByOperator
+		f.by, f.operator = PausedByOperator, until
+	case paused && f.operator.After(now):
+		op := f.operator
+		f.restore, f.pending = op, true
+		f.mu.Unlock()
+		f.rn.log.Warn("route health's pause replaced an operator's; putting the operator's back", "until", op)
+		select {
+		case f.kick <- struct{}{}:
+		default:
+		}
+		return
 	case paused:
 		f.by = PausedByRouteHealth
 	default:
-		f.by = ""
+		f.by, f.operator = "", time.Time{}
 	}
 	if paused && !operator {
 		f.seen = true

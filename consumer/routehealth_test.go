@@ -8,6 +8,7 @@ import (
 
 	"github.com/agentrelay/agentrelay/agentapi/emulator"
 	"github.com/agentrelay/agentrelay/consumer"
+	"github.com/agentrelay/agentrelay/internal/routestatus"
 	"github.com/agentrelay/agentrelay/internal/testenv"
 	"github.com/agentrelay/agentrelay/internal/testenv/wait"
 )
@@ -214,5 +215,41 @@ func TestMaxRateCapsCalls(t *testing.T) {
 	}
 	if h.emu.LedgerLen() != n {
 		t.Errorf("%d accepted, want %d", h.emu.LedgerLen(), n)
+	}
+}
+
+// The server has no compare-and-set for a pause: route health's extension
+// of its pause, decided just before an operator paused the consumer, can
+// land after the operator's and replace it. The replica puts the
+// operator's pause back.
+func TestAnOperatorsPauseReplacedByRouteHealthIsPutBack(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, emulator.WithTrigger("agtch_wo", false))
+	r := defaultTimings(h.route("wo", "events.wo.>", h.agent("agtch_wo")))
+	run := h.start(r)
+	h.publish("events.wo.x", `{"input":"x"}`, nil, "wo-1")
+	testenv.Eventually(t, 10*time.Second, "route stopped by route health", func() bool {
+		return metricValue(t, run, "agentrelay_route_health", "wo", "not_runnable") == 1 && h.consumerInfo("agentrelay-wo").Paused
+	})
+	until := time.Now().Add(time.Hour).Truncate(time.Second)
+	if _, err := h.nats.JS.PauseConsumer(ctxTimeout(t, 5*time.Second), stream, "agentrelay-wo", until); err != nil {
+		t.Fatal(err)
+	}
+	testenv.Eventually(t, 5*time.Second, "the replica saw the operator's pause", func() bool {
+		st, _ := run.relay.RouteStatus("wo", 0)
+		return st.PausedBy == consumer.PausedByOperator
+	})
+	// The late extension, as the replica would write it.
+	late := routestatus.HealthPauseUntil(time.Now().Add(5*time.Second), 3)
+	if _, err := h.nats.JS.PauseConsumer(ctxTimeout(t, 5*time.Second), stream, "agentrelay-wo", late); err != nil {
+		t.Fatal(err)
+	}
+	testenv.Eventually(t, 5*time.Second, "the operator's pause put back", func() bool {
+		info := h.consumerInfo("agentrelay-wo")
+		return info.Paused && info.Config.PauseUntil != nil && info.Config.PauseUntil.Equal(until)
+	})
+	st, _ := run.relay.RouteStatus("wo", 0)
+	if st.PausedBy != consumer.PausedByOperator {
+		t.Errorf("paused by %q, want the operator", st.PausedBy)
 	}
 }
