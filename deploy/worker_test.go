@@ -67,7 +67,8 @@ func TestAgainstARunningWorker(t *testing.T) {
 }
 
 // scrapeAfterTraffic scrapes url until the dev demo's messages have been
-// acked, retried and dead-lettered, and returns that scrape.
+// acked, retried and dead-lettered, and its agent that is not runnable has
+// been stopped, and returns that scrape.
 func scrapeAfterTraffic(t *testing.T, url string) *promcheck.Catalog {
 	t.Helper()
 	deadline := time.Now().Add(30 * time.Second)
@@ -77,11 +78,12 @@ func scrapeAfterTraffic(t *testing.T, url string) *promcheck.Catalog {
 			cat.HasValue("agentrelay_trigger_requests_total", "code", "202") &&
 			cat.HasValue("agentrelay_messages_finished_total", "outcome", "acked") &&
 			cat.HasValue("agentrelay_messages_finished_total", "outcome", "retried") &&
-			cat.HasValue("agentrelay_messages_finished_total", "outcome", "dead_lettered") {
+			cat.HasValue("agentrelay_messages_finished_total", "outcome", "dead_lettered") &&
+			cat.Has("agentrelay_agent_stopped") && cat.Has("agentrelay_route_agents_stopped") {
 			return cat
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("no acked, retried and dead-lettered messages in %s after 30s (last error: %v)", url, err)
+			t.Fatalf("no acked, retried and dead-lettered messages and no stopped agent in %s after 30s (last error: %v)", url, err)
 		}
 		time.Sleep(250 * time.Millisecond)
 	}
