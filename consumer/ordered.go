@@ -23,9 +23,14 @@ import (
 // The route's consumer has a pinned priority group, so one replica owns it
 // at a time (the puller tells the pin). The owner calls only while its pin
 // is fresh: the server took one of its pulls presenting the pin within the
-// pinned TTL, less a margin, by the monotonic clock. So a replica that
-// wakes from a stall longer than the TTL calls nothing before it learns
-// whether it still owns the route. When it loses the pin it hands back
+// pinned TTL, less a margin, by the monotonic clock, and this process has
+// not stalled since. So a replica that wakes from a stall calls nothing
+// before it learns whether it still owns the route: not even the events
+// the server sent it before the stall, which it reads only after (a
+// delivery does not say which pull it filled, so one read after a stall
+// may credit the pin with a pull sent after the stall, when the pin had
+// lapsed). A pin given up is never taken back: the server pins anew under
+// a new id, so a delivery under the old one is from before the loss. When it loses the pin it hands back
 // what it holds; calls under way finish (the next owner's fence waits for
 // their messages) and are settled or handed back, never retried. When it
 // gains the pin the sequencer waits for whatever the previous owner still
@@ -40,6 +45,8 @@ type ordered struct {
 	alive       map[uint64]*keepAlive // held messages not yet running, kept alive
 	pin         string                // the pin id this replica holds, "" when none
 	confirmedAt time.Time             // when the latest pull the server took with pin was sent
+	lostPin     string                // the pin id this replica gave up last
+	ranAt       time.Time             // when run last ticked: a longer gap than maxStall is a stall
 	lostCh      chan struct{}         // closed when the pin is lost (replaced on gain)
 	window      int                   // how many it may hold: the consumer's MaxAckPending as last read
 	waiting     int                   // running events waiting out a retry in place
@@ -64,6 +71,18 @@ type orderedDeps struct {
 // clock rate differences between this process and the server.
 const pinMargin = time.Second
 
+// stallTick is how often an ordered route checks that its process runs,
+// and maxStall the gap between two checks taken for a stall of the process
+// (SIGSTOP, a starved VM, a long GC pause): its pin may have lapsed while
+// it did not run, and what it reads now may be from before. A pinned pull
+// goes out every third of the pinned TTL, so a shorter stall cannot let
+// the pin lapse; one second is also far above a goroutine's scheduling
+// delay, so a busy process does not give up its route.
+const (
+	stallTick = 200 * time.Millisecond
+	maxStall  = time.Second
+)
+
 // maxAdoptedWindow bounds the window an ordered route adopts from its
 // consumer (written by another replica with other settings): a multiple of
 // what this replica would hold.
@@ -75,7 +94,7 @@ func newOrdered(eng *engine, deps orderedDeps) *ordered {
 	lost := make(chan struct{})
 	close(lost) // no pin yet
 	o := &ordered{eng: eng, deps: deps, seq: newSequencer(), alive: map[uint64]*keepAlive{}, lostCh: lost,
-		window: deps.route.MaxAckPending}
+		window: deps.route.MaxAckPending, ranAt: time.Now()}
 	o.calls = callSlots{max: deps.route.MaxInFlight, limit: deps.limit, freed: make(chan struct{})}
 	return o
 }
@@ -105,6 +124,12 @@ func (o *ordered) heartbeat(pin string, sent time.Time) {
 // it: the pin holds for the TTL after sent, at least.
 func (o *ordered) delivered(id, pin string, sent time.Time) {
 	o.mu.Lock()
+	if id == o.lostPin {
+		// From before this replica gave the pin up: it holds the event
+		// without a pin, and hands it back instead of calling.
+		o.mu.Unlock()
+		return
+	}
 	if o.pin != "" && id != o.pin {
 		// Pinned anew under another id: whatever happened in between,
 		// start over as a replica that just took the route.
@@ -127,11 +152,15 @@ func (o *ordered) delivered(id, pin string, sent time.Time) {
 	}
 }
 
-// fresh reports whether the pin was confirmed recently enough to call.
-func (o *ordered) fresh(now time.Time) bool {
+// fresh reports whether the pin was confirmed recently enough to call, and
+// this process has not stalled since run last ticked. It reads the clock
+// under the lock, so that a tick that found a stall is never overtaken by
+// a time read before it.
+func (o *ordered) fresh() bool {
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	return o.pin != "" && now.Before(o.confirmedAt.Add(orderPinnedTTL-pinMargin))
+	now := time.Now()
+	return o.pin != "" && now.Before(o.confirmedAt.Add(orderPinnedTTL-pinMargin)) && now.Sub(o.ranAt) <= maxStall
 }
 
 // lost is told by the puller that another replica may hold the pin now:
@@ -141,14 +170,26 @@ func (o *ordered) lost() { o.pinLost("") }
 
 func (o *ordered) pinLost(why string) {
 	o.mu.Lock()
-	if o.pin == "" {
-		o.mu.Unlock()
-		return
-	}
-	o.pin = ""
-	close(o.lostCh)
-	msgs := o.takeLocked(o.seq.release())
+	msgs, had := o.loseLocked()
 	o.mu.Unlock()
+	if had {
+		o.handOver(msgs, why)
+	}
+}
+
+// loseLocked gives the pin up, if this replica holds one, and takes what
+// it holds that is not running.
+func (o *ordered) loseLocked() (msgs []*pulledMsg, had bool) {
+	if o.pin == "" {
+		return nil, false
+	}
+	o.lostPin, o.pin = o.pin, ""
+	close(o.lostCh)
+	return o.takeLocked(o.seq.release()), true
+}
+
+// handOver logs a lost pin and hands back what was held.
+func (o *ordered) handOver(msgs []*pulledMsg, why string) {
 	attrs := []any{"count", len(msgs)}
 	if why != "" {
 		attrs = append(attrs, "why", why)
@@ -237,14 +278,20 @@ func (o *ordered) settled(m *pulledMsg) {
 	o.start(ready)
 }
 
-// beforeCall refuses when the pin is not fresh (the replica hands what it
-// holds back), and waits for a call slot.
+// beforeCall waits for a call slot, then refuses when the pin is not
+// fresh (the replica hands what it holds back). The check comes last: the
+// wait for a slot may be long, and the call follows the check at once.
 func (o *ordered) beforeCall(ctx context.Context) (func(), error) {
-	if !o.fresh(time.Now()) {
-		o.pinLost("no pull of this replica was confirmed within the pinned TTL")
+	end, err := o.calls.take(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if !o.fresh() {
+		end()
+		o.pinLost("no pull of this replica was confirmed within the pinned TTL, or this process stalled")
 		return nil, errPinStale
 	}
-	return o.calls.take(ctx)
+	return end, nil
 }
 
 // onRetry waits out a retry's delay where the event is; after a lost pin
@@ -329,9 +376,13 @@ func (o *ordered) plan(base pullPlan, stopped bool) pullPlan {
 
 // run reads the consumer's unsettled count while the sequencer is fenced
 // (this replica gained the route and may not hold every unsettled message),
-// and watches the connection, until stop is closed.
+// and watches the connection and the process's own stalls, until stop is
+// closed.
 func (o *ordered) run(stop <-chan struct{}) {
-	t := time.NewTicker(200 * time.Millisecond)
+	o.mu.Lock()
+	o.ranAt = time.Now()
+	o.mu.Unlock()
+	t := time.NewTicker(stallTick)
 	defer t.Stop()
 	reconnects := o.deps.nc.Stats().Reconnects
 	for {
@@ -339,6 +390,20 @@ func (o *ordered) run(stop <-chan struct{}) {
 		case <-stop:
 			return
 		case <-t.C:
+			o.mu.Lock()
+			gap := time.Since(o.ranAt)
+			o.ranAt = time.Now()
+			var msgs []*pulledMsg
+			stalled := false
+			if gap > maxStall {
+				// Given up in the same hold of the lock that saw the
+				// stall: no call may pass in between.
+				msgs, stalled = o.loseLocked()
+			}
+			o.mu.Unlock()
+			if stalled {
+				o.handOver(msgs, "this process did not run for "+gap.Round(time.Millisecond).String()+": the pin may have lapsed meanwhile")
+			}
 			if n := o.deps.nc.Stats().Reconnects; n != reconnects || !o.deps.nc.IsConnected() {
 				// Whoever holds the pin now, it may not be this replica
 				// when the connection is back (a broker restart, a leader
