@@ -223,9 +223,18 @@ func (r *run) killOrderedOwner() {
 // the stalled one must call nothing that overlaps the new owner's calls of
 // a key when it wakes (the recorder's overlap check).
 func (r *run) stallOrderedOwner() {
+	// On a loaded machine (-race) the replicas may not have called the
+	// ordered route yet when the schedule comes to the stall: there is
+	// no owner to stall until one has.
 	slot := r.api.rec.lastCaller(triggerConvo)
-	w := r.fleet.current(slot)
-	if slot < 0 || w == nil {
+	for deadline := time.Now().Add(15 * time.Second); slot < 0 && time.Now().Before(deadline); slot = r.api.rec.lastCaller(triggerConvo) {
+		time.Sleep(50 * time.Millisecond)
+	}
+	var w *worker
+	if slot >= 0 {
+		w = r.fleet.current(slot)
+	}
+	if w == nil {
 		r.fail(errors.New("the ordered route has no owner to stall"))
 		return
 	}
