@@ -66,6 +66,13 @@ func (c condition) anyMessageShows() bool {
 	return c == conditionUnauthorized || c == conditionNotRunnable
 }
 
+// sharedByReplicas reports whether c holds for every replica alike, so that
+// another replica's accepted events show it is over. A refused token may
+// be this replica's alone (a rotation reaches pods one by one).
+func (c condition) sharedByReplicas() bool {
+	return c != conditionNone && c != conditionUnauthorized
+}
+
 func conditionLabels() []string {
 	cs := conditions()
 	out := make([]string, len(cs))

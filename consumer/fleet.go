@@ -54,6 +54,10 @@ type fleetGate struct {
 	// pause ends or is resumed; restore is one to put back: route health's
 	// pause replaced it (see observe).
 	operator, restore time.Time
+	// pausedFloor is the consumer's ack floor as first read paused while
+	// this replica was stopped since pausedSince (see progress).
+	pausedFloor uint64
+	pausedSince time.Time
 }
 
 // minPauseServer is the first nats-server with consumer pause.
@@ -284,6 +288,36 @@ func (f *fleetGate) observe(paused bool, until time.Time) {
 	if resumedElsewhere && f.rn.health.state(time.Now()).Condition != conditionNone {
 		f.rn.health.probeNow(time.Now())
 		f.rn.notify()
+	}
+}
+
+// progress takes the consumer's ack floor and pause state, read while this
+// replica is stopped. A floor that moved on since the consumer was first
+// read paused, with the consumer running again, means that other replicas'
+// events are accepted: the condition is over, and this replica resumes
+// too. (The first read, not the last: a probe that got through while the
+// consumer was paused acks its message before it resumes the consumer.) Its probe would say the same, but it may have no message to probe
+// with: on an idle route the one whose probe got through takes the
+// backlog, and the others would stay stopped, their alerts firing, for
+// ever. (A dead letter stored by another replica also moves the floor;
+// a resume it causes by mistake costs a failed call, and the next pause.)
+func (f *fleetGate) progress(paused bool, floor uint64) {
+	hs := f.rn.health.state(time.Now())
+	if !hs.Condition.sharedByReplicas() {
+		return
+	}
+	f.mu.Lock()
+	if paused {
+		if !f.pausedSince.Equal(hs.Since) {
+			f.pausedFloor, f.pausedSince = floor, hs.Since
+		}
+		f.mu.Unlock()
+		return
+	}
+	moved := f.pausedSince.Equal(hs.Since) && floor > f.pausedFloor
+	f.mu.Unlock()
+	if moved {
+		f.rn.resumeSeen(hs.Since)
 	}
 }
 

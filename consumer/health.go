@@ -195,6 +195,19 @@ func (h *health) freshMayProbeLocked(now time.Time) bool {
 	return h.stop.cond != conditionNone && !now.Before(h.paused) && !h.stop.fresh && (!now.Before(h.stop.nextProbe) || !h.stop.proven)
 }
 
+// resumeSeen resumes a route stopped by a condition every replica shares
+// (stopped since since) on evidence from elsewhere: other replicas' events
+// are accepted. It is noChange when the route stopped again meanwhile.
+func (h *health) resumeSeen(since time.Time) transition {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if !h.stop.cond.sharedByReplicas() || !h.stop.since.Equal(since) {
+		return noChange
+	}
+	h.resume()
+	return resumed
+}
+
 // probeNow moves the next probe to now: another replica resumed the route,
 // or the consumer's pause ended, so the condition may be over.
 func (h *health) probeNow(now time.Time) {

@@ -74,6 +74,7 @@ func (rn *runner) readLag(parent context.Context) {
 		rn.bound.ackFloor.Store(info.AckFloor.Stream)
 		rn.m.ConsumerState(info.NumPending, info.NumAckPending, info.NumRedelivered, info.NumWaiting, info.Paused)
 		rn.fleet.observe(info.Paused, pauseUntil(info))
+		rn.fleet.progress(info.Paused, info.AckFloor.Stream)
 		rn.readOldestUnacked(ctx, info)
 	}
 }

@@ -82,9 +82,11 @@ func TestOutageStopsTheRouteEverywhereAndAProbeResumesIt(t *testing.T) {
 	if h.consumerInfo("agentrelay-o").Paused {
 		t.Error("consumer still paused after recovery")
 	}
-	if got := metricValue(t, a, "agentrelay_route_health", "o", "healthy") + metricValue(t, b, "agentrelay_route_health", "o", "healthy"); got != 2 {
-		t.Errorf("%v replicas healthy after recovery, want 2", got)
-	}
+	// Every replica is healthy again, the one left with no message to
+	// probe with too: it sees the others' events accepted.
+	testenv.Eventually(t, 5*time.Second, "both replicas healthy after recovery", func() bool {
+		return metricValue(t, a, "agentrelay_route_health", "o", "healthy")+metricValue(t, b, "agentrelay_route_health", "o", "healthy") == 2
+	})
 }
 
 // A 409 (agent not runnable) stops its own route at once, and only that
@@ -124,6 +126,31 @@ func TestNotRunnableAgentStopsOnlyItsRoute(t *testing.T) {
 	}
 	if got := metricValue(t, run, "agentrelay_route_health_transitions_total", "p", "resumed", "not_runnable"); got != 1 {
 		t.Errorf("resumed transitions = %v, want 1", got)
+	}
+}
+
+// On an idle route, the replica whose probe got through takes the only
+// event; the others have nothing to probe with. They resume all the same
+// when they see its event accepted, instead of staying stopped (and
+// paging) until traffic comes back.
+func TestAReplicaWithNothingToProbeResumesWhenAnotherReplicasEventIsAccepted(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, emulator.WithTrigger("agtch_i", false))
+	r := defaultTimings(h.route("i", "events.i.>", h.agent("agtch_i")))
+	a := h.start(r)
+	b := h.start(r)
+	h.publish("events.i.x", `{"input":"x"}`, nil, "i-1")
+	notRunnable := func(run *running) bool {
+		return metricValue(t, run, "agentrelay_route_health", "i", "not_runnable") == 1
+	}
+	testenv.Eventually(t, 10*time.Second, "both replicas stopped as not runnable", func() bool { return notRunnable(a) && notRunnable(b) })
+	h.emu.SetRunnable("agtch_i", true)
+	h.waitSettled(15*time.Second, "i")
+	testenv.Eventually(t, 5*time.Second, "both replicas healthy after the one event was accepted", func() bool {
+		return metricValue(t, a, "agentrelay_route_health", "i", "healthy")+metricValue(t, b, "agentrelay_route_health", "i", "healthy") == 2
+	})
+	if h.emu.LedgerLen() != 1 || len(h.deadLetters()) != 0 {
+		t.Errorf("%d accepted and %d dead letters, want 1 and none", h.emu.LedgerLen(), len(h.deadLetters()))
 	}
 }
 

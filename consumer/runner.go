@@ -192,6 +192,22 @@ func (rn *runner) transition(tr transition, out Outcome, fresh bool) {
 	rn.notify()
 }
 
+// resumeSeen resumes the route, stopped since since, because other
+// replicas' events are accepted again (see fleetGate.progress).
+func (rn *runner) resumeSeen(since time.Time) {
+	if rn.health.resumeSeen(since) != resumed {
+		return
+	}
+	now := time.Now()
+	hs := rn.health.state(now)
+	rn.m.SetHealth(hs.Condition.String(), conditionLabels())
+	rn.m.HealthTransition(resumed.String(), hs.Was.String())
+	rn.log.Info("other replicas' events are accepted again (the consumer's ack floor moved): route resumed",
+		"condition", hs.Was.String(), "stopped_for", now.Sub(hs.WasSince).Round(time.Millisecond))
+	rn.fleet.apply(resumed, hs, true)
+	rn.notify()
+}
+
 // adopt stops the route for cond, found by another replica: without
 // pausing the consumer again (it is paused).
 func (rn *runner) adopt(cond condition) {
