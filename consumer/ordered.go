@@ -152,15 +152,23 @@ func (o *ordered) delivered(id, pin string, sent time.Time) {
 	}
 }
 
-// fresh reports whether the pin was confirmed recently enough to call, and
-// this process has not stalled since run last ticked. It reads the clock
-// under the lock, so that a tick that found a stall is never overtaken by
-// a time read before it.
-func (o *ordered) fresh() bool {
+// stale says why the pin may not be used to call now ("" when it may): it
+// was not confirmed recently enough, or this process stalled since
+// watchStalls last ticked. It reads the clock under the lock, so that a
+// tick that found a stall is never overtaken by a time read before it.
+func (o *ordered) stale() string {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	now := time.Now()
-	return o.pin != "" && now.Before(o.confirmedAt.Add(orderPinnedTTL-pinMargin)) && now.Sub(o.ranAt) <= maxStall
+	switch {
+	case o.pin == "":
+		return "no pin"
+	case !now.Before(o.confirmedAt.Add(orderPinnedTTL - pinMargin)):
+		return "no pull of this replica was confirmed within the pinned TTL"
+	case now.Sub(o.ranAt) > maxStall:
+		return "this process stalled"
+	}
+	return ""
 }
 
 // lost is told by the puller that another replica may hold the pin now:
@@ -286,9 +294,9 @@ func (o *ordered) beforeCall(ctx context.Context) (func(), error) {
 	if err != nil {
 		return nil, err
 	}
-	if !o.fresh() {
+	if why := o.stale(); why != "" {
 		end()
-		o.pinLost("no pull of this replica was confirmed within the pinned TTL, or this process stalled")
+		o.pinLost(why)
 		return nil, errPinStale
 	}
 	return end, nil
@@ -379,10 +387,13 @@ func (o *ordered) plan(base pullPlan, stopped bool) pullPlan {
 // and watches the connection and the process's own stalls, until stop is
 // closed.
 func (o *ordered) run(stop <-chan struct{}) {
-	o.mu.Lock()
-	o.ranAt = time.Now()
-	o.mu.Unlock()
-	t := time.NewTicker(stallTick)
+	stalls := make(chan struct{})
+	go func() {
+		defer close(stalls)
+		o.watchStalls(stop)
+	}()
+	defer func() { <-stalls }()
+	t := time.NewTicker(200 * time.Millisecond)
 	defer t.Stop()
 	reconnects := o.deps.nc.Stats().Reconnects
 	for {
@@ -390,20 +401,6 @@ func (o *ordered) run(stop <-chan struct{}) {
 		case <-stop:
 			return
 		case <-t.C:
-			o.mu.Lock()
-			gap := time.Since(o.ranAt)
-			o.ranAt = time.Now()
-			var msgs []*pulledMsg
-			stalled := false
-			if gap > maxStall {
-				// Given up in the same hold of the lock that saw the
-				// stall: no call may pass in between.
-				msgs, stalled = o.loseLocked()
-			}
-			o.mu.Unlock()
-			if stalled {
-				o.handOver(msgs, "this process did not run for "+gap.Round(time.Millisecond).String()+": the pin may have lapsed meanwhile")
-			}
 			if n := o.deps.nc.Stats().Reconnects; n != reconnects || !o.deps.nc.IsConnected() {
 				// Whoever holds the pin now, it may not be this replica
 				// when the connection is back (a broker restart, a leader
@@ -419,6 +416,38 @@ func (o *ordered) run(stop <-chan struct{}) {
 			if fenced {
 				o.poll()
 			}
+		}
+	}
+}
+
+// watchStalls ticks until stop is closed, and gives the pin up when a tick
+// comes late: the process did not run meanwhile. It does nothing else, so
+// that only a stall of the process, never a slow read, makes a tick late.
+func (o *ordered) watchStalls(stop <-chan struct{}) {
+	o.mu.Lock()
+	o.ranAt = time.Now()
+	o.mu.Unlock()
+	t := time.NewTicker(stallTick)
+	defer t.Stop()
+	for {
+		select {
+		case <-stop:
+			return
+		case <-t.C:
+		}
+		o.mu.Lock()
+		gap := time.Since(o.ranAt)
+		o.ranAt = time.Now()
+		var msgs []*pulledMsg
+		stalled := false
+		if gap > maxStall {
+			// Given up in the same hold of the lock that saw the stall:
+			// no call may pass in between.
+			msgs, stalled = o.loseLocked()
+		}
+		o.mu.Unlock()
+		if stalled {
+			o.handOver(msgs, "this process did not run for "+gap.Round(time.Millisecond).String()+": the pin may have lapsed meanwhile")
 		}
 	}
 }

@@ -22,14 +22,14 @@ func newPinOnly() *ordered {
 func TestOrderedPinIsNotFreshAfterAStall(t *testing.T) {
 	o := newPinOnly()
 	o.delivered("pin-1", "", time.Now())
-	if !o.fresh() {
+	if o.stale() != "" {
 		t.Fatal("a pin confirmed just now, with no stall, is not fresh")
 	}
 	o.mu.Lock()
 	o.ranAt = time.Now().Add(-maxStall - 100*time.Millisecond)
 	o.mu.Unlock()
 	o.heartbeat("pin-1", time.Now())
-	if o.fresh() {
+	if o.stale() == "" {
 		t.Error("fresh after a stall longer than maxStall")
 	}
 }
@@ -41,11 +41,11 @@ func TestOrderedLostPinIsNotTakenBack(t *testing.T) {
 	o.delivered("pin-1", "", time.Now())
 	o.pinLost("test")
 	o.delivered("pin-1", "pin-1", time.Now())
-	if _, pin := o.group(); pin != "" || o.fresh() {
-		t.Errorf("took a lost pin back: presents %q, fresh %v", pin, o.fresh())
+	if _, pin := o.group(); pin != "" || o.stale() == "" {
+		t.Errorf("took a lost pin back: presents %q, fresh %v", pin, o.stale() == "")
 	}
 	o.delivered("pin-2", "", time.Now())
-	if _, pin := o.group(); pin != "pin-2" || !o.fresh() {
-		t.Errorf("a new pin: presents %q, fresh %v; want pin-2, fresh", pin, o.fresh())
+	if _, pin := o.group(); pin != "pin-2" || o.stale() != "" {
+		t.Errorf("a new pin: presents %q, fresh %v; want pin-2, fresh", pin, o.stale() == "")
 	}
 }
