@@ -49,6 +49,7 @@ type fleetGate struct {
 	seen      bool      // the consumer was seen paused since this replica was gated
 	warned    bool
 	by        string    // who holds the consumer paused, as last read
+	until     time.Time // route health's pause deadline, as last read
 	own       time.Time // the latest pause deadline this replica set
 	// operator is an operator's pause deadline as last seen, until the
 	// pause ends or is resumed; restore is one to put back: route health's
@@ -233,9 +234,12 @@ func (f *fleetGate) warnOnce(msg string) {
 }
 
 // observe takes the consumer's pause state as read from the server. A
-// replica that is stopped and sees the consumer run again (another
-// replica's probe got through, or the pause lapsed) probes at once. An
-// operator's pause stops the route's calls and probes until it ends.
+// replica that is stopped and sees route health's pause resumed well
+// before its deadline resumes too: only a probe that got through resumes
+// it (or an operator), and the first success anywhere resumes the route
+// everywhere, whether or not this replica holds a message to probe with.
+// One that sees the pause lapse probes at once. An operator's pause stops
+// the route's calls and probes until it ends.
 //
 // The server has no compare-and-set for a pause: this replica's extension
 // of its pause, decided on a read of the consumer just before an operator
@@ -245,10 +249,11 @@ func (f *fleetGate) warnOnce(msg string) {
 func (f *fleetGate) observe(paused bool, until time.Time) {
 	operator := paused && !isAutoPause(until)
 	now := time.Now()
+	resumedEarly := false
 	f.mu.Lock()
 	switch {
 	case operator:
-		f.by, f.operator = PausedByOperator, until
+		f.by, f.operator, f.until = PausedByOperator, until, time.Time{}
 	case paused && f.operator.After(now):
 		op := f.operator
 		f.restore, f.pending = op, true
@@ -260,9 +265,10 @@ func (f *fleetGate) observe(paused bool, until time.Time) {
 		}
 		return
 	case paused:
-		f.by = PausedByRouteHealth
+		f.by, f.until = PausedByRouteHealth, until
 	default:
-		f.by, f.operator = "", time.Time{}
+		resumedEarly = f.seen && f.until.After(now.Add(earlyResume))
+		f.by, f.operator, f.until = "", time.Time{}, time.Time{}
 	}
 	if paused && !operator {
 		f.seen = true
@@ -285,21 +291,32 @@ func (f *fleetGate) observe(paused bool, until time.Time) {
 		return
 	}
 	f.rn.operatorPause(time.Time{})
-	if resumedElsewhere && f.rn.health.state(time.Now()).Condition != conditionNone {
+	hs := f.rn.health.state(time.Now())
+	switch {
+	case resumedEarly && hs.Condition.sharedByReplicas():
+		f.rn.resumeSeen(hs.Since, "another replica's probe got through (it resumed the consumer)")
+	case resumedElsewhere && hs.Condition != conditionNone:
 		f.rn.health.probeNow(time.Now())
 		f.rn.notify()
 	}
 }
 
+// earlyResume is how much earlier than its deadline route health's pause
+// must end to be taken for a resume, not a lapse: more than the clock
+// difference between the server and a replica.
+const earlyResume = 500 * time.Millisecond
+
 // progress takes the consumer's ack floor and pause state, read while this
 // replica is stopped. A floor that moved on since the consumer was first
 // read paused, with the consumer running again, means that other replicas'
 // events are accepted: the condition is over, and this replica resumes
-// too. (The first read, not the last: a probe that got through while the
-// consumer was paused acks its message before it resumes the consumer.) Its probe would say the same, but it may have no message to probe
+// too. Its probe would say the same, but it may have no message to probe
 // with: on an idle route the one whose probe got through takes the
 // backlog, and the others would stay stopped, their alerts firing, for
-// ever. (A dead letter stored by another replica also moves the floor;
+// ever, when the pause had lapsed before (nothing to resume, so no
+// advisory). The first read paused, not the last: a probe that got
+// through while the consumer was paused acks its message before it
+// resumes the consumer. (A dead letter stored by another replica also moves the floor;
 // a resume it causes by mistake costs a failed call, and the next pause.)
 func (f *fleetGate) progress(paused bool, floor uint64) {
 	hs := f.rn.health.state(time.Now())
@@ -317,8 +334,16 @@ func (f *fleetGate) progress(paused bool, floor uint64) {
 	moved := f.pausedSince.Equal(hs.Since) && floor > f.pausedFloor
 	f.mu.Unlock()
 	if moved {
-		f.rn.resumeSeen(hs.Since)
+		f.rn.resumeSeen(hs.Since, "other replicas' events are accepted again (the consumer's ack floor moved)")
 	}
+}
+
+// pausedPast reports whether route health's pause, as last read, holds
+// deliveries back until after t: no fresh message can come before then.
+func (f *fleetGate) pausedPast(t time.Time) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.by == PausedByRouteHealth && f.until.After(t)
 }
 
 // pausedBy says who holds the consumer paused, as last read.

@@ -146,6 +146,12 @@ func (rn *runner) awaitTurn(w *waiter, sc healthScope, agent bool) turn {
 	for {
 		now := time.Now()
 		hs := sc.health.state(now)
+		// A due probe waits a probe interval for a fresh message, unless
+		// route health's pause holds every delivery back for longer.
+		grace := hs.Interval
+		if !agent && rn.fleet.pausedPast(now.Add(grace)) {
+			grace = 0
+		}
 		switch {
 		case agent && rn.health.state(now).stopped():
 			return turnResumed
@@ -153,7 +159,7 @@ func (rn *runner) awaitTurn(w *waiter, sc healthScope, agent bool) turn {
 			return turnResumed
 		case !hs.OperatorPause.IsZero():
 			return turnPaused
-		case sc.gate.chosen(w, hs, now, hs.Interval) && sc.health.admit(now, w.isFresh(sc.gate)) == admitProbe:
+		case sc.gate.chosen(w, hs, now, grace) && sc.health.admit(now, w.isFresh(sc.gate)) == admitProbe:
 			return turnProbe
 		}
 		wait := hs.NextProbe.Sub(now)
@@ -231,12 +237,14 @@ func (h *holding) refresh(fresh bool) {
 
 // wayBack is the outcome of a message that goes back to the stream while
 // what it needs is stopped (hs): it waits there for the next probe, or,
-// when it failed here before, its own backoff and a probe interval more,
-// so that the messages pulled to probe with are fresh ones.
+// when it failed here before, for its own backoff if that is longer. (Not
+// longer still: the probe that gets through resumes the route, and what
+// waits in the stream then waits for nothing. A fresh message still takes
+// the place of one that failed before at the gate.)
 func (rn *runner) wayBack(d *delivery, hs healthState) Outcome {
 	wait := hs.RetryIn
 	if !rn.fresh(d) {
-		wait = max(wait, Backoff(rn.route.Retry, max(d.attempts.Failed, 1), 0, 1)) + rn.route.Breaker.MaxProbeInterval
+		wait = max(wait, Backoff(rn.route.Retry, max(d.attempts.Failed, 1), 0, 1))
 	}
 	return Outcome{Class: ClassGated, RouteWide: true, RetryAfter: wait}
 }

@@ -192,9 +192,9 @@ func (rn *runner) transition(tr transition, out Outcome, fresh bool) {
 	rn.notify()
 }
 
-// resumeSeen resumes the route, stopped since since, because other
-// replicas' events are accepted again (see fleetGate.progress).
-func (rn *runner) resumeSeen(since time.Time) {
+// resumeSeen resumes the route, stopped since since, on evidence from
+// other replicas (see fleetGate.observe and progress): why says which.
+func (rn *runner) resumeSeen(since time.Time, why string) {
 	if rn.health.resumeSeen(since) != resumed {
 		return
 	}
@@ -202,7 +202,7 @@ func (rn *runner) resumeSeen(since time.Time) {
 	hs := rn.health.state(now)
 	rn.m.SetHealth(hs.Condition.String(), conditionLabels())
 	rn.m.HealthTransition(resumed.String(), hs.Was.String())
-	rn.log.Info("other replicas' events are accepted again (the consumer's ack floor moved): route resumed",
+	rn.log.Info("route resumed: "+why,
 		"condition", hs.Was.String(), "stopped_for", now.Sub(hs.WasSince).Round(time.Millisecond))
 	rn.fleet.apply(resumed, hs, true)
 	rn.notify()
