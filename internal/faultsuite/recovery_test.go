@@ -63,6 +63,7 @@ type recovery struct {
 type catchUp struct {
 	fault string
 	took  time.Duration
+	last  string // the call history of the event accepted last
 }
 
 // window is one 5 s span of the publishing period.
@@ -147,13 +148,14 @@ func (r *run) measureRecovery() recovery {
 			continue
 		}
 		var lastAccept time.Time
+		var lastKey string
 		for i := range r.events {
 			e := &r.events[i]
 			if !e.stored || e.Kind != KindAccept || !e.published.Before(f.to) {
 				continue
 			}
 			if t := firstAccept[tk{e.TriggerID, e.Key}]; t.After(lastAccept) {
-				lastAccept = t
+				lastAccept, lastKey = t, e.Key
 			}
 		}
 		// Time that later faults of the same kind took out of the catch-up
@@ -167,7 +169,7 @@ func (r *run) measureRecovery() recovery {
 				}
 			}
 		}
-		rc.catchUp = append(rc.catchUp, catchUp{fault: f.name, took: max(took, 0)})
+		rc.catchUp = append(rc.catchUp, catchUp{fault: f.name, took: max(took, 0), last: lastKey + ": " + history(reqs, lastKey)})
 	}
 	if len(rc.callsPerEvent) > 0 {
 		// Each time a replica stopped a route (or one agent of a route
@@ -383,7 +385,7 @@ func (rc recovery) check(t targets) []string {
 		// restart or a SIGKILL, messages wait out ack_wait. Elsewhere
 		// the figure is reported, not judged.
 		if t.catchUp > 0 && c.took > t.catchUp && strings.HasPrefix(c.fault, "api") {
-			missed = append(missed, fmt.Sprintf("the backlog left by %s was accepted %v after it ended, target %v", c.fault, c.took.Round(time.Millisecond), t.catchUp))
+			missed = append(missed, fmt.Sprintf("the backlog left by %s was accepted %v after it ended, target %v; accepted last: %s", c.fault, c.took.Round(time.Millisecond), t.catchUp, c.last))
 		}
 	}
 	if len(rc.takeoverLate) > 0 {
