@@ -42,13 +42,15 @@
 //
 // Ordering (the one seam between the shared path and ordering):
 //   - policy.go: the policy interface and the unordered policy.
-//   - ordered.go: the ordered policy (pin, fence, retry in place);
+//   - ordered.go: the ordered policy (fence, retry in place); orderedpin.go
+//     how its owner holds the pin, and gives it up after a stall;
 //     sequencer.go its pure sequencer; callslots.go its call bound;
 //     orderedstatus.go what status shows of it.
 //
 // Route health:
 //   - condition.go: the conditions and transitions; health.go the pure state
-//     machine; aimd.go concurrency under 429; gate.go which held message
+//     machine; outage.go which calls are evidence of an outage, and when
+//     they are enough; aimd.go concurrency under 429; gate.go which held message
 //     probes; fleet.go the consumer's pause, shared by every replica;
 //     agents.go each agent's health on a route that serves many.
 //
