@@ -96,6 +96,14 @@ func (o *ordered) deliver(m *pulledMsg) {
 		key = d.ev.ConversationKey
 	}
 	o.mu.Lock()
+	if id := m.msg.Header.Get("Nats-Pin-Id"); id != "" && id == o.lostPin && o.pin != id {
+		o.mu.Unlock()
+		// Sent under a pin this replica gave up (see delivered): back
+		// at once, for whoever the server pins next. Held here it would
+		// wait for a fence that only a pin lifts.
+		o.handBack([]*pulledMsg{m})
+		return
+	}
 	if o.seq.add(md.Sequence.Stream, key, m, time.Now()) {
 		o.mu.Unlock()
 		// Held already (a redelivery after its ack wait ran out): the

@@ -26,6 +26,9 @@ const (
 	maxStall  = time.Second
 )
 
+// staleUnconfirmed is why a pin is stale when no pull confirmed it lately.
+const staleUnconfirmed = "no pull of this replica was confirmed within the pinned TTL"
+
 var errPinStale = errors.New("this replica may no longer hold the ordered route's pin")
 
 // group is the priority group pulls come from, and the pin they present.
@@ -93,7 +96,7 @@ func (o *ordered) stale() string {
 	case o.pin == "":
 		return "no pin"
 	case !now.Before(o.confirmedAt.Add(orderPinnedTTL - pinMargin)):
-		return "no pull of this replica was confirmed within the pinned TTL"
+		return staleUnconfirmed
 	case now.Sub(o.ranAt) > maxStall:
 		return "this process stalled"
 	}
@@ -149,12 +152,48 @@ func (o *ordered) beforeCall(ctx context.Context) (func(), error) {
 	if err != nil {
 		return nil, err
 	}
-	if why := o.stale(); why != "" {
+	if why := o.awaitFresh(ctx); why != "" {
 		end()
 		o.pinLost(why)
 		return nil, errPinStale
 	}
 	return end, nil
+}
+
+// confirmWait is how long a call waits for its pin to be confirmed again
+// before the replica gives the pin up. A pin goes unconfirmed for a while
+// when the server is slow to answer the pulls that keep it (a loaded
+// machine), and right after the route was taken over (the pull that was
+// pinned may have waited at the server); a pinned pull goes out at least
+// every third of the TTL and a heartbeat for it a second later, so a pin
+// that still holds is confirmed within this. Waiting calls nothing, so it
+// is always safe.
+const confirmWait = 3 * time.Second
+
+// awaitFresh returns "" once the pin may be used to call, or why not: at
+// once for no pin or a stall, after confirmWait for a pin not confirmed.
+func (o *ordered) awaitFresh(ctx context.Context) string {
+	why := o.stale()
+	if why != staleUnconfirmed {
+		return why
+	}
+	t := time.NewTicker(20 * time.Millisecond)
+	defer t.Stop()
+	deadline := time.Now().Add(confirmWait)
+	lost := o.interrupted()
+	for time.Now().Before(deadline) {
+		select {
+		case <-t.C:
+		case <-lost:
+			return "the pin was lost while its confirmation was awaited"
+		case <-ctx.Done():
+			return "canceled while the pin's confirmation was awaited"
+		}
+		if why = o.stale(); why != staleUnconfirmed {
+			return why
+		}
+	}
+	return why
 }
 
 // watchStalls ticks until stop is closed, and gives the pin up when a tick
