@@ -233,23 +233,27 @@ func (f *fleetGate) warnOnce(msg string) {
 	}
 }
 
-// observe takes the consumer's pause state as read from the server. A
-// replica that is stopped and sees route health's pause resumed well
-// before its deadline resumes too: only a probe that got through resumes
-// it (or an operator), and the first success anywhere resumes the route
-// everywhere, whether or not this replica holds a message to probe with.
-// One that sees the pause lapse probes at once. An operator's pause stops
-// the route's calls and probes until it ends.
+// observe takes the consumer's pause state as read from the server, or as
+// a pause advisory said; resumed says it was an advisory of a resume (the
+// deadline cleared, as only a resume clears it; a lapse keeps it). A
+// replica that is stopped and learns that route health's pause was resumed
+// resumes too: only a probe that got through resumes it (or an operator),
+// and the first success anywhere resumes the route everywhere, whether or
+// not this replica holds a message to probe with. Only an advisory says
+// so: advisories come in the server's order, while a read answered before
+// the pause began may be taken in after its advisory. One that sees the
+// pause end otherwise probes at once. An operator's pause stops the
+// route's calls and probes until it ends.
 //
 // The server has no compare-and-set for a pause: this replica's extension
 // of its pause, decided on a read of the consumer just before an operator
 // paused it, lands after and replaces the operator's pause. Seen replacing
 // an operator's pause that neither ended nor was resumed, route health's
 // pause is undone: the operator's is put back.
-func (f *fleetGate) observe(paused bool, until time.Time) {
+func (f *fleetGate) observe(paused bool, until time.Time, resumed bool) {
 	operator := paused && !isAutoPause(until)
 	now := time.Now()
-	resumedEarly := false
+	resumedByProbe := false
 	f.mu.Lock()
 	switch {
 	case operator:
@@ -267,7 +271,7 @@ func (f *fleetGate) observe(paused bool, until time.Time) {
 	case paused:
 		f.by, f.until = PausedByRouteHealth, until
 	default:
-		resumedEarly = f.seen && f.until.After(now.Add(earlyResume))
+		resumedByProbe = resumed && f.by == PausedByRouteHealth
 		f.by, f.operator, f.until = "", time.Time{}, time.Time{}
 	}
 	if paused && !operator {
@@ -293,18 +297,13 @@ func (f *fleetGate) observe(paused bool, until time.Time) {
 	f.rn.operatorPause(time.Time{})
 	hs := f.rn.health.state(time.Now())
 	switch {
-	case resumedEarly && hs.Condition.sharedByReplicas():
+	case resumedByProbe && hs.Condition.sharedByReplicas():
 		f.rn.resumeSeen(hs.Since, "another replica's probe got through (it resumed the consumer)")
 	case resumedElsewhere && hs.Condition != conditionNone:
 		f.rn.health.probeNow(time.Now())
 		f.rn.notify()
 	}
 }
-
-// earlyResume is how much earlier than its deadline route health's pause
-// must end to be taken for a resume, not a lapse: more than the clock
-// difference between the server and a replica.
-const earlyResume = 500 * time.Millisecond
 
 // progress takes the consumer's ack floor and pause state, read while this
 // replica is stopped. A floor that moved on since the consumer was first
@@ -379,7 +378,7 @@ func (f *fleetGate) watchAdvisories() func() {
 		if paused {
 			until = a.PauseUntil
 		}
-		f.observe(paused, until)
+		f.observe(paused, until, !a.Paused && a.PauseUntil.IsZero())
 	})
 	if err != nil {
 		f.rn.log.Debug("cannot watch the consumer's pause advisories", "err", err)

@@ -73,7 +73,7 @@ func (rn *runner) readLag(parent context.Context) {
 	default:
 		rn.bound.ackFloor.Store(info.AckFloor.Stream)
 		rn.m.ConsumerState(info.NumPending, info.NumAckPending, info.NumRedelivered, info.NumWaiting, info.Paused)
-		rn.fleet.observe(info.Paused, pauseUntil(info))
+		rn.fleet.observe(info.Paused, pauseUntil(info), false)
 		rn.fleet.progress(info.Paused, info.AckFloor.Stream)
 		rn.readOldestUnacked(ctx, info)
 	}
