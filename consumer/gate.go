@@ -13,10 +13,10 @@ import (
 //
 // With no fresh message waiting when a probe is due, the route first tries
 // to get one (the pull loop asks for a message when hasFresh is false); a
-// message that failed before probes only when none came within a probe
-// interval: it still shows when a refused token or an agent that was not
-// runnable is fixed, and it is all there is when the stream holds nothing
-// else.
+// message that failed before probes only when none came within a grace
+// period (freshWait): it still shows when a refused token or an agent that
+// was not runnable is fixed, and it is all there is when the stream holds
+// nothing else.
 //
 // An unordered route holds at most maxHeld messages here (the rest go back
 // to the stream until the next probe), and a fresh one takes the place of

@@ -139,6 +139,13 @@ func (rn *runner) waitTurn(d *delivery, hold *holding, ag *agentHealth, hs healt
 	return false, Outcome{Class: agentapi.ClassCanceled, Err: errStopped}, true
 }
 
+// freshWait is how long a due probe waits for a fresh message to be pulled
+// before a message that failed before probes instead: a pull's round trip,
+// with room for the messages the server redelivers first. Longer only
+// delays a resume: a message that failed before and fails again proves
+// nothing (the pause is left to lapse, and a fresh message probes next).
+const freshWait = 500 * time.Millisecond
+
 // awaitTurn waits at sc's gate until sc resumes, w is chosen to probe (and
 // admitted), or w must leave. An agent's wait also ends when the route
 // stops: the route's condition comes first.
@@ -146,9 +153,10 @@ func (rn *runner) awaitTurn(w *waiter, sc healthScope, agent bool) turn {
 	for {
 		now := time.Now()
 		hs := sc.health.state(now)
-		// A due probe waits a probe interval for a fresh message, unless
-		// route health's pause holds every delivery back for longer.
-		grace := hs.Interval
+		// A due probe waits a little for a fresh message (see
+		// freshWait), unless route health's pause holds every delivery
+		// back for longer.
+		grace := min(hs.Interval, freshWait)
 		if !agent && rn.fleet.pausedPast(now.Add(grace)) {
 			grace = 0
 		}
