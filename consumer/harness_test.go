@@ -5,6 +5,7 @@ import (
 	"errors"
 	"log/slog"
 	"os"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -113,8 +114,11 @@ type running struct {
 
 func (h *harness) options(reg *prometheus.Registry) consumer.Options {
 	var logger *slog.Logger
-	if os.Getenv("AGENTRELAY_TEST_LOG") != "" { // to debug a test: the relays' logs on stderr
-		logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	// To debug a test: the relays' logs on stderr. AGENTRELAY_TEST_LOG=1
+	// logs every test's; any other value only those of the tests whose
+	// name contains it (to catch one test failing under a full run).
+	if v := os.Getenv("AGENTRELAY_TEST_LOG"); v == "1" || v != "" && strings.Contains(h.t.Name(), v) {
+		logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug})).With("test", h.t.Name())
 	}
 	return consumer.Options{
 		Logger:        logger,
