@@ -50,7 +50,11 @@ type fleetGate struct {
 	warned    bool
 	by        string    // who holds the consumer paused, as last read
 	until     time.Time // route health's pause deadline, as last read
-	own       time.Time // the latest pause deadline this replica set
+	// advised is who paused the consumer as the latest pause advisory
+	// said (reads, which may be answered before an advisory and taken in
+	// after it, never change it).
+	advised string
+	own     time.Time // the latest pause deadline this replica set
 	// operator is an operator's pause deadline as last seen, until the
 	// pause ends or is resumed; restore is one to put back: route health's
 	// pause replaced it (see observe).
@@ -271,7 +275,7 @@ func (f *fleetGate) observe(paused bool, until time.Time, resumed bool) {
 	case paused:
 		f.by, f.until = PausedByRouteHealth, until
 	default:
-		resumedByProbe = resumed && f.by == PausedByRouteHealth
+		resumedByProbe = resumed && f.advised == PausedByRouteHealth
 		f.by, f.operator, f.until = "", time.Time{}, time.Time{}
 	}
 	if paused && !operator {
@@ -352,6 +356,23 @@ func (f *fleetGate) pausedBy() string {
 	return f.by
 }
 
+// advise records who holds the consumer paused as an advisory said: the
+// advisory that follows a pause says whose pause a resume ended. It keeps
+// that until the next pause advisory, so that observe still knows it when
+// the resume's advisory comes.
+func (f *fleetGate) advise(paused bool, until time.Time) {
+	if !paused {
+		return
+	}
+	by := PausedByRouteHealth
+	if !isAutoPause(until) {
+		by = PausedByOperator
+	}
+	f.mu.Lock()
+	f.advised = by
+	f.mu.Unlock()
+}
+
 // pauseAdvisory is the server's advisory of a consumer's pause or resume
 // (nats-server's JSConsumerPauseAdvisory), the fields read here.
 type pauseAdvisory struct {
@@ -378,6 +399,7 @@ func (f *fleetGate) watchAdvisories() func() {
 		if paused {
 			until = a.PauseUntil
 		}
+		f.advise(paused, until)
 		f.observe(paused, until, !a.Paused && a.PauseUntil.IsZero())
 	})
 	if err != nil {
