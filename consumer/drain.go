@@ -57,6 +57,13 @@ func (e *engine) handBackUnhandled(msg inbound) {
 	e.giveBack(msg)
 }
 
+// leave forgets a message that is not handled here, without settling it:
+// JetStream redelivers it after its ack wait.
+func (e *engine) leave(inbound) {
+	e.m.Received()
+	e.m.Finished(verdict.Retry, string(agentapi.ClassCanceled), 0, 0)
+}
+
 // drain waits until no message is in flight, or until deadline; then it
 // cancels the calls still running (cancelCalls: they end as canceled and
 // their messages are handed back at once) and waits for that. Then it

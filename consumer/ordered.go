@@ -98,10 +98,14 @@ func (o *ordered) deliver(m *pulledMsg) {
 	o.mu.Lock()
 	if id := m.msg.Header.Get("Nats-Pin-Id"); id != "" && id == o.lostPin && o.pin != id {
 		o.mu.Unlock()
-		// Sent under a pin this replica gave up (see delivered): back
-		// at once, for whoever the server pins next. Held here it would
-		// wait for a fence that only a pin lifts.
-		o.handBack([]*pulledMsg{m})
+		// Sent under a pin this replica gave up (see delivered): left to
+		// JetStream, which redelivers it after its ack wait to whoever
+		// it pins next. Held here it would wait for a fence that only a
+		// pin lifts; a nak would bring it straight back to this
+		// replica's pulls under the old pin for as long as they last,
+		// and every delivery counts against the event's budget.
+		o.eng.leave(m)
+		o.eng.free()
 		return
 	}
 	if o.seq.add(md.Sequence.Stream, key, m, time.Now()) {
