@@ -152,6 +152,17 @@ func (o *ordered) start(msgs []*pulledMsg) {
 	}
 }
 
+// settling tells the sequencer that m's settlement is about to be sent
+// (see sequencer.settling).
+func (o *ordered) settling(m *pulledMsg, back bool) {
+	if m.md == nil {
+		return
+	}
+	o.mu.Lock()
+	o.seq.settling(m.md.Sequence.Stream, back)
+	o.mu.Unlock()
+}
+
 // settled reports a handled message as done: acked, terminated or handed
 // back.
 func (o *ordered) settled(m *pulledMsg) {

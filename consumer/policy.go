@@ -35,6 +35,9 @@ type policy interface {
 	interrupted() <-chan struct{}
 	// letter adds what a dead letter says of the message's place.
 	letter(m *pulledMsg, f *deadletter.Facts)
+	// settling: a handled message's ack, term or hand-back (back) is
+	// about to be sent.
+	settling(m *pulledMsg, back bool)
 	// settled: a handled message was acked, terminated or handed back.
 	settled(m *pulledMsg)
 	// gateBound is how many messages wait at the gate while the route is
@@ -67,6 +70,7 @@ func (unordered) beforeCall(context.Context) (func(), error) { return func() {},
 func (unordered) onRetry(act Action) (bool, Action)          { return false, act }
 func (unordered) interrupted() <-chan struct{}               { return nil }
 func (unordered) letter(*pulledMsg, *deadletter.Facts)       {}
+func (unordered) settling(*pulledMsg, bool)                  {}
 func (unordered) settled(*pulledMsg)                         {}
 func (unordered) gateBound() int                             { return probeCandidates }
 func (unordered) release()                                   {}

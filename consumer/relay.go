@@ -268,9 +268,12 @@ func (r *Relay) Run(ctx context.Context) error {
 	start := time.Now()
 	r.log.Info("draining", "grace", r.opts.DrainGrace)
 	for _, rn := range r.runners {
-		close(rn.life.drainStarted)
+		// Fenced before anything waiting hears of the drain: an ordered
+		// event waiting out a retry in place goes back when it does, and
+		// its key's next event must not start in its place.
 		rn.eng.startDrain()
 		rn.policy.release()
+		close(rn.life.drainStarted)
 	}
 	close(stop)
 	loops.Wait()

@@ -45,10 +45,11 @@ type sequencer struct {
 
 // sequence is one held message of an ordered route.
 type sequence struct {
-	key     string
-	since   time.Time // when it arrived
-	running bool      // being handled
-	item    any       // the caller's message
+	key      string
+	since    time.Time // when it arrived
+	running  bool      // being handled
+	settling bool      // its ack, term or hand-back is on its way to the server
+	item     any       // the caller's message
 }
 
 // conv is one conversation key's held messages.
@@ -142,6 +143,22 @@ func (s *sequencer) rebuild() {
 	heap.Init(&s.candidates)
 }
 
+// settling marks a held message whose settlement is about to be sent: the
+// server may or may not count it as unsettled by the time it answers, so
+// observe no longer counts it as held here. A message handed back (back)
+// leaves its key: the sequencer fences, so that the key's next event cannot
+// start before it is held here again and goes first.
+func (s *sequencer) settling(seq uint64, back bool) {
+	e, ok := s.held[seq]
+	if !ok {
+		return
+	}
+	e.settling = true
+	if back && e.key != "" {
+		s.fenced = true
+	}
+}
+
 // settled records a message as done (acked, terminated or handed back): the
 // next of its key may go.
 func (s *sequencer) settled(seq uint64) {
@@ -184,12 +201,14 @@ func (s *sequencer) holding() []uint64 {
 // observe takes the consumer's count of unsettled messages as the server
 // reported it after holding() gave before, and lifts the fence once this
 // replica holds all of them. Only messages held both before the question
-// and now count: one that arrived meanwhile may or may not be in the
-// server's count, and one settled meanwhile may or may not be out of it.
+// and now, and not being settled, count: one that arrived meanwhile may or
+// may not be in the server's count, and one whose settlement was sent may
+// or may not be out of it (counted, it would stand in for a message held
+// elsewhere).
 func (s *sequencer) observe(ackPending int, before []uint64) {
 	n := 0
 	for _, seq := range before {
-		if _, ok := s.held[seq]; ok {
+		if e, ok := s.held[seq]; ok && !e.settling {
 			n++
 		}
 	}

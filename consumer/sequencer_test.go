@@ -120,6 +120,48 @@ func TestSequencerFenceComparesAsOfTheQuestion(t *testing.T) {
 	}
 }
 
+// A message whose ack is on its way no longer stands for a held message:
+// the server may have taken the ack before it answered (here: it counts 19,
+// elsewhere, and 21), while the replica has not yet recorded 20 as settled.
+func TestSequencerFenceDoesNotCountAMessageBeingSettled(t *testing.T) {
+	s := newSequencer()
+	addAll(&s, uint64(20), "", uint64(21), "a")
+	readySeqs(&s) // the keyless 20 runs while fenced
+	s.settling(20, false)
+	s.observe(2, s.holding())
+	if !s.fenced {
+		t.Error("the fence was lifted while 19 is unsettled elsewhere: 20, acked, was counted in its place")
+	}
+	s.settled(20)
+	s.observe(1, s.holding())
+	if s.fenced {
+		t.Error("the fence stayed up with every unsettled message held here")
+	}
+}
+
+// An event handed back (a drain, a lost pin, a canceled call) leaves its
+// key; the key's next event does not start in its place, but waits until
+// the event is held here again and has gone first.
+func TestSequencerAHandedBackEventIsNotOvertakenByItsKeysNext(t *testing.T) {
+	s := unfenced()
+	addAll(&s, uint64(1), "a", uint64(2), "a", uint64(3), "b")
+	readySeqs(&s) // 1 and 3 run
+	s.settling(1, true)
+	s.settled(1)
+	if got := readySeqs(&s); len(got) != 0 {
+		t.Fatalf("ready = %v after a's first went back, want nothing: 2 would overtake it", got)
+	}
+	s.observe(3, s.holding()) // the server counts 1 (on its way back), 2 and 3
+	if got := readySeqs(&s); len(got) != 0 {
+		t.Fatalf("ready = %v with 1 not yet back, want nothing", got)
+	}
+	addAll(&s, uint64(1), "a") // redelivered
+	s.observe(3, s.holding())
+	if got := readySeqs(&s); !slices.Equal(got, []uint64{1}) {
+		t.Fatalf("ready = %v once 1 is back, want [1] (3 still runs)", got)
+	}
+}
+
 // An event settled here whose ack was lost comes back while the next event
 // of its key runs: it waits for it (two calls at once for one key are never
 // made), and is then replayed (the API answers it from its record).

@@ -26,6 +26,7 @@ func (rn *runner) settle(d *delivery, out Outcome, act Action) {
 	case verdict.Ack:
 		level, logMsg = rn.accepted(d), "accepted"
 		rn.ledger.forget(d.seq())
+		rn.policy.settling(d.msg, false)
 		if settleErr = d.msg.Ack(); settleErr != nil {
 			rn.m.SettleFailed("ack")
 		}
@@ -51,6 +52,7 @@ func (rn *runner) settle(d *delivery, out Outcome, act Action) {
 // retry hands msg back: with a delay (a nak with a delay, counted as
 // waiting), or at once for another replica.
 func (rn *runner) retry(msg *pulledMsg, delay time.Duration) error {
+	rn.policy.settling(msg, true)
 	if delay <= 0 {
 		rn.eng.giveBack(msg)
 		return nil
@@ -79,6 +81,7 @@ func (rn *runner) deadLetter(d *delivery, out Outcome, act Action) (Action, Outc
 					"body_omitted", stored.BodyOmitted, "dropped_headers", stored.DroppedHeaders, "refusal", errString(stored.Refusal))
 			}
 			rn.m.DeadLettered(string(act.Reason))
+			rn.policy.settling(d.msg, false)
 			settleErr := d.msg.TermWithReason(string(act.Reason))
 			if settleErr != nil {
 				// The copy is stored; a redelivery publishes it again under
