@@ -3,6 +3,7 @@ package consumer_test
 import (
 	"context"
 	"errors"
+	"io"
 	"log/slog"
 	"os"
 	"strings"
@@ -39,9 +40,13 @@ type harness struct {
 	apiURL string
 	client *agentapi.Client
 
+	// logs holds every relay's log; a failed test writes it out.
+	logs testenv.LogBuffer
+
 	mu        sync.Mutex
 	filters   map[string]string // route name -> its subject filter
 	published []published       // every message the test stored
+	replicas  int               // relays started, to tell their logs apart
 }
 
 type published struct {
@@ -60,7 +65,25 @@ func newHarness(t *testing.T, emuOpts ...emulator.Option) *harness {
 	}
 	t.Cleanup(c.CloseIdleConnections)
 	h.client = c
+	t.Cleanup(h.logOnFailure)
 	return h
+}
+
+// maxFailureLog is how much of the relays' log a failed test writes out:
+// the end, where the failure is.
+const maxFailureLog = 256 << 10
+
+// logOnFailure writes the relays' log out when the test failed, so that a
+// failure that is rare under a full run comes with its trace.
+func (h *harness) logOnFailure() {
+	if !h.t.Failed() {
+		return
+	}
+	out := h.logs.String()
+	if len(out) > maxFailureLog {
+		out = "[...]" + out[len(out)-maxFailureLog:]
+	}
+	h.t.Logf("the relays' log:\n%s", out)
 }
 
 // agent returns the trigger for id with the test token (or tokens).
@@ -113,13 +136,19 @@ type running struct {
 }
 
 func (h *harness) options(reg *prometheus.Registry) consumer.Options {
-	var logger *slog.Logger
-	// To debug a test: the relays' logs on stderr. AGENTRELAY_TEST_LOG=1
-	// logs every test's; any other value only those of the tests whose
-	// name contains it (to catch one test failing under a full run).
+	h.mu.Lock()
+	h.replicas++
+	replica := h.replicas
+	h.mu.Unlock()
+	// The relays' logs go to the harness's buffer, written out if the
+	// test fails. To watch a test as it runs: AGENTRELAY_TEST_LOG=1 logs
+	// every test's on stderr; any other value only those of the tests
+	// whose name contains it.
+	var w io.Writer = &h.logs
 	if v := os.Getenv("AGENTRELAY_TEST_LOG"); v == "1" || v != "" && strings.Contains(h.t.Name(), v) {
-		logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug})).With("test", h.t.Name())
+		w = os.Stderr
 	}
+	logger := slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: slog.LevelDebug})).With("test", h.t.Name(), "replica", replica)
 	return consumer.Options{
 		Logger:        logger,
 		Observer:      telemetry.NewMetrics(reg),
