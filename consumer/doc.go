@@ -51,7 +51,8 @@
 //   - condition.go: the conditions and transitions; health.go the pure state
 //     machine; outage.go which calls are evidence of an outage, and when
 //     they are enough; aimd.go concurrency under 429; gate.go which held message
-//     probes; fleet.go the consumer's pause, shared by every replica;
+//     probes; fleet.go the consumer's pause, shared by every replica, and
+//     fleetwatch.go what a replica learns of the others' pauses and resumes;
 //     agents.go each agent's health on a route that serves many.
 //
 // Observing:

@@ -60,6 +60,7 @@ func (rn *runner) readLag(parent context.Context) {
 	}
 	ctx, cancel := context.WithTimeout(parent, 5*time.Second)
 	defer cancel()
+	ticket := rn.fleet.beginRead()
 	info, err := (*cp).Info(ctx)
 	switch {
 	case errors.Is(err, jetstream.ErrConsumerNotFound):
@@ -73,8 +74,7 @@ func (rn *runner) readLag(parent context.Context) {
 	default:
 		rn.bound.ackFloor.Store(info.AckFloor.Stream)
 		rn.m.ConsumerState(info.NumPending, info.NumAckPending, info.NumRedelivered, info.NumWaiting, info.Paused)
-		rn.fleet.observe(info.Paused, pauseUntil(info), false)
-		rn.fleet.progress(info.Paused, info.AckFloor.Stream)
+		rn.fleet.takeRead(ticket, info.Paused, pauseUntil(info), info.AckFloor.Stream)
 		rn.readOldestUnacked(ctx, info)
 	}
 }
