@@ -73,7 +73,11 @@ type Client struct {
 	// from the template another ~1.5 µs and 6 (see BENCHMARKS.md,
 	// 2026-11-30). Called directly, the transport does not follow a
 	// redirect either: the 3xx is the answer.
-	rt        http.RoundTripper
+	rt http.RoundTripper
+	// rtChecked carries the calls with a send check (WithSendCheck): rt,
+	// or for an https base URL a transport of its own that speaks only
+	// HTTP/1.1, on whose connections the check can be made at the write.
+	rtChecked http.RoundTripper
 	timeout   time.Duration
 	userAgent []string // the User-Agent header value, shared by every request
 }
@@ -94,9 +98,13 @@ func NewClient(baseURL string, o ClientOptions) (*Client, error) {
 	if o.UserAgent == "" {
 		o.UserAgent = DefaultUserAgent
 	}
-	rt := o.Transport
+	rt, rtChecked := o.Transport, o.Transport
 	if rt == nil {
 		rt = newTransport(o)
+		rtChecked = rt // plain http: HTTP/1.1 already
+		if strings.HasPrefix(base, "https:") {
+			rtChecked = newHTTP1Transport(o)
+		}
 	}
 	return &Client{
 		base: base,
@@ -108,6 +116,7 @@ func NewClient(baseURL string, o ClientOptions) (*Client, error) {
 			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 		},
 		rt:        rt,
+		rtChecked: rtChecked,
 		timeout:   o.Timeout,
 		userAgent: []string{o.UserAgent},
 	}, nil
@@ -120,10 +129,10 @@ func newTransport(o ClientOptions) *http.Transport {
 	}
 	return &http.Transport{
 		Proxy: http.ProxyFromEnvironment,
-		DialContext: (&net.Dialer{
+		DialContext: dialChecked((&net.Dialer{
 			Timeout:   min(o.Timeout, 10*time.Second),
 			KeepAlive: 30 * time.Second,
-		}).DialContext,
+		}).DialContext),
 		TLSClientConfig:        tlsConf,
 		ForceAttemptHTTP2:      true,
 		TLSHandshakeTimeout:    min(o.Timeout, 10*time.Second),
@@ -185,7 +194,12 @@ func (c *Client) BaseURL() string { return c.base }
 func (c *Client) Timeout() time.Duration { return c.timeout }
 
 // CloseIdleConnections closes pooled connections.
-func (c *Client) CloseIdleConnections() { c.hc.CloseIdleConnections() }
+func (c *Client) CloseIdleConnections() {
+	c.hc.CloseIdleConnections()
+	if t, ok := c.rtChecked.(*http.Transport); ok && c.rtChecked != c.rt {
+		t.CloseIdleConnections()
+	}
+}
 
 // Agent is one trigger endpoint: a Client, a TriggerID and the token source
 // allowed to call it.
@@ -251,11 +265,20 @@ func (a *Agent) Trigger(ctx context.Context, ev Event) (int, error) {
 	}
 	callCtx, cancel := context.WithTimeout(ctx, a.c.timeout)
 	defer cancel()
-	req := a.newRequest(callCtx, body)
+	rt := a.c.rt
+	sendCtx, stopCheck, checked := withSendCheck(ctx, callCtx)
+	defer stopCheck()
+	if checked {
+		rt = a.c.rtChecked
+	}
+	req := a.newRequest(sendCtx, body)
 	a.setHeaders(ctx, req.Header, tok, ev.IdempotencyKey)
 
-	resp, err := a.c.rt.RoundTrip(req)
+	resp, err := rt.RoundTrip(req)
 	if err != nil {
+		if cause := context.Cause(sendCtx); errors.Is(cause, ErrNotSent) {
+			return 0, &Error{TriggerID: a.id, Class: ClassCanceled, Err: safeError(cause, tok)}
+		}
 		return 0, &Error{TriggerID: a.id, Class: transportClass(ctx, callCtx), Err: safeError(scrubURLError(err), tok)}
 	}
 	if resp.Body == nil {

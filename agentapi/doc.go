@@ -11,7 +11,10 @@
 // to one validated TriggerID and a TokenSource. Agent.Trigger returns nil when
 // the API accepted the event, or an *Error whose Class says what kind of
 // failure it was (the caller decides what to do about it). Tokens are carried
-// as Secret values, which never print.
+// as Secret values, which never print. A call may carry a send check
+// (WithSendCheck), asked as its request is written: an ordered route's
+// owner uses it so that a process stopped after its own check does not
+// send the call late.
 //
 // The sub-package emulator serves the same endpoint for tests and dev mode.
 package agentapi
