@@ -262,12 +262,12 @@ func (rn *runner) wayBack(d *delivery, hs healthState) Outcome {
 // outcome is its condition: the message waits at the gate.
 func (rn *runner) callOnce(d *delivery, ag *agentHealth, probe probeLevel) (out Outcome, stopped bool) {
 	fresh := rn.fresh(d)
-	end, err := rn.policy.beforeCall(rn.life.callCtx)
+	callCtx, end, err := rn.policy.beforeCall(rn.life.callCtx)
 	if err != nil {
 		rn.cancelProbe(ag, probe, fresh)
 		return Outcome{Class: agentapi.ClassCanceled, Err: err}, false
 	}
-	out = rn.trigger(d.span.context(rn.life.callCtx), d.dec)
+	out = rn.trigger(d.span.context(callCtx), d.dec)
 	end()
 	now := time.Now()
 	c := callResult{class: out.Class, status: out.Status, err: out.Err, retryAfter: out.RetryAfter, fresh: fresh, probe: probe == probeRoute}

@@ -3,7 +3,10 @@ package consumer
 import (
 	"context"
 	"errors"
+	"sync/atomic"
 	"time"
+
+	"github.com/agentrelay/agentrelay/agentapi"
 )
 
 // This file is how an ordered route's owner holds its pin: what confirms
@@ -103,6 +106,22 @@ func (o *ordered) stale() string {
 	return ""
 }
 
+// unsendable says why a call that passed stale under pin may not be
+// written now ("" when it may): the pin was given up since, or the process
+// stalled. A pin that went unconfirmed in between still holds: pinMargin
+// is for the time a call takes to leave after its check.
+func (o *ordered) unsendable(pin string) string {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	switch {
+	case o.pin != pin:
+		return "the pin was given up"
+	case time.Since(o.ranAt) > maxStall:
+		return "this process stalled"
+	}
+	return ""
+}
+
 // lost is told by the puller that another replica may hold the pin now:
 // hand back everything held that is not running; running handlers see
 // interrupted and hand theirs back instead of retrying.
@@ -110,6 +129,21 @@ func (o *ordered) lost() { o.pinLost("") }
 
 func (o *ordered) pinLost(why string) {
 	o.mu.Lock()
+	msgs, had := o.loseLocked()
+	o.mu.Unlock()
+	if had {
+		o.handOver(msgs, why)
+	}
+}
+
+// pinLostIf gives pin up, if this replica still holds it (not one it was
+// pinned with since).
+func (o *ordered) pinLostIf(pin, why string) {
+	o.mu.Lock()
+	if o.pin != pin {
+		o.mu.Unlock()
+		return
+	}
 	msgs, had := o.loseLocked()
 	o.mu.Unlock()
 	if had {
@@ -146,18 +180,39 @@ func (o *ordered) interrupted() <-chan struct{} {
 
 // beforeCall waits for a call slot, then refuses when the pin is not
 // fresh (the replica hands what it holds back). The check comes last: the
-// wait for a slot may be long, and the call follows the check at once.
-func (o *ordered) beforeCall(ctx context.Context) (func(), error) {
-	end, err := o.calls.take(ctx)
+// wait for a slot may be long. The call then carries a check to the write
+// of its request (agentapi.WithSendCheck): the pin is still the one checked
+// here and the process did not stall since. A process stopped after this
+// check, for longer than the pin's TTL, would otherwise send the call when
+// it runs again, while the route's next owner calls the same key. A call
+// refused there ends like one refused here: canceled, and the pin given up
+// (by end, off the transport's goroutine).
+func (o *ordered) beforeCall(ctx context.Context) (context.Context, func(), error) {
+	endSlot, err := o.calls.take(ctx)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	if why := o.awaitFresh(ctx); why != "" {
-		end()
+		endSlot()
 		o.pinLost(why)
-		return nil, errPinStale
+		return nil, nil, errPinStale
 	}
-	return end, nil
+	_, pin := o.group()
+	var refused atomic.Pointer[string]
+	ctx = agentapi.WithSendCheck(ctx, func() error {
+		if why := o.unsendable(pin); why != "" {
+			refused.CompareAndSwap(nil, &why)
+			return errPinStale
+		}
+		return nil
+	})
+	end := func() {
+		endSlot()
+		if why := refused.Load(); why != nil {
+			o.pinLostIf(pin, "a call was refused at its write: "+*why)
+		}
+	}
+	return ctx, end, nil
 }
 
 // confirmWait is how long a call waits for its pin to be confirmed again

@@ -1,11 +1,16 @@
 package consumer
 
 import (
+	"context"
+	"errors"
 	"io"
 	"log/slog"
 	"testing"
 	"time"
 
+	"github.com/agentrelay/agentrelay/agentapi"
+	"github.com/agentrelay/agentrelay/agentapi/emulator"
+	"github.com/agentrelay/agentrelay/internal/testenv"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
@@ -13,7 +18,7 @@ import (
 // exercise how it holds and gives up its pin.
 func newPinOnly() *ordered {
 	return newOrdered(nil, orderedDeps{route: Route{MaxAckPending: 8, MaxInFlight: 1}, consumer: func() jetstream.Consumer { return nil },
-		log: slog.New(slog.NewTextHandler(io.Discard, nil))})
+		limit: func() int { return 1 }, log: slog.New(slog.NewTextHandler(io.Discard, nil))})
 }
 
 // An owner whose process stalled (its last tick is older than maxStall)
@@ -47,5 +52,55 @@ func TestOrderedLostPinIsNotTakenBack(t *testing.T) {
 	o.delivered("pin-2", "", time.Now())
 	if _, pin := o.group(); pin != "pin-2" || o.stale() != "" {
 		t.Errorf("a new pin: presents %q, fresh %v; want pin-2, fresh", pin, o.stale() == "")
+	}
+}
+
+// An owner whose process stalls after a call passed its pin check, before
+// the call was written, does not write it when it runs again (the route's
+// next owner may be calling the same key by then): the call ends
+// canceled, and the pin is given up.
+func TestOrderedCallStalledBeforeItsWriteIsNotSent(t *testing.T) {
+	emu, url := testenv.Emulator(t, emulator.WithToken("tok", "*"), emulator.WithTrigger("agtch_o", true))
+	c, err := agentapi.NewClient(url, agentapi.ClientOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.CloseIdleConnections)
+	id, _ := agentapi.ParseTriggerID("agtch_o")
+	agent, err := c.Agent(id, agentapi.StaticToken(agentapi.NewSecret("tok")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	call := func(o *ordered, stall bool, key string) (int, error) {
+		ctx, end, err := o.beforeCall(context.Background())
+		if err != nil {
+			t.Fatalf("beforeCall: %v", err)
+		}
+		defer end()
+		if stall { // the process stops here, for longer than maxStall
+			o.mu.Lock()
+			o.ranAt = time.Now().Add(-maxStall - time.Second)
+			o.mu.Unlock()
+		}
+		return agent.Trigger(ctx, agentapi.Event{Input: "x", ConversationKey: "k", IdempotencyKey: key})
+	}
+	o := newPinOnly()
+	o.mu.Lock()
+	o.ranAt = time.Now()
+	o.mu.Unlock()
+	o.delivered("pin-1", "", time.Now())
+
+	if status, err := call(o, false, "ev-1"); status != 202 || err != nil {
+		t.Fatalf("a call with a fresh pin and no stall: %d, %v", status, err)
+	}
+	status, err := call(o, true, "ev-2")
+	if status != 0 || agentapi.ClassOfError(err) != agentapi.ClassCanceled || !errors.Is(err, errPinStale) {
+		t.Errorf("a call stalled before its write: %d, %v; want canceled with errPinStale", status, err)
+	}
+	if n := emu.Accepted("agtch_o", "ev-2"); n != 0 || len(emu.Requests()) != 1 {
+		t.Errorf("the API saw the stalled call (%d accepted, %d requests in all, want 0 and 1)", n, len(emu.Requests()))
+	}
+	if _, pin := o.group(); pin != "" {
+		t.Errorf("still presents pin %q after a call was refused at its write for a stall", pin)
 	}
 }

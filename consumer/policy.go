@@ -23,9 +23,10 @@ type policy interface {
 	// plan adjusts the route's pull plan.
 	plan(base pullPlan, stopped bool) pullPlan
 	// beforeCall is called before every call of a message: it may wait
-	// (for a call slot) or refuse (the replica may no longer call). end is
-	// called when the call is over.
-	beforeCall(ctx context.Context) (end func(), err error)
+	// (for a call slot) or refuse (the replica may no longer call). The
+	// call is made under callCtx (ctx, or ctx with a send check), and end
+	// is called when it is over.
+	beforeCall(ctx context.Context) (callCtx context.Context, end func(), err error)
 	// onRetry takes a retry verdict: again says the message is called
 	// again where it is (after waiting out the delay); otherwise act is
 	// the retry to carry out.
@@ -65,17 +66,19 @@ func (u unordered) deliver(m *pulledMsg) {
 	u.eng.dispatch(m)
 }
 
-func (unordered) plan(base pullPlan, _ bool) pullPlan        { return base }
-func (unordered) beforeCall(context.Context) (func(), error) { return func() {}, nil }
-func (unordered) onRetry(act Action) (bool, Action)          { return false, act }
-func (unordered) interrupted() <-chan struct{}               { return nil }
-func (unordered) letter(*pulledMsg, *deadletter.Facts)       {}
-func (unordered) settling(*pulledMsg, bool)                  {}
-func (unordered) settled(*pulledMsg)                         {}
-func (unordered) gateBound() int                             { return probeCandidates }
-func (unordered) release()                                   {}
-func (unordered) run(<-chan struct{})                        {}
-func (unordered) status(int) *OrderedStatus                  { return nil }
+func (unordered) plan(base pullPlan, _ bool) pullPlan { return base }
+func (unordered) beforeCall(ctx context.Context) (context.Context, func(), error) {
+	return ctx, func() {}, nil
+}
+func (unordered) onRetry(act Action) (bool, Action)    { return false, act }
+func (unordered) interrupted() <-chan struct{}         { return nil }
+func (unordered) letter(*pulledMsg, *deadletter.Facts) {}
+func (unordered) settling(*pulledMsg, bool)            {}
+func (unordered) settled(*pulledMsg)                   {}
+func (unordered) gateBound() int                       { return probeCandidates }
+func (unordered) release()                             {}
+func (unordered) run(<-chan struct{})                  {}
+func (unordered) status(int) *OrderedStatus            { return nil }
 
 // waitFor waits d, and reports false when stop or lost closes first.
 func waitFor(d time.Duration, stop, lost <-chan struct{}) bool {
