@@ -114,7 +114,7 @@ func (o *ordered) unsendable(pin string) string {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	switch {
-	case o.pin != pin:
+	case pin == "" || o.pin != pin:
 		return "the pin was given up"
 	case time.Since(o.ranAt) > maxStall:
 		return "this process stalled"
