@@ -40,49 +40,65 @@ func WithSendCheck(ctx context.Context, check func() error) context.Context {
 }
 
 // withSendCheck arms ctx's send check, if it has one, for a call under
-// callCtx: the check is put on the connection the call gets, and taken off
-// by the function it returns, when the call is over. A refusal cancels callCtx with ErrNotSent as
-// its cause, so that the transport does not retry the call on another
-// connection. It returns callCtx unchanged, and false, when ctx has no
-// check.
+// callCtx: the check is put on the connection the call gets, as a
+// sendGuard, until the request is written. A refusal cancels callCtx with
+// ErrNotSent as its cause, so that the transport does not retry the call
+// on another connection. It returns callCtx unchanged, and false, when ctx
+// has no check; else the context to call under and the function to call
+// when the call is over.
 func withSendCheck(ctx, callCtx context.Context) (context.Context, context.CancelFunc, bool) {
 	check, _ := ctx.Value(sendCheckKey{}).(func() error)
 	if check == nil {
 		return callCtx, func() {}, false
 	}
 	callCtx, cancel := context.WithCancelCause(callCtx)
-	refuse := func() error {
+	g := &sendGuard{check: func() error {
 		err := check()
 		if err != nil {
 			err = fmt.Errorf("%w: %w", ErrNotSent, err)
 			cancel(err)
 		}
 		return err
-	}
+	}}
 	var on atomic.Pointer[checkedConn]
 	trace := &httptrace.ClientTrace{
 		GotConn: func(info httptrace.GotConnInfo) {
-			c := checkedConnOf(info.Conn)
-			if c == nil {
-				return // a transport of the caller's: unchecked
+			if c := checkedConnOf(info.Conn); c != nil { // else a transport of the caller's: unchecked
+				c.guard.Store(g)
+				on.Store(c)
 			}
-			c.check.Store(&refuse)
-			on.Store(c)
 		},
+		// The transport calls this before it flushes the request's last
+		// bytes: the guard checks that write too, then comes off.
+		WroteRequest: func(httptrace.WroteRequestInfo) { g.last.Store(true) },
+		// An answer has begun: the request was written.
+		GotFirstResponseByte: func() { g.off(on.Load()) },
 	}
-	// The check stays on the connection until the call is over: the
-	// transport writes the end of a request after its WroteRequest hook.
-	// Another call that takes the connection before this one is over puts
-	// its own check on it, or none: a call without a check that meets this
-	// one's refusal was not written, and the transport sends it again on
-	// another connection.
 	stop := func() {
-		if c := on.Swap(nil); c != nil {
-			c.check.CompareAndSwap(&refuse, nil)
-		}
+		g.off(on.Swap(nil))
 		cancel(context.Canceled)
 	}
 	return httptrace.WithClientTrace(callCtx, trace), stop, true
+}
+
+// sendGuard is one call's send check, on the connection its request is
+// written on. It comes off with the write after WroteRequest, or when an
+// answer begins, or when the call is over: a refusal says the request was
+// not written whole, and a write once it was (TLS answering the server
+// after a stall) is not the call's. A call without a check that takes the
+// connection while a guard is still on it (between the call's answer and
+// its end) and meets its refusal was not written either: the transport
+// sends it again on another connection.
+type sendGuard struct {
+	check func() error
+	last  atomic.Bool // the transport is flushing the request's last bytes
+}
+
+// off takes g off c, if it is still on it.
+func (g *sendGuard) off(c *checkedConn) {
+	if c != nil {
+		c.guard.CompareAndSwap(g, nil)
+	}
 }
 
 // checkedConnOf is the checkedConn under an HTTP/1.1 connection, or nil.
@@ -101,16 +117,23 @@ func checkedConnOf(c net.Conn) *checkedConn {
 // with a send check is written on it, every write asks the check first.
 type checkedConn struct {
 	net.Conn
-	check atomic.Pointer[func() error]
+	guard atomic.Pointer[sendGuard]
 }
 
 func (c *checkedConn) Write(p []byte) (int, error) {
-	if check := c.check.Load(); check != nil {
-		if err := (*check)(); err != nil {
-			return 0, err
-		}
+	g := c.guard.Load()
+	if g == nil {
+		return c.Conn.Write(p)
 	}
-	return c.Conn.Write(p)
+	if err := g.check(); err != nil {
+		return 0, err
+	}
+	last := g.last.Load()
+	n, err := c.Conn.Write(p)
+	if last {
+		g.off(c)
+	}
+	return n, err
 }
 
 // newHTTP1Transport is newTransport without HTTP/2: the transport of the
