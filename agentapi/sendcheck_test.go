@@ -18,22 +18,29 @@ import (
 
 var errPinGone = errors.New("the pin may have lapsed")
 
+// stallsOnceConnected is a call's context whose send check passes until
+// the call has its connection, and then refuses: the caller's process
+// stalled after its own check, and the pin it checked may have lapsed.
+func stallsOnceConnected() context.Context {
+	var stalled atomic.Bool
+	ctx := httptrace.WithClientTrace(context.Background(), &httptrace.ClientTrace{
+		GotConn: func(httptrace.GotConnInfo) { stalled.Store(true) },
+	})
+	return agentapi.WithSendCheck(ctx, func() error {
+		if stalled.Load() {
+			return errPinGone
+		}
+		return nil
+	})
+}
+
 // A call whose check passed when Trigger began, but whose process stalled
 // after (here: once the call had its connection), is not written: the
 // send check is asked at the write. Trigger says it was canceled, not a
 // failure of the API's.
 func TestASendCheckIsAskedAtTheWriteAndKeepsARefusedCallFromTheAPI(t *testing.T) {
 	emu, a := emulated(t)
-	var stalled atomic.Bool
-	ctx := httptrace.WithClientTrace(context.Background(), &httptrace.ClientTrace{
-		GotConn: func(httptrace.GotConnInfo) { stalled.Store(true) },
-	})
-	ctx = agentapi.WithSendCheck(ctx, func() error {
-		if stalled.Load() {
-			return errPinGone
-		}
-		return nil
-	})
+	ctx := stallsOnceConnected()
 	status, err := a.Trigger(ctx, agentapi.Event{Input: "x", IdempotencyKey: "evt-1"})
 	if status != 0 || agentapi.ClassOfError(err) != agentapi.ClassCanceled || !errors.Is(err, agentapi.ErrNotSent) || !errors.Is(err, errPinGone) {
 		t.Fatalf("Trigger = %d, %v (class %s); want 0 and a canceled call wrapping ErrNotSent and the check's error", status, err, agentapi.ClassOfError(err))
@@ -115,16 +122,7 @@ func TestASendCheckHoldsAgainstAnHTTP2API(t *testing.T) {
 		t.Fatalf("a call without a check: %d, %v over %q; want 202 over h2", status, err, proto)
 	}
 
-	var stalled atomic.Bool
-	ctx := httptrace.WithClientTrace(context.Background(), &httptrace.ClientTrace{
-		GotConn: func(httptrace.GotConnInfo) { stalled.Store(true) },
-	})
-	ctx = agentapi.WithSendCheck(ctx, func() error {
-		if stalled.Load() {
-			return errPinGone
-		}
-		return nil
-	})
+	ctx := stallsOnceConnected()
 	if _, err := a.Trigger(ctx, agentapi.Event{Input: "x", IdempotencyKey: "evt-stalled"}); !errors.Is(err, agentapi.ErrNotSent) {
 		t.Fatalf("a call stalled after it had its connection: %v, want ErrNotSent", err)
 	}
