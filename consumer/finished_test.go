@@ -1,10 +1,14 @@
 package consumer_test
 
 import (
+	"context"
+	"errors"
 	"fmt"
+	"sync"
 	"testing"
 	"time"
 
+	"github.com/agentrelay/agentrelay/agentapi"
 	"github.com/agentrelay/agentrelay/agentapi/emulator"
 	"github.com/agentrelay/agentrelay/consumer"
 	"github.com/agentrelay/agentrelay/internal/testenv"
@@ -86,4 +90,60 @@ func TestEveryDeliveredMessageIsFinishedOnce(t *testing.T) {
 		t.Errorf("%d events accepted, want %d", n, events-poison+keys*perKey)
 	}
 	checkOrderOf(t, h.emu, "agtch_fino", keys, perKey)
+}
+
+// refusedOnce refuses, at its write, the first call of each event: the
+// client's send check stops it before its bytes go out, as it stops an
+// ordered call whose pin lapsed. Later calls go through.
+type refusedOnce struct {
+	consumer.Agent
+	mu   sync.Mutex
+	seen map[string]bool
+}
+
+var errRefusedForTheTest = errors.New("refused for the test")
+
+func (a *refusedOnce) Trigger(ctx context.Context, ev agentapi.Event) (int, error) {
+	a.mu.Lock()
+	first := !a.seen[ev.IdempotencyKey]
+	a.seen[ev.IdempotencyKey] = true
+	a.mu.Unlock()
+	if first {
+		ctx = agentapi.WithSendCheck(ctx, func() error { return errRefusedForTheTest })
+	}
+	return a.Agent.Trigger(ctx, ev)
+}
+
+// A call refused at its write never reached the API, so it is not counted
+// as a trigger request: agentrelay_trigger_requests_total counts what the
+// API was sent. Its message is still finished (handed back) and called
+// again under the same key.
+func TestACallRefusedAtItsWriteIsNotCountedAsARequest(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, emulator.WithTrigger("agtch_ns", true))
+	agent := &refusedOnce{Agent: h.agent("agtch_ns"), seen: map[string]bool{}}
+	run := h.start(h.route("ns", "events.ns.>", agent))
+	const events = 3
+	for i := range events {
+		h.publish("events.ns.x", fmt.Sprintf(`{"input":"ns %d"}`, i), nil, fmt.Sprintf("ns-%d", i))
+	}
+	h.waitSettled(20*time.Second, "ns")
+
+	if got := len(h.emu.Requests()); got != events {
+		t.Errorf("the API saw %d requests, want %d (one per event)", got, events)
+	}
+	if got := metricSum(t, run, "agentrelay_trigger_requests_total", "ns"); got != events {
+		t.Errorf("agentrelay_trigger_requests_total = %v, want %d: the refused calls were counted", got, events)
+	}
+	if got := metricSum(t, run, "agentrelay_trigger_requests_total", "ns", "202"); got != events {
+		t.Errorf("agentrelay_trigger_requests_total{code=202} = %v, want %d", got, events)
+	}
+	if got := metricSum(t, run, "agentrelay_messages_finished_total", "ns", "retried"); got != events {
+		t.Errorf("messages finished as retried = %v, want %d (each refused call handed back)", got, events)
+	}
+	for i := range events {
+		if n := h.emu.Accepted("agtch_ns", fmt.Sprintf("ns-%d", i)); n != 1 {
+			t.Errorf("ns-%d accepted %d times, want 1", i, n)
+		}
+	}
 }

@@ -140,9 +140,12 @@ func (rn *runner) trigger(ctx context.Context, dec *decoded) Outcome {
 	status, err := dec.agent.Trigger(ctx, dec.ev)
 	class := agentapi.ClassOfError(err)
 	endCall(span, status, class, err)
-	rn.m.Trigger(status, string(class), time.Since(t0).Seconds())
-	if rn.agents != nil {
-		rn.m.AgentTrigger(dec.triggerID(rn.route), status, string(class))
+	// A call its send check refused was never written: not a request.
+	if !errors.Is(err, agentapi.ErrNotSent) {
+		rn.m.Trigger(status, string(class), time.Since(t0).Seconds())
+		if rn.agents != nil {
+			rn.m.AgentTrigger(dec.triggerID(rn.route), status, string(class))
+		}
 	}
 	out := Outcome{Class: class, Status: status, Err: err}
 	var ae *agentapi.Error
