@@ -11,8 +11,14 @@ import (
 	"time"
 )
 
-// interval is how often a condition is polled.
-const interval = 10 * time.Millisecond
+// A condition is polled after firstInterval, then at intervals growing to
+// maxInterval: a condition that holds soon is seen soon, and one that takes
+// seconds (many ask a JetStream server, which answers at a CPU cost to the
+// whole test run) is asked at most 20 times a second.
+const (
+	firstInterval = 10 * time.Millisecond
+	maxInterval   = 50 * time.Millisecond
+)
 
 // For polls cond until it holds or timeout passes, then fails the test with
 // what it waited for.
@@ -43,11 +49,13 @@ var errNotYet = errors.New("not yet")
 // poll calls f until it returns nil (true) or timeout passes (false).
 func poll(timeout time.Duration, f func() error) bool {
 	deadline := time.Now().Add(timeout)
+	interval := firstInterval
 	for f() != nil {
 		if time.Now().After(deadline) {
 			return false
 		}
 		time.Sleep(interval)
+		interval = min(interval*3/2, maxInterval)
 	}
 	return true
 }
