@@ -299,11 +299,13 @@ func TestOrderedTakeoverAdoptsALargerWindow(t *testing.T) {
 	small.Ordering, small.MaxInFlight = consumer.OrderByConversationKey, 2
 	big := small
 	big.MaxInFlight = 8 // the consumer's window becomes big's
-	owner := h.start(big)
+	// The backlog is there before the owner starts: published while it
+	// runs, on a loaded machine, it could be called off as fast as it came.
 	const n = 200
 	for i := range n {
 		h.publish("events.f10.x", fmt.Sprintf(`{"input":"c%d 0","conversation_key":"c%d"}`, i, i), nil, fmt.Sprintf("f10-%d", i))
 	}
+	owner := h.start(big)
 	testenv.Eventually(t, 10*time.Second, "the owner holds its whole window", func() bool {
 		return h.consumerInfo("agentrelay-f10").NumAckPending >= big.WithDefaults().MaxAckPending
 	})
