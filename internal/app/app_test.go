@@ -97,6 +97,7 @@ func (r *run) stop(t *testing.T) {
 // ready, becomes ready once NATS is up and the stream exists, and stops
 // cleanly at any stage.
 func TestLiveBeforeNATSReadyAfterSetUp(t *testing.T) {
+	t.Parallel()
 	natsAddr := freePort(t)
 	metrics := freePort(t)
 	cfg := testConfig(t, "nats://"+natsAddr, metrics)
@@ -142,6 +143,7 @@ func TestLiveBeforeNATSReadyAfterSetUp(t *testing.T) {
 }
 
 func TestStopWhileConnectingIsClean(t *testing.T) {
+	t.Parallel()
 	cfg := testConfig(t, "nats://"+freePort(t), "off")
 	r := start(cfg)
 	time.Sleep(300 * time.Millisecond)
@@ -175,6 +177,7 @@ func gauge(t *testing.T, reg *prometheus.Registry, name string) float64 {
 // returns the cause, without waiting for a stop. The message whose call was
 // in flight is not acked: it stays for the next worker.
 func TestConnectionClosedForGoodIsFatal(t *testing.T) {
+	t.Parallel()
 	ns, err := natsembed.Start(natsembed.Options{StoreDir: t.TempDir()})
 	if err != nil {
 		t.Fatal(err)
@@ -318,6 +321,7 @@ func hasLog(logs, level, text string) bool {
 // shutdown) is as fatal as a dead connection: the probes would fail with no
 // cause anywhere, so the worker says why and stops.
 func TestListenerStoppingIsFatal(t *testing.T) {
+	t.Parallel()
 	ctx, cancel := context.WithCancelCause(context.Background())
 	defer cancel(nil)
 	var logs testenv.LogBuffer
@@ -351,6 +355,7 @@ func TestListenerStoppingIsFatal(t *testing.T) {
 // Run's own shutdown of the listener and close of the connection are no
 // failures.
 func TestOwnShutdownIsNotAFailure(t *testing.T) {
+	t.Parallel()
 	ctx, cancel := context.WithCancelCause(context.Background())
 	defer cancel(nil)
 	reg := prometheus.NewRegistry()
@@ -373,6 +378,7 @@ func TestOwnShutdownIsNotAFailure(t *testing.T) {
 // like a missing stream: set-up is retried, /readyz says why, nothing is
 // created, and the worker starts once the operator has created it.
 func TestObservedConsumerIsWaitedForLikeAStream(t *testing.T) {
+	t.Parallel()
 	ns, err := natsembed.Start(natsembed.Options{StoreDir: t.TempDir()})
 	if err != nil {
 		t.Fatal(err)

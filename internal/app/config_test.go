@@ -36,6 +36,7 @@ routes:
 // built: a route is mapped with zeros, and WithDefaults gives the values
 // the relay runs with.
 func TestMinimalRouteRunsWithTheConsumerDefaults(t *testing.T) {
+	t.Parallel()
 	c, err := readChecked(t, minimal)
 	if err != nil {
 		t.Fatal(err)
@@ -63,6 +64,7 @@ func TestMinimalRouteRunsWithTheConsumerDefaults(t *testing.T) {
 // max_in_flight, the connection pool from all routes) follow the values
 // the file sets, inherited or not.
 func TestDerivedDefaultsFollowTheFile(t *testing.T) {
+	t.Parallel()
 	c, err := readChecked(t, "defaults: {max_in_flight: 10}\n"+minimal+`
   - name: other
     stream: EVENTS
@@ -85,6 +87,7 @@ func TestDerivedDefaultsFollowTheFile(t *testing.T) {
 // problem under the path of its field, whether the configuration's own
 // rules or a component's refuse it.
 func TestCheckListsEveryProblemWithItsPath(t *testing.T) {
+	t.Parallel()
 	_, err := readChecked(t, `
 nats:
   url: http://user:hunter2@nats:4222
@@ -174,6 +177,7 @@ routes:
 }
 
 func TestDeadLetterSubjectsMustNotOverlapManagedStreams(t *testing.T) {
+	t.Parallel()
 	_, err := readChecked(t, `
 streams:
   - name: EVENTS
@@ -202,6 +206,7 @@ streams:
 // What a configuration sets, the relay runs with: a configuration that
 // passes the check builds a relay.
 func TestCheckedConfigurationBuildsARelay(t *testing.T) {
+	t.Parallel()
 	c, err := readChecked(t, minimal)
 	if err != nil {
 		t.Fatal(err)
@@ -229,6 +234,7 @@ func TestCheckedConfigurationBuildsARelay(t *testing.T) {
 // defaults live in the consumer package (and the client's in agentapi), so
 // that is what the example is compared with.
 func TestExampleLoadsAndStatesTheDefaults(t *testing.T) {
+	t.Parallel()
 	f, err := os.Open("../../config/example.yaml")
 	if err != nil {
 		t.Fatal(err)
@@ -279,6 +285,7 @@ func TestExampleLoadsAndStatesTheDefaults(t *testing.T) {
 // info; left out it is 0 (debug only). What the relay refuses is reported
 // under log.accepted.
 func TestLogAcceptedReachesTheRelay(t *testing.T) {
+	t.Parallel()
 	for yaml, want := range map[string]float64{"": 0, "log: {accepted: true}\n": 1, "log: {accepted: 0.1}\n": 0.1} {
 		c, err := readChecked(t, yaml+minimal)
 		if err != nil {

@@ -33,6 +33,7 @@ func (r *recorder) component(name string, startErr error) component {
 // Components start in the order given and stop in the reverse order; one
 // without a start or a stop is simply passed.
 func TestLifecycleStopsInTheReverseOrderOfStart(t *testing.T) {
+	t.Parallel()
 	var r recorder
 	l := &lifecycle{log: slog.New(slog.DiscardHandler)}
 	err := l.start(context.Background(), r.component("listener", nil), component{name: "no-op"}, r.component("nats", nil), r.component("relay", nil))
@@ -53,6 +54,7 @@ func TestLifecycleStopsInTheReverseOrderOfStart(t *testing.T) {
 // A start that fails, or a context that ends, stops the start there: what
 // started is stopped, in reverse, and nothing else.
 func TestLifecycleStopsOnlyWhatStarted(t *testing.T) {
+	t.Parallel()
 	boom := errors.New("boom")
 	var r recorder
 	l := &lifecycle{log: slog.New(slog.DiscardHandler)}
@@ -81,6 +83,7 @@ func TestLifecycleStopsOnlyWhatStarted(t *testing.T) {
 // watcher and the status service are still there), and the connection
 // closes after the relay has drained.
 func TestWorkerStopsItsComponentsInReverse(t *testing.T) {
+	t.Parallel()
 	ns, err := natsembed.Start(natsembed.Options{StoreDir: t.TempDir()})
 	if err != nil {
 		t.Fatal(err)

@@ -16,6 +16,7 @@ import (
 // Every problem of the mapping and many-agents settings is reported at its
 // field's path, with the others, by the code config check and run share.
 func TestMappingProblemsAtTheirPaths(t *testing.T) {
+	t.Parallel()
 	_, err := readChecked(t, `
 routes:
   - name: ok
@@ -92,6 +93,7 @@ routes:
 // A route serving many agents is built with its agent set and its
 // compiled mapping; a CloudEvents route with its contract.
 func TestBuildRoutesWithMappingAndManyAgents(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	if err := os.WriteFile(filepath.Join(dir, "agtch_support_eu"), []byte("tok\n"), 0o600); err != nil {
 		t.Fatal(err)
@@ -148,6 +150,7 @@ routes:
 // The example's mapped routes are comments (the example is a one-route
 // file); uncommented, they pass config check.
 func TestExampleMappedRoutesAreValid(t *testing.T) {
+	t.Parallel()
 	b, err := os.ReadFile("../../config/example.yaml")
 	if err != nil {
 		t.Fatal(err)

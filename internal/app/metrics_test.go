@@ -38,6 +38,7 @@ func scrapeLine(t *testing.T, base, series string) string {
 // agentrelay_token_reloads_total, scraped from the running worker; the
 // rotation is logged without the token.
 func TestTokenRotationIsCounted(t *testing.T) {
+	t.Parallel()
 	n := testenv.StartNATS(t)
 	n.CreateStream(t, jetstream.StreamConfig{Name: "LATE", Subjects: []string{"late.>"}})
 	emu, apiURL := testenv.Emulator(t, emulator.WithToken("t", "agtch_r"), emulator.WithTrigger("agtch_r", true))

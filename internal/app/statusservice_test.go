@@ -62,6 +62,7 @@ func statusOf(t *testing.T, nc *nats.Conn, body []byte) *nats.Msg {
 // Every replica answers for each of its routes, saying who it is; a
 // request over the size limit gets an error and is not decoded.
 func TestStatusServiceAnswersForEveryRouteAndRefusesLargeRequests(t *testing.T) {
+	t.Parallel()
 	n := testenv.StartNATS(t)
 	logs := statusWorker(t, n)
 	t.Cleanup(func() {
@@ -90,6 +91,7 @@ func TestStatusServiceAnswersForEveryRouteAndRefusesLargeRequests(t *testing.T) 
 // worker's memory nor logs a warning for each drop, and the service still
 // answers after it.
 func TestStatusServiceSurvivesAFloodOfLargeRequests(t *testing.T) {
+	t.Parallel()
 	n := testenv.StartNATS(t)
 	logs := statusWorker(t, n)
 	base := workerHeap()

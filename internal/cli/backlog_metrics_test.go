@@ -26,6 +26,7 @@ func metricValue(body, series string) string {
 // lag_interval: they rise as letters arrive and fall back when the letters
 // are replayed.
 func TestWorkerExportsTheDeadLetterBacklog(t *testing.T) {
+	t.Parallel()
 	s := newStack(t)
 	s.startWorker()
 	for i := range 2 {

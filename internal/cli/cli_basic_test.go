@@ -8,6 +8,7 @@ import (
 )
 
 func TestVersion(t *testing.T) {
+	t.Parallel()
 	code, out, _ := runCLI(t, "", "version")
 	if code != 0 || !strings.HasPrefix(out, "agentrelay ") || !strings.Contains(out, "revision ") || !strings.Contains(out, "go1.") {
 		t.Errorf("version: %d %q", code, out)
@@ -15,6 +16,7 @@ func TestVersion(t *testing.T) {
 }
 
 func TestConfigCheck(t *testing.T) {
+	t.Parallel()
 	// The example's token file does not exist here: config check refuses
 	// it as run would, unless told to leave the tokens out.
 	code, out, errOut := runCLI(t, "", "config", "check", "../../config/example.yaml")
@@ -40,6 +42,7 @@ func TestConfigCheck(t *testing.T) {
 }
 
 func TestRunRefusesBadConfigListingEveryProblem(t *testing.T) {
+	t.Parallel()
 	bad := filepath.Join(t.TempDir(), "bad.yaml")
 	if err := os.WriteFile(bad, []byte("defaults: {ack_wait: 10ms}\nroutes:\n  - {name: a, stream: S, trigger_id: agtch_a, token: {env: X}}\n  - {name: a, stream: S, trigger_id: agtch_b, token: {env: X}}\n"), 0o600); err != nil {
 		t.Fatal(err)
@@ -52,6 +55,7 @@ func TestRunRefusesBadConfigListingEveryProblem(t *testing.T) {
 }
 
 func TestUnknownFlagIsAUsageError(t *testing.T) {
+	t.Parallel()
 	code, _, errOut := runCLI(t, "", "version", "--bogus")
 	if code != ExitConfig || !strings.Contains(errOut, "unknown flag") {
 		t.Errorf("%d %q", code, errOut)
@@ -59,6 +63,7 @@ func TestUnknownFlagIsAUsageError(t *testing.T) {
 }
 
 func TestParseTimes(t *testing.T) {
+	t.Parallel()
 	now := mustTime(t, "2026-11-28T12:00:00Z")
 	if got, _ := parseTime("2h", now); !got.Equal(mustTime(t, "2026-11-28T10:00:00Z")) {
 		t.Errorf("2h ago = %v", got)

@@ -196,6 +196,7 @@ func (s *stack) dlqCount() uint64 {
 // and show say why, the permission is fixed, replay sends them again with
 // their original keys, and the route drains to zero.
 func TestSREStoryFindFixReplayDrain(t *testing.T) {
+	t.Parallel()
 	s := newStack(t)
 	s.startWorker()
 	for i := range 5 {
@@ -262,6 +263,7 @@ func TestSREStoryFindFixReplayDrain(t *testing.T) {
 // published but not yet deleted — can simply be run again: every event is
 // accepted once, nothing is left behind.
 func TestInterruptedReplayCanBeRerun(t *testing.T) {
+	t.Parallel()
 	s := newStack(t)
 	s.startWorker()
 	const n = 12
@@ -319,6 +321,7 @@ func TestInterruptedReplayCanBeRerun(t *testing.T) {
 }
 
 func TestPurgeAsksFirst(t *testing.T) {
+	t.Parallel()
 	s := newStack(t)
 	s.startWorker()
 	for i := range 3 {
@@ -338,6 +341,7 @@ func TestPurgeAsksFirst(t *testing.T) {
 }
 
 func TestPauseAndResumeARoute(t *testing.T) {
+	t.Parallel()
 	s := newStack(t)
 	s.startWorker()
 	if code, out, errOut := s.cli("", "pause", "ok", "--until", "1h"); code != 0 || !strings.Contains(out, "paused route ok") {
@@ -364,6 +368,7 @@ func TestPauseAndResumeARoute(t *testing.T) {
 }
 
 func TestToolsRefuseClearlyWhenThingsAreMissing(t *testing.T) {
+	t.Parallel()
 	s := newStack(t) // no worker: no consumers, no dead-letter stream yet
 	code, out, errOut := s.cli("", "status")
 	if code != 1 || !strings.Contains(out, "stream does not exist") {
@@ -386,6 +391,7 @@ func TestToolsRefuseClearlyWhenThingsAreMissing(t *testing.T) {
 // After a known run, /metrics holds the known numbers, and the logs carry
 // every message's identity but never the token or a message body.
 func TestMetricsAndLogsAfterAKnownRun(t *testing.T) {
+	t.Parallel()
 	s := newStack(t)
 	s.startWorker()
 	s.publish("work.ok.a", `{"input":"secret body one"}`, "m-1")
@@ -500,6 +506,7 @@ func get(t *testing.T, url string) int {
 // the replay still ends after one pass over what was there when it started
 // (it used to reach the new letters and go round for ever).
 func TestReplayOfStillFailingLettersEnds(t *testing.T) {
+	t.Parallel()
 	s := newStack(t)
 	s.startWorker()
 	const n = 300 // more than one scan batch
@@ -524,6 +531,7 @@ func TestReplayOfStillFailingLettersEnds(t *testing.T) {
 // consumer's pause, marked as route health's, until the first probe gets
 // through; then it is gone.
 func TestStatusShowsARouteStoppedByRouteHealth(t *testing.T) {
+	t.Parallel()
 	s := newStack(t)
 	s.startWorker()
 	s.emu.SetRunnable(okID, false)
@@ -555,6 +563,7 @@ func TestStatusShowsARouteStoppedByRouteHealth(t *testing.T) {
 
 // status names an ordered route's owner: the replica the server pinned it to.
 func TestStatusShowsWhoOwnsAnOrderedRoute(t *testing.T) {
+	t.Parallel()
 	s := newStack(t)
 	b, err := os.ReadFile(s.cfgPath)
 	if err != nil {
@@ -589,6 +598,7 @@ func TestStatusShowsWhoOwnsAnOrderedRoute(t *testing.T) {
 // by default) when NATS cannot be reached, naming the servers (with any
 // credentials redacted), and says what to check.
 func TestNATSFacingCommandsFailFastWhenNATSIsUnreachable(t *testing.T) {
+	t.Parallel()
 	s := newStack(t)
 	b, err := os.ReadFile(s.cfgPath)
 	if err != nil {
@@ -632,6 +642,7 @@ func TestNATSFacingCommandsFailFastWhenNATSIsUnreachable(t *testing.T) {
 // Shell completion offers the configuration's routes, the dead-letter
 // reasons, the dead letters in NATS and the streams of STREAM:SEQ.
 func TestCompletionOffersRoutesReasonsLettersAndStreams(t *testing.T) {
+	t.Parallel()
 	s := newStack(t)
 	s.startWorker()
 	s.publish("work.locked.x", `{"input":"x"}`, "comp-1")

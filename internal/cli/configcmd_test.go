@@ -86,6 +86,7 @@ func TestConfigCheckFindsTheFileAsEveryCommandDoes(t *testing.T) {
 // run and config check read a file through the same code: on the same bad
 // file they list the same problems, the agent tokens included.
 func TestRunAndConfigCheckListTheSameProblems(t *testing.T) {
+	t.Parallel()
 	bad := badConfig(t)
 	os.Unsetenv("AGENTRELAY_TEST_UNSET_TOKEN")
 	_, _, check := runCLI(t, "", "config", "check", bad)

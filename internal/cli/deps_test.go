@@ -11,6 +11,7 @@ import (
 // on internal/app, which wires it, in the development build or the release
 // build. cmd/agentrelay gives the command line the worker (cli.Worker).
 func TestToolsLinkNoneOfTheWorker(t *testing.T) {
+	t.Parallel()
 	goCmd, err := exec.LookPath("go")
 	if err != nil {
 		t.Fatalf("the go command lists the packages' dependencies: %v", err)

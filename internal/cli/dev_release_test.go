@@ -14,6 +14,7 @@ import (
 // In a release build, dev and emulator are not there, and say where they
 // are instead of cobra's "unknown command" (run by make release-check).
 func TestReleaseBuildPointsDevAtMakeRun(t *testing.T) {
+	t.Parallel()
 	for _, cmd := range []string{"dev", "emulator"} {
 		var stderr bytes.Buffer
 		code := Main(context.Background(), app.Worker{}, []string{cmd, "--nats-port", "0"}, strings.NewReader(""), &bytes.Buffer{}, &stderr)

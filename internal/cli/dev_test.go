@@ -31,6 +31,7 @@ import (
 // and accepted, a route serving several agents going on while one of them
 // is stopped, and the dead letters of both. Ctrl-C drains and exits 0.
 func TestDevModeShowsAckRetryAndDeadLetter(t *testing.T) {
+	t.Parallel()
 	if testing.Short() {
 		t.Skip("dev mode runs for about 15 s")
 	}
@@ -108,6 +109,7 @@ func jsonNumber(v any) string {
 }
 
 func TestPublishWaitsForTheStreamAck(t *testing.T) {
+	t.Parallel()
 	n := testenv.StartNATS(t)
 	n.CreateStream(t, jetstream.StreamConfig{Name: "P", Subjects: []string{"p.>"}})
 	url := n.Server.ClientURL()
@@ -278,6 +280,7 @@ func TestSREToolsWorkAgainstDevWithItsConfigFile(t *testing.T) {
 // The configuration file holds what dev sets and nothing else, and reads
 // back as exactly the configuration dev runs with.
 func TestDevConfigFileIsTheConfigurationInUse(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	path := filepath.Join(dir, devConfigFile)
 	spec := devConfig("nats://127.0.0.1:4222", "http://127.0.0.1:8089", filepath.Join(dir, "agent-token"), "127.0.0.1:9090")
@@ -311,6 +314,7 @@ func TestDevConfigFileIsTheConfigurationInUse(t *testing.T) {
 // where asked; a port asked for that is taken is an error naming the
 // flag, not a silent move elsewhere.
 func TestDevPortsAreFlags(t *testing.T) {
+	t.Parallel()
 	if testing.Short() {
 		t.Skip("runs dev mode")
 	}

@@ -12,6 +12,7 @@ import (
 // installed one; from `go run`, whose binary lives in a temporary folder
 // or the go command's cache, it names `go run` with the module path.
 func TestBannerNamesAStablePathOrGoRun(t *testing.T) {
+	t.Parallel()
 	for path, goRun := range map[string]bool{
 		"/tmp/go-build552109839/b001/exe/agentrelay":                            true,
 		"/root/.cache/go-build/90/90216cab23d976c91a20dc48c2ebea8-d/agentrelay": true,

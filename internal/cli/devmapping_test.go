@@ -22,6 +22,7 @@ import (
 // the dead-letter reason, and the demo's emulator accepts the call, or
 // answers 409 for the agent that is not runnable.
 func TestDemoMappedRoutesAndSamples(t *testing.T) {
+	t.Parallel()
 	emu, apiURL := testenv.Emulator(t, devMappingEmulator("dev-token")...)
 	client, err := agentapi.NewClient(apiURL, agentapi.ClientOptions{Timeout: 5 * time.Second})
 	if err != nil {

@@ -19,6 +19,7 @@ import (
 // dead-lettered; replayed, failing again, replayed again and accepted;
 // pending behind a paused route; and an id nobody published.
 func TestEventsShowTellsTheStory(t *testing.T) {
+	t.Parallel()
 	s := newStack(t)
 	s.startWorker()
 	s.publish("work.ok.a", `{"input":"fine"}`, "ev-ok") // WORK:1
@@ -90,6 +91,7 @@ func TestEventsShowTellsTheStory(t *testing.T) {
 // A delivered message not yet settled is "delivered", with what consumer
 // info cannot tell apart said plainly.
 func TestEventsShowDeliveredButNotSettled(t *testing.T) {
+	t.Parallel()
 	s := newStack(t)
 	s.startWorker()
 	s.emu.SetRunnable(okID, false) // 409: the route stops and holds the message to probe with
@@ -120,6 +122,7 @@ func TestEventsShowDeliveredButNotSettled(t *testing.T) {
 // with its subject unknown, a dead-lettered one from its dead letter, found
 // by its message id.
 func TestEventsShowAMessageTheStreamNoLongerHolds(t *testing.T) {
+	t.Parallel()
 	s := newStack(t)
 	s.startWorker()
 	s.publish("work.ok.a", `{"input":"fine"}`, "gone-ok") // WORK:1
@@ -157,6 +160,7 @@ func TestEventsShowAMessageTheStreamNoLongerHolds(t *testing.T) {
 // time hint the read starts at the time given; either way the output says
 // how far it looked, and progress goes to stderr when asked for.
 func TestEventsShowFindsAnOldEventAndSaysHowFarItLooked(t *testing.T) {
+	t.Parallel()
 	s := newStack(t)
 	s.nats.CreateStream(t, jetstream.StreamConfig{Name: stream, Subjects: []string{"work.>"}}) // as the worker would
 	s.publish("work.ok.x", `{"input":"old"}`, "needle")                                        // WORK:1

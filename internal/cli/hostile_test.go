@@ -92,6 +92,7 @@ func (s *stack) streamMsgs(name string) (uint64, bool) {
 // and never to a system subject: replay runs with the operator's
 // credentials, and the letter's headers are anyone's to write.
 func TestReplayRefusesForgedLetters(t *testing.T) {
+	t.Parallel()
 	s := newStack(t)
 	s.startWorker()
 	for _, v := range []string{"VICTIM", "VICTIM2"} {
@@ -189,6 +190,7 @@ func TestReplayRefusesForgedLetters(t *testing.T) {
 // must reach the API (not be taken for a replay already done), and
 // --new-key must give it a key of its own.
 func TestReplayOfARecreatedDeadLetterStream(t *testing.T) {
+	t.Parallel()
 	s := newStack(t)
 	s.startWorker()
 	letter := func(key string) forged {
@@ -241,6 +243,7 @@ func TestReplayOfARecreatedDeadLetterStream(t *testing.T) {
 // not this letter's replay (someone published with its message id first)
 // does not count as done: the letter stays.
 func TestReplayDeduplicatedAgainstAnotherEventKeepsTheLetter(t *testing.T) {
+	t.Parallel()
 	s := newStack(t)
 	s.startWorker()
 	seq := s.forge(forged{dlSubject: "agentrelay.dlq.work.ok.d", route: "ok", trigger: okID, subject: "work.ok.d", key: "dd-1"})
@@ -268,6 +271,7 @@ const hostileText = "x\x1b[2J\x1b]0;pwned\x07\u009b31m\u202eevil\u2066\u200f"
 // the terminal without one control character, escape sequence or bidi
 // control: as text (escaped) and as JSON (\u escapes, same data).
 func TestEveryCommandSanitisesWhatItPrints(t *testing.T) {
+	t.Parallel()
 	s := newStack(t)
 	s.startWorker()
 	seq := s.forge(forged{dlSubject: "agentrelay.dlq.work.ok.h", route: "ok" + hostileText, trigger: okID + hostileText, subject: "work.ok.h" + hostileText,
@@ -323,6 +327,7 @@ func assertTerminalSafe(t *testing.T, what, out string) {
 // Every numeric and duration flag is bounded, and a bad value is refused
 // naming the flag and what it may be, before anything is done.
 func TestNumericFlagsAreBounded(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct {
 		args []string
 		flag string
@@ -368,6 +373,7 @@ func TestNumericFlagsAreBounded(t *testing.T) {
 
 // `dlq show` of a letter that is not there says so plainly.
 func TestShowMissingLetter(t *testing.T) {
+	t.Parallel()
 	s := newStack(t)
 	s.ensureDLQ()
 	s.forge(forged{dlSubject: "agentrelay.dlq.work.ok.m", route: "ok", trigger: okID, subject: "work.ok.m"})
@@ -382,6 +388,7 @@ func TestShowMissingLetter(t *testing.T) {
 // A filter naming a route or reason no configuration and no dead letter
 // knows is a typo: refused, with a suggestion.
 func TestUnknownFilterValuesSuggest(t *testing.T) {
+	t.Parallel()
 	s := newStack(t)
 	s.ensureDLQ()
 	s.forge(forged{dlSubject: "agentrelay.dlq.work.ok.f", route: "ok", trigger: okID, subject: "work.ok.f"})

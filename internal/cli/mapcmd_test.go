@@ -82,6 +82,7 @@ func writeFile(t *testing.T, dir, name, body string) string {
 // map prints the exact call: URL, headers with the token redacted, key and
 // body, without NATS (the URL points nowhere) and without the API.
 func TestMapPrintsTheCall(t *testing.T) {
+	t.Parallel()
 	cfg, dir := mapConfig(t, "nats://127.0.0.1:1")
 	ev := writeFile(t, dir, "ticket.json", `{"ticket":{"id":"T-4711"},"summary":"Export times out","customer":{"id":"cus_9"}}`)
 	code, out, errOut := runMap(t, "", "-c", cfg, "--route", "crm", "--file", ev, "-H", "Nats-Msg-Id=ticket-4711")
@@ -108,6 +109,7 @@ Idempotency-Key: ticket-4711
 }
 
 func TestMapCloudEventInBinaryModeAndManyAgents(t *testing.T) {
+	t.Parallel()
 	cfg, dir := mapConfig(t, "nats://127.0.0.1:1")
 	data := writeFile(t, dir, "data.json", `{"summary":"Export times out"}`)
 	code, out, errOut := runMap(t, "", "-c", cfg, "-r", "ce", "-s", "ce.tickets", "-f", data,
@@ -135,6 +137,7 @@ func TestMapCloudEventInBinaryModeAndManyAgents(t *testing.T) {
 
 // An event the worker would dead-letter prints the reason and exits 1.
 func TestMapSaysWhyAnEventWouldBeDeadLettered(t *testing.T) {
+	t.Parallel()
 	cfg, dir := mapConfig(t, "nats://127.0.0.1:1")
 	body := writeFile(t, dir, "body.json", `{"input":"hello"}`)
 	code, out, errOut := runMap(t, "", "-c", cfg, "-r", "agents", "-s", "agents.agtch_sales.events", "-f", body)
@@ -166,6 +169,7 @@ func TestMapSaysWhyAnEventWouldBeDeadLettered(t *testing.T) {
 
 // events show tells what a mapped route makes of a stored event.
 func TestEventsShowPrintsTheMappedInput(t *testing.T) {
+	t.Parallel()
 	n := testenv.StartNATS(t)
 	n.CreateStream(t, jetstream.StreamConfig{Name: "EVENTS", Subjects: []string{"crm.>", "agents.>", "ce.>"}})
 	cfg, _ := mapConfig(t, n.Server.ClientURL())
@@ -194,6 +198,7 @@ func TestEventsShowPrintsTheMappedInput(t *testing.T) {
 // event's own line and when searched for by that key. A replay of it
 // carries the same key in its headers.
 func TestEventsShowGivesTheCloudEventKey(t *testing.T) {
+	t.Parallel()
 	n := testenv.StartNATS(t)
 	n.CreateStream(t, jetstream.StreamConfig{Name: "EVENTS", Subjects: []string{"crm.>", "agents.>", "ce.>"}})
 	cfg, _ := mapConfig(t, n.Server.ClientURL())

@@ -39,6 +39,7 @@ func (s storedMsg) Data() []byte         { return s.m.Data }
 // why. The replays are accepted by the agents they were for, with their
 // original keys, and by no other.
 func TestReplayOfARouteServingManyAgents(t *testing.T) {
+	t.Parallel()
 	n := testenv.StartNATS(t)
 	const (
 		eu, us, sales, unused = "agtch_support_eu", "agtch_support_us", "agtch_sales", "agtch_route_unused"

@@ -45,6 +45,7 @@ func (s *stack) lettersJSON(args ...string) []letterJSON {
 // published, and counts the replays and every attempt. `dlq list` shows a
 // replay loop for what it is.
 func TestReplayThatFailsAgainKeepsItsHistory(t *testing.T) {
+	t.Parallel()
 	s := newStack(t)
 	s.startWorker()
 	s.publish("work.locked.x", `{"input":"again"}`, "hist-1")
@@ -92,6 +93,7 @@ func TestReplayThatFailsAgainKeepsItsHistory(t *testing.T) {
 // unless forced; a corrected body replays one letter with its key, once the
 // route's contract accepts it.
 func TestPoisonLettersNeedACorrectedBodyOrForce(t *testing.T) {
+	t.Parallel()
 	s := newStack(t)
 	s.startWorker()
 	// One after the other, each until its letter is stored, so that the
@@ -163,6 +165,7 @@ func TestPoisonLettersNeedACorrectedBodyOrForce(t *testing.T) {
 // beside the headers) is never replayed as an empty event, even forced;
 // given the body it is.
 func TestLetterWithoutItsBodyIsNotReplayedEmpty(t *testing.T) {
+	t.Parallel()
 	s := newStack(t)
 	s.startWorker()
 	h := nats.Header{}
@@ -206,6 +209,7 @@ func TestLetterWithoutItsBodyIsNotReplayedEmpty(t *testing.T) {
 // A dry run prints the key the worker will really use, also for a letter
 // whose own key could not be used: the replay's message id.
 func TestDryRunPrintsTheKeyReallyUsed(t *testing.T) {
+	t.Parallel()
 	s := newStack(t)
 	s.startWorker()
 	s.nats.Publish(t, &nats.Msg{Subject: "work.ok.x", Data: []byte(`{"input":"k"}`), Header: nats.Header{"Idempotency-Key": {"bad key"}}})

@@ -22,6 +22,7 @@ import (
 // not reconnect) exits non-zero on its own and says why, so that Kubernetes
 // restarts it; it does not wait for a SIGTERM.
 func TestRunExitsNonZeroWhenNATSClosesForGood(t *testing.T) {
+	t.Parallel()
 	n := testenv.StartNATS(t)
 	n.CreateStream(t, jetstream.StreamConfig{Name: stream, Subjects: []string{"work.>"}})
 	_, apiURL := testenv.Emulator(t, emulator.WithToken(token, okID), emulator.WithTrigger(okID, true))

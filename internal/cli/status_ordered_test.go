@@ -71,6 +71,7 @@ func orderedStack(t *testing.T) *stack {
 // waiting event's stream sequence and the event they wait behind. Keys are
 // sanitised like everything status prints.
 func TestStatusShowsAnOrderedRoutesBlockedKeys(t *testing.T) {
+	t.Parallel()
 	s := orderedStack(t)
 	s.startWorker()
 	for i, ev := range []struct{ key, input string }{
@@ -128,6 +129,7 @@ func TestStatusShowsAnOrderedRoutesBlockedKeys(t *testing.T) {
 // expired: the server keeps it for the pinned TTL) leaves the blocked keys
 // unknown, said as such, and status still answers within a few seconds.
 func TestStatusSaysWhenAnOrderedRoutesOwnerDoesNotAnswer(t *testing.T) {
+	t.Parallel()
 	s := orderedStack(t)
 	s.startWorker()
 	s.publish("work.thread.x", `{"input":"s0","conversation_key":"stuck"}`, "gone-0")

@@ -57,6 +57,7 @@ func forgedOrdered(pin string) routestatus.Ordered {
 // keys than it asked for), shows none of it, says it refused it and whose
 // it was.
 func TestStatusRefusesAForgedAnswer(t *testing.T) {
+	t.Parallel()
 	s := orderedStack(t)
 	s.startWorker()
 	s.publish("work.thread.x", `{"input":"s0","conversation_key":"stuck"}`, "forged-0")

@@ -20,6 +20,7 @@ import (
 // ever trigger an agent for it: with a configuration at hand, publish says
 // so on stderr, naming the routes that read the stream.
 func TestPublishWarnsOfASubjectNoRouteCaptures(t *testing.T) {
+	t.Parallel()
 	s := newStack(t)
 	s.startWorker() // creates the stream WORK (work.>)
 
@@ -63,6 +64,7 @@ func TestPublishWarnsOfASubjectNoRouteCaptures(t *testing.T) {
 // route's filter captures, in text and JSON, and goes by the filter the
 // consumer really has.
 func TestStatusListsSubjectsNoRouteCaptures(t *testing.T) {
+	t.Parallel()
 	s := newStack(t)
 	s.startWorker()
 	s.publish("work.ok.x", `{"input":"fine"}`, "uc-ok")
@@ -118,6 +120,7 @@ func TestStatusListsSubjectsNoRouteCaptures(t *testing.T) {
 // reported as not checked, and a route that takes the whole stream needs
 // no read at all.
 func TestStatusUncapturedIsBounded(t *testing.T) {
+	t.Parallel()
 	n := testenv.StartNATS(t)
 	n.CreateStream(t, jetstream.StreamConfig{Name: "B", Subjects: []string{"b.>"}})
 	for i := range 5 {

@@ -13,6 +13,7 @@ import (
 // worker say so instead of doing half their job; the others check the
 // file as far as they can.
 func TestWithoutAWorker(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	tok := filepath.Join(dir, "token")
 	if err := os.WriteFile(tok, []byte("t\n"), 0o600); err != nil {
