@@ -14,7 +14,7 @@
 //
 // Running it:
 //
-//	go test ./internal/faultsuite                  # the short profiles (also in make test)
+//	go test -run TestFaultSuite ./internal/faultsuite   # the short profiles (make faults)
 //	AGENTRELAY_CHAOS=1 go test -run TestChaos -v -timeout 60m ./internal/faultsuite   # make chaos
 //
 // Every run prints its seed; AGENTRELAY_FAULT_SEED=<seed> replays the same
