@@ -278,14 +278,16 @@ func TestConnectionClosedForGoodIsFatal(t *testing.T) {
 	if err := ns.Restart(); err != nil {
 		t.Fatal(err)
 	}
-	c, err := js.Consumer(context.Background(), "LATE", durable)
-	if err != nil {
-		t.Fatal(err)
-	}
-	info, err := c.Info(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
+	// The test's connection reconnects after the restart like any other
+	// (after its reconnect wait, slower on a loaded machine).
+	var info *jetstream.ConsumerInfo
+	testenv.Eventually(t, 15*time.Second, "the consumer's info after the restart", func() bool {
+		c, err := js.Consumer(context.Background(), "LATE", durable)
+		if err == nil {
+			info, err = c.Info(context.Background())
+		}
+		return err == nil
+	})
 	if info.AckFloor.Stream != 0 {
 		t.Errorf("the message whose call never finished was acked (ack floor %d)", info.AckFloor.Stream)
 	}
