@@ -35,6 +35,9 @@ func connect(t *testing.T, url string) *nats.Conn {
 // and a bound that is reached fails the test; it never makes a test slower.
 const patience = 30 * time.Second
 
+// publishRetryWait is how long publishN waits between attempts.
+const publishRetryWait = 50 * time.Millisecond
+
 func ctxT(t *testing.T) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*patience)
 	t.Cleanup(cancel)
@@ -72,9 +75,13 @@ func fetchAck(t *testing.T, ctx context.Context, cons jetstream.Consumer, n int)
 func publishN(t *testing.T, ctx context.Context, js jetstream.JetStream, subj string, from, to int) {
 	t.Helper()
 	for i := from; i <= to; i++ {
+		// Retried while the stream has no leader (no responders), for as
+		// long as the test waits for anything: an election after a
+		// leader's kill took more than the 5 s this once allowed, on a
+		// loaded machine.
 		_, err := js.Publish(ctx, subj, fmt.Appendf(nil, "m%d", i),
 			jetstream.WithMsgID(fmt.Sprintf("id-%d", i)),
-			jetstream.WithRetryAttempts(100), jetstream.WithRetryWait(50*time.Millisecond))
+			jetstream.WithRetryAttempts(int(patience/publishRetryWait)), jetstream.WithRetryWait(publishRetryWait))
 		if err != nil {
 			t.Fatalf("publish %d: %v", i, err)
 		}
