@@ -54,7 +54,7 @@ release-check: build
 RACE_ENV := GORACE=atexit_sleep_ms=0
 
 ## test: every package's tests, with the race detector, against real nats-server and HTTP, and beside
-##       them the deploy files against the binary: under 2 minutes with a warm build cache on 2 cores.
+##       them the deploy files against the binary: about 2 minutes with a warm build cache on 2 cores.
 ##       The fault suite's short profiles are `make faults` (.ci/run runs both)
 test:
 	@$(MAKE) --no-print-directory -j2 --output-sync=line test-packages deploy-test
