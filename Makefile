@@ -57,11 +57,13 @@ RACE_ENV := GORACE=atexit_sleep_ms=0
 ##       them the deploy files against the binary: about 2 minutes with a warm build cache on 2 cores.
 ##       The fault suite's short profiles are `make faults` (.ci/run runs both)
 test:
-	@$(MAKE) --no-print-directory -j2 --output-sync=line test-packages deploy-test
+	@$(MAKE) --no-print-directory -j2 test-packages deploy-test
 
 # test-packages: the first half of `make test`. The deploy tests run beside
 # it: they check files and a binary, not timings, and the package tests
-# leave a core idle for much of their last minute.
+# leave a core idle for much of their last minute. No --output-sync: GNU
+# make 3.81, which macOS ships, has none; go test writes whole lines, so
+# the two outputs interleave by line.
 test-packages:
 	$(RACE_ENV) $(GO) test -race -count=1 -parallel 8 -timeout 20m -skip '^TestFaultSuite$$' ./...
 
