@@ -91,8 +91,42 @@ type recorder struct {
 	mu       sync.Mutex
 	reqs     []request
 	calling  [maxWorkers]map[string]int // keys being called, per worker slot
-	convo    map[string][]string        // ordered conversations being called (all slots): the calls
-	overlaps []string
+	convo    map[string][]*convoCall    // ordered conversations being called (all slots): the calls
+	overlaps []overlap
+}
+
+// convoCall is one call of an ordered conversation, as the API saw it.
+type convoCall struct {
+	desc   string // input, worker and arrival, for reports
+	worker int
+	// abandoned says the call's client hung up before any answer: the
+	// call was over for its worker, which may already have called the
+	// key's next event by the time the API noticed. Set when the call
+	// ends, under recorder.mu.
+	abandoned bool
+}
+
+// overlap is a call that arrived while others of its conversation were in
+// the API.
+type overlap struct {
+	key     string
+	call    *convoCall
+	earlier []*convoCall
+}
+
+// real reports whether the overlap is two calls at once from the worker's
+// side too. A worker's own earlier call that it abandoned (its timeout)
+// does not count: the API learns of the hang-up a moment after the
+// worker, which may have dead-lettered the event and called the key's
+// next one in that moment. Another worker's abandoned call still counts:
+// that is the overlap the ordered route's pin and fence must prevent.
+func (o overlap) real() bool {
+	for _, e := range o.earlier {
+		if !e.abandoned || e.worker != o.call.worker {
+			return true
+		}
+	}
+	return false
 }
 
 func (rc *recorder) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -118,20 +152,27 @@ func (rc *recorder) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 	at := time.Now()
 	key := r.Header.Get("Idempotency-Key")
+	sw := &statusWriter{ResponseWriter: w}
 	if ck := fields.ConversationKey; ck != "" && strings.Contains(r.URL.Path, "/"+orderedTrigger+"/") {
 		rc.mu.Lock()
 		if rc.convo == nil {
-			rc.convo = map[string][]string{}
+			rc.convo = map[string][]*convoCall{}
 		}
-		call := fmt.Sprintf("%s from worker %d at %s", fields.Input, slot, at.Format("15:04:05.000"))
+		call := &convoCall{desc: fmt.Sprintf("%s from worker %d at %s", fields.Input, slot, at.Format("15:04:05.000")), worker: slot}
 		if others := rc.convo[ck]; len(others) > 0 {
-			rc.overlaps = append(rc.overlaps, fmt.Sprintf("%s (%s, while in the API: %s)", ck, call, strings.Join(others, "; ")))
+			rc.overlaps = append(rc.overlaps, overlap{key: ck, call: call, earlier: slices.Clone(others)})
 		}
 		rc.convo[ck] = append(rc.convo[ck], call)
 		rc.mu.Unlock()
+		// The client hung up if the request's context ends while the
+		// handler runs: net/http cancels it only after the handler
+		// returns otherwise (a hijacked connection included).
+		stopWatch := context.AfterFunc(r.Context(), func() {})
 		defer func() {
+			clientGone := !stopWatch()
 			rc.mu.Lock()
-			rc.convo[ck] = slices.DeleteFunc(rc.convo[ck], func(c string) bool { return c == call })
+			call.abandoned = clientGone && sw.status == 0
+			rc.convo[ck] = slices.DeleteFunc(rc.convo[ck], func(c *convoCall) bool { return c == call })
 			rc.mu.Unlock()
 		}()
 	}
@@ -145,7 +186,6 @@ func (rc *recorder) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		rc.calling[slot][key]++
 		rc.mu.Unlock()
 	}
-	sw := &statusWriter{ResponseWriter: w}
 	if rc.maxDelay > 0 && slot >= 0 {
 		sw.beforeAccepted = func() {
 			rc.holding[slot].Add(1)
@@ -192,7 +232,18 @@ const orderedTrigger = triggerConvo
 func (rc *recorder) keyOverlaps() []string {
 	rc.mu.Lock()
 	defer rc.mu.Unlock()
-	return append([]string(nil), rc.overlaps...)
+	var out []string
+	for _, o := range rc.overlaps {
+		if !o.real() {
+			continue
+		}
+		earlier := make([]string, len(o.earlier))
+		for i, e := range o.earlier {
+			earlier[i] = e.desc
+		}
+		out = append(out, fmt.Sprintf("%s (%s, while in the API: %s)", o.key, o.call.desc, strings.Join(earlier, "; ")))
+	}
+	return out
 }
 
 // lastCaller returns the worker slot that made the latest call to

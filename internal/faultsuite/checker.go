@@ -142,7 +142,9 @@ type Observed struct {
 	Ledger   []Accepted
 	Requests []Request
 	// KeyOverlaps lists calls the API received for an ordered route's
-	// conversation key while another call for it was in flight.
+	// conversation key while another call for it was in flight (not
+	// counting the same worker's call that it had given up at its
+	// timeout).
 	KeyOverlaps []string
 	DeadLetters []DeadLetter
 	Consumers   []ConsumerState
