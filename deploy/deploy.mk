@@ -53,7 +53,8 @@ alerts:
 
 ## deploy-test: check every file under deploy/ against the binary
 deploy-test:
-	cd deploy && $(GO) test -count=1 -timeout 10m ./...
+	@mkdir -p $(TEST_BIN)/deploy
+	cd deploy && $(GO) test -count=1 -timeout 10m -o $(TEST_BIN)/deploy/ ./...
 
 ## deploy-promtool: promtool check rules and promtool test rules on the alert pack, with the promtool
 ##        deploy/go.mod pins (`go tool`; its first build compiles Prometheus: minutes, see docs/releasing.md)
