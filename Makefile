@@ -61,14 +61,14 @@ RACE_ENV := GORACE=atexit_sleep_ms=0
 TEST_BIN := $(CURDIR)/bin/test
 
 ## test: every package's tests, with the race detector, against real nats-server and HTTP, and beside
-##       them the deploy files against the binary: about 2 minutes with a warm build cache on 2 cores.
+##       them the deploy files against the binary: about 75 s with a warm build cache on 2 cores.
 ##       The fault suite's short profiles are `make faults` (.ci/run runs both)
 test:
 	@$(MAKE) --no-print-directory -j2 test-packages deploy-test
 
 # test-packages: the first half of `make test`. The deploy tests run beside
 # it: they check files and a binary, not timings, and the package tests
-# leave a core idle for much of their last minute. No --output-sync: GNU
+# do not keep both cores busy throughout. No --output-sync: GNU
 # make 3.81, which macOS ships, has none; go test writes whole lines, so
 # the two outputs interleave by line.
 test-packages:
