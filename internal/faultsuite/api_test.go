@@ -246,6 +246,21 @@ func (rc *recorder) keyOverlaps() []string {
 	return out
 }
 
+// afterOwnAbandoned counts the ordered calls that came while the API still
+// held only calls their own worker had given up: not overlaps (see
+// overlap.real), printed so that a run shows how often it happens.
+func (rc *recorder) afterOwnAbandoned() int {
+	rc.mu.Lock()
+	defer rc.mu.Unlock()
+	n := 0
+	for _, o := range rc.overlaps {
+		if !o.real() {
+			n++
+		}
+	}
+	return n
+}
+
 // lastCaller returns the worker slot that made the latest call to
 // trigger, or -1.
 func (rc *recorder) lastCaller(trigger string) int {

@@ -98,4 +98,7 @@ func TestRecorderOverlapsIgnoreOnlyAWorkersOwnAbandonedCall(t *testing.T) {
 	if len(got) != 2 || !strings.HasPrefix(got[0], "other-worker (b2 from worker 2") || !strings.HasPrefix(got[1], "still-running (c2 from worker 1") {
 		t.Fatalf("overlaps:\n%s\nwant other-worker's b2 (worker 2) and still-running's c2 (worker 1), nothing for same-worker", strings.Join(got, "\n"))
 	}
+	if n := api.rec.afterOwnAbandoned(); n != 1 {
+		t.Errorf("%d calls after their worker's own abandoned call, want 1 (same-worker's a2)", n)
+	}
 }

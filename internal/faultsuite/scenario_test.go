@@ -139,6 +139,7 @@ type figures struct {
 	breakerOpens                                 int
 	agentStops                                   int // agents stopped on a route that serves many, all replicas
 	falseSettles                                 int // polls where the consumers owed nothing but events had no outcome
+	ownAbandonedCalls                            int // ordered calls that came while their worker's abandoned call was still in the API
 	stored                                       uint64
 	emu                                          emulator.Stats
 	settle, total                                time.Duration
@@ -616,6 +617,7 @@ func (r *run) finish() {
 	}
 	dls, dlHeaders := r.deadLetters()
 	obs := Observed{DeadLetters: dls, Consumers: consumers, KeyOverlaps: r.api.rec.keyOverlaps()}
+	r.fig.ownAbandonedCalls = r.api.rec.afterOwnAbandoned()
 	for _, e := range r.api.emu.Ledger() {
 		obs.Ledger = append(obs.Ledger, Accepted{TriggerID: e.TriggerID, Key: e.IdempotencyKey, Input: e.Input})
 	}
@@ -760,6 +762,9 @@ func (f *figures) String(p profile, base uint64) string {
 		fmt.Fprintf(&b, "agents stopped:    %d (one agent's condition on a route that serves many, all replicas)\n", f.agentStops)
 	}
 	fmt.Fprintf(&b, "time to drain:     %v after the last fault (run %v)\n", f.settle.Round(time.Millisecond), f.total.Round(time.Millisecond))
+	if f.ownAbandonedCalls > 0 {
+		fmt.Fprintf(&b, "ordered calls made while the API still held the same worker's call it had given up (timeout; not overlaps): %d\n", f.ownAbandonedCalls)
+	}
 	if f.falseSettles > 0 {
 		fmt.Fprintf(&b, "consumers owed nothing while events still had no outcome: %d polls\n", f.falseSettles)
 	}
