@@ -57,7 +57,7 @@ RACE_ENV := GORACE=atexit_sleep_ms=0
 # go test links a package's test binary anew on every run, a second or
 # more of CPU each for those linking nats-server, ~50 s of CPU for the
 # whole module; with -o it relinks only a binary whose inputs changed (the
-# same build-ID check as go build). ~800 MB on disk; `rm -rf bin` frees it.
+# same build-ID check as go build). ~900 MB on disk; `rm -rf bin` frees it.
 TEST_BIN := $(CURDIR)/bin/test
 
 ## test: every package's tests, with the race detector, against real nats-server and HTTP, and beside
