@@ -119,7 +119,10 @@ type overlap struct {
 // does not count: the API learns of the hang-up a moment after the
 // worker, which may have dead-lettered the event and called the key's
 // next one in that moment. Another worker's abandoned call still counts:
-// that is the overlap the ordered route's pin and fence must prevent.
+// that is the overlap the ordered route's pin and fence must prevent. A
+// worker is a slot: a process restarted in the slot of a killed one is
+// the same worker here, and the killed one's call, which its kernel ended,
+// is abandoned too.
 func (o overlap) real() bool {
 	for _, e := range o.earlier {
 		if !e.abandoned || e.worker != o.call.worker {
