@@ -74,6 +74,7 @@ func TestAFewBadEventsNeverStopTheRoute(t *testing.T) {
 	fewBadEvents(t, 1)
 }
 
+// The same as TestAFewBadEventsNeverStopTheRoute, with two replicas.
 func TestAFewBadEventsNeverStopTheRouteOfTwoReplicas(t *testing.T) {
 	t.Parallel()
 	fewBadEvents(t, 2)
